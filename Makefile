@@ -1,0 +1,73 @@
+# agentrun's build. Every go command needs the Podman bindings' build tags:
+# containers_image_openpgp avoids gpgme (a C library), remote builds the client
+# side only.
+export GOTOOLCHAIN := local
+export GOFLAGS := -tags=remote,containers_image_openpgp
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+
+# The Podman API socket the tests and the local stack talk to.
+PODMAN_SOCKET ?= /run/podman/podman.sock
+
+.PHONY: all
+all: build
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests under config/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." \
+		output:crd:artifacts:config=config/crd/bases \
+		output:rbac:artifacts:config=config/rbac \
+		output:webhook:artifacts:config=config/webhook
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods.
+	$(CONTROLLER_GEN) object paths="./..."
+
+.PHONY: verify-generated
+verify-generated: $(CONTROLLER_GEN) ## Fail when generated files differ from what the markers produce.
+	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/verify-generated.sh
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: check-fmt
+check-fmt: ## Fail when a Go file is not gofmt-formatted.
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
+
+.PHONY: podman
+podman: ## Install and configure Podman, build the test image, start the API service.
+	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/podman-setup.sh >/dev/null
+
+.PHONY: k8s-binaries
+k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go module proxy.
+	hack/k8s-binaries.sh >/dev/null
+
+.PHONY: test
+test: verify-generated check-fmt vet k8s-binaries podman ## Run unit tests and the envtest suites.
+	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) \
+		go test ./... -count=1
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager binary.
+	go build -o $(LOCALBIN)/manager ./cmd
+
+$(CONTROLLER_GEN):
+	mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)

@@ -1,0 +1,208 @@
+package v1alpha1_test
+
+import (
+	"fmt"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// referenceRun is the reference API's example request as an AgentRun.
+func referenceRun() *agentsv1alpha1.AgentRun {
+	return &agentsv1alpha1.AgentRun{
+		ObjectMeta: metav1.ObjectMeta{Name: "review-" + rand.String(6), Namespace: "default"},
+		Spec: agentsv1alpha1.AgentRunSpec{
+			Prompt:  "Review the open PRs using gh CLI",
+			Workdir: "/workspace",
+			Podman: agentsv1alpha1.PodmanSpec{
+				Volumes: []string{"/home/user/myrepo:/workspace"},
+				SecretsEnv: map[string]agentsv1alpha1.SecretName{
+					"GH_TOKEN":     "github-token",
+					"GITLAB_TOKEN": "gitlab-token",
+				},
+			},
+		},
+	}
+}
+
+func manySecrets(n int) map[string]agentsv1alpha1.SecretName {
+	m := map[string]agentsv1alpha1.SecretName{}
+	for i := range n {
+		m[fmt.Sprintf("VAR_%d", i)] = "tok"
+	}
+	return m
+}
+
+// expectRefused asserts that the API server refused the run as invalid with a
+// message naming every given field and rule.
+func expectRefused(err error, fieldAndRules ...string) {
+	GinkgoHelper()
+	Expect(err).To(HaveOccurred())
+	Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
+	for _, s := range fieldAndRules {
+		Expect(err.Error()).To(ContainSubstring(s))
+	}
+}
+
+type invalidCase struct {
+	mutate func(*agentsv1alpha1.AgentRun)
+	// field and rule as both CEL and the webhook name them.
+	field, rule string
+}
+
+var documentedRules = []TableEntry{
+	Entry("env var format in secretsEnv (reference)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["1BAD"] = "tok" },
+		"spec.podman.secretsEnv", "(rule: env var format)"}),
+	Entry("env var format in env (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"MY-VAR": "x"}
+		},
+		"spec.podman.env", "(rule: env var format)"}),
+	Entry("LD_PRELOAD in secretsEnv (reference)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["LD_PRELOAD"] = "tok" },
+		"spec.podman.secretsEnv", "(rule: blocked vars)"}),
+	Entry("LD_LIBRARY_PATH in env (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"LD_LIBRARY_PATH": "/tmp"}
+		},
+		"spec.podman.env", "(rule: blocked vars)"}),
+	Entry("AGENT_PROMPT in env (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"AGENT_PROMPT": "x"}
+		},
+		"spec.podman.env", "(rule: reserved vars)"}),
+	Entry("empty secret name (reference)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "" },
+		"spec.podman.secretsEnv", "(rule: secret name)"}),
+	Entry("254-character secret name (reference)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(strings.Repeat("a", 254))
+		},
+		"spec.podman.secretsEnv.GH_TOKEN", "may not be more than 253 bytes"}),
+	Entry("secret name with a comma (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "tok,type=mount" },
+		"spec.podman.secretsEnv", "(rule: Podman secret name)"}),
+	Entry("secret name with a space (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "my token" },
+		"spec.podman.secretsEnv", "(rule: Podman secret name)"}),
+	// The schema's maxProperties answers before any CEL rule or the webhook
+	// runs, in the API server's own words.
+	Entry("51 secrets (reference)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv = manySecrets(51) },
+		"spec.podman.secretsEnv", "must have at most 50 items"}),
+	Entry("a variable in env and secretsEnv (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"GH_TOKEN": "plain"}
+		},
+		"spec.podman", "(rule: one source per variable)"}),
+	Entry("relative volume path (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"myrepo:/workspace"} },
+		"spec.podman.volumes", "(rule: volume format)"}),
+	Entry("unknown volume option (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/src:/workspace:suid"} },
+		"spec.podman.volumes", "(rule: volume options)"}),
+	Entry("two volumes on one container path (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/a:/workspace", "/b:/workspace"} },
+		"spec.podman.volumes", "(rule: unique container paths)"}),
+	Entry("relative workdir (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Workdir = "workspace" },
+		"spec.workdir", "(rule: absolute paths)"}),
+}
+
+var _ = Describe("Creating an AgentRun", func() {
+	It("accepts the reference example, with and without the webhook", func(sctx SpecContext) {
+		for _, c := range []client.Client{webhookClient, celOnlyClient} {
+			Expect(c.Create(sctx, referenceRun())).To(Succeed())
+		}
+	})
+
+	It("accepts exactly 50 secrets", func(sctx SpecContext) {
+		for _, c := range []client.Client{webhookClient, celOnlyClient} {
+			run := referenceRun()
+			run.Spec.Podman.SecretsEnv = manySecrets(50)
+			Expect(c.Create(sctx, run)).To(Succeed())
+		}
+	})
+
+	DescribeTable("refuses a run that breaks a rule, naming the field and the rule",
+		func(sctx SpecContext, tc invalidCase) {
+			for name, c := range map[string]client.Client{"webhook": webhookClient, "CEL only": celOnlyClient} {
+				By(name)
+				run := referenceRun()
+				tc.mutate(run)
+				expectRefused(c.Create(sctx, run), tc.field, tc.rule)
+			}
+		},
+		documentedRules,
+	)
+
+	It("reports every violation at once", func(sctx SpecContext) {
+		for _, c := range []client.Client{webhookClient, celOnlyClient} {
+			run := referenceRun()
+			run.Spec.Podman.SecretsEnv["1BAD"] = "tok"
+			run.Spec.Podman.SecretsEnv["LD_PRELOAD"] = "tok"
+			run.Spec.Podman.Volumes = []string{"relative:/workspace"}
+			expectRefused(c.Create(sctx, run), "(rule: env var format)", "(rule: blocked vars)", "(rule: volume format)")
+		}
+	})
+
+	DescribeTable("refuses, through the webhook, what CEL does not check, naming the exact entry",
+		func(sctx SpecContext, mutate func(*agentsv1alpha1.AgentRun), field, rule string) {
+			run := referenceRun()
+			mutate(run)
+			Expect(celOnlyClient.Create(sctx, run.DeepCopy())).To(Succeed(), "CEL alone accepts this run")
+			expectRefused(webhookClient.Create(sctx, run), field, rule, "admission webhook", "denied the request")
+		},
+		Entry("a volume path with ..", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Volumes = []string{"/home/user/../../etc:/workspace"}
+		}, "spec.podman.volumes[0]", "(rule: clean paths)"),
+		Entry("ro and rw together", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Volumes = []string{"/src:/workspace:ro,rw"}
+		}, "spec.podman.volumes[0]", "(rule: one option of each kind)"),
+		Entry("mounting over the container's /", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Volumes = []string{"/src:/"}
+		}, "spec.podman.volumes[0]", "(rule: volume format)"),
+		Entry("a workdir with ..", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Workdir = "/workspace/../etc"
+		}, "spec.workdir", "(rule: clean paths)"),
+	)
+})
+
+var _ = Describe("Updating an AgentRun", func() {
+	for name, c := range map[string]*client.Client{"webhook": &webhookClient, "CEL only": &celOnlyClient} {
+		Context("with "+name, func() {
+			It("allows cancelling, refuses un-cancelling and any other spec change", func(sctx SpecContext) {
+				run := referenceRun()
+				Expect((*c).Create(sctx, run)).To(Succeed())
+
+				changed := run.DeepCopy()
+				changed.Spec.Prompt = "Something else"
+				expectRefused((*c).Update(sctx, changed), "spec", "(rule: immutable spec)")
+
+				changed = run.DeepCopy()
+				changed.Spec.Podman.SecretsEnv["EXTRA"] = "extra-token"
+				expectRefused((*c).Update(sctx, changed), "spec", "(rule: immutable spec)")
+
+				changed = run.DeepCopy()
+				changed.Spec.Timeout = &metav1.Duration{Duration: 60_000_000_000}
+				expectRefused((*c).Update(sctx, changed), "spec", "(rule: immutable spec)")
+
+				patch := client.MergeFrom(run.DeepCopy())
+				run.Spec.Cancel = true
+				Expect((*c).Patch(sctx, run, patch)).To(Succeed())
+
+				expectRefused((*c).Patch(sctx, run, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":false}}`))),
+					"spec", "(rule: cancel is final)")
+			})
+		})
+	}
+})

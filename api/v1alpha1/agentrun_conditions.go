@@ -1,0 +1,60 @@
+package v1alpha1
+
+// Condition types of an AgentRun. Every condition carries the run's
+// metadata.generation as its observedGeneration.
+const (
+	// ConditionScheduled is True once a Podman host has taken the run
+	// (status.host is set) and False while no host has.
+	ConditionScheduled = "Scheduled"
+
+	// ConditionStarted is True once the current attempt's container was
+	// started, and False while it cannot start yet; its reason then says what
+	// it waits for (SecretNotFound, ImageNotFound, PodmanUnavailable, ...).
+	ConditionStarted = "Started"
+
+	// ConditionSucceeded is True when the run finished successfully: the
+	// container exited 0 and the agent reported no error. It is False once
+	// the run finished any other way.
+	ConditionSucceeded = "Succeeded"
+
+	// ConditionFailed is True when the run finished without success (failed,
+	// deadline exceeded or cancelled); its reason says which. It is False
+	// while the run has not failed.
+	ConditionFailed = "Failed"
+
+	// ConditionFinished is True once the run reached a terminal phase,
+	// whichever it is, so `kubectl wait --for=condition=Finished` waits for
+	// any outcome.
+	ConditionFinished = "Finished"
+)
+
+// Condition reasons, CamelCase as Kubernetes reasons are. The same words are
+// used as event reasons.
+const (
+	// ReasonWaitingForHost: no Podman host has claimed the run yet.
+	ReasonWaitingForHost = "WaitingForHost"
+	// ReasonClaimed: a host claimed the run.
+	ReasonClaimed = "Claimed"
+	// ReasonSecretNotFound: a secret named in spec.podman.secretsEnv does not
+	// exist on the host; the run starts once it is created.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonImageNotFound: the image is not present on the host.
+	ReasonImageNotFound = "ImageNotFound"
+	// ReasonPodmanUnavailable: the host's Podman API service did not answer.
+	ReasonPodmanUnavailable = "PodmanUnavailable"
+	// ReasonLaunchFailed: Podman refused to create or start the container.
+	ReasonLaunchFailed = "LaunchFailed"
+	// ReasonLaunched: the container was created and started.
+	ReasonLaunched = "Launched"
+	// ReasonRunning: the container is running.
+	ReasonRunning = "Running"
+	// ReasonCompleted: the container exited 0.
+	ReasonCompleted = "Completed"
+	// ReasonExitedNonZero: the container exited with a non-zero code.
+	ReasonExitedNonZero = "ExitedNonZero"
+	// ReasonContainerLost: the container disappeared before its result was
+	// recorded.
+	ReasonContainerLost = "ContainerLost"
+	// ReasonNotFinished: the run has not reached a terminal phase.
+	ReasonNotFinished = "NotFinished"
+)

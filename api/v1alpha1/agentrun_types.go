@@ -1,0 +1,300 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// AgentRunSpec describes one run of an AI coding agent in a Podman container.
+// Everything but cancel is fixed once the run is created: a run is a record of
+// what was executed, so a change means a new AgentRun.
+// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+// +kubebuilder:validation:XValidation:rule="!oldSelf.?cancel.orValue(false) || self.?cancel.orValue(false)",message="spec.cancel cannot be set back to false once a run is cancelled (rule: cancel is final)"
+type AgentRunSpec struct {
+	// Prompt is the task given to the agent. It is passed as the last argument
+	// of the command and as the environment variable AGENT_PROMPT.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Prompt string `json:"prompt"`
+
+	// Workdir is the absolute path of the container's working directory,
+	// typically the container side of one of spec.podman.volumes. Empty means
+	// the image's own working directory.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="workdir must be an absolute path (rule: absolute paths)"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Workdir string `json:"workdir,omitempty"`
+
+	// Image is the container image to run. Empty means the controller's
+	// default agent image.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Image string `json:"image,omitempty"`
+
+	// Command is the argv the container runs, without the prompt, which the
+	// controller appends as the last argument. Empty means the controller's
+	// default agent command.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Command []string `json:"command,omitempty"`
+
+	// HostName pins the run to the Podman host whose controller has this
+	// host name. Empty lets any host claim the run.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	HostName string `json:"hostName,omitempty"`
+
+	// Podman holds the container settings passed to Podman.
+	// +optional
+	Podman PodmanSpec `json:"podman,omitempty"`
+
+	// Timeout bounds how long the run may take from its start, as a
+	// duration such as "30m" or "1h30m". Past it the container is stopped and
+	// the run fails with reason DeadlineExceeded. Empty means the controller's
+	// default timeout.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be a positive duration such as 30m (rule: positive timeout)"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// BackoffLimit is how many times a failed attempt (non-zero exit) is
+	// retried in a new container before the run fails. Defaults to 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=20
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
+
+	// TTLSecondsAfterFinished deletes the run this many seconds after it
+	// finished. Unset keeps it until it is deleted by hand.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+
+	// Cancel stops the run when set to true: the container is stopped and the
+	// run ends in phase Cancelled. It is the one field that may change after
+	// creation, and it cannot be set back to false.
+	// +optional
+	Cancel bool `json:"cancel,omitempty"`
+}
+
+// PodmanSpec holds the container settings passed to Podman.
+// +kubebuilder:validation:XValidation:rule="!has(self.env) || !has(self.secretsEnv) || self.env.all(k, !(k in self.secretsEnv))",message="a variable may be set in env or in secretsEnv, not both (rule: one source per variable)"
+// +kubebuilder:validation:XValidation:rule="has(self.volumes) == has(oldSelf.volumes) && has(self.secretsEnv) == has(oldSelf.secretsEnv) && has(self.env) == has(oldSelf.env) && has(self.memory) == has(oldSelf.memory) && has(self.cpus) == has(oldSelf.cpus) && has(self.network) == has(oldSelf.network)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+type PodmanSpec struct {
+	// Volumes are bind mounts written as Podman writes them:
+	// "/host/path:/container/path" or "/host/path:/container/path:options",
+	// where options is a comma-separated list of ro, rw, z, Z, U, O, copy,
+	// nocopy, exec, noexec, nosuid, nodev, bind, rbind, private, rprivate,
+	// slave, rslave, shared or rshared.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.all(v, v.matches('^/[^:]*:/[^:]*(:[^:]+)?$'))",message="each volume must be /host/path:/container/path[:options] with absolute paths (rule: volume format)"
+	// +kubebuilder:validation:XValidation:rule="self.all(v, v.split(':').size() < 3 || v.split(':')[2].split(',').all(o, o in ['ro', 'rw', 'z', 'Z', 'U', 'O', 'copy', 'nocopy', 'exec', 'noexec', 'nosuid', 'nodev', 'bind', 'rbind', 'private', 'rprivate', 'slave', 'rslave', 'shared', 'rshared']))",message="volume options must be among ro, rw, z, Z, U, O, copy, nocopy, exec, noexec, nosuid, nodev, bind, rbind, private, rprivate, slave, rslave, shared, rshared (rule: volume options)"
+	// +kubebuilder:validation:XValidation:rule="self.all(v, v.split(':').size() < 2 || self.exists_one(w, w.split(':').size() >= 2 && w.split(':')[1] == v.split(':')[1]))",message="two volumes may not share a container path (rule: unique container paths)"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Volumes []string `json:"volumes,omitempty"`
+
+	// SecretsEnv maps an environment variable name to the name of a Podman
+	// secret on the host (podman secret create NAME -). Podman itself puts
+	// the secret's value in the variable; the controller never reads it.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=50
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",message="env var names must start with a letter or underscore and contain only [A-Za-z0-9_] (rule: env var format)"
+	// +kubebuilder:validation:XValidation:rule="!('LD_PRELOAD' in self) && !('LD_LIBRARY_PATH' in self)",message="LD_PRELOAD and LD_LIBRARY_PATH are not allowed (rule: blocked vars)"
+	// +kubebuilder:validation:XValidation:rule="!('AGENT_PROMPT' in self)",message="AGENT_PROMPT is set by the controller (rule: reserved vars)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() >= 1)",message="secret names must be non-empty (rule: secret name)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !self[k].matches('[,/=\\\\s\\\\x00]'))",message="secret names may not contain a comma, =, /, whitespace or NUL (rule: Podman secret name)"
+	// +kubebuilder:validation:XValidation:rule="self.size() == oldSelf.size() && self.all(k, k in oldSelf && self[k] == oldSelf[k])",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	SecretsEnv map[string]SecretName `json:"secretsEnv,omitempty"`
+
+	// Env holds plain, non-secret environment variables. Put tokens in
+	// secretsEnv instead: env values are stored in the AgentRun for anyone
+	// who can read it.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=128
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",message="env var names must start with a letter or underscore and contain only [A-Za-z0-9_] (rule: env var format)"
+	// +kubebuilder:validation:XValidation:rule="!('LD_PRELOAD' in self) && !('LD_LIBRARY_PATH' in self)",message="LD_PRELOAD and LD_LIBRARY_PATH are not allowed (rule: blocked vars)"
+	// +kubebuilder:validation:XValidation:rule="!('AGENT_PROMPT' in self)",message="AGENT_PROMPT is set by the controller (rule: reserved vars)"
+	// +kubebuilder:validation:XValidation:rule="self.size() == oldSelf.size() && self.all(k, k in oldSelf && self[k] == oldSelf[k])",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Env map[string]EnvValue `json:"env,omitempty"`
+
+	// Memory is the container's memory limit in Podman's notation: a
+	// number with an optional unit b, k, m or g (for example 512m or 2g).
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[1-9][0-9]*[bkmgBKMG]?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Memory string `json:"memory,omitempty"`
+
+	// CPUs is the number of CPUs the container may use, as Podman's --cpus
+	// takes it (for example 1 or 0.5).
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?|\.[0-9]+)$`
+	// +kubebuilder:validation:XValidation:rule="double(self.startsWith('.') ? '0' + self : self) > 0.0",message="cpus must be greater than 0 (rule: positive cpus)"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	CPUs string `json:"cpus,omitempty"`
+
+	// Network is the Podman network mode or the name of a Podman network
+	// (for example bridge, none, or a network made with podman network
+	// create). Empty means Podman's default.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9_.-]*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Network string `json:"network,omitempty"`
+}
+
+// SecretName is the name of a Podman secret, as podman secret create takes it.
+// +kubebuilder:validation:MaxLength=253
+type SecretName string
+
+// EnvValue is the value of a plain environment variable.
+// +kubebuilder:validation:MaxLength=32768
+type EnvValue string
+
+// AgentRunPhase is a run's place in its lifecycle.
+// +kubebuilder:validation:Enum=Pending;Running;Succeeded;Failed;Cancelled
+type AgentRunPhase string
+
+const (
+	// PhasePending: the run is accepted but its container is not running
+	// yet (no host has claimed it, it waits for a secret, an image or a slot).
+	PhasePending AgentRunPhase = "Pending"
+	// PhaseRunning: the run's container is running on status.host.
+	PhaseRunning AgentRunPhase = "Running"
+	// PhaseSucceeded: the container exited 0 and the agent reported no error.
+	PhaseSucceeded AgentRunPhase = "Succeeded"
+	// PhaseFailed: the run ended without success (non-zero exit, deadline,
+	// agent error, or a launch error that waiting cannot fix).
+	PhaseFailed AgentRunPhase = "Failed"
+	// PhaseCancelled: the run was stopped because spec.cancel was set.
+	PhaseCancelled AgentRunPhase = "Cancelled"
+)
+
+// IsFinished tells whether the phase is terminal: nothing more will run.
+func (p AgentRunPhase) IsFinished() bool {
+	return p == PhaseSucceeded || p == PhaseFailed || p == PhaseCancelled
+}
+
+// AgentRunStatus is what the controller observed of the run.
+type AgentRunStatus struct {
+	// ObservedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase summarises the run: Pending, Running, Succeeded, Failed or
+	// Cancelled.
+	// +optional
+	Phase AgentRunPhase `json:"phase,omitempty"`
+
+	// Conditions are the run's detailed states; see the Condition* constants.
+	// `kubectl wait --for=condition=Succeeded` waits for success and
+	// `--for=condition=Failed` for a failure, `--for=condition=Finished` for
+	// either.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Host is the Podman host running (or that ran) the run. It is written
+	// once, when a host claims the run.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Host string `json:"host,omitempty"`
+
+	// ContainerID is the Podman container ID of the current attempt.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ContainerID string `json:"containerID,omitempty"`
+
+	// ContainerName is the Podman container name of the current attempt.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ContainerName string `json:"containerName,omitempty"`
+
+	// StartTime is when the current attempt's container started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// CompletionTime is when the run finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// ExitCode is the exit code of the last attempt's container.
+	// +optional
+	ExitCode *int32 `json:"exitCode,omitempty"`
+
+	// Attempts counts the containers started for this run.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// Output is the tail of the container's combined stdout and stderr.
+	// +optional
+	// +kubebuilder:validation:MaxLength=65536
+	Output string `json:"output,omitempty"`
+
+	// Message says, for a person, why the run is in its phase and, when
+	// something is wrong, how to fix it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Message string `json:"message,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ar,categories=agents
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.status.host`
+// +kubebuilder:printcolumn:name="Exit",type=integer,JSONPath=`.status.exitCode`
+// +kubebuilder:printcolumn:name="Attempts",type=integer,JSONPath=`.status.attempts`,priority=1
+// +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`,priority=1
+// +kubebuilder:printcolumn:name="Started",type=date,JSONPath=`.status.startTime`,priority=1
+// +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completionTime`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// AgentRun runs an AI coding agent once, in a Podman container on one of the
+// cluster's Podman hosts, with Podman secrets injected as environment
+// variables.
+type AgentRun struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is what to run.
+	// +required
+	Spec AgentRunSpec `json:"spec"`
+
+	// Status is what the controller observed of the run.
+	// +optional
+	Status AgentRunStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// AgentRunList is a list of AgentRuns.
+type AgentRunList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentRun `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AgentRun{}, &AgentRunList{})
+}

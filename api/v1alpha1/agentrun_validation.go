@@ -1,0 +1,262 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// The rules below are the ones the CRD's CEL rules state, plus checks CEL
+// cannot say well (path hygiene, conflicting volume options). The webhook
+// runs them all and reports every violation at once, each naming its field
+// and its rule; the controller reuses ParseVolume to build mounts.
+
+const (
+	// MaxSecretsPerRun is the reference API's limit on secrets per run.
+	MaxSecretsPerRun = 50
+	// MaxSecretNameLength is the longest secret name Podman accepts.
+	MaxSecretNameLength = 253
+	// MaxPromptLength bounds spec.prompt, in bytes.
+	MaxPromptLength = 65536
+	// PromptEnvVar is the variable through which the controller hands the
+	// prompt to the container; a run may not set it itself.
+	PromptEnvVar = "AGENT_PROMPT"
+)
+
+// Rule names, as they appear at the end of every validation message.
+const (
+	ruleEnvVarFormat      = "env var format"
+	ruleBlockedVars       = "blocked vars"
+	ruleReservedVars      = "reserved vars"
+	ruleSecretName        = "secret name"
+	rulePodmanSecretName  = "Podman secret name"
+	ruleMaxPerRun         = "max per run"
+	ruleOneSource         = "one source per variable"
+	ruleVolumeFormat      = "volume format"
+	ruleVolumeOptions     = "volume options"
+	ruleUniqueMountPaths  = "unique container paths"
+	ruleAbsolutePaths     = "absolute paths"
+	ruleImmutableSpec     = "immutable spec"
+	ruleCancelIsFinal     = "cancel is final"
+	rulePromptRequired    = "prompt required"
+	rulePromptSize        = "prompt size"
+	ruleCleanPaths        = "clean paths"
+	ruleVolumeOptionClash = "one option of each kind"
+)
+
+var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// blockedEnvVars would let a run load code into every process of the
+// container, including the agent's own tooling.
+var blockedEnvVars = []string{"LD_PRELOAD", "LD_LIBRARY_PATH"}
+
+// volumeOptionKinds lists the bind-mount options a volume may carry, grouped
+// so that two options of one kind (ro and rw, z and Z) are refused. suid and
+// dev are left out on purpose: they would re-enable setuid binaries and device
+// files from a host directory.
+var volumeOptionKinds = map[string]string{
+	"ro": "access", "rw": "access",
+	"z": "relabel", "Z": "relabel",
+	"U":    "chown",
+	"O":    "overlay",
+	"copy": "copy", "nocopy": "copy",
+	"exec": "exec", "noexec": "exec",
+	"nosuid": "suid",
+	"nodev":  "dev",
+	"bind":   "bind", "rbind": "bind",
+	"private": "propagation", "rprivate": "propagation",
+	"slave": "propagation", "rslave": "propagation",
+	"shared": "propagation", "rshared": "propagation",
+}
+
+// Volume is one parsed entry of spec.podman.volumes.
+type Volume struct {
+	HostPath      string
+	ContainerPath string
+	Options       []string
+}
+
+// ParseVolume splits "/host:/container[:options]" and checks its form. The
+// error says which rule the entry breaks.
+func ParseVolume(spec string) (Volume, error) {
+	parts := strings.Split(spec, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return Volume{}, fmt.Errorf("must be /host/path:/container/path[:options] (rule: %s)", ruleVolumeFormat)
+	}
+	v := Volume{HostPath: parts[0], ContainerPath: parts[1]}
+	for _, p := range []string{v.HostPath, v.ContainerPath} {
+		if !strings.HasPrefix(p, "/") {
+			return Volume{}, fmt.Errorf("%q must be an absolute path (rule: %s)", p, ruleVolumeFormat)
+		}
+		if path.Clean(p) != p {
+			return Volume{}, fmt.Errorf("%q must be a clean path, without '..', '.', '//' or a trailing '/' (rule: %s)", p, ruleCleanPaths)
+		}
+	}
+	if v.ContainerPath == "/" {
+		return Volume{}, fmt.Errorf("the container path may not be / (rule: %s)", ruleVolumeFormat)
+	}
+	if len(parts) == 3 {
+		seen := map[string]string{}
+		for _, o := range strings.Split(parts[2], ",") {
+			kind, ok := volumeOptionKinds[o]
+			if !ok {
+				return Volume{}, fmt.Errorf("unknown option %q: options must be among %s (rule: %s)", o, knownVolumeOptions(), ruleVolumeOptions)
+			}
+			if other, clash := seen[kind]; clash {
+				return Volume{}, fmt.Errorf("options %q and %q conflict (rule: %s)", other, o, ruleVolumeOptionClash)
+			}
+			seen[kind] = o
+			v.Options = append(v.Options, o)
+		}
+	}
+	return v, nil
+}
+
+func knownVolumeOptions() string {
+	opts := make([]string, 0, len(volumeOptionKinds))
+	for o := range volumeOptionKinds {
+		opts = append(opts, o)
+	}
+	slices.Sort(opts)
+	return strings.Join(opts, ", ")
+}
+
+// ValidateAgentRun checks a run being created.
+func ValidateAgentRun(run *AgentRun) field.ErrorList {
+	return validateSpec(&run.Spec, field.NewPath("spec"))
+}
+
+// ValidateAgentRunUpdate checks a change to a run: the new spec must be valid
+// and equal to the old one but for cancel, which may only go from false to
+// true.
+func ValidateAgentRunUpdate(old, run *AgentRun) field.ErrorList {
+	specPath := field.NewPath("spec")
+	errs := validateSpec(&run.Spec, specPath)
+	oldSpec, newSpec := old.Spec, run.Spec
+	oldSpec.Cancel, newSpec.Cancel = false, false
+	if !equality.Semantic.DeepEqual(oldSpec, newSpec) {
+		errs = append(errs, field.Forbidden(specPath, rule("spec is immutable after creation except spec.cancel", ruleImmutableSpec)))
+	}
+	if old.Spec.Cancel && !run.Spec.Cancel {
+		errs = append(errs, field.Forbidden(specPath.Child("cancel"), rule("spec.cancel cannot be set back to false once a run is cancelled", ruleCancelIsFinal)))
+	}
+	return errs
+}
+
+func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch {
+	case spec.Prompt == "":
+		errs = append(errs, field.Required(p.Child("prompt"), rule("the prompt must be non-empty", rulePromptRequired)))
+	case len(spec.Prompt) > MaxPromptLength:
+		errs = append(errs, field.Invalid(p.Child("prompt"), fmt.Sprintf("%d bytes", len(spec.Prompt)),
+			rule(fmt.Sprintf("the prompt must be at most %d bytes", MaxPromptLength), rulePromptSize)))
+	}
+	if spec.Workdir != "" {
+		errs = append(errs, validateAbsoluteCleanPath(p.Child("workdir"), spec.Workdir)...)
+	}
+	errs = append(errs, validatePodman(&spec.Podman, p.Child("podman"))...)
+	return errs
+}
+
+func validateAbsoluteCleanPath(p *field.Path, value string) field.ErrorList {
+	if !strings.HasPrefix(value, "/") {
+		return field.ErrorList{field.Invalid(p, value, rule("must be an absolute path", ruleAbsolutePaths))}
+	}
+	if path.Clean(value) != value {
+		return field.ErrorList{field.Invalid(p, value, rule("must be a clean path, without '..', '.', '//' or a trailing '/'", ruleCleanPaths))}
+	}
+	return nil
+}
+
+func validatePodman(spec *PodmanSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+
+	secretsPath := p.Child("secretsEnv")
+	if n := len(spec.SecretsEnv); n > MaxSecretsPerRun {
+		errs = append(errs, field.Invalid(secretsPath, n, rule(fmt.Sprintf("at most %d secrets per run", MaxSecretsPerRun), ruleMaxPerRun)))
+	}
+	for _, name := range sortedKeys(spec.SecretsEnv) {
+		keyPath := secretsPath.Key(name)
+		errs = append(errs, ValidateEnvName(keyPath, name)...)
+		errs = append(errs, ValidateSecretName(keyPath, string(spec.SecretsEnv[name]))...)
+	}
+
+	envPath := p.Child("env")
+	for _, name := range sortedKeys(spec.Env) {
+		keyPath := envPath.Key(name)
+		errs = append(errs, ValidateEnvName(keyPath, name)...)
+		if _, dup := spec.SecretsEnv[name]; dup {
+			errs = append(errs, field.Invalid(keyPath, name, rule("a variable may be set in env or in secretsEnv, not both", ruleOneSource)))
+		}
+	}
+
+	volumesPath := p.Child("volumes")
+	mounted := map[string]int{}
+	for i, entry := range spec.Volumes {
+		v, err := ParseVolume(entry)
+		if err != nil {
+			errs = append(errs, field.Invalid(volumesPath.Index(i), entry, err.Error()))
+			continue
+		}
+		if first, dup := mounted[v.ContainerPath]; dup {
+			errs = append(errs, field.Invalid(volumesPath.Index(i), entry,
+				rule(fmt.Sprintf("container path %s is already mounted by volumes[%d]", v.ContainerPath, first), ruleUniqueMountPaths)))
+			continue
+		}
+		mounted[v.ContainerPath] = i
+	}
+	return errs
+}
+
+// ValidateEnvName applies the reference API's env var rules (format, blocked
+// vars) and ours (reserved vars) to one variable name.
+func ValidateEnvName(p *field.Path, name string) field.ErrorList {
+	switch {
+	case !envNamePattern.MatchString(name):
+		return field.ErrorList{field.Invalid(p, name, rule("env var names must start with a letter or underscore and contain only [A-Za-z0-9_]", ruleEnvVarFormat))}
+	case slices.Contains(blockedEnvVars, name):
+		return field.ErrorList{field.Forbidden(p, rule(name+" is not allowed: it would load code into the agent's processes", ruleBlockedVars))}
+	case name == PromptEnvVar:
+		return field.ErrorList{field.Forbidden(p, rule(PromptEnvVar+" is set by the controller", ruleReservedVars))}
+	}
+	return nil
+}
+
+// ValidateSecretName applies the reference API's secret name rule (non-empty,
+// at most 253 characters) and Podman's own (no comma, '=', '/', NUL), plus no
+// whitespace. A comma matters most: Podman's --secret flag is comma-separated,
+// so one could smuggle extra options.
+func ValidateSecretName(p *field.Path, name string) field.ErrorList {
+	switch {
+	case name == "":
+		return field.ErrorList{field.Required(p, rule("secret names must be non-empty", ruleSecretName))}
+	case len(name) > MaxSecretNameLength:
+		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", len(name)),
+			rule(fmt.Sprintf("secret names must be at most %d characters", MaxSecretNameLength), ruleSecretName))}
+	case strings.ContainsAny(name, ",/=\x00") || strings.ContainsFunc(name, isSpace):
+		return field.ErrorList{field.Invalid(p, name, rule("secret names may not contain a comma, =, /, whitespace or NUL", rulePodmanSecretName))}
+	}
+	return nil
+}
+
+func isSpace(r rune) bool { return strings.ContainsRune(" \t\n\r\v\f", r) }
+
+// rule appends the rule's name to a message, as every message here ends.
+func rule(message, name string) string {
+	return fmt.Sprintf("%s (rule: %s)", message, name)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,197 @@
+package v1alpha1
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+func TestValidateEnvName(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		wantRule string // empty: valid
+	}{
+		{"GH_TOKEN", ""},
+		{"_private", ""},
+		{"a1", ""},
+		{"1ABC", "env var format"},
+		{"MY-VAR", "env var format"},
+		{"MY VAR", "env var format"},
+		{"", "env var format"},
+		{"ÜBER", "env var format"},
+		{"LD_PRELOAD", "blocked vars"},
+		{"LD_LIBRARY_PATH", "blocked vars"},
+		{"ld_preload", ""},
+		{"AGENT_PROMPT", "reserved vars"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assertRule(t, ValidateEnvName(field.NewPath("env").Key(tc.name), tc.name), tc.wantRule)
+		})
+	}
+}
+
+func TestValidateSecretName(t *testing.T) {
+	for _, tc := range []struct {
+		desc, name string
+		wantRule   string
+	}{
+		{"plain", "github-token", ""},
+		{"dots and underscores", "team.gh_token", ""},
+		{"253 characters", strings.Repeat("a", 253), ""},
+		{"empty", "", "secret name"},
+		{"254 characters", strings.Repeat("a", 254), "secret name"},
+		{"comma smuggles --secret options", "tok,type=mount", "Podman secret name"},
+		{"equals", "a=b", "Podman secret name"},
+		{"slash", "team/token", "Podman secret name"},
+		{"space", "my token", "Podman secret name"},
+		{"tab", "my\ttoken", "Podman secret name"},
+		{"NUL", "tok\x00en", "Podman secret name"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			assertRule(t, ValidateSecretName(field.NewPath("secretsEnv").Key("X"), tc.name), tc.wantRule)
+		})
+	}
+}
+
+func TestParseVolume(t *testing.T) {
+	for _, tc := range []struct {
+		spec     string
+		want     Volume
+		wantRule string
+	}{
+		{spec: "/home/user/repo:/workspace", want: Volume{HostPath: "/home/user/repo", ContainerPath: "/workspace"}},
+		{spec: "/data:/data:ro,Z", want: Volume{HostPath: "/data", ContainerPath: "/data", Options: []string{"ro", "Z"}}},
+		{spec: "/data:/data:nosuid,nodev,noexec,rprivate", want: Volume{HostPath: "/data", ContainerPath: "/data", Options: []string{"nosuid", "nodev", "noexec", "rprivate"}}},
+		{spec: "/data", wantRule: "volume format"},
+		{spec: "/a:/b:ro:extra", wantRule: "volume format"},
+		{spec: "relative:/data", wantRule: "volume format"},
+		{spec: "/data:relative", wantRule: "volume format"},
+		{spec: "/data:/", wantRule: "volume format"},
+		{spec: "named-volume:/data", wantRule: "volume format"},
+		{spec: "/home/user/../../etc:/data", wantRule: "clean paths"},
+		{spec: "/data/:/data", wantRule: "clean paths"},
+		{spec: "/data:/work//space", wantRule: "clean paths"},
+		{spec: "/data:/data:rw,ro", wantRule: "one option of each kind"},
+		{spec: "/data:/data:z,Z", wantRule: "one option of each kind"},
+		{spec: "/data:/data:suid", wantRule: "volume options"},
+		{spec: "/data:/data:dev", wantRule: "volume options"},
+		{spec: "/data:/data:", wantRule: "volume options"},
+		{spec: "/data:/data:RO", wantRule: "volume options"},
+	} {
+		t.Run(tc.spec, func(t *testing.T) {
+			got, err := ParseVolume(tc.spec)
+			if tc.wantRule == "" {
+				if err != nil {
+					t.Fatalf("ParseVolume(%q) = %v, want no error", tc.spec, err)
+				}
+				if got.HostPath != tc.want.HostPath || got.ContainerPath != tc.want.ContainerPath || strings.Join(got.Options, ",") != strings.Join(tc.want.Options, ",") {
+					t.Fatalf("ParseVolume(%q) = %+v, want %+v", tc.spec, got, tc.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "(rule: "+tc.wantRule+")") {
+				t.Fatalf("ParseVolume(%q) error = %v, want rule %q", tc.spec, err, tc.wantRule)
+			}
+		})
+	}
+}
+
+func validRun() *AgentRun {
+	return &AgentRun{Spec: AgentRunSpec{
+		Prompt:  "Review the open PRs using gh CLI",
+		Workdir: "/workspace",
+		Podman: PodmanSpec{
+			Volumes:    []string{"/home/user/myrepo:/workspace"},
+			SecretsEnv: map[string]SecretName{"GH_TOKEN": "github-token", "GITLAB_TOKEN": "gitlab-token"},
+		},
+	}}
+}
+
+func TestValidateAgentRunReportsEveryViolation(t *testing.T) {
+	if errs := ValidateAgentRun(validRun()); len(errs) != 0 {
+		t.Fatalf("the reference example must be valid, got %v", errs)
+	}
+
+	run := validRun()
+	run.Spec.Prompt = ""
+	run.Spec.Workdir = "workspace"
+	run.Spec.Podman.SecretsEnv = map[string]SecretName{"1BAD": "tok", "LD_PRELOAD": "tok", "GOOD": "a,b", "SHARED": "tok"}
+	run.Spec.Podman.Env = map[string]EnvValue{"SHARED": "x", "LD_LIBRARY_PATH": "/tmp"}
+	run.Spec.Podman.Volumes = []string{"/a:/data", "/b:/data", "/c:/x:bogus"}
+
+	got := map[string]string{}
+	for _, e := range ValidateAgentRun(run) {
+		got[e.Field] = e.Error()
+	}
+	want := map[string]string{
+		"spec.prompt":                        "prompt required",
+		"spec.workdir":                       "absolute paths",
+		"spec.podman.secretsEnv[1BAD]":       "env var format",
+		"spec.podman.secretsEnv[LD_PRELOAD]": "blocked vars",
+		"spec.podman.secretsEnv[GOOD]":       "Podman secret name",
+		"spec.podman.env[SHARED]":            "one source per variable",
+		"spec.podman.env[LD_LIBRARY_PATH]":   "blocked vars",
+		"spec.podman.volumes[1]":             "unique container paths",
+		"spec.podman.volumes[2]":             "volume options",
+	}
+	for path, ruleName := range want {
+		if !strings.Contains(got[path], "(rule: "+ruleName+")") {
+			t.Errorf("%s: got %q, want rule %q", path, got[path], ruleName)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d violations %v, want %d", len(got), got, len(want))
+	}
+}
+
+func TestValidateAgentRunLimitsSecretsPerRun(t *testing.T) {
+	run := validRun()
+	run.Spec.Podman.SecretsEnv = map[string]SecretName{}
+	for i := range MaxSecretsPerRun {
+		run.Spec.Podman.SecretsEnv[envName(i)] = "tok"
+	}
+	if errs := ValidateAgentRun(run); len(errs) != 0 {
+		t.Fatalf("%d secrets must be allowed, got %v", MaxSecretsPerRun, errs)
+	}
+	run.Spec.Podman.SecretsEnv[envName(MaxSecretsPerRun)] = "tok"
+	assertRule(t, ValidateAgentRun(run), "max per run")
+}
+
+func TestValidateAgentRunUpdate(t *testing.T) {
+	old := validRun()
+
+	cancelled := old.DeepCopy()
+	cancelled.Spec.Cancel = true
+	if errs := ValidateAgentRunUpdate(old, cancelled); len(errs) != 0 {
+		t.Fatalf("setting cancel must be allowed, got %v", errs)
+	}
+	assertRule(t, ValidateAgentRunUpdate(cancelled, old), "cancel is final")
+
+	changed := old.DeepCopy()
+	changed.Spec.Podman.SecretsEnv["OTHER"] = "other-token"
+	assertRule(t, ValidateAgentRunUpdate(old, changed), "immutable spec")
+
+	relabelled := old.DeepCopy()
+	relabelled.Labels = map[string]string{"team": "a"}
+	if errs := ValidateAgentRunUpdate(old, relabelled); len(errs) != 0 {
+		t.Fatalf("metadata changes must be allowed, got %v", errs)
+	}
+}
+
+func envName(i int) string { return "VAR_" + strings.Repeat("X", i) }
+
+// assertRule checks that errs holds exactly one violation and that it names
+// wantRule, or that errs is empty when wantRule is.
+func assertRule(t *testing.T, errs field.ErrorList, wantRule string) {
+	t.Helper()
+	if wantRule == "" {
+		if len(errs) != 0 {
+			t.Fatalf("want no violation, got %v", errs)
+		}
+		return
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "(rule: "+wantRule+")") {
+		t.Fatalf("want one violation of rule %q, got %v", wantRule, errs)
+	}
+}

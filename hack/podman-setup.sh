@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Prepares this machine's Podman for agentrun's tests and local stack:
+#   1. installs Podman (Debian packages) when it is missing;
+#   2. writes a containers.conf drop-in with the settings these hosts need
+#      (runc, cgroupfs, file events, rlimits within the hard limits);
+#   3. builds the local test image from busybox-static (no registry is reachable);
+#   4. starts Podman's API service on a Unix socket unless one already answers.
+# Idempotent: a second run only checks. Prints the socket path on stdout.
+set -euo pipefail
+
+SOCKET=${AGENTRUN_PODMAN_SOCKET:-/run/podman/podman.sock}
+TEST_IMAGE=${AGENTRUN_TEST_IMAGE:-localhost/agentrun-test:latest}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { echo "podman-setup: $*" >&2; }
+
+if [[ $(id -u) != 0 ]]; then
+  log "must run as root: agentrun drives the rootful Podman service"
+  exit 1
+fi
+
+if ! command -v podman >/dev/null || [[ ! -x /bin/busybox ]] || ! command -v catatonit >/dev/null; then
+  log "installing podman, runc, catatonit and busybox-static"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends podman runc catatonit busybox-static >&2
+fi
+
+# crun cannot create containers on these hosts (hybrid cgroups), and root lacks
+# CAP_SYS_RESOURCE, so Podman's default rlimits must stay under the hard limits.
+nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
+[[ $nofile == unlimited || $nofile -gt 16384 ]] && nofile=16384
+[[ $nproc == unlimited || $nproc -gt 16384 ]] && nproc=16384
+mkdir -p /etc/containers/containers.conf.d
+cat >/etc/containers/containers.conf.d/50-agentrun.conf <<CONF
+# Written by agentrun's hack/podman-setup.sh.
+[containers]
+default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+
+if ! podman image exists "$TEST_IMAGE"; then
+  log "building $TEST_IMAGE from busybox-static and test/image"
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  mkdir -p "$rootfs"/{bin,etc,tmp,workspace,usr/local/bin}
+  chmod 1777 "$rootfs/tmp"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [[ -e "$rootfs/bin/$applet" ]] || ln -s busybox "$rootfs/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nagent:x:1000:\n' >"$rootfs/etc/group"
+  if [[ -d "$ROOT/test/image/bin" ]]; then
+    install -m 0755 "$ROOT"/test/image/bin/* "$rootfs/usr/local/bin/"
+  fi
+  tar -C "$rootfs" -c . | podman import \
+    --change 'ENV PATH=/usr/local/bin:/bin' --change 'WORKDIR /workspace' \
+    - "$TEST_IMAGE" >/dev/null
+fi
+
+if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
+  log "starting the Podman API service on unix://$SOCKET"
+  mkdir -p "$(dirname "$SOCKET")"
+  rm -f "$SOCKET"
+  nohup podman system service --time=0 "unix://$SOCKET" >/var/log/agentrun-podman-service.log 2>&1 &
+  for _ in $(seq 100); do
+    curl -fsS --max-time 1 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null || {
+    log "the Podman API service did not answer; see /var/log/agentrun-podman-service.log"
+    exit 1
+  }
+fi
+echo "$SOCKET"

@@ -1,0 +1,84 @@
+// Package testenv starts a real kube-apiserver and etcd (controller-runtime's
+// envtest) with agentrun's CRDs installed, for the test suites and the local
+// stack.
+package testenv
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// RepoRoot is the root of this repository, found from this file's location so
+// that tests in any package can reach config/.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// New describes a control plane with agentrun's CRDs and, when withWebhook is
+// true, its ValidatingWebhookConfiguration pointed at a local serving address
+// that envtest chooses (see ManagerOptions). Call Start on the result.
+func New(withWebhook bool) (*envtest.Environment, error) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
+			"or set KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh)")
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	if withWebhook {
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{
+			Paths: []string{filepath.Join(RepoRoot(), "config", "webhook")},
+		}
+	}
+	return env, nil
+}
+
+// ManagerOptions returns manager options that serve webhooks where env's
+// webhook configuration points and keep metrics off, so suites running side by
+// side do not fight over ports.
+func ManagerOptions(env *envtest.Environment, scheme *k8sruntime.Scheme) ctrl.Options {
+	wh := env.WebhookInstallOptions
+	return ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    wh.LocalServingHost,
+			Port:    wh.LocalServingPort,
+			CertDir: wh.LocalServingCertDir,
+		}),
+	}
+}
+
+// WaitForWebhookServer returns once env's webhook serving address accepts TLS
+// connections, or an error after timeout.
+func WaitForWebhookServer(env *envtest.Environment, timeout time.Duration) error {
+	wh := env.WebhookInstallOptions
+	addr := net.JoinHostPort(wh.LocalServingHost, strconv.Itoa(wh.LocalServingPort))
+	dialer := &net.Dialer{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a readiness probe of our own test server
+		if err == nil {
+			return conn.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("webhook server at %s not ready after %s: %w", addr, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
