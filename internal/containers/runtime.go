@@ -1,0 +1,116 @@
+// Package containers is the controller's view of a container engine: a small
+// interface with neutral types, implemented over Podman's API by
+// internal/podman and in memory by internal/containers/fake for unit tests.
+//
+// None of these types carries a container's environment: Podman 4 shows env
+// secrets' values in inspect output, and the controller must never hold them.
+package containers
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: no container (or secret, or image) has that name or ID.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists: a container with that name exists already.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrUnavailable: the engine's API did not answer.
+	ErrUnavailable = errors.New("container engine unavailable")
+)
+
+// Mount is a bind mount of a host path into the container.
+type Mount struct {
+	Source      string
+	Destination string
+	// Options are Podman's bind-mount options (ro, Z, nosuid, ...).
+	Options []string
+}
+
+// Spec is everything needed to create one container.
+type Spec struct {
+	Name    string
+	Image   string
+	Command []string
+	Workdir string
+	// Env holds plain variables.
+	Env map[string]string
+	// SecretEnv maps a variable name to the name of an engine secret whose
+	// value the engine puts in that variable.
+	SecretEnv map[string]string
+	Mounts    []Mount
+	Labels    map[string]string
+	// MemoryBytes and NanoCPUs are limits; zero means none.
+	MemoryBytes int64
+	NanoCPUs    int64
+	// Network is the network mode or network name; empty means the engine's
+	// default.
+	Network string
+}
+
+// State is a container's lifecycle state.
+type State string
+
+const (
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StateExited  State = "exited"
+	// StateOther covers the engine's remaining states (paused, stopping, ...).
+	StateOther State = "other"
+)
+
+// Container is what the controller observes of one container.
+type Container struct {
+	ID     string
+	Name   string
+	Labels map[string]string
+	State  State
+	// ExitCode is meaningful once State is StateExited.
+	ExitCode   int32
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Event is a container lifecycle event (create, start, died, remove, ...).
+type Event struct {
+	ContainerID string
+	Name        string
+	Action      string
+	Labels      map[string]string
+	Time        time.Time
+}
+
+// Runtime is the container engine as the controller uses it.
+type Runtime interface {
+	// Ping returns nil when the engine's API answers.
+	Ping(ctx context.Context) error
+	// ImageExists tells whether an image is present locally.
+	ImageExists(ctx context.Context, image string) (bool, error)
+	// SecretExists tells whether a secret exists, without reading its value.
+	SecretExists(ctx context.Context, name string) (bool, error)
+	// Create creates (but does not start) a container and returns its ID. It
+	// returns ErrAlreadyExists when the name is taken.
+	Create(ctx context.Context, spec Spec) (string, error)
+	// Start starts a created container.
+	Start(ctx context.Context, id string) error
+	// Inspect returns a container by name or ID, or ErrNotFound.
+	Inspect(ctx context.Context, nameOrID string) (Container, error)
+	// List returns the containers, in any state, that carry every given
+	// label.
+	List(ctx context.Context, labels map[string]string) ([]Container, error)
+	// Stop sends SIGTERM, waits up to grace, then SIGKILL. Stopping a
+	// container that is not running is not an error.
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	// Remove removes a container, stopping it first if needed. Removing a
+	// container that does not exist is not an error.
+	Remove(ctx context.Context, id string) error
+	// Logs returns at most maxBytes of the end of the container's combined
+	// stdout and stderr.
+	Logs(ctx context.Context, id string, maxBytes int) (string, error)
+	// Events streams container events for containers carrying every given
+	// label, until ctx ends; the error channel receives at most one error.
+	Events(ctx context.Context, labels map[string]string) (<-chan Event, <-chan error)
+}
