@@ -26,6 +26,11 @@ const (
 	// whichever it is, so `kubectl wait --for=condition=Finished` waits for
 	// any outcome.
 	ConditionFinished = "Finished"
+
+	// ConditionPodmanAvailable is True when the Podman API of the run's host
+	// answered the controller's last call for this run, and False (reason
+	// PodmanUnavailable) when it did not; the controller keeps retrying.
+	ConditionPodmanAvailable = "PodmanAvailable"
 )
 
 // Condition reasons, CamelCase as Kubernetes reasons are. The same words are
@@ -42,12 +47,12 @@ const (
 	ReasonImageNotFound = "ImageNotFound"
 	// ReasonPodmanUnavailable: the host's Podman API service did not answer.
 	ReasonPodmanUnavailable = "PodmanUnavailable"
+	// ReasonPodmanAvailable: the host's Podman API answers.
+	ReasonPodmanAvailable = "PodmanAvailable"
 	// ReasonLaunchFailed: Podman refused to create or start the container.
 	ReasonLaunchFailed = "LaunchFailed"
-	// ReasonLaunched: the container was created and started.
+	// ReasonLaunched: the container was created and started, and runs.
 	ReasonLaunched = "Launched"
-	// ReasonRunning: the container is running.
-	ReasonRunning = "Running"
 	// ReasonCompleted: the container exited 0.
 	ReasonCompleted = "Completed"
 	// ReasonExitedNonZero: the container exited with a non-zero code.

@@ -1,0 +1,152 @@
+package controllers
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+// Labels put on every container the controller creates. They find a run's
+// containers again after a restart, and prove a container is the run's own
+// before it is stopped or removed.
+const (
+	LabelNamespace = "agents.agentrun.dev/namespace"
+	LabelName      = "agents.agentrun.dev/name"
+	LabelUID       = "agents.agentrun.dev/uid"
+	LabelHost      = "agents.agentrun.dev/host"
+	LabelAttempt   = "agents.agentrun.dev/attempt"
+)
+
+// Defaults are the host's settings for what a run leaves out.
+type Defaults struct {
+	Image   string
+	Command []string
+}
+
+// maxNamePart bounds the namespace-and-name part of a container name so
+// names stay readable in `podman ps`; the UID suffix keeps them unique.
+const maxNamePart = 80
+
+// containerName is deterministic for a run and attempt, so a second create
+// after a crash fails with "already exists" instead of running twice.
+func containerName(run *agentsv1alpha1.AgentRun, attempt int32) string {
+	part := run.Namespace + "-" + run.Name
+	if len(part) > maxNamePart {
+		part = part[:maxNamePart]
+	}
+	uid := strings.ReplaceAll(string(run.UID), "-", "")
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	return fmt.Sprintf("agentrun-%s-%s-%d", strings.TrimRight(part, "-."), uid, attempt)
+}
+
+// runLabels selects every container of a run on one host.
+func runLabels(run *agentsv1alpha1.AgentRun, host string) map[string]string {
+	return map[string]string{
+		LabelNamespace: run.Namespace,
+		LabelName:      run.Name,
+		LabelUID:       string(run.UID),
+		LabelHost:      host,
+	}
+}
+
+// containerSpec builds the container for one attempt of a run. The prompt is
+// the command's last argument and AGENT_PROMPT; secrets stay names, for
+// Podman to resolve.
+func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attempt int32) (containers.Spec, error) {
+	p := run.Spec.Podman
+	spec := containers.Spec{
+		Name:    containerName(run, attempt),
+		Image:   run.Spec.Image,
+		Command: append([]string{}, run.Spec.Command...),
+		Workdir: run.Spec.Workdir,
+		Env:     map[string]string{},
+		Labels:  runLabels(run, host),
+		Network: p.Network,
+	}
+	spec.Labels[LabelAttempt] = strconv.Itoa(int(attempt))
+	if spec.Image == "" {
+		spec.Image = d.Image
+	}
+	if len(spec.Command) == 0 {
+		spec.Command = append(spec.Command, d.Command...)
+	}
+	spec.Command = append(spec.Command, run.Spec.Prompt)
+
+	for k, v := range p.Env {
+		spec.Env[k] = string(v)
+	}
+	spec.Env[agentsv1alpha1.PromptEnvVar] = run.Spec.Prompt
+	if len(p.SecretsEnv) > 0 {
+		spec.SecretEnv = make(map[string]string, len(p.SecretsEnv))
+		for k, v := range p.SecretsEnv {
+			spec.SecretEnv[k] = string(v)
+		}
+	}
+	for i, v := range p.Volumes {
+		vol, err := agentsv1alpha1.ParseVolume(v)
+		if err != nil {
+			return containers.Spec{}, fmt.Errorf("spec.podman.volumes[%d]: %w", i, err)
+		}
+		spec.Mounts = append(spec.Mounts, containers.Mount{Source: vol.HostPath, Destination: vol.ContainerPath, Options: vol.Options})
+	}
+	var err error
+	if spec.MemoryBytes, err = parseMemory(p.Memory); err != nil {
+		return containers.Spec{}, fmt.Errorf("spec.podman.memory: %w", err)
+	}
+	if spec.NanoCPUs, err = parseCPUs(p.CPUs); err != nil {
+		return containers.Spec{}, fmt.Errorf("spec.podman.cpus: %w", err)
+	}
+	return spec, nil
+}
+
+// secretNames lists the Podman secrets a run needs, sorted, without repeats.
+func secretNames(run *agentsv1alpha1.AgentRun) []string {
+	set := map[string]bool{}
+	for _, name := range run.Spec.Podman.SecretsEnv {
+		set[string(name)] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+var memoryPattern = regexp.MustCompile(`^([1-9][0-9]*)([bkmgBKMG]?)$`)
+
+// parseMemory reads Podman's memory notation (512m, 2g; b, k, m, g are
+// powers of 1024). Empty means no limit.
+func parseMemory(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m := memoryPattern.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a number with an optional unit b, k, m or g", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	shift := map[string]uint{"": 0, "b": 0, "k": 10, "m": 20, "g": 30}[strings.ToLower(m[2])]
+	if n > (1<<62)>>shift {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n << shift, nil
+}
+
+// parseCPUs reads Podman's --cpus notation (1, 0.5). Empty means no limit.
+func parseCPUs(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 || f > 1e6 {
+		return 0, fmt.Errorf("%q is not a positive number of CPUs", s)
+	}
+	return int64(f * 1e9), nil
+}

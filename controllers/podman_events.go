@@ -1,0 +1,90 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+// PodmanEventSource turns Podman's events for this host's containers into
+// reconcile requests for their AgentRuns, so a container's exit is seen within
+// a fraction of a second instead of at the next resync. It is a manager
+// Runnable: add it with mgr.Add, and watch Source() in the controller.
+type PodmanEventSource struct {
+	runtime containers.Runtime
+	host    string
+	// retryPeriod is the pause before reconnecting a broken event stream.
+	retryPeriod time.Duration
+	events      chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
+}
+
+// NewPodmanEventSource follows the events of the containers labelled with
+// host.
+func NewPodmanEventSource(rt containers.Runtime, host string, retryPeriod time.Duration) *PodmanEventSource {
+	return &PodmanEventSource{
+		runtime:     rt,
+		host:        host,
+		retryPeriod: retryPeriod,
+		events:      make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun], 1024),
+	}
+}
+
+// Source is the controller-runtime source the reconciler watches.
+func (s *PodmanEventSource) Source() source.Source {
+	return source.Channel(s.events, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentRun]{})
+}
+
+// Start follows the event stream until ctx ends, reconnecting when the
+// stream breaks (Podman restarted or unreachable). Runs missed while the
+// stream was down are caught by the periodic resync.
+func (s *PodmanEventSource) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("podman-events")
+	for {
+		err := s.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Info("Podman event stream ended; reconnecting", "host", s.host, "error", err, "after", s.retryPeriod)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.retryPeriod):
+		}
+	}
+}
+
+func (s *PodmanEventSource) follow(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errs := s.runtime.Events(ctx, map[string]string{LabelHost: s.host})
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return err
+		case ev, ok := <-events:
+			if !ok {
+				return nil
+			}
+			name, namespace := ev.Labels[LabelName], ev.Labels[LabelNamespace]
+			if name == "" || namespace == "" {
+				continue
+			}
+			run := &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+			select {
+			case s.events <- event.TypedGenericEvent[*agentsv1alpha1.AgentRun]{Object: run}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}

@@ -1,0 +1,308 @@
+// Package fake is an in-memory containers.Runtime for fast unit tests of the
+// reconcile logic. Each Runtime keeps its own state; tests drive containers to
+// exit with Exit and make the engine unreachable with SetUnavailable.
+package fake
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+// Runtime is an in-memory container engine.
+type Runtime struct {
+	mu          sync.Mutex
+	now         func() time.Time
+	nextID      int
+	containers  map[string]*entry // by ID
+	images      map[string]bool
+	secrets     map[string]bool
+	unavailable bool
+	subscribers []subscriber
+	calls       map[string]int
+}
+
+type entry struct {
+	c      containers.Container
+	spec   containers.Spec
+	output string
+}
+
+type subscriber struct {
+	ctx    context.Context
+	labels map[string]string
+	ch     chan containers.Event
+}
+
+var _ containers.Runtime = &Runtime{}
+
+// New returns an empty engine that has the given images.
+func New(images ...string) *Runtime {
+	r := &Runtime{
+		now:        time.Now,
+		containers: map[string]*entry{},
+		images:     map[string]bool{},
+		secrets:    map[string]bool{},
+		calls:      map[string]int{},
+	}
+	for _, img := range images {
+		r.images[img] = true
+	}
+	return r
+}
+
+// AddSecret makes a secret exist.
+func (r *Runtime) AddSecret(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.secrets[name] = true
+}
+
+// SetUnavailable makes every call fail with containers.ErrUnavailable.
+func (r *Runtime) SetUnavailable(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unavailable = down
+}
+
+// Exit ends a running container with the given code and output, as if its
+// process exited, and emits a died event.
+func (r *Runtime) Exit(nameOrID string, code int32, output string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.find(nameOrID)
+	if e == nil {
+		return fmt.Errorf("container %s: %w", nameOrID, containers.ErrNotFound)
+	}
+	e.c.State, e.c.ExitCode, e.c.FinishedAt = containers.StateExited, code, r.now()
+	e.output = output
+	r.emit(e, "died")
+	return nil
+}
+
+// SpecOf returns the spec a container was created with.
+func (r *Runtime) SpecOf(nameOrID string) (containers.Spec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.find(nameOrID); e != nil {
+		return e.spec, true
+	}
+	return containers.Spec{}, false
+}
+
+// Calls returns how many times a method was called.
+func (r *Runtime) Calls(method string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[method]
+}
+
+// All returns every container the engine holds.
+func (r *Runtime) All() []containers.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []containers.Container
+	for _, e := range r.containers {
+		out = append(out, e.c)
+	}
+	return out
+}
+
+// enter records a call and reports whether the engine is reachable; the
+// caller must hold mu.
+func (r *Runtime) enter(method string) error {
+	r.calls[method]++
+	if r.unavailable {
+		return fmt.Errorf("fake engine: %w", containers.ErrUnavailable)
+	}
+	return nil
+}
+
+func (r *Runtime) find(nameOrID string) *entry {
+	if e, ok := r.containers[nameOrID]; ok {
+		return e
+	}
+	for _, e := range r.containers {
+		if e.c.Name == nameOrID {
+			return e
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) emit(e *entry, action string) {
+	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now()}
+	for _, s := range r.subscribers {
+		if s.ctx.Err() == nil && hasLabels(e.c.Labels, s.labels) {
+			select {
+			case s.ch <- ev:
+			default: // a slow test subscriber loses events, as a real stream may
+			}
+		}
+	}
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Runtime) Ping(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.enter("Ping")
+}
+
+func (r *Runtime) ImageExists(_ context.Context, image string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("ImageExists"); err != nil {
+		return false, err
+	}
+	return r.images[image], nil
+}
+
+func (r *Runtime) SecretExists(_ context.Context, name string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("SecretExists"); err != nil {
+		return false, err
+	}
+	return r.secrets[name], nil
+}
+
+func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Create"); err != nil {
+		return "", err
+	}
+	if r.find(spec.Name) != nil {
+		return "", fmt.Errorf("container name %s: %w", spec.Name, containers.ErrAlreadyExists)
+	}
+	if !r.images[spec.Image] {
+		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrNotFound)
+	}
+	r.nextID++
+	id := fmt.Sprintf("%064x", r.nextID)
+	e := &entry{spec: spec, c: containers.Container{
+		ID: id, Name: spec.Name, Labels: maps.Clone(spec.Labels), State: containers.StateCreated, CreatedAt: r.now(),
+	}}
+	r.containers[id] = e
+	r.emit(e, "create")
+	return id, nil
+}
+
+func (r *Runtime) Start(_ context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Start"); err != nil {
+		return err
+	}
+	e := r.find(id)
+	if e == nil {
+		return fmt.Errorf("container %s: %w", id, containers.ErrNotFound)
+	}
+	e.c.State, e.c.StartedAt = containers.StateRunning, r.now()
+	r.emit(e, "start")
+	return nil
+}
+
+func (r *Runtime) Inspect(_ context.Context, nameOrID string) (containers.Container, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Inspect"); err != nil {
+		return containers.Container{}, err
+	}
+	e := r.find(nameOrID)
+	if e == nil {
+		return containers.Container{}, fmt.Errorf("container %s: %w", nameOrID, containers.ErrNotFound)
+	}
+	return e.c, nil
+}
+
+func (r *Runtime) List(_ context.Context, labels map[string]string) ([]containers.Container, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("List"); err != nil {
+		return nil, err
+	}
+	var out []containers.Container
+	for _, e := range r.containers {
+		if hasLabels(e.c.Labels, labels) {
+			out = append(out, e.c)
+		}
+	}
+	return out, nil
+}
+
+func (r *Runtime) Stop(_ context.Context, id string, _ time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Stop"); err != nil {
+		return err
+	}
+	e := r.find(id)
+	if e == nil {
+		return fmt.Errorf("container %s: %w", id, containers.ErrNotFound)
+	}
+	if e.c.State == containers.StateRunning {
+		e.c.State, e.c.ExitCode, e.c.FinishedAt = containers.StateExited, 143, r.now()
+		r.emit(e, "died")
+	}
+	return nil
+}
+
+func (r *Runtime) Remove(_ context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Remove"); err != nil {
+		return err
+	}
+	if e := r.find(id); e != nil {
+		delete(r.containers, e.c.ID)
+		r.emit(e, "remove")
+	}
+	return nil
+}
+
+func (r *Runtime) Logs(_ context.Context, id string, maxBytes int) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Logs"); err != nil {
+		return "", err
+	}
+	e := r.find(id)
+	if e == nil {
+		return "", fmt.Errorf("container %s: %w", id, containers.ErrNotFound)
+	}
+	out := e.output
+	if len(out) > maxBytes {
+		out = out[len(out)-maxBytes:]
+	}
+	return out, nil
+}
+
+func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan containers.Event, <-chan error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	errs := make(chan error, 1)
+	if err := r.enter("Events"); err != nil {
+		errs <- err
+		close(errs)
+		ch := make(chan containers.Event)
+		close(ch)
+		return ch, errs
+	}
+	ch := make(chan containers.Event, 64)
+	r.subscribers = append(r.subscribers, subscriber{ctx: ctx, labels: labels, ch: ch})
+	return ch, errs
+}
