@@ -342,4 +342,3 @@ func TestReconcileDeletionStopsAndRemovesContainer(t *testing.T) {
 		t.Fatalf("the run should be gone once its finalizer is removed")
 	}
 }
-

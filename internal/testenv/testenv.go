@@ -15,7 +15,9 @@ import (
 	"time"
 
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -50,12 +52,14 @@ func New(withWebhook bool) (*envtest.Environment, error) {
 
 // ManagerOptions returns manager options that serve webhooks where env's
 // webhook configuration points and keep metrics off, so suites running side by
-// side do not fight over ports.
+// side do not fight over ports. Controller name checks are off: a suite may
+// run several managers (one per simulated host) in one process.
 func ManagerOptions(env *envtest.Environment, scheme *k8sruntime.Scheme) ctrl.Options {
 	wh := env.WebhookInstallOptions
 	return ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
+		Scheme:     scheme,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    wh.LocalServingHost,
 			Port:    wh.LocalServingPort,

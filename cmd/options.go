@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+// What one manager process does. The webhook is a cluster-wide service; a
+// reconciler runs on each Podman host.
+const (
+	modeAll        = "all"
+	modeWebhook    = "webhook"
+	modeReconciler = "reconciler"
+)
+
+// options are the manager's command-line settings.
+type options struct {
+	mode                 string
+	podmanSocket         string
+	hostName             string
+	defaultImage         string
+	defaultCommand       string
+	outputTailBytes      int
+	keepContainers       bool
+	stopGracePeriod      time.Duration
+	resyncPeriod         time.Duration
+	recheckPeriod        time.Duration
+	metricsAddr          string
+	probeAddr            string
+	leaderElect          bool
+	leaderElectNamespace string
+	webhookHost          string
+	webhookPort          int
+	webhookCertDir       string
+}
+
+// parseOptions reads the flags in args; hostname supplies the default host
+// name.
+func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, error)) (*options, error) {
+	o := &options{}
+	defaultHost, _ := hostname()
+	fs.StringVar(&o.mode, "mode", modeAll, "what this process does: all, webhook (serve the validating webhook only) or reconciler (run AgentRuns on this Podman host only)")
+	fs.StringVar(&o.podmanSocket, "podman-socket", "/run/podman/podman.sock", "path of the rootful Podman API service's Unix socket")
+	fs.StringVar(&o.hostName, "host-name", defaultHost, "this Podman host's name: runs pinned to it (spec.hostName) or claimed by it are run here")
+	fs.StringVar(&o.defaultImage, "default-image", "localhost/agentrun/claude-code:latest", "image for runs that set no spec.image")
+	fs.StringVar(&o.defaultCommand, "default-command", "claude -p --output-format json", "command, split on spaces, for runs that set no spec.command; the prompt is appended")
+	fs.IntVar(&o.outputTailBytes, "output-tail-bytes", 4096, "how many bytes of the end of a run's output are kept in status.output (at most 65536)")
+	fs.BoolVar(&o.keepContainers, "keep-containers", false, "keep finished containers for inspection (they are removed when their AgentRun is deleted)")
+	fs.DurationVar(&o.stopGracePeriod, "stop-grace-period", 10*time.Second, "how long a container has after SIGTERM before SIGKILL")
+	fs.DurationVar(&o.resyncPeriod, "resync-period", time.Minute, "how often a running run is checked when no Podman event arrives")
+	fs.DurationVar(&o.recheckPeriod, "recheck-period", 3*time.Second, "how often a run waiting for a missing secret or image looks again")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "address of the metrics endpoint; 0 disables it")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "address of the health and readiness probes")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader among managers for the same host (or among webhook replicas), so only one acts")
+	fs.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "namespace of the leader election lease; required outside a cluster")
+	fs.StringVar(&o.webhookHost, "webhook-host", "", "address the webhook server binds (empty: all)")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the webhook server")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "directory holding tls.crt and tls.key for the webhook server (default: controller-runtime's)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return o, o.validate()
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.mode != modeAll && o.mode != modeWebhook && o.mode != modeReconciler {
+		errs = append(errs, fmt.Errorf("--mode must be all, webhook or reconciler, not %q", o.mode))
+	}
+	if o.runsReconciler() {
+		if o.hostName == "" {
+			errs = append(errs, errors.New("--host-name is empty and the machine's host name is unknown"))
+		}
+		if strings.TrimSpace(o.defaultImage) == "" || len(o.command()) == 0 {
+			errs = append(errs, errors.New("--default-image and --default-command must not be empty"))
+		}
+		if o.outputTailBytes < 0 || o.outputTailBytes > 65536 {
+			errs = append(errs, fmt.Errorf("--output-tail-bytes must be between 0 and 65536, not %d", o.outputTailBytes))
+		}
+		if o.resyncPeriod <= 0 || o.recheckPeriod <= 0 || o.stopGracePeriod < 0 {
+			errs = append(errs, errors.New("--resync-period and --recheck-period must be positive, --stop-grace-period not negative"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (o *options) runsReconciler() bool { return o.mode == modeAll || o.mode == modeReconciler }
+func (o *options) servesWebhook() bool  { return o.mode == modeAll || o.mode == modeWebhook }
+func (o *options) command() []string    { return strings.Fields(o.defaultCommand) }
+
+var notLeaseNameChars = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// leaderElectionID is per host for reconcilers, so that two managers started
+// for one host never run the same AgentRun, while managers of different hosts
+// work side by side.
+func (o *options) leaderElectionID() string {
+	if !o.runsReconciler() {
+		return "agentrun-webhook"
+	}
+	host := strings.Trim(notLeaseNameChars.ReplaceAllString(strings.ToLower(o.hostName), "-"), "-")
+	if len(host) > 50 {
+		host = host[:50]
+	}
+	return "agentrun-host-" + host
+}
+
+func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
+	return ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              o.leaderElectionID(),
+		LeaderElectionNamespace:       o.leaderElectNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    o.webhookHost,
+			Port:    o.webhookPort,
+			CertDir: o.webhookCertDir,
+		}),
+	}
+}
+
+func (o *options) reconciler(mgr ctrl.Manager, rt containers.Runtime) *controllers.AgentRunReconciler {
+	return &controllers.AgentRunReconciler{
+		Client:              mgr.GetClient(),
+		Recorder:            mgr.GetEventRecorder("agentrun-" + o.hostName),
+		Runtime:             rt,
+		Host:                o.hostName,
+		Defaults:            controllers.Defaults{Image: o.defaultImage, Command: o.command()},
+		OutputTailBytes:     o.outputTailBytes,
+		KeepContainers:      o.keepContainers,
+		StopGracePeriod:     o.stopGracePeriod,
+		ResyncPeriod:        o.resyncPeriod,
+		SecretRecheckPeriod: o.recheckPeriod,
+	}
+}

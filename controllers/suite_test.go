@@ -1,0 +1,141 @@
+package controllers_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/testenv"
+)
+
+// The suite runs the reconcilers of two simulated Podman hosts against a real
+// kube-apiserver (with the validating webhook) and the machine's real Podman
+// API service. Both hosts share the one Podman; each only touches containers
+// labelled with its own host name.
+const (
+	hostA     = "host-a"
+	hostB     = "host-b"
+	testImage = "localhost/agentrun-test:latest"
+)
+
+var (
+	env       *envtest.Environment
+	cfg       *rest.Config
+	scheme    = runtime.NewScheme()
+	k8s       client.Client
+	rt        *podman.Runtime
+	cancelAll context.CancelFunc
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "AgentRun controller suite (envtest + Podman)")
+}
+
+func podmanSocket() string {
+	if s := os.Getenv("AGENTRUN_PODMAN_SOCKET"); s != "" {
+		return s
+	}
+	return "/run/podman/podman.sock"
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
+
+	rt = podman.New(podmanSocket())
+	Expect(rt.Ping(context.Background())).To(Succeed(), "the Podman API service must answer on %s: run hack/podman-setup.sh", podmanSocket())
+	Expect(rt.ImageExists(context.Background(), testImage)).To(BeTrue(), "the test image is built by hack/podman-setup.sh")
+
+	var err error
+	env, err = testenv.New(true)
+	Expect(err).NotTo(HaveOccurred())
+	cfg, err = env.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	var ctx context.Context
+	ctx, cancelAll = context.WithCancel(context.Background())
+
+	webhookMgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(env, scheme))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(agentsv1alpha1.SetupWebhookWithManager(webhookMgr)).To(Succeed())
+	Expect(addHost(webhookMgr, hostA)).To(Succeed())
+	startManager(ctx, webhookMgr)
+	Expect(testenv.WaitForWebhookServer(env, 20*time.Second)).To(Succeed())
+
+	hostBMgr := newHostManager()
+	Expect(addHost(hostBMgr, hostB)).To(Succeed())
+	startManager(ctx, hostBMgr)
+})
+
+var _ = AfterSuite(func() {
+	if cancelAll != nil {
+		cancelAll()
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
+
+// newHostManager is a manager for one more simulated host, without the
+// webhook.
+func newHostManager() ctrl.Manager {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:     scheme,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	return mgr
+}
+
+func startManager(ctx context.Context, mgr ctrl.Manager) {
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+}
+
+// addHost sets up the reconciler of one host, as the manager binary does,
+// keeping finished containers so tests can count them.
+func addHost(mgr ctrl.Manager, host string) error {
+	events := controllers.NewPodmanEventSource(rt, host, time.Second)
+	if err := mgr.Add(events); err != nil {
+		return err
+	}
+	r := &controllers.AgentRunReconciler{
+		Client:              mgr.GetClient(),
+		Recorder:            mgr.GetEventRecorder("agentrun-" + host),
+		Runtime:             rt,
+		Host:                host,
+		Defaults:            controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
+		OutputTailBytes:     4096,
+		KeepContainers:      true,
+		StopGracePeriod:     5 * time.Second,
+		ResyncPeriod:        time.Hour, // completion must come from Podman's events
+		SecretRecheckPeriod: time.Second,
+	}
+	return r.SetupWithManager(mgr, events)
+}

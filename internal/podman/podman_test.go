@@ -1,0 +1,310 @@
+package podman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings/secrets"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	rt "github.com/agentrun/agentrun/internal/containers"
+)
+
+// These tests drive the machine's real Podman API service (started by
+// hack/podman-setup.sh) with the local test image.
+const testImage = "localhost/agentrun-test:latest"
+
+func socket() string {
+	if s := os.Getenv("AGENTRUN_PODMAN_SOCKET"); s != "" {
+		return s
+	}
+	return "/run/podman/podman.sock"
+}
+
+func newRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	r := New(socket())
+	if err := r.Ping(context.Background()); err != nil {
+		t.Fatalf("the Podman API service must answer (run hack/podman-setup.sh): %v", err)
+	}
+	return r
+}
+
+// run creates and starts a container running sh -c script with a unique
+// name and label, removed when the test ends.
+func run(t *testing.T, r *Runtime, script string, edit func(*rt.Spec)) (string, rt.Spec) {
+	t.Helper()
+	ctx := context.Background()
+	s := rt.Spec{
+		Name:    "agentrun-podman-test-" + rand.String(8),
+		Image:   testImage,
+		Command: []string{"sh", "-c", script},
+		Labels:  map[string]string{"agentrun-test": t.Name()},
+	}
+	if edit != nil {
+		edit(&s)
+	}
+	id, err := r.Create(ctx, s)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Remove(context.Background(), id) })
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return id, s
+}
+
+func waitExited(t *testing.T, r *Runtime, id string) rt.Container {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := r.Inspect(context.Background(), id)
+		if err != nil {
+			t.Fatalf("Inspect: %v", err)
+		}
+		if c.State == rt.StateExited {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s still %s", id, c.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRunRecordsExitCodeAndOutput(t *testing.T) {
+	r := newRuntime(t)
+	id, s := run(t, r, "echo out; echo err >&2; echo é-end; exit 3", nil)
+	c := waitExited(t, r, id)
+	if c.ExitCode != 3 || c.Name != s.Name || c.Labels["agentrun-test"] != t.Name() || c.StartedAt.IsZero() || c.FinishedAt.IsZero() {
+		t.Fatalf("Inspect = %+v", c)
+	}
+	out, err := r.Logs(context.Background(), id, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// conmon reads stdout and stderr from two pipes, so their relative order
+	// is not kept; each stream's own order is.
+	if len(out) != len("out\nerr\né-end\n") || !strings.Contains(out, "out\n") || !strings.Contains(out, "err\n") || !strings.Contains(out, "é-end\n") ||
+		strings.Index(out, "out\n") > strings.Index(out, "é-end\n") {
+		t.Errorf("Logs = %q, want both streams", out)
+	}
+
+	id, _ = run(t, r, "echo first; echo é-end", nil)
+	waitExited(t, r, id)
+	short, err := r.Logs(context.Background(), id, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if short != "-end\n" {
+		t.Errorf("Logs(6) = %q, want the tail cut at a character boundary", short)
+	}
+}
+
+func TestEnvSecretReachesContainerButNotInspect(t *testing.T) {
+	r := newRuntime(t)
+	ctx, err := r.connect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, value := "agentrun-test-"+rand.String(8), "s3cr3t-"+rand.String(16)
+	if _, err := secrets.Create(ctx, strings.NewReader(value), new(secrets.CreateOptions).WithName(name)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = secrets.Remove(ctx, name) })
+
+	if ok, err := r.SecretExists(context.Background(), name); err != nil || !ok {
+		t.Fatalf("SecretExists(%s) = %v, %v", name, ok, err)
+	}
+	if ok, err := r.SecretExists(context.Background(), name+"-absent"); err != nil || ok {
+		t.Fatalf("SecretExists(absent) = %v, %v", ok, err)
+	}
+
+	script := fmt.Sprintf(`[ "$TOKEN" = %q ] && echo token-ok; echo "plain=$PLAIN"`, value)
+	id, _ := run(t, r, script, func(s *rt.Spec) {
+		s.SecretEnv = map[string]string{"TOKEN": name}
+		s.Env = map[string]string{"PLAIN": "visible"}
+	})
+	waitExited(t, r, id)
+	out, err := r.Logs(context.Background(), id, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "token-ok\nplain=visible\n" {
+		t.Fatalf("output = %q: the secret did not arrive as $TOKEN", out)
+	}
+	c, err := r.Inspect(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := r.List(context.Background(), map[string]string{"agentrun-test": t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen := fmt.Sprintf("%+v %+v", c, list); strings.Contains(seen, value) {
+		t.Fatalf("the secret's value leaked into Inspect or List")
+	}
+}
+
+func TestImagesAndMissingThings(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	if ok, err := r.ImageExists(ctx, testImage); err != nil || !ok {
+		t.Fatalf("ImageExists(test image) = %v, %v", ok, err)
+	}
+	if ok, err := r.ImageExists(ctx, "localhost/agentrun-absent:1"); err != nil || ok {
+		t.Fatalf("ImageExists(absent) = %v, %v", ok, err)
+	}
+	_, err := r.Create(ctx, rt.Spec{Name: "agentrun-noimage-" + rand.String(6), Image: "localhost/agentrun-absent:1", Command: []string{"true"}})
+	if !errors.Is(err, rt.ErrNotFound) || !strings.Contains(err.Error(), "localhost/agentrun-absent:1") {
+		t.Fatalf("Create with a missing image = %v, want ErrNotFound naming the image", err)
+	}
+	if _, err := r.Inspect(ctx, "agentrun-absent-"+rand.String(6)); !errors.Is(err, rt.ErrNotFound) {
+		t.Fatalf("Inspect(absent) = %v, want ErrNotFound", err)
+	}
+	if err := r.Remove(ctx, "agentrun-absent-"+rand.String(6)); err != nil {
+		t.Fatalf("Remove(absent) = %v, want nil", err)
+	}
+}
+
+func TestCreateTwiceFailsWithAlreadyExists(t *testing.T) {
+	r := newRuntime(t)
+	_, s := run(t, r, "sleep 30", nil)
+	if _, err := r.Create(context.Background(), s); !errors.Is(err, rt.ErrAlreadyExists) {
+		t.Fatalf("second Create = %v, want ErrAlreadyExists", err)
+	}
+}
+
+func TestStopIsPromptWithInit(t *testing.T) {
+	r := newRuntime(t)
+	id, _ := run(t, r, "sleep 300", nil)
+	start := time.Now()
+	if err := r.Stop(context.Background(), id, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Stop took %s; with an init process SIGTERM ends sleep at once", took)
+	}
+	if c, _ := r.Inspect(context.Background(), id); c.State != rt.StateExited {
+		t.Errorf("state after Stop = %s", c.State)
+	}
+	if err := r.Stop(context.Background(), id, time.Second); err != nil {
+		t.Errorf("stopping a stopped container = %v, want nil", err)
+	}
+}
+
+func TestSpecAppliesWorkdirMountsAndLimits(t *testing.T) {
+	r := newRuntime(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("from host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `pwd; cat /data/in.txt; touch /data/x 2>/dev/null || echo read-only; ` +
+		`cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; ` +
+		`cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max 2>/dev/null; cat /proc/1/comm`
+	id, _ := run(t, r, script, func(s *rt.Spec) {
+		s.Workdir = "/tmp"
+		s.Mounts = []rt.Mount{{Source: dir, Destination: "/data", Options: []string{"ro"}}}
+		s.MemoryBytes = 64 << 20
+		s.NanoCPUs = 500_000_000
+		s.Network = "none"
+	})
+	waitExited(t, r, id)
+	out, err := r.Logs(context.Background(), id, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/tmp\n", "from host", "read-only", fmt.Sprint(64 << 20), "50000", "podman-init"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output %q lacks %q", out, want)
+		}
+	}
+}
+
+func TestListSelectsByLabels(t *testing.T) {
+	r := newRuntime(t)
+	mine, _ := run(t, r, "true", func(s *rt.Spec) { s.Labels["pick"] = "yes" })
+	run(t, r, "true", func(s *rt.Spec) { s.Labels["pick"] = "no" })
+	list, err := r.List(context.Background(), map[string]string{"agentrun-test": t.Name(), "pick": "yes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != mine {
+		t.Fatalf("List = %+v, want only %s", list, mine)
+	}
+}
+
+func TestEventsReportStartAndDeath(t *testing.T) {
+	r := newRuntime(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	label := map[string]string{"agentrun-events": rand.String(8)}
+	events, errs := r.Events(ctx, label)
+	// Give the stream a moment to be established before the container starts.
+	time.Sleep(300 * time.Millisecond)
+
+	id, _ := run(t, r, "sleep 0.2", func(s *rt.Spec) { s.Labels = label })
+	seen := map[string]time.Time{}
+	timeout := time.After(15 * time.Second)
+	for seen["start"].IsZero() || seen["died"].IsZero() {
+		select {
+		case e := <-events:
+			if e.ContainerID == id {
+				seen[e.Action] = time.Now()
+			}
+		case err := <-errs:
+			t.Fatalf("event stream failed: %v", err)
+		case <-timeout:
+			t.Fatalf("events seen: %v; want start and died", seen)
+		}
+	}
+	c := waitExited(t, r, id)
+	t.Logf("died event arrived %s after the container finished", seen["died"].Sub(c.FinishedAt))
+
+	cancel()
+	select {
+	case _, open := <-events:
+		for open {
+			_, open = <-events
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event channel stayed open after ctx was cancelled")
+	}
+}
+
+func TestUnreachableServiceIsUnavailable(t *testing.T) {
+	r := New(filepath.Join(t.TempDir(), "nobody.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Ping(ctx); !errors.Is(err, rt.ErrUnavailable) {
+		t.Fatalf("Ping = %v, want ErrUnavailable", err)
+	}
+	if _, err := r.Inspect(ctx, "x"); !errors.Is(err, rt.ErrUnavailable) {
+		t.Fatalf("Inspect = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestTail(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"hello", 10, "hello"},
+		{"hello", 3, "llo"},
+		{"aé", 1, ""},
+		{"aéb", 2, "b"},
+		{"", 0, ""},
+	} {
+		if got := tail(tc.in, tc.max); got != tc.want {
+			t.Errorf("tail(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}
