@@ -25,8 +25,8 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 )
 
-// Finalizer keeps a claimed AgentRun until its host has stopped and removed
-// the run's containers.
+// Finalizer keeps an AgentRun whose container was created until its host has
+// stopped and removed the run's containers.
 const Finalizer = "agents.agentrun.dev/container"
 
 // AgentRunReconciler runs the AgentRuns meant for one Podman host as
@@ -79,13 +79,6 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	if run.Status.Phase.IsFinished() {
 		return ctrl.Result{}, r.cleanUpFinished(ctx, run)
-	}
-	if !controllerutil.ContainsFinalizer(run, Finalizer) {
-		patch := client.MergeFrom(run.DeepCopy())
-		controllerutil.AddFinalizer(run, Finalizer)
-		if err := r.Patch(ctx, run, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
-		}
 	}
 
 	base := run.DeepCopy()
@@ -222,6 +215,9 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
 	}
 
+	if err := r.ensureFinalizer(ctx, run); err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
 	c, err := r.createOrAdopt(ctx, run, spec)
 	switch {
 	case errors.Is(err, containers.ErrNotFound):
@@ -246,6 +242,21 @@ func (r *AgentRunReconciler) notLaunched(run *agentsv1alpha1.AgentRun, err error
 	}
 	return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonPodmanUnavailable,
 		fmt.Sprintf("the Podman API on host %s does not answer; retrying: %v", r.Host, err)}, ctrl.Result{}, err
+}
+
+// ensureFinalizer adds the finalizer before the run's first container is
+// created: from then on the run cannot go before its containers do, while a
+// run that never got a container is deleted at once.
+func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
+	if controllerutil.ContainsFinalizer(run, Finalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(run.DeepCopy())
+	controllerutil.AddFinalizer(run, Finalizer)
+	if err := r.Patch(ctx, run, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
 }
 
 // createOrAdopt creates the attempt's container, or adopts it when an earlier

@@ -19,6 +19,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/podman"
 )
 
 func newRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha1.AgentRun {
@@ -239,5 +240,79 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		}
 		GinkgoWriter.Printf("runs per host: %v\n", hosts)
 		Expect(hosts[hostA] + hosts[hostB]).To(Equal(len(runs)))
+	})
+
+	It("is adopted by a restarted manager, which records a result it missed, then removes the container", func(ctx SpecContext) {
+		const host = "host-restart"
+		stop := startHost(host, rt, false)
+		// Registered first so it runs last, after cleanUp has removed the run.
+		DeferCleanup(func() { stop() })
+		run := newRun("restart", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"sh", "-c", "sleep 2; echo finished while nobody watched", "sh"}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		running := waitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 20*time.Second)
+		stop()
+
+		By("letting the container finish while no manager runs")
+		Eventually(func(g Gomega) {
+			c, err := rt.Inspect(ctx, running.Status.ContainerName)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(c.State).To(Equal(containers.StateExited))
+		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(Succeed())
+		Expect(get(ctx, run).Status.Phase).To(Equal(agentsv1alpha1.PhaseRunning))
+
+		stop = startHost(host, rt, false)
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		Expect(done.Status.ContainerID).To(Equal(running.Status.ContainerID))
+		Expect(done.Status.Attempts).To(BeEquivalentTo(1))
+		Expect(done.Status.Output).To(ContainSubstring("finished while nobody watched"))
+
+		By("removing the container once the result is recorded")
+		Eventually(func() []containers.Container { return runContainers(ctx, run) }).
+			WithContext(ctx).WithTimeout(15 * time.Second).Should(BeEmpty())
+		Expect(get(ctx, run).Finalizers).To(BeEmpty())
+	})
+
+	It("adopts a still-running container after a restart instead of starting a second one", func(ctx SpecContext) {
+		const host = "host-adopt"
+		stop := startHost(host, rt, true)
+		// Registered first so it runs last, after cleanUp has removed the run.
+		DeferCleanup(func() { stop() })
+		run := newRun("adopt", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"sh", "-c", "sleep 3; echo adopted", "sh"}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		running := waitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 20*time.Second)
+		stop()
+		stop = startHost(host, rt, true)
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		Expect(done.Status.ContainerID).To(Equal(running.Status.ContainerID))
+		Expect(done.Status.Output).To(ContainSubstring("adopted"))
+		Expect(runContainers(ctx, run)).To(HaveLen(1))
+	})
+
+	It("says so in a condition when the host's Podman API does not answer, and keeps retrying", func(ctx SpecContext) {
+		const host = "host-podman-down"
+		deadSocket := GinkgoT().TempDir() + "/podman.sock"
+		DeferCleanup(startHost(host, podman.New(deadSocket), false))
+		// The dead host cannot clean up: the run never got a container or a
+		// finalizer, so deleting it is immediate.
+		run := newRun("down", func(r *agentsv1alpha1.AgentRun) { r.Spec.HostName = host })
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		Eventually(func(g Gomega) {
+			got := get(ctx, run)
+			c := conditionOf(got, agentsv1alpha1.ConditionPodmanAvailable)
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal(agentsv1alpha1.ReasonPodmanUnavailable))
+			g.Expect(c.Message).To(ContainSubstring(deadSocket))
+			g.Expect(got.Status.Phase).To(Equal(agentsv1alpha1.PhasePending))
+			g.Expect(conditionOf(got, agentsv1alpha1.ConditionStarted).Reason).To(Equal(agentsv1alpha1.ReasonPodmanUnavailable))
+		}).WithContext(ctx).WithTimeout(20 * time.Second).Should(Succeed())
 	})
 })

@@ -22,6 +22,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/podman"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
@@ -80,12 +81,12 @@ var _ = BeforeSuite(func() {
 	webhookMgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(env, scheme))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(agentsv1alpha1.SetupWebhookWithManager(webhookMgr)).To(Succeed())
-	Expect(addHost(webhookMgr, hostA)).To(Succeed())
+	Expect(addHost(webhookMgr, hostA, rt, true)).To(Succeed())
 	startManager(ctx, webhookMgr)
 	Expect(testenv.WaitForWebhookServer(env, 20*time.Second)).To(Succeed())
 
 	hostBMgr := newHostManager()
-	Expect(addHost(hostBMgr, hostB)).To(Succeed())
+	Expect(addHost(hostBMgr, hostB, rt, true)).To(Succeed())
 	startManager(ctx, hostBMgr)
 })
 
@@ -111,28 +112,47 @@ func newHostManager() ctrl.Manager {
 	return mgr
 }
 
-func startManager(ctx context.Context, mgr ctrl.Manager) {
+// startManager starts mgr until ctx ends; the returned channel closes once
+// it has stopped.
+func startManager(ctx context.Context, mgr ctrl.Manager) <-chan struct{} {
+	stopped := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
+		defer close(stopped)
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
+	return stopped
 }
 
-// addHost sets up the reconciler of one host, as the manager binary does,
-// keeping finished containers so tests can count them.
-func addHost(mgr ctrl.Manager, host string) error {
-	events := controllers.NewPodmanEventSource(rt, host, time.Second)
+// startHost runs one more host's manager until the returned stop function
+// is called; stop returns once the manager has stopped.
+func startHost(host string, runtime containers.Runtime, keepContainers bool) (stop func()) {
+	GinkgoHelper()
+	mgr := newHostManager()
+	Expect(addHost(mgr, host, runtime, keepContainers)).To(Succeed())
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := startManager(ctx, mgr)
+	return func() {
+		cancel()
+		<-stopped
+	}
+}
+
+// addHost sets up the reconciler of one host as the manager binary does.
+// Hosts A and B keep finished containers so tests can count them.
+func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool) error {
+	events := controllers.NewPodmanEventSource(runtime, host, time.Second)
 	if err := mgr.Add(events); err != nil {
 		return err
 	}
 	r := &controllers.AgentRunReconciler{
 		Client:              mgr.GetClient(),
 		Recorder:            mgr.GetEventRecorder("agentrun-" + host),
-		Runtime:             rt,
+		Runtime:             runtime,
 		Host:                host,
 		Defaults:            controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
 		OutputTailBytes:     4096,
-		KeepContainers:      true,
+		KeepContainers:      keepContainers,
 		StopGracePeriod:     5 * time.Second,
 		ResyncPeriod:        time.Hour, // completion must come from Podman's events
 		SecretRecheckPeriod: time.Second,
