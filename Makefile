@@ -11,8 +11,9 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 
-# The Podman API socket the tests and the local stack talk to.
-PODMAN_SOCKET ?= /run/podman/podman.sock
+# The Podman API socket the tests and the local stack talk to; hack/podman-setup.sh
+# starts the service there.
+PODMAN_SOCKET ?= $(or $(TMPDIR),/tmp)/agentrun-podman/podman.sock
 
 .PHONY: all
 all: build

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -110,7 +111,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		run := newRun("secret", func(r *agentsv1alpha1.AgentRun) {
 			r.Spec.Prompt = "Review the open PRs"
 			r.Spec.Command = []string{"sh", "-c",
-				`echo "token length ${#GH_TOKEN}"; echo "env prompt: $AGENT_PROMPT"; echo "arg prompt: $1"; echo "plain: $LOG_LEVEL"; pwd`, "sh"}
+				`echo "token sha256 $(printf %s "$GH_TOKEN" | sha256sum | cut -d' ' -f1)"; echo "env prompt: $AGENT_PROMPT"; echo "arg prompt: $1"; echo "plain: $LOG_LEVEL"; pwd`, "sh"}
 			r.Spec.Workdir = "/tmp"
 			r.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"GH_TOKEN": agentsv1alpha1.SecretName(secretName)}
 			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"LOG_LEVEL": "debug"}
@@ -119,7 +120,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		cleanUp(run)
 
 		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 30*time.Second)
-		Expect(done.Status.Output).To(ContainSubstring(fmt.Sprintf("token length %d", len(secretValue))))
+		Expect(done.Status.Output).To(ContainSubstring(fmt.Sprintf("token sha256 %x", sha256.Sum256([]byte(secretValue)))))
 		Expect(done.Status.Output).To(ContainSubstring("env prompt: Review the open PRs"))
 		Expect(done.Status.Output).To(ContainSubstring("arg prompt: Review the open PRs"))
 		Expect(done.Status.Output).To(ContainSubstring("plain: debug"))
@@ -146,6 +147,8 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 			g.Expect(string(raw)).NotTo(ContainSubstring(secretValue))
 			g.Expect(string(raw)).To(ContainSubstring(agentsv1alpha1.ReasonCompleted))
 		}).WithContext(ctx).WithTimeout(10 * time.Second).Should(Succeed())
+		Expect(managerLogs.String()).NotTo(BeEmpty())
+		Expect(managerLogs.String()).NotTo(ContainSubstring(secretValue))
 	})
 
 	It("notices a container's exit from Podman's events, not from a resync", func(ctx SpecContext) {
@@ -230,6 +233,9 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 			cleanUp(run)
 			runs = append(runs, run)
 		}
+		pinned := newRun("pinned", func(r *agentsv1alpha1.AgentRun) { r.Spec.HostName = hostB })
+		Expect(k8s.Create(ctx, pinned)).To(Succeed())
+		cleanUp(pinned)
 		hosts := map[string]int{}
 		for _, run := range runs {
 			done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 60*time.Second)
@@ -240,6 +246,8 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		}
 		GinkgoWriter.Printf("runs per host: %v\n", hosts)
 		Expect(hosts[hostA] + hosts[hostB]).To(Equal(len(runs)))
+		Expect(waitForPhase(ctx, pinned, agentsv1alpha1.PhaseSucceeded, 30*time.Second).Status.Host).To(Equal(hostB))
+		Expect(runContainers(ctx, pinned)).To(HaveLen(1))
 	})
 
 	It("is adopted by a restarted manager, which records a result it missed, then removes the container", func(ctx SpecContext) {

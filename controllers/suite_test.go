@@ -1,8 +1,10 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
-	"os"
+	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,33 +40,47 @@ const (
 )
 
 var (
-	env       *envtest.Environment
-	cfg       *rest.Config
-	scheme    = runtime.NewScheme()
-	k8s       client.Client
-	rt        *podman.Runtime
-	cancelAll context.CancelFunc
+	env         *envtest.Environment
+	cfg         *rest.Config
+	scheme      = runtime.NewScheme()
+	k8s         client.Client
+	rt          *podman.Runtime
+	cancelAll   context.CancelFunc
+	managerLogs = &syncBuffer{}
 )
+
+// syncBuffer is a bytes.Buffer safe for the managers' concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "AgentRun controller suite (envtest + Podman)")
 }
 
-func podmanSocket() string {
-	if s := os.Getenv("AGENTRUN_PODMAN_SOCKET"); s != "" {
-		return s
-	}
-	return "/run/podman/podman.sock"
-}
-
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// Debug-level logs of every manager, kept to check that no secret value
+	// reaches them.
+	logf.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(GinkgoWriter, managerLogs)), zap.UseDevMode(true)))
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
 
-	rt = podman.New(podmanSocket())
-	Expect(rt.Ping(context.Background())).To(Succeed(), "the Podman API service must answer on %s: run hack/podman-setup.sh", podmanSocket())
+	rt = podman.New(testenv.PodmanSocket())
+	Expect(rt.Ping(context.Background())).To(Succeed(), "the Podman API service must answer on %s: run hack/podman-setup.sh", testenv.PodmanSocket())
 	Expect(rt.ImageExists(context.Background(), testImage)).To(BeTrue(), "the test image is built by hack/podman-setup.sh")
 
 	var err error

@@ -4,11 +4,13 @@
 #   2. writes a containers.conf drop-in with the settings these hosts need
 #      (runc, cgroupfs, file events, rlimits within the hard limits);
 #   3. builds the local test image from busybox-static (no registry is reachable);
-#   4. starts Podman's API service on a Unix socket unless one already answers.
+#   4. starts Podman's API service on a Unix socket under a temporary folder
+#      (so it never collides with a host's own podman.socket) unless one
+#      already answers there.
 # Idempotent: a second run only checks. Prints the socket path on stdout.
 set -euo pipefail
 
-SOCKET=${AGENTRUN_PODMAN_SOCKET:-/run/podman/podman.sock}
+SOCKET=${AGENTRUN_PODMAN_SOCKET:-${TMPDIR:-/tmp}/agentrun-podman/podman.sock}
 TEST_IMAGE=${AGENTRUN_TEST_IMAGE:-localhost/agentrun-test:latest}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -67,13 +69,13 @@ if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>
   log "starting the Podman API service on unix://$SOCKET"
   mkdir -p "$(dirname "$SOCKET")"
   rm -f "$SOCKET"
-  nohup podman system service --time=0 "unix://$SOCKET" >/var/log/agentrun-podman-service.log 2>&1 &
+  nohup podman system service --time=0 "unix://$SOCKET" >"$(dirname "$SOCKET")/service.log" 2>&1 &
   for _ in $(seq 100); do
     curl -fsS --max-time 1 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
     sleep 0.1
   done
   curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null || {
-    log "the Podman API service did not answer; see /var/log/agentrun-podman-service.log"
+    log "the Podman API service did not answer; see $(dirname "$SOCKET")/service.log"
     exit 1
   }
 fi

@@ -23,6 +23,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
+// PodmanSocket is the Podman API socket the tests use: AGENTRUN_PODMAN_SOCKET,
+// or where hack/podman-setup.sh starts the service by default.
+func PodmanSocket() string {
+	if s := os.Getenv("AGENTRUN_PODMAN_SOCKET"); s != "" {
+		return s
+	}
+	return "/tmp/agentrun-podman/podman.sock"
+}
+
 // RepoRoot is the root of this repository, found from this file's location so
 // that tests in any package can reach config/.
 func RepoRoot() string {
