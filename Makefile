@@ -67,6 +67,24 @@ test: verify-generated check-fmt vet k8s-binaries podman ## Run unit tests and t
 build: ## Build the manager binary.
 	go build -o $(LOCALBIN)/manager ./cmd
 
+.PHONY: localstack
+localstack: ## Build the local control plane used by make up and make demo.
+	go build -o $(LOCALBIN)/localstack ./hack/localstack
+
+##@ Local stack
+
+.PHONY: demo
+demo: ## Start a local stack, run the samples, show the results, tear it down.
+	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/local-stack.sh demo
+
+.PHONY: up
+up: ## Start the local stack in the background (kubeconfig in .local/kubeconfig).
+	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/local-stack.sh up
+
+.PHONY: down
+down: ## Stop the local stack and remove its state.
+	hack/local-stack.sh down
+
 $(CONTROLLER_GEN):
 	mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -45,7 +45,10 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
 
-if ! podman image exists "$TEST_IMAGE"; then
+# The image is rebuilt when test/image changes: its label records a hash of it.
+image_hash=$(cd "$ROOT" && find test/image -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+current_hash=$(podman image inspect --format '{{index .Labels "agentrun.test-image-hash"}}' "$TEST_IMAGE" 2>/dev/null || true)
+if [[ "$current_hash" != "$image_hash" ]]; then
   log "building $TEST_IMAGE from busybox-static and test/image"
   rootfs=$(mktemp -d)
   trap 'rm -rf "$rootfs"' EXIT
@@ -57,12 +60,11 @@ if ! podman image exists "$TEST_IMAGE"; then
   done
   printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nagent:x:1000:\n' >"$rootfs/etc/group"
-  if [[ -d "$ROOT/test/image/bin" ]]; then
-    install -m 0755 "$ROOT"/test/image/bin/* "$rootfs/usr/local/bin/"
-  fi
+  install -m 0755 "$ROOT"/test/image/bin/* "$rootfs/usr/local/bin/"
   tar -C "$rootfs" -c . | podman import \
     --change 'ENV PATH=/usr/local/bin:/bin' --change 'WORKDIR /workspace' \
-    - "$TEST_IMAGE" >/dev/null
+    --change "LABEL agentrun.test-image-hash=$image_hash" \
+    - "$TEST_IMAGE" >/dev/null 2>&1
 fi
 
 if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
