@@ -9,8 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +35,7 @@ type Runtime struct {
 	socket string
 
 	mu   sync.Mutex
-	conn context.Context // the bindings' connection, made on first use
+	conn context.Context // holds the bindings' connection; nil until used
 }
 
 var _ rt.Runtime = &Runtime{}
@@ -46,8 +47,9 @@ func New(socket string) *Runtime {
 	return &Runtime{socket: socket}
 }
 
-// call is the context the bindings need: the caller's deadline and
-// cancellation, with the connection the bindings look up among its values.
+// call is the context given to the bindings: the caller's deadline,
+// cancellation and values, plus the bindings' connection, which they look up
+// by a key they keep unexported.
 type call struct {
 	context.Context
 	conn context.Context
@@ -60,20 +62,34 @@ func (c call) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// connect returns a bindings context for one call. Making the connection
-// pings the service, so it is made once; the bindings dial the socket for
-// each request, so it outlives restarts of the service.
+// connect returns the context for one call, connecting first if needed.
+// Connecting pings the service, so it happens once, not per call; the
+// bindings then dial the socket for each request.
 func (r *Runtime) connect(ctx context.Context) (context.Context, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conn == nil {
-		conn, err := bindings.NewConnection(context.WithoutCancel(ctx), "unix://"+r.socket)
+		// The connection's context outlives this call, so it is built on
+		// Background (not the caller's values); the caller's ctx still bounds
+		// the ping. Only its values are used afterwards.
+		pingCtx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		defer context.AfterFunc(ctx, cancel)()
+		conn, err := bindings.NewConnection(pingCtx, "unix://"+r.socket)
 		if err != nil {
 			return nil, r.unavailable(err)
 		}
 		r.conn = conn
 	}
 	return call{Context: ctx, conn: r.conn}, nil
+}
+
+// disconnect drops the connection after a transport failure, so the next
+// call connects afresh (and learns the version of a restarted service).
+func (r *Runtime) disconnect() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conn = nil
 }
 
 func (r *Runtime) unavailable(err error) error {
@@ -86,17 +102,26 @@ func (r *Runtime) classify(err error, what string) error {
 		return nil
 	}
 	var model *errorhandling.ErrorModel
-	var opErr *net.OpError
-	var connErr bindings.ConnectError
+	var urlErr *url.Error
 	switch {
 	case errors.As(err, &model) && model.ResponseCode == http.StatusNotFound:
-		return fmt.Errorf("%s: %w", what, rt.ErrNotFound)
-	case errors.As(err, &model) && model.ResponseCode == http.StatusConflict:
-		return fmt.Errorf("%s: %w", what, rt.ErrAlreadyExists)
-	case errors.As(err, &opErr), errors.As(err, &connErr):
+		return fmt.Errorf("%s: %w: %w", what, err, rt.ErrNotFound)
+	case errors.As(err, &urlErr) && !errors.Is(err, context.Canceled):
+		// No answer: refused, reset, or none before the caller's deadline.
+		r.disconnect()
 		return r.unavailable(err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// cause is the root cause Podman gives for a failed request, which tells
+// more than its status: most failures are 500s.
+func cause(err error) string {
+	var model *errorhandling.ErrorModel
+	if errors.As(err, &model) {
+		return model.Because
+	}
+	return ""
 }
 
 // Ping checks that the service answers.
@@ -134,27 +159,36 @@ func (r *Runtime) SecretExists(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
+// Podman's root causes (ErrorModel.Because) for Create's expected failures:
+// the messages of containers/storage's and common/secrets' sentinel errors.
+const (
+	causeImageUnknown  = "image not known"
+	causeNameInUse     = "that name is already in use"
+	causeSecretUnknown = "no such secret"
+)
+
 // Create creates the container with an init process as PID 1, so SIGTERM
-// stops it promptly, and the secrets as Podman env secrets.
+// stops it promptly, and the secrets as Podman env secrets. It never pulls:
+// a missing image is ErrNotFound.
 func (r *Runtime) Create(ctx context.Context, s rt.Spec) (string, error) {
-	c, err := r.connect(ctx)
-	if err != nil {
-		return "", err
-	}
-	if ok, err := images.Exists(c, s.Image, nil); err != nil {
-		return "", r.classify(err, "image "+s.Image)
-	} else if !ok {
-		return "", fmt.Errorf("image %s is not in local storage: %w", s.Image, rt.ErrNotFound)
-	}
 	sg, err := specGenerator(s)
 	if err != nil {
 		return "", err
 	}
-	resp, err := containers.CreateWithSpec(c, sg, nil)
+	c, err := r.connect(ctx)
 	if err != nil {
-		if strings.Contains(err.Error(), "already in use") {
-			return "", fmt.Errorf("container name %s: %w", s.Name, rt.ErrAlreadyExists)
-		}
+		return "", err
+	}
+	resp, err := containers.CreateWithSpec(c, sg, nil)
+	switch cause(err) {
+	case causeImageUnknown:
+		return "", fmt.Errorf("creating container %s: image %s is not in local storage (it is never pulled): %w", s.Name, s.Image, rt.ErrNotFound)
+	case causeNameInUse:
+		return "", fmt.Errorf("creating container %s: the name is taken: %w", s.Name, rt.ErrAlreadyExists)
+	case causeSecretUnknown:
+		return "", fmt.Errorf("creating container %s: %w: %w", s.Name, err, rt.ErrNotFound)
+	}
+	if err != nil {
 		return "", r.classify(err, "creating container "+s.Name)
 	}
 	return resp.ID, nil
@@ -277,23 +311,25 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 	if err != nil {
 		return err
 	}
-	seconds := uint((grace + time.Second - 1) / time.Second)
+	seconds := uint((grace + time.Second - 1) / time.Second) // Podman counts whole seconds
 	err = containers.Stop(c, id, new(containers.StopOptions).WithTimeout(seconds))
 	var model *errorhandling.ErrorModel
 	if errors.As(err, &model) && model.ResponseCode == http.StatusNotModified {
-		return nil // already stopped
+		return nil // it was not running
 	}
 	return r.classify(err, "stopping container "+id)
 }
 
-// Remove removes the container, killing it if it still runs; a container
-// that is already gone is not an error.
+// Remove removes the container, killing it at once if it still runs (a
+// graceful stop is Stop's job); a container that is already gone is not an
+// error.
 func (r *Runtime) Remove(ctx context.Context, id string) error {
 	c, err := r.connect(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = containers.Remove(c, id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true))
+	opts := new(containers.RemoveOptions).WithForce(true).WithTimeout(0).WithIgnore(true)
+	_, err = containers.Remove(c, id, opts)
 	err = r.classify(err, "removing container "+id)
 	if errors.Is(err, rt.ErrNotFound) {
 		return nil
@@ -301,85 +337,122 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	return err
 }
 
-// logTailLines bounds how much of a log is read to find its last bytes.
-const logTailLines = 2000
-
 // Logs returns the end of the container's combined output, stdout and stderr
-// in the order they were written.
+// in the order the service sends them.
 func (r *Runtime) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
 	c, err := r.connect(ctx)
 	if err != nil {
 		return "", err
 	}
-	// The bindings send each frame to the channel of its stream; with
-	// unbuffered channels and one reader, frames arrive in stream order.
+	maxBytes = max(maxBytes, 0)
+	// Every line holds at least its newline, so the last maxBytes lines hold
+	// the last maxBytes bytes; the service reads no more of a long log.
+	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithTail(strconv.Itoa(maxBytes))
+	// The bindings send each frame to its stream's channel in turn; with
+	// unbuffered channels and one reader, frames arrive in the service's order.
 	stdout, stderr := make(chan string), make(chan string)
 	done := make(chan error, 1)
-	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithTail(fmt.Sprint(logTailLines))
 	go func() { done <- containers.Logs(c, id, opts, stdout, stderr) }()
-	var b strings.Builder
+	var b []byte
 	for {
 		select {
 		case s := <-stdout:
-			b.WriteString(s)
+			b = keepEnd(append(b, s...), maxBytes)
 		case s := <-stderr:
-			b.WriteString(s)
+			b = keepEnd(append(b, s...), maxBytes)
 		case err := <-done:
 			if err != nil {
 				return "", r.classify(err, "logs of container "+id)
 			}
-			return tail(b.String(), maxBytes), nil
+			return tail(string(b), maxBytes), nil
 		}
 	}
 }
 
-// tail keeps the last maxBytes of s, starting on a whole UTF-8 character.
+// keepEnd bounds memory when long lines come: it keeps the last maxBytes
+// bytes and the one before them, which tail looks at.
+func keepEnd(b []byte, maxBytes int) []byte {
+	if len(b) <= 2*maxBytes+1 {
+		return b
+	}
+	return append(b[:0], b[len(b)-maxBytes-1:]...)
+}
+
+// tail keeps at most the last maxBytes of s. It starts at a line when one
+// starts early in that window (a partial first line is noise), else at a
+// whole UTF-8 character.
 func tail(s string, maxBytes int) string {
 	if len(s) <= maxBytes {
 		return s
 	}
-	s = s[len(s)-maxBytes:]
-	for len(s) > 0 && !utf8.RuneStart(s[0]) {
-		s = s[1:]
+	cut := len(s) - maxBytes
+	if s[cut-1] == '\n' {
+		return s[cut:]
 	}
-	return s
+	w := s[cut:]
+	if i := strings.IndexByte(w, '\n'); i >= 0 && i < len(w)/4 {
+		return w[i+1:]
+	}
+	for len(w) > 0 && !utf8.RuneStart(w[0]) {
+		w = w[1:]
+	}
+	return w
 }
 
 // Events streams the events of containers carrying all the labels until ctx
-// ends, then closes the event channel.
+// ends, then closes both channels. If the stream breaks first, the error
+// channel says so (ErrUnavailable) before they close.
 func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan rt.Event, <-chan error) {
 	out, errs := make(chan rt.Event), make(chan error, 1)
-	c, err := r.connect(ctx)
-	if err != nil {
+	fail := func(err error) (<-chan rt.Event, <-chan error) {
 		errs <- err
 		close(out)
+		close(errs)
 		return out, errs
+	}
+	c, err := r.connect(ctx)
+	if err != nil {
+		return fail(err)
 	}
 	filters := labelFilters(labels)
 	filters["type"] = []string{"container"}
 	raw := make(chan entitiestypes.Event)
-	if err := system.Events(c, raw, nil, new(system.EventsOptions).WithStream(true).WithFilters(filters)); err != nil {
-		errs <- r.classify(err, "events")
-		close(out)
-		return out, errs
+	// The request is bound to ctx: when ctx ends, its body fails to read and
+	// the bindings close raw.
+	opts := new(system.EventsOptions).WithStream(true).WithFilters(filters)
+	if err := system.Events(c, raw, nil, opts); err != nil {
+		return fail(r.classify(err, "events"))
 	}
 	go func() {
+		defer close(errs)
 		defer close(out)
-		for e := range raw { // closed when ctx ends the request
-			ev := rt.Event{ContainerID: e.Actor.ID, Action: string(e.Action), Labels: e.Actor.Attributes, Time: time.Unix(0, e.TimeNano)}
-			ev.Name = e.Actor.Attributes["name"]
+		for e := range raw {
 			select {
-			case out <- ev:
+			case out <- event(e):
 			case <-ctx.Done():
-				go func() {
-					for range raw { // let the bindings' decoder finish
-					}
-				}()
+				for range raw { // let the bindings' reader finish
+				}
 				return
 			}
 		}
+		if ctx.Err() == nil {
+			r.disconnect()
+			errs <- r.unavailable(errors.New("the event stream ended"))
+		}
 	}()
 	return out, errs
+}
+
+// event maps a Podman event; its attributes are the container's labels plus
+// name, image and, for died, the exit code (never its environment).
+func event(e entitiestypes.Event) rt.Event {
+	return rt.Event{
+		ContainerID: e.Actor.ID,
+		Name:        e.Actor.Attributes["name"],
+		Action:      string(e.Action),
+		Labels:      e.Actor.Attributes,
+		Time:        time.Unix(0, e.TimeNano),
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,7 +112,7 @@ func TestEnvSecretReachesContainerButNotInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, value := "agentrun-test-"+rand.String(8), "s3cr3t-"+rand.String(16)
+	name, value := "agentrun-test-"+rand.String(8), "agentrun-secret-value-"+rand.String(16)
 	if _, err := secrets.Create(ctx, strings.NewReader(value), new(secrets.CreateOptions).WithName(name)); err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +153,17 @@ func TestEnvSecretReachesContainerButNotInspect(t *testing.T) {
 	}
 }
 
+func TestCreateWithMissingSecretIsNotFound(t *testing.T) {
+	r := newRuntime(t)
+	_, err := r.Create(context.Background(), rt.Spec{
+		Name: "agentrun-nosecret-" + rand.String(6), Image: testImage, Command: []string{"true"},
+		SecretEnv: map[string]string{"TOKEN": "agentrun-absent-" + rand.String(6)},
+	})
+	if !errors.Is(err, rt.ErrNotFound) {
+		t.Fatalf("Create with a missing secret = %v, want ErrNotFound", err)
+	}
+}
+
 func TestImagesAndMissingThings(t *testing.T) {
 	r := newRuntime(t)
 	ctx := context.Background()
@@ -169,6 +183,9 @@ func TestImagesAndMissingThings(t *testing.T) {
 	if err := r.Remove(ctx, "agentrun-absent-"+rand.String(6)); err != nil {
 		t.Fatalf("Remove(absent) = %v, want nil", err)
 	}
+	if err := r.Stop(ctx, "agentrun-absent-"+rand.String(6), time.Second); !errors.Is(err, rt.ErrNotFound) {
+		t.Fatalf("Stop(absent) = %v, want ErrNotFound", err)
+	}
 }
 
 func TestCreateTwiceFailsWithAlreadyExists(t *testing.T) {
@@ -186,7 +203,7 @@ func TestStopIsPromptWithInit(t *testing.T) {
 	if err := r.Stop(context.Background(), id, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 3*time.Second {
+	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("Stop took %s; with an init process SIGTERM ends sleep at once", took)
 	}
 	if c, _ := r.Inspect(context.Background(), id); c.State != rt.StateExited {
@@ -194,6 +211,44 @@ func TestStopIsPromptWithInit(t *testing.T) {
 	}
 	if err := r.Stop(context.Background(), id, time.Second); err != nil {
 		t.Errorf("stopping a stopped container = %v, want nil", err)
+	}
+
+	created, err := r.Create(context.Background(), rt.Spec{Name: "agentrun-created-" + rand.String(6), Image: testImage, Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Remove(context.Background(), created) })
+	if err := r.Stop(context.Background(), created, time.Second); err != nil {
+		t.Errorf("stopping a container never started = %v, want nil", err)
+	}
+}
+
+func TestStopKillsAfterGraceAndRemoveKillsAtOnce(t *testing.T) {
+	r := newRuntime(t)
+	// Children inherit the ignored SIGTERM, so only SIGKILL ends these.
+	const script = `trap "" TERM; sleep 300`
+	id, _ := run(t, r, script, nil)
+	start := time.Now()
+	if err := r.Stop(context.Background(), id, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < time.Second || took > 5*time.Second {
+		t.Errorf("Stop with 1s grace took %s", took)
+	}
+	if c, _ := r.Inspect(context.Background(), id); c.State != rt.StateExited || c.ExitCode != 137 {
+		t.Errorf("after Stop: %s, exit code %d; want exited by SIGKILL (137)", c.State, c.ExitCode)
+	}
+
+	id, _ = run(t, r, script, nil)
+	start = time.Now()
+	if err := r.Remove(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Remove of a running container took %s", took)
+	}
+	if _, err := r.Inspect(context.Background(), id); !errors.Is(err, rt.ErrNotFound) {
+		t.Errorf("Inspect after Remove = %v, want ErrNotFound", err)
 	}
 }
 
@@ -244,17 +299,23 @@ func TestEventsReportStartAndDeath(t *testing.T) {
 	defer cancel()
 	label := map[string]string{"agentrun-events": rand.String(8)}
 	events, errs := r.Events(ctx, label)
-	// Give the stream a moment to be established before the container starts.
+	// Podman's file event reader starts at the end of the file shortly after
+	// answering; events before that are not sent.
 	time.Sleep(300 * time.Millisecond)
 
+	other, _ := run(t, r, "true", nil) // no label: must not be reported
 	id, _ := run(t, r, "sleep 0.2", func(s *rt.Spec) { s.Labels = label })
-	seen := map[string]time.Time{}
+	seen := map[string]rt.Event{}
+	arrived := map[string]time.Time{}
 	timeout := time.After(15 * time.Second)
-	for seen["start"].IsZero() || seen["died"].IsZero() {
+	for arrived["start"].IsZero() || arrived["died"].IsZero() {
 		select {
 		case e := <-events:
+			if e.ContainerID == other {
+				t.Errorf("got an event of a container without the label: %+v", e)
+			}
 			if e.ContainerID == id {
-				seen[e.Action] = time.Now()
+				seen[e.Action], arrived[e.Action] = e, time.Now()
 			}
 		case err := <-errs:
 			t.Fatalf("event stream failed: %v", err)
@@ -263,29 +324,112 @@ func TestEventsReportStartAndDeath(t *testing.T) {
 		}
 	}
 	c := waitExited(t, r, id)
-	t.Logf("died event arrived %s after the container finished", seen["died"].Sub(c.FinishedAt))
+	lag := arrived["died"].Sub(c.FinishedAt)
+	t.Logf("the died event came %s after the container finished", lag)
+	if lag > time.Second {
+		t.Error("the died event came too late")
+	}
+	died := seen["died"]
+	if died.Name != c.Name || died.Labels["agentrun-events"] != label["agentrun-events"] || time.Since(died.Time).Abs() > time.Minute {
+		t.Errorf("died event = %+v", died)
+	}
 
 	cancel()
-	select {
-	case _, open := <-events:
-		for open {
-			_, open = <-events
+	deadline := time.After(5 * time.Second)
+	for events != nil || errs != nil {
+		select {
+		case _, open := <-events:
+			if !open {
+				events = nil
+			}
+		case err, open := <-errs:
+			if open {
+				t.Errorf("error after ctx was cancelled: %v", err)
+			}
+			errs = nil
+		case <-deadline:
+			t.Fatal("the channels stayed open after ctx was cancelled")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the event channel stayed open after ctx was cancelled")
 	}
 }
 
 func TestUnreachableServiceIsUnavailable(t *testing.T) {
-	r := New(filepath.Join(t.TempDir(), "nobody.sock"))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	path := filepath.Join(t.TempDir(), "podman.sock")
+	r := New(path)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := r.Ping(ctx); !errors.Is(err, rt.ErrUnavailable) {
-		t.Fatalf("Ping = %v, want ErrUnavailable", err)
+	if err := r.Ping(ctx); !errors.Is(err, rt.ErrUnavailable) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Ping = %v, want ErrUnavailable naming the socket", err)
 	}
 	if _, err := r.Inspect(ctx, "x"); !errors.Is(err, rt.ErrUnavailable) {
 		t.Fatalf("Inspect = %v, want ErrUnavailable", err)
 	}
+	events, errs := r.Events(ctx, nil)
+	if err := <-errs; !errors.Is(err, rt.ErrUnavailable) {
+		t.Fatalf("Events error = %v, want ErrUnavailable", err)
+	}
+	if _, open := <-events; open {
+		t.Fatal("Events channel open after failing")
+	}
+
+	// The same Runtime works once the service answers at that path, and
+	// again after the service went away and came back.
+	stop := forward(t, path, testenv.PodmanSocket())
+	if err := r.Ping(ctx); err != nil {
+		t.Fatalf("Ping once the service answers = %v", err)
+	}
+	stop()
+	if err := r.Ping(ctx); !errors.Is(err, rt.ErrUnavailable) {
+		t.Fatalf("Ping after the service went away = %v, want ErrUnavailable", err)
+	}
+	forward(t, path, testenv.PodmanSocket())
+	if _, err := r.Inspect(ctx, "agentrun-absent-"+rand.String(6)); !errors.Is(err, rt.ErrNotFound) {
+		t.Fatalf("Inspect once the service is back = %v, want ErrNotFound", err)
+	}
+}
+
+// forward serves path by relaying each connection to the real service's
+// socket, until the returned stop (also run at cleanup) closes the listener
+// and every relayed connection, as a stopped service would.
+func forward(t *testing.T, path, target string) (stop func()) {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("unix", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			l.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range conns {
+				c.Close()
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func TestTail(t *testing.T) {
@@ -299,6 +443,10 @@ func TestTail(t *testing.T) {
 		{"aé", 1, ""},
 		{"aéb", 2, "b"},
 		{"", 0, ""},
+		{"abc", 0, ""},
+		{"one\ntwo\n", 4, "two\n"},
+		{"one\ntwo\nthree\n", 12, "two\nthree\n"},
+		{"a long first line\nend\n", 20, "long first line\nend\n"},
 	} {
 		if got := tail(tc.in, tc.max); got != tc.want {
 			t.Errorf("tail(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
