@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
@@ -63,7 +64,7 @@ func run(opts *options) error {
 		}
 	}
 	if opts.runsReconciler() {
-		rt := podman.New(opts.podmanSocket)
+		rt := controllers.InstrumentRuntime(podman.New(opts.podmanSocket))
 		events := controllers.NewPodmanEventSource(rt, opts.hostName, 2*time.Second)
 		if err := mgr.Add(events); err != nil {
 			return err
@@ -72,6 +73,9 @@ func run(opts *options) error {
 			return fmt.Errorf("setting up the reconciler: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("podman", podmanReachable(rt)); err != nil {
+			return err
+		}
+		if err := metrics.Registry.Register(controllers.NewRunsCollector(mgr.GetClient(), opts.hostName)); err != nil {
 			return err
 		}
 		log.Info("Running AgentRuns on this Podman host", "host", opts.hostName, "podmanSocket", opts.podmanSocket)

@@ -88,7 +88,9 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if writeErr := r.writeStatus(ctx, base, run); writeErr != nil {
 		return ctrl.Result{}, errors.Join(err, writeErr)
 	}
-	transitioned := r.recordTransition(run, stateOf(&base.Status), st)
+	before := stateOf(&base.Status)
+	transitioned := r.recordTransition(run, before, st)
+	observeTransition(run, before, st)
 	if podmanChanged && unavailable(err) != nil && !transitioned {
 		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonPodmanUnavailable, "Reconcile",
 			"the Podman API on host %s does not answer; retrying", r.Host)

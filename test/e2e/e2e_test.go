@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/util/rand"
+)
+
+// newNamespace creates a namespace for one spec and deletes it afterwards.
+func newNamespace() string {
+	GinkgoHelper()
+	ns := "e2e-" + rand.String(6)
+	kubectlOK("create", "namespace", ns)
+	DeferCleanup(func() { _, _ = kubectl("delete", "namespace", ns, "--wait=false") })
+	return ns
+}
+
+// ensureSampleNeeds creates what the reference sample refers to on this host
+// (its two Podman secrets and its volume's host directory) when missing, and
+// removes what it created afterwards.
+func ensureSampleNeeds() {
+	GinkgoHelper()
+	for _, secret := range []string{"github-token", "gitlab-token"} {
+		if exec.Command("podman", "secret", "inspect", secret).Run() == nil {
+			continue
+		}
+		cmd := exec.Command("podman", "secret", "create", secret, "-")
+		cmd.Stdin = strings.NewReader("e2e-not-a-real-token")
+		out, err := cmd.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		DeferCleanup(func() { _ = exec.Command("podman", "secret", "rm", secret).Run() })
+	}
+	for _, dir := range []string{"/home/user", "/home/user/myrepo"} {
+		if _, err := os.Stat(dir); err == nil {
+			continue
+		}
+		Expect(os.Mkdir(dir, 0o755)).To(Succeed())
+		DeferCleanup(func() { _ = os.RemoveAll(dir) })
+	}
+}
+
+func scrapeMetrics() string {
+	GinkgoHelper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	return string(body)
+}
+
+// metricValue returns the value of the first sample whose line starts with
+// prefix (metric name and labels).
+func metricValue(metrics, prefix string) float64 {
+	GinkgoHelper()
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, prefix+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, prefix)), 64)
+			Expect(err).NotTo(HaveOccurred())
+			return v
+		}
+	}
+	Fail("no metric " + prefix)
+	return 0
+}
+
+var _ = Describe("agentrun on the local stack", Ordered, func() {
+	It("runs the samples applied with kubectl, and kubectl shows them", func() {
+		ns := newNamespace()
+		ensureSampleNeeds()
+		kubectlOK("apply", "-n", ns, "-k", filepath.Join(root, "config", "samples"))
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/hello", "agentrun/review-prs", "--timeout=90s")
+
+		table := kubectlOK("get", "agentruns", "-n", ns)
+		Expect(strings.Fields(strings.SplitN(table, "\n", 2)[0])).To(Equal([]string{"NAME", "PHASE", "HOST", "EXIT", "AGE"}))
+		Expect(table).To(MatchRegexp(`(?m)^hello\s+Succeeded\s+e2e\s+0\s+\S+$`))
+		Expect(table).To(MatchRegexp(`(?m)^review-prs\s+Succeeded\s+e2e\s+0\s+\S+$`))
+
+		wide := kubectlOK("get", "ar", "-n", ns, "-o", "wide")
+		Expect(strings.Fields(strings.SplitN(wide, "\n", 2)[0])).To(Equal(
+			[]string{"NAME", "PHASE", "HOST", "EXIT", "ATTEMPTS", "CONTAINER", "STARTED", "COMPLETED", "MESSAGE", "AGE"}))
+
+		output := kubectlOK("get", "agentrun", "review-prs", "-n", ns, "-o", "jsonpath={.status.output}")
+		Expect(output).To(ContainSubstring("fake-agent: working on: Review the open PRs using gh CLI"))
+
+		Expect(kubectlOK("get", "agents", "-n", ns)).To(ContainSubstring("review-prs"), "the agents category lists AgentRuns")
+	})
+
+	It("reports a failing run, so kubectl wait --for=condition=Failed returns", func() {
+		ns := newNamespace()
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: fails
+spec:
+  prompt: fail on purpose
+  podman:
+    env:
+      FAKE_AGENT_EXIT: "3"
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Failed", "agentrun/fails", "--timeout=60s")
+		Expect(kubectlOK("get", "agentrun", "fails", "-n", ns, "-o", "jsonpath={.status.exitCode} {.status.phase}")).To(Equal("3 Failed"))
+		events := kubectlOK("get", "events", "-n", ns, "--field-selector", "involvedObject.name=fails")
+		Expect(events).To(MatchRegexp(`Warning\s+ExitedNonZero`))
+	})
+
+	It("refuses an invalid manifest, and kubectl prints the field and the rule", func() {
+		ns := newNamespace()
+		out, err := kubectl("apply", "-n", ns, "-f", filepath.Join(root, "hack", "demo", "invalid-agentrun.yaml"))
+		Expect(err).To(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring(`The AgentRun "invalid-run" is invalid`))
+		Expect(out).To(ContainSubstring("spec.podman.secretsEnv"))
+		Expect(out).To(ContainSubstring("(rule: blocked vars)"))
+		Expect(out).To(ContainSubstring("(rule: env var format)"))
+	})
+
+	It("stops and removes the container of a running run that is deleted", func() {
+		ns := newNamespace()
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: long
+spec:
+  prompt: take your time
+  podman:
+    env:
+      FAKE_AGENT_SLEEP: "300"
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Started", "agentrun/long", "--timeout=60s")
+		container := kubectlOK("get", "agentrun", "long", "-n", ns, "-o", "jsonpath={.status.containerName}")
+		Expect(exec.Command("podman", "container", "exists", container).Run()).To(Succeed())
+
+		start := time.Now()
+		kubectlOK("delete", "agentrun", "long", "-n", ns, "--timeout=60s")
+		GinkgoWriter.Printf("kubectl delete of a running run took %s\n", time.Since(start))
+		Expect(exec.Command("podman", "container", "exists", container).Run()).To(HaveOccurred(), "container %s must be gone", container)
+	})
+
+	It("counts the runs and the Podman calls in /metrics", func() {
+		metrics := scrapeMetrics()
+		Expect(metricValue(metrics, `agentrun_runs{host="e2e",phase="Succeeded"}`)).To(BeNumerically(">=", 2))
+		Expect(metricValue(metrics, `agentrun_runs{host="e2e",phase="Failed"}`)).To(BeNumerically(">=", 1))
+		Expect(metricValue(metrics, `agentrun_launch_latency_seconds_count`)).To(BeNumerically(">=", 3))
+		Expect(metricValue(metrics, `agentrun_run_duration_seconds_count{phase="Succeeded"}`)).To(BeNumerically(">=", 2))
+		Expect(metricValue(metrics, `agentrun_podman_api_calls_total{operation="create"}`)).To(BeNumerically(">=", 4))
+		Expect(metrics).To(MatchRegexp(`(?m)^controller_runtime_reconcile_total\{controller="agentrun"`))
+	})
+})
+
+var _ = Describe("The kustomize overlays under config/", func() {
+	dirs, _ := filepath.Glob(filepath.Join(root, "config", "*", "kustomization.yaml"))
+	for _, k := range dirs {
+		dir := filepath.Dir(k)
+		It("build: "+filepath.Base(dir), func() {
+			out := kubectlOK("kustomize", dir)
+			Expect(regexp.MustCompile(`(?m)^kind: `).FindAllString(out, -1)).NotTo(BeEmpty())
+		})
+	}
+})
