@@ -44,6 +44,20 @@ type options struct {
 	webhookHost          string
 	webhookPort          int
 	webhookCertDir       string
+
+	defaultTimeout        time.Duration
+	retryBackoff          time.Duration
+	maxRetryBackoff       time.Duration
+	maxConcurrentRuns     int
+	allowedVolumePaths    string
+	blockedContainerPaths string
+	allowedImages         string
+	defaultMemory         string
+	maxMemory             string
+	defaultCPUs           string
+	maxCPUs               string
+	pidsLimit             int64
+	capabilities          string
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -68,6 +82,21 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "address the webhook server binds (empty: all)")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "directory holding tls.crt and tls.key for the webhook server (default: controller-runtime's)")
+	fs.DurationVar(&o.defaultTimeout, "default-timeout", 30*time.Minute, "timeout of runs that set no spec.timeout")
+	fs.DurationVar(&o.retryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a failed attempt; doubles with each further failure")
+	fs.DurationVar(&o.maxRetryBackoff, "max-retry-backoff", 5*time.Minute, "the longest wait before a retry")
+	fs.IntVar(&o.maxConcurrentRuns, "max-concurrent-runs", 4, "how many runs this host runs at once (0: no cap); others wait, in creation order")
+	fs.StringVar(&o.allowedVolumePaths, "allowed-volume-paths", "/home,/srv,/tmp", "comma-separated host directories volumes may come from")
+	fs.StringVar(&o.blockedContainerPaths, "blocked-container-paths", "/proc,/sys,/dev,/etc,/usr,/bin,/sbin,/lib,/lib64,/boot,/run/secrets",
+		"comma-separated container paths volumes may not mount over")
+	fs.StringVar(&o.allowedImages, "allowed-images", "localhost/*", "comma-separated image patterns runs may use ('*' matches anything)")
+	fs.StringVar(&o.defaultMemory, "default-memory", "512m", "memory limit of runs that set none")
+	fs.StringVar(&o.maxMemory, "max-memory", "8g", "the most memory a run may ask for")
+	fs.StringVar(&o.defaultCPUs, "default-cpus", "1", "CPU limit of runs that set none")
+	fs.StringVar(&o.maxCPUs, "max-cpus", "4", "the most CPUs a run may ask for")
+	fs.Int64Var(&o.pidsLimit, "pids-limit", 1024, "the most processes a container may have")
+	fs.StringVar(&o.capabilities, "capabilities", strings.Join(controllers.DefaultCapabilities, ","),
+		"comma-separated capabilities containers keep; all others are dropped")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -91,6 +120,15 @@ func (o *options) validate() error {
 		}
 		if o.resyncPeriod <= 0 || o.recheckPeriod <= 0 || o.stopGracePeriod < 0 {
 			errs = append(errs, errors.New("--resync-period and --recheck-period must be positive, --stop-grace-period not negative"))
+		}
+		if o.defaultTimeout <= 0 || o.retryBackoff <= 0 || o.maxRetryBackoff < o.retryBackoff {
+			errs = append(errs, errors.New("--default-timeout and --retry-backoff must be positive, --max-retry-backoff at least --retry-backoff"))
+		}
+		if o.maxConcurrentRuns < 0 || o.pidsLimit < 0 {
+			errs = append(errs, errors.New("--max-concurrent-runs and --pids-limit must not be negative"))
+		}
+		if _, err := o.policy(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -133,7 +171,51 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 	}
 }
 
+// policy builds the hardening and limits every container of this host gets.
+func (o *options) policy() (controllers.Policy, error) {
+	p := controllers.Policy{
+		AllowedVolumePaths:    list(o.allowedVolumePaths),
+		BlockedContainerPaths: list(o.blockedContainerPaths),
+		AllowedImages:         list(o.allowedImages),
+		PidsLimit:             o.pidsLimit,
+		Capabilities:          list(o.capabilities),
+	}
+	var errs []error
+	for _, m := range []struct {
+		flag, value string
+		into        *int64
+		parse       func(string) (int64, error)
+	}{
+		{"--default-memory", o.defaultMemory, &p.DefaultMemoryBytes, controllers.ParseMemory},
+		{"--max-memory", o.maxMemory, &p.MaxMemoryBytes, controllers.ParseMemory},
+		{"--default-cpus", o.defaultCPUs, &p.DefaultNanoCPUs, controllers.ParseCPUs},
+		{"--max-cpus", o.maxCPUs, &p.MaxNanoCPUs, controllers.ParseCPUs},
+	} {
+		v, err := m.parse(m.value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.flag, err))
+		}
+		*m.into = v
+	}
+	if p.MaxMemoryBytes > 0 && p.DefaultMemoryBytes > p.MaxMemoryBytes || p.MaxNanoCPUs > 0 && p.DefaultNanoCPUs > p.MaxNanoCPUs {
+		errs = append(errs, errors.New("the default memory and CPUs must not exceed the maximums"))
+	}
+	return p, errors.Join(errs...)
+}
+
+// list splits a comma-separated flag value, dropping empty items.
+func list(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 func (o *options) reconciler(mgr ctrl.Manager, rt containers.Runtime) *controllers.AgentRunReconciler {
+	policy, _ := o.policy() // validated by parseOptions
 	return &controllers.AgentRunReconciler{
 		Client:              mgr.GetClient(),
 		Recorder:            mgr.GetEventRecorder("agentrun-" + o.hostName),
@@ -145,5 +227,10 @@ func (o *options) reconciler(mgr ctrl.Manager, rt containers.Runtime) *controlle
 		StopGracePeriod:     o.stopGracePeriod,
 		ResyncPeriod:        o.resyncPeriod,
 		SecretRecheckPeriod: o.recheckPeriod,
+		DefaultTimeout:      o.defaultTimeout,
+		RetryBackoff:        o.retryBackoff,
+		MaxRetryBackoff:     o.maxRetryBackoff,
+		MaxConcurrentRuns:   o.maxConcurrentRuns,
+		Policy:              policy,
 	}
 }

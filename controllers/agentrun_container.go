@@ -81,7 +81,11 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 	spec.Command = append(spec.Command, run.Spec.Prompt)
 
 	for k, v := range p.Env {
-		spec.Env[k] = string(v)
+		// What the controller sets (the prompt, the secrets) wins over env,
+		// should validation ever have let such a name through.
+		if _, secret := p.SecretsEnv[k]; !secret {
+			spec.Env[k] = string(v)
+		}
 	}
 	spec.Env[agentsv1alpha1.PromptEnvVar] = run.Spec.Prompt
 	if len(p.SecretsEnv) > 0 {
@@ -98,10 +102,10 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		spec.Mounts = append(spec.Mounts, containers.Mount{Source: vol.HostPath, Destination: vol.ContainerPath, Options: vol.Options})
 	}
 	var err error
-	if spec.MemoryBytes, err = parseMemory(p.Memory); err != nil {
+	if spec.MemoryBytes, err = ParseMemory(p.Memory); err != nil {
 		return containers.Spec{}, fmt.Errorf("spec.podman.memory: %w", err)
 	}
-	if spec.NanoCPUs, err = parseCPUs(p.CPUs); err != nil {
+	if spec.NanoCPUs, err = ParseCPUs(p.CPUs); err != nil {
 		return containers.Spec{}, fmt.Errorf("spec.podman.cpus: %w", err)
 	}
 	return spec, nil
@@ -118,9 +122,9 @@ func secretNames(run *agentsv1alpha1.AgentRun) []string {
 
 var memoryPattern = regexp.MustCompile(`^([1-9][0-9]*)([bkmgBKMG]?)$`)
 
-// parseMemory reads Podman's memory notation (512m, 2g; b, k, m, g are
+// ParseMemory reads Podman's memory notation (512m, 2g; b, k, m, g are
 // powers of 1024). Empty means no limit.
-func parseMemory(s string) (int64, error) {
+func ParseMemory(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
@@ -139,8 +143,8 @@ func parseMemory(s string) (int64, error) {
 	return n << shift, nil
 }
 
-// parseCPUs reads Podman's --cpus notation (1, 0.5). Empty means no limit.
-func parseCPUs(s string) (int64, error) {
+// ParseCPUs reads Podman's --cpus notation (1, 0.5). Empty means no limit.
+func ParseCPUs(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}

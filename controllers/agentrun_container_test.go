@@ -67,26 +67,26 @@ func TestContainerSpecRefusesBadVolume(t *testing.T) {
 
 func TestParseMemory(t *testing.T) {
 	for in, want := range map[string]int64{"": 0, "100": 100, "100b": 100, "4k": 4096, "512m": 512 << 20, "2g": 2 << 30, "2G": 2 << 30} {
-		if got, err := parseMemory(in); err != nil || got != want {
-			t.Errorf("parseMemory(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := ParseMemory(in); err != nil || got != want {
+			t.Errorf("ParseMemory(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"0", "-1", "1t", "1.5g", "99999999999999999999g", "m"} {
-		if _, err := parseMemory(in); err == nil {
-			t.Errorf("parseMemory(%q) should fail", in)
+		if _, err := ParseMemory(in); err == nil {
+			t.Errorf("ParseMemory(%q) should fail", in)
 		}
 	}
 }
 
 func TestParseCPUs(t *testing.T) {
 	for in, want := range map[string]int64{"": 0, "1": 1e9, "0.5": 5e8, ".25": 25e7} {
-		if got, err := parseCPUs(in); err != nil || got != want {
-			t.Errorf("parseCPUs(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := ParseCPUs(in); err != nil || got != want {
+			t.Errorf("ParseCPUs(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"0", "-1", "abc"} {
-		if _, err := parseCPUs(in); err == nil {
-			t.Errorf("parseCPUs(%q) should fail", in)
+		if _, err := ParseCPUs(in); err == nil {
+			t.Errorf("ParseCPUs(%q) should fail", in)
 		}
 	}
 }

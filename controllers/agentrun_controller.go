@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,9 +47,23 @@ type AgentRunReconciler struct {
 	// ResyncPeriod is how often a running run is checked when no Podman
 	// event arrives; events normally make this unnecessary.
 	ResyncPeriod time.Duration
-	// SecretRecheckPeriod is how often a run waiting for a secret or an
-	// image looks again.
+	// SecretRecheckPeriod is how often a run waiting for a secret, an image
+	// or a free slot looks again.
 	SecretRecheckPeriod time.Duration
+	// DefaultTimeout bounds runs that set no spec.timeout.
+	DefaultTimeout time.Duration
+	// RetryBackoff is the wait before a failed attempt's first retry; it
+	// doubles for each further failure, up to MaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
+	// MaxConcurrentRuns caps the runs this host runs at once; 0 means no cap.
+	MaxConcurrentRuns int
+	// Policy is the hardening and the limits every container gets.
+	Policy Policy
+	// ResolveHostPath resolves a volume's host path (symlinks) before the
+	// policy checks it; nil means the real file system.
+	ResolveHostPath func(string) (string, error)
+
+	slots slotTracker
 }
 
 // +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentruns,verbs=get;list;watch;update;patch
@@ -75,15 +88,20 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return r.claim(ctx, run)
 	}
 	if !run.DeletionTimestamp.IsZero() {
+		r.slots.release(run.UID)
 		return ctrl.Result{}, r.finalize(ctx, run)
 	}
 	if run.Status.Phase.IsFinished() {
-		return ctrl.Result{}, r.cleanUpFinished(ctx, run)
+		r.slots.release(run.UID)
+		return r.finished(ctx, run)
 	}
 
 	base := run.DeepCopy()
 	st, result, err := r.advance(ctx, run)
 	podmanChanged := setPodmanAvailable(&run.Status, run.Generation, r.Host, unavailable(err))
+	if st.phase.IsFinished() {
+		markFinished(&run.Status, time.Now())
+	}
 	applyState(&run.Status, run.Generation, st)
 	if writeErr := r.writeStatus(ctx, base, run); writeErr != nil {
 		return ctrl.Result{}, errors.Join(err, writeErr)
@@ -111,6 +129,17 @@ func (r *AgentRunReconciler) isOurs(run *agentsv1alpha1.AgentRun) bool {
 // resourceVersion read, so when several hosts race exactly one write lands
 // and the others get a conflict and leave the run alone.
 func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
+	// A host without a free slot leaves the run to hosts that have one; a
+	// cancelled run is taken anyway, to be ended at once.
+	if !run.Spec.Cancel {
+		free, err := r.hasSlot(ctx, run)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !free {
+			return r.waitUnclaimed(ctx, run)
+		}
+	}
 	base := run.DeepCopy()
 	run.Status.Host = r.Host
 	st := runState{phase: agentsv1alpha1.PhasePending, reason: agentsv1alpha1.ReasonClaimed, message: "claimed by host " + r.Host}
@@ -128,186 +157,50 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 	return ctrl.Result{}, nil
 }
 
-// advance observes the run's container and acts on what it sees, filling the
-// status fields that describe the container; it returns the resulting state.
-func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.AgentRun) (runState, ctrl.Result, error) {
-	if run.Status.ContainerName == "" {
-		return r.launch(ctx, run)
+// finished handles a run that reached a terminal phase: its containers go
+// once the result is stored, and the run itself once its TTL expires.
+func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
+	if err := r.cleanUpFinished(ctx, run); err != nil {
+		return ctrl.Result{}, err
 	}
-	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)
+	left, ok := untilTTLExpiry(run, time.Now())
 	switch {
-	case errors.Is(err, containers.ErrNotFound):
-		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonContainerLost,
-			fmt.Sprintf("container %s disappeared from host %s before its result was recorded", run.Status.ContainerName, r.Host)}, ctrl.Result{}, nil
-	case err != nil:
-		return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("inspecting container %s: %w", run.Status.ContainerName, err)
+	case !ok:
+		return ctrl.Result{}, nil
+	case left > 0:
+		return ctrl.Result{RequeueAfter: left}, nil
 	}
-	return r.follow(ctx, run, c)
+	log.FromContext(ctx).Info("Deleting finished AgentRun whose TTL expired", "agentrun", client.ObjectKeyFromObject(run))
+	// Kept containers go with the finalizer.
+	if err := r.Delete(ctx, run, client.Preconditions{UID: &run.UID}); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("deleting after TTL: %w", err)
+	}
+	return ctrl.Result{}, nil
 }
 
-// follow turns an observed container into the run's state.
-func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (runState, ctrl.Result, error) {
-	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
-		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
-	switch c.State {
-	case containers.StateExited:
-		return r.recordExit(ctx, run, c)
-	case containers.StateCreated:
-		// Created by a pass that ended before starting it.
-		if err := r.Runtime.Start(ctx, c.ID); err != nil {
-			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
-		}
-		run.Status.StartTime = ptrTime(metav1.Now())
+// waitUnclaimed records that no slot is free for an unclaimed run, without
+// taking it, and looks again later. Every full host writes the same status,
+// so the write happens once.
+func (r *AgentRunReconciler) waitUnclaimed(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
+	base := run.DeepCopy()
+	st := runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForCapacity,
+		"every Podman host that may take this run is running as many runs as it may; it starts when a slot frees"}
+	applyState(&run.Status, run.Generation, st)
+	if err := r.writeStatus(ctx, base, run); err != nil {
+		return ctrl.Result{}, err
 	}
-	if !c.StartedAt.IsZero() {
-		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
-	}
-	return running, ctrl.Result{RequeueAfter: r.ResyncPeriod}, nil
+	return ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
 }
 
-// recordExit records a finished container's result. The container itself is
-// removed by a later pass, once this result is stored.
-func (r *AgentRunReconciler) recordExit(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (runState, ctrl.Result, error) {
-	output, err := r.Runtime.Logs(ctx, c.ID, r.OutputTailBytes)
-	if err != nil {
-		return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("reading the output of container %s: %w", c.Name, err)
+// markFinished stamps a run that reaches a terminal phase with its completion
+// time (when the container's own end time was not recorded) and duration.
+func markFinished(status *agentsv1alpha1.AgentRunStatus, now time.Time) {
+	if status.CompletionTime == nil {
+		status.CompletionTime = ptrTime(metav1.NewTime(now))
 	}
-	code := c.ExitCode
-	run.Status.ExitCode = &code
-	run.Status.Output = output
-	finished := c.FinishedAt
-	if finished.IsZero() {
-		finished = time.Now()
+	if status.StartTime != nil {
+		status.Duration = formatDuration(status.StartTime.Time, status.CompletionTime.Time)
 	}
-	run.Status.CompletionTime = ptrTime(metav1.NewTime(finished))
-	if !c.StartedAt.IsZero() {
-		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
-	}
-	if code == 0 {
-		return runState{agentsv1alpha1.PhaseSucceeded, agentsv1alpha1.ReasonCompleted,
-			fmt.Sprintf("container %s exited 0", c.Name)}, ctrl.Result{}, nil
-	}
-	return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonExitedNonZero,
-		fmt.Sprintf("container %s exited with code %d; see status.output", c.Name, code)}, ctrl.Result{}, nil
-}
-
-// launch checks what the run needs on this host, then creates and starts its
-// container. What is missing keeps the run Pending with a reason that says how
-// to fix it.
-func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.AgentRun) (runState, ctrl.Result, error) {
-	const attempt = 1
-	pending := func(reason, msg string) (runState, ctrl.Result, error) {
-		return runState{agentsv1alpha1.PhasePending, reason, msg}, ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
-	}
-	spec, err := containerSpec(run, r.Defaults, r.Host, attempt)
-	if err != nil {
-		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, nil
-	}
-
-	missing, err := r.missingSecrets(ctx, run)
-	if err != nil {
-		return r.notLaunched(run, err)
-	}
-	if len(missing) > 0 {
-		return pending(agentsv1alpha1.ReasonSecretNotFound, secretNotFoundMessage(r.Host, missing))
-	}
-	if ok, err := r.Runtime.ImageExists(ctx, spec.Image); err != nil {
-		return r.notLaunched(run, fmt.Errorf("looking up image %s: %w", spec.Image, err))
-	} else if !ok {
-		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
-	}
-
-	if err := r.ensureFinalizer(ctx, run); err != nil {
-		return stateOf(&run.Status), ctrl.Result{}, err
-	}
-	c, err := r.createOrAdopt(ctx, run, spec)
-	switch {
-	case errors.Is(err, containers.ErrNotFound):
-		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
-	case errors.Is(err, containers.ErrUnavailable):
-		return r.notLaunched(run, err)
-	case err != nil:
-		// Podman refused the container (a bad network name, say): keep
-		// retrying with backoff and say why.
-		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, err
-	}
-	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
-	return r.follow(ctx, run, c)
-}
-
-// notLaunched is the state of a run whose launch stopped on err: Pending with
-// reason PodmanUnavailable when Podman did not answer, else unchanged. The
-// error makes the pass retry with backoff.
-func (r *AgentRunReconciler) notLaunched(run *agentsv1alpha1.AgentRun, err error) (runState, ctrl.Result, error) {
-	if unavailable(err) == nil {
-		return stateOf(&run.Status), ctrl.Result{}, err
-	}
-	return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonPodmanUnavailable,
-		fmt.Sprintf("the Podman API on host %s does not answer; retrying: %v", r.Host, err)}, ctrl.Result{}, err
-}
-
-// ensureFinalizer adds the finalizer before the run's first container is
-// created: from then on the run cannot go before its containers do, while a
-// run that never got a container is deleted at once.
-func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
-	if controllerutil.ContainsFinalizer(run, Finalizer) {
-		return nil
-	}
-	patch := client.MergeFrom(run.DeepCopy())
-	controllerutil.AddFinalizer(run, Finalizer)
-	if err := r.Patch(ctx, run, patch); err != nil {
-		return fmt.Errorf("adding finalizer: %w", err)
-	}
-	return nil
-}
-
-// createOrAdopt creates the attempt's container, or adopts it when an earlier
-// pass created it already (the name is per run and attempt).
-func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alpha1.AgentRun, spec containers.Spec) (containers.Container, error) {
-	id, err := r.Runtime.Create(ctx, spec)
-	if err == nil {
-		return containers.Container{ID: id, Name: spec.Name, Labels: spec.Labels, State: containers.StateCreated}, nil
-	}
-	if !errors.Is(err, containers.ErrAlreadyExists) {
-		return containers.Container{}, fmt.Errorf("creating container %s: %w", spec.Name, err)
-	}
-	c, err := r.Runtime.Inspect(ctx, spec.Name)
-	if err != nil {
-		return containers.Container{}, fmt.Errorf("inspecting existing container %s: %w", spec.Name, err)
-	}
-	if c.Labels[LabelUID] != string(run.UID) {
-		return containers.Container{}, fmt.Errorf("a container named %s exists on host %s but does not belong to this run; remove it or rename it", spec.Name, r.Host)
-	}
-	log.FromContext(ctx).Info("Adopted existing container", "agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
-	return c, nil
-}
-
-func (r *AgentRunReconciler) missingSecrets(ctx context.Context, run *agentsv1alpha1.AgentRun) ([]string, error) {
-	var missing []string
-	for _, name := range secretNames(run) {
-		ok, err := r.Runtime.SecretExists(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("looking up secret %s: %w", name, err)
-		}
-		if !ok {
-			missing = append(missing, name)
-		}
-	}
-	return missing, nil
-}
-
-func secretNotFoundMessage(host string, missing []string) string {
-	var fix []string
-	for _, name := range missing {
-		fix = append(fix, fmt.Sprintf(`echo "$VALUE" | podman secret create %s -`, name))
-	}
-	return fmt.Sprintf("Podman secret(s) %s not found on host %s; create them there and the run starts: %s",
-		strings.Join(missing, ", "), host, strings.Join(fix, "; "))
-}
-
-func imageNotFoundMessage(host, image string) string {
-	return fmt.Sprintf("image %s is not present on host %s; the controller does not pull images: "+
-		"pull, load or build it there (podman pull/load/build) and the run starts", image, host)
 }
 
 // cleanUpFinished removes a finished run's containers once its result is

@@ -50,6 +50,21 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 		StopGracePeriod:     time.Second,
 		ResyncPeriod:        time.Minute,
 		SecretRecheckPeriod: 3 * time.Second,
+		DefaultTimeout:      time.Hour,
+		RetryBackoff:        time.Millisecond,
+		MaxRetryBackoff:     time.Millisecond,
+		Policy: Policy{
+			AllowedVolumePaths:    []string{"/srv"},
+			BlockedContainerPaths: []string{"/proc", "/etc"},
+			AllowedImages:         []string{"localhost/*"},
+			DefaultMemoryBytes:    512 << 20,
+			MaxMemoryBytes:        1 << 30,
+			DefaultNanoCPUs:       1e9,
+			MaxNanoCPUs:           2e9,
+			PidsLimit:             100,
+			Capabilities:          DefaultCapabilities,
+		},
+		ResolveHostPath: func(p string) (string, error) { return p, nil },
 	}
 	return h
 }

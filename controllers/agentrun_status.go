@@ -26,6 +26,13 @@ var warningReasons = []string{
 	agentsv1alpha1.ReasonLaunchFailed,
 	agentsv1alpha1.ReasonExitedNonZero,
 	agentsv1alpha1.ReasonContainerLost,
+	agentsv1alpha1.ReasonBackOff,
+	agentsv1alpha1.ReasonBackoffLimitExceeded,
+	agentsv1alpha1.ReasonDeadlineExceeded,
+	agentsv1alpha1.ReasonAgentError,
+	agentsv1alpha1.ReasonImageNotAllowed,
+	agentsv1alpha1.ReasonVolumeNotAllowed,
+	agentsv1alpha1.ReasonResourcesNotAllowed,
 }
 
 func (s runState) isWarning() bool { return slices.Contains(warningReasons, s.reason) }

@@ -144,8 +144,14 @@ func startManager(ctx context.Context, mgr ctrl.Manager) <-chan struct{} {
 // is called; stop returns once the manager has stopped.
 func startHost(host string, runtime containers.Runtime, keepContainers bool) (stop func()) {
 	GinkgoHelper()
+	return startHostWith(host, runtime, keepContainers, 0)
+}
+
+// startHostWith is startHost with a cap on concurrent runs.
+func startHostWith(host string, runtime containers.Runtime, keepContainers bool, maxRuns int) (stop func()) {
+	GinkgoHelper()
 	mgr := newHostManager()
-	Expect(addHost(mgr, host, runtime, keepContainers)).To(Succeed())
+	Expect(addHostWith(mgr, host, runtime, keepContainers, maxRuns)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := startManager(ctx, mgr)
 	return func() {
@@ -157,6 +163,23 @@ func startHost(host string, runtime containers.Runtime, keepContainers bool) (st
 // addHost sets up the reconciler of one host as the manager binary does.
 // Hosts A and B keep finished containers so tests can count them.
 func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool) error {
+	return addHostWith(mgr, host, runtime, keepContainers, 0)
+}
+
+// testPolicy is the manager's default policy, with the test image allowed.
+var testPolicy = controllers.Policy{
+	AllowedVolumePaths:    []string{"/tmp"},
+	BlockedContainerPaths: []string{"/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/run/secrets"},
+	AllowedImages:         []string{"localhost/*"},
+	DefaultMemoryBytes:    512 << 20,
+	MaxMemoryBytes:        1 << 30,
+	DefaultNanoCPUs:       1e9,
+	MaxNanoCPUs:           2e9,
+	PidsLimit:             256,
+	Capabilities:          controllers.DefaultCapabilities,
+}
+
+func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool, maxRuns int) error {
 	events := controllers.NewPodmanEventSource(runtime, host, time.Second)
 	if err := mgr.Add(events); err != nil {
 		return err
@@ -172,6 +195,11 @@ func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepCont
 		StopGracePeriod:     5 * time.Second,
 		ResyncPeriod:        time.Hour, // completion must come from Podman's events
 		SecretRecheckPeriod: time.Second,
+		DefaultTimeout:      time.Hour,
+		RetryBackoff:        time.Second,
+		MaxRetryBackoff:     time.Second,
+		MaxConcurrentRuns:   maxRuns,
+		Policy:              testPolicy,
 	}
 	return r.SetupWithManager(mgr, events)
 }

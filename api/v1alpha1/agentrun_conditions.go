@@ -49,6 +49,30 @@ const (
 	ReasonPodmanUnavailable = "PodmanUnavailable"
 	// ReasonPodmanAvailable: the host's Podman API answers.
 	ReasonPodmanAvailable = "PodmanAvailable"
+	// ReasonWaitingForCapacity: the host runs as many runs as it may; the run
+	// starts, in creation order, when a slot frees.
+	ReasonWaitingForCapacity = "WaitingForCapacity"
+	// ReasonVolumeNotAllowed: a volume's host path is outside the host's
+	// allowlist, or its container path is on the blocklist.
+	ReasonVolumeNotAllowed = "VolumeNotAllowed"
+	// ReasonImageNotAllowed: the image matches none of the host's allowed
+	// patterns.
+	ReasonImageNotAllowed = "ImageNotAllowed"
+	// ReasonResourcesNotAllowed: the run asks for more memory or CPUs than
+	// the host allows.
+	ReasonResourcesNotAllowed = "ResourcesNotAllowed"
+	// ReasonBackOff: an attempt failed and the next one starts after a
+	// backoff.
+	ReasonBackOff = "BackOff"
+	// ReasonBackoffLimitExceeded: the last allowed attempt failed.
+	ReasonBackoffLimitExceeded = "BackoffLimitExceeded"
+	// ReasonDeadlineExceeded: the attempt outlived spec.timeout and was
+	// stopped.
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	// ReasonCancelled: spec.cancel was set; the message says by which client.
+	ReasonCancelled = "Cancelled"
+	// ReasonAgentError: the agent's JSON result reported an error.
+	ReasonAgentError = "AgentError"
 	// ReasonLaunchFailed: Podman refused to create or start the container.
 	ReasonLaunchFailed = "LaunchFailed"
 	// ReasonLaunched: the container was created and started, and runs.

@@ -55,10 +55,11 @@ type AgentRunSpec struct {
 	// +optional
 	Podman PodmanSpec `json:"podman,omitempty"`
 
-	// Timeout bounds how long the run may take from its start, as a
-	// duration such as "30m" or "1h30m". Past it the container is stopped and
-	// the run fails with reason DeadlineExceeded. Empty means the controller's
-	// default timeout.
+	// Timeout bounds how long the run may take from its first container's
+	// start, retries included, as a duration such as "30m" or "1h30m". Past
+	// it the container is stopped and the run fails with reason
+	// DeadlineExceeded, without a retry. Empty means the host's default (the
+	// manager's --default-timeout, 30m).
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
@@ -67,23 +68,26 @@ type AgentRunSpec struct {
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// BackoffLimit is how many times a failed attempt (non-zero exit) is
-	// retried in a new container before the run fails. Defaults to 0.
+	// retried in a new container, after an exponential backoff, before the
+	// run fails. A cancel or a deadline is not retried. Defaults to 0.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=20
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
 
-	// TTLSecondsAfterFinished deletes the run this many seconds after it
-	// finished. Unset keeps it until it is deleted by hand.
+	// TTLSecondsAfterFinished deletes the run (and anything left of its
+	// container) this many seconds after it finished. Unset keeps it until it
+	// is deleted by hand.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 
-	// Cancel stops the run when set to true: the container is stopped and the
-	// run ends in phase Cancelled. It is the one field that may change after
-	// creation, and it cannot be set back to false.
+	// Cancel stops the run when set to true (kubectl patch or GitOps): the
+	// container is stopped (SIGTERM, then SIGKILL after the host's grace
+	// period) and the run ends in phase Cancelled. It is the one field that
+	// may change after creation, and it cannot be set back to false.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
 }
@@ -227,7 +231,8 @@ type AgentRunStatus struct {
 	// +kubebuilder:validation:MaxLength=253
 	ContainerName string `json:"containerName,omitempty"`
 
-	// StartTime is when the current attempt's container started.
+	// StartTime is when the run's first container started; spec.timeout
+	// and status.duration count from it.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 
@@ -243,6 +248,17 @@ type AgentRunStatus struct {
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`
 
+	// Duration is how long the run took from its first container's start to
+	// its end, for example "1m12s".
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Duration string `json:"duration,omitempty"`
+
+	// AgentResult holds what the agent reported when its output ended with a
+	// Claude Code JSON result object (claude -p --output-format json).
+	// +optional
+	AgentResult *AgentResult `json:"agentResult,omitempty"`
+
 	// Output is the tail of the container's combined stdout and stderr.
 	// +optional
 	// +kubebuilder:validation:MaxLength=65536
@@ -255,13 +271,39 @@ type AgentRunStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// AgentResult is the agent's own report of a run, from the JSON result object
+// Claude Code prints with --output-format json.
+type AgentResult struct {
+	// Result is the agent's final message, cut to its first 4096 bytes.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Result string `json:"result,omitempty"`
+	// SessionID identifies the agent's session, to resume or audit it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	SessionID string `json:"sessionID,omitempty"`
+	// NumTurns is how many turns the agent took.
+	// +optional
+	NumTurns int32 `json:"numTurns,omitempty"`
+	// CostUSD is what the agent reported the run cost, in US dollars, as a
+	// decimal string.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	CostUSD string `json:"costUSD,omitempty"`
+	// IsError tells whether the agent reported an error; such a run fails
+	// with reason AgentError even when the container exits 0.
+	// +optional
+	IsError bool `json:"isError,omitempty"`
+}
+
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ar,categories=agents
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.status.host`
+// +kubebuilder:printcolumn:name="Attempts",type=integer,JSONPath=`.status.attempts`
 // +kubebuilder:printcolumn:name="Exit",type=integer,JSONPath=`.status.exitCode`
-// +kubebuilder:printcolumn:name="Attempts",type=integer,JSONPath=`.status.attempts`,priority=1
+// +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`,priority=1
 // +kubebuilder:printcolumn:name="Started",type=date,JSONPath=`.status.startTime`,priority=1
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completionTime`,priority=1

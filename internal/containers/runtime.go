@@ -48,6 +48,14 @@ type Spec struct {
 	// Network is the network mode or network name; empty means the engine's
 	// default.
 	Network string
+	// NoNewPrivileges stops setuid binaries from gaining privileges.
+	NoNewPrivileges bool
+	// CapDrop and CapAdd adjust the engine's default capabilities (ALL may
+	// be dropped, then a few added back).
+	CapDrop, CapAdd []string
+	// PidsLimit caps the number of processes; zero means the engine's
+	// default.
+	PidsLimit int64
 }
 
 // State is a container's lifecycle state.

@@ -203,11 +203,16 @@ func specGenerator(s rt.Spec) (*specgen.SpecGenerator, error) {
 	sg.EnvSecrets = s.SecretEnv
 	sg.Labels = s.Labels
 	sg.Init = ptr(true)
+	sg.NoNewPrivileges = ptr(s.NoNewPrivileges)
+	sg.CapDrop, sg.CapAdd = s.CapDrop, s.CapAdd
 	for _, m := range s.Mounts {
 		sg.Mounts = append(sg.Mounts, spec.Mount{Type: "bind", Source: m.Source, Destination: m.Destination, Options: m.Options})
 	}
-	if s.MemoryBytes > 0 || s.NanoCPUs > 0 {
+	if s.MemoryBytes > 0 || s.NanoCPUs > 0 || s.PidsLimit > 0 {
 		sg.ResourceLimits = &spec.LinuxResources{}
+		if s.PidsLimit > 0 {
+			sg.ResourceLimits.Pids = &spec.LinuxPids{Limit: s.PidsLimit}
+		}
 		if s.MemoryBytes > 0 {
 			sg.ResourceLimits.Memory = &spec.LinuxMemory{Limit: ptr(s.MemoryBytes)}
 		}

@@ -83,13 +83,16 @@ var _ = Describe("agentrun on the local stack", Ordered, func() {
 		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/hello", "agentrun/review-prs", "--timeout=90s")
 
 		table := kubectlOK("get", "agentruns", "-n", ns)
-		Expect(strings.Fields(strings.SplitN(table, "\n", 2)[0])).To(Equal([]string{"NAME", "PHASE", "HOST", "EXIT", "AGE"}))
-		Expect(table).To(MatchRegexp(`(?m)^hello\s+Succeeded\s+e2e\s+0\s+\S+$`))
-		Expect(table).To(MatchRegexp(`(?m)^review-prs\s+Succeeded\s+e2e\s+0\s+\S+$`))
+		Expect(strings.Fields(strings.SplitN(table, "\n", 2)[0])).To(Equal([]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "AGE"}))
+		Expect(table).To(MatchRegexp(`(?m)^hello\s+Succeeded\s+e2e\s+1\s+0\s+\d+s\s+\S+$`))
+		Expect(table).To(MatchRegexp(`(?m)^review-prs\s+Succeeded\s+e2e\s+1\s+0\s+\d+s\s+\S+$`))
 
 		wide := kubectlOK("get", "ar", "-n", ns, "-o", "wide")
 		Expect(strings.Fields(strings.SplitN(wide, "\n", 2)[0])).To(Equal(
-			[]string{"NAME", "PHASE", "HOST", "EXIT", "ATTEMPTS", "CONTAINER", "STARTED", "COMPLETED", "MESSAGE", "AGE"}))
+			[]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "CONTAINER", "STARTED", "COMPLETED", "MESSAGE", "AGE"}))
+
+		Expect(kubectlOK("get", "agentrun", "review-prs", "-n", ns, "-o", "jsonpath={.status.agentResult.result}")).
+			To(Equal("Done: Review the open PRs using gh CLI"), "the fake agent's JSON result is parsed into status")
 
 		output := kubectlOK("get", "agentrun", "review-prs", "-n", ns, "-o", "jsonpath={.status.output}")
 		Expect(output).To(ContainSubstring("fake-agent: working on: Review the open PRs using gh CLI"))

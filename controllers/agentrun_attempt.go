@@ -1,0 +1,330 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+// agentResultWindow is how much of the end of a container's output is read
+// to find the agent's JSON result, which can be much longer than the tail
+// kept in status.
+const agentResultWindow = 256 << 10
+
+// advance observes the run's current container and acts on what it sees,
+// filling the status fields that describe it; it returns the resulting state.
+func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.AgentRun) (runState, ctrl.Result, error) {
+	if run.Spec.Cancel {
+		return r.cancel(ctx, run)
+	}
+	if run.Status.ContainerName == "" {
+		return r.launch(ctx, run, 1)
+	}
+	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)
+	switch {
+	case errors.Is(err, containers.ErrNotFound):
+		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonContainerLost,
+			fmt.Sprintf("container %s disappeared from host %s before its result was recorded", run.Status.ContainerName, r.Host)}, ctrl.Result{}, nil
+	case err != nil:
+		return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("inspecting container %s: %w", run.Status.ContainerName, err)
+	}
+	return r.follow(ctx, run, c)
+}
+
+// follow turns an observed container into the run's state, stopping it when
+// the run's deadline has passed.
+func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (runState, ctrl.Result, error) {
+	switch c.State {
+	case containers.StateExited:
+		return r.attemptEnded(ctx, run, c)
+	case containers.StateCreated:
+		// Created by a pass that ended before starting it.
+		if err := r.Runtime.Start(ctx, c.ID); err != nil {
+			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
+		}
+		c.StartedAt = time.Now()
+	}
+	if run.Status.StartTime == nil && !c.StartedAt.IsZero() {
+		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
+	}
+	left, _ := untilDeadline(run, r.DefaultTimeout, time.Now())
+	if left <= 0 {
+		return r.stopAndRecord(ctx, run, c, runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonDeadlineExceeded,
+			fmt.Sprintf("the run exceeded its timeout of %s; container %s was stopped", timeoutOf(run, r.DefaultTimeout), c.Name)})
+	}
+	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
+		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
+	return running, ctrl.Result{RequeueAfter: min(r.ResyncPeriod, left)}, nil
+}
+
+// stopAndRecord stops a running container and records its result under the
+// given terminal state (a cancel or a deadline).
+func (r *AgentRunReconciler) stopAndRecord(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container, st runState) (runState, ctrl.Result, error) {
+	if c.State != containers.StateExited {
+		if err := r.Runtime.Stop(ctx, c.ID, r.StopGracePeriod); err != nil && !errors.Is(err, containers.ErrNotFound) {
+			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("stopping container %s: %w", c.Name, err)
+		}
+		stopped, err := r.Runtime.Inspect(ctx, c.ID)
+		if err != nil {
+			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("inspecting stopped container %s: %w", c.Name, err)
+		}
+		c = stopped
+	}
+	if err := r.recordResult(ctx, run, c); err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	return st, ctrl.Result{}, nil
+}
+
+// recordResult copies an exited container's result into status: exit code,
+// end time, output tail and the agent's JSON result when there is one.
+func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) error {
+	output, err := r.Runtime.Logs(ctx, c.ID, max(r.OutputTailBytes, agentResultWindow))
+	if err != nil {
+		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
+	}
+	code := c.ExitCode
+	run.Status.ExitCode = &code
+	run.Status.Output = truncateStartUTF8(output, r.OutputTailBytes)
+	run.Status.AgentResult = parseAgentResult(output)
+	if !c.FinishedAt.IsZero() {
+		run.Status.CompletionTime = ptrTime(metav1.NewTime(c.FinishedAt))
+	}
+	if run.Status.StartTime == nil && !c.StartedAt.IsZero() {
+		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
+	}
+	return nil
+}
+
+// attemptEnded decides what an exited container means for the run: success,
+// an agent error, a retry after a backoff, or the run's failure.
+func (r *AgentRunReconciler) attemptEnded(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (runState, ctrl.Result, error) {
+	if err := r.recordResult(ctx, run, c); err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	code, result := c.ExitCode, run.Status.AgentResult
+	switch {
+	case code == 0 && result != nil && result.IsError:
+		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonAgentError,
+			fmt.Sprintf("container %s exited 0 but the agent reported an error: %s", c.Name, truncateUTF8(result.Result, 512))}, ctrl.Result{}, nil
+	case code == 0:
+		return runState{agentsv1alpha1.PhaseSucceeded, agentsv1alpha1.ReasonCompleted,
+			fmt.Sprintf("container %s exited 0", c.Name)}, ctrl.Result{}, nil
+	}
+
+	limit := int32(0)
+	if run.Spec.BackoffLimit != nil {
+		limit = *run.Spec.BackoffLimit
+	}
+	if run.Status.Attempts > limit {
+		reason := agentsv1alpha1.ReasonExitedNonZero
+		if limit > 0 {
+			reason = agentsv1alpha1.ReasonBackoffLimitExceeded
+		}
+		// The result of the last attempt stands, not a completion time set
+		// while waiting for a retry.
+		return runState{agentsv1alpha1.PhaseFailed, reason,
+			fmt.Sprintf("container %s exited with code %d after %d attempt(s); see status.output", c.Name, code, run.Status.Attempts)}, ctrl.Result{}, nil
+	}
+
+	now := time.Now()
+	deadlineLeft, _ := untilDeadline(run, r.DefaultTimeout, now)
+	if deadlineLeft <= 0 {
+		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonDeadlineExceeded,
+			fmt.Sprintf("the run exceeded its timeout of %s before attempt %d could start", timeoutOf(run, r.DefaultTimeout), run.Status.Attempts+1)}, ctrl.Result{}, nil
+	}
+	// Waiting for a retry is not the end of the run.
+	run.Status.CompletionTime = nil
+	retryAt := c.FinishedAt.Add(retryDelay(run.Status.Attempts, r.RetryBackoff, r.MaxRetryBackoff))
+	if wait := retryAt.Sub(now); wait > 0 {
+		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonBackOff,
+				fmt.Sprintf("attempt %d (container %s) exited with code %d; attempt %d of %d starts at %s",
+					run.Status.Attempts, c.Name, code, run.Status.Attempts+1, limit+1, retryAt.UTC().Format(time.RFC3339))},
+			ctrl.Result{RequeueAfter: min(wait, deadlineLeft)}, nil
+	}
+	if !r.KeepContainers {
+		if err := r.Runtime.Remove(ctx, c.ID); err != nil {
+			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("removing failed attempt's container %s: %w", c.Name, err)
+		}
+	}
+	return r.launch(ctx, run, run.Status.Attempts+1)
+}
+
+// cancel ends a run whose spec.cancel is set, stopping its container if one
+// runs, and names the client that asked.
+func (r *AgentRunReconciler) cancel(ctx context.Context, run *agentsv1alpha1.AgentRun) (runState, ctrl.Result, error) {
+	msg := "cancelled: spec.cancel was set"
+	if who := cancelledBy(run); who != "" {
+		msg = "cancelled: spec.cancel was set by " + who
+	}
+	st := runState{agentsv1alpha1.PhaseCancelled, agentsv1alpha1.ReasonCancelled, msg}
+	if run.Status.ContainerName == "" {
+		return st, ctrl.Result{}, nil
+	}
+	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)
+	switch {
+	case errors.Is(err, containers.ErrNotFound):
+		return st, ctrl.Result{}, nil
+	case err != nil:
+		return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("inspecting container %s: %w", run.Status.ContainerName, err)
+	}
+	return r.stopAndRecord(ctx, run, c, st)
+}
+
+// launch checks what the attempt needs on this host, then creates and starts
+// its container. What is missing keeps the run Pending with a reason that
+// says how to fix it; what the host refuses fails the run.
+func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.AgentRun, attempt int32) (runState, ctrl.Result, error) {
+	pending := func(reason, msg string) (runState, ctrl.Result, error) {
+		return runState{agentsv1alpha1.PhasePending, reason, msg}, ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
+	}
+	spec, err := containerSpec(run, r.Defaults, r.Host, attempt)
+	if err != nil {
+		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, nil
+	}
+	resolve := r.ResolveHostPath
+	if resolve == nil {
+		resolve = resolveHostPath
+	}
+	if refused := r.Policy.apply(&spec, resolve); refused != nil {
+		return runState{agentsv1alpha1.PhaseFailed, refused.reason, refused.message}, ctrl.Result{}, nil
+	}
+
+	missing, err := r.missingSecrets(ctx, run)
+	if err != nil {
+		return r.notLaunched(run, err)
+	}
+	if len(missing) > 0 {
+		return pending(agentsv1alpha1.ReasonSecretNotFound, secretNotFoundMessage(r.Host, missing))
+	}
+	if ok, err := r.Runtime.ImageExists(ctx, spec.Image); err != nil {
+		return r.notLaunched(run, fmt.Errorf("looking up image %s: %w", spec.Image, err))
+	} else if !ok {
+		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
+	}
+	free, err := r.hasSlot(ctx, run)
+	if err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	if !free {
+		return pending(agentsv1alpha1.ReasonWaitingForCapacity, fmt.Sprintf(
+			"host %s runs as many runs as it may (%d); this run starts, in creation order, when a slot frees", r.Host, r.MaxConcurrentRuns))
+	}
+
+	if err := r.ensureFinalizer(ctx, run); err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	c, err := r.createOrAdopt(ctx, run, spec)
+	switch {
+	case errors.Is(err, containers.ErrNotFound):
+		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
+	case errors.Is(err, containers.ErrUnavailable):
+		return r.notLaunched(run, err)
+	case err != nil:
+		// Podman refused the container (a bad network name, say): keep
+		// retrying with backoff and say why.
+		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, err
+	}
+	r.slots.take(run.UID)
+	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
+	return r.follow(ctx, run, c)
+}
+
+// notLaunched is the state of a run whose launch stopped on err: Pending with
+// reason PodmanUnavailable when Podman did not answer, else unchanged. The
+// error makes the pass retry with backoff.
+func (r *AgentRunReconciler) notLaunched(run *agentsv1alpha1.AgentRun, err error) (runState, ctrl.Result, error) {
+	if unavailable(err) == nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonPodmanUnavailable,
+		fmt.Sprintf("the Podman API on host %s does not answer; retrying: %v", r.Host, err)}, ctrl.Result{}, err
+}
+
+// ensureFinalizer adds the finalizer before the run's first container is
+// created: from then on the run cannot go before its containers do, while a
+// run that never got a container is deleted at once.
+func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
+	if controllerutil.ContainsFinalizer(run, Finalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(run.DeepCopy())
+	controllerutil.AddFinalizer(run, Finalizer)
+	if err := r.Patch(ctx, run, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// createOrAdopt creates the attempt's container, or adopts it when an earlier
+// pass created it already (the name is per run and attempt).
+func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alpha1.AgentRun, spec containers.Spec) (containers.Container, error) {
+	id, err := r.Runtime.Create(ctx, spec)
+	if err == nil {
+		return containers.Container{ID: id, Name: spec.Name, Labels: spec.Labels, State: containers.StateCreated}, nil
+	}
+	if !errors.Is(err, containers.ErrAlreadyExists) {
+		return containers.Container{}, fmt.Errorf("creating container %s: %w", spec.Name, err)
+	}
+	c, err := r.Runtime.Inspect(ctx, spec.Name)
+	if err != nil {
+		return containers.Container{}, fmt.Errorf("inspecting existing container %s: %w", spec.Name, err)
+	}
+	if c.Labels[LabelUID] != string(run.UID) {
+		return containers.Container{}, fmt.Errorf("a container named %s exists on host %s but does not belong to this run; remove it or rename it", spec.Name, r.Host)
+	}
+	log.FromContext(ctx).Info("Adopted existing container", "agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
+	return c, nil
+}
+
+func (r *AgentRunReconciler) missingSecrets(ctx context.Context, run *agentsv1alpha1.AgentRun) ([]string, error) {
+	var missing []string
+	for _, name := range secretNames(run) {
+		ok, err := r.Runtime.SecretExists(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("looking up secret %s: %w", name, err)
+		}
+		if !ok {
+			missing = append(missing, name)
+		}
+	}
+	return missing, nil
+}
+
+func secretNotFoundMessage(host string, missing []string) string {
+	var fix []string
+	for _, name := range missing {
+		fix = append(fix, fmt.Sprintf(`echo "$VALUE" | podman secret create %s -`, name))
+	}
+	return fmt.Sprintf("Podman secret(s) %s not found on host %s; create them there and the run starts: %s",
+		strings.Join(missing, ", "), host, strings.Join(fix, "; "))
+}
+
+func imageNotFoundMessage(host, image string) string {
+	return fmt.Sprintf("image %s is not present on host %s; the controller does not pull images: "+
+		"pull, load or build it there (podman pull/load/build) and the run starts", image, host)
+}
+
+// truncateStartUTF8 keeps at most the last n bytes of s without splitting a
+// character.
+func truncateStartUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := len(s) - n
+	for i < len(s) && s[i]&0xC0 == 0x80 {
+		i++
+	}
+	return s[i:]
+}

@@ -1,0 +1,166 @@
+package controllers_test
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+var _ = Describe("Run controls and hardening, with real containers", func() {
+	It("stops a run past its timeout and fails it with DeadlineExceeded", func(ctx SpecContext) {
+		run := newRun("deadline", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Command = []string{"sh", "-c", "echo started; sleep 300", "sh"}
+			r.Spec.Timeout = &metav1.Duration{Duration: 2 * time.Second}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		failed := waitForPhase(ctx, run, agentsv1alpha1.PhaseFailed, 20*time.Second)
+		Expect(conditionOf(failed, agentsv1alpha1.ConditionFailed).Reason).To(Equal(agentsv1alpha1.ReasonDeadlineExceeded))
+		Expect(failed.Status.Output).To(ContainSubstring("started"))
+		Expect(failed.Status.CompletionTime.Sub(failed.Status.StartTime.Time)).To(BeNumerically("<", 10*time.Second))
+		c, err := rt.Inspect(ctx, failed.Status.ContainerName)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.State).To(Equal(containers.StateExited))
+	})
+
+	It("cancels a running run when spec.cancel is patched, naming who asked", func(ctx SpecContext) {
+		run := newRun("cancel", func(r *agentsv1alpha1.AgentRun) { r.Spec.Command = []string{"sh", "-c", "sleep 300", "sh"} })
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		waitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 20*time.Second)
+		Expect(k8s.Patch(ctx, run, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"cancel":true}}`)),
+			client.FieldOwner("kubectl-patch"))).To(Succeed())
+		cancelled := waitForPhase(ctx, run, agentsv1alpha1.PhaseCancelled, 15*time.Second)
+		Expect(cancelled.Status.Message).To(ContainSubstring("kubectl-patch"))
+		Expect(conditionOf(cancelled, agentsv1alpha1.ConditionFailed).Reason).To(Equal(agentsv1alpha1.ReasonCancelled))
+		Expect(conditionOf(cancelled, agentsv1alpha1.ConditionFinished).Status).To(Equal(metav1.ConditionTrue))
+		c, err := rt.Inspect(ctx, cancelled.Status.ContainerName)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.State).To(Equal(containers.StateExited))
+	})
+
+	It("retries a failed attempt in a new container, and the second attempt's result stands", func(ctx SpecContext) {
+		dir, err := os.MkdirTemp("/tmp", "agentrun-retry-")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(os.RemoveAll, dir)
+		run := newRun("retry", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.BackoffLimit = ptr.To[int32](2)
+			r.Spec.Podman.Volumes = []string{dir + ":/work"}
+			r.Spec.Command = []string{"sh", "-c",
+				`if [ -e /work/tried ]; then echo "second attempt ok"; exit 0; fi; touch /work/tried; echo "first attempt fails"; exit 4`, "sh"}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 30*time.Second)
+		Expect(done.Status.Attempts).To(BeEquivalentTo(2))
+		Expect(done.Status.Output).To(ContainSubstring("second attempt ok"))
+		Expect(done.Status.ContainerName).To(HaveSuffix("-2"))
+		Expect(*done.Status.ExitCode).To(BeZero())
+		Expect(runEvents(ctx, run)).To(ContainElement(HaveField("Reason", agentsv1alpha1.ReasonBackOff)))
+	})
+
+	It("deletes a finished run once its TTL expires", func(ctx SpecContext) {
+		run := newRun("ttl", func(r *agentsv1alpha1.AgentRun) { r.Spec.TTLSecondsAfterFinished = ptr.To[int32](1) })
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{}))
+		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(BeTrue())
+	})
+
+	It("holds runs beyond the host's capacity Pending, then starts them in creation order", func(ctx SpecContext) {
+		const host = "host-capacity"
+		DeferCleanup(startHostWith(host, rt, false, 1))
+		var runs []*agentsv1alpha1.AgentRun
+		for i := range 2 {
+			run := newRun(fmt.Sprintf("cap%d", i), func(r *agentsv1alpha1.AgentRun) {
+				r.Spec.HostName = host
+				r.Spec.Command = []string{"sh", "-c", "sleep 2", "sh"}
+			})
+			Expect(k8s.Create(ctx, run)).To(Succeed())
+			cleanUp(run)
+			runs = append(runs, run)
+			time.Sleep(1100 * time.Millisecond) // creation timestamps have second precision
+		}
+		first := waitForPhase(ctx, runs[0], agentsv1alpha1.PhaseRunning, 20*time.Second)
+		Expect(first).NotTo(BeNil())
+		Eventually(func(g Gomega) {
+			second := get(ctx, runs[1])
+			g.Expect(second.Status.Phase).To(Equal(agentsv1alpha1.PhasePending))
+			g.Expect(conditionOf(second, agentsv1alpha1.ConditionStarted).Reason).To(Equal(agentsv1alpha1.ReasonWaitingForCapacity))
+		}).WithContext(ctx).WithTimeout(5 * time.Second).Should(Succeed())
+
+		done := waitForPhase(ctx, runs[0], agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		second := waitForPhase(ctx, runs[1], agentsv1alpha1.PhaseSucceeded, 30*time.Second)
+		Expect(second.Status.StartTime.Time).NotTo(BeTemporally("<", done.Status.CompletionTime.Time))
+	})
+
+	It("refuses a volume outside the allowed host paths and an image outside the allowed patterns", func(ctx SpecContext) {
+		volume := newRun("volume", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/root:/workspace"} })
+		image := newRun("image", func(r *agentsv1alpha1.AgentRun) { r.Spec.Image = "quay.io/someone/agent:1" })
+		for run, want := range map[*agentsv1alpha1.AgentRun][]string{
+			volume: {agentsv1alpha1.ReasonVolumeNotAllowed, "/root"},
+			image:  {agentsv1alpha1.ReasonImageNotAllowed, "quay.io/someone/agent:1"},
+		} {
+			Expect(k8s.Create(ctx, run)).To(Succeed())
+			cleanUp(run)
+			failed := waitForPhase(ctx, run, agentsv1alpha1.PhaseFailed, 20*time.Second)
+			c := conditionOf(failed, agentsv1alpha1.ConditionFailed)
+			Expect(c.Reason).To(Equal(want[0]))
+			Expect(c.Message).To(ContainSubstring(want[1]))
+			Expect(failed.Status.ContainerName).To(BeEmpty())
+		}
+	})
+
+	It("runs containers with no-new-privileges, a small capability set and a pids limit", func(ctx SpecContext) {
+		run := newRun("hardened", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Command = []string{"sh", "-c", `grep -E '^(NoNewPrivs|CapEff|CapBnd):' /proc/self/status; echo "pids $(cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null)"; echo "mem $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null)"`, "sh"}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID: bits 0, 1, 3-7.
+		Expect(done.Status.Output).To(MatchRegexp(`NoNewPrivs:\s+1`))
+		Expect(done.Status.Output).To(MatchRegexp(`CapEff:\s+00000000000000fb`))
+		Expect(done.Status.Output).To(MatchRegexp(`CapBnd:\s+00000000000000fb`))
+		Expect(done.Status.Output).To(ContainSubstring("pids 256"))
+		Expect(done.Status.Output).To(ContainSubstring(fmt.Sprint("mem ", 512<<20)))
+	})
+
+	It("records a Claude-style JSON result in status", func(ctx SpecContext) {
+		run := newRun("claude-json", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Command = []string{"fake-agent", "-p", "--output-format", "json"}
+			r.Spec.Prompt = `Fix the "flaky" test`
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		Expect(done.Status.AgentResult).NotTo(BeNil())
+		Expect(done.Status.AgentResult.Result).To(Equal(`Done: Fix the "flaky" test`))
+		Expect(done.Status.AgentResult.SessionID).NotTo(BeEmpty())
+		Expect(done.Status.AgentResult.NumTurns).To(BeEquivalentTo(1))
+		Expect(done.Status.AgentResult.CostUSD).To(Equal("0.0012"))
+
+		failing := newRun("claude-error", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Command = []string{"fake-agent"}
+			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"FAKE_AGENT_ERROR": "1"}
+		})
+		Expect(k8s.Create(ctx, failing)).To(Succeed())
+		cleanUp(failing)
+		failed := waitForPhase(ctx, failing, agentsv1alpha1.PhaseFailed, 20*time.Second)
+		Expect(*failed.Status.ExitCode).To(BeZero())
+		Expect(conditionOf(failed, agentsv1alpha1.ConditionFailed).Reason).To(Equal(agentsv1alpha1.ReasonAgentError))
+		Expect(failed.Status.AgentResult.IsError).To(BeTrue())
+	})
+})
