@@ -71,6 +71,14 @@ build: ## Build the manager binary.
 localstack: ## Build the local control plane used by make up and make demo.
 	go build -o $(LOCALBIN)/localstack ./hack/localstack
 
+.PHONY: agent-image
+agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun-claude, without any registry.
+	hack/agent-image.sh
+
+.PHONY: bench
+bench: ## Measure agentrun against raw Podman (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000; quick: BENCH_N=50 BENCH_SCALE=1000).
+	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/bench.sh
+
 ##@ Local stack
 
 .PHONY: demo

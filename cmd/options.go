@@ -58,6 +58,7 @@ type options struct {
 	maxCPUs               string
 	pidsLimit             int64
 	capabilities          string
+	workers               int
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -97,6 +98,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.Int64Var(&o.pidsLimit, "pids-limit", 1024, "the most processes a container may have")
 	fs.StringVar(&o.capabilities, "capabilities", strings.Join(controllers.DefaultCapabilities, ","),
 		"comma-separated capabilities containers keep; all others are dropped")
+	fs.IntVar(&o.workers, "workers", 16, "how many runs are reconciled at once; more than --max-concurrent-runs, so exits are recorded while launches wait on Podman")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,8 +126,8 @@ func (o *options) validate() error {
 		if o.defaultTimeout <= 0 || o.retryBackoff <= 0 || o.maxRetryBackoff < o.retryBackoff {
 			errs = append(errs, errors.New("--default-timeout and --retry-backoff must be positive, --max-retry-backoff at least --retry-backoff"))
 		}
-		if o.maxConcurrentRuns < 0 || o.pidsLimit < 0 {
-			errs = append(errs, errors.New("--max-concurrent-runs and --pids-limit must not be negative"))
+		if o.maxConcurrentRuns < 0 || o.pidsLimit < 0 || o.workers < 1 {
+			errs = append(errs, errors.New("--max-concurrent-runs and --pids-limit must not be negative, --workers at least 1"))
 		}
 		if _, err := o.policy(); err != nil {
 			errs = append(errs, err)
@@ -232,5 +234,6 @@ func (o *options) reconciler(mgr ctrl.Manager, rt containers.Runtime) *controlle
 		MaxRetryBackoff:     o.maxRetryBackoff,
 		MaxConcurrentRuns:   o.maxConcurrentRuns,
 		Policy:              policy,
+		Workers:             o.workers,
 	}
 }

@@ -31,6 +31,13 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 	if run.Status.ContainerName == "" {
 		return r.launch(ctx, run, 1)
 	}
+	if r.Exits != nil {
+		if code, at, ok := r.Exits.Exited(run.Status.ContainerID); ok {
+			return r.follow(ctx, run, containers.Container{
+				ID: run.Status.ContainerID, Name: run.Status.ContainerName, State: containers.StateExited, ExitCode: code, FinishedAt: at,
+			})
+		}
+	}
 	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)
 	switch {
 	case errors.Is(err, containers.ErrNotFound):
@@ -213,7 +220,8 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	} else if !ok {
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
 	}
-	free, err := r.hasSlot(ctx, run)
+	heldSlot := r.slots.holds(run.UID)
+	free, err := r.reserveSlot(ctx, run)
 	if err != nil {
 		return stateOf(&run.Status), ctrl.Result{}, err
 	}
@@ -223,9 +231,13 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	}
 
 	if err := r.ensureFinalizer(ctx, run); err != nil {
+		r.slots.release(run.UID)
 		return stateOf(&run.Status), ctrl.Result{}, err
 	}
-	c, err := r.createOrAdopt(ctx, run, spec)
+	c, err := r.createOrAdopt(ctx, run, spec, heldSlot)
+	if err != nil {
+		r.slots.release(run.UID)
+	}
 	switch {
 	case errors.Is(err, containers.ErrNotFound):
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
@@ -236,7 +248,6 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		// retrying with backoff and say why.
 		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, err
 	}
-	r.slots.take(run.UID)
 	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
 	return r.follow(ctx, run, c)
 }
@@ -269,7 +280,14 @@ func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1a
 
 // createOrAdopt creates the attempt's container, or adopts it when an earlier
 // pass created it already (the name is per run and attempt).
-func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alpha1.AgentRun, spec containers.Spec) (containers.Container, error) {
+func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alpha1.AgentRun, spec containers.Spec, heldSlot bool) (containers.Container, error) {
+	if heldSlot {
+		// This process launched the attempt already and the cache has not
+		// caught up with the status it wrote: look before creating.
+		if c, err := r.Runtime.Inspect(ctx, spec.Name); err == nil && c.Labels[LabelUID] == string(run.UID) {
+			return c, nil
+		}
+	}
 	id, err := r.Runtime.Create(ctx, spec)
 	if err == nil {
 		return containers.Container{ID: id, Name: spec.Name, Labels: spec.Labels, State: containers.StateCreated}, nil

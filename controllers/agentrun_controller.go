@@ -16,9 +16,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -59,14 +63,23 @@ type AgentRunReconciler struct {
 	MaxConcurrentRuns int
 	// Policy is the hardening and the limits every container gets.
 	Policy Policy
+	// Exits, when set, tells what Podman's died events said of containers,
+	// so an exit is recorded without inspecting the container.
+	Exits interface {
+		Exited(containerID string) (code int32, at time.Time, ok bool)
+	}
+	// Workers is how many runs are reconciled at once (at least 1).
+	Workers int
 	// ResolveHostPath resolves a volume's host path (symlinks) before the
 	// policy checks it; nil means the real file system.
 	ResolveHostPath func(string) (string, error)
 
 	slots slotTracker
+	// wake brings runs waiting for a slot to the queue when one frees.
+	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
 }
 
-// +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentruns,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentruns,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentruns/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentruns/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -88,11 +101,11 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return r.claim(ctx, run)
 	}
 	if !run.DeletionTimestamp.IsZero() {
-		r.slots.release(run.UID)
+		r.releaseSlot(ctx, run)
 		return ctrl.Result{}, r.finalize(ctx, run)
 	}
 	if run.Status.Phase.IsFinished() {
-		r.slots.release(run.UID)
+		r.releaseSlot(ctx, run)
 		return r.finished(ctx, run)
 	}
 
@@ -104,7 +117,15 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	applyState(&run.Status, run.Generation, st)
 	if writeErr := r.writeStatus(ctx, base, run); writeErr != nil {
+		if apierrors.IsConflict(writeErr) {
+			// The watch brings the newer version, and with it another pass.
+			log.FromContext(ctx).V(1).Info("AgentRun changed since it was read; not writing a stale status", "agentrun", req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
 		return ctrl.Result{}, errors.Join(err, writeErr)
+	}
+	if st.phase.IsFinished() {
+		r.releaseSlot(ctx, run)
 	}
 	before := stateOf(&base.Status)
 	transitioned := r.recordTransition(run, before, st)
@@ -148,7 +169,7 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 	if apierrors.IsConflict(err) {
 		// Someone wrote first; the watch brings the new version.
 		log.FromContext(ctx).V(1).Info("Lost the claim race or read a stale AgentRun", "agentrun", client.ObjectKeyFromObject(run))
-		return ctrl.Result{Requeue: true}, nil
+		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("claiming: %w", err)
@@ -186,7 +207,7 @@ func (r *AgentRunReconciler) waitUnclaimed(ctx context.Context, run *agentsv1alp
 	st := runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForCapacity,
 		"every Podman host that may take this run is running as many runs as it may; it starts when a slot frees"}
 	applyState(&run.Status, run.Generation, st)
-	if err := r.writeStatus(ctx, base, run); err != nil {
+	if err := r.writeStatus(ctx, base, run); err != nil && !apierrors.IsConflict(err) {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
@@ -210,7 +231,15 @@ func (r *AgentRunReconciler) cleanUpFinished(ctx context.Context, run *agentsv1a
 	if r.KeepContainers || !controllerutil.ContainsFinalizer(run, Finalizer) {
 		return nil
 	}
-	return r.removeContainersAndFinalizer(ctx, run)
+	if run.Status.ContainerID == "" {
+		return r.removeContainersAndFinalizer(ctx, run)
+	}
+	// Earlier attempts' containers went before each retry: only the last
+	// one is left, and its ID is known, so no listing is needed.
+	if err := r.Runtime.Remove(ctx, run.Status.ContainerID); err != nil {
+		return fmt.Errorf("removing container %s: %w", run.Status.ContainerName, err)
+	}
+	return r.dropFinalizer(ctx, run)
 }
 
 // finalize stops and removes a deleted run's containers, then lets it go.
@@ -237,20 +266,24 @@ func (r *AgentRunReconciler) removeContainersAndFinalizer(ctx context.Context, r
 		}
 		log.FromContext(ctx).Info("Removed container", "agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
 	}
-	patch := client.MergeFrom(run.DeepCopy())
-	controllerutil.RemoveFinalizer(run, Finalizer)
-	if err := r.Patch(ctx, run, patch); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	return nil
+	return r.dropFinalizer(ctx, run)
 }
 
-// writeStatus patches the status when this pass changed it.
+func (r *AgentRunReconciler) dropFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
+	patch := client.MergeFrom(run.DeepCopy())
+	controllerutil.RemoveFinalizer(run, Finalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, run, patch))
+}
+
+// writeStatus patches the status when this pass changed it. The patch
+// carries the resourceVersion read: a pass that acted on a stale copy from
+// the cache (an exit seen twice, say) gets a conflict instead of overwriting
+// what a later pass wrote.
 func (r *AgentRunReconciler) writeStatus(ctx context.Context, base, run *agentsv1alpha1.AgentRun) error {
 	if equality.Semantic.DeepEqual(base.Status, run.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, run, client.MergeFrom(base)); err != nil {
+	if err := r.Status().Patch(ctx, run, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
@@ -283,12 +316,16 @@ func ptrTime(t metav1.Time) *metav1.Time { return &t }
 // SetupWithManager registers the reconciler, watching AgentRuns this host may
 // act on and the Podman events of this host's containers.
 func (r *AgentRunReconciler) SetupWithManager(mgr ctrl.Manager, podmanEvents *PodmanEventSource) error {
+	r.wake = make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun], 1024)
+	r.Exits = podmanEvents
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			run, ok := o.(*agentsv1alpha1.AgentRun)
 			return ok && r.isOurs(run)
 		}))).
 		WatchesRawSource(podmanEvents.Source()).
+		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentRun]{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("agentrun").
 		Complete(r)
 }

@@ -25,7 +25,7 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 		Expect(k8s.Create(ctx, run)).To(Succeed())
 		cleanUp(run)
 		failed := waitForPhase(ctx, run, agentsv1alpha1.PhaseFailed, 20*time.Second)
-		Expect(conditionOf(failed, agentsv1alpha1.ConditionFailed).Reason).To(Equal(agentsv1alpha1.ReasonDeadlineExceeded))
+		Expect(conditionOf(failed, agentsv1alpha1.ConditionFailed).Reason).To(Equal(agentsv1alpha1.ReasonDeadlineExceeded), "%s: %s", failed.Status.Message, failed.Status.Output)
 		Expect(failed.Status.Output).To(ContainSubstring("started"))
 		Expect(failed.Status.CompletionTime.Sub(failed.Status.StartTime.Time)).To(BeNumerically("<", 10*time.Second))
 		c, err := rt.Inspect(ctx, failed.Status.ContainerName)

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +26,57 @@ type PodmanEventSource struct {
 	// retryPeriod is the pause before reconnecting a broken event stream.
 	retryPeriod time.Duration
 	events      chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
+
+	mu    sync.Mutex
+	exits map[string]exit // by container ID, from died events
+}
+
+// exit is what a died event says of a container's end.
+type exit struct {
+	code int32
+	at   time.Time
+}
+
+// maxExits bounds the died events remembered; past it the oldest half is
+// dropped, and those runs are inspected instead.
+const maxExits = 4096
+
+// Exited returns what Podman's died event said of a container, saving the
+// reconciler an inspect call on the path from a container's exit to the
+// run's status.
+func (s *PodmanEventSource) Exited(containerID string) (code int32, at time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.exits[containerID]
+	return e.code, e.at, ok
+}
+
+func (s *PodmanEventSource) remember(ev containers.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch ev.Action {
+	case "died":
+		if len(s.exits) >= maxExits {
+			s.forgetOldest()
+		}
+		s.exits[ev.ContainerID] = exit{code: ev.ExitCode, at: ev.Time}
+	case "remove":
+		delete(s.exits, ev.ContainerID)
+	}
+}
+
+func (s *PodmanEventSource) forgetOldest() {
+	cutoff := make([]time.Time, 0, len(s.exits))
+	for _, e := range s.exits {
+		cutoff = append(cutoff, e.at)
+	}
+	slices.SortFunc(cutoff, time.Time.Compare)
+	oldest := cutoff[len(cutoff)/2]
+	for id, e := range s.exits {
+		if !e.at.After(oldest) {
+			delete(s.exits, id)
+		}
+	}
 }
 
 // NewPodmanEventSource follows the events of the containers labelled with
@@ -34,8 +87,14 @@ func NewPodmanEventSource(rt containers.Runtime, host string, retryPeriod time.D
 		host:        host,
 		retryPeriod: retryPeriod,
 		events:      make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun], 1024),
+		exits:       map[string]exit{},
 	}
 }
+
+// relevantActions are the events that change what a run's status says: an
+// exit, and a container gone. The create and start events of a launch are the
+// reconciler's own doing; reacting to them would only re-read a stale cache.
+var relevantActions = map[string]bool{"died": true, "remove": true}
 
 // Source is the controller-runtime source the reconciler watches.
 func (s *PodmanEventSource) Source() source.Source {
@@ -76,9 +135,10 @@ func (s *PodmanEventSource) follow(ctx context.Context) error {
 				return nil
 			}
 			name, namespace := ev.Labels[LabelName], ev.Labels[LabelNamespace]
-			if name == "" || namespace == "" {
+			if name == "" || namespace == "" || !relevantActions[ev.Action] {
 				continue
 			}
+			s.remember(ev)
 			run := &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
 			select {
 			case s.events <- event.TypedGenericEvent[*agentsv1alpha1.AgentRun]{Object: run}:

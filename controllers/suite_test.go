@@ -200,6 +200,7 @@ func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keep
 		MaxRetryBackoff:     time.Second,
 		MaxConcurrentRuns:   maxRuns,
 		Policy:              testPolicy,
+		Workers:             4,
 	}
 	return r.SetupWithManager(mgr, events)
 }

@@ -7,7 +7,8 @@
 #   hack/local-stack.sh down   stop everything it started and remove its state
 #   hack/local-stack.sh demo   up, apply config/samples, show the results, down
 #
-# State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository).
+# State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository);
+# $AGENTRUN_MANAGER_ARGS adds flags to the manager.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,6 +64,8 @@ up() {
   source "$STATE/stack.env"
 
   say "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT)"
+  local extra=()
+  read -r -a extra <<<"${AGENTRUN_MANAGER_ARGS:-}"
   KUBECONFIG=$STATE/kubeconfig nohup "$ROOT/bin/manager" \
     --host-name "$HOST_NAME" \
     --podman-socket "$AGENTRUN_PODMAN_SOCKET" \
@@ -71,6 +74,7 @@ up() {
     --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook" \
     --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT" \
+    "${extra[@]}" \
     >"$STATE/manager.log" 2>&1 &
   echo $! >"$STATE/manager.pid"
   wait_for "the manager becoming ready" 60 curl -fsS "http://127.0.0.1:$PROBE_PORT/readyz"

@@ -89,6 +89,8 @@ type Event struct {
 	Action      string
 	Labels      map[string]string
 	Time        time.Time
+	// ExitCode is the container's exit code, in died events.
+	ExitCode int32
 }
 
 // Runtime is the container engine as the controller uses it.

@@ -451,12 +451,14 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 // event maps a Podman event; its attributes are the container's labels plus
 // name, image and, for died, the exit code (never its environment).
 func event(e entitiestypes.Event) rt.Event {
+	code, _ := strconv.ParseInt(e.Actor.Attributes["containerExitCode"], 10, 32)
 	return rt.Event{
 		ContainerID: e.Actor.ID,
 		Name:        e.Actor.Attributes["name"],
 		Action:      string(e.Action),
 		Labels:      e.Actor.Attributes,
 		Time:        time.Unix(0, e.TimeNano),
+		ExitCode:    int32(code),
 	}
 }
 

@@ -135,7 +135,7 @@ func (r *Runtime) find(nameOrID string) *entry {
 }
 
 func (r *Runtime) emit(e *entry, action string) {
-	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now()}
+	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now(), ExitCode: e.c.ExitCode}
 	for _, s := range r.subscribers {
 		if s.ctx.Err() == nil && hasLabels(e.c.Labels, s.labels) {
 			select {

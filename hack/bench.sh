@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# make bench: starts a local stack of its own (host "bench", beside any stack
+# `make up` started), runs test/bench against it, and tears it down.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${BENCH_N:-200}
+C=${BENCH_C:-8}
+SCALE=${BENCH_SCALE:-10000}
+RESYNC=${BENCH_RESYNC:-10s}
+
+export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
+export AGENTRUN_HOST_NAME=bench
+export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
+export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
+export AGENTRUN_MANAGER_ARGS="--max-concurrent-runs=$C --workers=$((2 * C)) --resync-period=$RESYNC"
+
+trap '"$ROOT/hack/local-stack.sh" down' EXIT
+"$ROOT/hack/local-stack.sh" up >&2
+cd "$ROOT"
+go run ./test/bench -n "$N" -c "$C" -scale "$SCALE" -resync-period "$RESYNC" \
+  -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
+  -podman-socket "${AGENTRUN_PODMAN_SOCKET:-/tmp/agentrun-podman/podman.sock}" \
+  -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \
+  -metrics-url "http://127.0.0.1:$AGENTRUN_METRICS_PORT/metrics" \
+  -json "$ROOT/.local/bench.json"
