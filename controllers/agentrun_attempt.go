@@ -172,7 +172,7 @@ func (r *AgentRunReconciler) attemptEnded(ctx context.Context, run *agentsv1alph
 // runs, and names the client that asked.
 func (r *AgentRunReconciler) cancel(ctx context.Context, run *agentsv1alpha1.AgentRun) (runState, ctrl.Result, error) {
 	msg := "cancelled: spec.cancel was set"
-	if who := cancelledBy(run); who != "" {
+	if who := r.cancelledBy(ctx, run); who != "" {
 		msg = "cancelled: spec.cancel was set by " + who
 	}
 	st := runState{agentsv1alpha1.PhaseCancelled, agentsv1alpha1.ReasonCancelled, msg}
@@ -189,12 +189,29 @@ func (r *AgentRunReconciler) cancel(ctx context.Context, run *agentsv1alpha1.Age
 	return r.stopAndRecord(ctx, run, c, st)
 }
 
+// cancelledBy names the client that set spec.cancel. The cache keeps no
+// managed fields (TrimForCache), so they are read from the API server.
+func (r *AgentRunReconciler) cancelledBy(ctx context.Context, run *agentsv1alpha1.AgentRun) string {
+	if len(run.ManagedFields) == 0 && r.APIReader != nil {
+		fresh := &agentsv1alpha1.AgentRun{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(run), fresh); err == nil {
+			return cancelledBy(fresh)
+		}
+	}
+	return cancelledBy(run)
+}
+
 // launch checks what the attempt needs on this host, then creates and starts
 // its container. What is missing keeps the run Pending with a reason that
 // says how to fix it; what the host refuses fails the run.
 func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.AgentRun, attempt int32) (runState, ctrl.Result, error) {
 	pending := func(reason, msg string) (runState, ctrl.Result, error) {
 		return runState{agentsv1alpha1.PhasePending, reason, msg}, ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
+	}
+	if r.slots.launchedAttempt(run.UID) >= attempt {
+		// The cache has not caught up with the status this process wrote
+		// when it launched the attempt; the watch brings it.
+		return stateOf(&run.Status), ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
 	}
 	spec, err := containerSpec(run, r.Defaults, r.Host, attempt)
 	if err != nil {
@@ -208,6 +225,10 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		return runState{agentsv1alpha1.PhaseFailed, refused.reason, refused.message}, ctrl.Result{}, nil
 	}
 
+	// Without a slot in sight, spare Podman the lookups below.
+	if free, err := r.hasSlot(ctx, run); err != nil || !free {
+		return r.noSlot(run, err)
+	}
 	missing, err := r.missingSecrets(ctx, run)
 	if err != nil {
 		return r.notLaunched(run, err)
@@ -221,13 +242,8 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
 	}
 	heldSlot := r.slots.holds(run.UID)
-	free, err := r.reserveSlot(ctx, run)
-	if err != nil {
-		return stateOf(&run.Status), ctrl.Result{}, err
-	}
-	if !free {
-		return pending(agentsv1alpha1.ReasonWaitingForCapacity, fmt.Sprintf(
-			"host %s runs as many runs as it may (%d); this run starts, in creation order, when a slot frees", r.Host, r.MaxConcurrentRuns))
+	if free, err := r.reserveSlot(ctx, run); err != nil || !free {
+		return r.noSlot(run, err)
 	}
 
 	if err := r.ensureFinalizer(ctx, run); err != nil {
@@ -248,8 +264,19 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		// retrying with backoff and say why.
 		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, err
 	}
+	r.slots.markLaunched(run.UID, attempt)
 	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
 	return r.follow(ctx, run, c)
+}
+
+// noSlot is the state of a run that cannot start for want of a slot.
+func (r *AgentRunReconciler) noSlot(run *agentsv1alpha1.AgentRun, err error) (runState, ctrl.Result, error) {
+	if err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForCapacity, fmt.Sprintf(
+			"host %s runs as many runs as it may (%d); this run starts, in creation order, when a slot frees", r.Host, r.MaxConcurrentRuns)},
+		ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
 }
 
 // notLaunched is the state of a run whose launch stopped on err: Pending with

@@ -20,6 +20,32 @@ import (
 type slotTracker struct {
 	mu    sync.Mutex
 	taken map[types.UID]bool
+	// launched is the last attempt this process created a container for,
+	// by run, until the cache shows the run finished: a pass that reads an
+	// older copy of the run does not try to launch that attempt again.
+	launched map[types.UID]int32
+}
+
+func (s *slotTracker) markLaunched(uid types.UID, attempt int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.launched == nil {
+		s.launched = map[types.UID]int32{}
+	}
+	s.launched[uid] = attempt
+}
+
+func (s *slotTracker) launchedAttempt(uid types.UID) int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.launched[uid]
+}
+
+func (s *slotTracker) forget(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.launched, uid)
+	delete(s.taken, uid)
 }
 
 func (s *slotTracker) release(uid types.UID) bool {

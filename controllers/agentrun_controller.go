@@ -36,8 +36,11 @@ const Finalizer = "agents.agentrun.dev/container"
 // containers on that host and writes what happened back to their status.
 type AgentRunReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Runtime  containers.Runtime
+	// APIReader reads from the API server directly, for what the cache
+	// leaves out (managed fields).
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Runtime   containers.Runtime
 	// Host is this host's name: runs pinned to it or claimed by it are its.
 	Host     string
 	Defaults Defaults
@@ -102,10 +105,12 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	if !run.DeletionTimestamp.IsZero() {
 		r.releaseSlot(ctx, run)
+		r.slots.forget(run.UID)
 		return ctrl.Result{}, r.finalize(ctx, run)
 	}
 	if run.Status.Phase.IsFinished() {
 		r.releaseSlot(ctx, run)
+		r.slots.forget(run.UID)
 		return r.finished(ctx, run)
 	}
 
@@ -116,6 +121,9 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		markFinished(&run.Status, time.Now())
 	}
 	applyState(&run.Status, run.Generation, st)
+	// This pass's own finalizer patch moved the resourceVersion on; the
+	// status write is checked against that version, not the one first read.
+	base.ResourceVersion = run.ResourceVersion
 	if writeErr := r.writeStatus(ctx, base, run); writeErr != nil {
 		if apierrors.IsConflict(writeErr) {
 			// The watch brings the newer version, and with it another pass.

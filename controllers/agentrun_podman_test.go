@@ -279,9 +279,10 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		Expect(done.Status.Output).To(ContainSubstring("finished while nobody watched"))
 
 		By("removing the container once the result is recorded")
-		Eventually(func() []containers.Container { return runContainers(ctx, run) }).
-			WithContext(ctx).WithTimeout(15 * time.Second).Should(BeEmpty())
-		Expect(get(ctx, run).Finalizers).To(BeEmpty())
+		Eventually(func(g Gomega) {
+			g.Expect(runContainers(ctx, run)).To(BeEmpty())
+			g.Expect(get(ctx, run).Finalizers).To(BeEmpty())
+		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(Succeed())
 	})
 
 	It("adopts a still-running container after a restart instead of starting a second one", func(ctx SpecContext) {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -123,6 +124,10 @@ func newHostManager() ctrl.Manager {
 		Scheme:     scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		// As the manager binary caches AgentRuns.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&agentsv1alpha1.AgentRun{}: {Transform: controllers.TrimForCache},
+		}},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	return mgr
@@ -186,6 +191,7 @@ func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keep
 	}
 	r := &controllers.AgentRunReconciler{
 		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
 		Recorder:            mgr.GetEventRecorder("agentrun-" + host),
 		Runtime:             runtime,
 		Host:                host,
