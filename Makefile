@@ -57,7 +57,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 	hack/k8s-binaries.sh >/dev/null
 
 .PHONY: test
-test: verify-generated check-fmt vet k8s-binaries podman ## Run unit tests and the envtest suites.
+test: verify-generated check-fmt vet k8s-binaries podman agent-image ## Run every test: unit, envtest + Podman, the real agent, end to end.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) \
 		go test ./... -count=1
 

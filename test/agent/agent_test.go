@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	names "k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// createSecret makes a Podman secret as a user would, with the CLI, and
+// removes it after the spec.
+func createSecret(name, value string) {
+	GinkgoHelper()
+	cmd := exec.Command("podman", "secret", "create", name, "-")
+	cmd.Stdin = strings.NewReader(value)
+	out, err := cmd.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	DeferCleanup(func() { _ = exec.Command("podman", "secret", "rm", name).Run() })
+}
+
+var _ = Describe("Claude Code in the agent image", func() {
+	It("completes a prompt against the stand-in API with its key from Podman's secret store", func(ctx SpecContext) {
+		const reply = "Hello from the agentrun stand-in."
+		key := "sk-ant-test-" + rand.Text()
+		secret := "agentrun-agent-test-" + names.String(6)
+		createSecret(secret, key)
+		api := serveMessagesAPI(key, reply)
+		apiURL := agentsv1alpha1.EnvValue("http://" + api.Addr)
+
+		// The image and command are left to the host's defaults.
+		run := &agentsv1alpha1.AgentRun{
+			ObjectMeta: metav1.ObjectMeta{Name: "claude-" + names.String(5), Namespace: "default"},
+			Spec: agentsv1alpha1.AgentRunSpec{
+				Prompt: "Say hello.",
+				Podman: agentsv1alpha1.PodmanSpec{
+					SecretsEnv: map[string]agentsv1alpha1.SecretName{"ANTHROPIC_API_KEY": agentsv1alpha1.SecretName(secret)},
+					// The host's network, to reach the stand-in on the host's loopback.
+					Network: "host",
+					Env: map[string]agentsv1alpha1.EnvValue{
+						"ANTHROPIC_BASE_URL": apiURL,
+						// Claude Code's switches for everything but the API
+						// calls: with them it makes no DNS lookup and connects
+						// to nothing but the stand-in.
+						"DISABLE_TELEMETRY":                        "1",
+						"DISABLE_ERROR_REPORTING":                  "1",
+						"DISABLE_AUTOUPDATER":                      "1",
+						"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+						// A refused call ends the run at once, with the CLI's
+						// reason in its result, rather than after minutes of
+						// retries.
+						"CLAUDE_CODE_MAX_RETRIES": "0",
+						// Should it still try another host over HTTP(S), the
+						// request goes to the stand-in, which refuses it and
+						// records it.
+						"HTTPS_PROXY": apiURL,
+						"HTTP_PROXY":  apiURL,
+						"NO_PROXY":    "127.0.0.1",
+					},
+				},
+			},
+		}
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		DeferCleanup(func(ctx SpecContext) {
+			// Wait for the finalizer: the host removes its container first.
+			Expect(client.IgnoreNotFound(k8s.Delete(ctx, run))).To(Succeed())
+			Eventually(func() bool { return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), run)) }).
+				WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
+		})
+
+		done := &agentsv1alpha1.AgentRun{}
+		Eventually(func(g Gomega) {
+			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(run), done)).To(Succeed())
+			g.Expect(done.Status.Phase.IsFinished()).To(BeTrue(), "phase %s: %s", done.Status.Phase, done.Status.Message)
+		}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(250 * time.Millisecond).Should(Succeed())
+		Expect(done.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "message: %s\noutput:\n%s", done.Status.Message, done.Status.Output)
+
+		By("recording the CLI's own JSON result")
+		result := done.Status.AgentResult
+		Expect(result).NotTo(BeNil(), "output:\n%s", done.Status.Output)
+		Expect(result.Result).To(Equal(reply))
+		Expect(result.SessionID).NotTo(BeEmpty())
+		Expect(result.NumTurns).To(BeNumerically(">=", 1))
+		Expect(strconv.ParseFloat(result.CostUSD, 64)).To(BeNumerically(">=", 0), "costUSD %q", result.CostUSD)
+		Expect(result.IsError).To(BeFalse())
+
+		By("sending the stand-in nothing but streaming Messages API calls with the injected key")
+		requests := api.Requests()
+		Expect(requests).NotTo(BeEmpty(), "the CLI never reached the stand-in")
+		Expect(requests).To(HaveEach(apiRequest{Method: "POST", Host: api.Addr, Path: "/v1/messages", Stream: true, KeyOK: true}))
+
+		By("never writing the key into the AgentRun")
+		raw, err := json.Marshal(done)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(strings.Contains(string(raw), key)).To(BeFalse(), "the key appears in the AgentRun")
+	})
+})

@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+// apiRequest is what the stand-in records of a request: whether the key was
+// right, never the key.
+type apiRequest struct {
+	Method, Host, Path string
+	Stream, KeyOK      bool
+}
+
+// messagesAPI stands in for the Anthropic Messages API. It answers a
+// streaming POST /v1/messages carrying the expected x-api-key with one fixed
+// assistant message, as server-sent events in the order the API sends them.
+// It is also the container's HTTP(S) proxy, so a request for any other host
+// lands here too (as CONNECT or with a foreign Host), is refused and shows in
+// the record.
+type messagesAPI struct {
+	Addr  string // host:port served, on loopback
+	key   string
+	reply string
+
+	mu       sync.Mutex
+	requests []apiRequest
+}
+
+// serveMessagesAPI starts a stand-in on a free loopback port until the spec
+// ends.
+func serveMessagesAPI(key, reply string) *messagesAPI {
+	GinkgoHelper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	api := &messagesAPI{Addr: l.Addr().String(), key: key, reply: reply}
+	srv := &http.Server{Handler: api}
+	go func() { _ = srv.Serve(l) }()
+	DeferCleanup(srv.Close)
+	return api
+}
+
+// Requests returns what was asked so far.
+func (a *messagesAPI) Requests() []apiRequest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]apiRequest(nil), a.requests...)
+}
+
+func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if r.Method == http.MethodPost {
+		_ = json.NewDecoder(r.Body).Decode(&body) // a bad body is answered below
+	}
+	req := apiRequest{
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, Stream: body.Stream,
+		KeyOK: subtle.ConstantTimeCompare([]byte(r.Header.Get("x-api-key")), []byte(a.key)) == 1,
+	}
+	a.mu.Lock()
+	a.requests = append(a.requests, req)
+	a.mu.Unlock()
+
+	switch {
+	case r.Method == http.MethodConnect || r.Host != a.Addr:
+		http.Error(w, "this proxy reaches no other host", http.StatusForbidden)
+	case !req.KeyOK:
+		apiError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
+	case r.Method != http.MethodPost || r.URL.Path != "/v1/messages":
+		apiError(w, http.StatusNotFound, "not_found_error", "the stand-in serves POST /v1/messages only")
+	case body.Model == "" || !body.Stream:
+		apiError(w, http.StatusBadRequest, "invalid_request_error", "the stand-in answers streaming requests with a model only")
+	default:
+		a.stream(w, body.Model)
+	}
+}
+
+// stream sends the reply as the Messages API streams one text block.
+func (a *messagesAPI) stream(w http.ResponseWriter, model string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	usage := map[string]int{"input_tokens": 12, "output_tokens": 1}
+	for _, e := range []struct {
+		name string
+		data map[string]any
+	}{
+		{"message_start", map[string]any{"message": map[string]any{
+			"id": "msg_agentrun_test", "type": "message", "role": "assistant", "model": model,
+			"content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage,
+		}}},
+		{"content_block_start", map[string]any{"index": 0, "content_block": map[string]any{"type": "text", "text": ""}}},
+		{"content_block_delta", map[string]any{"index": 0, "delta": map[string]any{"type": "text_delta", "text": a.reply}}},
+		{"content_block_stop", map[string]any{"index": 0}},
+		{"message_delta", map[string]any{
+			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
+			"usage": map[string]int{"output_tokens": 8},
+		}},
+		{"message_stop", map[string]any{}},
+	} {
+		e.data["type"] = e.name
+		data, _ := json.Marshal(e.data) // strings, numbers and maps only: cannot fail
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, data)
+	}
+}
+
+// apiError answers as the Messages API does when it refuses a request.
+func apiError(w http.ResponseWriter, status int, kind, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type": "error", "error": map[string]string{"type": kind, "message": message},
+	})
+}

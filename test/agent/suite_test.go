@@ -1,0 +1,127 @@
+// Package agent runs the real Claude Code CLI end to end: the reconciler
+// launches the image hack/agent-image.sh builds, with its default command, on
+// the machine's Podman, and the CLI talks to a stand-in for the Anthropic
+// Messages API that the suite serves on loopback.
+package agent
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/testenv"
+)
+
+const (
+	// hostName keeps this suite's containers apart from other suites'
+	// on the shared Podman.
+	hostName = "agent-suite"
+	// agentImage is what hack/agent-image.sh builds and the manager's
+	// --default-image.
+	agentImage = "localhost/agentrun-claude:2.1.328"
+)
+
+// agentCommand is the manager's --default-command.
+var agentCommand = []string{"claude", "-p", "--output-format", "json"}
+
+var (
+	env       *envtest.Environment
+	k8s       client.Client
+	cancelMgr context.CancelFunc
+)
+
+func TestAgent(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Claude Code agent suite (envtest + Podman + the real CLI)")
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	scheme := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
+
+	rt := podman.New(testenv.PodmanSocket())
+	Expect(rt.Ping(ctx)).To(Succeed(), "the Podman API service must answer on %s: run hack/podman-setup.sh", testenv.PodmanSocket())
+	Expect(rt.ImageExists(ctx, agentImage)).To(BeTrue(), "%s is not in Podman's storage: build it with `make agent-image`", agentImage)
+
+	var err error
+	env, err = testenv.New(false)
+	Expect(err).NotTo(HaveOccurred())
+	cfg, err := env.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	// One host's manager, set up as the manager binary sets it up.
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&agentsv1alpha1.AgentRun{}: {Transform: controllers.TrimForCache},
+		}},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	events := controllers.NewPodmanEventSource(rt, hostName, time.Second)
+	Expect(mgr.Add(events)).To(Succeed())
+	r := &controllers.AgentRunReconciler{
+		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
+		Recorder:            mgr.GetEventRecorder("agentrun-" + hostName),
+		Runtime:             rt,
+		Host:                hostName,
+		Defaults:            controllers.Defaults{Image: agentImage, Command: agentCommand},
+		OutputTailBytes:     4096,
+		StopGracePeriod:     5 * time.Second,
+		ResyncPeriod:        time.Minute,
+		SecretRecheckPeriod: time.Second,
+		// A CLI that hangs ends the run well within the spec's wait.
+		DefaultTimeout:  2 * time.Minute,
+		RetryBackoff:    time.Second,
+		MaxRetryBackoff: time.Second,
+		Policy: controllers.Policy{
+			AllowedVolumePaths:    []string{"/tmp"},
+			BlockedContainerPaths: []string{"/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/run/secrets"},
+			AllowedImages:         []string{"localhost/*"},
+			DefaultMemoryBytes:    512 << 20,
+			MaxMemoryBytes:        1 << 30,
+			DefaultNanoCPUs:       1e9,
+			MaxNanoCPUs:           2e9,
+			PidsLimit:             256,
+			Capabilities:          controllers.DefaultCapabilities,
+		},
+		Workers: 2,
+	}
+	Expect(r.SetupWithManager(mgr, events)).To(Succeed())
+
+	var mgrCtx context.Context
+	mgrCtx, cancelMgr = context.WithCancel(context.Background())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(mgrCtx)).To(Succeed())
+	}()
+})
+
+var _ = AfterSuite(func() {
+	if cancelMgr != nil {
+		cancelMgr()
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
