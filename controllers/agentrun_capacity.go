@@ -93,6 +93,19 @@ func (r *AgentRunReconciler) releaseSlot(ctx context.Context, run *agentsv1alpha
 // With MaxConcurrentRuns slots, the runs waiting on this host and the
 // unclaimed ones it could take get free slots in creation order.
 func (r *AgentRunReconciler) reserveSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
+	return r.lineUp(ctx, run, true)
+}
+
+// hasSlot tells whether run would get a slot now, without taking one: a host
+// claims an unpinned run only then.
+func (r *AgentRunReconciler) hasSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
+	return r.lineUp(ctx, run, false)
+}
+
+// lineUp tells whether run is first in line for a free slot, and takes it
+// when take is set, under one lock so concurrent passes never hand out a slot
+// twice.
+func (r *AgentRunReconciler) lineUp(ctx context.Context, run *agentsv1alpha1.AgentRun, take bool) (bool, error) {
 	if r.MaxConcurrentRuns <= 0 {
 		return true, nil
 	}
@@ -109,27 +122,13 @@ func (r *AgentRunReconciler) reserveSlot(ctx context.Context, run *agentsv1alpha
 	if !first || free <= 0 {
 		return false, nil
 	}
-	if r.slots.taken == nil {
-		r.slots.taken = map[types.UID]bool{}
+	if take {
+		if r.slots.taken == nil {
+			r.slots.taken = map[types.UID]bool{}
+		}
+		r.slots.taken[run.UID] = true
 	}
-	r.slots.taken[run.UID] = true
 	return true, nil
-}
-
-// hasSlot tells whether run would get a slot now, without taking one: a host
-// claims an unpinned run only then.
-func (r *AgentRunReconciler) hasSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
-	if r.MaxConcurrentRuns <= 0 {
-		return true, nil
-	}
-	all := &agentsv1alpha1.AgentRunList{}
-	if err := r.List(ctx, all); err != nil {
-		return false, fmt.Errorf("listing AgentRuns to count this host's runs: %w", err)
-	}
-	r.slots.mu.Lock()
-	defer r.slots.mu.Unlock()
-	free, first := r.freeSlots(all.Items, run)
-	return first && free > 0, nil
 }
 
 // freeSlots counts the slots left and tells whether run is among the first

@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"os/exec"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -21,6 +19,7 @@ import (
 	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
 func newRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha1.AgentRun {
@@ -68,15 +67,12 @@ func runContainers(ctx context.Context, run *agentsv1alpha1.AgentRun) []containe
 	return cs
 }
 
-// createSecret makes a Podman secret as a user would, with the CLI, and
-// removes it after the test.
+// createSecret makes a Podman secret, removed after the spec.
 func createSecret(name, value string) {
 	GinkgoHelper()
-	cmd := exec.Command("podman", "secret", "create", name, "-")
-	cmd.Stdin = strings.NewReader(value)
-	out, err := cmd.CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
-	DeferCleanup(func() { _ = exec.Command("podman", "secret", "rm", name).Run() })
+	remove, err := testenv.CreatePodmanSecret(name, value)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(remove)
 }
 
 // runEvents lists the Kubernetes events about a run.

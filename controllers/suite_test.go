@@ -171,19 +171,6 @@ func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepCont
 	return addHostWith(mgr, host, runtime, keepContainers, 0)
 }
 
-// testPolicy is the manager's default policy, with the test image allowed.
-var testPolicy = controllers.Policy{
-	AllowedVolumePaths:    []string{"/tmp"},
-	BlockedContainerPaths: []string{"/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/run/secrets"},
-	AllowedImages:         []string{"localhost/*"},
-	DefaultMemoryBytes:    512 << 20,
-	MaxMemoryBytes:        1 << 30,
-	DefaultNanoCPUs:       1e9,
-	MaxNanoCPUs:           2e9,
-	PidsLimit:             256,
-	Capabilities:          controllers.DefaultCapabilities,
-}
-
 func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool, maxRuns int) error {
 	events := controllers.NewPodmanEventSource(runtime, host, time.Second)
 	if err := mgr.Add(events); err != nil {
@@ -205,7 +192,7 @@ func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keep
 		RetryBackoff:        time.Second,
 		MaxRetryBackoff:     time.Second,
 		MaxConcurrentRuns:   maxRuns,
-		Policy:              testPolicy,
+		Policy:              testenv.Policy(),
 		Workers:             4,
 	}
 	return r.SetupWithManager(mgr, events)

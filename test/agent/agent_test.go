@@ -3,7 +3,6 @@ package agent
 import (
 	"crypto/rand"
 	"encoding/json"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -16,17 +15,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
-// createSecret makes a Podman secret as a user would, with the CLI, and
-// removes it after the spec.
+// createSecret makes a Podman secret, removed after the spec.
 func createSecret(name, value string) {
 	GinkgoHelper()
-	cmd := exec.Command("podman", "secret", "create", name, "-")
-	cmd.Stdin = strings.NewReader(value)
-	out, err := cmd.CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
-	DeferCleanup(func() { _ = exec.Command("podman", "secret", "rm", name).Run() })
+	remove, err := testenv.CreatePodmanSecret(name, value)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(remove)
 }
 
 var _ = Describe("Claude Code in the agent image", func() {

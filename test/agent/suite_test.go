@@ -94,18 +94,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		DefaultTimeout:  2 * time.Minute,
 		RetryBackoff:    time.Second,
 		MaxRetryBackoff: time.Second,
-		Policy: controllers.Policy{
-			AllowedVolumePaths:    []string{"/tmp"},
-			BlockedContainerPaths: []string{"/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/run/secrets"},
-			AllowedImages:         []string{"localhost/*"},
-			DefaultMemoryBytes:    512 << 20,
-			MaxMemoryBytes:        1 << 30,
-			DefaultNanoCPUs:       1e9,
-			MaxNanoCPUs:           2e9,
-			PidsLimit:             256,
-			Capabilities:          controllers.DefaultCapabilities,
-		},
-		Workers: 2,
+		Policy:          testenv.Policy(),
+		Workers:         2,
 	}
 	Expect(r.SetupWithManager(mgr, events)).To(Succeed())
 

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,6 +35,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/podman"
 )
 
 type config struct {
@@ -88,7 +90,7 @@ func run(cfg config) error {
 	res.raw = raw
 
 	step("agentrun: %d AgentRuns on host %q with --max-concurrent-runs=%d", cfg.n, cfg.host, cfg.c)
-	through, err := throughAgentrun(ctx, k8s, conn, cfg)
+	through, err := throughAgentrun(ctx, k8s, cfg)
 	if err != nil {
 		return err
 	}
@@ -210,17 +212,14 @@ type throughResult struct {
 
 const benchLabel = "agentrun.dev/bench"
 
-func throughAgentrun(ctx context.Context, k8s client.WithWatch, conn context.Context, cfg config) (throughResult, error) {
+func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (throughResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	tag := fmt.Sprintf("run-%d", time.Now().Unix())
 	defer cleanup(k8s, tag)
 
 	var res throughResult
-	died, err := diedEvents(ctx, conn, cfg.host, "bench-"+tag+"-", &res.eventDelivery)
-	if err != nil {
-		return throughResult{}, err
-	}
+	died := diedEvents(ctx, cfg.socket, cfg.host, "bench-"+tag+"-", &res.eventDelivery)
 	w, err := k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag})
 	if err != nil {
 		return throughResult{}, err
@@ -287,56 +286,30 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, conn context.Con
 }
 
 // diedEvents follows Podman's died events for the host's containers; the
-// returned function gives each run's exit time, by AgentRun name.
-// It also records, in delivery, how long each event took to reach a
-// subscriber: Podman's own share of the status latency.
-func diedEvents(ctx context.Context, conn context.Context, host, prefix string, delivery *[]time.Duration) (func() map[string]time.Time, error) {
-	raw := make(chan entitiesEvent)
-	filters := map[string][]string{"type": {"container"}, "event": {"died"}, "label": {"agents.agentrun.dev/host=" + host}}
-	if err := systemEvents(bindingsCall{ctx, conn}, raw, filters); err != nil {
-		return nil, fmt.Errorf("following Podman events: %w", err)
-	}
+// returned function gives each run's exit time, by AgentRun name. It also
+// records, in delivery, how long each event took to reach a subscriber:
+// Podman's own share of the status latency.
+func diedEvents(ctx context.Context, socket, host, prefix string, delivery *[]time.Duration) func() map[string]time.Time {
+	events, _ := podman.New(socket).Events(ctx, map[string]string{controllers.LabelHost: host})
 	var mu sync.Mutex
 	exits := map[string]time.Time{}
 	go func() {
-		for e := range raw {
-			at, name := time.Unix(0, e.TimeNano), e.Actor.Attributes["agents.agentrun.dev/name"]
-			if !strings.HasPrefix(name, prefix) {
+		for e := range events {
+			name := e.Labels[controllers.LabelName]
+			if e.Action != "died" || !strings.HasPrefix(name, prefix) {
 				continue // Podman 4.3 replays earlier events when a stream opens
 			}
 			mu.Lock()
-			exits[name] = at
-			*delivery = append(*delivery, time.Since(at))
+			exits[name] = e.Time
+			*delivery = append(*delivery, time.Since(e.Time))
 			mu.Unlock()
 		}
 	}()
 	return func() map[string]time.Time {
 		mu.Lock()
 		defer mu.Unlock()
-		return maps(exits)
-	}, nil
-}
-
-func maps(m map[string]time.Time) map[string]time.Time {
-	out := make(map[string]time.Time, len(m))
-	for k, v := range m {
-		out[k] = v
+		return maps.Clone(exits)
 	}
-	return out
-}
-
-// bindingsCall gives the bindings the caller's cancellation with the
-// connection they look up among the context's values.
-type bindingsCall struct {
-	context.Context
-	conn context.Context
-}
-
-func (c bindingsCall) Value(key any) any {
-	if v := c.conn.Value(key); v != nil {
-		return v
-	}
-	return c.Context.Value(key)
 }
 
 func cleanup(k8s client.Client, tag string) {

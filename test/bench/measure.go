@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,20 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containers/podman/v5/pkg/bindings/system"
-	entitiestypes "github.com/containers/podman/v5/pkg/domain/entities/types"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
-
-type entitiesEvent = entitiestypes.Event
-
-func systemEvents(ctx context.Context, raw chan entitiesEvent, filters map[string][]string) error {
-	return system.Events(ctx, raw, nil, new(system.EventsOptions).WithStream(true).WithFilters(filters))
-}
 
 func metav1Time(t time.Time) metav1.Time { return metav1.NewTime(t) }
 
