@@ -182,7 +182,8 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("claiming: %w", err)
 	}
-	r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, agentsv1alpha1.ReasonClaimed, "Claim", "claimed by host %s", r.Host)
+	// No event: the Scheduled condition says it, and every event is held in
+	// the recorder's cache for minutes, which thousands of runs feel.
 	return ctrl.Result{}, nil
 }
 

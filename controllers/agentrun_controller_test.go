@@ -194,7 +194,7 @@ func TestReconcileLaunchesAndRecordsSuccess(t *testing.T) {
 	}
 
 	got := strings.Join(h.events(), "\n")
-	for _, want := range []string{"Normal Claimed", "Normal Launched", "Normal Completed"} {
+	for _, want := range []string{"Normal Launched", "Normal Completed"} {
 		if strings.Count(got, want) != 1 {
 			t.Errorf("events %q should hold %q once", got, want)
 		}
