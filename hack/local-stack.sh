@@ -4,7 +4,7 @@
 # "local", and Podman's API service on a Unix socket.
 #
 #   hack/local-stack.sh up     start it in the background (twice is harmless)
-#   hack/local-stack.sh down   stop everything it started and remove its state
+#   hack/local-stack.sh down   stop everything it started and remove what it made
 #   hack/local-stack.sh demo   up, apply config/samples, show the results, down
 #
 # State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository);
@@ -107,7 +107,10 @@ down() {
   # restart; the demo deletes its runs before this.
   stop manager
   stop localstack
-  rm -rf "$STATE"
+  # Only what up made: other things may live in the same folder (make bench
+  # writes .local/bench.json).
+  rm -rf "$STATE"/{bin,webhook,kubeconfig,stack.env,manager.log,manager.pid,localstack.log,localstack.pid}
+  rmdir "$STATE" 2>/dev/null || true
 }
 
 # What the demo created, removed again when it ends.
