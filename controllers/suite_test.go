@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -125,9 +124,7 @@ func newHostManager() ctrl.Manager {
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		// As the manager binary caches AgentRuns.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&agentsv1alpha1.AgentRun{}: {Transform: controllers.TrimForCache},
-		}},
+		Cache: controllers.CacheOptions(),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	return mgr
