@@ -15,12 +15,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/podman"
+	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 
 func main() {
@@ -56,7 +56,7 @@ func run(opts *options) error {
 	}
 
 	if opts.servesWebhook() {
-		if err := agentsv1alpha1.SetupWebhookWithManager(mgr); err != nil {
+		if err := webhookv1alpha1.SetupAgentRunWebhookWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the webhook: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
@@ -64,18 +64,11 @@ func run(opts *options) error {
 		}
 	}
 	if opts.runsReconciler() {
-		rt := controllers.InstrumentRuntime(podman.New(opts.podmanSocket))
-		events := controllers.NewPodmanEventSource(rt, opts.hostName, 2*time.Second)
-		if err := mgr.Add(events); err != nil {
-			return err
-		}
-		if err := opts.reconciler(mgr, rt).SetupWithManager(mgr, events); err != nil {
+		r, err := controllers.SetupHost(mgr, opts.hostConfig(podman.New(opts.podmanSocket)))
+		if err != nil {
 			return fmt.Errorf("setting up the reconciler: %w", err)
 		}
-		if err := mgr.AddReadyzCheck("podman", podmanReachable(rt)); err != nil {
-			return err
-		}
-		if err := metrics.Registry.Register(controllers.NewRunsCollector(mgr.GetClient(), opts.hostName)); err != nil {
+		if err := mgr.AddReadyzCheck("podman", podmanReachable(r.Runtime)); err != nil {
 			return err
 		}
 		log.Info("Running AgentRuns on this Podman host", "host", opts.hostName, "podmanSocket", opts.podmanSocket)

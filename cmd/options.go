@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // What one manager process does. The webhook is a cluster-wide service; a
@@ -75,7 +76,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.BoolVar(&o.keepContainers, "keep-containers", false, "keep finished containers for inspection (they are removed when their AgentRun is deleted)")
 	fs.DurationVar(&o.stopGracePeriod, "stop-grace-period", 10*time.Second, "how long a container has after SIGTERM before SIGKILL")
 	fs.DurationVar(&o.resyncPeriod, "resync-period", time.Minute, "how often a running run is checked when no Podman event arrives")
-	fs.DurationVar(&o.recheckPeriod, "recheck-period", 3*time.Second, "how often a run waiting for a missing secret or image looks again")
+	fs.DurationVar(&o.recheckPeriod, "recheck-period", 3*time.Second, "how often a run that waits (for a missing secret or image, or a free slot) looks again")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "address of the metrics endpoint; 0 disables it")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "address of the health and readiness probes")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader among managers for the same host (or among webhook replicas), so only one acts")
@@ -96,7 +97,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.defaultCPUs, "default-cpus", "1", "CPU limit of runs that set none")
 	fs.StringVar(&o.maxCPUs, "max-cpus", "4", "the most CPUs a run may ask for")
 	fs.Int64Var(&o.pidsLimit, "pids-limit", 1024, "the most processes a container may have")
-	fs.StringVar(&o.capabilities, "capabilities", strings.Join(controllers.DefaultCapabilities, ","),
+	fs.StringVar(&o.capabilities, "capabilities", strings.Join(policy.DefaultCapabilities, ","),
 		"comma-separated capabilities containers keep; all others are dropped")
 	fs.IntVar(&o.workers, "workers", 16, "how many runs are reconciled at once; more than --max-concurrent-runs, so exits are recorded while launches wait on Podman")
 	if err := fs.Parse(args); err != nil {
@@ -175,8 +176,8 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 }
 
 // policy builds the hardening and limits every container of this host gets.
-func (o *options) policy() (controllers.Policy, error) {
-	p := controllers.Policy{
+func (o *options) policy() (policy.Policy, error) {
+	p := policy.Policy{
 		AllowedVolumePaths:    list(o.allowedVolumePaths),
 		BlockedContainerPaths: list(o.blockedContainerPaths),
 		AllowedImages:         list(o.allowedImages),
@@ -189,10 +190,10 @@ func (o *options) policy() (controllers.Policy, error) {
 		into        *int64
 		parse       func(string) (int64, error)
 	}{
-		{"--default-memory", o.defaultMemory, &p.DefaultMemoryBytes, controllers.ParseMemory},
-		{"--max-memory", o.maxMemory, &p.MaxMemoryBytes, controllers.ParseMemory},
-		{"--default-cpus", o.defaultCPUs, &p.DefaultNanoCPUs, controllers.ParseCPUs},
-		{"--max-cpus", o.maxCPUs, &p.MaxNanoCPUs, controllers.ParseCPUs},
+		{"--default-memory", o.defaultMemory, &p.DefaultMemoryBytes, policy.ParseMemory},
+		{"--max-memory", o.maxMemory, &p.MaxMemoryBytes, policy.ParseMemory},
+		{"--default-cpus", o.defaultCPUs, &p.DefaultNanoCPUs, policy.ParseCPUs},
+		{"--max-cpus", o.maxCPUs, &p.MaxNanoCPUs, policy.ParseCPUs},
 	} {
 		v, err := m.parse(m.value)
 		if err != nil {
@@ -217,25 +218,24 @@ func list(s string) []string {
 	return out
 }
 
-func (o *options) reconciler(mgr ctrl.Manager, rt containers.Runtime) *controllers.AgentRunReconciler {
-	policy, _ := o.policy() // validated by parseOptions
-	return &controllers.AgentRunReconciler{
-		Client:              mgr.GetClient(),
-		APIReader:           mgr.GetAPIReader(),
-		Recorder:            mgr.GetEventRecorder("agentrun-" + o.hostName),
-		Runtime:             rt,
-		Host:                o.hostName,
-		Defaults:            controllers.Defaults{Image: o.defaultImage, Command: o.command()},
-		OutputTailBytes:     o.outputTailBytes,
-		KeepContainers:      o.keepContainers,
-		StopGracePeriod:     o.stopGracePeriod,
-		ResyncPeriod:        o.resyncPeriod,
-		SecretRecheckPeriod: o.recheckPeriod,
-		DefaultTimeout:      o.defaultTimeout,
-		RetryBackoff:        o.retryBackoff,
-		MaxRetryBackoff:     o.maxRetryBackoff,
-		MaxConcurrentRuns:   o.maxConcurrentRuns,
-		Policy:              policy,
-		Workers:             o.workers,
+// hostConfig is the reconciler's configuration for this host, over rt.
+func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
+	hostPolicy, _ := o.policy() // validated by parseOptions
+	return controllers.HostConfig{
+		Host:              o.hostName,
+		Runtime:           rt,
+		Defaults:          controllers.Defaults{Image: o.defaultImage, Command: o.command()},
+		OutputTailBytes:   o.outputTailBytes,
+		KeepContainers:    o.keepContainers,
+		StopGracePeriod:   o.stopGracePeriod,
+		ResyncPeriod:      o.resyncPeriod,
+		RecheckPeriod:     o.recheckPeriod,
+		DefaultTimeout:    o.defaultTimeout,
+		RetryBackoff:      o.retryBackoff,
+		MaxRetryBackoff:   o.maxRetryBackoff,
+		MaxConcurrentRuns: o.maxConcurrentRuns,
+		Policy:            hostPolicy,
+		Workers:           o.workers,
+		EventRetryPeriod:  2 * time.Second,
 	}
 }

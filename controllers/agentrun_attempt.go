@@ -41,12 +41,31 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)
 	switch {
 	case errors.Is(err, containers.ErrNotFound):
-		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonContainerLost,
-			fmt.Sprintf("container %s disappeared from host %s before its result was recorded", run.Status.ContainerName, r.Host)}, ctrl.Result{}, nil
+		return r.recordedContainerGone(ctx, run)
 	case err != nil:
 		return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("inspecting container %s: %w", run.Status.ContainerName, err)
 	}
 	return r.follow(ctx, run, c)
+}
+
+// recordedContainerGone handles a run whose recorded container no longer
+// exists. A retry removes the failed attempt's container before it launches
+// the next one; when the status naming the next one was never written, that
+// container is found by the run's labels and followed. Otherwise the
+// container was lost.
+func (r *AgentRunReconciler) recordedContainerGone(ctx context.Context, run *agentsv1alpha1.AgentRun) (runState, ctrl.Result, error) {
+	owned, err := r.Runtime.List(ctx, runLabels(run, r.Host))
+	if err != nil {
+		return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("listing the run's containers: %w", err)
+	}
+	if c, attempt, ok := latestAttempt(owned); ok && attempt > run.Status.Attempts {
+		log.FromContext(ctx).Info("Following a later attempt's container the status did not record yet",
+			"agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
+		run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
+		return r.follow(ctx, run, c)
+	}
+	return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonContainerLost,
+		fmt.Sprintf("container %s disappeared from host %s before its result was recorded", run.Status.ContainerName, r.Host)}, ctrl.Result{}, nil
 }
 
 // follow turns an observed container into the run's state, stopping it when
@@ -60,12 +79,12 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 		if err := r.Runtime.Start(ctx, c.ID); err != nil {
 			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
 		}
-		c.StartedAt = time.Now()
+		c.StartedAt = r.Clock.Now()
 	}
 	if run.Status.StartTime == nil && !c.StartedAt.IsZero() {
 		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
 	}
-	left, _ := untilDeadline(run, r.DefaultTimeout, time.Now())
+	left, _ := untilDeadline(run, r.DefaultTimeout, r.Clock.Now())
 	if left <= 0 {
 		return r.stopAndRecord(ctx, run, c, runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonDeadlineExceeded,
 			fmt.Sprintf("the run exceeded its timeout of %s; container %s was stopped", timeoutOf(run, r.DefaultTimeout), c.Name)})
@@ -145,7 +164,7 @@ func (r *AgentRunReconciler) attemptEnded(ctx context.Context, run *agentsv1alph
 			fmt.Sprintf("container %s exited with code %d after %d attempt(s); see status.output", c.Name, code, run.Status.Attempts)}, ctrl.Result{}, nil
 	}
 
-	now := time.Now()
+	now := r.Clock.Now()
 	deadlineLeft, _ := untilDeadline(run, r.DefaultTimeout, now)
 	if deadlineLeft <= 0 {
 		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonDeadlineExceeded,
@@ -206,29 +225,28 @@ func (r *AgentRunReconciler) cancelledBy(ctx context.Context, run *agentsv1alpha
 // says how to fix it; what the host refuses fails the run.
 func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.AgentRun, attempt int32) (runState, ctrl.Result, error) {
 	pending := func(reason, msg string) (runState, ctrl.Result, error) {
-		return runState{agentsv1alpha1.PhasePending, reason, msg}, ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
-	}
-	if r.slots.launchedAttempt(run.UID) >= attempt {
-		// The cache has not caught up with the status this process wrote
-		// when it launched the attempt; the watch brings it.
-		return stateOf(&run.Status), ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
+		return runState{agentsv1alpha1.PhasePending, reason, msg}, ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
 	}
 	spec, err := containerSpec(run, r.Defaults, r.Host, attempt)
 	if err != nil {
 		return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, nil
 	}
-	resolve := r.ResolveHostPath
-	if resolve == nil {
-		resolve = resolveHostPath
-	}
-	if refused := r.Policy.apply(&spec, resolve); refused != nil {
-		return runState{agentsv1alpha1.PhaseFailed, refused.reason, refused.message}, ctrl.Result{}, nil
+	if refused := r.Policy.Apply(&spec); refused != nil {
+		return runState{agentsv1alpha1.PhaseFailed, refused.Reason, refused.Message}, ctrl.Result{}, nil
 	}
 
-	// Without a slot in sight, spare Podman the lookups below.
-	if free, err := r.hasSlot(ctx, run); err != nil || !free {
+	// The one slot check of a launch comes before any Podman lookup, so a
+	// run with no slot in sight costs Podman nothing. A run that cannot
+	// start after all gives its slot back.
+	if free, err := r.reserveSlot(ctx, run); err != nil || !free {
 		return r.noSlot(run, err)
 	}
+	started := false
+	defer func() {
+		if !started {
+			r.slots.release(client.ObjectKeyFromObject(run))
+		}
+	}()
 	missing, err := r.missingSecrets(ctx, run)
 	if err != nil {
 		return r.notLaunched(run, err)
@@ -241,19 +259,10 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	} else if !ok {
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
 	}
-	heldSlot := r.slots.holds(run.UID)
-	if free, err := r.reserveSlot(ctx, run); err != nil || !free {
-		return r.noSlot(run, err)
-	}
-
 	if err := r.ensureFinalizer(ctx, run); err != nil {
-		r.slots.release(run.UID)
 		return stateOf(&run.Status), ctrl.Result{}, err
 	}
-	c, err := r.createOrAdopt(ctx, run, spec, heldSlot)
-	if err != nil {
-		r.slots.release(run.UID)
-	}
+	c, err := r.createOrAdopt(ctx, run, spec, attempt)
 	switch {
 	case errors.Is(err, containers.ErrNotFound):
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
@@ -264,7 +273,8 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		// retrying with backoff and say why.
 		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, err.Error()}, ctrl.Result{}, err
 	}
-	r.slots.markLaunched(run.UID, attempt)
+	started = true
+	r.launches.made(run, attempt)
 	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
 	return r.follow(ctx, run, c)
 }
@@ -276,14 +286,14 @@ func (r *AgentRunReconciler) noSlot(run *agentsv1alpha1.AgentRun, err error) (ru
 	}
 	return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForCapacity, fmt.Sprintf(
 			"host %s runs as many runs as it may (%d); this run starts, in creation order, when a slot frees", r.Host, r.MaxConcurrentRuns)},
-		ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
+		ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
 }
 
 // notLaunched is the state of a run whose launch stopped on err: Pending with
 // reason PodmanUnavailable when Podman did not answer, else unchanged. The
 // error makes the pass retry with backoff.
 func (r *AgentRunReconciler) notLaunched(run *agentsv1alpha1.AgentRun, err error) (runState, ctrl.Result, error) {
-	if unavailable(err) == nil {
+	if !isUnavailable(err) {
 		return stateOf(&run.Status), ctrl.Result{}, err
 	}
 	return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonPodmanUnavailable,
@@ -306,12 +316,13 @@ func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1a
 }
 
 // createOrAdopt creates the attempt's container, or adopts it when an earlier
-// pass created it already (the name is per run and attempt).
-func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alpha1.AgentRun, spec containers.Spec, heldSlot bool) (containers.Container, error) {
-	if heldSlot {
-		// This process launched the attempt already and the cache has not
-		// caught up with the status it wrote: look before creating.
-		if c, err := r.Runtime.Inspect(ctx, spec.Name); err == nil && c.Labels[LabelUID] == string(run.UID) {
+// pass created it already (the name is per run and attempt). An earlier pass
+// of this process may have created it and then failed to record it (its
+// status write met a conflict): the status does not say so, the container
+// does, so the container is looked up by name first.
+func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alpha1.AgentRun, spec containers.Spec, attempt int32) (containers.Container, error) {
+	if r.launches.launched(run, attempt) {
+		if c, err := r.Runtime.Inspect(ctx, spec.Name); err == nil && c.Labels[agentsv1alpha1.LabelUID] == string(run.UID) {
 			return c, nil
 		}
 	}
@@ -326,7 +337,7 @@ func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alp
 	if err != nil {
 		return containers.Container{}, fmt.Errorf("inspecting existing container %s: %w", spec.Name, err)
 	}
-	if c.Labels[LabelUID] != string(run.UID) {
+	if c.Labels[agentsv1alpha1.LabelUID] != string(run.UID) {
 		return containers.Container{}, fmt.Errorf("a container named %s exists on host %s but does not belong to this run; remove it or rename it", spec.Name, r.Host)
 	}
 	log.FromContext(ctx).Info("Adopted existing container", "agentrun", client.ObjectKeyFromObject(run), "container", c.Name)

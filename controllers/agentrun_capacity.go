@@ -8,75 +8,190 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
-// slotTracker holds the slots this process has handed out: a run keeps its
-// slot from the moment it is cleared to launch until it finishes, so a launch
-// counts before its Running status comes back through the watch, and
-// concurrent reconciles cannot hand out one slot twice.
-type slotTracker struct {
-	mu    sync.Mutex
-	taken map[types.UID]bool
-	// launched is the last attempt this process created a container for,
-	// by run, until the cache shows the run finished: a pass that reads an
-	// older copy of the run does not try to launch that attempt again.
-	launched map[types.UID]int32
-}
+// queueIndex indexes unfinished AgentRuns by the hosts whose line they stand
+// in (see queueKeys), so a pass that counts a host's slots lists only the
+// runs that can hold or want one, never the cluster's finished runs.
+const queueIndex = "agentrun.queue"
 
-func (s *slotTracker) markLaunched(uid types.UID, attempt int32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.launched == nil {
-		s.launched = map[types.UID]int32{}
+// anyHost is the queue key of unfinished runs no host has claimed and none is
+// pinned to: every host's line includes them. It cannot be a host name, which
+// has no spaces.
+const anyHost = "any host"
+
+// queueKeys is the index function behind queueIndex: the host that claimed
+// the run, else the host it is pinned to, else anyHost; nothing for a
+// finished run.
+func queueKeys(o client.Object) []string {
+	run, ok := o.(*agentsv1alpha1.AgentRun)
+	if !ok || run.Status.Phase.IsFinished() {
+		return nil
 	}
-	s.launched[uid] = attempt
+	switch {
+	case run.Status.Host != "":
+		return []string{run.Status.Host}
+	case run.Spec.HostName != "":
+		return []string{run.Spec.HostName}
+	}
+	return []string{anyHost}
 }
 
-func (s *slotTracker) launchedAttempt(uid types.UID) int32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.launched[uid]
+// queue lists the unfinished runs that stand in this host's line: its own,
+// and the unclaimed ones it could take.
+func (r *AgentRunReconciler) queue(ctx context.Context) ([]agentsv1alpha1.AgentRun, error) {
+	var out []agentsv1alpha1.AgentRun
+	for _, key := range []string{r.Host, anyHost} {
+		list := &agentsv1alpha1.AgentRunList{}
+		if err := r.List(ctx, list, client.MatchingFields{queueIndex: key}); err != nil {
+			return nil, fmt.Errorf("listing the AgentRuns in host %s's line: %w", r.Host, err)
+		}
+		out = append(out, list.Items...)
+	}
+	return out, nil
 }
 
-func (s *slotTracker) forget(uid types.UID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.launched, uid)
-	delete(s.taken, uid)
+// slotTracker holds the slots this process has handed out, by run: a run
+// keeps its slot from the moment it is cleared to launch until it finishes
+// or goes, so a launch counts before its Running status comes back through
+// the watch, and concurrent reconciles cannot hand out one slot twice. Slots
+// are keyed by name, so a run that disappears can give its slot back on the
+// not-found pass; the UID tells a recreated run of the same name apart.
+type slotTracker struct {
+	mu   sync.Mutex
+	held map[types.NamespacedName]types.UID
 }
 
-func (s *slotTracker) release(uid types.UID) bool {
+// lineUp tells whether run is among the first in line for the capacity
+// slots, counting the slots held and the runs of this host already running,
+// and takes a slot for it when take is set, all under one lock.
+func (s *slotTracker) lineUp(run *agentsv1alpha1.AgentRun, line []agentsv1alpha1.AgentRun, host string, capacity int, take bool) bool {
+	key := client.ObjectKeyFromObject(run)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	held := s.taken[uid]
-	delete(s.taken, uid)
+	if s.held[key] == run.UID && run.UID != "" {
+		return true
+	}
+	busy := len(s.held)
+	queue := []*agentsv1alpha1.AgentRun{run}
+	for i := range line {
+		other := &line[i]
+		switch {
+		case other.UID == run.UID || s.held[client.ObjectKeyFromObject(other)] == other.UID:
+			// run stands in line from the caller's fresher copy; held slots
+			// are counted already.
+		case other.Status.Phase.IsFinished() || !other.DeletionTimestamp.IsZero():
+		case other.Status.Host == host && other.Status.Phase == agentsv1alpha1.PhaseRunning:
+			busy++ // launched by an earlier process of this host
+		case !readyToStart(other):
+			// A run waiting for a secret, an image or its retry time does
+			// not hold back the runs behind it.
+		default:
+			queue = append(queue, other)
+		}
+	}
+	slices.SortFunc(queue, byCreation)
+	if slices.Index(queue, run) >= capacity-busy {
+		return false
+	}
+	if take {
+		if s.held == nil {
+			s.held = map[types.NamespacedName]types.UID{}
+		}
+		s.held[key] = run.UID
+	}
+	return true
+}
+
+// release frees the slot of the run with this name, and tells whether it
+// held one.
+func (s *slotTracker) release(key types.NamespacedName) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, held := s.held[key]
+	delete(s.held, key)
 	return held
 }
 
-func (s *slotTracker) holds(uid types.UID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.taken[uid]
+// launchHints remembers the last attempt this process created a container
+// for, by run name (with the UID, so a recreated run starts afresh).
+type launchHints struct {
+	mu   sync.Mutex
+	last map[types.NamespacedName]launchHint
 }
 
-// releaseSlot frees run's slot and, when it held one, wakes the runs first in
-// line for it at once rather than at their next recheck.
-func (r *AgentRunReconciler) releaseSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) {
-	if !r.slots.release(run.UID) || r.wake == nil {
+type launchHint struct {
+	uid     types.UID
+	attempt int32
+}
+
+func (l *launchHints) made(run *agentsv1alpha1.AgentRun, attempt int32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = map[types.NamespacedName]launchHint{}
+	}
+	l.last[client.ObjectKeyFromObject(run)] = launchHint{run.UID, attempt}
+}
+
+// launched tells whether this process created the container of attempt.
+func (l *launchHints) launched(run *agentsv1alpha1.AgentRun, attempt int32) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h, ok := l.last[client.ObjectKeyFromObject(run)]
+	return ok && h.uid == run.UID && h.attempt >= attempt
+}
+
+func (l *launchHints) forget(key types.NamespacedName) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.last, key)
+}
+
+// hasSlot tells whether run would get a slot now, without taking one: a host
+// claims an unpinned run only then.
+func (r *AgentRunReconciler) hasSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
+	return r.lineUp(ctx, run, false)
+}
+
+// reserveSlot tells whether run may start now and, if so, hands it a slot.
+// With MaxConcurrentRuns slots, the runs waiting on this host and the
+// unclaimed ones it could take get free slots in creation order.
+func (r *AgentRunReconciler) reserveSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
+	return r.lineUp(ctx, run, true)
+}
+
+func (r *AgentRunReconciler) lineUp(ctx context.Context, run *agentsv1alpha1.AgentRun, take bool) (bool, error) {
+	if r.MaxConcurrentRuns <= 0 {
+		return true, nil
+	}
+	line, err := r.queue(ctx)
+	if err != nil {
+		return false, err
+	}
+	return r.slots.lineUp(run, line, r.Host, r.MaxConcurrentRuns, take), nil
+}
+
+// releaseSlot frees the slot of the run with this name and, when it held one,
+// wakes the runs first in line for it at once rather than at their next
+// recheck.
+func (r *AgentRunReconciler) releaseSlot(ctx context.Context, key types.NamespacedName) {
+	if !r.slots.release(key) || r.wake == nil {
 		return
 	}
-	all := &agentsv1alpha1.AgentRunList{}
-	if err := r.List(ctx, all); err != nil {
+	line, err := r.queue(ctx)
+	if err != nil {
 		return // they recheck on their own
 	}
 	var waiting []*agentsv1alpha1.AgentRun
-	for i := range all.Items {
-		other := &all.Items[i]
-		if other.UID != run.UID && r.isOurs(other) && !other.Status.Phase.IsFinished() &&
-			other.Status.Phase != agentsv1alpha1.PhaseRunning && readyToStart(other) {
+	for i := range line {
+		other := &line[i]
+		if client.ObjectKeyFromObject(other) != key && other.Status.Phase != agentsv1alpha1.PhaseRunning &&
+			other.DeletionTimestamp.IsZero() && readyToStart(other) {
 			waiting = append(waiting, other)
 		}
 	}
@@ -87,75 +202,6 @@ func (r *AgentRunReconciler) releaseSlot(ctx context.Context, run *agentsv1alpha
 		default: // the queue is full of wake-ups already
 		}
 	}
-}
-
-// reserveSlot tells whether run may start now and, if so, hands it a slot.
-// With MaxConcurrentRuns slots, the runs waiting on this host and the
-// unclaimed ones it could take get free slots in creation order.
-func (r *AgentRunReconciler) reserveSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
-	return r.lineUp(ctx, run, true)
-}
-
-// hasSlot tells whether run would get a slot now, without taking one: a host
-// claims an unpinned run only then.
-func (r *AgentRunReconciler) hasSlot(ctx context.Context, run *agentsv1alpha1.AgentRun) (bool, error) {
-	return r.lineUp(ctx, run, false)
-}
-
-// lineUp tells whether run is first in line for a free slot, and takes it
-// when take is set, under one lock so concurrent passes never hand out a slot
-// twice.
-func (r *AgentRunReconciler) lineUp(ctx context.Context, run *agentsv1alpha1.AgentRun, take bool) (bool, error) {
-	if r.MaxConcurrentRuns <= 0 {
-		return true, nil
-	}
-	all := &agentsv1alpha1.AgentRunList{}
-	if err := r.List(ctx, all); err != nil {
-		return false, fmt.Errorf("listing AgentRuns to count this host's runs: %w", err)
-	}
-	r.slots.mu.Lock()
-	defer r.slots.mu.Unlock()
-	if r.slots.taken[run.UID] {
-		return true, nil
-	}
-	free, first := r.freeSlots(all.Items, run)
-	if !first || free <= 0 {
-		return false, nil
-	}
-	if take {
-		if r.slots.taken == nil {
-			r.slots.taken = map[types.UID]bool{}
-		}
-		r.slots.taken[run.UID] = true
-	}
-	return true, nil
-}
-
-// freeSlots counts the slots left and tells whether run is among the first
-// runs in line for them. The caller holds slots.mu.
-func (r *AgentRunReconciler) freeSlots(items []agentsv1alpha1.AgentRun, run *agentsv1alpha1.AgentRun) (free int, first bool) {
-	busy := len(r.slots.taken)
-	var queue []*agentsv1alpha1.AgentRun
-	for i := range items {
-		other := &items[i]
-		switch {
-		case other.UID == run.UID || r.slots.taken[other.UID]:
-			// run is added below from the caller's fresher copy; taken
-			// slots are counted already.
-		case other.Status.Phase.IsFinished() || !r.isOurs(other) || !other.DeletionTimestamp.IsZero():
-		case other.Status.Host == r.Host && other.Status.Phase == agentsv1alpha1.PhaseRunning:
-			busy++ // launched by an earlier process of this host
-		case !readyToStart(other):
-			// A run waiting for a secret, an image or its retry time does
-			// not hold back the runs behind it.
-		default:
-			queue = append(queue, other)
-		}
-	}
-	queue = append(queue, run)
-	slices.SortFunc(queue, byCreation)
-	free = r.MaxConcurrentRuns - busy
-	return free, slices.Index(queue, run) < free
 }
 
 // readyToStart tells whether a pending run waits only for a slot.

@@ -3,24 +3,13 @@ package controllers
 import (
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
-)
-
-// Labels put on every container the controller creates. They find a run's
-// containers again after a restart, and prove a container is the run's own
-// before it is stopped or removed.
-const (
-	LabelNamespace = "agents.agentrun.dev/namespace"
-	LabelName      = "agents.agentrun.dev/name"
-	LabelUID       = "agents.agentrun.dev/uid"
-	LabelHost      = "agents.agentrun.dev/host"
-	LabelAttempt   = "agents.agentrun.dev/attempt"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // Defaults are the host's settings for what a run leaves out.
@@ -50,10 +39,10 @@ func containerName(run *agentsv1alpha1.AgentRun, attempt int32) string {
 // runLabels selects every container of a run on one host.
 func runLabels(run *agentsv1alpha1.AgentRun, host string) map[string]string {
 	return map[string]string{
-		LabelNamespace: run.Namespace,
-		LabelName:      run.Name,
-		LabelUID:       string(run.UID),
-		LabelHost:      host,
+		agentsv1alpha1.LabelNamespace: run.Namespace,
+		agentsv1alpha1.LabelName:      run.Name,
+		agentsv1alpha1.LabelUID:       string(run.UID),
+		agentsv1alpha1.LabelHost:      host,
 	}
 }
 
@@ -71,7 +60,7 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		Labels:  runLabels(run, host),
 		Network: p.Network,
 	}
-	spec.Labels[LabelAttempt] = strconv.Itoa(int(attempt))
+	spec.Labels[agentsv1alpha1.LabelAttempt] = strconv.Itoa(int(attempt))
 	if spec.Image == "" {
 		spec.Image = d.Image
 	}
@@ -102,13 +91,25 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		spec.Mounts = append(spec.Mounts, containers.Mount{Source: vol.HostPath, Destination: vol.ContainerPath, Options: vol.Options})
 	}
 	var err error
-	if spec.MemoryBytes, err = ParseMemory(p.Memory); err != nil {
+	if spec.MemoryBytes, err = policy.ParseMemory(p.Memory); err != nil {
 		return containers.Spec{}, fmt.Errorf("spec.podman.memory: %w", err)
 	}
-	if spec.NanoCPUs, err = ParseCPUs(p.CPUs); err != nil {
+	if spec.NanoCPUs, err = policy.ParseCPUs(p.CPUs); err != nil {
 		return containers.Spec{}, fmt.Errorf("spec.podman.cpus: %w", err)
 	}
 	return spec, nil
+}
+
+// latestAttempt picks, among a run's containers, the one of its latest
+// attempt (by the attempt label).
+func latestAttempt(owned []containers.Container) (c containers.Container, attempt int32, ok bool) {
+	for _, o := range owned {
+		n, err := strconv.ParseInt(o.Labels[agentsv1alpha1.LabelAttempt], 10, 32)
+		if err == nil && int32(n) > attempt {
+			c, attempt, ok = o, int32(n), true
+		}
+	}
+	return c, attempt, ok
 }
 
 // secretNames lists the Podman secrets a run needs, sorted, without repeats.
@@ -118,39 +119,4 @@ func secretNames(run *agentsv1alpha1.AgentRun) []string {
 		set[string(name)] = true
 	}
 	return slices.Sorted(maps.Keys(set))
-}
-
-var memoryPattern = regexp.MustCompile(`^([1-9][0-9]*)([bkmgBKMG]?)$`)
-
-// ParseMemory reads Podman's memory notation (512m, 2g; b, k, m, g are
-// powers of 1024). Empty means no limit.
-func ParseMemory(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	m := memoryPattern.FindStringSubmatch(s)
-	if m == nil {
-		return 0, fmt.Errorf("%q is not a number with an optional unit b, k, m or g", s)
-	}
-	n, err := strconv.ParseInt(m[1], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q: %w", s, err)
-	}
-	shift := map[string]uint{"": 0, "b": 0, "k": 10, "m": 20, "g": 30}[strings.ToLower(m[2])]
-	if n > (1<<62)>>shift {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return n << shift, nil
-}
-
-// ParseCPUs reads Podman's --cpus notation (1, 0.5). Empty means no limit.
-func ParseCPUs(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f <= 0 || f > 1e6 {
-		return 0, fmt.Errorf("%q is not a positive number of CPUs", s)
-	}
-	return int64(f * 1e9), nil
 }

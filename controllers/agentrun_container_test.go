@@ -41,7 +41,7 @@ func TestContainerSpecUsesRunOverDefaults(t *testing.T) {
 	if len(spec.Mounts) != 1 || spec.Mounts[0].Source != "/srv/repo" || spec.Mounts[0].Destination != "/workspace" || spec.Mounts[0].Options[0] != "ro" {
 		t.Errorf("mounts = %+v", spec.Mounts)
 	}
-	for k, v := range map[string]string{LabelNamespace: "team", LabelName: "spec", LabelUID: string(run.UID), LabelHost: "h1", LabelAttempt: "1"} {
+	for k, v := range map[string]string{agentsv1alpha1.LabelNamespace: "team", agentsv1alpha1.LabelName: "spec", agentsv1alpha1.LabelUID: string(run.UID), agentsv1alpha1.LabelHost: "h1", agentsv1alpha1.LabelAttempt: "1"} {
 		if spec.Labels[k] != v {
 			t.Errorf("label %s = %q, want %q", k, spec.Labels[k], v)
 		}
@@ -62,32 +62,6 @@ func TestContainerSpecRefusesBadVolume(t *testing.T) {
 	run.Spec.Podman.Volumes = []string{"/a/../etc:/data"}
 	if _, err := containerSpec(run, Defaults{Image: "i", Command: []string{"c"}}, "h", 1); err == nil || !strings.Contains(err.Error(), "spec.podman.volumes[0]") {
 		t.Fatalf("want an error naming the volume, got %v", err)
-	}
-}
-
-func TestParseMemory(t *testing.T) {
-	for in, want := range map[string]int64{"": 0, "100": 100, "100b": 100, "4k": 4096, "512m": 512 << 20, "2g": 2 << 30, "2G": 2 << 30} {
-		if got, err := ParseMemory(in); err != nil || got != want {
-			t.Errorf("ParseMemory(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"0", "-1", "1t", "1.5g", "99999999999999999999g", "m"} {
-		if _, err := ParseMemory(in); err == nil {
-			t.Errorf("ParseMemory(%q) should fail", in)
-		}
-	}
-}
-
-func TestParseCPUs(t *testing.T) {
-	for in, want := range map[string]int64{"": 0, "1": 1e9, "0.5": 5e8, ".25": 25e7} {
-		if got, err := ParseCPUs(in); err != nil || got != want {
-			t.Errorf("ParseCPUs(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"0", "-1", "abc"} {
-		if _, err := ParseCPUs(in); err == nil {
-			t.Errorf("ParseCPUs(%q) should fail", in)
-		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -34,50 +35,25 @@ const Finalizer = "agents.agentrun.dev/container"
 
 // AgentRunReconciler runs the AgentRuns meant for one Podman host as
 // containers on that host and writes what happened back to their status.
+// SetupHost builds it as the manager binary runs it.
 type AgentRunReconciler struct {
 	client.Client
 	// APIReader reads from the API server directly, for what the cache
 	// leaves out (managed fields).
 	APIReader client.Reader
 	Recorder  events.EventRecorder
-	Runtime   containers.Runtime
-	// Host is this host's name: runs pinned to it or claimed by it are its.
-	Host     string
-	Defaults Defaults
-	// OutputTailBytes bounds status.output.
-	OutputTailBytes int
-	// KeepContainers leaves finished containers for inspection; they are
-	// removed when their AgentRun is deleted.
-	KeepContainers bool
-	// StopGracePeriod is how long a container has after SIGTERM.
-	StopGracePeriod time.Duration
-	// ResyncPeriod is how often a running run is checked when no Podman
-	// event arrives; events normally make this unnecessary.
-	ResyncPeriod time.Duration
-	// SecretRecheckPeriod is how often a run waiting for a secret, an image
-	// or a free slot looks again.
-	SecretRecheckPeriod time.Duration
-	// DefaultTimeout bounds runs that set no spec.timeout.
-	DefaultTimeout time.Duration
-	// RetryBackoff is the wait before a failed attempt's first retry; it
-	// doubles for each further failure, up to MaxRetryBackoff.
-	RetryBackoff, MaxRetryBackoff time.Duration
-	// MaxConcurrentRuns caps the runs this host runs at once; 0 means no cap.
-	MaxConcurrentRuns int
-	// Policy is the hardening and the limits every container gets.
-	Policy Policy
+	HostConfig
 	// Exits, when set, tells what Podman's died events said of containers,
 	// so an exit is recorded without inspecting the container.
 	Exits interface {
 		Exited(containerID string) (code int32, at time.Time, ok bool)
 	}
-	// Workers is how many runs are reconciled at once (at least 1).
-	Workers int
-	// ResolveHostPath resolves a volume's host path (symlinks) before the
-	// policy checks it; nil means the real file system.
-	ResolveHostPath func(string) (string, error)
 
 	slots slotTracker
+	// launches are the attempts this process created containers for: a hint
+	// to look for the container by its name before creating it, never a
+	// reason to skip a pass.
+	launches launchHints
 	// wake brings runs waiting for a slot to the queue when one frees.
 	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
 }
@@ -92,6 +68,9 @@ type AgentRunReconciler struct {
 func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	run := &agentsv1alpha1.AgentRun{}
 	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(ctx, req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !r.isOurs(run) {
@@ -104,21 +83,19 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return r.claim(ctx, run)
 	}
 	if !run.DeletionTimestamp.IsZero() {
-		r.releaseSlot(ctx, run)
-		r.slots.forget(run.UID)
+		r.forget(ctx, req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, run)
 	}
 	if run.Status.Phase.IsFinished() {
-		r.releaseSlot(ctx, run)
-		r.slots.forget(run.UID)
+		r.forget(ctx, req.NamespacedName)
 		return r.finished(ctx, run)
 	}
 
 	base := run.DeepCopy()
 	st, result, err := r.advance(ctx, run)
-	podmanChanged := setPodmanAvailable(&run.Status, run.Generation, r.Host, unavailable(err))
+	podmanChanged := setPodmanAvailable(&run.Status, run.Generation, r.Host, err)
 	if st.phase.IsFinished() {
-		markFinished(&run.Status, time.Now())
+		markFinished(&run.Status, r.Clock.Now())
 	}
 	applyState(&run.Status, run.Generation, st)
 	// This pass's own finalizer patch moved the resourceVersion on; the
@@ -133,12 +110,12 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, errors.Join(err, writeErr)
 	}
 	if st.phase.IsFinished() {
-		r.releaseSlot(ctx, run)
+		r.releaseSlot(ctx, req.NamespacedName)
 	}
 	before := stateOf(&base.Status)
 	transitioned := r.recordTransition(run, before, st)
 	observeTransition(run, before, st)
-	if podmanChanged && unavailable(err) != nil && !transitioned {
+	if podmanChanged && isUnavailable(err) && !transitioned {
 		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonPodmanUnavailable, "Reconcile",
 			"the Podman API on host %s does not answer; retrying", r.Host)
 	}
@@ -193,7 +170,7 @@ func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.A
 	if err := r.cleanUpFinished(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
-	left, ok := untilTTLExpiry(run, time.Now())
+	left, ok := untilTTLExpiry(run, r.Clock.Now())
 	switch {
 	case !ok:
 		return ctrl.Result{}, nil
@@ -219,7 +196,7 @@ func (r *AgentRunReconciler) waitUnclaimed(ctx context.Context, run *agentsv1alp
 	if err := r.writeStatus(ctx, base, run); err != nil && !apierrors.IsConflict(err) {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: r.SecretRecheckPeriod}, nil
+	return ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
 }
 
 // markFinished stamps a run that reaches a terminal phase with its completion
@@ -312,27 +289,31 @@ func (r *AgentRunReconciler) recordTransition(run *agentsv1alpha1.AgentRun, befo
 	return true
 }
 
-// unavailable returns err when it says the container engine did not answer.
-func unavailable(err error) error {
-	if errors.Is(err, containers.ErrUnavailable) {
-		return err
-	}
-	return nil
+// forget drops what this process keeps of a run that has finished or gone:
+// its slot (waking the runs in line for it) and its launch hint.
+func (r *AgentRunReconciler) forget(ctx context.Context, key types.NamespacedName) {
+	r.releaseSlot(ctx, key)
+	r.launches.forget(key)
+}
+
+// isUnavailable tells whether err says the container engine did not answer.
+func isUnavailable(err error) bool {
+	return errors.Is(err, containers.ErrUnavailable)
 }
 
 func ptrTime(t metav1.Time) *metav1.Time { return &t }
 
 // SetupWithManager registers the reconciler, watching AgentRuns this host may
-// act on and the Podman events of this host's containers.
-func (r *AgentRunReconciler) SetupWithManager(mgr ctrl.Manager, podmanEvents *PodmanEventSource) error {
+// act on and the requests podmanEvents makes of this host's containers'
+// events. SetupHost calls it with everything else a host needs.
+func (r *AgentRunReconciler) SetupWithManager(mgr ctrl.Manager, podmanEvents source.Source) error {
 	r.wake = make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun], 1024)
-	r.Exits = podmanEvents
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			run, ok := o.(*agentsv1alpha1.AgentRun)
 			return ok && r.isOurs(run)
 		}))).
-		WatchesRawSource(podmanEvents.Source()).
+		WatchesRawSource(podmanEvents).
 		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentRun]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("agentrun").

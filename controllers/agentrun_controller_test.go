@@ -10,12 +10,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers/fake"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 const (
@@ -23,11 +25,13 @@ const (
 	testImage = "localhost/agent:test"
 )
 
-// harness is one reconciler over a fake API server and a fake Podman.
+// harness is one reconciler over a fake API server, a fake Podman and a fake
+// clock.
 type harness struct {
 	t        *testing.T
 	r        *AgentRunReconciler
 	podman   *fake.Runtime
+	clock    *clocktesting.FakeClock
 	recorder *events.FakeRecorder
 }
 
@@ -37,34 +41,40 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
 	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
-		WithStatusSubresource(&agentsv1alpha1.AgentRun{}).Build()
-	h := &harness{t: t, podman: fake.New(testImage), recorder: events.NewFakeRecorder(100)}
+		WithStatusSubresource(&agentsv1alpha1.AgentRun{}).
+		WithIndex(&agentsv1alpha1.AgentRun{}, queueIndex, queueKeys).Build()
+	h := &harness{t: t, podman: fake.New(testImage), clock: clock, recorder: events.NewFakeRecorder(100)}
+	h.podman.SetClock(clock)
 	h.r = &AgentRunReconciler{
-		Client:              c,
-		Recorder:            h.recorder,
-		Runtime:             h.podman,
-		Host:                testHost,
-		Defaults:            Defaults{Image: testImage, Command: []string{"agent", "--json"}},
-		OutputTailBytes:     16,
-		StopGracePeriod:     time.Second,
-		ResyncPeriod:        time.Minute,
-		SecretRecheckPeriod: 3 * time.Second,
-		DefaultTimeout:      time.Hour,
-		RetryBackoff:        time.Millisecond,
-		MaxRetryBackoff:     time.Millisecond,
-		Policy: Policy{
-			AllowedVolumePaths:    []string{"/srv"},
-			BlockedContainerPaths: []string{"/proc", "/etc"},
-			AllowedImages:         []string{"localhost/*"},
-			DefaultMemoryBytes:    512 << 20,
-			MaxMemoryBytes:        1 << 30,
-			DefaultNanoCPUs:       1e9,
-			MaxNanoCPUs:           2e9,
-			PidsLimit:             100,
-			Capabilities:          DefaultCapabilities,
+		Client:   c,
+		Recorder: h.recorder,
+		HostConfig: HostConfig{
+			Runtime:         h.podman,
+			Host:            testHost,
+			Defaults:        Defaults{Image: testImage, Command: []string{"agent", "--json"}},
+			OutputTailBytes: 16,
+			StopGracePeriod: time.Second,
+			ResyncPeriod:    time.Minute,
+			RecheckPeriod:   3 * time.Second,
+			DefaultTimeout:  time.Hour,
+			RetryBackoff:    time.Millisecond,
+			MaxRetryBackoff: time.Millisecond,
+			Policy: policy.Policy{
+				AllowedVolumePaths:    []string{"/srv"},
+				BlockedContainerPaths: []string{"/proc", "/etc"},
+				AllowedImages:         []string{"localhost/*"},
+				DefaultMemoryBytes:    512 << 20,
+				MaxMemoryBytes:        1 << 30,
+				DefaultNanoCPUs:       1e9,
+				MaxNanoCPUs:           2e9,
+				PidsLimit:             100,
+				Capabilities:          policy.DefaultCapabilities,
+				ResolveHostPath:       func(p string) (string, error) { return p, nil },
+			},
+			Clock: clock,
 		},
-		ResolveHostPath: func(p string) (string, error) { return p, nil },
 	}
 	return h
 }

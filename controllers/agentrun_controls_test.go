@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // plainRun is a run without secrets or volumes, so nothing but the control
@@ -29,7 +30,7 @@ func TestDeadlineStopsTheContainer(t *testing.T) {
 		r.Spec.Timeout = &metav1.Duration{Duration: 20 * time.Millisecond}
 	}))
 	run := h.reconcileUntil("slow", agentsv1alpha1.PhaseRunning)
-	time.Sleep(30 * time.Millisecond)
+	h.clock.Step(30 * time.Millisecond)
 	run = h.reconcileUntil("slow", agentsv1alpha1.PhaseFailed)
 	if c := condition(run, agentsv1alpha1.ConditionFailed); c.Reason != agentsv1alpha1.ReasonDeadlineExceeded {
 		t.Fatalf("Failed = %+v, want DeadlineExceeded", c)
@@ -72,10 +73,10 @@ func TestRetrySucceedsOnSecondAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	run, _, _ = h.reconcile("flaky")
-	if run.Status.Phase == agentsv1alpha1.PhasePending && condition(run, agentsv1alpha1.ConditionStarted).Reason != agentsv1alpha1.ReasonBackOff {
-		t.Fatalf("between attempts: %+v", condition(run, agentsv1alpha1.ConditionStarted))
+	if run.Status.Phase != agentsv1alpha1.PhasePending || condition(run, agentsv1alpha1.ConditionStarted).Reason != agentsv1alpha1.ReasonBackOff {
+		t.Fatalf("between attempts the run must be Pending with reason BackOff: %s %+v", run.Status.Phase, condition(run, agentsv1alpha1.ConditionStarted))
 	}
-	time.Sleep(5 * time.Millisecond)
+	h.clock.Step(5 * time.Millisecond)
 	run = h.reconcileUntil("flaky", agentsv1alpha1.PhaseRunning)
 	if run.Status.Attempts != 2 || run.Status.ContainerName == first || !strings.HasSuffix(run.Status.ContainerName, "-2") {
 		t.Fatalf("want attempt 2 in a new container, got %+v", run.Status)
@@ -99,7 +100,8 @@ func TestRetriesExhausted(t *testing.T) {
 		if err := h.podman.Exit(run.Status.ContainerName, 2, "no\n"); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		h.reconcile("bad")
+		h.clock.Step(5 * time.Millisecond)
 	}
 	run := h.reconcileUntil("bad", agentsv1alpha1.PhaseFailed)
 	if c := condition(run, agentsv1alpha1.ConditionFailed); c.Reason != agentsv1alpha1.ReasonBackoffLimitExceeded || run.Status.Attempts != 2 {
@@ -155,7 +157,7 @@ func TestPolicyHardensEveryContainer(t *testing.T) {
 	h := newHarness(t, plainRun("hard", nil))
 	run := h.reconcileUntil("hard", agentsv1alpha1.PhaseRunning)
 	spec, _ := h.podman.SpecOf(run.Status.ContainerName)
-	if !spec.NoNewPrivileges || strings.Join(spec.CapDrop, ",") != "ALL" || strings.Join(spec.CapAdd, ",") != strings.Join(DefaultCapabilities, ",") ||
+	if !spec.NoNewPrivileges || strings.Join(spec.CapDrop, ",") != "ALL" || strings.Join(spec.CapAdd, ",") != strings.Join(policy.DefaultCapabilities, ",") ||
 		spec.PidsLimit != 100 || spec.MemoryBytes != 512<<20 || spec.NanoCPUs != 1e9 {
 		t.Fatalf("container spec not hardened: %+v", spec)
 	}

@@ -8,8 +8,6 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
@@ -24,18 +22,15 @@ type electedHost struct {
 
 func startElectedHost(host string) *electedHost {
 	GinkgoHelper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
-		Controller:                    config.Controller{SkipNameValidation: ptr.To(true)},
-		LeaderElection:                true,
-		LeaderElectionID:              "agentrun-host-" + host,
-		LeaderElectionNamespace:       "default",
-		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 ptr.To(4 * time.Second),
-		RenewDeadline:                 ptr.To(3 * time.Second),
-		RetryPeriod:                   ptr.To(500 * time.Millisecond),
-	})
+	opts := hostManagerOptions()
+	opts.LeaderElection = true
+	opts.LeaderElectionID = "agentrun-host-" + host
+	opts.LeaderElectionNamespace = "default"
+	opts.LeaderElectionReleaseOnCancel = true
+	opts.LeaseDuration = ptr.To(4 * time.Second)
+	opts.RenewDeadline = ptr.To(3 * time.Second)
+	opts.RetryPeriod = ptr.To(500 * time.Millisecond)
+	mgr, err := ctrl.NewManager(cfg, opts)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(addHostWith(mgr, host, rt, true, 0)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())

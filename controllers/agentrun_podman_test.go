@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/podman"
 	"github.com/agentrun/agentrun/internal/testenv"
@@ -62,7 +61,7 @@ func conditionOf(run *agentsv1alpha1.AgentRun, t string) metav1.Condition {
 // runContainers lists the containers of a run on any host.
 func runContainers(ctx context.Context, run *agentsv1alpha1.AgentRun) []containers.Container {
 	GinkgoHelper()
-	cs, err := rt.List(ctx, map[string]string{controllers.LabelUID: string(get(ctx, run).UID)})
+	cs, err := rt.List(ctx, map[string]string{agentsv1alpha1.LabelUID: string(get(ctx, run).UID)})
 	Expect(err).NotTo(HaveOccurred())
 	return cs
 }
@@ -93,7 +92,7 @@ func cleanUp(run *agentsv1alpha1.AgentRun) {
 	DeferCleanup(func(ctx SpecContext) {
 		_ = k8s.Delete(ctx, run)
 		Eventually(func() []containers.Container {
-			cs, _ := rt.List(ctx, map[string]string{controllers.LabelName: run.Name})
+			cs, _ := rt.List(ctx, map[string]string{agentsv1alpha1.LabelName: run.Name})
 			return cs
 		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeEmpty())
 	})
@@ -215,7 +214,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		Eventually(func() error {
 			return k8s.Get(ctx, client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{})
 		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(Satisfy(func(err error) bool { return client.IgnoreNotFound(err) == nil && err != nil }))
-		cs, err := rt.List(ctx, map[string]string{controllers.LabelUID: string(uid)})
+		cs, err := rt.List(ctx, map[string]string{agentsv1alpha1.LabelUID: string(uid)})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cs).To(BeEmpty())
 		GinkgoWriter.Printf("deleting a running run took %s\n", time.Since(start))
@@ -238,7 +237,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 			hosts[done.Status.Host]++
 			cs := runContainers(ctx, run)
 			Expect(cs).To(HaveLen(1), "run %s must have exactly one container", run.Name)
-			Expect(cs[0].Labels[controllers.LabelHost]).To(Equal(done.Status.Host))
+			Expect(cs[0].Labels[agentsv1alpha1.LabelHost]).To(Equal(done.Status.Host))
 		}
 		GinkgoWriter.Printf("runs per host: %v\n", hosts)
 		Expect(hosts[hostA] + hosts[hostB]).To(Equal(len(runs)))

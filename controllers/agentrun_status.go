@@ -109,7 +109,7 @@ func conditionsFor(status *agentsv1alpha1.AgentRunStatus, st runState) []metav1.
 }
 
 // setPodmanAvailable records whether the host's Podman API answered in this
-// pass; it reports whether the condition changed.
+// pass, from the pass's error; it reports whether the condition changed.
 func setPodmanAvailable(status *agentsv1alpha1.AgentRunStatus, generation int64, host string, err error) bool {
 	c := metav1.Condition{
 		Type:               agentsv1alpha1.ConditionPodmanAvailable,
@@ -118,7 +118,7 @@ func setPodmanAvailable(status *agentsv1alpha1.AgentRunStatus, generation int64,
 		Message:            "the Podman API on host " + host + " answers",
 		ObservedGeneration: generation,
 	}
-	if err != nil {
+	if isUnavailable(err) {
 		c.Status, c.Reason = metav1.ConditionFalse, agentsv1alpha1.ReasonPodmanUnavailable
 		c.Message = "the Podman API on host " + host + " does not answer; retrying: " + err.Error()
 	}

@@ -1,19 +1,8 @@
 package controllers
 
 import (
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
-
-// CacheOptions are the manager cache settings a host's reconciler expects:
-// AgentRuns trimmed by TrimForCache.
-func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&agentsv1alpha1.AgentRun{}: {Transform: TrimForCache},
-	}}
-}
 
 // TrimForCache drops from cached AgentRuns what the reconciler never reads
 // back: managed fields, the output tail and the agent's result text. With

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,7 +9,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/containers"
 )
 
 // Metrics beyond controller-runtime's, served on the manager's /metrics.
@@ -25,23 +23,10 @@ var (
 		Help:    "Time from a run's container start to the run's end, by final phase.",
 		Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200},
 	}, []string{"phase"})
-	podmanCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "agentrun_podman_api_calls_total",
-		Help: "Calls to the Podman API, by operation.",
-	}, []string{"operation"})
-	podmanLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "agentrun_podman_api_call_duration_seconds",
-		Help:    "How long calls to the Podman API took, by operation.",
-		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
-	}, []string{"operation"})
-	podmanErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "agentrun_podman_api_errors_total",
-		Help: "Podman API calls that failed for a reason other than a missing object, by operation.",
-	}, []string{"operation"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(launchLatency, runDuration, podmanCalls, podmanLatency, podmanErrors)
+	metrics.Registry.MustRegister(launchLatency, runDuration)
 }
 
 // observeTransition records the latency and duration histograms when a run
@@ -72,8 +57,10 @@ func NewRunsCollector(reader client.Reader, host string) *RunsCollector {
 	return &RunsCollector{
 		reader: reader,
 		host:   host,
+		// The host is a constant label, so the collectors of several hosts
+		// (one process in the suites) can be registered side by side.
 		desc: prometheus.NewDesc("agentrun_runs", "AgentRuns taken by this host, by phase.",
-			[]string{"host", "phase"}, nil),
+			[]string{"phase"}, prometheus.Labels{"host": host}),
 	}
 }
 
@@ -100,99 +87,6 @@ func (c *RunsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for phase, n := range counts {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), c.host, string(phase))
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(phase))
 	}
-}
-
-// InstrumentRuntime counts the calls made through rt, and their failures, in
-// agentrun_podman_api_calls_total and agentrun_podman_api_errors_total. A
-// missing container, secret or image is an answer, not a failure.
-func InstrumentRuntime(rt containers.Runtime) containers.Runtime {
-	return instrumented{rt}
-}
-
-type instrumented struct{ rt containers.Runtime }
-
-func count(operation string, started time.Time, err error) {
-	podmanCalls.WithLabelValues(operation).Inc()
-	podmanLatency.WithLabelValues(operation).Observe(time.Since(started).Seconds())
-	if err != nil && !errors.Is(err, containers.ErrNotFound) {
-		podmanErrors.WithLabelValues(operation).Inc()
-	}
-}
-
-func (i instrumented) Ping(ctx context.Context) error {
-	started := time.Now()
-	err := i.rt.Ping(ctx)
-	count("ping", started, err)
-	return err
-}
-
-func (i instrumented) ImageExists(ctx context.Context, image string) (bool, error) {
-	started := time.Now()
-	ok, err := i.rt.ImageExists(ctx, image)
-	count("image_exists", started, err)
-	return ok, err
-}
-
-func (i instrumented) SecretExists(ctx context.Context, name string) (bool, error) {
-	started := time.Now()
-	ok, err := i.rt.SecretExists(ctx, name)
-	count("secret_exists", started, err)
-	return ok, err
-}
-
-func (i instrumented) Create(ctx context.Context, spec containers.Spec) (string, error) {
-	started := time.Now()
-	id, err := i.rt.Create(ctx, spec)
-	count("create", started, err)
-	return id, err
-}
-
-func (i instrumented) Start(ctx context.Context, id string) error {
-	started := time.Now()
-	err := i.rt.Start(ctx, id)
-	count("start", started, err)
-	return err
-}
-
-func (i instrumented) Inspect(ctx context.Context, nameOrID string) (containers.Container, error) {
-	started := time.Now()
-	c, err := i.rt.Inspect(ctx, nameOrID)
-	count("inspect", started, err)
-	return c, err
-}
-
-func (i instrumented) List(ctx context.Context, labels map[string]string) ([]containers.Container, error) {
-	started := time.Now()
-	cs, err := i.rt.List(ctx, labels)
-	count("list", started, err)
-	return cs, err
-}
-
-func (i instrumented) Stop(ctx context.Context, id string, grace time.Duration) error {
-	started := time.Now()
-	err := i.rt.Stop(ctx, id, grace)
-	count("stop", started, err)
-	return err
-}
-
-func (i instrumented) Remove(ctx context.Context, id string) error {
-	started := time.Now()
-	err := i.rt.Remove(ctx, id)
-	count("remove", started, err)
-	return err
-}
-
-func (i instrumented) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
-	started := time.Now()
-	out, err := i.rt.Logs(ctx, id, maxBytes)
-	count("logs", started, err)
-	return out, err
-}
-
-// Events counts the opening of a stream, not each event.
-func (i instrumented) Events(ctx context.Context, labels map[string]string) (<-chan containers.Event, <-chan error) {
-	count("events", time.Now(), nil)
-	return i.rt.Events(ctx, labels)
 }

@@ -1,37 +1,13 @@
 package controllers
 
 import (
-	"context"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/containers"
-	"github.com/agentrun/agentrun/internal/containers/fake"
 )
-
-func TestInstrumentRuntimeCountsCallsAndFailures(t *testing.T) {
-	podman := fake.New()
-	rt := InstrumentRuntime(podman)
-	calls, errs := testutil.ToFloat64(podmanCalls.WithLabelValues("inspect")), testutil.ToFloat64(podmanErrors.WithLabelValues("inspect"))
-
-	if _, err := rt.Inspect(context.Background(), "absent"); err == nil {
-		t.Fatal("want not found")
-	}
-	podman.SetUnavailable(true)
-	if _, err := rt.Inspect(context.Background(), "absent"); err == nil {
-		t.Fatal("want unavailable")
-	}
-	if got := testutil.ToFloat64(podmanCalls.WithLabelValues("inspect")) - calls; got != 2 {
-		t.Errorf("calls counted = %v, want 2", got)
-	}
-	if got := testutil.ToFloat64(podmanErrors.WithLabelValues("inspect")) - errs; got != 1 {
-		t.Errorf("errors counted = %v, want 1: a missing container is an answer, not an error", got)
-	}
-	var _ containers.Runtime = rt
-}
 
 func TestRunsCollectorCountsThisHostsRunsByPhase(t *testing.T) {
 	mine, other, unclaimed := testRun("mine"), testRun("other"), testRun("unclaimed")

@@ -27,6 +27,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/podman"
 	"github.com/agentrun/agentrun/internal/testenv"
+	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 
 // The suite runs the reconcilers of two simulated Podman hosts against a real
@@ -94,9 +95,11 @@ var _ = BeforeSuite(func() {
 	var ctx context.Context
 	ctx, cancelAll = context.WithCancel(context.Background())
 
-	webhookMgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(env, scheme))
+	webhookMgrOpts := testenv.ManagerOptions(env, scheme)
+	webhookMgrOpts.Cache = controllers.CacheOptions()
+	webhookMgr, err := ctrl.NewManager(cfg, webhookMgrOpts)
 	Expect(err).NotTo(HaveOccurred())
-	Expect(agentsv1alpha1.SetupWebhookWithManager(webhookMgr)).To(Succeed())
+	Expect(webhookv1alpha1.SetupAgentRunWebhookWithManager(webhookMgr)).To(Succeed())
 	Expect(addHost(webhookMgr, hostA, rt, true)).To(Succeed())
 	startManager(ctx, webhookMgr)
 	Expect(testenv.WaitForWebhookServer(env, 20*time.Second)).To(Succeed())
@@ -115,17 +118,21 @@ var _ = AfterSuite(func() {
 	}
 })
 
-// newHostManager is a manager for one more simulated host, without the
-// webhook.
-func newHostManager() ctrl.Manager {
-	GinkgoHelper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+// hostManagerOptions are the options of a manager for one more simulated
+// host, without the webhook, caching AgentRuns as the manager binary does.
+func hostManagerOptions() ctrl.Options {
+	return ctrl.Options{
 		Scheme:     scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		// As the manager binary caches AgentRuns.
-		Cache: controllers.CacheOptions(),
-	})
+		Cache:      controllers.CacheOptions(),
+	}
+}
+
+// newHostManager is a manager for one more simulated host.
+func newHostManager() ctrl.Manager {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(cfg, hostManagerOptions())
 	Expect(err).NotTo(HaveOccurred())
 	return mgr
 }
@@ -169,28 +176,22 @@ func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepCont
 }
 
 func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool, maxRuns int) error {
-	events := controllers.NewPodmanEventSource(runtime, host, time.Second)
-	if err := mgr.Add(events); err != nil {
-		return err
-	}
-	r := &controllers.AgentRunReconciler{
-		Client:              mgr.GetClient(),
-		APIReader:           mgr.GetAPIReader(),
-		Recorder:            mgr.GetEventRecorder("agentrun-" + host),
-		Runtime:             runtime,
-		Host:                host,
-		Defaults:            controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
-		OutputTailBytes:     4096,
-		KeepContainers:      keepContainers,
-		StopGracePeriod:     5 * time.Second,
-		ResyncPeriod:        time.Hour, // completion must come from Podman's events
-		SecretRecheckPeriod: time.Second,
-		DefaultTimeout:      time.Hour,
-		RetryBackoff:        time.Second,
-		MaxRetryBackoff:     time.Second,
-		MaxConcurrentRuns:   maxRuns,
-		Policy:              testenv.Policy(),
-		Workers:             4,
-	}
-	return r.SetupWithManager(mgr, events)
+	_, err := controllers.SetupHost(mgr, controllers.HostConfig{
+		Host:              host,
+		Runtime:           runtime,
+		Defaults:          controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
+		OutputTailBytes:   4096,
+		KeepContainers:    keepContainers,
+		StopGracePeriod:   5 * time.Second,
+		ResyncPeriod:      time.Hour, // completion must come from Podman's events
+		RecheckPeriod:     time.Second,
+		DefaultTimeout:    time.Hour,
+		RetryBackoff:      time.Second,
+		MaxRetryBackoff:   time.Second,
+		MaxConcurrentRuns: maxRuns,
+		Policy:            testenv.Policy(),
+		Workers:           4,
+		EventRetryPeriod:  time.Second,
+	})
+	return err
 }

@@ -5,13 +5,13 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // Policy is the manager's default container policy as the suites use it:
 // volumes from /tmp, local images, and a pids limit the tests can see.
-func Policy() controllers.Policy {
-	return controllers.Policy{
+func Policy() policy.Policy {
+	return policy.Policy{
 		AllowedVolumePaths:    []string{"/tmp"},
 		BlockedContainerPaths: []string{"/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/run/secrets"},
 		AllowedImages:         []string{"localhost/*"},
@@ -20,7 +20,7 @@ func Policy() controllers.Policy {
 		DefaultNanoCPUs:       1e9,
 		MaxNanoCPUs:           2e9,
 		PidsLimit:             256,
-		Capabilities:          controllers.DefaultCapabilities,
+		Capabilities:          policy.DefaultCapabilities,
 	}
 }
 

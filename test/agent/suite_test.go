@@ -74,27 +74,23 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Cache:   controllers.CacheOptions(),
 	})
 	Expect(err).NotTo(HaveOccurred())
-	events := controllers.NewPodmanEventSource(rt, hostName, time.Second)
-	Expect(mgr.Add(events)).To(Succeed())
-	r := &controllers.AgentRunReconciler{
-		Client:              mgr.GetClient(),
-		APIReader:           mgr.GetAPIReader(),
-		Recorder:            mgr.GetEventRecorder("agentrun-" + hostName),
-		Runtime:             rt,
-		Host:                hostName,
-		Defaults:            controllers.Defaults{Image: agentImage, Command: agentCommand},
-		OutputTailBytes:     4096,
-		StopGracePeriod:     5 * time.Second,
-		ResyncPeriod:        time.Minute,
-		SecretRecheckPeriod: time.Second,
+	_, err = controllers.SetupHost(mgr, controllers.HostConfig{
+		Host:            hostName,
+		Runtime:         rt,
+		Defaults:        controllers.Defaults{Image: agentImage, Command: agentCommand},
+		OutputTailBytes: 4096,
+		StopGracePeriod: 5 * time.Second,
+		ResyncPeriod:    time.Minute,
+		RecheckPeriod:   time.Second,
 		// A CLI that hangs ends the run well within the spec's wait.
-		DefaultTimeout:  2 * time.Minute,
-		RetryBackoff:    time.Second,
-		MaxRetryBackoff: time.Second,
-		Policy:          testenv.Policy(),
-		Workers:         2,
-	}
-	Expect(r.SetupWithManager(mgr, events)).To(Succeed())
+		DefaultTimeout:   2 * time.Minute,
+		RetryBackoff:     time.Second,
+		MaxRetryBackoff:  time.Second,
+		Policy:           testenv.Policy(),
+		Workers:          2,
+		EventRetryPeriod: time.Second,
+	})
+	Expect(err).NotTo(HaveOccurred())
 
 	var mgrCtx context.Context
 	mgrCtx, cancelMgr = context.WithCancel(context.Background())

@@ -34,7 +34,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/policy"
 	"github.com/agentrun/agentrun/internal/podman"
 )
 
@@ -176,7 +176,7 @@ func rawOne(conn context.Context, image, name string) (time.Duration, error) {
 	// comparison measures the controller, not the hardening.
 	yes := true
 	sg.Init, sg.NoNewPrivileges = &yes, &yes
-	sg.CapDrop, sg.CapAdd = []string{"ALL"}, controllers.DefaultCapabilities
+	sg.CapDrop, sg.CapAdd = []string{"ALL"}, policy.DefaultCapabilities
 	memory, quota, period := int64(512<<20), int64(100_000), uint64(100_000)
 	sg.ResourceLimits = &spec.LinuxResources{
 		Memory: &spec.LinuxMemory{Limit: &memory},
@@ -290,12 +290,12 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 // records, in delivery, how long each event took to reach a subscriber:
 // Podman's own share of the status latency.
 func diedEvents(ctx context.Context, socket, host, prefix string, delivery *[]time.Duration) func() map[string]time.Time {
-	events, _ := podman.New(socket).Events(ctx, map[string]string{controllers.LabelHost: host})
+	events, _ := podman.New(socket).Events(ctx, map[string]string{agentsv1alpha1.LabelHost: host})
 	var mu sync.Mutex
 	exits := map[string]time.Time{}
 	go func() {
 		for e := range events {
-			name := e.Labels[controllers.LabelName]
+			name := e.Labels[agentsv1alpha1.LabelName]
 			if e.Action != "died" || !strings.HasPrefix(name, prefix) {
 				continue // Podman 4.3 replays earlier events when a stream opens
 			}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/agentrun/agentrun/internal/containers"
 )
 
@@ -53,6 +55,13 @@ func New(images ...string) *Runtime {
 		r.images[img] = true
 	}
 	return r
+}
+
+// SetClock makes the engine stamp containers and events with c's time.
+func (r *Runtime) SetClock(c clock.PassiveClock) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = c.Now
 }
 
 // AddSecret makes a secret exist.

@@ -1,4 +1,7 @@
-package controllers
+// Package containerevents follows a host's container events and turns them into
+// reconcile requests for the AgentRuns the containers belong to, remembering
+// what died events said of each exit.
+package containerevents
 
 import (
 	"context"
@@ -16,11 +19,11 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 )
 
-// PodmanEventSource turns Podman's events for this host's containers into
+// Source turns the container engine's events for one host's containers into
 // reconcile requests for their AgentRuns, so a container's exit is seen within
 // a fraction of a second instead of at the next resync. It is a manager
-// Runnable: add it with mgr.Add, and watch Source() in the controller.
-type PodmanEventSource struct {
+// Runnable: add it with mgr.Add, and watch Requests() in the controller.
+type Source struct {
 	runtime containers.Runtime
 	host    string
 	// retryPeriod is the pause before reconnecting a broken event stream.
@@ -44,14 +47,14 @@ const maxExits = 4096
 // Exited returns what Podman's died event said of a container, saving the
 // reconciler an inspect call on the path from a container's exit to the
 // run's status.
-func (s *PodmanEventSource) Exited(containerID string) (code int32, at time.Time, ok bool) {
+func (s *Source) Exited(containerID string) (code int32, at time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.exits[containerID]
 	return e.code, e.at, ok
 }
 
-func (s *PodmanEventSource) remember(ev containers.Event) {
+func (s *Source) remember(ev containers.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch ev.Action {
@@ -65,7 +68,7 @@ func (s *PodmanEventSource) remember(ev containers.Event) {
 	}
 }
 
-func (s *PodmanEventSource) forgetOldest() {
+func (s *Source) forgetOldest() {
 	cutoff := make([]time.Time, 0, len(s.exits))
 	for _, e := range s.exits {
 		cutoff = append(cutoff, e.at)
@@ -79,10 +82,9 @@ func (s *PodmanEventSource) forgetOldest() {
 	}
 }
 
-// NewPodmanEventSource follows the events of the containers labelled with
-// host.
-func NewPodmanEventSource(rt containers.Runtime, host string, retryPeriod time.Duration) *PodmanEventSource {
-	return &PodmanEventSource{
+// NewSource follows the events of the containers labelled with host.
+func NewSource(rt containers.Runtime, host string, retryPeriod time.Duration) *Source {
+	return &Source{
 		runtime:     rt,
 		host:        host,
 		retryPeriod: retryPeriod,
@@ -96,15 +98,15 @@ func NewPodmanEventSource(rt containers.Runtime, host string, retryPeriod time.D
 // reconciler's own doing; reacting to them would only re-read a stale cache.
 var relevantActions = map[string]bool{"died": true, "remove": true}
 
-// Source is the controller-runtime source the reconciler watches.
-func (s *PodmanEventSource) Source() source.Source {
+// Requests is the controller-runtime source the reconciler watches.
+func (s *Source) Requests() source.Source {
 	return source.Channel(s.events, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentRun]{})
 }
 
 // Start follows the event stream until ctx ends, reconnecting when the
 // stream breaks (Podman restarted or unreachable). Runs missed while the
 // stream was down are caught by the periodic resync.
-func (s *PodmanEventSource) Start(ctx context.Context) error {
+func (s *Source) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("podman-events")
 	for {
 		err := s.follow(ctx)
@@ -120,10 +122,10 @@ func (s *PodmanEventSource) Start(ctx context.Context) error {
 	}
 }
 
-func (s *PodmanEventSource) follow(ctx context.Context) error {
+func (s *Source) follow(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events, errs := s.runtime.Events(ctx, map[string]string{LabelHost: s.host})
+	events, errs := s.runtime.Events(ctx, map[string]string{agentsv1alpha1.LabelHost: s.host})
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,7 +136,7 @@ func (s *PodmanEventSource) follow(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			name, namespace := ev.Labels[LabelName], ev.Labels[LabelNamespace]
+			name, namespace := ev.Labels[agentsv1alpha1.LabelName], ev.Labels[agentsv1alpha1.LabelNamespace]
 			if name == "" || namespace == "" || !relevantActions[ev.Action] {
 				continue
 			}

@@ -16,6 +16,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/testenv"
+	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 
 // Two control planes: one with the validating webhook served by a manager, and
@@ -49,7 +50,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	mgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(webhookEnv, scheme))
 	Expect(err).NotTo(HaveOccurred())
-	Expect(agentsv1alpha1.SetupWebhookWithManager(mgr)).To(Succeed())
+	Expect(webhookv1alpha1.SetupAgentRunWebhookWithManager(mgr)).To(Succeed())
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())

@@ -1,4 +1,7 @@
-package controllers
+// Package policy is what a Podman host allows and imposes on every container
+// it runs: hardening, resource limits and their parsing, and the allowlists of
+// images and volume paths. A run cannot loosen it.
+package policy
 
 import (
 	"fmt"
@@ -29,6 +32,9 @@ type Policy struct {
 	PidsLimit int64
 	// Capabilities are the only capabilities a container keeps.
 	Capabilities []string
+	// ResolveHostPath resolves a volume's host path (symlinks) before it is
+	// checked; nil means the real file system.
+	ResolveHostPath func(string) (string, error)
 }
 
 // DefaultCapabilities is enough for an agent that edits files, runs git and
@@ -36,15 +42,19 @@ type Policy struct {
 // device capabilities.
 var DefaultCapabilities = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"}
 
-// refusal says why a host will not run a container; the reason is a Reason*
-// constant.
-type refusal struct{ reason, message string }
+// Refusal says why a host will not run a container; Reason is one of the API's
+// Reason* constants.
+type Refusal struct{ Reason, Message string }
 
-func (r *refusal) Error() string { return r.message }
+func (r *Refusal) Error() string { return r.Message }
 
-// apply fills in the defaults and hardening, then checks the container
+// Apply fills in the defaults and hardening, then checks the container
 // against the policy, returning a refusal that names what is not allowed.
-func (p Policy) apply(spec *containers.Spec, hostPath func(string) (string, error)) *refusal {
+func (p Policy) Apply(spec *containers.Spec) *Refusal {
+	hostPath := p.ResolveHostPath
+	if hostPath == nil {
+		hostPath = filepath.EvalSymlinks
+	}
 	spec.NoNewPrivileges = true
 	spec.CapDrop = []string{"ALL"}
 	spec.CapAdd = append([]string(nil), p.Capabilities...)
@@ -57,39 +67,33 @@ func (p Policy) apply(spec *containers.Spec, hostPath func(string) (string, erro
 	}
 
 	if !matchesAny(p.AllowedImages, spec.Image) {
-		return &refusal{agentsv1alpha1.ReasonImageNotAllowed, fmt.Sprintf(
+		return &Refusal{agentsv1alpha1.ReasonImageNotAllowed, fmt.Sprintf(
 			"image %s is not allowed on this host; allowed: %s", spec.Image, strings.Join(p.AllowedImages, ", "))}
 	}
 	if p.MaxMemoryBytes > 0 && spec.MemoryBytes > p.MaxMemoryBytes {
-		return &refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
+		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
 			"spec.podman.memory asks for %d bytes; this host allows at most %d", spec.MemoryBytes, p.MaxMemoryBytes)}
 	}
 	if p.MaxNanoCPUs > 0 && spec.NanoCPUs > p.MaxNanoCPUs {
-		return &refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
+		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
 			"spec.podman.cpus asks for %g CPUs; this host allows at most %g", float64(spec.NanoCPUs)/1e9, float64(p.MaxNanoCPUs)/1e9)}
 	}
 	for _, m := range spec.Mounts {
 		if under(m.Destination, p.BlockedContainerPaths) {
-			return &refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf(
+			return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf(
 				"volume %s:%s mounts over %s in the container, which this host blocks (%s)",
 				m.Source, m.Destination, m.Destination, strings.Join(p.BlockedContainerPaths, ", "))}
 		}
 		resolved, err := hostPath(m.Source)
 		if err != nil {
-			return &refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf("volume host path %s: %v", m.Source, err)}
+			return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf("volume host path %s: %v", m.Source, err)}
 		}
 		if !under(m.Source, p.AllowedVolumePaths) || !under(resolved, p.AllowedVolumePaths) {
-			return &refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf(
+			return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf(
 				"volume host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))}
 		}
 	}
 	return nil
-}
-
-// resolveHostPath follows symlinks, so a link inside an allowed directory
-// cannot expose one outside it.
-func resolveHostPath(p string) (string, error) {
-	return filepath.EvalSymlinks(p)
 }
 
 // under tells whether p is one of dirs or below one of them.

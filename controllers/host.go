@@ -1,0 +1,111 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containerevents"
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/policy"
+)
+
+// HostConfig is what one Podman host's reconciler is set up from: the
+// manager's flags, or a suite's settings.
+type HostConfig struct {
+	// Host is this host's name: runs pinned to it or claimed by it are its.
+	Host string
+	// Runtime is the host's container engine.
+	Runtime  containers.Runtime
+	Defaults Defaults
+	// OutputTailBytes bounds status.output.
+	OutputTailBytes int
+	// KeepContainers leaves finished containers for inspection; they are
+	// removed when their AgentRun is deleted.
+	KeepContainers bool
+	// StopGracePeriod is how long a container has after SIGTERM.
+	StopGracePeriod time.Duration
+	// ResyncPeriod is how often a running run is checked when no Podman
+	// event arrives; events normally make this unnecessary.
+	ResyncPeriod time.Duration
+	// RecheckPeriod is how often a run that waits (for a secret, an image or
+	// a free slot) looks again.
+	RecheckPeriod time.Duration
+	// DefaultTimeout bounds runs that set no spec.timeout.
+	DefaultTimeout time.Duration
+	// RetryBackoff is the wait before a failed attempt's first retry; it
+	// doubles for each further failure, up to MaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
+	// MaxConcurrentRuns caps the runs this host runs at once; 0 means no cap.
+	MaxConcurrentRuns int
+	// Policy is the hardening and the limits every container gets.
+	Policy policy.Policy
+	// Workers is how many runs are reconciled at once (at least 1).
+	Workers int
+	// EventRetryPeriod is the pause before reconnecting a broken Podman
+	// event stream.
+	EventRetryPeriod time.Duration
+	// Clock tells the time; nil means the real clock.
+	Clock clock.Clock
+}
+
+// CacheOptions are the manager cache settings a host's reconciler expects:
+// AgentRuns trimmed by TrimForCache.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&agentsv1alpha1.AgentRun{}: {Transform: TrimForCache},
+	}}
+}
+
+// SetupHost adds one host's reconciler to mgr, with everything it runs with:
+// the Podman calls counted, the event source that reports exits, the index
+// its capacity checks list by, and the agentrun_runs metric while it leads.
+// mgr must have been made with CacheOptions.
+func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	cfg.Runtime = containers.Instrument(cfg.Runtime)
+	events := containerevents.NewSource(cfg.Runtime, cfg.Host, cfg.EventRetryPeriod)
+	if err := mgr.Add(events); err != nil {
+		return nil, err
+	}
+	r := &AgentRunReconciler{
+		Client:     mgr.GetClient(),
+		APIReader:  mgr.GetAPIReader(),
+		Recorder:   mgr.GetEventRecorder("agentrun-" + cfg.Host),
+		HostConfig: cfg,
+		Exits:      events,
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &agentsv1alpha1.AgentRun{}, queueIndex, queueKeys); err != nil {
+		return nil, fmt.Errorf("indexing AgentRuns by host queue: %w", err)
+	}
+	if err := r.SetupWithManager(mgr, events.Requests()); err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(registeredWhileLeading{NewRunsCollector(mgr.GetClient(), cfg.Host)}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// registeredWhileLeading serves a collector on the manager's /metrics while
+// the manager leads its host, so a stopped or standby manager of the same
+// host in one process never reports the host's runs twice.
+type registeredWhileLeading struct{ *RunsCollector }
+
+func (c registeredWhileLeading) Start(ctx context.Context) error {
+	if err := metrics.Registry.Register(c.RunsCollector); err != nil {
+		return fmt.Errorf("registering the agentrun_runs metric: %w", err)
+	}
+	<-ctx.Done()
+	metrics.Registry.Unregister(c.RunsCollector)
+	return nil
+}
