@@ -34,8 +34,8 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/policy"
 	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 type config struct {
