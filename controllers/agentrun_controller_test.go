@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers/fake"
@@ -33,6 +35,8 @@ type harness struct {
 	podman   *fake.Runtime
 	clock    *clocktesting.FakeClock
 	recorder *events.FakeRecorder
+	// listed counts the objects the reconciler's List calls returned.
+	listed atomic.Int64
 }
 
 func newHarness(t *testing.T, objs ...client.Object) *harness {
@@ -42,10 +46,15 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 		t.Fatal(err)
 	}
 	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
+	h := &harness{t: t, podman: fake.New(testImage), clock: clock, recorder: events.NewFakeRecorder(100)}
 	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
 		WithStatusSubresource(&agentsv1alpha1.AgentRun{}).
-		WithIndex(&agentsv1alpha1.AgentRun{}, queueIndex, queueKeys).Build()
-	h := &harness{t: t, podman: fake.New(testImage), clock: clock, recorder: events.NewFakeRecorder(100)}
+		WithIndex(&agentsv1alpha1.AgentRun{}, queueIndex, queueKeys).
+		WithInterceptorFuncs(interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			err := c.List(ctx, list, opts...)
+			h.listed.Add(int64(meta.LenList(list)))
+			return err
+		}}).Build()
 	h.podman.SetClock(clock)
 	h.r = &AgentRunReconciler{
 		Client:   c,

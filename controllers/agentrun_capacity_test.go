@@ -1,0 +1,129 @@
+package controllers
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// lined is a run for line-up tests: created at minute, with a status.
+func lined(name string, minute int, status agentsv1alpha1.AgentRunStatus) agentsv1alpha1.AgentRun {
+	run := agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{
+		Name: name, Namespace: "team", UID: types.UID("uid-" + name),
+		CreationTimestamp: metav1.NewTime(time.Date(2026, 1, 1, 0, minute, 0, 0, time.UTC)),
+	}}
+	run.Status = status
+	return run
+}
+
+func waiting(reason string) agentsv1alpha1.AgentRunStatus {
+	st := agentsv1alpha1.AgentRunStatus{}
+	applyState(&st, 1, runState{agentsv1alpha1.PhasePending, reason, ""})
+	return st
+}
+
+func TestLineUpGivesSlotsInCreationOrder(t *testing.T) {
+	running := agentsv1alpha1.AgentRunStatus{Host: testHost, Phase: agentsv1alpha1.PhaseRunning}
+	line := []agentsv1alpha1.AgentRun{
+		lined("oldest-running", 0, running),
+		lined("secret-missing", 1, waiting(agentsv1alpha1.ReasonSecretNotFound)),
+		lined("first-waiting", 2, waiting(agentsv1alpha1.ReasonWaitingForCapacity)),
+		lined("second-waiting", 3, waiting(agentsv1alpha1.ReasonWaitingForCapacity)),
+		lined("finished", 4, agentsv1alpha1.AgentRunStatus{Phase: agentsv1alpha1.PhaseSucceeded}),
+		lined("unclaimed", 5, agentsv1alpha1.AgentRunStatus{}),
+	}
+	byName := map[string]*agentsv1alpha1.AgentRun{}
+	for i := range line {
+		byName[line[i].Name] = &line[i]
+	}
+
+	// Capacity 3, one running: two slots left, for the two oldest runs that
+	// wait only for a slot; the run waiting for a secret does not count.
+	var s slotTracker
+	for name, want := range map[string]bool{"first-waiting": true, "second-waiting": true, "unclaimed": false, "secret-missing": true} {
+		if got := s.lineUp(byName[name], line, testHost, 3, false); got != want {
+			t.Errorf("with nothing held, %s gets a slot = %v, want %v", name, got, want)
+		}
+	}
+	// Taking a slot counts at once, before any status says so.
+	if !s.lineUp(byName["second-waiting"], line, testHost, 3, true) {
+		t.Fatal("second-waiting should get a slot")
+	}
+	if s.lineUp(byName["unclaimed"], line, testHost, 3, false) {
+		t.Error("unclaimed must wait behind first-waiting while second-waiting holds the last but one slot")
+	}
+	if !s.lineUp(byName["first-waiting"], line, testHost, 3, true) {
+		t.Error("first-waiting should get the last slot")
+	}
+	if s.lineUp(byName["unclaimed"], line, testHost, 3, true) {
+		t.Error("no slot is left")
+	}
+	// A run asking again keeps the slot it holds.
+	if !s.lineUp(byName["first-waiting"], line, testHost, 3, true) {
+		t.Error("a run holding a slot keeps it")
+	}
+	if !s.release(client.ObjectKeyFromObject(byName["second-waiting"])) || s.release(client.ObjectKeyFromObject(byName["second-waiting"])) {
+		t.Error("release must report the slot once")
+	}
+	// second-waiting still stands in line (its status says it waits), ahead
+	// of unclaimed.
+	if s.lineUp(byName["unclaimed"], line, testHost, 3, true) || !s.lineUp(byName["second-waiting"], line, testHost, 3, true) {
+		t.Error("a released slot goes to the first in line")
+	}
+}
+
+func TestLineUpTellsARecreatedRunApart(t *testing.T) {
+	old := lined("same-name", 0, waiting(agentsv1alpha1.ReasonWaitingForCapacity))
+	var s slotTracker
+	if !s.lineUp(&old, nil, testHost, 1, true) {
+		t.Fatal("the only run gets the only slot")
+	}
+	recreated := old.DeepCopy()
+	recreated.UID = "uid-recreated"
+	if s.lineUp(recreated, []agentsv1alpha1.AgentRun{old}, testHost, 1, false) {
+		t.Error("a new run under the old name must not inherit the old run's slot")
+	}
+}
+
+func TestPendingPassListsOnlyUnfinishedRuns(t *testing.T) {
+	objs := []client.Object{}
+	for i := range 1000 {
+		done := plainRun(fmt.Sprintf("done-%04d", i), nil)
+		done.UID = types.UID(fmt.Sprintf("done-%04d", i))
+		done.Status = agentsv1alpha1.AgentRunStatus{Host: testHost, Phase: agentsv1alpha1.PhaseSucceeded}
+		objs = append(objs, done)
+	}
+	objs = append(objs, plainRun("pending", nil))
+	h := newHarness(t, objs...)
+	h.r.MaxConcurrentRuns = 4
+
+	h.reconcileUntil("pending", agentsv1alpha1.PhaseRunning)
+	if got := h.listed.Load(); got > 10 {
+		t.Fatalf("claiming and launching one run listed %d objects; a pass must list only the unfinished runs in this host's line", got)
+	}
+}
+
+func TestQueueKeys(t *testing.T) {
+	for name, tc := range map[string]struct {
+		spec   agentsv1alpha1.AgentRunSpec
+		status agentsv1alpha1.AgentRunStatus
+		want   []string
+	}{
+		"unclaimed":         {want: []string{anyHost}},
+		"pinned":            {spec: agentsv1alpha1.AgentRunSpec{HostName: "h2"}, want: []string{"h2"}},
+		"claimed":           {status: agentsv1alpha1.AgentRunStatus{Host: "h3", Phase: agentsv1alpha1.PhaseRunning}, want: []string{"h3"}},
+		"finished":          {status: agentsv1alpha1.AgentRunStatus{Host: "h3", Phase: agentsv1alpha1.PhaseFailed}},
+		"cancelled pending": {status: agentsv1alpha1.AgentRunStatus{Phase: agentsv1alpha1.PhaseCancelled}},
+	} {
+		run := &agentsv1alpha1.AgentRun{Spec: tc.spec, Status: tc.status}
+		if got := queueKeys(run); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: queueKeys = %v, want %v", name, got, tc.want)
+		}
+	}
+}

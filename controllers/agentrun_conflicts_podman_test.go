@@ -1,0 +1,77 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+var _ = Describe("Runs whose metadata other clients write while they launch", func() {
+	// GitOps tools and people label and annotate runs at any time. Each such
+	// write makes the host's status writes of that moment meet a conflict;
+	// the host must still launch every run once and record it, whatever
+	// happened to an earlier pass's write.
+	It("each end with one container and its result, and no slot stays held", func(ctx SpecContext) {
+		const host = "host-metadata"
+		const capacity, count = 4, 12
+		DeferCleanup(startHostWith(host, rt, true, capacity))
+		var runs []*agentsv1alpha1.AgentRun
+		for i := range count {
+			run := newRun(fmt.Sprintf("meta%02d", i), func(r *agentsv1alpha1.AgentRun) {
+				r.Spec.HostName = host
+				r.Spec.Command = []string{"sh", "-c", "sleep 1; echo done", "sh"}
+			})
+			Expect(k8s.Create(ctx, run)).To(Succeed())
+			cleanUp(run)
+			runs = append(runs, run)
+		}
+
+		writeMetadataFor(ctx, runs, 15*time.Second)
+
+		for _, run := range runs {
+			done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 90*time.Second)
+			Expect(done.Status.Output).To(ContainSubstring("done"))
+			Expect(done.Status.Attempts).To(BeEquivalentTo(1))
+			cs := runContainers(ctx, run)
+			Expect(cs).To(HaveLen(1), "run %s must have had exactly one container", run.Name)
+			Expect(cs[0].Name).To(Equal(done.Status.ContainerName))
+		}
+		// Every slot is free again: a further run starts at once.
+		next := newRun("meta-next", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"true"}
+		})
+		Expect(k8s.Create(ctx, next)).To(Succeed())
+		cleanUp(next)
+		waitForPhase(ctx, next, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+	}, SpecTimeout(3*time.Minute))
+})
+
+// writeMetadataFor writes a label and an annotation on every run, over and
+// over, for d, as a GitOps tool would: merge patches that carry no
+// resourceVersion, so each one lands and moves the run's version on.
+func writeMetadataFor(ctx context.Context, runs []*agentsv1alpha1.AgentRun, d time.Duration) {
+	GinkgoHelper()
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for _, run := range runs {
+		wg.Add(1)
+		go func() {
+			defer GinkgoRecover()
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				patch := fmt.Sprintf(`{"metadata":{"labels":{"gitops/sync":"s%d"},"annotations":{"gitops/revision":"r%d"}}}`, i, i)
+				_ = k8s.Patch(ctx, run.DeepCopy(), client.RawPatch("application/merge-patch+json", []byte(patch)))
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+}
