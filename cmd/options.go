@@ -60,6 +60,8 @@ type options struct {
 	pidsLimit             int64
 	capabilities          string
 	workers               int
+	captureOutput         bool
+	podmanCallTimeout     time.Duration
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -100,6 +102,8 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.capabilities, "capabilities", strings.Join(policy.DefaultCapabilities, ","),
 		"comma-separated capabilities containers keep; all others are dropped")
 	fs.IntVar(&o.workers, "workers", 16, "how many runs are reconciled at once; more than --max-concurrent-runs, so exits are recorded while launches wait on Podman")
+	fs.BoolVar(&o.captureOutput, "capture-output", true, "keep the tail of each run's output and its agent result in status, with secret values masked; false keeps both on the host only")
+	fs.DurationVar(&o.podmanCallTimeout, "podman-call-timeout", 2*time.Minute, "how long one Podman API call may take before it fails and Podman counts as unavailable (a stop gets its grace period on top)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -126,6 +130,9 @@ func (o *options) validate() error {
 		}
 		if o.defaultTimeout <= 0 || o.retryBackoff <= 0 || o.maxRetryBackoff < o.retryBackoff {
 			errs = append(errs, errors.New("--default-timeout and --retry-backoff must be positive, --max-retry-backoff at least --retry-backoff"))
+		}
+		if o.podmanCallTimeout <= 0 {
+			errs = append(errs, errors.New("--podman-call-timeout must be positive"))
 		}
 		if o.maxConcurrentRuns < 0 || o.pidsLimit < 0 || o.workers < 1 {
 			errs = append(errs, errors.New("--max-concurrent-runs and --pids-limit must not be negative, --workers at least 1"))
@@ -223,7 +230,8 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 	hostPolicy, _ := o.policy() // validated by parseOptions
 	return controllers.HostConfig{
 		Host:              o.hostName,
-		Runtime:           rt,
+		Runtime:           containers.WithCallTimeout(rt, o.podmanCallTimeout),
+		DiscardOutput:     !o.captureOutput,
 		Defaults:          controllers.Defaults{Image: o.defaultImage, Command: o.command()},
 		OutputTailBytes:   o.outputTailBytes,
 		KeepContainers:    o.keepContainers,

@@ -15,6 +15,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/redact"
 )
 
 // agentResultWindow is how much of the end of a container's output is read
@@ -114,23 +115,49 @@ func (r *AgentRunReconciler) stopAndRecord(ctx context.Context, run *agentsv1alp
 }
 
 // recordResult copies an exited container's result into status: exit code,
-// end time, output tail and the agent's JSON result when there is one.
+// end time, and, unless output capture is off, the output tail and the
+// agent's JSON result, both with the run's secret values masked.
 func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) error {
-	output, err := r.Runtime.Logs(ctx, c.ID, max(r.OutputTailBytes, agentResultWindow))
-	if err != nil {
-		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
-	}
 	code := c.ExitCode
 	run.Status.ExitCode = &code
-	run.Status.Output = truncateStartUTF8(output, r.OutputTailBytes)
-	run.Status.AgentResult = parseAgentResult(output)
 	if !c.FinishedAt.IsZero() {
 		run.Status.CompletionTime = ptrTime(metav1.NewTime(c.FinishedAt))
 	}
 	if run.Status.StartTime == nil && !c.StartedAt.IsZero() {
 		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
 	}
+	if r.DiscardOutput {
+		return nil
+	}
+	output, err := r.Runtime.Logs(ctx, c.ID, max(r.OutputTailBytes, agentResultWindow))
+	if err != nil {
+		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
+	}
+	redactor, err := r.redactorFor(ctx, run, c)
+	if err != nil {
+		return err
+	}
+	output = redactor.String(output)
+	run.Status.Output = truncateStartUTF8(output, r.OutputTailBytes)
+	run.Status.AgentResult = parseAgentResult(output)
 	return nil
+}
+
+// redactorFor masks the values of the run's secrets, read from the host's
+// Podman for this pass only: they live as long as the returned Redactor.
+func (r *AgentRunReconciler) redactorFor(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (*redact.Redactor, error) {
+	if len(run.Spec.Podman.SecretsEnv) == 0 {
+		return redact.New(), nil
+	}
+	secretEnv := make(map[string]string, len(run.Spec.Podman.SecretsEnv))
+	for variable, name := range run.Spec.Podman.SecretsEnv {
+		secretEnv[variable] = string(name)
+	}
+	values, err := r.Runtime.SecretValues(ctx, c.ID, secretEnv)
+	if err != nil {
+		return nil, fmt.Errorf("reading the secret values of container %s, to mask them in its output: %w", c.Name, err)
+	}
+	return redact.New(values...), nil
 }
 
 // attemptEnded decides what an exited container means for the run: success,
@@ -361,10 +388,20 @@ func (r *AgentRunReconciler) missingSecrets(ctx context.Context, run *agentsv1al
 func secretNotFoundMessage(host string, missing []string) string {
 	var fix []string
 	for _, name := range missing {
-		fix = append(fix, fmt.Sprintf(`echo "$VALUE" | podman secret create %s -`, name))
+		fix = append(fix, fmt.Sprintf(`printf %%s "$VALUE" | podman secret create %s -`, shellQuote(name)))
+	}
+	quoted := make([]string, len(missing))
+	for i, name := range missing {
+		quoted[i] = shellQuote(name)
 	}
 	return fmt.Sprintf("Podman secret(s) %s not found on host %s; create them there and the run starts: %s",
-		strings.Join(missing, ", "), host, strings.Join(fix, "; "))
+		strings.Join(quoted, ", "), host, strings.Join(fix, "; "))
+}
+
+// shellQuote quotes s for a POSIX shell, so a command an operator copies from
+// a message runs with s as one word whatever it holds.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func imageNotFoundMessage(host, image string) string {

@@ -72,3 +72,15 @@ func TestSecretNamesAreSortedAndUnique(t *testing.T) {
 		t.Errorf("secretNames = %s", got)
 	}
 }
+
+func TestShellQuoteKeepsOneWord(t *testing.T) {
+	for in, want := range map[string]string{
+		"github-token": `'github-token'`,
+		"a'b;$(id)":    `'a'\''b;$(id)'`,
+		"":             `''`,
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -234,7 +234,7 @@ func TestReconcileWaitsForMissingSecret(t *testing.T) {
 	}
 	c := condition(run, agentsv1alpha1.ConditionStarted)
 	if c.Reason != agentsv1alpha1.ReasonSecretNotFound || !strings.Contains(c.Message, "gitlab-token") ||
-		!strings.Contains(c.Message, "podman secret create gitlab-token -") || strings.Contains(c.Message, "github-token") {
+		!strings.Contains(c.Message, "podman secret create 'gitlab-token' -") || strings.Contains(c.Message, "github-token") {
 		t.Fatalf("Started = %+v, want SecretNotFound naming only gitlab-token with the fix", c)
 	}
 	if res.RequeueAfter != 3*time.Second {

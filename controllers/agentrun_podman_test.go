@@ -182,7 +182,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 			g.Expect(got.Status.Phase).To(Equal(agentsv1alpha1.PhasePending))
 			g.Expect(c.Reason).To(Equal(agentsv1alpha1.ReasonSecretNotFound))
 			g.Expect(c.Message).To(ContainSubstring(missing))
-			g.Expect(c.Message).To(ContainSubstring("podman secret create " + missing + " -"))
+			g.Expect(c.Message).To(ContainSubstring("podman secret create '" + missing + "' -"))
 		}).WithContext(ctx).WithTimeout(20 * time.Second).Should(Succeed())
 		Expect(runContainers(ctx, run)).To(BeEmpty())
 

@@ -23,6 +23,12 @@ type claudeResult struct {
 	CostUSD   *float64 `json:"total_cost_usd"`
 }
 
+// maxResultCandidates bounds how many line starts parseAgentResult tries,
+// from the end, so its cost stays linear in the output's size whatever the
+// agent printed; Claude's result is one line, or one object whose nested
+// lines are indented.
+const maxResultCandidates = 16
+
 // parseAgentResult finds the JSON result object that ends the output, if
 // any: the last object starting at the beginning of a line and running to the
 // end of the output. Anything else is left as plain output.
@@ -31,31 +37,41 @@ func parseAgentResult(output string) *agentsv1alpha1.AgentResult {
 	if !strings.HasSuffix(text, "}") {
 		return nil
 	}
-	for end := len(text); end > 0; {
-		i := strings.LastIndex(text[:end], "{")
-		if i < 0 {
+	for start, tries := len(text), 0; tries < maxResultCandidates; tries++ {
+		i := strings.LastIndex(text[:start], "\n{") + 1 // 0: the text's start
+		if i == 0 && !strings.HasPrefix(text, "{") {
 			return nil
 		}
-		end = i
-		if i > 0 && text[i-1] != '\n' {
-			continue
+		if r, ok := decodeResultAtEnd(text[i:]); ok {
+			return r
 		}
-		var r claudeResult
-		if json.Unmarshal([]byte(text[i:]), &r) != nil || r.Type != "result" {
-			continue
+		if i == 0 {
+			return nil
 		}
-		out := &agentsv1alpha1.AgentResult{
-			Result:    truncateUTF8(r.Result, maxResultBytes),
-			SessionID: truncateUTF8(r.SessionID, 256),
-			NumTurns:  r.NumTurns,
-			IsError:   r.IsError,
-		}
-		if r.CostUSD != nil {
-			out.CostUSD = strconv.FormatFloat(*r.CostUSD, 'f', -1, 64)
-		}
-		return out
+		start = i - 1
 	}
 	return nil
+}
+
+// decodeResultAtEnd decodes a Claude result object that is the whole of
+// text. The decoder stops after one value, so a candidate that is a complete
+// object followed by more output costs only its own length.
+func decodeResultAtEnd(text string) (*agentsv1alpha1.AgentResult, bool) {
+	var r claudeResult
+	dec := json.NewDecoder(strings.NewReader(text))
+	if dec.Decode(&r) != nil || dec.InputOffset() != int64(len(text)) || r.Type != "result" {
+		return nil, false
+	}
+	out := &agentsv1alpha1.AgentResult{
+		Result:    truncateUTF8(r.Result, maxResultBytes),
+		SessionID: truncateUTF8(r.SessionID, 256),
+		NumTurns:  r.NumTurns,
+		IsError:   r.IsError,
+	}
+	if r.CostUSD != nil {
+		out.CostUSD = strconv.FormatFloat(*r.CostUSD, 'f', -1, 64)
+	}
+	return out, true
 }
 
 // truncateUTF8 keeps at most n bytes of s without splitting a character.

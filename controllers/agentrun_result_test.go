@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 
@@ -30,5 +31,40 @@ func TestParseAgentResult(t *testing.T) {
 	long := `{"type":"result","result":"` + strings.Repeat("é", 3000) + `"}`
 	if r := parseAgentResult(long); r == nil || len(r.Result) > maxResultBytes || !strings.HasSuffix(r.Result, "é") {
 		t.Fatalf("a long result must be cut to %d bytes on a character boundary", maxResultBytes)
+	}
+}
+
+// allocatedBy reports the bytes f allocates: a measure of its work that,
+// unlike time, does not depend on what else the machine is doing.
+func allocatedBy(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+func TestParseAgentResultIsLinear(t *testing.T) {
+	// 10 MiB of JSON lines, each a complete object with nested objects but
+	// not a result, then a result: every line is a candidate start.
+	line := `{"type":"assistant","message":{"content":[{"type":"text","text":"{x}"}],"usage":{"in":1,"out":2}}}` + "\n"
+	var b strings.Builder
+	for b.Len() < 10<<20 {
+		b.WriteString(line)
+	}
+	b.WriteString(`{"type":"result","result":"ok","session_id":"s"}`)
+	output := b.String()
+	var r *agentsv1alpha1.AgentResult
+	if n := allocatedBy(func() { r = parseAgentResult(output) }); n > 1<<20 {
+		t.Errorf("finding a result at the end of 10 MiB allocated %d bytes; it should read only the last lines", n)
+	}
+	if r == nil || r.Result != "ok" {
+		t.Fatalf("result = %+v", r)
+	}
+	// Unclosed objects on every line: each candidate reads to the end, so
+	// only a bounded number of candidates may be tried.
+	unclosed := strings.Repeat(`{"a":`+"\n", 1<<20) + "}"
+	if n := allocatedBy(func() { r = parseAgentResult(unclosed) }); n > uint64(4*maxResultCandidates*len(unclosed)) || r != nil {
+		t.Errorf("unclosed objects: allocated %d bytes for %d of output, result %+v", n, len(unclosed), r)
 	}
 }

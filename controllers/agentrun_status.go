@@ -9,6 +9,11 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
+// maxMessageBytes is the CRD's bound on status.message (and below the
+// conditions' bound): a longer message would make the whole status write
+// fail validation.
+const maxMessageBytes = 4096
+
 // runState is what one reconcile pass concluded about a run: its phase, the
 // reason for it (a Reason* constant) and a message for people.
 type runState struct {
@@ -55,6 +60,7 @@ func stateOf(status *agentsv1alpha1.AgentRunStatus) runState {
 // condition, each stamped with the generation it describes. Conditions keep
 // their transition time while their status stays the same.
 func applyState(status *agentsv1alpha1.AgentRunStatus, generation int64, st runState) {
+	st.message = truncateUTF8(st.message, maxMessageBytes)
 	status.Phase, status.Message, status.ObservedGeneration = st.phase, st.message, generation
 	for _, c := range conditionsFor(status, st) {
 		c.ObservedGeneration = generation

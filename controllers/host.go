@@ -27,6 +27,10 @@ type HostConfig struct {
 	Defaults Defaults
 	// OutputTailBytes bounds status.output.
 	OutputTailBytes int
+	// DiscardOutput keeps a run's output and its agent result out of status
+	// altogether (--capture-output=false), for hosts where even masked
+	// output may not leave the host.
+	DiscardOutput bool
 	// KeepContainers leaves finished containers for inspection; they are
 	// removed when their AgentRun is deleted.
 	KeepContainers bool

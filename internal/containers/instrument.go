@@ -111,6 +111,13 @@ func (i instrumented) Remove(ctx context.Context, id string) error {
 	return err
 }
 
+func (i instrumented) SecretValues(ctx context.Context, id string, secretEnv map[string]string) ([]string, error) {
+	started := time.Now()
+	values, err := i.rt.SecretValues(ctx, id, secretEnv)
+	count("secret_values", started, err)
+	return values, err
+}
+
 func (i instrumented) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
 	started := time.Now()
 	out, err := i.rt.Logs(ctx, id, maxBytes)

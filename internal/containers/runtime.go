@@ -3,7 +3,8 @@
 // internal/podman and in memory by internal/containers/fake for unit tests.
 //
 // None of these types carries a container's environment: Podman 4 shows env
-// secrets' values in inspect output, and the controller must never hold them.
+// secrets' values in inspect output, and the controller must never hold them
+// beyond SecretValues, whose only use is masking them in output.
 package containers
 
 import (
@@ -117,6 +118,13 @@ type Runtime interface {
 	// Remove removes a container, stopping it first if needed. Removing a
 	// container that does not exist is not an error.
 	Remove(ctx context.Context, id string) error
+	// SecretValues returns the values of the secrets a created container
+	// gets as environment variables (secretEnv maps each variable to its
+	// secret), in no particular order. They exist for one purpose: masking
+	// them in the container's output before it goes anywhere. A caller keeps
+	// them in memory for as long as that takes, and never stores or logs
+	// them.
+	SecretValues(ctx context.Context, containerID string, secretEnv map[string]string) ([]string, error)
 	// Logs returns at most maxBytes of the end of the container's combined
 	// stdout and stderr.
 	Logs(ctx context.Context, id string, maxBytes int) (string, error)

@@ -159,6 +159,46 @@ func (r *Runtime) SecretExists(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
+// SecretValues reads the values of a container's env secrets, for masking
+// them in its output. Podman 5 shows a secret's value through the secrets
+// API (showsecret); Podman 4.3 ignores that option but shows env secrets'
+// values in the container's own inspect output (Config.Env), so the values
+// the secrets API did not give are read from there, by variable name.
+func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[string]string) ([]string, error) {
+	c, err := r.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var values []string
+	missing := map[string]bool{}
+	for variable, name := range secretEnv {
+		info, err := secrets.Inspect(c, name, &secrets.InspectOptions{ShowSecret: ptr(true)})
+		if err = r.classify(err, "secret "+name); err != nil && !errors.Is(err, rt.ErrNotFound) {
+			return nil, err
+		}
+		if err == nil && info.SecretData != "" {
+			values = append(values, info.SecretData)
+		} else {
+			missing[variable] = true
+		}
+	}
+	if len(missing) == 0 {
+		return values, nil
+	}
+	data, err := containers.Inspect(c, id, nil)
+	if err != nil {
+		return nil, r.classify(err, "container "+id)
+	}
+	if data.Config != nil {
+		for _, kv := range data.Config.Env {
+			if variable, value, ok := strings.Cut(kv, "="); ok && missing[variable] {
+				values = append(values, value)
+			}
+		}
+	}
+	return values, nil
+}
+
 // Podman's root causes (ErrorModel.Because) for Create's expected failures:
 // the messages of containers/storage's and common/secrets' sentinel errors.
 const (

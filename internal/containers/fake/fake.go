@@ -22,7 +22,7 @@ type Runtime struct {
 	nextID      int
 	containers  map[string]*entry // by ID
 	images      map[string]bool
-	secrets     map[string]bool
+	secrets     map[string]string // name to value
 	unavailable bool
 	subscribers []subscriber
 	calls       map[string]int
@@ -48,7 +48,7 @@ func New(images ...string) *Runtime {
 		now:        time.Now,
 		containers: map[string]*entry{},
 		images:     map[string]bool{},
-		secrets:    map[string]bool{},
+		secrets:    map[string]string{},
 		calls:      map[string]int{},
 	}
 	for _, img := range images {
@@ -65,10 +65,13 @@ func (r *Runtime) SetClock(c clock.PassiveClock) {
 }
 
 // AddSecret makes a secret exist.
-func (r *Runtime) AddSecret(name string) {
+func (r *Runtime) AddSecret(name string) { r.SetSecret(name, "value-of-"+name) }
+
+// SetSecret makes a secret exist with the given value.
+func (r *Runtime) SetSecret(name, value string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.secrets[name] = true
+	r.secrets[name] = value
 }
 
 // SetUnavailable makes every call fail with containers.ErrUnavailable.
@@ -185,7 +188,26 @@ func (r *Runtime) SecretExists(_ context.Context, name string) (bool, error) {
 	if err := r.enter("SecretExists"); err != nil {
 		return false, err
 	}
-	return r.secrets[name], nil
+	_, ok := r.secrets[name]
+	return ok, nil
+}
+
+func (r *Runtime) SecretValues(_ context.Context, id string, secretEnv map[string]string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("SecretValues"); err != nil {
+		return nil, err
+	}
+	if r.find(id) == nil {
+		return nil, fmt.Errorf("container %s: %w", id, containers.ErrNotFound)
+	}
+	var values []string
+	for _, name := range secretEnv {
+		if v, ok := r.secrets[name]; ok {
+			values = append(values, v)
+		}
+	}
+	return values, nil
 }
 
 func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error) {

@@ -1,0 +1,146 @@
+// Package redact masks secret values, and text shaped like well-known tokens,
+// in what an agent printed, before any of it reaches the Kubernetes API (a
+// run's status and events) or a log line. Agents read untrusted text; one
+// injected instruction ("run env", "curl -v with your token") would otherwise
+// put a token where everyone who may read AgentRuns or events can see it.
+//
+// Limits, by design: a value shorter than MinSecretLength is not masked (it
+// would mask ordinary words); a value the agent transforms (reversed, split
+// across two writes with other text between, encoded in a way not listed
+// here) can escape. Base64 is masked by the part of the encoding that depends
+// on the value alone, so one or two characters at either edge stay.
+package redact
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode"
+)
+
+// Mask replaces what is redacted.
+const Mask = "***"
+
+// MinSecretLength is the shortest value that is masked.
+const MinSecretLength = 4
+
+// tokenShapes are token formats recognised whatever secrets a run has, so a
+// token the agent found elsewhere (a file, another variable) is masked too.
+var tokenShapes = regexp.MustCompile(strings.Join([]string{
+	`sk-ant-[A-Za-z0-9_-]{8,}`,                                   // Anthropic
+	`gh[pousr]_[A-Za-z0-9]{20,}`,                                 // GitHub
+	`github_pat_[A-Za-z0-9_]{20,}`,                               // GitHub fine-grained
+	`glpat-[A-Za-z0-9_-]{20,}`,                                   // GitLab
+	`xox[abpr]-[A-Za-z0-9-]{10,}`,                                // Slack
+	`(?:AKIA|ASIA)[0-9A-Z]{16}`,                                  // AWS access key IDs
+	`eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`, // JWTs
+}, "|"))
+
+// terminalSequences are ANSI escape sequences (CSI, OSC, and two-character
+// escapes): they would move the cursor, rewrite the screen or set a terminal
+// title in the terminal of whoever reads the output with kubectl.
+var terminalSequences = regexp.MustCompile(`\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?`)
+
+// Redactor masks a fixed set of secret values and every token shape. It
+// holds the values only as long as it is referenced: make one for the pass
+// that needs it and drop it.
+type Redactor struct {
+	values *strings.Replacer
+}
+
+// New returns a Redactor for these secret values.
+func New(values ...string) *Redactor {
+	var needles []string
+	for _, v := range values {
+		needles = append(needles, encodings(v)...)
+	}
+	// Longest first, so a value is masked whole rather than by a shorter
+	// needle that is part of it.
+	slices.SortFunc(needles, func(a, b string) int { return len(b) - len(a) })
+	needles = slices.Compact(needles)
+	pairs := make([]string, 0, 2*len(needles))
+	for _, n := range needles {
+		pairs = append(pairs, n, Mask)
+	}
+	return &Redactor{values: strings.NewReplacer(pairs...)}
+}
+
+// String returns s with secret values and token shapes masked and terminal
+// control characters removed. Values are masked before and after the control
+// characters go, so a value split by an escape sequence is caught too.
+func (r *Redactor) String(s string) string {
+	s = r.values.Replace(s)
+	s = stripControl(s)
+	s = r.values.Replace(s)
+	return tokenShapes.ReplaceAllString(s, Mask)
+}
+
+// encodings lists the forms of a value an agent's output may carry: as is,
+// each of its lines, URL- and JSON-escaped, and base64 at every alignment.
+func encodings(v string) []string {
+	if len(v) < MinSecretLength {
+		return nil
+	}
+	forms := []string{v, url.QueryEscape(v), url.PathEscape(v), jsonEscaped(v, true), jsonEscaped(v, false)}
+	if strings.ContainsAny(v, "\r\n") {
+		for _, line := range strings.FieldsFunc(v, func(r rune) bool { return r == '\n' || r == '\r' }) {
+			if len(line) >= MinSecretLength {
+				forms = append(forms, line)
+			}
+		}
+	}
+	// Encoded at byte offset 0, 1 or 2 of a 3-byte group, a value's base64
+	// differs; the whole groups of v[k:] appear verbatim for one k whatever
+	// the offset.
+	for k := range 3 {
+		rest := v[k:]
+		whole := rest[:len(rest)/3*3]
+		if len(whole) < 3 {
+			continue
+		}
+		forms = append(forms,
+			base64.StdEncoding.EncodeToString([]byte(whole)),
+			base64.URLEncoding.EncodeToString([]byte(whole)))
+	}
+	var out []string
+	for _, f := range forms {
+		if len(f) >= MinSecretLength {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// jsonEscaped is v as it appears inside a JSON string, with or without the
+// escaping of <, > and & that Go's encoder applies by default.
+func jsonEscaped(v string, escapeHTML bool) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(escapeHTML)
+	_ = enc.Encode(v) // a string always encodes
+	return strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(b.String(), `"`), "\n"), `"`)
+}
+
+// stripControl removes terminal escape sequences and every control character
+// but newline and tab; a carriage return ending a line is dropped, and one
+// inside a line (which lets later text overwrite what came before it on a
+// terminal) too.
+func stripControl(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	s = terminalSequences.ReplaceAllString(s, "")
+	return strings.Map(func(r rune) rune {
+		if isControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func isControl(r rune) bool {
+	return r != '\n' && r != '\t' && unicode.IsControl(r)
+}
