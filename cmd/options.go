@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -61,6 +62,10 @@ type options struct {
 	capabilities          string
 	workers               int
 	captureOutput         bool
+	allowVolumeRelabel    bool
+	allowedNetworks       string
+	containerUser         string
+	userNS                string
 	podmanCallTimeout     time.Duration
 }
 
@@ -90,7 +95,11 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.DurationVar(&o.retryBackoff, "retry-backoff", 10*time.Second, "wait before retrying a failed attempt; doubles with each further failure")
 	fs.DurationVar(&o.maxRetryBackoff, "max-retry-backoff", 5*time.Minute, "the longest wait before a retry")
 	fs.IntVar(&o.maxConcurrentRuns, "max-concurrent-runs", 4, "how many runs this host runs at once (0: no cap); others wait, in creation order")
-	fs.StringVar(&o.allowedVolumePaths, "allowed-volume-paths", "/home,/srv,/tmp", "comma-separated host directories volumes may come from")
+	fs.StringVar(&o.allowedVolumePaths, "allowed-volume-paths", "", "comma-separated host directories volumes may come from; empty: runs may mount no host path")
+	fs.BoolVar(&o.allowVolumeRelabel, "allow-volume-relabel", false, "let volumes use the options U (chown host files) and z/Z (SELinux relabel)")
+	fs.StringVar(&o.allowedNetworks, "allowed-networks", strings.Join(policy.DefaultNetworks, ","), "comma-separated networks (or modes) runs may ask for; add host only to give runs the host's network")
+	fs.StringVar(&o.containerUser, "container-user", policy.DefaultUser, "user:group every container runs as")
+	fs.StringVar(&o.userNS, "userns", "", "user namespace mode of every container (for example auto, which needs /etc/subuid and /etc/subgid entries); empty: Podman's default")
 	fs.StringVar(&o.blockedContainerPaths, "blocked-container-paths", "/proc,/sys,/dev,/etc,/usr,/bin,/sbin,/lib,/lib64,/boot,/run/secrets",
 		"comma-separated container paths volumes may not mount over")
 	fs.StringVar(&o.allowedImages, "allowed-images", "localhost/*", "comma-separated image patterns runs may use ('*' matches anything)")
@@ -186,6 +195,11 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 func (o *options) policy() (policy.Policy, error) {
 	p := policy.Policy{
 		AllowedVolumePaths:    list(o.allowedVolumePaths),
+		ForbiddenVolumePaths:  []string{filepath.Dir(o.podmanSocket)},
+		AllowVolumeRelabel:    o.allowVolumeRelabel,
+		AllowedNetworks:       list(o.allowedNetworks),
+		User:                  o.containerUser,
+		UserNS:                o.userNS,
 		BlockedContainerPaths: list(o.blockedContainerPaths),
 		AllowedImages:         list(o.allowedImages),
 		PidsLimit:             o.pidsLimit,

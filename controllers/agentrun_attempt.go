@@ -15,6 +15,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/policy"
 	"github.com/agentrun/agentrun/internal/redact"
 )
 
@@ -76,7 +77,12 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	case containers.StateExited:
 		return r.attemptEnded(ctx, run, c)
 	case containers.StateCreated:
-		// Created by a pass that ended before starting it.
+		// Created by this pass, or by one that ended before starting it.
+		// The volumes are checked again right before the start: a host
+		// path may have been swapped for a link since they were checked.
+		if refused := r.recheckVolumes(run); refused != nil {
+			return runState{agentsv1alpha1.PhaseFailed, refused.Reason, refused.Message}, ctrl.Result{}, nil
+		}
 		if err := r.Runtime.Start(ctx, c.ID); err != nil {
 			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
 		}
@@ -93,6 +99,16 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
 		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
 	return running, ctrl.Result{RequeueAfter: min(r.ResyncPeriod, left)}, nil
+}
+
+// recheckVolumes checks the volumes of the run's current attempt against
+// the host's file system as it is now.
+func (r *AgentRunReconciler) recheckVolumes(run *agentsv1alpha1.AgentRun) *policy.Refusal {
+	spec, err := containerSpec(run, r.Defaults, r.Host, run.Status.Attempts)
+	if err != nil {
+		return &policy.Refusal{Reason: agentsv1alpha1.ReasonLaunchFailed, Message: err.Error()}
+	}
+	return r.Policy.CheckMounts(spec)
 }
 
 // stopAndRecord stops a running container and records its result under the

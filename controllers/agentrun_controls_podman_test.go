@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -14,6 +16,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
 var _ = Describe("Run controls and hardening, with real containers", func() {
@@ -53,6 +56,7 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 		dir, err := os.MkdirTemp("/tmp", "agentrun-retry-")
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(os.RemoveAll, dir)
+		Expect(os.Chmod(dir, 0o777)).To(Succeed()) // writable for the container's non-root user
 		run := newRun("retry", func(r *agentsv1alpha1.AgentRun) {
 			r.Spec.BackoffLimit = ptr.To[int32](2)
 			r.Spec.Podman.Volumes = []string{dir + ":/work"}
@@ -108,12 +112,27 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 		Expect(second.Status.StartTime.Time).NotTo(BeTemporally("<", done.Status.CompletionTime.Time))
 	})
 
-	It("refuses a volume outside the allowed host paths and an image outside the allowed patterns", func(ctx SpecContext) {
+	It("refuses what could turn the container against its host, and no container ever starts", func(ctx SpecContext) {
+		real, err := os.MkdirTemp("/tmp", "agentrun-real-")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(os.RemoveAll, real)
+		link := real + "-link"
+		Expect(os.Symlink(real, link)).To(Succeed())
+		DeferCleanup(os.Remove, link)
+		socketDir := filepath.Dir(testenv.PodmanSocket())
 		volume := newRun("volume", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/root:/workspace"} })
+		socket := newRun("socket", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{socketDir + ":/podman"} })
+		symlink := newRun("symlink", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{link + ":/workspace"} })
+		relabel := newRun("relabel", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{real + ":/workspace:U"} })
+		hostNet := newRun("hostnet", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Network = "host" })
 		image := newRun("image", func(r *agentsv1alpha1.AgentRun) { r.Spec.Image = "quay.io/someone/agent:1" })
 		for run, want := range map[*agentsv1alpha1.AgentRun][]string{
-			volume: {agentsv1alpha1.ReasonVolumeNotAllowed, "/root"},
-			image:  {agentsv1alpha1.ReasonImageNotAllowed, "quay.io/someone/agent:1"},
+			volume:  {agentsv1alpha1.ReasonVolumeNotAllowed, "/root"},
+			socket:  {agentsv1alpha1.ReasonVolumeNotAllowed, socketDir},
+			symlink: {agentsv1alpha1.ReasonVolumeNotAllowed, link + " is a symbolic link"},
+			relabel: {agentsv1alpha1.ReasonVolumeNotAllowed, "--allow-volume-relabel"},
+			hostNet: {agentsv1alpha1.ReasonNetworkNotAllowed, `"host"`},
+			image:   {agentsv1alpha1.ReasonImageNotAllowed, "quay.io/someone/agent:1"},
 		} {
 			Expect(k8s.Create(ctx, run)).To(Succeed())
 			cleanUp(run)
@@ -122,22 +141,44 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 			Expect(c.Reason).To(Equal(want[0]))
 			Expect(c.Message).To(ContainSubstring(want[1]))
 			Expect(failed.Status.ContainerName).To(BeEmpty())
+			Expect(runContainers(ctx, run)).To(BeEmpty())
 		}
 	})
 
-	It("runs containers with no-new-privileges, a small capability set and a pids limit", func(ctx SpecContext) {
+	It("runs containers with no-new-privileges, no capabilities and a pids limit", func(ctx SpecContext) {
 		run := newRun("hardened", func(r *agentsv1alpha1.AgentRun) {
-			r.Spec.Command = []string{"sh", "-c", `grep -E '^(NoNewPrivs|CapEff|CapBnd):' /proc/self/status; echo "pids $(cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null)"; echo "mem $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null)"`, "sh"}
+			r.Spec.Command = []string{"sh", "-c", `grep -E '^(NoNewPrivs|CapEff|CapBnd|CapAmb):' /proc/self/status; echo "pids $(cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null)"; echo "mem $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null)"`, "sh"}
 		})
 		Expect(k8s.Create(ctx, run)).To(Succeed())
 		cleanUp(run)
 		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
-		// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID: bits 0, 1, 3-7.
 		Expect(done.Status.Output).To(MatchRegexp(`NoNewPrivs:\s+1`))
-		Expect(done.Status.Output).To(MatchRegexp(`CapEff:\s+00000000000000fb`))
-		Expect(done.Status.Output).To(MatchRegexp(`CapBnd:\s+00000000000000fb`))
+		Expect(done.Status.Output).To(MatchRegexp(`CapEff:\s+0000000000000000`))
+		Expect(done.Status.Output).To(MatchRegexp(`CapBnd:\s+0000000000000000`))
+		Expect(done.Status.Output).To(MatchRegexp(`CapAmb:\s+0000000000000000`))
 		Expect(done.Status.Output).To(ContainSubstring("pids 256"))
 		Expect(done.Status.Output).To(ContainSubstring(fmt.Sprint("mem ", 512<<20)))
+	})
+
+	It("runs as a non-root user that cannot write as root into a bind mount", func(ctx SpecContext) {
+		dir, err := os.MkdirTemp("/tmp", "agentrun-user-")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(os.RemoveAll, dir)
+		Expect(os.Chmod(dir, 0o777)).To(Succeed()) // the workdir is made writable for the agent's user
+		run := newRun("user", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Podman.Volumes = []string{dir + ":/work"}
+			r.Spec.Command = []string{"sh", "-c", `echo "uid $(id -u)"; echo hi >/work/out; cp /bin/busybox /work/suid; chmod 4755 /work/suid; chown 0:0 /work/out && echo "chown worked"; true`, "sh"}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
+		Expect(done.Status.Output).To(MatchRegexp(`uid [1-9][0-9]*`))
+		Expect(done.Status.Output).NotTo(ContainSubstring("chown worked"))
+		for _, name := range []string{"out", "suid"} {
+			info, err := os.Stat(filepath.Join(dir, name))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(info.Sys().(*syscall.Stat_t).Uid).NotTo(BeZero(), "%s is owned by root on the host", name)
+		}
 	})
 
 	It("records a Claude-style JSON result in status", func(ctx SpecContext) {

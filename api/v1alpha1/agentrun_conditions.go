@@ -53,7 +53,9 @@ const (
 	// starts, in creation order, when a slot frees.
 	ReasonWaitingForCapacity = "WaitingForCapacity"
 	// ReasonVolumeNotAllowed: a volume's host path is outside the host's
-	// allowlist, or its container path is on the blocklist.
+	// allowlist, is or holds a path no run may mount, goes through a
+	// symlink, or uses an option the host refuses; or its container path is
+	// on the blocklist.
 	ReasonVolumeNotAllowed = "VolumeNotAllowed"
 	// ReasonImageNotAllowed: the image matches none of the host's allowed
 	// patterns.
@@ -61,6 +63,9 @@ const (
 	// ReasonResourcesNotAllowed: the run asks for more memory or CPUs than
 	// the host allows.
 	ReasonResourcesNotAllowed = "ResourcesNotAllowed"
+	// ReasonNetworkNotAllowed: the run asks for a network (host, say) the
+	// host does not list among those runs may use.
+	ReasonNetworkNotAllowed = "NetworkNotAllowed"
 	// ReasonBackOff: an attempt failed and the next one starts after a
 	// backoff.
 	ReasonBackOff = "BackOff"

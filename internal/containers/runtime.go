@@ -57,6 +57,12 @@ type Spec struct {
 	// PidsLimit caps the number of processes; zero means the engine's
 	// default.
 	PidsLimit int64
+	// User is the user[:group] the container's processes run as; empty
+	// means the image's.
+	User string
+	// UserNS is the user namespace mode (auto, keep-id, ...); empty means
+	// the engine's default.
+	UserNS string
 }
 
 // State is a container's lifecycle state.

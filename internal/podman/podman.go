@@ -245,6 +245,14 @@ func specGenerator(s rt.Spec) (*specgen.SpecGenerator, error) {
 	sg.Init = ptr(true)
 	sg.NoNewPrivileges = ptr(s.NoNewPrivileges)
 	sg.CapDrop, sg.CapAdd = s.CapDrop, s.CapAdd
+	sg.User = s.User
+	if s.UserNS != "" {
+		ns, err := specgen.ParseUserNamespace(s.UserNS)
+		if err != nil {
+			return nil, fmt.Errorf("user namespace %q: %w", s.UserNS, err)
+		}
+		sg.UserNS = ns
+	}
 	for _, m := range s.Mounts {
 		sg.Mounts = append(sg.Mounts, spec.Mount{Type: "bind", Source: m.Source, Destination: m.Destination, Options: m.Options})
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -17,13 +18,27 @@ import (
 // manager's flags; a run cannot loosen it.
 type Policy struct {
 	// AllowedVolumePaths are the host directories volumes may come from
-	// (each path and what is below it, after resolving symlinks).
+	// (each path and what is below it). Empty: no volume at all.
 	AllowedVolumePaths []string
+	// ForbiddenVolumePaths may never be mounted, nor anything below them,
+	// nor any directory that holds them, whatever AllowedVolumePaths says;
+	// AlwaysForbiddenVolumePaths are added to them.
+	ForbiddenVolumePaths []string
+	// AllowVolumeRelabel lets volumes use U (chown the host files to the
+	// container's user) and z/Z (relabel them for SELinux).
+	AllowVolumeRelabel bool
 	// BlockedContainerPaths may not be mounted over, nor anything below them.
 	BlockedContainerPaths []string
 	// AllowedImages are glob patterns; '*' matches any run of characters,
 	// slashes included.
 	AllowedImages []string
+	// AllowedNetworks are the networks (or network modes) runs may ask for;
+	// a run that names none gets Podman's default bridge network.
+	AllowedNetworks []string
+	// User is the user:group every container runs as; UserNS, when set, is
+	// its user namespace mode (auto needs /etc/subuid and /etc/subgid
+	// entries for the containers user).
+	User, UserNS string
 	// DefaultMemoryBytes and DefaultNanoCPUs apply when a run sets no limit;
 	// a run may ask for up to MaxMemoryBytes and MaxNanoCPUs.
 	DefaultMemoryBytes, MaxMemoryBytes int64
@@ -32,15 +47,39 @@ type Policy struct {
 	PidsLimit int64
 	// Capabilities are the only capabilities a container keeps.
 	Capabilities []string
-	// ResolveHostPath resolves a volume's host path (symlinks) before it is
-	// checked; nil means the real file system.
+	// ResolveHostPath resolves a volume's host path (symlinks) to check
+	// that it is the path handed to Podman; nil means the real file system.
 	ResolveHostPath func(string) (string, error)
 }
 
-// DefaultCapabilities is enough for an agent that edits files, runs git and
-// build tools as root inside its container, without network, admin or
-// device capabilities.
-var DefaultCapabilities = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"}
+// AlwaysForbiddenVolumePaths are host paths no run may mount: the host's
+// kernel interfaces, devices, runtime state (Podman's sockets among it),
+// configuration and Podman's storage.
+var AlwaysForbiddenVolumePaths = []string{"/proc", "/sys", "/dev", "/run", "/etc", "/var/lib/containers"}
+
+// DefaultUser is the user containers run as unless the host says otherwise:
+// not root, so that a process that escapes its task cannot write as root
+// into a bind mount; the agent image's own user has this ID.
+const DefaultUser = "1000:1000"
+
+// DefaultNetworks are the networks runs may use unless the host says
+// otherwise: Podman's default bridge (by mode and by name) and none.
+var DefaultNetworks = []string{"bridge", "podman", "none"}
+
+// DefaultCapabilities is none. Podman hands the capabilities it adds to a
+// non-root user's ambient set, so any capability kept here would be held in
+// full by the agent's processes: with SETUID one becomes root, with CHOWN or
+// FOWNER one takes over files in a bind mount. A host that runs containers
+// as root and needs some lists them with --capabilities.
+var DefaultCapabilities []string
+
+// relabelOptions change the host files behind a volume: U chowns them to
+// the container's user, z and Z relabel them for SELinux.
+var relabelOptions = map[string]string{
+	"U": "chowns the host files to the container's user",
+	"z": "relabels the host files for SELinux, shared between containers",
+	"Z": "relabels the host files for SELinux, private to the container",
+}
 
 // Refusal says why a host will not run a container; Reason is one of the API's
 // Reason* constants.
@@ -51,14 +90,11 @@ func (r *Refusal) Error() string { return r.Message }
 // Apply fills in the defaults and hardening, then checks the container
 // against the policy, returning a refusal that names what is not allowed.
 func (p Policy) Apply(spec *containers.Spec) *Refusal {
-	hostPath := p.ResolveHostPath
-	if hostPath == nil {
-		hostPath = filepath.EvalSymlinks
-	}
 	spec.NoNewPrivileges = true
 	spec.CapDrop = []string{"ALL"}
 	spec.CapAdd = append([]string(nil), p.Capabilities...)
 	spec.PidsLimit = p.PidsLimit
+	spec.User, spec.UserNS = p.User, p.UserNS
 	if spec.MemoryBytes == 0 {
 		spec.MemoryBytes = p.DefaultMemoryBytes
 	}
@@ -70,6 +106,10 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 		return &Refusal{agentsv1alpha1.ReasonImageNotAllowed, fmt.Sprintf(
 			"image %s is not allowed on this host; allowed: %s", spec.Image, strings.Join(p.AllowedImages, ", "))}
 	}
+	if spec.Network != "" && !slices.Contains(p.AllowedNetworks, spec.Network) {
+		return &Refusal{agentsv1alpha1.ReasonNetworkNotAllowed, fmt.Sprintf(
+			"network %q is not allowed on this host; allowed: %s", spec.Network, strings.Join(p.AllowedNetworks, ", "))}
+	}
 	if p.MaxMemoryBytes > 0 && spec.MemoryBytes > p.MaxMemoryBytes {
 		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
 			"spec.podman.memory asks for %d bytes; this host allows at most %d", spec.MemoryBytes, p.MaxMemoryBytes)}
@@ -79,21 +119,78 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 			"spec.podman.cpus asks for %g CPUs; this host allows at most %g", float64(spec.NanoCPUs)/1e9, float64(p.MaxNanoCPUs)/1e9)}
 	}
 	for _, m := range spec.Mounts {
-		if under(m.Destination, p.BlockedContainerPaths) {
-			return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf(
-				"volume %s:%s mounts over %s in the container, which this host blocks (%s)",
-				m.Source, m.Destination, m.Destination, strings.Join(p.BlockedContainerPaths, ", "))}
-		}
-		resolved, err := hostPath(m.Source)
-		if err != nil {
-			return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf("volume host path %s: %v", m.Source, err)}
-		}
-		if !under(m.Source, p.AllowedVolumePaths) || !under(resolved, p.AllowedVolumePaths) {
-			return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, fmt.Sprintf(
-				"volume host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))}
+		if refused := p.checkMount(m); refused != nil {
+			return refused
 		}
 	}
 	return nil
+}
+
+// CheckMounts checks only the volumes, against the host's file system as it
+// is now: a start of a container created earlier (a retry, an adopted
+// container) calls it again, since a path can change after a check.
+func (p Policy) CheckMounts(spec containers.Spec) *Refusal {
+	for _, m := range spec.Mounts {
+		if refused := p.checkMount(m); refused != nil {
+			return refused
+		}
+	}
+	return nil
+}
+
+func (p Policy) checkMount(m containers.Mount) *Refusal {
+	volume := m.Source + ":" + m.Destination
+	refuse := func(format string, args ...any) *Refusal {
+		return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, "volume " + volume + ": " + fmt.Sprintf(format, args...)}
+	}
+	if under(m.Destination, p.BlockedContainerPaths) {
+		return refuse("mounts over %s in the container, which this host blocks (%s)", m.Destination, strings.Join(p.BlockedContainerPaths, ", "))
+	}
+	for _, o := range m.Options {
+		if why, ok := relabelOptions[o]; ok && !p.AllowVolumeRelabel {
+			return refuse("option %s %s; this host does not allow that (--allow-volume-relabel)", o, why)
+		}
+	}
+	forbidden := append(slices.Clone(AlwaysForbiddenVolumePaths), p.ForbiddenVolumePaths...)
+	for _, f := range forbidden {
+		f = filepath.Clean(f)
+		if under(m.Source, []string{f}) || under(f, []string{m.Source}) {
+			return refuse("host path %s is or holds %s, which no run may mount", m.Source, f)
+		}
+	}
+	if !under(m.Source, p.AllowedVolumePaths) {
+		if len(p.AllowedVolumePaths) == 0 {
+			return refuse("this host allows no volumes (its --allowed-volume-paths is empty)")
+		}
+		return refuse("host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))
+	}
+	if link, err := p.firstLink(m.Source); err != nil {
+		return refuse("host path %s: %v", m.Source, err)
+	} else if link != "" {
+		return refuse("%s is a symbolic link; volumes must name the real path, which is the one Podman mounts", link)
+	}
+	return nil
+}
+
+// firstLink returns the first component of path that is a symbolic link,
+// or "" when the path resolves to itself.
+func (p Policy) firstLink(path string) (string, error) {
+	resolve := p.ResolveHostPath
+	if resolve == nil {
+		resolve = filepath.EvalSymlinks
+	}
+	resolved, err := resolve(path)
+	if err != nil || resolved == path {
+		return "", err
+	}
+	prefix := ""
+	for _, part := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		prefix += "/" + part
+		if r, err := resolve(prefix); err != nil || r != prefix {
+			return prefix, nil
+		}
+	}
+	return path, nil
 }
 
 // under tells whether p is one of dirs or below one of them.

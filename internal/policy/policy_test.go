@@ -1,6 +1,11 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/agentrun/agentrun/internal/containers"
+)
 
 func TestPolicyPathMatching(t *testing.T) {
 	allowed := []string{"/home", "/srv/"}
@@ -12,6 +17,72 @@ func TestPolicyPathMatching(t *testing.T) {
 	for img, want := range map[string]bool{"localhost/agentrun/claude:1": true, "localhost/x": true, "docker.io/localhost/x": false, "localhostx/y": false} {
 		if got := matchesAny([]string{"localhost/*"}, img); got != want {
 			t.Errorf("matchesAny(%q) = %v", img, got)
+		}
+	}
+}
+
+func TestMountChecks(t *testing.T) {
+	links := map[string]string{"/srv/link": "/srv/real", "/srv/dirlink": "/srv/real"}
+	resolve := func(p string) (string, error) {
+		for link, target := range links {
+			if p == link || strings.HasPrefix(p, link+"/") {
+				return target + strings.TrimPrefix(p, link), nil
+			}
+		}
+		return p, nil
+	}
+	p := Policy{
+		AllowedVolumePaths:    []string{"/srv", "/"},
+		ForbiddenVolumePaths:  []string{"/srv/podman"},
+		BlockedContainerPaths: []string{"/etc"},
+		ResolveHostPath:       resolve,
+	}
+	for _, tc := range []struct {
+		mount containers.Mount
+		names string // "" when allowed
+	}{
+		{containers.Mount{Source: "/srv/repo", Destination: "/work"}, ""},
+		{containers.Mount{Source: "/srv/repo", Destination: "/work", Options: []string{"ro"}}, ""},
+		{containers.Mount{Source: "/srv/podman", Destination: "/p"}, "/srv/podman, which no run may mount"},
+		{containers.Mount{Source: "/srv/podman/sub", Destination: "/p"}, "/srv/podman, which no run may mount"},
+		{containers.Mount{Source: "/srv", Destination: "/p"}, "holds /srv/podman"},
+		{containers.Mount{Source: "/", Destination: "/host"}, "which no run may mount"},
+		{containers.Mount{Source: "/var/lib", Destination: "/v"}, "holds /var/lib/containers"},
+		{containers.Mount{Source: "/run/user", Destination: "/r"}, "/run, which no run may mount"},
+		{containers.Mount{Source: "/srv/link", Destination: "/work"}, "/srv/link is a symbolic link"},
+		{containers.Mount{Source: "/srv/dirlink/repo", Destination: "/work"}, "/srv/dirlink is a symbolic link"},
+		{containers.Mount{Source: "/srv/repo", Destination: "/work", Options: []string{"U"}}, "option U chowns"},
+		{containers.Mount{Source: "/srv/repo", Destination: "/work", Options: []string{"Z"}}, "--allow-volume-relabel"},
+		{containers.Mount{Source: "/srv/repo", Destination: "/etc/ssl"}, "mounts over /etc/ssl"},
+	} {
+		refused := p.CheckMounts(containers.Spec{Mounts: []containers.Mount{tc.mount}})
+		switch {
+		case tc.names == "" && refused != nil:
+			t.Errorf("%+v: refused: %s", tc.mount, refused.Message)
+		case tc.names != "" && (refused == nil || !strings.Contains(refused.Message, tc.names)):
+			t.Errorf("%+v: got %v, want a refusal naming %q", tc.mount, refused, tc.names)
+		}
+	}
+	p.AllowVolumeRelabel = true
+	if refused := p.CheckMounts(containers.Spec{Mounts: []containers.Mount{{Source: "/srv/repo", Destination: "/w", Options: []string{"Z"}}}}); refused != nil {
+		t.Errorf("a host that allows relabelling refused it: %s", refused.Message)
+	}
+	if refused := (Policy{}).CheckMounts(containers.Spec{Mounts: []containers.Mount{{Source: "/srv/repo", Destination: "/w"}}}); refused == nil ||
+		!strings.Contains(refused.Message, "allows no volumes") {
+		t.Errorf("an empty allowlist must refuse every volume: %v", refused)
+	}
+}
+
+func TestNetworksAndUser(t *testing.T) {
+	p := Policy{AllowedImages: []string{"*"}, AllowedNetworks: DefaultNetworks, User: DefaultUser}
+	for network, allowed := range map[string]bool{"": true, "none": true, "bridge": true, "podman": true, "host": false, "mynet": false} {
+		spec := containers.Spec{Image: "i", Network: network}
+		refused := p.Apply(&spec)
+		if (refused == nil) != allowed {
+			t.Errorf("network %q: refused = %v, want allowed = %v", network, refused, allowed)
+		}
+		if refused == nil && spec.User != DefaultUser {
+			t.Errorf("the container must run as %s, got %q", DefaultUser, spec.User)
 		}
 	}
 }

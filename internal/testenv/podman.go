@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/agentrun/agentrun/internal/policy"
@@ -13,6 +14,9 @@ import (
 func Policy() policy.Policy {
 	return policy.Policy{
 		AllowedVolumePaths:    []string{"/tmp"},
+		ForbiddenVolumePaths:  []string{filepath.Dir(PodmanSocket())},
+		AllowedNetworks:       policy.DefaultNetworks,
+		User:                  policy.DefaultUser,
 		BlockedContainerPaths: []string{"/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/run/secrets"},
 		AllowedImages:         []string{"localhost/*"},
 		DefaultMemoryBytes:    512 << 20,
