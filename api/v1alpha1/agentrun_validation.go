@@ -51,6 +51,14 @@ const (
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// secretNamePattern is the secret name pattern Podman's secrets store
+// enforced in its first releases (containers/common); later releases accept
+// any name without ',', '/', '=' or NUL. Keeping the narrow one means a name
+// that reaches a host can carry no shell, option or control character into a
+// --secret flag, a log line or an event message. RE2's $ matches only at the
+// end of the text, so a trailing newline is refused.
+var secretNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
 // blockedEnvVars would let a run load code into every process of the
 // container, including the agent's own tooling.
 var blockedEnvVars = []string{"LD_PRELOAD", "LD_LIBRARY_PATH"}
@@ -229,9 +237,10 @@ func ValidateEnvName(p *field.Path, name string) field.ErrorList {
 }
 
 // ValidateSecretName applies the reference API's secret name rule (non-empty,
-// at most 253 characters) and Podman's own (no comma, '=', '/', NUL), plus no
-// whitespace. A comma matters most: Podman's --secret flag is comma-separated,
-// so one could smuggle extra options.
+// at most 253 characters) and Podman's name pattern (secretNamePattern) to
+// the secret named at p, for the webhook to check new runs and for the
+// controller to check a name before it passes it to Podman, whose --secret
+// flag is comma-separated: a comma could smuggle in extra options.
 func ValidateSecretName(p *field.Path, name string) field.ErrorList {
 	switch {
 	case name == "":
@@ -239,13 +248,12 @@ func ValidateSecretName(p *field.Path, name string) field.ErrorList {
 	case len(name) > MaxSecretNameLength:
 		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", len(name)),
 			rule(fmt.Sprintf("secret names must be at most %d characters", MaxSecretNameLength), ruleSecretName))}
-	case strings.ContainsAny(name, ",/=\x00") || strings.ContainsFunc(name, isSpace):
-		return field.ErrorList{field.Invalid(p, name, rule("secret names may not contain a comma, =, /, whitespace or NUL", rulePodmanSecretName))}
+	case !secretNamePattern.MatchString(name):
+		return field.ErrorList{field.Invalid(p, name,
+			rule("secret names must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", rulePodmanSecretName))}
 	}
 	return nil
 }
-
-func isSpace(r rune) bool { return strings.ContainsRune(" \t\n\r\v\f", r) }
 
 // rule appends the rule's name to a message, as every message here ends.
 func rule(message, name string) string {

@@ -37,7 +37,9 @@ func TestValidateSecretName(t *testing.T) {
 		wantRule   string
 	}{
 		{"plain", "github-token", ""},
-		{"dots and underscores", "team.gh_token", ""},
+		{"dot, underscore, digit", "gh.token_2", ""},
+		{"leading digit", "0token", ""},
+		{"one character", "a", ""},
 		{"253 characters", strings.Repeat("a", 253), ""},
 		{"empty", "", "secret name"},
 		{"254 characters", strings.Repeat("a", 254), "secret name"},
@@ -47,9 +49,24 @@ func TestValidateSecretName(t *testing.T) {
 		{"space", "my token", "Podman secret name"},
 		{"tab", "my\ttoken", "Podman secret name"},
 		{"NUL", "tok\x00en", "Podman secret name"},
+		{"semicolon", "a;b", "Podman secret name"},
+		{"command substitution", "$(id)", "Podman secret name"},
+		{"backquote", "a`id`", "Podman secret name"},
+		{"newline inside", "a\nb", "Podman secret name"},
+		{"trailing newline", "token\n", "Podman secret name"},
+		{"DEL control character", "tok\x7f", "Podman secret name"},
+		{"non-ASCII letter", "tökén", "Podman secret name"},
+		{"leading dash", "-leading-dash", "Podman secret name"},
+		{"leading dot", ".hidden", "Podman secret name"},
+		{"leading underscore", "_token", "Podman secret name"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			assertRule(t, ValidateSecretName(field.NewPath("secretsEnv").Key("X"), tc.name), tc.wantRule)
+			p := field.NewPath("spec", "podman", "secretsEnv").Key("GH_TOKEN")
+			errs := ValidateSecretName(p, tc.name)
+			assertRule(t, errs, tc.wantRule)
+			if len(errs) == 1 && errs[0].Field != "spec.podman.secretsEnv[GH_TOKEN]" {
+				t.Fatalf("the violation names %q, want the variable's field spec.podman.secretsEnv[GH_TOKEN]", errs[0].Field)
+			}
 		})
 	}
 }

@@ -8,11 +8,14 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 
 // referenceRun is the reference API's example request as an AgentRun.
@@ -88,10 +91,10 @@ var documentedRules = []TableEntry{
 			r.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(strings.Repeat("a", 254))
 		},
 		"spec.podman.secretsEnv.GH_TOKEN", "may not be more than 253 bytes"}),
-	Entry("secret name with a comma (ours)", invalidCase{
+	Entry("secret name with a comma (Podman's pattern)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "tok,type=mount" },
 		"spec.podman.secretsEnv", "(rule: Podman secret name)"}),
-	Entry("secret name with a space (ours)", invalidCase{
+	Entry("secret name with a space (Podman's pattern)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "my token" },
 		"spec.podman.secretsEnv", "(rule: Podman secret name)"}),
 	// The schema's maxProperties answers before any CEL rule or the webhook
@@ -174,6 +177,63 @@ var _ = Describe("Creating an AgentRun", func() {
 		Entry("a workdir with ..", func(r *agentsv1alpha1.AgentRun) {
 			r.Spec.Workdir = "/workspace/../etc"
 		}, "spec.workdir", "(rule: clean paths)"),
+	)
+})
+
+var _ = Describe("Secret names", func() {
+	It("are checked by the CRD's CEL rules as the real API server accepted them", func(sctx SpecContext) {
+		// envtest fails to start when the API server refuses the CRD (for
+		// one, when a CEL rule's estimated cost exceeds the budget); this
+		// shows the rule is in the CRD it accepted, not in a stale copy.
+		// Read as unstructured: the typed CRD API is not a dependency.
+		crd := &unstructured.Unstructured{}
+		crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+		Expect(webhookClient.Get(sctx, client.ObjectKey{Name: "agentruns.agents.agentrun.dev"}, crd)).To(Succeed())
+		conditions, _, err := unstructured.NestedSlice(crd.Object, "status", "conditions")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conditions).To(ContainElement(And(HaveKeyWithValue("type", "Established"), HaveKeyWithValue("status", "True"))))
+		versions, _, err := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(versions).To(HaveLen(1))
+		rules, _, err := unstructured.NestedSlice(versions[0].(map[string]any), "schema", "openAPIV3Schema", "properties", "spec",
+			"properties", "podman", "properties", "secretsEnv", "additionalProperties", "x-kubernetes-validations")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(rules).To(ContainElement(HaveKeyWithValue("message", ContainSubstring("(rule: Podman secret name)"))))
+	})
+
+	DescribeTable("that Podman's pattern refuses are refused with and without the webhook, naming the variable",
+		func(sctx SpecContext, name string) {
+			for plane, c := range map[string]client.Client{"webhook": webhookClient, "CEL only": celOnlyClient} {
+				By(plane)
+				run := referenceRun()
+				run.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(name)
+				expectRefused(c.Create(sctx, run), "spec.podman.secretsEnv[GH_TOKEN]", "(rule: Podman secret name)")
+			}
+			// The API server's CEL rule answers before the webhook is
+			// called, so the webhook's own check is asked directly.
+			By("the webhook's own check")
+			run := referenceRun()
+			run.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(name)
+			_, err := (&webhookv1alpha1.AgentRunValidator{}).ValidateCreate(sctx, run)
+			expectRefused(err, "spec.podman.secretsEnv[GH_TOKEN]", "(rule: Podman secret name)")
+		},
+		Entry("a semicolon", "a;b"),
+		Entry("command substitution", "$(id)"),
+		Entry("a backquote", "a`id`"),
+		Entry("a newline", "gh\ntoken"),
+		Entry("a leading dash", "-leading-dash"),
+	)
+
+	DescribeTable("that Podman's pattern accepts are accepted with and without the webhook",
+		func(sctx SpecContext, name string) {
+			for _, c := range []client.Client{webhookClient, celOnlyClient} {
+				run := referenceRun()
+				run.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(name)
+				Expect(c.Create(sctx, run)).To(Succeed())
+			}
+		},
+		Entry("dashes", "github-token"),
+		Entry("a dot, an underscore and a digit", "gh.token_2"),
 	)
 })
 
