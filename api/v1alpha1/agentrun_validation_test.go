@@ -196,6 +196,33 @@ func TestValidateAgentRunUpdate(t *testing.T) {
 	}
 }
 
+// A run stored before a rule was tightened breaks today's create rules; it
+// must still be cancellable and lose its finalizer, or it could never be
+// deleted.
+func TestValidateAgentRunUpdateIgnoresCreateRules(t *testing.T) {
+	stored := validRun()
+	stored.Spec.Podman.SecretsEnv["GH_TOKEN"] = "gh;token"
+	stored.Spec.Podman.Volumes = []string{"/home/user/../repo:/workspace:ro,rw"}
+	stored.Finalizers = []string{"agents.agentrun.dev/container"}
+	if errs := ValidateAgentRun(stored); len(errs) == 0 {
+		t.Fatal("the stored run must break today's create rules for this test to mean anything")
+	}
+
+	cancelled := stored.DeepCopy()
+	cancelled.Spec.Cancel = true
+	if errs := ValidateAgentRunUpdate(stored, cancelled); len(errs) != 0 {
+		t.Fatalf("cancelling a run stored under older rules must be allowed, got %v", errs)
+	}
+	released := cancelled.DeepCopy()
+	released.Finalizers = nil
+	if errs := ValidateAgentRunUpdate(cancelled, released); len(errs) != 0 {
+		t.Fatalf("removing the finalizer of a run stored under older rules must be allowed, got %v", errs)
+	}
+	changed := stored.DeepCopy()
+	changed.Spec.Prompt = "Something else"
+	assertRule(t, ValidateAgentRunUpdate(stored, changed), "immutable spec")
+}
+
 func envName(i int) string { return "VAR_" + strings.Repeat("X", i) }
 
 // assertRule checks that errs holds exactly one violation and that it names

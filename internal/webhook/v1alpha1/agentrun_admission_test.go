@@ -266,3 +266,38 @@ var _ = Describe("Updating an AgentRun", func() {
 		})
 	}
 })
+
+var _ = Describe("A run stored before a create rule was tightened", func() {
+	It("can still be cancelled, get and lose a finalizer and be deleted, but not changed", func(sctx SpecContext) {
+		run := referenceRun()
+		Expect(webhookClient.Create(sctx, run)).To(Succeed())
+
+		stricterPrompts.Store(true)
+		DeferCleanup(func() { stricterPrompts.Store(false) })
+		// The stored run would now be refused at creation.
+		expectRefused(webhookClient.Create(sctx, referenceRun()), "spec.prompt", "(rule: tightened prompt size)")
+
+		By("cancelling it")
+		Expect(webhookClient.Patch(sctx, run, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))).To(Succeed())
+		Expect(run.Spec.Cancel).To(BeTrue())
+
+		By("adding a finalizer, as a host does before it launches a container")
+		Expect(webhookClient.Patch(sctx, run, client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"finalizers":["agents.agentrun.dev/container"]}}`)))).To(Succeed())
+
+		By("refusing a change to the prompt")
+		changed := run.DeepCopy()
+		changed.Spec.Prompt = "Short"
+		expectRefused(webhookClient.Update(sctx, changed), "spec", "(rule: immutable spec)")
+
+		By("deleting it: the finalizer holds it until removed")
+		Expect(webhookClient.Delete(sctx, run)).To(Succeed())
+		Expect(webhookClient.Get(sctx, client.ObjectKeyFromObject(run), run)).To(Succeed())
+		Expect(run.DeletionTimestamp).NotTo(BeNil())
+		Expect(webhookClient.Patch(sctx, run, client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"finalizers":null}}`)))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(webhookClient.Get(sctx, client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{}))
+		}).Should(BeTrue(), "the run is gone once its finalizer is removed")
+	})
+})
