@@ -82,6 +82,17 @@ var volumeOptionKinds = map[string]string{
 	"shared": "propagation", "rshared": "propagation",
 }
 
+// hostChangingVolumeOptions are the volume options with which Podman changes
+// the files of the host directory themselves, not only the container's view
+// of them, and what each does. They are valid, but a host applies them only
+// when its operator allows it (--allow-volume-relabel), so the webhook warns
+// about them when a run is created.
+var hostChangingVolumeOptions = map[string]string{
+	"U": "changes the owner of every file under the host path to the container's user",
+	"z": "relabels every file under the host path for SELinux, shared by all containers",
+	"Z": "relabels every file under the host path for SELinux, private to this container",
+}
+
 // Volume is one parsed entry of spec.podman.volumes.
 type Volume struct {
 	HostPath      string
@@ -123,6 +134,19 @@ func ParseVolume(spec string) (Volume, error) {
 		}
 	}
 	return v, nil
+}
+
+// HostChanges says, for each of v's options that makes Podman change files of
+// the host directory, what it does ("option U changes the owner of ..."), in
+// the order the options are written.
+func (v Volume) HostChanges() []string {
+	var changes []string
+	for _, o := range v.Options {
+		if what, ok := hostChangingVolumeOptions[o]; ok {
+			changes = append(changes, fmt.Sprintf("option %s %s", o, what))
+		}
+	}
+	return changes
 }
 
 func knownVolumeOptions() string {

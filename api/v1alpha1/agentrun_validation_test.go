@@ -114,6 +114,35 @@ func TestParseVolume(t *testing.T) {
 	}
 }
 
+func TestVolumeHostChanges(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		want []string // the options named, in order
+	}{
+		{"/data:/data", nil},
+		{"/data:/data:ro,nosuid,nodev", nil},
+		{"/data:/data:U", []string{"option U changes the owner"}},
+		{"/data:/data:ro,z", []string{"option z relabels"}},
+		{"/data:/data:Z,U", []string{"option Z relabels", "option U changes the owner"}},
+	} {
+		t.Run(tc.spec, func(t *testing.T) {
+			v, err := ParseVolume(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := v.HostChanges()
+			if len(got) != len(tc.want) {
+				t.Fatalf("HostChanges() = %q, want %d entries starting %q", got, len(tc.want), tc.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) || !strings.Contains(got[i], "host path") {
+					t.Errorf("HostChanges()[%d] = %q, want it to start %q and say what happens to the host path", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
 func validRun() *AgentRun {
 	return &AgentRun{Spec: AgentRunSpec{
 		Prompt:  "Review the open PRs using gh CLI",

@@ -237,6 +237,31 @@ var _ = Describe("Secret names", func() {
 	)
 })
 
+var _ = Describe("Volume options that change files on the host", func() {
+	It("are accepted with a warning naming the volume and what the option does", func(sctx SpecContext) {
+		run := referenceRun()
+		run.Spec.Podman.Volumes = []string{"/home/user/myrepo:/workspace", "/data:/data:ro,Z", "/cache:/cache:U", "/shared:/shared:z"}
+		warnings, err := (&webhookv1alpha1.AgentRunValidator{}).ValidateCreate(sctx, run)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(warnings).To(ConsistOf(
+			HavePrefix("spec.podman.volumes[1]: option Z relabels every file under the host path for SELinux"),
+			HavePrefix("spec.podman.volumes[2]: option U changes the owner of every file under the host path"),
+			HavePrefix("spec.podman.volumes[3]: option z relabels every file under the host path for SELinux"),
+		))
+		for _, w := range warnings {
+			Expect(w).To(HaveSuffix("hosts refuse it at launch unless started with --allow-volume-relabel"))
+		}
+	})
+
+	It("bring no warning when no option changes the host", func(sctx SpecContext) {
+		run := referenceRun()
+		run.Spec.Podman.Volumes = []string{"/home/user/myrepo:/workspace:ro,nosuid,nodev"}
+		warnings, err := (&webhookv1alpha1.AgentRunValidator{}).ValidateCreate(sctx, run)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(warnings).To(BeEmpty())
+	})
+})
+
 var _ = Describe("Updating an AgentRun", func() {
 	for name, c := range map[string]*client.Client{"webhook": &webhookClient, "CEL only": &celOnlyClient} {
 		Context("with "+name, func() {

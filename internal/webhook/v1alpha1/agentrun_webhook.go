@@ -5,6 +5,7 @@ package v1alpha1
 
 import (
 	"context"
+	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -50,13 +51,13 @@ func (v *AgentRunValidator) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // ValidateCreate refuses a new run that breaks any rule, listing every
-// violation.
+// violation, and warns about volume options that change files on the host.
 func (v *AgentRunValidator) ValidateCreate(_ context.Context, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
 	errs := agentsv1alpha1.ValidateAgentRun(run)
 	for _, extra := range v.ExtraCreateRules {
 		errs = append(errs, extra(run)...)
 	}
-	return nil, invalid(run, errs)
+	return hostChangeWarnings(run), invalid(run, errs)
 }
 
 // ValidateUpdate refuses any change to the spec but setting spec.cancel, and
@@ -71,6 +72,25 @@ func (v *AgentRunValidator) ValidateUpdate(_ context.Context, old, run *agentsv1
 // container.
 func (v *AgentRunValidator) ValidateDelete(context.Context, *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
 	return nil, nil
+}
+
+// hostChangeWarnings names each volume option that would make Podman chown or
+// relabel the host's files. Such a run is valid, but whether it runs is the
+// host's decision at launch (hosts refuse these options by default), so the
+// author hears about it from kubectl at once rather than from a failed run.
+func hostChangeWarnings(run *agentsv1alpha1.AgentRun) admission.Warnings {
+	var warnings admission.Warnings
+	for i, entry := range run.Spec.Podman.Volumes {
+		vol, err := agentsv1alpha1.ParseVolume(entry)
+		if err != nil {
+			continue // refused with its own message
+		}
+		for _, change := range vol.HostChanges() {
+			warnings = append(warnings, fmt.Sprintf(
+				"spec.podman.volumes[%d]: %s; hosts refuse it at launch unless started with --allow-volume-relabel", i, change))
+		}
+	}
+	return warnings
 }
 
 func invalid(run *agentsv1alpha1.AgentRun, errs field.ErrorList) error {
