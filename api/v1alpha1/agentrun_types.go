@@ -119,8 +119,6 @@ type PodmanSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",message="env var names must start with a letter or underscore and contain only [A-Za-z0-9_] (rule: env var format)"
 	// +kubebuilder:validation:XValidation:rule="!('LD_PRELOAD' in self) && !('LD_LIBRARY_PATH' in self)",message="LD_PRELOAD and LD_LIBRARY_PATH are not allowed (rule: blocked vars)"
 	// +kubebuilder:validation:XValidation:rule="!('AGENT_PROMPT' in self)",message="AGENT_PROMPT is set by the controller (rule: reserved vars)"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() >= 1)",message="secret names must be non-empty (rule: secret name)"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !self[k].matches('[,/=\\\\s\\\\x00]'))",message="secret names may not contain a comma, =, /, whitespace or NUL (rule: Podman secret name)"
 	// +kubebuilder:validation:XValidation:rule="self.size() == oldSelf.size() && self.all(k, k in oldSelf && self[k] == oldSelf[k])",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	SecretsEnv map[string]SecretName `json:"secretsEnv,omitempty"`
 
@@ -162,8 +160,16 @@ type PodmanSpec struct {
 	Network string `json:"network,omitempty"`
 }
 
-// SecretName is the name of a Podman secret, as podman secret create takes it.
+// These rules sit on the value rather than on secretsEnv so that the API
+// server names the variable whose secret is wrong
+// (spec.podman.secretsEnv[GH_TOKEN]). Their CEL cost stays small: maxLength
+// bounds each regex match and secretsEnv's maxProperties how many run. The
+// pattern rule leaves an empty name to the first, so it is reported once.
 // +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:XValidation:rule="self != ''",message="secret names must be non-empty (rule: secret name)"
+// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[A-Za-z0-9][A-Za-z0-9_.-]*$')",message="secret names must start with a letter or digit and contain only letters, digits, '_', '.' and '-' (rule: Podman secret name)"
+
+// SecretName is the name of a Podman secret, as podman secret create takes it.
 type SecretName string
 
 // EnvValue is the value of a plain environment variable.

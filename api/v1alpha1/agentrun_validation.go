@@ -51,6 +51,14 @@ const (
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// secretNamePattern is the secret name pattern Podman's secrets store
+// enforced in its first releases (containers/common); later releases accept
+// any name without ',', '/', '=' or NUL. Keeping the narrow one means a name
+// that reaches a host can carry no shell, option or control character into a
+// --secret flag, a log line or an event message. RE2's $ matches only at the
+// end of the text, so a trailing newline is refused.
+var secretNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
 // blockedEnvVars would let a run load code into every process of the
 // container, including the agent's own tooling.
 var blockedEnvVars = []string{"LD_PRELOAD", "LD_LIBRARY_PATH"}
@@ -72,6 +80,17 @@ var volumeOptionKinds = map[string]string{
 	"private": "propagation", "rprivate": "propagation",
 	"slave": "propagation", "rslave": "propagation",
 	"shared": "propagation", "rshared": "propagation",
+}
+
+// hostChangingVolumeOptions are the volume options with which Podman changes
+// the files of the host directory themselves, not only the container's view
+// of them, and what each does. They are valid, but a host applies them only
+// when its operator allows it (--allow-volume-relabel), so the webhook warns
+// about them when a run is created.
+var hostChangingVolumeOptions = map[string]string{
+	"U": "changes the owner of every file under the host path to the container's user",
+	"z": "relabels every file under the host path for SELinux, shared by all containers",
+	"Z": "relabels every file under the host path for SELinux, private to this container",
 }
 
 // Volume is one parsed entry of spec.podman.volumes.
@@ -117,6 +136,19 @@ func ParseVolume(spec string) (Volume, error) {
 	return v, nil
 }
 
+// HostChanges says, for each of v's options that makes Podman change files of
+// the host directory, what it does ("option U changes the owner of ..."), in
+// the order the options are written.
+func (v Volume) HostChanges() []string {
+	var changes []string
+	for _, o := range v.Options {
+		if what, ok := hostChangingVolumeOptions[o]; ok {
+			changes = append(changes, fmt.Sprintf("option %s %s", o, what))
+		}
+	}
+	return changes
+}
+
 func knownVolumeOptions() string {
 	opts := make([]string, 0, len(volumeOptionKinds))
 	for o := range volumeOptionKinds {
@@ -131,12 +163,15 @@ func ValidateAgentRun(run *AgentRun) field.ErrorList {
 	return validateSpec(&run.Spec, field.NewPath("spec"))
 }
 
-// ValidateAgentRunUpdate checks a change to a run: the new spec must be valid
-// and equal to the old one but for cancel, which may only go from false to
-// true.
+// ValidateAgentRunUpdate checks a change to a run: the new spec must equal the
+// old one but for cancel, which may only go from false to true. It does not
+// apply ValidateAgentRun's rules again: the spec cannot change, so they would
+// only judge the stored run by today's rules, and once a rule is tightened a
+// run created before would be stuck, unable to be cancelled or to lose its
+// finalizer when it is deleted.
 func ValidateAgentRunUpdate(old, run *AgentRun) field.ErrorList {
 	specPath := field.NewPath("spec")
-	errs := validateSpec(&run.Spec, specPath)
+	var errs field.ErrorList
 	oldSpec, newSpec := old.Spec, run.Spec
 	oldSpec.Cancel, newSpec.Cancel = false, false
 	if !equality.Semantic.DeepEqual(oldSpec, newSpec) {
@@ -229,9 +264,10 @@ func ValidateEnvName(p *field.Path, name string) field.ErrorList {
 }
 
 // ValidateSecretName applies the reference API's secret name rule (non-empty,
-// at most 253 characters) and Podman's own (no comma, '=', '/', NUL), plus no
-// whitespace. A comma matters most: Podman's --secret flag is comma-separated,
-// so one could smuggle extra options.
+// at most 253 characters) and Podman's name pattern (secretNamePattern) to
+// the secret named at p, for the webhook to check new runs and for the
+// controller to check a name before it passes it to Podman, whose --secret
+// flag is comma-separated: a comma could smuggle in extra options.
 func ValidateSecretName(p *field.Path, name string) field.ErrorList {
 	switch {
 	case name == "":
@@ -239,13 +275,12 @@ func ValidateSecretName(p *field.Path, name string) field.ErrorList {
 	case len(name) > MaxSecretNameLength:
 		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", len(name)),
 			rule(fmt.Sprintf("secret names must be at most %d characters", MaxSecretNameLength), ruleSecretName))}
-	case strings.ContainsAny(name, ",/=\x00") || strings.ContainsFunc(name, isSpace):
-		return field.ErrorList{field.Invalid(p, name, rule("secret names may not contain a comma, =, /, whitespace or NUL", rulePodmanSecretName))}
+	case !secretNamePattern.MatchString(name):
+		return field.ErrorList{field.Invalid(p, name,
+			rule("secret names must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", rulePodmanSecretName))}
 	}
 	return nil
 }
-
-func isSpace(r rune) bool { return strings.ContainsRune(" \t\n\r\v\f", r) }
 
 // rule appends the rule's name to a message, as every message here ends.
 func rule(message, name string) string {

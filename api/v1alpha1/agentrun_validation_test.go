@@ -37,7 +37,9 @@ func TestValidateSecretName(t *testing.T) {
 		wantRule   string
 	}{
 		{"plain", "github-token", ""},
-		{"dots and underscores", "team.gh_token", ""},
+		{"dot, underscore, digit", "gh.token_2", ""},
+		{"leading digit", "0token", ""},
+		{"one character", "a", ""},
 		{"253 characters", strings.Repeat("a", 253), ""},
 		{"empty", "", "secret name"},
 		{"254 characters", strings.Repeat("a", 254), "secret name"},
@@ -47,9 +49,24 @@ func TestValidateSecretName(t *testing.T) {
 		{"space", "my token", "Podman secret name"},
 		{"tab", "my\ttoken", "Podman secret name"},
 		{"NUL", "tok\x00en", "Podman secret name"},
+		{"semicolon", "a;b", "Podman secret name"},
+		{"command substitution", "$(id)", "Podman secret name"},
+		{"backquote", "a`id`", "Podman secret name"},
+		{"newline inside", "a\nb", "Podman secret name"},
+		{"trailing newline", "token\n", "Podman secret name"},
+		{"DEL control character", "tok\x7f", "Podman secret name"},
+		{"non-ASCII letter", "tökén", "Podman secret name"},
+		{"leading dash", "-leading-dash", "Podman secret name"},
+		{"leading dot", ".hidden", "Podman secret name"},
+		{"leading underscore", "_token", "Podman secret name"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			assertRule(t, ValidateSecretName(field.NewPath("secretsEnv").Key("X"), tc.name), tc.wantRule)
+			p := field.NewPath("spec", "podman", "secretsEnv").Key("GH_TOKEN")
+			errs := ValidateSecretName(p, tc.name)
+			assertRule(t, errs, tc.wantRule)
+			if len(errs) == 1 && errs[0].Field != "spec.podman.secretsEnv[GH_TOKEN]" {
+				t.Fatalf("the violation names %q, want the variable's field spec.podman.secretsEnv[GH_TOKEN]", errs[0].Field)
+			}
 		})
 	}
 }
@@ -92,6 +109,35 @@ func TestParseVolume(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), "(rule: "+tc.wantRule+")") {
 				t.Fatalf("ParseVolume(%q) error = %v, want rule %q", tc.spec, err, tc.wantRule)
+			}
+		})
+	}
+}
+
+func TestVolumeHostChanges(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		want []string // the options named, in order
+	}{
+		{"/data:/data", nil},
+		{"/data:/data:ro,nosuid,nodev", nil},
+		{"/data:/data:U", []string{"option U changes the owner"}},
+		{"/data:/data:ro,z", []string{"option z relabels"}},
+		{"/data:/data:Z,U", []string{"option Z relabels", "option U changes the owner"}},
+	} {
+		t.Run(tc.spec, func(t *testing.T) {
+			v, err := ParseVolume(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := v.HostChanges()
+			if len(got) != len(tc.want) {
+				t.Fatalf("HostChanges() = %q, want %d entries starting %q", got, len(tc.want), tc.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) || !strings.Contains(got[i], "host path") {
+					t.Errorf("HostChanges()[%d] = %q, want it to start %q and say what happens to the host path", i, got[i], tc.want[i])
+				}
 			}
 		})
 	}
@@ -177,6 +223,33 @@ func TestValidateAgentRunUpdate(t *testing.T) {
 	if errs := ValidateAgentRunUpdate(old, relabelled); len(errs) != 0 {
 		t.Fatalf("metadata changes must be allowed, got %v", errs)
 	}
+}
+
+// A run stored before a rule was tightened breaks today's create rules; it
+// must still be cancellable and lose its finalizer, or it could never be
+// deleted.
+func TestValidateAgentRunUpdateIgnoresCreateRules(t *testing.T) {
+	stored := validRun()
+	stored.Spec.Podman.SecretsEnv["GH_TOKEN"] = "gh;token"
+	stored.Spec.Podman.Volumes = []string{"/home/user/../repo:/workspace:ro,rw"}
+	stored.Finalizers = []string{"agents.agentrun.dev/container"}
+	if errs := ValidateAgentRun(stored); len(errs) == 0 {
+		t.Fatal("the stored run must break today's create rules for this test to mean anything")
+	}
+
+	cancelled := stored.DeepCopy()
+	cancelled.Spec.Cancel = true
+	if errs := ValidateAgentRunUpdate(stored, cancelled); len(errs) != 0 {
+		t.Fatalf("cancelling a run stored under older rules must be allowed, got %v", errs)
+	}
+	released := cancelled.DeepCopy()
+	released.Finalizers = nil
+	if errs := ValidateAgentRunUpdate(cancelled, released); len(errs) != 0 {
+		t.Fatalf("removing the finalizer of a run stored under older rules must be allowed, got %v", errs)
+	}
+	changed := stored.DeepCopy()
+	changed.Spec.Prompt = "Something else"
+	assertRule(t, ValidateAgentRunUpdate(stored, changed), "immutable spec")
 }
 
 func envName(i int) string { return "VAR_" + strings.Repeat("X", i) }

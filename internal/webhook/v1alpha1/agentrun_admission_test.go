@@ -8,11 +8,14 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 
 // referenceRun is the reference API's example request as an AgentRun.
@@ -88,10 +91,10 @@ var documentedRules = []TableEntry{
 			r.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(strings.Repeat("a", 254))
 		},
 		"spec.podman.secretsEnv.GH_TOKEN", "may not be more than 253 bytes"}),
-	Entry("secret name with a comma (ours)", invalidCase{
+	Entry("secret name with a comma (Podman's pattern)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "tok,type=mount" },
 		"spec.podman.secretsEnv", "(rule: Podman secret name)"}),
-	Entry("secret name with a space (ours)", invalidCase{
+	Entry("secret name with a space (Podman's pattern)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["GH_TOKEN"] = "my token" },
 		"spec.podman.secretsEnv", "(rule: Podman secret name)"}),
 	// The schema's maxProperties answers before any CEL rule or the webhook
@@ -177,6 +180,88 @@ var _ = Describe("Creating an AgentRun", func() {
 	)
 })
 
+var _ = Describe("Secret names", func() {
+	It("are checked by the CRD's CEL rules as the real API server accepted them", func(sctx SpecContext) {
+		// envtest fails to start when the API server refuses the CRD (for
+		// one, when a CEL rule's estimated cost exceeds the budget); this
+		// shows the rule is in the CRD it accepted, not in a stale copy.
+		// Read as unstructured: the typed CRD API is not a dependency.
+		crd := &unstructured.Unstructured{}
+		crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+		Expect(webhookClient.Get(sctx, client.ObjectKey{Name: "agentruns.agents.agentrun.dev"}, crd)).To(Succeed())
+		conditions, _, err := unstructured.NestedSlice(crd.Object, "status", "conditions")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conditions).To(ContainElement(And(HaveKeyWithValue("type", "Established"), HaveKeyWithValue("status", "True"))))
+		versions, _, err := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(versions).To(HaveLen(1))
+		rules, _, err := unstructured.NestedSlice(versions[0].(map[string]any), "schema", "openAPIV3Schema", "properties", "spec",
+			"properties", "podman", "properties", "secretsEnv", "additionalProperties", "x-kubernetes-validations")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(rules).To(ContainElement(HaveKeyWithValue("message", ContainSubstring("(rule: Podman secret name)"))))
+	})
+
+	DescribeTable("that Podman's pattern refuses are refused with and without the webhook, naming the variable",
+		func(sctx SpecContext, name string) {
+			for plane, c := range map[string]client.Client{"webhook": webhookClient, "CEL only": celOnlyClient} {
+				By(plane)
+				run := referenceRun()
+				run.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(name)
+				expectRefused(c.Create(sctx, run), "spec.podman.secretsEnv[GH_TOKEN]", "(rule: Podman secret name)")
+			}
+			// The API server's CEL rule answers before the webhook is
+			// called, so the webhook's own check is asked directly.
+			By("the webhook's own check")
+			run := referenceRun()
+			run.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(name)
+			_, err := (&webhookv1alpha1.AgentRunValidator{}).ValidateCreate(sctx, run)
+			expectRefused(err, "spec.podman.secretsEnv[GH_TOKEN]", "(rule: Podman secret name)")
+		},
+		Entry("a semicolon", "a;b"),
+		Entry("command substitution", "$(id)"),
+		Entry("a backquote", "a`id`"),
+		Entry("a newline", "gh\ntoken"),
+		Entry("a leading dash", "-leading-dash"),
+	)
+
+	DescribeTable("that Podman's pattern accepts are accepted with and without the webhook",
+		func(sctx SpecContext, name string) {
+			for _, c := range []client.Client{webhookClient, celOnlyClient} {
+				run := referenceRun()
+				run.Spec.Podman.SecretsEnv["GH_TOKEN"] = agentsv1alpha1.SecretName(name)
+				Expect(c.Create(sctx, run)).To(Succeed())
+			}
+		},
+		Entry("dashes", "github-token"),
+		Entry("a dot, an underscore and a digit", "gh.token_2"),
+	)
+})
+
+var _ = Describe("Volume options that change files on the host", func() {
+	It("are accepted with a warning naming the volume and what the option does", func(sctx SpecContext) {
+		run := referenceRun()
+		run.Spec.Podman.Volumes = []string{"/home/user/myrepo:/workspace", "/data:/data:ro,Z", "/cache:/cache:U", "/shared:/shared:z"}
+		warnings, err := (&webhookv1alpha1.AgentRunValidator{}).ValidateCreate(sctx, run)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(warnings).To(ConsistOf(
+			HavePrefix("spec.podman.volumes[1]: option Z relabels every file under the host path for SELinux"),
+			HavePrefix("spec.podman.volumes[2]: option U changes the owner of every file under the host path"),
+			HavePrefix("spec.podman.volumes[3]: option z relabels every file under the host path for SELinux"),
+		))
+		for _, w := range warnings {
+			Expect(w).To(HaveSuffix("hosts refuse it at launch unless started with --allow-volume-relabel"))
+		}
+	})
+
+	It("bring no warning when no option changes the host", func(sctx SpecContext) {
+		run := referenceRun()
+		run.Spec.Podman.Volumes = []string{"/home/user/myrepo:/workspace:ro,nosuid,nodev"}
+		warnings, err := (&webhookv1alpha1.AgentRunValidator{}).ValidateCreate(sctx, run)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(warnings).To(BeEmpty())
+	})
+})
+
 var _ = Describe("Updating an AgentRun", func() {
 	for name, c := range map[string]*client.Client{"webhook": &webhookClient, "CEL only": &celOnlyClient} {
 		Context("with "+name, func() {
@@ -205,4 +290,39 @@ var _ = Describe("Updating an AgentRun", func() {
 			})
 		})
 	}
+})
+
+var _ = Describe("A run stored before a create rule was tightened", func() {
+	It("can still be cancelled, get and lose a finalizer and be deleted, but not changed", func(sctx SpecContext) {
+		run := referenceRun()
+		Expect(webhookClient.Create(sctx, run)).To(Succeed())
+
+		stricterPrompts.Store(true)
+		DeferCleanup(func() { stricterPrompts.Store(false) })
+		// The stored run would now be refused at creation.
+		expectRefused(webhookClient.Create(sctx, referenceRun()), "spec.prompt", "(rule: tightened prompt size)")
+
+		By("cancelling it")
+		Expect(webhookClient.Patch(sctx, run, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))).To(Succeed())
+		Expect(run.Spec.Cancel).To(BeTrue())
+
+		By("adding a finalizer, as a host does before it launches a container")
+		Expect(webhookClient.Patch(sctx, run, client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"finalizers":["agents.agentrun.dev/container"]}}`)))).To(Succeed())
+
+		By("refusing a change to the prompt")
+		changed := run.DeepCopy()
+		changed.Spec.Prompt = "Short"
+		expectRefused(webhookClient.Update(sctx, changed), "spec", "(rule: immutable spec)")
+
+		By("deleting it: the finalizer holds it until removed")
+		Expect(webhookClient.Delete(sctx, run)).To(Succeed())
+		Expect(webhookClient.Get(sctx, client.ObjectKeyFromObject(run), run)).To(Succeed())
+		Expect(run.DeletionTimestamp).NotTo(BeNil())
+		Expect(webhookClient.Patch(sctx, run, client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"finalizers":null}}`)))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(webhookClient.Get(sctx, client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{}))
+		}).Should(BeTrue(), "the run is gone once its finalizer is removed")
+	})
 })

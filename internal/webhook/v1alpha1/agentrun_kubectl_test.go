@@ -53,3 +53,26 @@ var _ = Describe("kubectl apply of an invalid AgentRun", func() {
 		})
 	}
 })
+
+const relabelManifest = `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: relabel-run
+spec:
+  prompt: Review the open PRs using gh CLI
+  workdir: /workspace
+  podman:
+    volumes:
+      - /home/user/myrepo:/workspace:Z
+`
+
+var _ = Describe("kubectl apply of an AgentRun with a relabelling volume", func() {
+	It("creates it and prints the webhook's warning at once", func() {
+		out, err := kubectlApply(webhookEnv, relabelManifest)
+		Expect(err).NotTo(HaveOccurred(), out)
+		GinkgoWriter.Println(out)
+		Expect(out).To(ContainSubstring("Warning: spec.podman.volumes[0]: option Z relabels every file under the host path for SELinux, " +
+			"private to this container; hosts refuse it at launch unless started with --allow-volume-relabel"))
+		Expect(out).To(ContainSubstring("agentrun.agents.agentrun.dev/relabel-run created"))
+	})
+})

@@ -5,6 +5,7 @@ package v1alpha1
 
 import (
 	"context"
+	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -20,25 +21,49 @@ import (
 // server evaluates the CRD's CEL rules before calling it, so it sees runs that
 // already pass them; it adds the checks CEL cannot state and names the exact
 // key or index at fault.
-type AgentRunValidator struct{}
+//
+// The zero value applies the API's rules. Rules apply when a run is created
+// only: its spec cannot change afterwards, so an update is checked for that
+// alone (see ValidateUpdate).
+type AgentRunValidator struct {
+	// ExtraCreateRules are checked after the API's rules when a run is
+	// created, for a deployment that wants stricter runs than the API
+	// allows. Like the API's rules they are not checked again on update:
+	// adding one must not stop existing runs from being cancelled or
+	// deleted. The admission suite uses this to tighten a rule under a
+	// stored run.
+	ExtraCreateRules []func(*agentsv1alpha1.AgentRun) field.ErrorList
+}
 
 // The typed Validator is used rather than the deprecated CustomValidator, so
 // the methods take *AgentRun and need no type assertion.
 var _ admission.Validator[*agentsv1alpha1.AgentRun] = &AgentRunValidator{}
 
-// SetupAgentRunWebhookWithManager registers the validating webhook with a
-// manager.
+// SetupAgentRunWebhookWithManager registers the validating webhook, with the
+// API's rules only, with a manager.
 func SetupAgentRunWebhookWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &agentsv1alpha1.AgentRun{}).WithValidator(&AgentRunValidator{}).Complete()
+	return (&AgentRunValidator{}).SetupWithManager(mgr)
+}
+
+// SetupWithManager registers v as the validating webhook with a manager.
+func (v *AgentRunValidator) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &agentsv1alpha1.AgentRun{}).WithValidator(v).Complete()
 }
 
 // ValidateCreate refuses a new run that breaks any rule, listing every
-// violation.
+// violation, and warns about volume options that change files on the host.
 func (v *AgentRunValidator) ValidateCreate(_ context.Context, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
-	return nil, invalid(run, agentsv1alpha1.ValidateAgentRun(run))
+	errs := agentsv1alpha1.ValidateAgentRun(run)
+	for _, extra := range v.ExtraCreateRules {
+		errs = append(errs, extra(run)...)
+	}
+	return hostChangeWarnings(run), invalid(run, errs)
 }
 
-// ValidateUpdate refuses any change but setting spec.cancel.
+// ValidateUpdate refuses any change to the spec but setting spec.cancel, and
+// nothing else: metadata changes (finalizers, labels) always pass, and the
+// create-time rules are not applied again, so a run stored before a rule was
+// tightened can still be cancelled and deleted.
 func (v *AgentRunValidator) ValidateUpdate(_ context.Context, old, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
 	return nil, invalid(run, agentsv1alpha1.ValidateAgentRunUpdate(old, run))
 }
@@ -47,6 +72,25 @@ func (v *AgentRunValidator) ValidateUpdate(_ context.Context, old, run *agentsv1
 // container.
 func (v *AgentRunValidator) ValidateDelete(context.Context, *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
 	return nil, nil
+}
+
+// hostChangeWarnings names each volume option that would make Podman chown or
+// relabel the host's files. Such a run is valid, but whether it runs is the
+// host's decision at launch (hosts refuse these options by default), so the
+// author hears about it from kubectl at once rather than from a failed run.
+func hostChangeWarnings(run *agentsv1alpha1.AgentRun) admission.Warnings {
+	var warnings admission.Warnings
+	for i, entry := range run.Spec.Podman.Volumes {
+		vol, err := agentsv1alpha1.ParseVolume(entry)
+		if err != nil {
+			continue // refused with its own message
+		}
+		for _, change := range vol.HostChanges() {
+			warnings = append(warnings, fmt.Sprintf(
+				"spec.podman.volumes[%d]: %s; hosts refuse it at launch unless started with --allow-volume-relabel", i, change))
+		}
+	}
+	return warnings
 }
 
 func invalid(run *agentsv1alpha1.AgentRun, errs field.ErrorList) error {

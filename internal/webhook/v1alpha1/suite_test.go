@@ -2,12 +2,14 @@ package v1alpha1_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -21,7 +23,9 @@ import (
 
 // Two control planes: one with the validating webhook served by a manager, and
 // one with the CRD alone, to show that its CEL rules refuse bad runs when no
-// webhook is reachable.
+// webhook is reachable. The webhook carries one extra create rule, off until
+// a test switches it on (stricterPrompts), to tighten a rule under runs that
+// are already stored.
 var (
 	cancel        context.CancelFunc
 	webhookEnv    *envtest.Environment
@@ -29,6 +33,21 @@ var (
 	webhookClient client.Client
 	celOnlyClient client.Client
 )
+
+// stricterPrompts switches on stricterPromptRule. The webhook server calls
+// the rule from its own goroutines, hence the atomic.
+var stricterPrompts atomic.Bool
+
+// stricterPromptRule refuses prompts longer than 16 bytes while
+// stricterPrompts is on: a rule far stricter than the API's, which the
+// reference example's prompt breaks.
+func stricterPromptRule(run *agentsv1alpha1.AgentRun) field.ErrorList {
+	if !stricterPrompts.Load() || len(run.Spec.Prompt) <= 16 {
+		return nil
+	}
+	return field.ErrorList{field.Invalid(field.NewPath("spec", "prompt"), run.Spec.Prompt,
+		"the prompt must be at most 16 bytes (rule: tightened prompt size)")}
+}
 
 func TestAdmission(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -50,7 +69,10 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	mgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(webhookEnv, scheme))
 	Expect(err).NotTo(HaveOccurred())
-	Expect(webhookv1alpha1.SetupAgentRunWebhookWithManager(mgr)).To(Succeed())
+	validator := &webhookv1alpha1.AgentRunValidator{
+		ExtraCreateRules: []func(*agentsv1alpha1.AgentRun) field.ErrorList{stricterPromptRule},
+	}
+	Expect(validator.SetupWithManager(mgr)).To(Succeed())
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())
