@@ -73,14 +73,6 @@ var DefaultNetworks = []string{"bridge", "podman", "none"}
 // as root and needs some lists them with --capabilities.
 var DefaultCapabilities []string
 
-// relabelOptions change the host files behind a volume: U chowns them to
-// the container's user, z and Z relabel them for SELinux.
-var relabelOptions = map[string]string{
-	"U": "chowns the host files to the container's user",
-	"z": "relabels the host files for SELinux, shared between containers",
-	"Z": "relabels the host files for SELinux, private to the container",
-}
-
 // Refusal says why a host will not run a container; Reason is one of the API's
 // Reason* constants.
 type Refusal struct{ Reason, Message string }
@@ -146,10 +138,8 @@ func (p Policy) checkMount(m containers.Mount) *Refusal {
 	if under(m.Destination, p.BlockedContainerPaths) {
 		return refuse("mounts over %s in the container, which this host blocks (%s)", m.Destination, strings.Join(p.BlockedContainerPaths, ", "))
 	}
-	for _, o := range m.Options {
-		if why, ok := relabelOptions[o]; ok && !p.AllowVolumeRelabel {
-			return refuse("option %s %s; this host does not allow that (--allow-volume-relabel)", o, why)
-		}
+	if changes := (agentsv1alpha1.Volume{Options: m.Options}).HostChanges(); len(changes) > 0 && !p.AllowVolumeRelabel {
+		return refuse("%s; this host does not allow that (--allow-volume-relabel)", strings.Join(changes, "; "))
 	}
 	forbidden := append(slices.Clone(AlwaysForbiddenVolumePaths), p.ForbiddenVolumePaths...)
 	for _, f := range forbidden {
