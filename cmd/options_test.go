@@ -25,7 +25,7 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if !o.runsReconciler() || !o.servesWebhook() {
 		t.Errorf("the default mode must do both")
 	}
-	if got := strings.Join(o.command(), "|"); got != "claude|-p|--output-format|json" {
+	if got := strings.Join(o.command(), "|"); got != "claude|-p|--output-format|json|--" {
 		t.Errorf("default command = %s", got)
 	}
 	if !strings.HasPrefix(o.metricsAddr, "127.0.0.1:") || !strings.HasPrefix(o.probeAddr, "127.0.0.1:") {

@@ -29,6 +29,7 @@ func createSecret(name, value string) {
 var _ = Describe("Claude Code in the agent image", func() {
 	It("completes a prompt against the stand-in API with its key from Podman's secret store", func(ctx SpecContext) {
 		const reply = "Hello from the agentrun stand-in."
+		const prompt = "--version is not a flag here: say hello."
 		key := "sk-ant-test-" + rand.Text()
 		secret := "agentrun-agent-test-" + names.String(6)
 		createSecret(secret, key)
@@ -39,7 +40,8 @@ var _ = Describe("Claude Code in the agent image", func() {
 		run := &agentsv1alpha1.AgentRun{
 			ObjectMeta: metav1.ObjectMeta{Name: "claude-" + names.String(5), Namespace: "default"},
 			Spec: agentsv1alpha1.AgentRunSpec{
-				Prompt: "Say hello.",
+				// A prompt that looks like a flag is still the prompt.
+				Prompt: prompt,
 				Podman: agentsv1alpha1.PodmanSpec{
 					SecretsEnv: map[string]agentsv1alpha1.SecretName{"ANTHROPIC_API_KEY": agentsv1alpha1.SecretName(secret)},
 					// The host's network, to reach the stand-in on the host's loopback.
@@ -95,6 +97,9 @@ var _ = Describe("Claude Code in the agent image", func() {
 		requests := api.Requests()
 		Expect(requests).NotTo(BeEmpty(), "the CLI never reached the stand-in")
 		Expect(requests).To(HaveEach(apiRequest{Method: "POST", Host: api.Addr, Path: "/v1/messages", Stream: true, KeyOK: true}))
+
+		By("handing the CLI the prompt as its prompt, though it starts with --")
+		Expect(api.UserText()).To(ContainElement(ContainSubstring(prompt)))
 
 		By("never writing the key into the AgentRun")
 		raw, err := json.Marshal(done)

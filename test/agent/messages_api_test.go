@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -32,6 +33,8 @@ type messagesAPI struct {
 
 	mu       sync.Mutex
 	requests []apiRequest
+	// userText is the text of the user turns the CLI sent, in order.
+	userText []string
 }
 
 // serveMessagesAPI starts a stand-in on a free loopback port until the spec
@@ -47,6 +50,13 @@ func serveMessagesAPI(key, reply string) *messagesAPI {
 	return api
 }
 
+// UserText returns the text of every user turn sent so far.
+func (a *messagesAPI) UserText() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.userText...)
+}
+
 // Requests returns what was asked so far.
 func (a *messagesAPI) Requests() []apiRequest {
 	a.mu.Lock()
@@ -56,8 +66,14 @@ func (a *messagesAPI) Requests() []apiRequest {
 
 func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
+		Model    string `json:"model"`
+		Stream   bool   `json:"stream"`
+		Messages []struct {
+			Role string `json:"role"`
+			// Content is a string or a list of blocks; only text blocks
+			// matter here.
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
 	}
 	if r.Method == http.MethodPost {
 		_ = json.NewDecoder(r.Body).Decode(&body) // a bad body is answered below
@@ -68,6 +84,11 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.requests = append(a.requests, req)
+	for _, m := range body.Messages {
+		if m.Role == "user" {
+			a.userText = append(a.userText, textOf(m.Content))
+		}
+	}
 	a.mu.Unlock()
 
 	switch {
@@ -113,6 +134,25 @@ func (a *messagesAPI) stream(w http.ResponseWriter, model string) {
 }
 
 // apiError answers as the Messages API does when it refuses a request.
+// textOf joins the text of a message's content, a string or a list of blocks.
+func textOf(content json.RawMessage) string {
+	var s string
+	if json.Unmarshal(content, &s) == nil {
+		return s
+	}
+	var blocks []struct {
+		Type, Text string
+	}
+	_ = json.Unmarshal(content, &blocks)
+	var parts []string
+	for _, b := range blocks {
+		if b.Type == "text" {
+			parts = append(parts, b.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
 func apiError(w http.ResponseWriter, status int, kind, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

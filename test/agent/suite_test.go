@@ -36,7 +36,7 @@ const (
 )
 
 // agentCommand is the manager's --default-command.
-var agentCommand = []string{"claude", "-p", "--output-format", "json"}
+var agentCommand = []string{"claude", "-p", "--output-format", "json", "--"}
 
 var (
 	env       *envtest.Environment
@@ -67,6 +67,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	// The agent reaches the Messages API stand-in on the host's loopback:
+	// this host lists the host network, which hosts do not by default.
+	agentPolicy := testenv.Policy()
+	agentPolicy.AllowedNetworks = append(agentPolicy.AllowedNetworks, "host")
+
 	// One host's manager, set up as the manager binary sets it up.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
@@ -86,7 +91,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		DefaultTimeout:   2 * time.Minute,
 		RetryBackoff:     time.Second,
 		MaxRetryBackoff:  time.Second,
-		Policy:           testenv.Policy(),
+		Policy:           agentPolicy,
 		Workers:          2,
 		EventRetryPeriod: time.Second,
 	})
