@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/policy"
@@ -79,7 +81,13 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 	spec.Env[agentsv1alpha1.PromptEnvVar] = run.Spec.Prompt
 	if len(p.SecretsEnv) > 0 {
 		spec.SecretEnv = make(map[string]string, len(p.SecretsEnv))
+		secretsPath := field.NewPath("spec", "podman", "secretsEnv")
 		for k, v := range p.SecretsEnv {
+			// Admission checks this too; the host checks again, since a
+			// run admitted under older rules may still be launched.
+			if errs := agentsv1alpha1.ValidateSecretName(secretsPath.Key(k), string(v)); len(errs) > 0 {
+				return containers.Spec{}, errs.ToAggregate()
+			}
 			spec.SecretEnv[k] = string(v)
 		}
 	}

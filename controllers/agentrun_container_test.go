@@ -84,3 +84,12 @@ func TestShellQuoteKeepsOneWord(t *testing.T) {
 		}
 	}
 }
+
+func TestContainerSpecRefusesASecretNamePodmanWouldNot(t *testing.T) {
+	run := testRun("bad-secret")
+	run.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"GH_TOKEN": "tok;rm -rf /"}
+	_, err := containerSpec(run, Defaults{Image: testImage}, testHost, 1)
+	if err == nil || !strings.Contains(err.Error(), "spec.podman.secretsEnv[GH_TOKEN]") {
+		t.Fatalf("containerSpec = %v, want an error naming the secret's field", err)
+	}
+}
