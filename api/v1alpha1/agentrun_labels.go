@@ -11,4 +11,3 @@ const (
 	LabelHost      = "agents.agentrun.dev/host"
 	LabelAttempt   = "agents.agentrun.dev/attempt"
 )
-
