@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/utils/clock"
 
@@ -24,7 +26,7 @@ type Runtime struct {
 	images      map[string]bool
 	secrets     map[string]bool
 	unavailable bool
-	subscribers []subscriber
+	subscribers []*subscriber
 	calls       map[string]int
 }
 
@@ -35,9 +37,9 @@ type entry struct {
 }
 
 type subscriber struct {
-	ctx    context.Context
 	labels map[string]string
 	ch     chan containers.Event
+	errs   chan error
 }
 
 var _ containers.Runtime = &Runtime{}
@@ -116,9 +118,17 @@ func (r *Runtime) All() []containers.Container {
 	defer r.mu.Unlock()
 	var out []containers.Container
 	for _, e := range r.containers {
-		out = append(out, e.c)
+		out = append(out, e.view())
 	}
 	return out
+}
+
+// view is the container as a caller gets it: a copy, as from a real engine,
+// so that a caller's changes never reach the engine's state.
+func (e *entry) view() containers.Container {
+	c := e.c
+	c.Labels = maps.Clone(c.Labels)
+	return c
 }
 
 // enter records a call and reports whether the engine is reachable; the
@@ -146,7 +156,7 @@ func (r *Runtime) find(nameOrID string) *entry {
 func (r *Runtime) emit(e *entry, action string) {
 	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now(), ExitCode: e.c.ExitCode}
 	for _, s := range r.subscribers {
-		if s.ctx.Err() == nil && hasLabels(e.c.Labels, s.labels) {
+		if hasLabels(e.c.Labels, s.labels) {
 			select {
 			case s.ch <- ev:
 			default: // a slow test subscriber loses events, as a real stream may
@@ -200,6 +210,11 @@ func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error
 	if !r.images[spec.Image] {
 		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrNotFound)
 	}
+	for _, secret := range spec.SecretEnv {
+		if !r.secrets[secret] {
+			return "", fmt.Errorf("secret %s: %w", secret, containers.ErrNotFound)
+		}
+	}
 	r.nextID++
 	id := fmt.Sprintf("%064x", r.nextID)
 	e := &entry{spec: spec, c: containers.Container{
@@ -235,7 +250,7 @@ func (r *Runtime) Inspect(_ context.Context, nameOrID string) (containers.Contai
 	if e == nil {
 		return containers.Container{}, fmt.Errorf("container %s: %w", nameOrID, containers.ErrNotFound)
 	}
-	return e.c, nil
+	return e.view(), nil
 }
 
 func (r *Runtime) List(_ context.Context, labels map[string]string) ([]containers.Container, error) {
@@ -247,7 +262,7 @@ func (r *Runtime) List(_ context.Context, labels map[string]string) ([]container
 	var out []containers.Container
 	for _, e := range r.containers {
 		if hasLabels(e.c.Labels, labels) {
-			out = append(out, e.c)
+			out = append(out, e.view())
 		}
 	}
 	return out, nil
@@ -277,6 +292,12 @@ func (r *Runtime) Remove(_ context.Context, id string) error {
 		return err
 	}
 	if e := r.find(id); e != nil {
+		if e.c.State == containers.StateRunning {
+			// Podman kills a running container it is told to remove: it
+			// dies by SIGKILL before it goes.
+			e.c.State, e.c.ExitCode, e.c.FinishedAt = containers.StateExited, 137, r.now()
+			r.emit(e, "died")
+		}
 		delete(r.containers, e.c.ID)
 		r.emit(e, "remove")
 	}
@@ -295,7 +316,12 @@ func (r *Runtime) Logs(_ context.Context, id string, maxBytes int) (string, erro
 	}
 	out := e.output
 	if len(out) > maxBytes {
-		out = out[len(out)-maxBytes:]
+		// Podman's cut starts at a whole character (and sometimes a line);
+		// this models the first part, which is what callers can rely on.
+		out = out[len(out)-max(maxBytes, 0):]
+		for len(out) > 0 && !utf8.RuneStart(out[0]) {
+			out = out[1:]
+		}
 	}
 	return out, nil
 }
@@ -311,7 +337,29 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 		close(ch)
 		return ch, errs
 	}
-	ch := make(chan containers.Event, 64)
-	r.subscribers = append(r.subscribers, subscriber{ctx: ctx, labels: labels, ch: ch})
-	return ch, errs
+	s := &subscriber{labels: labels, ch: make(chan containers.Event, 64), errs: errs}
+	r.subscribers = append(r.subscribers, s)
+	// As Podman's stream does, both channels close when ctx ends, so that a
+	// caller ranging over the events is not left waiting.
+	context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.endStream(s, nil)
+	})
+	return s.ch, errs
+}
+
+// endStream closes a subscriber's channels, first sending err if there is
+// one; the caller must hold mu.
+func (r *Runtime) endStream(s *subscriber, err error) {
+	i := slices.Index(r.subscribers, s)
+	if i < 0 {
+		return // ended already
+	}
+	r.subscribers = slices.Delete(r.subscribers, i, i+1)
+	if err != nil {
+		s.errs <- err
+	}
+	close(s.ch)
+	close(s.errs)
 }
