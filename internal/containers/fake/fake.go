@@ -1,6 +1,10 @@
 // Package fake is an in-memory containers.Runtime for fast unit tests of the
 // reconcile logic. Each Runtime keeps its own state; tests drive containers to
-// exit with Exit and make the engine unreachable with SetUnavailable.
+// exit with Exit, make the engine unreachable with SetUnavailable, and
+// exercise event followers with BreakEventStreams and ReplayEvents.
+//
+// It runs the same contract as the Podman adapter
+// (internal/containers/runtimetest), which keeps it true to Podman.
 package fake
 
 import (
@@ -27,6 +31,8 @@ type Runtime struct {
 	secrets     map[string]bool
 	unavailable bool
 	subscribers []*subscriber
+	history     []containers.Event // every event emitted, for ReplayEvents
+	replay      bool
 	calls       map[string]int
 }
 
@@ -73,11 +79,39 @@ func (r *Runtime) AddSecret(name string) {
 	r.secrets[name] = true
 }
 
-// SetUnavailable makes every call fail with containers.ErrUnavailable.
+// SetUnavailable makes every call fail with containers.ErrUnavailable, and
+// ends the open event streams with it, as a stopped service does.
 func (r *Runtime) SetUnavailable(down bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.unavailable = down
+	if down {
+		r.breakStreams(fmt.Errorf("fake engine: %w", containers.ErrUnavailable))
+	}
+}
+
+// BreakEventStreams ends every open event stream as a broken connection
+// does: err arrives on its error channel, then both channels close. Streams
+// opened afterwards work.
+func (r *Runtime) BreakEventStreams(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.breakStreams(err)
+}
+
+func (r *Runtime) breakStreams(err error) {
+	for _, s := range slices.Clone(r.subscribers) {
+		r.endStream(s, err)
+	}
+}
+
+// ReplayEvents makes every event stream opened from now on start with the
+// engine's earlier events for the containers it follows, as Podman 4.3 may
+// when a stream opens; a follower then sees, say, a died event twice.
+func (r *Runtime) ReplayEvents(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.replay = on
 }
 
 // Exit ends a running container with the given code and output, as if its
@@ -155,10 +189,13 @@ func (r *Runtime) find(nameOrID string) *entry {
 
 func (r *Runtime) emit(e *entry, action string) {
 	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now(), ExitCode: e.c.ExitCode}
+	r.history = append(r.history, ev)
 	for _, s := range r.subscribers {
 		if hasLabels(e.c.Labels, s.labels) {
+			out := ev
+			out.Labels = maps.Clone(ev.Labels) // each follower gets its own
 			select {
-			case s.ch <- ev:
+			case s.ch <- out:
 			default: // a slow test subscriber loses events, as a real stream may
 			}
 		}
@@ -337,7 +374,19 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 		close(ch)
 		return ch, errs
 	}
-	s := &subscriber{labels: labels, ch: make(chan containers.Event, 64), errs: errs}
+	var replay []containers.Event
+	if r.replay {
+		for _, ev := range r.history {
+			if hasLabels(ev.Labels, labels) {
+				replay = append(replay, ev)
+			}
+		}
+	}
+	s := &subscriber{labels: labels, ch: make(chan containers.Event, 64+len(replay)), errs: errs}
+	for _, ev := range replay {
+		ev.Labels = maps.Clone(ev.Labels)
+		s.ch <- ev
+	}
 	r.subscribers = append(r.subscribers, s)
 	// As Podman's stream does, both channels close when ctx ends, so that a
 	// caller ranging over the events is not left waiting.
