@@ -2,13 +2,18 @@ package containerevents_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -43,7 +48,10 @@ type follower struct {
 
 // start runs a Source until the test ends; call it inside a bubble.
 func start(t *testing.T) *follower {
-	logger := testr.New(t)
+	return startLogging(t, testr.New(t))
+}
+
+func startLogging(t *testing.T, logger logr.Logger) *follower {
 	f := &follower{
 		t:      t,
 		engine: fake.New(image),
@@ -272,5 +280,44 @@ func TestEvictionDropsTheOldestHalf(t *testing.T) {
 			}
 		}
 		f.wantExit(ids[exits-1], (exits-1)%200, time.Now())
+	})
+}
+
+func TestReconnectsLogWhyTheStreamEnded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var reasons []string
+		logger := funcr.NewJSON(func(obj string) {
+			var line struct {
+				Msg   string `json:"msg"`
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(obj), &line); err != nil {
+				t.Errorf("log line %s: %v", obj, err)
+			}
+			if strings.Contains(line.Msg, "reconnecting") {
+				mu.Lock()
+				defer mu.Unlock()
+				reasons = append(reasons, line.Error)
+			}
+		}, funcr.Options{})
+		f := startLogging(t, logger)
+
+		// Every failed attempt should say why; an operator reading the log
+		// of an engine that stays down for a while should never see an
+		// empty reason.
+		f.engine.SetUnavailable(true)
+		time.Sleep(20 * retry)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reasons) < 20 {
+			t.Fatalf("%d reconnects logged, want at least 20", len(reasons))
+		}
+		for i, reason := range reasons {
+			if !strings.Contains(reason, containers.ErrUnavailable.Error()) {
+				t.Fatalf("reconnect %d logged the reason %q, want the engine's error", i, reason)
+			}
+		}
 	})
 }
