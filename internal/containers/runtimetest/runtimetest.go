@@ -222,12 +222,12 @@ var behaviours = []struct {
 	{"CreateWithATakenNameIsAlreadyExists", createTwice},
 	{"CreateWithAMissingImageIsNotFound", createMissingImage},
 	{"CreateWithAMissingSecretIsNotFound", createMissingSecret},
-	{"StartRunsTheContainer", start},
+	{"StartRunsTheContainer", startRuns},
 	{"AnExitIsSeenByEventsAndInspect", exitSeenByEventsAndInspect},
 	{"LogsReturnAtMostMaxBytesOfTheEnd", logsKeepTheEnd},
-	{"StopEndsARunningContainerAndIgnoresOthers", stop},
-	{"RemoveDeletesInAnyStateAndIgnoresMissing", remove},
-	{"ListSelectsByEveryLabelInAnyState", list},
+	{"StopEndsARunningContainerAndIgnoresOthers", stopEnds},
+	{"RemoveDeletesInAnyStateAndIgnoresMissing", removeInAnyState},
+	{"ListSelectsByEveryLabelInAnyState", listByLabels},
 	{"AMissingContainerIsNotFound", missingContainer},
 	{"ImageExists", imageExists},
 	{"SecretExists", secretExists},
@@ -330,7 +330,7 @@ func createMissingSecret(c *tc) {
 	}
 }
 
-func start(c *tc) {
+func startRuns(c *tc) {
 	id := c.create(c.spec("started"))
 	before := time.Now()
 	if err := c.r.Start(c.ctx, id); err != nil {
@@ -514,7 +514,7 @@ func logsKeepTheEnd(c *tc) {
 	}
 }
 
-func stop(c *tc) {
+func stopEnds(c *tc) {
 	id := c.running(c.spec("stopped"))
 	before := time.Now()
 	if err := c.r.Stop(c.ctx, id, 10*time.Second); err != nil {
@@ -542,7 +542,7 @@ func stop(c *tc) {
 	}
 }
 
-func remove(c *tc) {
+func removeInAnyState(c *tc) {
 	ids := []string{
 		c.create(c.spec("created")),
 		c.running(c.spec("running")),
@@ -567,7 +567,7 @@ func remove(c *tc) {
 	}
 }
 
-func list(c *tc) {
+func listByLabels(c *tc) {
 	pick := func(role, v string) containers.Spec {
 		s := c.spec(role)
 		s.Labels["pick"] = v
