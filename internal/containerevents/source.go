@@ -134,7 +134,16 @@ func (s *Source) follow(ctx context.Context) error {
 			return err
 		case ev, ok := <-events:
 			if !ok {
-				return nil
+				// An engine that cannot answer sends its error and closes
+				// both channels at once; wait for the error rather than
+				// race it, or the log would say the stream ended for no
+				// reason.
+				select {
+				case err := <-errs:
+					return err
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 			name, namespace := ev.Labels[agentsv1alpha1.LabelName], ev.Labels[agentsv1alpha1.LabelNamespace]
 			if name == "" || namespace == "" || !relevantActions[ev.Action] {

@@ -135,6 +135,8 @@ type Runtime interface {
 	// stdout and stderr.
 	Logs(ctx context.Context, id string, maxBytes int) (string, error)
 	// Events streams container events for containers carrying every given
-	// label, until ctx ends; the error channel receives at most one error.
+	// label, until ctx ends. When the stream ends, both channels close; if
+	// it ended by failing, the error channel first receives the error (the
+	// only one it ever receives).
 	Events(ctx context.Context, labels map[string]string) (<-chan Event, <-chan error)
 }

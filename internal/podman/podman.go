@@ -392,15 +392,18 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 
 // Logs returns the end of the container's combined output, stdout and stderr
 // in the order the service sends them.
+//
+// It reads the whole log and keeps its end, rather than asking the service
+// for the last lines: Podman 4.3's tail moves line ends around partial lines
+// (a last line without a newline, or a line long enough for conmon to split),
+// which would corrupt the very lines the controller parses.
 func (r *Runtime) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
 	c, err := r.connect(ctx)
 	if err != nil {
 		return "", err
 	}
 	maxBytes = max(maxBytes, 0)
-	// Every line holds at least its newline, so the last maxBytes lines hold
-	// the last maxBytes bytes; the service reads no more of a long log.
-	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithTail(strconv.Itoa(maxBytes))
+	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true)
 	// The bindings send each frame to its stream's channel in turn; with
 	// unbuffered channels and one reader, frames arrive in the service's order.
 	stdout, stderr := make(chan string), make(chan string)

@@ -1,14 +1,20 @@
 // Package fake is an in-memory containers.Runtime for fast unit tests of the
 // reconcile logic. Each Runtime keeps its own state; tests drive containers to
-// exit with Exit and make the engine unreachable with SetUnavailable.
+// exit with Exit, make the engine unreachable with SetUnavailable, and
+// exercise event followers with BreakEventStreams and ReplayEvents.
+//
+// It runs the same contract as the Podman adapter
+// (internal/containers/runtimetest), which keeps it true to Podman.
 package fake
 
 import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/utils/clock"
 
@@ -24,7 +30,9 @@ type Runtime struct {
 	images      map[string]bool
 	secrets     map[string]string // name to value
 	unavailable bool
-	subscribers []subscriber
+	subscribers []*subscriber
+	history     []containers.Event // every event emitted, for ReplayEvents
+	replay      bool
 	calls       map[string]int
 }
 
@@ -35,9 +43,9 @@ type entry struct {
 }
 
 type subscriber struct {
-	ctx    context.Context
 	labels map[string]string
 	ch     chan containers.Event
+	errs   chan error
 }
 
 var _ containers.Runtime = &Runtime{}
@@ -74,11 +82,39 @@ func (r *Runtime) SetSecret(name, value string) {
 	r.secrets[name] = value
 }
 
-// SetUnavailable makes every call fail with containers.ErrUnavailable.
+// SetUnavailable makes every call fail with containers.ErrUnavailable, and
+// ends the open event streams with it, as a stopped service does.
 func (r *Runtime) SetUnavailable(down bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.unavailable = down
+	if down {
+		r.breakStreams(fmt.Errorf("fake engine: %w", containers.ErrUnavailable))
+	}
+}
+
+// BreakEventStreams ends every open event stream as a broken connection
+// does: err arrives on its error channel, then both channels close. Streams
+// opened afterwards work.
+func (r *Runtime) BreakEventStreams(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.breakStreams(err)
+}
+
+func (r *Runtime) breakStreams(err error) {
+	for _, s := range slices.Clone(r.subscribers) {
+		r.endStream(s, err)
+	}
+}
+
+// ReplayEvents makes every event stream opened from now on start with the
+// engine's earlier events for the containers it follows, as Podman 4.3 may
+// when a stream opens; a follower then sees, say, a died event twice.
+func (r *Runtime) ReplayEvents(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.replay = on
 }
 
 // Exit ends a running container with the given code and output, as if its
@@ -119,9 +155,17 @@ func (r *Runtime) All() []containers.Container {
 	defer r.mu.Unlock()
 	var out []containers.Container
 	for _, e := range r.containers {
-		out = append(out, e.c)
+		out = append(out, e.view())
 	}
 	return out
+}
+
+// view is the container as a caller gets it: a copy, as from a real engine,
+// so that a caller's changes never reach the engine's state.
+func (e *entry) view() containers.Container {
+	c := e.c
+	c.Labels = maps.Clone(c.Labels)
+	return c
 }
 
 // enter records a call and reports whether the engine is reachable; the
@@ -148,10 +192,13 @@ func (r *Runtime) find(nameOrID string) *entry {
 
 func (r *Runtime) emit(e *entry, action string) {
 	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now(), ExitCode: e.c.ExitCode}
+	r.history = append(r.history, ev)
 	for _, s := range r.subscribers {
-		if s.ctx.Err() == nil && hasLabels(e.c.Labels, s.labels) {
+		if hasLabels(e.c.Labels, s.labels) {
+			out := ev
+			out.Labels = maps.Clone(ev.Labels) // each follower gets its own
 			select {
-			case s.ch <- ev:
+			case s.ch <- out:
 			default: // a slow test subscriber loses events, as a real stream may
 			}
 		}
@@ -222,6 +269,11 @@ func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error
 	if !r.images[spec.Image] {
 		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrNotFound)
 	}
+	for _, secret := range spec.SecretEnv {
+		if !r.secrets[secret] {
+			return "", fmt.Errorf("secret %s: %w", secret, containers.ErrNotFound)
+		}
+	}
 	r.nextID++
 	id := fmt.Sprintf("%064x", r.nextID)
 	e := &entry{spec: spec, c: containers.Container{
@@ -257,7 +309,7 @@ func (r *Runtime) Inspect(_ context.Context, nameOrID string) (containers.Contai
 	if e == nil {
 		return containers.Container{}, fmt.Errorf("container %s: %w", nameOrID, containers.ErrNotFound)
 	}
-	return e.c, nil
+	return e.view(), nil
 }
 
 func (r *Runtime) List(_ context.Context, labels map[string]string) ([]containers.Container, error) {
@@ -269,7 +321,7 @@ func (r *Runtime) List(_ context.Context, labels map[string]string) ([]container
 	var out []containers.Container
 	for _, e := range r.containers {
 		if hasLabels(e.c.Labels, labels) {
-			out = append(out, e.c)
+			out = append(out, e.view())
 		}
 	}
 	return out, nil
@@ -299,6 +351,12 @@ func (r *Runtime) Remove(_ context.Context, id string) error {
 		return err
 	}
 	if e := r.find(id); e != nil {
+		if e.c.State == containers.StateRunning {
+			// Podman kills a running container it is told to remove: it
+			// dies by SIGKILL before it goes.
+			e.c.State, e.c.ExitCode, e.c.FinishedAt = containers.StateExited, 137, r.now()
+			r.emit(e, "died")
+		}
 		delete(r.containers, e.c.ID)
 		r.emit(e, "remove")
 	}
@@ -317,7 +375,12 @@ func (r *Runtime) Logs(_ context.Context, id string, maxBytes int) (string, erro
 	}
 	out := e.output
 	if len(out) > maxBytes {
-		out = out[len(out)-maxBytes:]
+		// Podman's cut starts at a whole character (and sometimes a line);
+		// this models the first part, which is what callers can rely on.
+		out = out[len(out)-max(maxBytes, 0):]
+		for len(out) > 0 && !utf8.RuneStart(out[0]) {
+			out = out[1:]
+		}
 	}
 	return out, nil
 }
@@ -333,7 +396,41 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 		close(ch)
 		return ch, errs
 	}
-	ch := make(chan containers.Event, 64)
-	r.subscribers = append(r.subscribers, subscriber{ctx: ctx, labels: labels, ch: ch})
-	return ch, errs
+	var replay []containers.Event
+	if r.replay {
+		for _, ev := range r.history {
+			if hasLabels(ev.Labels, labels) {
+				replay = append(replay, ev)
+			}
+		}
+	}
+	s := &subscriber{labels: labels, ch: make(chan containers.Event, 64+len(replay)), errs: errs}
+	for _, ev := range replay {
+		ev.Labels = maps.Clone(ev.Labels)
+		s.ch <- ev
+	}
+	r.subscribers = append(r.subscribers, s)
+	// As Podman's stream does, both channels close when ctx ends, so that a
+	// caller ranging over the events is not left waiting.
+	context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.endStream(s, nil)
+	})
+	return s.ch, errs
+}
+
+// endStream closes a subscriber's channels, first sending err if there is
+// one; the caller must hold mu.
+func (r *Runtime) endStream(s *subscriber, err error) {
+	i := slices.Index(r.subscribers, s)
+	if i < 0 {
+		return // ended already
+	}
+	r.subscribers = slices.Delete(r.subscribers, i, i+1)
+	if err != nil {
+		s.errs <- err
+	}
+	close(s.ch)
+	close(s.errs)
 }

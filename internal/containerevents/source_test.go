@@ -1,0 +1,323 @@
+package containerevents_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/go-logr/logr/testr"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containerevents"
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/containers/fake"
+)
+
+// The tests run in a synctest bubble: the Source's retry pause and the
+// fake engine's timestamps follow the bubble's clock, and synctest.Wait
+// returns once every goroutine has done all it can, so nothing here sleeps
+// to synchronise.
+
+const (
+	image = "localhost/agentrun-test:latest"
+	host  = "host-a"
+	retry = 5 * time.Second
+)
+
+// follower is a Source over a fake engine, feeding a controller's queue.
+type follower struct {
+	t       *testing.T
+	engine  *fake.Runtime
+	source  *containerevents.Source
+	queue   workqueue.TypedRateLimitingInterface[reconcile.Request]
+	started int // containers created so far, for unique names
+}
+
+// start runs a Source until the test ends; call it inside a bubble.
+func start(t *testing.T) *follower {
+	return startLogging(t, testr.New(t))
+}
+
+func startLogging(t *testing.T, logger logr.Logger) *follower {
+	f := &follower{
+		t:      t,
+		engine: fake.New(image),
+		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]()),
+	}
+	f.source = containerevents.NewSource(f.engine, host, retry)
+	ctx, cancel := context.WithCancel(log.IntoContext(context.Background(), logger))
+	if err := f.source.Requests().Start(ctx, f.queue); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- f.source.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start returned %v after its context ended, want nil", err)
+		}
+		f.queue.ShutDown()
+	})
+	synctest.Wait()
+	return f
+}
+
+// run starts a container for the run namespace/name on a host, as the
+// controller labels them.
+func (f *follower) run(onHost, namespace, name string) string {
+	f.t.Helper()
+	f.started++
+	labels := map[string]string{agentsv1alpha1.LabelHost: onHost}
+	if name != "" {
+		labels[agentsv1alpha1.LabelNamespace], labels[agentsv1alpha1.LabelName] = namespace, name
+	}
+	id, err := f.engine.Create(context.Background(), containers.Spec{Name: fmt.Sprintf("c-%d", f.started), Image: image, Labels: labels})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.engine.Start(context.Background(), id); err != nil {
+		f.t.Fatal(err)
+	}
+	return id
+}
+
+func (f *follower) exit(id string, code int32) {
+	f.t.Helper()
+	if err := f.engine.Exit(id, code, ""); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// requests takes every request waiting in the queue, as a controller's
+// workers would, once the Source has handled all it has been sent.
+func (f *follower) requests() []string {
+	synctest.Wait()
+	var out []string
+	for f.queue.Len() > 0 {
+		req, _ := f.queue.Get()
+		out = append(out, req.String())
+		f.queue.Done(req)
+		f.queue.Forget(req)
+	}
+	return out
+}
+
+func request(namespace, name string) string {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}.String()
+}
+
+func (f *follower) wantExit(id string, code int32, at time.Time) {
+	f.t.Helper()
+	gotCode, gotAt, ok := f.source.Exited(id)
+	if !ok || gotCode != code || !gotAt.Equal(at) {
+		f.t.Errorf("Exited(%s) = %d, %v, %v; want %d at %v", id, gotCode, gotAt, ok, code, at)
+	}
+}
+
+func (f *follower) wantNoExit(id string) {
+	f.t.Helper()
+	if code, at, ok := f.source.Exited(id); ok {
+		f.t.Errorf("Exited(%s) = %d at %v, want nothing remembered", id, code, at)
+	}
+}
+
+func TestDiedEventIsRememberedAndRequestsTheRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		id := f.run(host, "team-a", "review")
+		f.requests() // the launch is the reconciler's own doing
+
+		time.Sleep(time.Minute)
+		diedAt := time.Now()
+		f.exit(id, 3)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after the exit = %v, want the run's", got)
+		}
+		f.wantExit(id, 3, diedAt)
+	})
+}
+
+func TestEventsThatChangeNoRunStatusRequestNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		id := f.run(host, "team-a", "review")
+		if got := f.requests(); len(got) != 0 {
+			t.Errorf("create and start requested %v, want nothing", got)
+		}
+		f.wantNoExit(id)
+
+		other := f.run("host-b", "team-a", "elsewhere")
+		f.exit(other, 1)
+		unlabelled := f.run(host, "", "")
+		f.exit(unlabelled, 1)
+		if got := f.requests(); len(got) != 0 {
+			t.Errorf("exits of another host's container and of one of no run requested %v, want nothing", got)
+		}
+		f.wantNoExit(other)
+		f.wantNoExit(unlabelled)
+	})
+}
+
+func TestReplayedDiedEventIsHarmless(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		f.engine.ReplayEvents(true)
+		id := f.run(host, "team-a", "review")
+		diedAt := time.Now()
+		f.exit(id, 3)
+		want := []string{request("team-a", "review")}
+		if got := f.requests(); !slices.Equal(got, want) {
+			t.Fatalf("requests after the exit = %v, want %v", got, want)
+		}
+
+		// The new stream starts with the container's create, start and
+		// died events again.
+		time.Sleep(time.Minute)
+		f.engine.BreakEventStreams(errors.New("connection reset"))
+		time.Sleep(retry)
+		if got := f.requests(); !slices.Equal(got, want) {
+			t.Errorf("requests after the replay = %v, want the same run's once more: %v", got, want)
+		}
+		f.wantExit(id, 3, diedAt)
+		if calls := f.engine.Calls("Events"); calls != 2 {
+			t.Errorf("the Source opened %d event streams, want 2", calls)
+		}
+	})
+}
+
+func TestRemoveEventForgetsTheExit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		id := f.run(host, "team-a", "review")
+		f.exit(id, 0)
+		f.requests()
+		if err := f.engine.Remove(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after the remove = %v, want the run's, which lost its container", got)
+		}
+		f.wantNoExit(id)
+	})
+}
+
+func TestBrokenStreamReconnectsAfterTheRetryPeriod(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		f.engine.BreakEventStreams(errors.New("connection reset"))
+		time.Sleep(retry - time.Millisecond)
+		synctest.Wait()
+		if calls := f.engine.Calls("Events"); calls != 1 {
+			t.Fatalf("the Source reconnected before its retry period: %d streams", calls)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if calls := f.engine.Calls("Events"); calls != 2 {
+			t.Fatalf("the Source opened %d streams a retry period after the break, want 2", calls)
+		}
+		id := f.run(host, "team-a", "review")
+		f.exit(id, 4)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after reconnecting = %v, want the run's", got)
+		}
+		f.wantExit(id, 4, time.Now())
+
+		// While the engine is down, each attempt fails and the Source keeps
+		// trying, once a period; the first stream after it returns delivers.
+		f.engine.SetUnavailable(true)
+		time.Sleep(3 * retry)
+		synctest.Wait()
+		if calls := f.engine.Calls("Events"); calls != 5 {
+			t.Errorf("after three retry periods down, the Source opened %d streams, want 5", calls)
+		}
+		f.engine.SetUnavailable(false)
+		time.Sleep(retry)
+		synctest.Wait()
+		id = f.run(host, "team-a", "again")
+		f.exit(id, 5)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "again")}) {
+			t.Errorf("requests once the engine is back = %v, want the run's", got)
+		}
+		f.wantExit(id, 5, time.Now())
+	})
+}
+
+func TestEvictionDropsTheOldestHalf(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		// One past the Source's bound of 4096 remembered exits.
+		const exits = 4097
+		ids := make([]string, exits)
+		for i := range ids {
+			ids[i] = f.run(host, "team-a", fmt.Sprintf("run-%d", i))
+			time.Sleep(time.Millisecond) // every exit at its own time
+			f.exit(ids[i], int32(i%200))
+			if i%16 == 0 {
+				f.requests() // a follower that falls far behind loses events
+			}
+		}
+		f.requests()
+		for i, id := range ids {
+			_, _, ok := f.source.Exited(id)
+			switch {
+			case i < exits/2 && ok:
+				t.Fatalf("exit %d of %d is still remembered; the oldest half should be gone", i, exits)
+			case i > exits/2 && !ok:
+				t.Fatalf("exit %d of %d was forgotten; the newest should be kept", i, exits)
+			}
+		}
+		f.wantExit(ids[exits-1], (exits-1)%200, time.Now())
+	})
+}
+
+func TestReconnectsLogWhyTheStreamEnded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var reasons []string
+		logger := funcr.NewJSON(func(obj string) {
+			var line struct {
+				Msg   string `json:"msg"`
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(obj), &line); err != nil {
+				t.Errorf("log line %s: %v", obj, err)
+			}
+			if strings.Contains(line.Msg, "reconnecting") {
+				mu.Lock()
+				defer mu.Unlock()
+				reasons = append(reasons, line.Error)
+			}
+		}, funcr.Options{})
+		f := startLogging(t, logger)
+
+		// Every failed attempt should say why; an operator reading the log
+		// of an engine that stays down for a while should never see an
+		// empty reason.
+		f.engine.SetUnavailable(true)
+		time.Sleep(20 * retry)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reasons) < 20 {
+			t.Fatalf("%d reconnects logged, want at least 20", len(reasons))
+		}
+		for i, reason := range reasons {
+			if !strings.Contains(reason, containers.ErrUnavailable.Error()) {
+				t.Fatalf("reconnect %d logged the reason %q, want the engine's error", i, reason)
+			}
+		}
+	})
+}

@@ -1,0 +1,41 @@
+package fake_test
+
+import (
+	"testing"
+
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/containers/fake"
+	"github.com/agentrun/agentrun/internal/containers/runtimetest"
+)
+
+// TestContract holds the fake to what Podman does (internal/podman runs the
+// same contract against the real service).
+func TestContract(t *testing.T) {
+	const image = "localhost/agentrun-test:latest"
+	runtimetest.Contract(t, runtimetest.Harness{
+		New:   func(*testing.T) containers.Runtime { return fake.New(image) },
+		Image: image,
+		AddSecret: func(_ *testing.T, r containers.Runtime, name, _ string) {
+			r.(*fake.Runtime).AddSecret(name)
+		},
+		RunToExit: func(t *testing.T, r containers.Runtime, s containers.Spec, code int32, output string) string {
+			t.Helper()
+			id, err := r.Create(t.Context(), s)
+			if err != nil {
+				t.Fatalf("Create(%s) = %v", s.Name, err)
+			}
+			if err := r.Start(t.Context(), id); err != nil {
+				t.Fatalf("Start(%s) = %v", s.Name, err)
+			}
+			if err := r.(*fake.Runtime).Exit(id, code, output); err != nil {
+				t.Fatalf("Exit(%s) = %v", s.Name, err)
+			}
+			return id
+		},
+		Unavailable: func(*testing.T) containers.Runtime {
+			r := fake.New(image)
+			r.SetUnavailable(true)
+			return r
+		},
+	})
+}
