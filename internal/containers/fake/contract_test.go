@@ -15,8 +15,8 @@ func TestContract(t *testing.T) {
 	runtimetest.Contract(t, runtimetest.Harness{
 		New:   func(*testing.T) containers.Runtime { return fake.New(image) },
 		Image: image,
-		AddSecret: func(_ *testing.T, r containers.Runtime, name, _ string) {
-			r.(*fake.Runtime).AddSecret(name)
+		AddSecret: func(_ *testing.T, r containers.Runtime, name, value string) {
+			r.(*fake.Runtime).SetSecret(name, value)
 		},
 		RunToExit: func(t *testing.T, r containers.Runtime, s containers.Spec, code int32, output string) string {
 			t.Helper()

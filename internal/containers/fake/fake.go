@@ -270,7 +270,7 @@ func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error
 		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrNotFound)
 	}
 	for _, secret := range spec.SecretEnv {
-		if !r.secrets[secret] {
+		if _, ok := r.secrets[secret]; !ok {
 			return "", fmt.Errorf("secret %s: %w", secret, containers.ErrNotFound)
 		}
 	}

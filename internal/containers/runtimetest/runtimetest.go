@@ -231,7 +231,26 @@ var behaviours = []struct {
 	{"AMissingContainerIsNotFound", missingContainer},
 	{"ImageExists", imageExists},
 	{"SecretExists", secretExists},
+	{"SecretValuesGivesACreatedContainersSecretValues", secretValues},
 	{"EveryCallOnAnUnavailableEngineIsUnavailable", unavailable},
+}
+
+// secretValues: the values of a created container's env secrets come back,
+// for masking, and those of secrets it does not use do not.
+func secretValues(c *tc) {
+	used, unused := "agentrun-contract-used-"+c.suffix, "agentrun-contract-unused-"+c.suffix
+	c.h.AddSecret(c.T, c.r, used, "used-value-"+c.suffix)
+	c.h.AddSecret(c.T, c.r, unused, "unused-value-"+c.suffix)
+	s := c.spec("secrets")
+	s.SecretEnv = map[string]string{"TOKEN": used}
+	id := c.create(s)
+	values, err := c.r.SecretValues(c.ctx, id, s.SecretEnv)
+	if err != nil {
+		c.Fatalf("SecretValues = %v", err)
+	}
+	if len(values) != 1 || values[0] != "used-value-"+c.suffix {
+		c.Errorf("SecretValues = %d values, want exactly the used secret's value", len(values))
+	}
 }
 
 func createThenInspect(c *tc) {
@@ -656,6 +675,7 @@ func unavailable(c *tc) {
 		"Stop":         func() error { return r.Stop(ctx, s.Name, time.Second) },
 		"Remove":       func() error { return r.Remove(ctx, s.Name) },
 		"Logs":         func() error { _, err := r.Logs(ctx, s.Name, 100); return err },
+		"SecretValues": func() error { _, err := r.SecretValues(ctx, s.Name, map[string]string{"T": "any"}); return err },
 		"Events": func() error {
 			events, errs := r.Events(ctx, c.label)
 			select {
