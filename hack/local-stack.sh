@@ -12,11 +12,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 STATE=${AGENTRUN_LOCAL_DIR:-$ROOT/.local}
 HOST_NAME=${AGENTRUN_HOST_NAME:-local}
 METRICS_PORT=${AGENTRUN_METRICS_PORT:-18080}
 PROBE_PORT=${AGENTRUN_PROBE_PORT:-18081}
-export AGENTRUN_PODMAN_SOCKET=${AGENTRUN_PODMAN_SOCKET:-${TMPDIR:-/tmp}/agentrun-podman/podman.sock}
 TEST_IMAGE=localhost/agentrun-test:latest
 
 say() { echo "agentrun: $*"; }
@@ -128,6 +129,7 @@ demo() {
     down
     exit $rc
   }
+  # Not at_exit: cleanup ends the script with the demo's status.
   trap cleanup EXIT
   up
 
