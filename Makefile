@@ -91,15 +91,15 @@ bench: ## Measure agentrun against raw Podman (BENCH_N=200 BENCH_C=8 BENCH_SCALE
 ##@ Local stack
 
 .PHONY: demo
-demo: ## Start a local stack, run the samples, show the results, tear it down.
+demo: ## Start a local stack, run the samples, show the results, tear it down (a stack make up started stays up).
 	@hack/local-stack.sh demo
 
 .PHONY: up
-up: ## Start the local stack in the background (kubeconfig in .local/kubeconfig).
+up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig).
 	@hack/local-stack.sh up
 
 .PHONY: down
-down: ## Stop the local stack and remove its state.
+down: ## Stop the local stack and remove its state, AgentRuns included.
 	@hack/local-stack.sh down
 
 $(CONTROLLER_GEN):

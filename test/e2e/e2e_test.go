@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -73,6 +74,28 @@ func metricValue(metrics, prefix string) float64 {
 	}
 	Fail("no metric " + prefix)
 	return 0
+}
+
+// pidAlive reports whether the process pid exists and is not a zombie (a
+// killed process whose parent has not reaped it yet still answers kill -0).
+func pidAlive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state ...": the state follows the last parenthesis.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+1:])
+	fields := strings.Fields(rest)
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func readPid(name string) int {
+	GinkgoHelper()
+	data, err := os.ReadFile(filepath.Join(stateDir, name+".pid"))
+	Expect(err).NotTo(HaveOccurred())
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	Expect(err).NotTo(HaveOccurred())
+	return pid
 }
 
 var _ = Describe("agentrun on the local stack", Ordered, func() {
@@ -158,6 +181,52 @@ spec:
 		Expect(metricValue(metrics, `agentrun_run_duration_seconds_count{phase="Succeeded"}`)).To(BeNumerically(">=", 2))
 		Expect(metricValue(metrics, `agentrun_podman_api_calls_total{operation="create"}`)).To(BeNumerically(">=", 4))
 		Expect(metrics).To(MatchRegexp(`(?m)^controller_runtime_reconcile_total\{controller="agentrun"`))
+	})
+
+	It("restarts a dead manager on up, keeping the control plane and its AgentRuns", func() {
+		ns := newNamespace()
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: before-crash
+spec:
+  prompt: outlive the manager
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/before-crash", "--timeout=60s")
+		uid := kubectlOK("get", "agentrun", "before-crash", "-n", ns, "-o", "jsonpath={.metadata.uid}")
+
+		controlPlane, manager := readPid("localstack"), readPid("manager")
+		Expect(syscall.Kill(manager, syscall.SIGKILL)).To(Succeed())
+		Eventually(func() bool { return pidAlive(manager) }).WithTimeout(10 * time.Second).Should(BeFalse())
+
+		out, err := stack("up")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("restarting it; the control plane and its AgentRuns are kept"))
+		Expect(out).NotTo(ContainSubstring("starting the control plane"))
+
+		Expect(readPid("localstack")).To(Equal(controlPlane), "the control plane is the same process")
+		Expect(pidAlive(controlPlane)).To(BeTrue())
+		restarted := readPid("manager")
+		Expect(restarted).NotTo(Equal(manager))
+		Expect(pidAlive(restarted)).To(BeTrue())
+
+		Expect(kubectlOK("get", "agentrun", "before-crash", "-n", ns, "-o", "jsonpath={.metadata.uid} {.status.phase}")).
+			To(Equal(uid+" Succeeded"), "the AgentRun outlived the manager")
+
+		// The new manager serves the webhook and runs AgentRuns.
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: after-crash
+spec:
+  prompt: run on the restarted manager
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/after-crash", "--timeout=60s")
+
+		out, err = stack("up")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("already up"))
+		Expect(readPid("manager")).To(Equal(restarted))
 	})
 })
 
