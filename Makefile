@@ -53,6 +53,10 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
+.PHONY: lint-imports
+lint-imports: ## Fail when a package imports across the layers (api, internal, controllers, the Podman bindings).
+	@hack/lint-imports.sh
+
 .PHONY: podman
 podman: ## Install and configure Podman, build the test image, start the API service.
 	@hack/podman-setup.sh >/dev/null
@@ -62,7 +66,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 	@hack/k8s-binaries.sh >/dev/null
 
 .PHONY: test
-test: verify-generated check-fmt vet k8s-binaries podman agent-image ## Run every test: unit, envtest + Podman, the real agent, end to end.
+test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image ## Run every test: unit, envtest + Podman, the real agent, end to end.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1
 
 .PHONY: test-env
