@@ -70,7 +70,7 @@ test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-imag
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1
 
 .PHONY: test-env
-test-env: k8s-binaries ## Print the variables make test sets, for running go test by hand: eval "$$(make -s test-env)".
+test-env: k8s-binaries ## Print the variables make test sets, to eval before running go test by hand.
 	@echo "export GOTOOLCHAIN=$(GOTOOLCHAIN) GOFLAGS=$(GOFLAGS) CGO_ENABLED=$(CGO_ENABLED)"
 	@echo "export AGENTRUN_PODMAN_SOCKET=$(AGENTRUN_PODMAN_SOCKET) KUBEBUILDER_ASSETS=$$(hack/k8s-binaries.sh)"
 
