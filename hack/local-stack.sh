@@ -47,9 +47,18 @@ alive() {
 kubectl() { "$STATE/bin/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
 
 # control_plane_ready: the localstack process runs and its API server answers.
+# A slow answer (a loaded machine) is not a dead control plane, and replacing
+# it would lose its AgentRuns: a live process gets about 30 s to answer.
 control_plane_ready() {
-  alive localstack && [[ -f $STATE/stack.env && -x $STATE/bin/kubectl ]] &&
-    kubectl get --raw=/readyz --request-timeout=5s >/dev/null 2>&1
+  if ! alive localstack || [[ ! -f $STATE/stack.env || ! -x $STATE/bin/kubectl ]]; then
+    return 1
+  fi
+  for _ in $(seq 10); do
+    kubectl get --raw=/readyz --request-timeout=3s >/dev/null 2>&1 && return 0
+    alive localstack || return 1
+    sleep 1
+  done
+  return 1
 }
 
 wait_for() { # description, seconds, log file, command...
@@ -123,7 +132,9 @@ up() {
   if ! control_plane_ready; then
     start_control_plane=1
     start_manager=1 # a new control plane has a new API server and webhook certificate
-    if [[ -f $STATE/localstack.pid ]]; then
+    if alive localstack; then
+      step "the control plane (pid $(pid_of localstack)) does not answer: replacing it with a new, empty one; the AgentRuns it held are gone"
+    elif [[ -f $STATE/localstack.pid ]]; then
       step "the control plane (pid $(pid_of localstack)) is not running: starting a new, empty one; the AgentRuns it held are gone"
     fi
   elif ! alive manager; then
