@@ -250,9 +250,10 @@ demo() {
   up
 
   step "creating what the reference sample needs: Podman secrets github-token and gitlab-token, and /home/user/myrepo"
+  create_secret() { printf 'demo-%s-not-a-real-token' "$1" | podman secret create "$1" -; }
   for secret in github-token gitlab-token; do
     if ! podman secret inspect "$secret" >/dev/null 2>&1; then
-      printf 'demo-%s-not-a-real-token' "$secret" | podman secret create "$secret" - >/dev/null
+      logged create_secret "$secret"
       created+=("secret:$secret")
     fi
   done
