@@ -172,6 +172,10 @@ up() {
   # shellcheck source=/dev/null
   source "$STATE/stack.env"
   step "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
+  # The one host directory the samples mount (the reference sample's
+  # /home/user/myrepo), named rather than left to the manager's default, which
+  # is a real host's choice and may allow none. $AGENTRUN_MANAGER_ARGS comes
+  # last, so it can widen this (the last --allowed-volume-paths wins).
   local extra=()
   read -r -a extra <<<"${AGENTRUN_MANAGER_ARGS:-}"
   # Appended, not truncated: after a restart the log still says how the
@@ -182,6 +186,7 @@ up() {
     --podman-socket "$AGENTRUN_PODMAN_SOCKET" \
     --default-image "$TEST_IMAGE" \
     --default-command fake-agent \
+    --allowed-volume-paths /home/user/myrepo \
     --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook" \
     --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT" \
