@@ -11,9 +11,14 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 
-# The Podman API socket the tests and the local stack talk to; hack/podman-setup.sh
-# starts the service there.
-PODMAN_SOCKET ?= $(or $(TMPDIR),/tmp)/agentrun-podman/podman.sock
+# The Podman API socket the tests and the local stack talk to (hack/podman-setup.sh
+# starts the service there). Its default is defined once, in hack/lib.sh; it is
+# read from there and exported to every script and test run from here. Set
+# AGENTRUN_PODMAN_SOCKET (environment or make's command line) to use another.
+export AGENTRUN_PODMAN_SOCKET := $(shell bash -c '. "$(CURDIR)/hack/lib.sh" && printf %s "$$AGENTRUN_PODMAN_SOCKET"')
+ifeq ($(AGENTRUN_PODMAN_SOCKET),)
+$(error could not read AGENTRUN_PODMAN_SOCKET from hack/lib.sh)
+endif
 
 .PHONY: all
 all: build
@@ -48,18 +53,26 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
+.PHONY: lint-imports
+lint-imports: ## Fail when a package imports across the layers (api, internal, controllers, the Podman bindings).
+	@hack/lint-imports.sh
+
 .PHONY: podman
 podman: ## Install and configure Podman, build the test image, start the API service.
-	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/podman-setup.sh >/dev/null
+	@hack/podman-setup.sh >/dev/null
 
 .PHONY: k8s-binaries
 k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go module proxy.
-	hack/k8s-binaries.sh >/dev/null
+	@hack/k8s-binaries.sh >/dev/null
 
 .PHONY: test
-test: verify-generated check-fmt vet k8s-binaries podman agent-image ## Run every test: unit, envtest + Podman, the real agent, end to end.
-	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) \
-		go test ./... -count=1
+test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image ## Run every test: unit, envtest + Podman, the real agent, end to end.
+	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1
+
+.PHONY: test-env
+test-env: k8s-binaries ## Print the variables make test sets, to eval before running go test by hand.
+	@echo "export GOTOOLCHAIN=$(GOTOOLCHAIN) GOFLAGS=$(GOFLAGS) CGO_ENABLED=$(CGO_ENABLED)"
+	@echo "export AGENTRUN_PODMAN_SOCKET=$(AGENTRUN_PODMAN_SOCKET) KUBEBUILDER_ASSETS=$$(hack/k8s-binaries.sh)"
 
 ##@ Build
 
@@ -73,25 +86,25 @@ localstack: ## Build the local control plane used by make up and make demo.
 
 .PHONY: agent-image
 agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun-claude, without any registry.
-	hack/agent-image.sh
+	@hack/agent-image.sh
 
 .PHONY: bench
 bench: ## Measure agentrun against raw Podman (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000; quick: BENCH_N=50 BENCH_SCALE=1000).
-	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/bench.sh
+	@hack/bench.sh
 
 ##@ Local stack
 
 .PHONY: demo
-demo: ## Start a local stack, run the samples, show the results, tear it down.
-	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/local-stack.sh demo
+demo: ## Start a local stack, run the samples, show the results, tear it down (a stack make up started stays up).
+	@hack/local-stack.sh demo
 
 .PHONY: up
-up: ## Start the local stack in the background (kubeconfig in .local/kubeconfig).
-	AGENTRUN_PODMAN_SOCKET=$(PODMAN_SOCKET) hack/local-stack.sh up
+up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig).
+	@hack/local-stack.sh up
 
 .PHONY: down
-down: ## Stop the local stack and remove its state.
-	hack/local-stack.sh down
+down: ## Stop the local stack and remove its state, AgentRuns included.
+	@hack/local-stack.sh down
 
 $(CONTROLLER_GEN):
 	mkdir -p $(LOCALBIN)

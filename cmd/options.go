@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/agentimage"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/policy"
 )
@@ -77,7 +78,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.mode, "mode", modeAll, "what this process does: all, webhook (serve the validating webhook only) or reconciler (run AgentRuns on this Podman host only)")
 	fs.StringVar(&o.podmanSocket, "podman-socket", "/run/podman/podman.sock", "path of the rootful Podman API service's Unix socket")
 	fs.StringVar(&o.hostName, "host-name", defaultHost, "this Podman host's name: runs pinned to it (spec.hostName) or claimed by it are run here")
-	fs.StringVar(&o.defaultImage, "default-image", "localhost/agentrun-claude:2.1.328", "image for runs that set no spec.image (make agent-image builds it)")
+	fs.StringVar(&o.defaultImage, "default-image", agentimage.Image, "image for runs that set no spec.image (make agent-image builds it)")
 	fs.StringVar(&o.defaultCommand, "default-command", "claude -p --output-format json --", "command, split on spaces, for runs that set no spec.command; the prompt is appended (after --, so a prompt that starts with - is not read as a flag)")
 	fs.IntVar(&o.outputTailBytes, "output-tail-bytes", 4096, "how many bytes of the end of a run's output are kept in status.output (at most 65536)")
 	fs.BoolVar(&o.keepContainers, "keep-containers", false, "keep finished containers for inspection (they are removed when their AgentRun is deleted)")

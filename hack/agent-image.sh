@@ -7,26 +7,49 @@
 # Cached: when the image already carries this version and this script's hash
 # (label agentrun.agent-image), nothing is done. Downloaded packages are kept
 # under ~/.cache/agentrun/agent-image/ so a rebuild does not fetch them again.
-# A cold build takes a minute or more. Progress goes to stderr; the last line,
-# on stdout, gives the image, its size and the time taken.
+# A cold build takes a minute or more. Each step prints one line on stderr; the
+# output of apt, debootstrap, npm and podman goes to
+# ~/.cache/agentrun/logs/agent-image.log. The last line, on stdout, gives the
+# image, its size and the time taken.
 #
-#   CLAUDE_CODE_VERSION  the @anthropic-ai/claude-code version (default below)
+#   hack/agent-image.sh                build (or reuse) the image
+#   hack/agent-image.sh --print-image  print the image's name and exit
+#
+#   CLAUDE_CODE_VERSION  the @anthropic-ai/claude-code version (default: the
+#                        Version constant in internal/agentimage, the one place
+#                        it is pinned)
 #   AGENTRUN_AGENT_IMAGE the image name (default localhost/agentrun-claude:VERSION)
 set -euo pipefail
 
-VERSION=${CLAUDE_CODE_VERSION:-2.1.328}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
+# The manager's default image and the agent suite use the same constant, so
+# the script reads it rather than repeating it; internal/agentimage's test
+# checks that this reading gives the Go constant's image.
+pinned=$(sed -n 's/^const Version = "\([^"]*\)"$/\1/p' "$ROOT/internal/agentimage/agentimage.go")
+if [[ -z $pinned ]]; then
+  echo "agent-image: found no 'const Version = \"...\"' line in internal/agentimage/agentimage.go" >&2
+  exit 1
+fi
+VERSION=${CLAUDE_CODE_VERSION:-$pinned}
 IMAGE=${AGENTRUN_AGENT_IMAGE:-localhost/agentrun-claude:$VERSION}
 SUITE=bookworm
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/agentrun/agent-image
+CACHE=$AGENTRUN_CACHE/agent-image
 
-log() { echo "agent-image: $*" >&2; }
+if [[ ${1:-} == --print-image ]]; then
+  echo "$IMAGE"
+  exit 0
+fi
+
+log_setup agent-image
 
 if [[ $(id -u) != 0 ]]; then
-  log "must run as root: debootstrap and the rootful Podman need it"
+  step "must run as root: debootstrap and the rootful Podman need it"
   exit 1
 fi
 if ! command -v podman >/dev/null; then
-  log "podman is missing: run hack/podman-setup.sh (or make podman) first"
+  step "podman is missing: run hack/podman-setup.sh (or make podman) first"
   exit 1
 fi
 
@@ -38,15 +61,15 @@ if [[ -n $old_id && $(podman image inspect --format '{{index .Labels "agentrun.a
   exit 0
 fi
 
-log "building $IMAGE: a cold build takes a minute or more"
+step "building $IMAGE (a minute or two on a cold machine; the steps follow)"
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
+  step "installing ${missing[*]} from Debian (under a minute)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  logged apt-get update -q
+  logged apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # apt_mirror prints the first http(s) Debian mirror this machine's apt sources
@@ -76,56 +99,55 @@ apt_mirror() {
 mirror=$(apt_mirror)
 if [[ -z $mirror ]]; then
   mirror=http://deb.debian.org/debian
-  log "no $SUITE mirror in /etc/apt/sources.list*: using $mirror"
+  step "no $SUITE mirror in /etc/apt/sources.list*: using $mirror"
 fi
 
 work=$(mktemp -d /var/tmp/agentrun-agent-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+at_exit 'rm -rf "$work"'
 rootfs=$work/rootfs
 mkdir -p "$CACHE/debs" "$CACHE/npm"
 
-log "debootstrap --variant=minbase $SUITE from $mirror"
-if ! debootstrap --variant=minbase --include=git,ca-certificates --cache-dir="$CACHE/debs" \
-  "$SUITE" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
-  tail -n 30 "$work/debootstrap.log" >&2
-  log "debootstrap failed"
-  exit 1
-fi
-chroot "$rootfs" useradd --create-home --home-dir /home/agent --uid 1000 --user-group --shell /bin/bash agent
+step "debootstrap --variant=minbase $SUITE from $mirror (about a minute; less with the packages cached)"
+logged debootstrap --variant=minbase --include=git,ca-certificates --cache-dir="$CACHE/debs" \
+  "$SUITE" "$rootfs" "$mirror"
+logged chroot "$rootfs" useradd --create-home --home-dir /home/agent --uid 1000 --user-group --shell /bin/bash agent
 install -d -o 1000 -g 1000 "$rootfs/workspace"
 # What a container never needs: package lists and caches, documentation.
 rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/{doc,man,info}/*
 
-log "npm install @anthropic-ai/claude-code@$VERSION"
+step "npm install @anthropic-ai/claude-code@$VERSION (about 30 seconds)"
 # --ignore-scripts: the postinstall wants a newer Node than Debian's; the
 # native binary comes in the platform package anyway.
-npm install --prefix "$work/npm" --cache "$CACHE/npm" --ignore-scripts --no-audit --no-fund --loglevel=error \
-  "@anthropic-ai/claude-code@$VERSION" >&2
+logged npm install --prefix "$work/npm" --cache "$CACHE/npm" --ignore-scripts --no-audit --no-fund --loglevel=error \
+  "@anthropic-ai/claude-code@$VERSION"
 binary=$work/npm/node_modules/@anthropic-ai/claude-code-linux-x64/claude
 if [[ ! -x $binary ]]; then
-  log "npm brought no native Linux x86-64 binary ($binary)"
+  step "npm brought no native Linux x86-64 binary ($binary)"
   exit 1
 fi
 # The native binary runs without Node.js; it is not stripped on purpose (the
 # JavaScript bundle is appended to the executable).
 install -m 0755 "$binary" "$rootfs/usr/local/bin/claude"
 
-log "importing into Podman"
-# The version is pinned by the tag, so the CLI must not update itself.
-tar --numeric-owner -C "$rootfs" -c . | podman import --quiet \
-  --change 'USER agent' --change 'WORKDIR /workspace' \
-  --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' --change 'ENV HOME=/home/agent' \
-  --change 'ENV DISABLE_AUTOUPDATER=1' \
-  --change "LABEL agentrun.agent-image=$key" --change "LABEL org.opencontainers.image.version=$VERSION" \
-  - "$IMAGE" >/dev/null
+step "importing into Podman and checking claude --version (about 20 seconds)"
+import_image() {
+  # The version is pinned by the tag, so the CLI must not update itself.
+  tar --numeric-owner -C "$rootfs" -c . | podman import --quiet \
+    --change 'USER agent' --change 'WORKDIR /workspace' \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' --change 'ENV HOME=/home/agent' \
+    --change 'ENV DISABLE_AUTOUPDATER=1' \
+    --change "LABEL agentrun.agent-image=$key" --change "LABEL org.opencontainers.image.version=$VERSION" \
+    - "$IMAGE"
+}
+logged import_image
 
 got=$(podman run --rm --network=none "$IMAGE" claude --version)
 if [[ $got != "$VERSION "* ]]; then
-  log "claude --version in $IMAGE printed '$got', not $VERSION"
+  step "claude --version in $IMAGE printed '$got', not $VERSION"
   exit 1
 fi
 new_id=$(podman image inspect --format '{{.Id}}' "$IMAGE")
 if [[ -n $old_id && $old_id != "$new_id" ]]; then
-  podman rmi "$old_id" >/dev/null 2>&1 || log "the previous image $old_id is still in use: not removed"
+  podman rmi "$old_id" >/dev/null 2>&1 || step "the previous image $old_id is still in use: not removed"
 fi
 echo "$IMAGE: built in ${SECONDS}s ($(podman images --format '{{.Size}}' "$IMAGE")); claude --version: $got"

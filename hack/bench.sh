@@ -3,6 +3,9 @@
 # `make up` started), runs test/bench against it, and tears it down.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
+log_setup bench
 N=${BENCH_N:-200}
 C=${BENCH_C:-8}
 SCALE=${BENCH_SCALE:-10000}
@@ -14,12 +17,16 @@ export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
 export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
 export AGENTRUN_MANAGER_ARGS="--max-concurrent-runs=$C --workers=$((2 * C)) --resync-period=$RESYNC"
 
-trap '"$ROOT/hack/local-stack.sh" down' EXIT
+# The stack is the bench's own, so down is right here: it wipes only
+# .local/bench-stack.
+at_exit '"$ROOT/hack/local-stack.sh" down'
 "$ROOT/hack/local-stack.sh" up >&2
 cd "$ROOT"
-go run ./test/bench -n "$N" -c "$C" -scale "$SCALE" -resync-period "$RESYNC" \
+step "building the benchmark, test/bench (seconds)"
+logged go build -o "$ROOT/bin/bench" ./test/bench
+"$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -resync-period "$RESYNC" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
-  -podman-socket "${AGENTRUN_PODMAN_SOCKET:-/tmp/agentrun-podman/podman.sock}" \
+  -podman-socket "$AGENTRUN_PODMAN_SOCKET" \
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \
   -metrics-url "http://127.0.0.1:$AGENTRUN_METRICS_PORT/metrics" \
   -json "$ROOT/.local/bench.json"

@@ -6,26 +6,27 @@
 # instant.
 #
 # Prints the directory holding the three binaries on stdout (use it as
-# KUBEBUILDER_ASSETS); progress goes to stderr.
+# KUBEBUILDER_ASSETS). When it builds, it prints one line per build on stderr;
+# the Go toolchain's download and build output goes to
+# ~/.cache/agentrun/logs/k8s-binaries.log.
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 K8S_VERSION=${K8S_VERSION:-1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-3.7.3}
-CACHE_ROOT=${AGENTRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentrun}
-OUT="$CACHE_ROOT/k8s/v${K8S_VERSION}-etcd-v${ETCD_VERSION}"
-
-log() { echo "k8s-binaries: $*" >&2; }
+OUT="$AGENTRUN_CACHE/k8s/v${K8S_VERSION}-etcd-v${ETCD_VERSION}"
 
 if [[ -x "$OUT/etcd" && -x "$OUT/kube-apiserver" && -x "$OUT/kubectl" ]]; then
   echo "$OUT"
   exit 0
 fi
 
-log "building etcd v$ETCD_VERSION, kube-apiserver and kubectl v$K8S_VERSION from the Go module proxy into $OUT"
-log "a cold build takes about 8-10 minutes and 3 GB of Go build cache; later runs reuse it"
+log_setup k8s-binaries
 mkdir -p "$OUT"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+at_exit 'rm -rf "$work"'
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 go_version=$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
 
@@ -47,8 +48,8 @@ func main() { etcdmain.Main(os.Args) }
 GO
   (cd "$dir" &&
     printf 'module agentrun.local/etcd\n\ngo %s\n' "$go_version" >go.mod &&
-    go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2 &&
-    go build -trimpath -o "$OUT/etcd.tmp" . >&2 &&
+    logged go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" &&
+    logged go build -trimpath -o "$OUT/etcd.tmp" . &&
     mv "$OUT/etcd.tmp" "$OUT/etcd")
 }
 
@@ -92,12 +93,16 @@ GO
     # k8s.io/kubernetes requires its staging modules at v0.0.0 and expects a
     # replace for each; point every one at the matching published version.
     local modfile
-    modfile=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    modfile=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" 2>>"$LOG" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    if [[ -z $modfile ]]; then
+      step "could not download k8s.io/kubernetes@v$K8S_VERSION's go.mod; see $LOG_FINAL"
+      exit 1
+    fi
     local staging_version="v0.${K8S_VERSION#1.}"
     awk '$2 == "v0.0.0" && $1 ~ /^k8s\.io\// {print $1}' "$modfile" | while read -r m; do
       echo "replace $m => $m $staging_version" >>go.mod
     done
-    go get "k8s.io/kubernetes@v$K8S_VERSION" >&2
+    logged go get "k8s.io/kubernetes@v$K8S_VERSION"
     local major=${K8S_VERSION%%.*} minor
     minor=${K8S_VERSION#*.}; minor=${minor%%.*}
     local ldflags=""
@@ -105,13 +110,19 @@ GO
       ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     done
     for cmd in kube-apiserver kubectl; do
-      go build -trimpath -ldflags "$ldflags" -o "$OUT/$cmd.tmp" "./$cmd" >&2
+      logged go build -trimpath -ldflags "$ldflags" -o "$OUT/$cmd.tmp" "./$cmd"
       mv "$OUT/$cmd.tmp" "$OUT/$cmd"
     done
   )
 }
 
-[[ -x "$OUT/etcd" ]] || build_etcd
-if [[ ! -x "$OUT/kube-apiserver" || ! -x "$OUT/kubectl" ]]; then build_kubernetes; fi
-log "built: $("$OUT/kube-apiserver" --version 2>&1), etcd $("$OUT/etcd" --version 2>&1 | head -1)"
+if [[ ! -x "$OUT/etcd" ]]; then
+  step "building etcd v$ETCD_VERSION from the Go module proxy into $OUT (about 2 minutes on a cold machine)"
+  build_etcd
+fi
+if [[ ! -x "$OUT/kube-apiserver" || ! -x "$OUT/kubectl" ]]; then
+  step "building kube-apiserver and kubectl v$K8S_VERSION from the Go module proxy (about 8 minutes and 3 GB of Go build cache on a cold 2-core machine; once per version)"
+  build_kubernetes
+fi
+step "built: $("$OUT/kube-apiserver" --version 2>&1), etcd $("$OUT/etcd" --version 2>&1 | head -1)"
 echo "$OUT"

@@ -7,25 +7,28 @@
 #   4. starts Podman's API service on a Unix socket under a temporary folder
 #      (so it never collides with a host's own podman.socket) unless one
 #      already answers there.
-# Idempotent: a second run only checks. Prints the socket path on stdout.
+# Idempotent: a second run only checks, and prints nothing but the socket path
+# on stdout. Each step it does take prints one line on stderr; the package
+# manager's and Podman's own output go to ~/.cache/agentrun/logs/podman-setup.log.
 set -euo pipefail
 
-SOCKET=${AGENTRUN_PODMAN_SOCKET:-${TMPDIR:-/tmp}/agentrun-podman/podman.sock}
-TEST_IMAGE=${AGENTRUN_TEST_IMAGE:-localhost/agentrun-test:latest}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-
-log() { echo "podman-setup: $*" >&2; }
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
+log_setup podman-setup
+SOCKET=$AGENTRUN_PODMAN_SOCKET
+TEST_IMAGE=${AGENTRUN_TEST_IMAGE:-localhost/agentrun-test:latest}
 
 if [[ $(id -u) != 0 ]]; then
-  log "must run as root: agentrun drives the rootful Podman service"
+  step "must run as root: agentrun drives the rootful Podman service"
   exit 1
 fi
 
 if ! command -v podman >/dev/null || [[ ! -x /bin/busybox ]] || ! command -v catatonit >/dev/null; then
-  log "installing podman, runc, catatonit and busybox-static"
+  step "installing podman, runc, catatonit and busybox-static from Debian (about a minute on a cold machine)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends podman runc catatonit busybox-static >&2
+  logged apt-get update -q
+  logged apt-get install -y -q --no-install-recommends podman runc catatonit busybox-static
 fi
 
 # crun cannot create containers on these hosts (hybrid cgroups), and root lacks
@@ -49,9 +52,9 @@ CONF
 image_hash=$(cd "$ROOT" && find test/image -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 current_hash=$(podman image inspect --format '{{index .Labels "agentrun.test-image-hash"}}' "$TEST_IMAGE" 2>/dev/null || true)
 if [[ "$current_hash" != "$image_hash" ]]; then
-  log "building $TEST_IMAGE from busybox-static and test/image"
+  step "building the test image $TEST_IMAGE from busybox-static and test/image (a few seconds)"
   rootfs=$(mktemp -d)
-  trap 'rm -rf "$rootfs"' EXIT
+  at_exit 'rm -rf "$rootfs"'
   mkdir -p "$rootfs"/{bin,etc,tmp,workspace,usr/local/bin}
   chmod 1777 "$rootfs/tmp"
   cp /bin/busybox "$rootfs/bin/busybox"
@@ -61,14 +64,17 @@ if [[ "$current_hash" != "$image_hash" ]]; then
   printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nagent:x:1000:\n' >"$rootfs/etc/group"
   install -m 0755 "$ROOT"/test/image/bin/* "$rootfs/usr/local/bin/"
-  tar -C "$rootfs" -c . | podman import \
-    --change 'ENV PATH=/usr/local/bin:/bin' --change 'WORKDIR /workspace' \
-    --change "LABEL agentrun.test-image-hash=$image_hash" \
-    - "$TEST_IMAGE" >/dev/null 2>&1
+  import_test_image() {
+    tar -C "$rootfs" -c . | podman import \
+      --change 'ENV PATH=/usr/local/bin:/bin' --change 'WORKDIR /workspace' \
+      --change "LABEL agentrun.test-image-hash=$image_hash" \
+      - "$TEST_IMAGE"
+  }
+  logged import_test_image
 fi
 
 if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
-  log "starting the Podman API service on unix://$SOCKET"
+  step "starting the Podman API service on unix://$SOCKET (about a second)"
   mkdir -p "$(dirname "$SOCKET")"
   rm -f "$SOCKET"
   nohup podman system service --time=0 "unix://$SOCKET" >"$(dirname "$SOCKET")/service.log" 2>&1 &
@@ -77,7 +83,8 @@ if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>
     sleep 0.1
   done
   curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null || {
-    log "the Podman API service did not answer; see $(dirname "$SOCKET")/service.log"
+    step "the Podman API service did not answer; the end of $(dirname "$SOCKET")/service.log:"
+    tail -n 20 "$(dirname "$SOCKET")/service.log" | sed 's/^/  | /' >&2
     exit 1
   }
 fi

@@ -23,13 +23,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
-// PodmanSocket is the Podman API socket the tests use: AGENTRUN_PODMAN_SOCKET,
-// or where hack/podman-setup.sh starts the service by default.
+// PodmanSocket is the Podman API socket the tests use: AGENTRUN_PODMAN_SOCKET.
+// It has no default of its own, on purpose: the default is defined once, in
+// hack/lib.sh, and the Makefile exports it to every test. A test run outside
+// make without the variable stops here, naming the fix, rather than guessing
+// a path that may not be where the service runs.
 func PodmanSocket() string {
-	if s := os.Getenv("AGENTRUN_PODMAN_SOCKET"); s != "" {
-		return s
+	s := os.Getenv("AGENTRUN_PODMAN_SOCKET")
+	if s == "" {
+		panic("AGENTRUN_PODMAN_SOCKET is not set: run the tests with `make test`, " +
+			"or set the variables it sets first: eval \"$(make -s test-env)\"")
 	}
-	return "/tmp/agentrun-podman/podman.sock"
+	return s
 }
 
 // RepoRoot is the root of this repository, found from this file's location so
@@ -45,7 +50,7 @@ func RepoRoot() string {
 func New(withWebhook bool) (*envtest.Environment, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
-			"or set KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh)")
+			"or set the variables it sets first: eval \"$(make -s test-env)\"")
 	}
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},

@@ -22,6 +22,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
+	"github.com/agentrun/agentrun/internal/agentimage"
 	"github.com/agentrun/agentrun/internal/podman"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
@@ -32,7 +33,7 @@ const (
 	hostName = "agent-suite"
 	// agentImage is what hack/agent-image.sh builds and the manager's
 	// --default-image.
-	agentImage = "localhost/agentrun-claude:2.1.328"
+	agentImage = agentimage.Image
 )
 
 // agentCommand is the manager's --default-command.

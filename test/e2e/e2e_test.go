@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -61,21 +62,60 @@ func scrapeMetrics() string {
 }
 
 // metricValue returns the value of the first sample whose line starts with
-// prefix (metric name and labels).
-func metricValue(metrics, prefix string) float64 {
+// prefix (metric name and labels), and whether there is one.
+func metricValue(metrics, prefix string) (float64, bool) {
 	GinkgoHelper()
 	for _, line := range strings.Split(metrics, "\n") {
 		if strings.HasPrefix(line, prefix+" ") {
 			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, prefix)), 64)
 			Expect(err).NotTo(HaveOccurred())
-			return v
+			return v, true
 		}
 	}
-	Fail("no metric " + prefix)
-	return 0
+	return 0, false
 }
 
-var _ = Describe("agentrun on the local stack", Ordered, func() {
+// mustMetric is metricValue for a sample that must be there.
+func mustMetric(metrics, prefix string) float64 {
+	GinkgoHelper()
+	v, ok := metricValue(metrics, prefix)
+	Expect(ok).To(BeTrue(), "no metric %s in:\n%s", prefix, metrics)
+	return v
+}
+
+// counter is metricValue for a counter or a histogram's count, which is
+// absent until its first event: absent reads as 0.
+func counter(metrics, prefix string) float64 {
+	GinkgoHelper()
+	v, _ := metricValue(metrics, prefix)
+	return v
+}
+
+// pidAlive reports whether the process pid exists and is not a zombie (a
+// killed process whose parent has not reaped it yet still answers kill -0).
+func pidAlive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state ...": the state follows the last parenthesis.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+1:])
+	fields := strings.Fields(rest)
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func readPid(name string) int {
+	GinkgoHelper()
+	data, err := os.ReadFile(filepath.Join(stateDir, name+".pid"))
+	Expect(err).NotTo(HaveOccurred())
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	Expect(err).NotTo(HaveOccurred())
+	return pid
+}
+
+// The specs share one stack but nothing else: each makes what it looks at, so
+// they pass in any order (go test ./test/e2e -ginkgo.randomize-all).
+var _ = Describe("agentrun on the local stack", func() {
 	It("runs the samples applied with kubectl, and kubectl shows them", func() {
 		ns := newNamespace()
 		ensureSampleNeeds()
@@ -151,18 +191,108 @@ spec:
 	})
 
 	It("counts the runs and the Podman calls in /metrics", func() {
-		metrics := scrapeMetrics()
-		Expect(metricValue(metrics, `agentrun_runs{host="e2e",phase="Succeeded"}`)).To(BeNumerically(">=", 2))
-		Expect(metricValue(metrics, `agentrun_runs{host="e2e",phase="Failed"}`)).To(BeNumerically(">=", 1))
-		Expect(metricValue(metrics, `agentrun_launch_latency_seconds_count`)).To(BeNumerically(">=", 3))
-		Expect(metricValue(metrics, `agentrun_run_duration_seconds_count{phase="Succeeded"}`)).To(BeNumerically(">=", 2))
-		Expect(metricValue(metrics, `agentrun_podman_api_calls_total{operation="create"}`)).To(BeNumerically(">=", 4))
-		Expect(metrics).To(MatchRegexp(`(?m)^controller_runtime_reconcile_total\{controller="agentrun"`))
+		// Counters from before this spec's runs, so that it measures what it
+		// made: other specs may have run before it, or none.
+		before := scrapeMetrics()
+		ns := newNamespace()
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: counted-ok
+spec:
+  prompt: be counted
+---
+apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: counted-fails
+spec:
+  prompt: be counted as a failure
+  podman:
+    env:
+      FAKE_AGENT_EXIT: "3"
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/counted-ok", "--timeout=60s")
+		kubectlOK("wait", "-n", ns, "--for=condition=Failed", "agentrun/counted-fails", "--timeout=60s")
+
+		// The phase gauge follows the runs that exist, and these two do; the
+		// manager may still be writing the second result when the wait returns.
+		Eventually(func(g Gomega) {
+			metrics := scrapeMetrics()
+			ok, _ := metricValue(metrics, `agentrun_runs{host="e2e",phase="Succeeded"}`)
+			failed, _ := metricValue(metrics, `agentrun_runs{host="e2e",phase="Failed"}`)
+			g.Expect(ok).To(BeNumerically(">=", 1))
+			g.Expect(failed).To(BeNumerically(">=", 1))
+		}).WithTimeout(10 * time.Second).Should(Succeed())
+
+		after := scrapeMetrics()
+		grew := func(prefix string) float64 {
+			GinkgoHelper()
+			mustMetric(after, prefix)
+			return counter(after, prefix) - counter(before, prefix)
+		}
+		Expect(grew(`agentrun_launch_latency_seconds_count`)).To(BeNumerically(">=", 2))
+		Expect(grew(`agentrun_run_duration_seconds_count{phase="Succeeded"}`)).To(BeNumerically(">=", 1))
+		Expect(grew(`agentrun_run_duration_seconds_count{phase="Failed"}`)).To(BeNumerically(">=", 1))
+		Expect(grew(`agentrun_podman_api_calls_total{operation="create"}`)).To(BeNumerically(">=", 2))
+		Expect(after).To(MatchRegexp(`(?m)^controller_runtime_reconcile_total\{controller="agentrun"`))
+	})
+
+	It("restarts a dead manager on up, keeping the control plane and its AgentRuns", func() {
+		ns := newNamespace()
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: before-crash
+spec:
+  prompt: outlive the manager
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/before-crash", "--timeout=60s")
+		uid := kubectlOK("get", "agentrun", "before-crash", "-n", ns, "-o", "jsonpath={.metadata.uid}")
+
+		controlPlane, manager := readPid("localstack"), readPid("manager")
+		Expect(syscall.Kill(manager, syscall.SIGKILL)).To(Succeed())
+		Eventually(func() bool { return pidAlive(manager) }).WithTimeout(10 * time.Second).Should(BeFalse())
+
+		out, err := stack("up")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("restarting it; the control plane and its AgentRuns are kept"))
+		Expect(out).NotTo(ContainSubstring("starting the control plane"))
+
+		Expect(readPid("localstack")).To(Equal(controlPlane), "the control plane is the same process")
+		Expect(pidAlive(controlPlane)).To(BeTrue())
+		restarted := readPid("manager")
+		Expect(restarted).NotTo(Equal(manager))
+		Expect(pidAlive(restarted)).To(BeTrue())
+
+		Expect(kubectlOK("get", "agentrun", "before-crash", "-n", ns, "-o", "jsonpath={.metadata.uid} {.status.phase}")).
+			To(Equal(uid+" Succeeded"), "the AgentRun outlived the manager")
+
+		// The new manager serves the webhook and runs AgentRuns.
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: after-crash
+spec:
+  prompt: run on the restarted manager
+`)
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/after-crash", "--timeout=60s")
+
+		out, err = stack("up")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("already up"))
+		Expect(readPid("manager")).To(Equal(restarted))
 	})
 })
 
 var _ = Describe("The kustomize overlays under config/", func() {
-	dirs, _ := filepath.Glob(filepath.Join(root, "config", "*", "kustomization.yaml"))
+	dirs, err := filepath.Glob(filepath.Join(root, "config", "*", "kustomization.yaml"))
+	// Without this spec a glob that found nothing (a moved config/, a wrong
+	// root) would leave no spec below, and the suite would pass.
+	It("are found", func() {
+		Expect(err).NotTo(HaveOccurred())
+		Expect(dirs).NotTo(BeEmpty(), "no config/*/kustomization.yaml under %s", root)
+	})
 	for _, k := range dirs {
 		dir := filepath.Dir(k)
 		It("build: "+filepath.Base(dir), func() {

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Sourced by the hack scripts, and read by the Makefile: the defaults that the
+# scripts and the tests must agree on, written once, and the helpers that keep
+# the scripts quiet.
+#
+# Defaults. An environment variable that is already set wins, so a caller (the
+# Makefile, the e2e suite, a user) can point everything elsewhere at once.
+#
+# AGENTRUN_PODMAN_SOCKET: the Podman API socket the tests and the local stack
+# use (hack/podman-setup.sh starts the service there). This line is its only
+# definition: the Makefile exports it to every script and test it runs, the
+# scripts source this file, and internal/testenv refuses to guess it. Under
+# TMPDIR, so that it never collides with a host's own /run/podman/podman.sock.
+export AGENTRUN_PODMAN_SOCKET=${AGENTRUN_PODMAN_SOCKET:-${TMPDIR:-/tmp}/agentrun-podman/podman.sock}
+# AGENTRUN_CACHE: what outlives a checkout (the Kubernetes binaries, the agent
+# image's downloads, the scripts' logs), so a fresh clone reuses it.
+export AGENTRUN_CACHE=${AGENTRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentrun}
+
+# Exit handlers. Scripts register cleanups with at_exit instead of setting their
+# own EXIT trap, so that several can coexist; they run last-registered first,
+# with EXIT_STATUS set to the script's exit status.
+_at_exit=()
+at_exit() { _at_exit+=("$1"); }
+_run_at_exit() {
+  EXIT_STATUS=$?
+  local i
+  for ((i = ${#_at_exit[@]} - 1; i >= 0; i--)); do
+    eval "${_at_exit[i]}" || true
+  done
+  exit "$EXIT_STATUS"
+}
+trap _run_at_exit EXIT
+
+# Quiet progress. A script calls log_setup NAME [PREFIX] once; then
+#   step TEXT      prints one progress line, "PREFIX: TEXT", on stderr (say what
+#                  is done and, when slow, how long it takes on a cold machine);
+#   logged CMD...  runs CMD with its output (apt, go, npm, podman chatter) going
+#                  to the log instead of the terminal; when CMD fails it prints
+#                  the log's path and its last lines, and returns CMD's status.
+# The log is $AGENTRUN_CACHE/logs/NAME.log, from the last run that logged
+# anything (a run that only checked leaves the previous one). A run writes a
+# file of its own and moves it there at exit, so that two runs at once (make up
+# beside the e2e suite, two checkouts) do not write into one file.
+log_setup() {
+  LOG_NAME=$1
+  STEP_PREFIX=${2:-$1}
+  local dir=$AGENTRUN_CACHE/logs
+  mkdir -p "$dir"
+  LOG_FINAL=$dir/$LOG_NAME.log
+  LOG=$(mktemp "$dir/.$LOG_NAME.XXXXXX")
+  at_exit 'if [[ -s $LOG ]]; then mv -f "$LOG" "$LOG_FINAL"; else rm -f "$LOG"; fi'
+}
+
+step() { echo "${STEP_PREFIX:-agentrun}: $*" >&2; }
+
+logged() {
+  local rc=0
+  echo "+ $*" >>"$LOG"
+  "$@" >>"$LOG" 2>&1 </dev/null || rc=$?
+  if ((rc != 0)); then
+    step "failed (exit status $rc): $*"
+    step "the end of its output follows; all of it is in $LOG_FINAL"
+    tail -n 30 "$LOG" | sed 's/^/  | /' >&2
+  fi
+  return "$rc"
+}
