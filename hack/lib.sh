@@ -9,9 +9,12 @@
 # AGENTRUN_PODMAN_SOCKET: the Podman API socket the tests and the local stack
 # use (hack/podman-setup.sh starts the service there). This line is its only
 # definition: the Makefile exports it to every script and test it runs, the
-# scripts source this file, and internal/testenv refuses to guess it. Under
-# TMPDIR, so that it never collides with a host's own /run/podman/podman.sock.
-export AGENTRUN_PODMAN_SOCKET=${AGENTRUN_PODMAN_SOCKET:-${TMPDIR:-/tmp}/agentrun-podman/podman.sock}
+# scripts source this file, and internal/testenv refuses to guess it. In a
+# directory of its own under /run that only root may enter (podman-setup.sh
+# makes it 0700 and checks it is no link), never under /tmp, which any user
+# can write into and which runs are allowed to mount in the test suites; and
+# apart from a host's own /run/podman/podman.sock.
+export AGENTRUN_PODMAN_SOCKET=${AGENTRUN_PODMAN_SOCKET:-/run/agentrun-podman/podman.sock}
 # AGENTRUN_CACHE: what outlives a checkout (the Kubernetes binaries, the agent
 # image's downloads, the scripts' logs), so a fresh clone reuses it.
 export AGENTRUN_CACHE=${AGENTRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentrun}

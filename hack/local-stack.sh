@@ -268,6 +268,11 @@ demo() {
       created=("dir:$dir" "${created[@]}")
     fi
   done
+  # Containers run as 1000:1000 (--container-user), not root: the agent's
+  # workdir is its user's to write.
+  if [[ " ${created[*]} " == *" dir:/home/user/myrepo "* ]]; then
+    chown 1000:1000 /home/user/myrepo
+  fi
 
   step "kubectl apply -k config/samples"
   kubectl apply -k "$ROOT/config/samples"

@@ -75,7 +75,19 @@ fi
 
 if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
   step "starting the Podman API service on unix://$SOCKET (about a second)"
-  mkdir -p "$(dirname "$SOCKET")"
+  socket_dir=$(dirname "$SOCKET")
+  # The socket is the whole host: its directory must be root's alone, and a
+  # link there could point the service, or a check, somewhere else.
+  if [[ -L $socket_dir ]]; then
+    step "$socket_dir is a symbolic link; refusing to put the Podman API socket there"
+    exit 1
+  fi
+  mkdir -p -m 0700 "$socket_dir"
+  chmod 0700 "$socket_dir"
+  if [[ $(stat -c %u "$socket_dir") != 0 ]]; then
+    step "$socket_dir is not owned by root; refusing to put the Podman API socket there"
+    exit 1
+  fi
   rm -f "$SOCKET"
   nohup podman system service --time=0 "unix://$SOCKET" >"$(dirname "$SOCKET")/service.log" 2>&1 &
   for _ in $(seq 100); do

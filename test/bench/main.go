@@ -55,7 +55,7 @@ func main() {
 	flag.IntVar(&cfg.n, "n", 200, "containers (and AgentRuns) to launch")
 	flag.IntVar(&cfg.c, "c", 8, "concurrency: raw launches at once, and the host's --max-concurrent-runs")
 	flag.IntVar(&cfg.scale, "scale", 10000, "finished AgentRuns to create for the scale step")
-	flag.StringVar(&cfg.socket, "podman-socket", "/tmp/agentrun-podman/podman.sock", "Podman API socket")
+	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
 	flag.StringVar(&cfg.image, "image", "localhost/agentrun-test:latest", "image of the short containers")
 	flag.StringVar(&cfg.host, "host", "bench", "host name of the stack's manager")
 	flag.IntVar(&cfg.managerPID, "manager-pid", 0, "PID of the stack's manager, for its memory and CPU")

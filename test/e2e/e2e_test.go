@@ -47,6 +47,9 @@ func ensureSampleNeeds() {
 			continue
 		}
 		Expect(os.Mkdir(dir, 0o755)).To(Succeed())
+		// The workdir is writable for the containers' non-root user, as
+		// make demo makes it.
+		Expect(os.Chown(dir, 1000, 1000)).To(Succeed())
 		DeferCleanup(func() { _ = os.RemoveAll(dir) })
 	}
 }
