@@ -285,9 +285,13 @@ func (r *AgentRunReconciler) recordTransition(run *agentsv1alpha1.AgentRun, befo
 	if after.isWarning() {
 		eventType = corev1.EventTypeWarning
 	}
-	r.Recorder.Eventf(run, nil, eventType, after.reason, string(after.phase), "%s", after.message)
+	r.Recorder.Eventf(run, nil, eventType, after.reason, string(after.phase), "%s", truncateUTF8(after.message, maxEventNoteBytes))
 	return true
 }
+
+// maxEventNoteBytes is the API server's bound on an event's note: a longer
+// one is refused, and the event lost.
+const maxEventNoteBytes = 1024
 
 // forget drops what this process keeps of a run that has finished or gone:
 // its slot (waking the runs in line for it) and its launch hint.

@@ -1,7 +1,9 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -106,5 +108,24 @@ func TestApplyStateKeepsTransitionTimes(t *testing.T) {
 	applyState(&status, 1, runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonImageNotFound, "b"})
 	if got := meta.FindStatusCondition(status.Conditions, agentsv1alpha1.ConditionScheduled).LastTransitionTime; !got.Equal(&before) {
 		t.Errorf("an unchanged condition's transition time moved from %v to %v", before, got)
+	}
+}
+
+func TestLongMessagesAreCutToTheirBounds(t *testing.T) {
+	// A message built from a Podman error or an agent's text can be longer
+	// than the API server takes: the status write, or the event, would be
+	// refused whole.
+	long := runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonLaunchFailed, strings.Repeat("é", 5000)}
+	status := agentsv1alpha1.AgentRunStatus{}
+	applyState(&status, 1, long)
+	if n := len(status.Message); n > maxMessageBytes || n < maxMessageBytes-1 || !utf8.ValidString(status.Message) {
+		t.Errorf("status.message is %d bytes (valid UTF-8: %v); want it cut to %d", n, utf8.ValidString(status.Message), maxMessageBytes)
+	}
+	h := newHarness(t)
+	h.r.recordTransition(plainRun("long", nil), runState{}, long)
+	for _, e := range h.events() {
+		if len(e) > maxEventNoteBytes+100 {
+			t.Errorf("an event of %d bytes would be refused by the API server", len(e))
+		}
 	}
 }
