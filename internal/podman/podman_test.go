@@ -144,7 +144,8 @@ func TestStopIsPromptWithInit(t *testing.T) {
 	if err := r.Stop(context.Background(), id, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	// Well under the 10 s grace: SIGTERM ended it, the grace never ran out.
+	if took := time.Since(start); took > 8*time.Second {
 		t.Errorf("Stop took %s; with an init process SIGTERM ends sleep at once", took)
 	}
 }
@@ -160,7 +161,10 @@ func TestStopKillsAfterGraceAndRemoveKillsAtOnce(t *testing.T) {
 	if err := r.Stop(context.Background(), id, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < time.Second || took > 5*time.Second {
+	// At least the grace period, and far less than the script's 300 s: the
+	// SIGKILL came after the grace. (Not a speed check: a loaded machine
+	// takes seconds more.)
+	if took := time.Since(start); took < time.Second || took > time.Minute {
 		t.Errorf("Stop with 1s grace took %s", took)
 	}
 	if c, _ := r.Inspect(context.Background(), id); c.State != rt.StateExited || c.ExitCode != 137 {
@@ -248,7 +252,9 @@ func TestDiedEventComesPromptly(t *testing.T) {
 func TestUnreachableServiceIsUnavailable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "podman.sock")
 	r := New(path)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A bound for the whole test, not a speed check: the bindings retry a
+	// dead socket, and a loaded machine answers slowly.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := r.Ping(ctx); !errors.Is(err, rt.ErrUnavailable) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Ping = %v, want ErrUnavailable naming the socket", err)
