@@ -124,8 +124,9 @@ type Runtime interface {
 	// Remove removes a container, stopping it first if needed. Removing a
 	// container that does not exist is not an error.
 	Remove(ctx context.Context, id string) error
-	// SecretValues returns the values of the secrets a created container
-	// gets as environment variables (secretEnv maps each variable to its
+	// SecretValues returns the values of the secrets a container that has
+	// started (Podman 4.3.1 resolves them only then) gets as environment
+	// variables (secretEnv maps each variable to its
 	// secret), in no particular order. They exist for one purpose: masking
 	// them in the container's output before it goes anywhere. A caller keeps
 	// them in memory for as long as that takes, and never stores or logs
