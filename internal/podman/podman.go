@@ -36,6 +36,10 @@ type Runtime struct {
 
 	mu   sync.Mutex
 	conn context.Context // holds the bindings' connection; nil until used
+	// v5 tells whether the service behind conn is Podman 5 or later, read
+	// once per connection from the version the bindings learn when they
+	// connect (their ping), so no call costs an extra request to know it.
+	v5 bool
 }
 
 var _ rt.Runtime = &Runtime{}
@@ -80,8 +84,24 @@ func (r *Runtime) connect(ctx context.Context) (context.Context, error) {
 			return nil, r.unavailable(err)
 		}
 		r.conn = conn
+		r.v5 = false
+		if v := bindings.ServiceVersion(conn); v != nil && v.Major >= 5 {
+			r.v5 = true
+		}
 	}
 	return call{Context: ctx, conn: r.conn}, nil
+}
+
+// connectV returns connect's context and whether the service is Podman 5 or
+// later, for the calls whose behaviour differs between 4.x and 5.x.
+func (r *Runtime) connectV(ctx context.Context) (context.Context, bool, error) {
+	c, err := r.connect(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return c, r.v5, nil
 }
 
 // disconnect drops the connection after a transport failure, so the next
@@ -144,12 +164,18 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
 	return ok, r.classify(err, "image "+image)
 }
 
-// SecretExists inspects the secret's metadata (never its value). Podman 4's
-// exists endpoint always answers 404, so a 404 from inspect is the answer.
+// SecretExists tells whether the secret exists, never reading its value.
+// Podman 5 answers the exists endpoint; Podman 4.3's exists endpoint always
+// answers 404 (so it would say no), so there the secret's metadata is
+// inspected and a 404 is the answer.
 func (r *Runtime) SecretExists(ctx context.Context, name string) (bool, error) {
-	c, err := r.connect(ctx)
+	c, v5, err := r.connectV(ctx)
 	if err != nil {
 		return false, err
+	}
+	if v5 {
+		ok, err := secrets.Exists(c, name)
+		return ok, r.classify(err, "secret "+name)
 	}
 	_, err = secrets.Inspect(c, name, nil)
 	err = r.classify(err, "secret "+name)
@@ -159,13 +185,20 @@ func (r *Runtime) SecretExists(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
+// maskedValue is what Podman 5 shows in a container's inspect output in
+// place of an env secret's value (NAME=*******); it is not a value to mask.
+const maskedValue = "*******"
+
 // SecretValues reads the values of a container's env secrets, for masking
-// them in its output. Podman 5 shows a secret's value through the secrets
-// API (showsecret); Podman 4.3 ignores that option but shows env secrets'
-// values in the container's own inspect output (Config.Env), so the values
-// the secrets API did not give are read from there, by variable name.
+// them in its output. The two versions differ:
+//   - Podman 5 shows a secret's value through the secrets API (showsecret)
+//     and masks it in the container's inspect output, so the values come
+//     from the secrets API only;
+//   - Podman 4.3 ignores showsecret (SecretData stays empty) but shows env
+//     secrets' values in the container's own inspect output (Config.Env), so
+//     the values are read from there, by variable name.
 func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[string]string) ([]string, error) {
-	c, err := r.connect(ctx)
+	c, v5, err := r.connectV(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +215,9 @@ func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[str
 			missing[variable] = true
 		}
 	}
-	if len(missing) == 0 {
+	// On 5.x a secret the API did not show (removed since the container was
+	// created) is not in inspect either: only the mask is.
+	if len(missing) == 0 || v5 {
 		return values, nil
 	}
 	data, err := containers.Inspect(c, id, nil)
@@ -191,7 +226,8 @@ func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[str
 	}
 	if data.Config != nil {
 		for _, kv := range data.Config.Env {
-			if variable, value, ok := strings.Cut(kv, "="); ok && missing[variable] {
+			// The mask check guards a 4.x server that masks like 5.x does.
+			if variable, value, ok := strings.Cut(kv, "="); ok && missing[variable] && value != maskedValue {
 				values = append(values, value)
 			}
 		}
