@@ -186,7 +186,8 @@ func (r *Runtime) SecretExists(ctx context.Context, name string) (bool, error) {
 }
 
 // maskedValue is what Podman 5 shows in a container's inspect output in
-// place of an env secret's value (NAME=*******); it is not a value to mask.
+// place of an env secret's value, under the secret's name (SECRET=*******);
+// it is not a value to mask.
 const maskedValue = "*******"
 
 // SecretValues reads the values of a container's env secrets, for masking
