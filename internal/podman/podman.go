@@ -238,6 +238,8 @@ func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[str
 
 // Podman's root causes (ErrorModel.Because) for Create's expected failures:
 // the messages of containers/storage's and common/secrets' sentinel errors.
+// 4.3.1 and 5.4.2 send the same texts (the contract and the controller suite
+// check each against both), so they are matched whatever the version.
 const (
 	causeImageUnknown  = "image not known"
 	causeNameInUse     = "that name is already in use"
@@ -537,7 +539,12 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 }
 
 // event maps a Podman event; its attributes are the container's labels plus
-// name, image and, for died, the exit code (never its environment).
+// name, image, podId and, for died, the exit code (never its environment).
+// The versions differ in what else they attach, and this reads nothing that
+// only one of them sends: 4.3.1 puts containerExitCode on every event ("0"
+// until the container dies) and its labels only on some events (create,
+// remove), 5.x puts the labels on every event and containerExitCode only on
+// died and remove. A missing exit code parses as 0, as 4.3.1's "0" does.
 func event(e entitiestypes.Event) rt.Event {
 	code, _ := strconv.ParseInt(e.Actor.Attributes["containerExitCode"], 10, 32)
 	return rt.Event{
