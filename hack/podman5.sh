@@ -70,6 +70,8 @@ build_rootfs() {
   [[ -x $ROOTFS/usr/bin/podman ]] && return 0
   step "building a Debian 13 root file system with Podman $VERSION in $ROOTFS (about a minute, once)"
   if ! command -v debootstrap >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    logged apt-get update -q
     logged apt-get install -y -q --no-install-recommends debootstrap
   fi
   local mirror tmp
