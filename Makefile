@@ -83,6 +83,7 @@ podman5: podman agent-image ## Start (or reuse) the Podman 5 API service beside 
 
 .PHONY: test-podman5
 test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman 5 only.
+	@echo "test-podman5: the Podman-facing packages against Podman 5 (hack/podman5.sh), apart from the run above against $(AGENTRUN_PODMAN_SOCKET)"
 	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1
 
 .PHONY: podman5-stop
