@@ -346,6 +346,15 @@ func (r *Runtime) Inspect(ctx context.Context, nameOrID string) (rt.Container, e
 		out.State = state(data.State.Status)
 		out.ExitCode = data.State.ExitCode
 		out.StartedAt, out.FinishedAt = data.State.StartedAt, data.State.FinishedAt
+		// Podman 4.3.1 can report a container that exits right after it
+		// starts as finished up to a few milliseconds before it started
+		// (measured: 0.07 to 2.2 ms, its FinishedAt always ending in the same
+		// sub-microsecond digits, which looks like a file time stamped from
+		// the kernel's coarse clock). A run never ends before it begins, so
+		// such a FinishedAt is taken as the start; 5.4.2 was not seen doing it.
+		if !out.FinishedAt.IsZero() && out.FinishedAt.Before(out.StartedAt) {
+			out.FinishedAt = out.StartedAt
+		}
 	}
 	return out, nil
 }
