@@ -94,6 +94,7 @@ build_rootfs() {
   umount "$tmp/proc"
   local got
   # From the package database: podman itself needs /proc to start.
+  # shellcheck disable=SC2016 # ${Version} is dpkg-query's field, not the shell's
   got=$(chroot "$tmp" dpkg-query -W -f '${Version}' podman | sed -E 's/^[0-9]+://; s/[+~-].*//')
   if [[ $got != "$VERSION" ]]; then
     step "Debian 13 now ships Podman $got, not $VERSION: set AGENTRUN_PODMAN5_VERSION=$got (and update the README)"
@@ -163,8 +164,12 @@ start() {
     step "$RUN_DIR is a symbolic link; refusing to put the Podman API socket there"
     exit 1
   fi
-  mkdir -p -m 0700 "$RUN_DIR" "$STORAGE"
-  chmod 0700 "$RUN_DIR"
+  # Made 0700 from the start (its parent, /run, exists), and again in case
+  # it was there before.
+  # shellcheck disable=SC2174
+  mkdir -p -m 0700 "$RUN_DIR"
+  mkdir -p "$STORAGE"
+  chmod 0700 "$RUN_DIR" "$STORAGE"
   if [[ $(stat -c %u "$RUN_DIR") != 0 ]]; then
     step "$RUN_DIR is not owned by root; refusing to put the Podman API socket there"
     exit 1
