@@ -65,9 +65,30 @@ podman: ## Install and configure Podman, build the test image, start the API ser
 k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go module proxy.
 	@hack/k8s-binaries.sh >/dev/null
 
+# The packages whose tests drive a Podman service (the runtime contract, the
+# envtest + Podman suites, the real agent, end to end): make test runs them
+# against the host's Podman (4.3.1 on Debian 12) with the rest, then again
+# against Podman 5 (hack/podman5.sh). Their suites' names say which version.
+PODMAN_PACKAGES := ./internal/podman/... ./controllers/... ./test/agent/... ./test/e2e/...
+
 .PHONY: test
-test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image ## Run every test: unit, envtest + Podman, the real agent, end to end.
+test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1
+	@$(MAKE) --no-print-directory test-podman5
+
+.PHONY: podman5
+podman5: podman agent-image ## Start (or reuse) the Podman 5 API service beside the host's (hack/podman5.sh) and copy the test and agent images into it.
+	@hack/podman5.sh start >/dev/null
+	@hack/podman5.sh load localhost/agentrun-test:latest "$$(hack/agent-image.sh --print-image)"
+
+.PHONY: test-podman5
+test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman 5 only.
+	@echo "test-podman5: the Podman-facing packages against Podman 5 (hack/podman5.sh), apart from the run above against $(AGENTRUN_PODMAN_SOCKET)"
+	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1
+
+.PHONY: podman5-stop
+podman5-stop: ## Stop the Podman 5 API service and remove what it set up (its storage stays in the cache).
+	@hack/podman5.sh stop
 
 .PHONY: test-env
 test-env: k8s-binaries ## Print the variables make test sets, to eval before running go test by hand.

@@ -70,7 +70,7 @@ func (b *syncBuffer) String() string {
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "AgentRun controller suite (envtest + Podman)")
+	RunSpecs(t, "AgentRun controller suite (envtest + Podman "+testenv.PodmanVersion()+")")
 }
 
 var _ = BeforeSuite(func() {

@@ -89,9 +89,9 @@ if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>
     exit 1
   fi
   rm -f "$SOCKET"
-  # From /: the service hands its working directory to every conmon it
-  # starts, and a checkout that is later removed (a CI clone, say) would make
-  # every container start fail with "Failed to get working directory".
+  # Started from /: the service and every conmon it starts inherit its working
+  # directory, and conmon fails ("Failed to get working directory") once that
+  # directory is deleted, as a CI clone that started the service is.
   (cd / && exec nohup podman system service --time=0 "unix://$SOCKET" >"$(dirname "$SOCKET")/service.log" 2>&1) &
   for _ in $(seq 100); do
     curl -fsS --max-time 1 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break

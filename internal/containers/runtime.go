@@ -125,11 +125,11 @@ type Runtime interface {
 	// container that does not exist is not an error.
 	Remove(ctx context.Context, id string) error
 	// SecretValues returns the values of the secrets a container that has
-	// run gets as environment variables (secretEnv maps each variable to its
-	// secret), in no particular order. They exist for one purpose: masking
-	// them in the container's output before it goes anywhere. A caller keeps
-	// them in memory for as long as that takes, and never stores or logs
-	// them.
+	// started (Podman 4.3.1 resolves them only then) gets as environment
+	// variables (secretEnv maps each variable to its secret), in no
+	// particular order. They exist for one purpose: masking them in the
+	// container's output before it goes anywhere. A caller keeps them in
+	// memory for as long as that takes, and never stores or logs them.
 	SecretValues(ctx context.Context, containerID string, secretEnv map[string]string) ([]string, error)
 	// Logs returns at most maxBytes of the end of the container's combined
 	// stdout and stderr.

@@ -6,14 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/containers/podman/v5/pkg/bindings"
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/bindings/secrets"
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	rt "github.com/agentrun/agentrun/internal/containers"
@@ -134,6 +139,60 @@ func TestEnvSecretReachesTheContainer(t *testing.T) {
 	}
 	if out != fmt.Sprintf("%x\nplain=visible\n", sha256.Sum256([]byte(value))) {
 		t.Fatalf("output = %q: the secret did not arrive as $TOKEN", out)
+	}
+}
+
+// What Podman's own inspect output shows of an env secret differs by
+// version, and so does where SecretValues reads the values from: 5.x masks
+// it in inspect, listed under the secret's name (SECRET=*******), and shows
+// it through the secrets API;
+// 4.3.1 shows it in inspect (once the container has started) and not through
+// the secrets API. Either way SecretValues gives the value, never the mask.
+func TestEnvSecretInInspectAndSecretValuesByVersion(t *testing.T) {
+	r := newRuntime(t)
+	name, value := "agentrun-test-"+rand.String(8), "agentrun-secret-value-"+rand.String(16)
+	addSecret(t, r, name, value)
+	id, _ := run(t, r, "true", func(s *rt.Spec) { s.SecretEnv = map[string]string{"TOKEN": name} })
+	waitExited(t, r, id)
+
+	c, v5, err := r.connectV(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := containers.Inspect(c, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range data.Config.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	version := bindings.ServiceVersion(c)
+	if v5 {
+		// 5.x lists the secret under its own name, masked, and the variable
+		// not at all.
+		if env[name] != maskedValue || slices.Contains(slices.Collect(maps.Values(env)), value) {
+			t.Errorf("Podman %s inspect shows %s=%q, want it masked as %q and the value nowhere",
+				version, name, strings.ReplaceAll(env[name], value, "<the value>"), maskedValue)
+		}
+		info, err := secrets.Inspect(c, name, &secrets.InspectOptions{ShowSecret: ptr(true)})
+		if err != nil || info.SecretData != value {
+			t.Errorf("Podman %s secrets API with showsecret does not give the value (err %v)", version, err)
+		}
+	} else if env["TOKEN"] != value {
+		t.Errorf("Podman %s inspect no longer shows the env secret's value as TOKEN: SecretValues's fallback for 4.x needs another source", version)
+	}
+	t.Logf("Podman %s: inspect shows %s=%q, TOKEN=%q", version, name,
+		strings.ReplaceAll(env[name], value, "<the value>"), strings.ReplaceAll(env["TOKEN"], value, "<the value>"))
+
+	values, err := r.SecretValues(t.Context(), id, map[string]string{"TOKEN": name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(values) != 1 || values[0] != value {
+		t.Errorf("SecretValues gave %d values (the mask among them: %v), want exactly the secret's value", len(values), slices.Contains(values, maskedValue))
 	}
 }
 

@@ -1,11 +1,11 @@
 package testenv
 
 import (
-	"fmt"
-	"os/exec"
+	"context"
 	"path/filepath"
-	"strings"
+	"sync"
 
+	"github.com/agentrun/agentrun/internal/podman/podmantest"
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
@@ -28,13 +28,32 @@ func Policy() policy.Policy {
 	}
 }
 
-// CreatePodmanSecret makes a Podman secret as a user would, with the CLI,
-// and returns the function that removes it.
-func CreatePodmanSecret(name, value string) (remove func(), err error) {
-	cmd := exec.Command("podman", "secret", "create", name, "-")
-	cmd.Stdin = strings.NewReader(value)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("podman secret create %s: %w: %s", name, err, out)
+// Podman connects to the service under test (PodmanSocket), once per test
+// binary, for the helpers below.
+var Podman = sync.OnceValues(func() (*podmantest.Conn, error) {
+	return podmantest.Connect(context.Background(), PodmanSocket())
+})
+
+// PodmanVersion is the version of the Podman service under test, for the
+// suites' names, so that each version's results say which they are
+// (make test runs the Podman-facing suites against 4.3.1 and 5.x).
+func PodmanVersion() string {
+	c, err := Podman()
+	if err != nil {
+		return "unreachable"
 	}
-	return func() { _ = exec.Command("podman", "secret", "rm", name).Run() }, nil
+	return c.Version()
+}
+
+// CreatePodmanSecret makes a Podman secret on the service under test, through
+// its API, and returns the function that removes it.
+func CreatePodmanSecret(name, value string) (remove func(), err error) {
+	c, err := Podman()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CreateSecret(name, value); err != nil {
+		return nil, err
+	}
+	return func() { _ = c.RemoveSecret(name) }, nil
 }

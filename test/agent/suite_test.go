@@ -47,7 +47,7 @@ var (
 
 func TestAgent(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Claude Code agent suite (envtest + Podman + the real CLI)")
+	RunSpecs(t, "Claude Code agent suite (envtest + Podman "+testenv.PodmanVersion()+" + the real CLI)")
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {

@@ -29,7 +29,7 @@ var (
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "agentrun end-to-end suite")
+	RunSpecs(t, "agentrun end-to-end suite (Podman "+testenv.PodmanVersion()+")")
 }
 
 func freePort() int {

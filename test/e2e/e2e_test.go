@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
 // newNamespace creates a namespace for one spec and deletes it afterwards.
@@ -32,15 +33,17 @@ func newNamespace() string {
 // removes what it created afterwards.
 func ensureSampleNeeds() {
 	GinkgoHelper()
+	// On the service under test, through its API: the host's CLI would
+	// write to its own store, not the 5.x service's.
+	podman, err := testenv.Podman()
+	Expect(err).NotTo(HaveOccurred())
 	for _, secret := range []string{"github-token", "gitlab-token"} {
-		if exec.Command("podman", "secret", "inspect", secret).Run() == nil {
+		if podman.SecretExists(secret) {
 			continue
 		}
-		cmd := exec.Command("podman", "secret", "create", secret, "-")
-		cmd.Stdin = strings.NewReader("e2e-not-a-real-token")
-		out, err := cmd.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), string(out))
-		DeferCleanup(func() { _ = exec.Command("podman", "secret", "rm", secret).Run() })
+		remove, err := testenv.CreatePodmanSecret(secret, "e2e-not-a-real-token")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(remove)
 	}
 	for _, dir := range []string{"/home/user", "/home/user/myrepo"} {
 		if _, err := os.Stat(dir); err == nil {
@@ -185,12 +188,14 @@ spec:
 `)
 		kubectlOK("wait", "-n", ns, "--for=condition=Started", "agentrun/long", "--timeout=60s")
 		container := kubectlOK("get", "agentrun", "long", "-n", ns, "-o", "jsonpath={.status.containerName}")
-		Expect(exec.Command("podman", "container", "exists", container).Run()).To(Succeed())
+		podman, err := testenv.Podman()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(podman.ContainerExists(container)).To(BeTrue())
 
 		start := time.Now()
 		kubectlOK("delete", "agentrun", "long", "-n", ns, "--timeout=60s")
 		GinkgoWriter.Printf("kubectl delete of a running run took %s\n", time.Since(start))
-		Expect(exec.Command("podman", "container", "exists", container).Run()).To(HaveOccurred(), "container %s must be gone", container)
+		Expect(podman.ContainerExists(container)).To(BeFalse(), "container %s must be gone", container)
 	})
 
 	It("counts the runs and the Podman calls in /metrics", func() {

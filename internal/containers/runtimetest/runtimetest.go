@@ -236,17 +236,18 @@ var behaviours = []struct {
 }
 
 // secretValues: the values of an exited container's env secrets come back,
-// for masking its output, and those of secrets it does not use do not.
-// (Podman 4.3 shows env secrets in inspect only once the container started,
-// which is also when the controller asks: after the exit.)
+// for masking its output, and those of secrets it does not use do not. An
+// exited one, as the controller asks: Podman 4.3.1 puts env secrets into a
+// container's environment (where its runtime reads them back) only when it
+// starts.
 func secretValues(c *tc) {
 	used, unused := "agentrun-contract-used-"+c.suffix, "agentrun-contract-unused-"+c.suffix
 	c.h.AddSecret(c.T, c.r, used, "used-value-"+c.suffix)
 	c.h.AddSecret(c.T, c.r, unused, "unused-value-"+c.suffix)
 	s := c.spec("secrets")
 	s.SecretEnv = map[string]string{"TOKEN": used}
-	done := c.exited(s, 0, "")
-	values, err := c.r.SecretValues(c.ctx, done.ID, s.SecretEnv)
+	id := c.exited(s, 0, "").ID
+	values, err := c.r.SecretValues(c.ctx, id, s.SecretEnv)
 	if err != nil {
 		c.Fatalf("SecretValues = %v", err)
 	}
