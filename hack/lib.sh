@@ -19,6 +19,29 @@ export AGENTRUN_PODMAN_SOCKET=${AGENTRUN_PODMAN_SOCKET:-/run/agentrun-podman/pod
 # image's downloads, the scripts' logs), so a fresh clone reuses it.
 export AGENTRUN_CACHE=${AGENTRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentrun}
 
+# containers_conf WRITER prints the containers.conf settings every Podman
+# service of the tests needs (the 4.3 one and the 5 one alike): crun cannot
+# create containers on these hosts (hybrid cgroups), and root lacks
+# CAP_SYS_RESOURCE, so Podman's default rlimits must stay under the hard
+# limits.
+containers_conf() {
+  local nofile nproc
+  nofile=$(ulimit -Hn)
+  nproc=$(ulimit -Hu)
+  [[ $nofile == unlimited || $nofile -gt 16384 ]] && nofile=16384
+  [[ $nproc == unlimited || $nproc -gt 16384 ]] && nproc=16384
+  cat <<CONF
+# Written by agentrun's $1.
+[containers]
+default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+}
+
 # Exit handlers. Scripts register cleanups with at_exit instead of setting their
 # own EXIT trap, so that several can coexist; they run last-registered first,
 # with EXIT_STATUS set to the script's exit status.

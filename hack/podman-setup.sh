@@ -31,22 +31,8 @@ if ! command -v podman >/dev/null || [[ ! -x /bin/busybox ]] || ! command -v cat
   logged apt-get install -y -q --no-install-recommends podman runc catatonit busybox-static
 fi
 
-# crun cannot create containers on these hosts (hybrid cgroups), and root lacks
-# CAP_SYS_RESOURCE, so Podman's default rlimits must stay under the hard limits.
-nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
-[[ $nofile == unlimited || $nofile -gt 16384 ]] && nofile=16384
-[[ $nproc == unlimited || $nproc -gt 16384 ]] && nproc=16384
 mkdir -p /etc/containers/containers.conf.d
-cat >/etc/containers/containers.conf.d/50-agentrun.conf <<CONF
-# Written by agentrun's hack/podman-setup.sh.
-[containers]
-default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
+containers_conf hack/podman-setup.sh >/etc/containers/containers.conf.d/50-agentrun.conf
 
 # The image is rebuilt when test/image changes: its label records a hash of it.
 image_hash=$(cd "$ROOT" && find test/image -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)

@@ -105,26 +105,16 @@ build_rootfs() {
 }
 
 write_config() {
-  local nofile nproc
-  # The same settings as the 4.3 service's (hack/podman-setup.sh says why).
-  nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
-  [[ $nofile == unlimited || $nofile -gt 16384 ]] && nofile=16384
-  [[ $nproc == unlimited || $nproc -gt 16384 ]] && nproc=16384
   mkdir -p "$ROOTFS/etc/containers/containers.conf.d"
-  cat >"$ROOTFS/etc/containers/containers.conf.d/50-agentrun.conf" <<CONF
-# Written by agentrun's hack/podman5.sh.
-[containers]
-default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
+  {
+    containers_conf hack/podman5.sh
+    cat <<CONF
 
 [network]
 default_subnet = "$SUBNET"
 default_subnet_pools = [{"base" = "$SUBNET_POOL", "size" = 24}]
 CONF
+  } >"$ROOTFS/etc/containers/containers.conf.d/50-agentrun.conf"
 }
 
 # The service's side of start, run by unshare in a fresh mount namespace whose
