@@ -162,14 +162,11 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 // redactorFor masks the values of the run's secrets, read from the host's
 // Podman for this pass only: they live as long as the returned Redactor.
 func (r *AgentRunReconciler) redactorFor(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (*redact.Redactor, error) {
-	if len(run.Spec.Podman.SecretsEnv) == 0 {
+	secrets := secretEnv(run)
+	if len(secrets) == 0 {
 		return redact.New(), nil
 	}
-	secretEnv := make(map[string]string, len(run.Spec.Podman.SecretsEnv))
-	for variable, name := range run.Spec.Podman.SecretsEnv {
-		secretEnv[variable] = string(name)
-	}
-	values, err := r.Runtime.SecretValues(ctx, c.ID, secretEnv)
+	values, err := r.Runtime.SecretValues(ctx, c.ID, secrets)
 	if err != nil {
 		return nil, fmt.Errorf("reading the secret values of container %s, to mask them in its output: %w", c.Name, err)
 	}

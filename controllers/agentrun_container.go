@@ -79,18 +79,15 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		}
 	}
 	spec.Env[agentsv1alpha1.PromptEnvVar] = run.Spec.Prompt
-	if len(p.SecretsEnv) > 0 {
-		spec.SecretEnv = make(map[string]string, len(p.SecretsEnv))
-		secretsPath := field.NewPath("spec", "podman", "secretsEnv")
-		for k, v := range p.SecretsEnv {
-			// Admission checks this too; the host checks again, since a
-			// run admitted under older rules may still be launched.
-			if errs := agentsv1alpha1.ValidateSecretName(secretsPath.Key(k), string(v)); len(errs) > 0 {
-				return containers.Spec{}, errs.ToAggregate()
-			}
-			spec.SecretEnv[k] = string(v)
+	secretsPath := field.NewPath("spec", "podman", "secretsEnv")
+	for k, v := range p.SecretsEnv {
+		// Admission checks this too; the host checks again, since a run
+		// admitted under older rules may still be launched.
+		if errs := agentsv1alpha1.ValidateSecretName(secretsPath.Key(k), string(v)); len(errs) > 0 {
+			return containers.Spec{}, errs.ToAggregate()
 		}
 	}
+	spec.SecretEnv = secretEnv(run)
 	for i, v := range p.Volumes {
 		vol, err := agentsv1alpha1.ParseVolume(v)
 		if err != nil {
@@ -118,6 +115,19 @@ func latestAttempt(owned []containers.Container) (c containers.Container, attemp
 		}
 	}
 	return c, attempt, ok
+}
+
+// secretEnv maps each of the run's secret variables to its Podman secret,
+// as the engine takes them; nil when the run has none.
+func secretEnv(run *agentsv1alpha1.AgentRun) map[string]string {
+	if len(run.Spec.Podman.SecretsEnv) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(run.Spec.Podman.SecretsEnv))
+	for variable, name := range run.Spec.Podman.SecretsEnv {
+		out[variable] = string(name)
+	}
+	return out
 }
 
 // secretNames lists the Podman secrets a run needs, sorted, without repeats.
