@@ -8,6 +8,17 @@ export GOFLAGS := -tags=remote,containers_image_openpgp
 export CGO_ENABLED := 0
 
 LOCALBIN ?= $(CURDIR)/bin
+
+# The manager's version: the tag of the image make image builds. Fixed here, not
+# taken from git describe, because the committed manifests name it
+# (config/manager's kustomization, config/host/agentrun-host.container,
+# docs/deploy.md) and must name an image that make image builds from any
+# checkout; a spec in test/e2e checks that they agree with this line. Raise it
+# with a release. The image is also tagged :latest.
+VERSION ?= 0.1.0
+# Exported to hack/manager-image.sh and to the tests (the e2e suite runs a host's
+# manager from this image).
+export AGENTRUN_MANAGER_IMAGE ?= localhost/agentrun-manager:$(VERSION)
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 
@@ -72,14 +83,14 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 PODMAN_PACKAGES := ./internal/podman/... ./controllers/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
-test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
+test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1
 	@$(MAKE) --no-print-directory test-podman5
 
 .PHONY: podman5
-podman5: podman agent-image ## Start (or reuse) the Podman 5 API service beside the host's (hack/podman5.sh) and copy the test and agent images into it.
+podman5: podman agent-image image ## Start (or reuse) the Podman 5 API service beside the host's (hack/podman5.sh) and copy the test, agent and manager images into it.
 	@hack/podman5.sh start >/dev/null
-	@hack/podman5.sh load localhost/agentrun-test:latest "$$(hack/agent-image.sh --print-image)"
+	@hack/podman5.sh load localhost/agentrun-test:latest "$$(hack/agent-image.sh --print-image)" "$(AGENTRUN_MANAGER_IMAGE)"
 
 .PHONY: test-podman5
 test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman 5 only.
@@ -94,12 +105,17 @@ podman5-stop: ## Stop the Podman 5 API service and remove what it set up (its st
 test-env: k8s-binaries ## Print the variables make test sets, to eval before running go test by hand.
 	@echo "export GOTOOLCHAIN=$(GOTOOLCHAIN) GOFLAGS=$(GOFLAGS) CGO_ENABLED=$(CGO_ENABLED)"
 	@echo "export AGENTRUN_PODMAN_SOCKET=$(AGENTRUN_PODMAN_SOCKET) KUBEBUILDER_ASSETS=$$(hack/k8s-binaries.sh)"
+	@echo "export AGENTRUN_MANAGER_IMAGE=$(AGENTRUN_MANAGER_IMAGE)"
 
 ##@ Build
 
 .PHONY: build
 build: ## Build the manager binary.
 	go build -o $(LOCALBIN)/manager ./cmd
+
+.PHONY: image
+image: build podman ## Build (or reuse) the image localhost/agentrun-manager:VERSION (and :latest) from bin/manager, FROM scratch, with Podman.
+	@hack/manager-image.sh
 
 .PHONY: localstack
 localstack: ## Build the local control plane used by make up and make demo.
