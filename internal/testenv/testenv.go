@@ -37,6 +37,18 @@ func PodmanSocket() string {
 	return s
 }
 
+// ManagerImage is the manager's image, as make image builds it:
+// AGENTRUN_MANAGER_IMAGE, which the Makefile sets from its VERSION (the one
+// place the version is written). No default here either, for the same reason.
+func ManagerImage() string {
+	s := os.Getenv("AGENTRUN_MANAGER_IMAGE")
+	if s == "" {
+		panic("AGENTRUN_MANAGER_IMAGE is not set: run the tests with `make test`, " +
+			"or set the variables it sets first: eval \"$(make -s test-env)\"")
+	}
+	return s
+}
+
 // RepoRoot is the root of this repository, found from this file's location so
 // that tests in any package can reach config/.
 func RepoRoot() string {

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings"
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/specgen"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	spec "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testenv"
+)
+
+// containerHostName is the Podman host whose manager runs in a container.
+const containerHostName = "e2e-container"
+
+// The socket and kubeconfig paths inside the manager's container, as in
+// config/host/agentrun-host.container.
+const (
+	containerSocket     = "/run/podman/podman.sock"
+	containerKubeconfig = "/etc/agentrun/kubeconfig"
+)
+
+// startContainerHost starts a second host's manager the way the Quadlet unit
+// config/host/agentrun-host.container does: from the image make image builds,
+// as root with no capability, no new privileges and a read-only root file
+// system, with the Podman socket and the kubeconfig mounted, through the
+// Podman API of the service under test. Network=host: the local control plane
+// listens on 127.0.0.1 (the unit's comment says when a host needs that too).
+// It returns the container's ID and the probe address; the container is
+// stopped and removed when the spec ends.
+func startContainerHost(conn context.Context) (id, probeAddr string) {
+	GinkgoHelper()
+	probeAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	sg := specgen.NewSpecGenerator(testenv.ManagerImage(), false)
+	sg.Name = "agentrun-e2e-host-" + rand.String(6)
+	sg.Command = []string{
+		"--mode=reconciler",
+		"--host-name=" + containerHostName,
+		"--podman-socket=" + containerSocket,
+		"--kubeconfig=" + containerKubeconfig,
+		"--default-image", "localhost/agentrun-test:latest",
+		"--default-command", "fake-agent",
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address=" + probeAddr,
+	}
+	yes := true
+	sg.User = "0"
+	sg.CapDrop = []string{"ALL"}
+	sg.NoNewPrivileges = &yes
+	sg.ReadOnlyFilesystem = &yes
+	sg.ReadWriteTmpfs = &yes // ReadOnly=true in a unit is podman run --read-only, whose default this is
+	sg.SelinuxOpts = []string{"disable"}
+	sg.NetNS = specgen.Namespace{NSMode: specgen.Host}
+	sg.Mounts = []spec.Mount{
+		// The service under test's own socket: the runs this manager
+		// starts go to the service that started it, as on a real host.
+		{Type: "bind", Source: testenv.PodmanSocket(), Destination: containerSocket, Options: []string{"rbind"}},
+		{Type: "bind", Source: filepath.Join(stateDir, "kubeconfig"), Destination: containerKubeconfig, Options: []string{"rbind", "ro"}},
+	}
+	sg.Labels = map[string]string{"agentrun.e2e": "container-host"}
+
+	resp, err := containers.CreateWithSpec(conn, sg, nil)
+	Expect(err).NotTo(HaveOccurred(), "creating the manager's container from %s (make image builds it)", testenv.ManagerImage())
+	id = resp.ID
+	DeferCleanup(func() {
+		if CurrentSpecReport().Failed() {
+			GinkgoWriter.Printf("--- logs of the manager's container %s\n%s\n", sg.Name, containerLogs(conn, id))
+		}
+		// The manager leaves on SIGTERM, releasing what it holds; 10 s, then SIGKILL.
+		_ = containers.Stop(conn, id, new(containers.StopOptions).WithTimeout(10))
+		_, err := containers.Remove(conn, id, new(containers.RemoveOptions).WithForce(true))
+		Expect(err).NotTo(HaveOccurred())
+	})
+	Expect(containers.Start(conn, id, nil)).To(Succeed())
+
+	// Ready once its probe answers; a container that stopped says why in its logs.
+	Eventually(func(g Gomega) {
+		data, err := containers.Inspect(conn, id, nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		if !data.State.Running {
+			StopTrying(fmt.Sprintf("the manager's container is %s (exit code %d); its logs:\n%s",
+				data.State.Status, data.State.ExitCode, containerLogs(conn, id))).Now()
+		}
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	return id, probeAddr
+}
+
+// containerLogs returns a container's stdout and stderr, interleaved.
+func containerLogs(conn context.Context, id string) string {
+	lines := make(chan string, 64)
+	done := make(chan string)
+	go func() {
+		var b strings.Builder
+		for l := range lines {
+			b.WriteString(l)
+		}
+		done <- b.String()
+	}()
+	err := containers.Logs(conn, id, new(containers.LogOptions).WithStdout(true).WithStderr(true), lines, lines)
+	close(lines)
+	out := <-done
+	if err != nil {
+		out += fmt.Sprintf("\n(reading the logs failed: %v)", err)
+	}
+	return out
+}
+
+// removeHostContainers removes whatever containers the host made that are
+// still there (the manager removes a finished run's, so normally none).
+func removeHostContainers(conn context.Context, host string) {
+	GinkgoHelper()
+	list, err := containers.List(conn, new(containers.ListOptions).WithAll(true).
+		WithFilters(map[string][]string{"label": {agentsv1alpha1.LabelHost + "=" + host}}))
+	Expect(err).NotTo(HaveOccurred())
+	for _, c := range list {
+		GinkgoWriter.Printf("removing %s, left by host %s\n", c.ID, host)
+		_, _ = containers.Remove(conn, c.ID, new(containers.RemoveOptions).WithForce(true).WithTimeout(0))
+	}
+}
+
+var _ = Describe("A Podman host whose manager runs in a container (as agentrun-host.container)", func() {
+	It("joins the fleet from the manager's image and runs a run pinned to it", func() {
+		conn, err := bindings.NewConnection(context.Background(), "unix://"+testenv.PodmanSocket())
+		Expect(err).NotTo(HaveOccurred())
+		// Registered first, so it runs last: after the manager has gone.
+		DeferCleanup(func() { removeHostContainers(conn, containerHostName) })
+
+		id, _ := startContainerHost(conn)
+		data, err := containers.Inspect(conn, id, nil)
+		Expect(err).NotTo(HaveOccurred())
+		// What the Quadlet unit asks for, as the service applied it.
+		Expect(data.Config.User).To(Equal("0"))
+		Expect(data.HostConfig.ReadonlyRootfs).To(BeTrue())
+		Expect(data.HostConfig.NetworkMode).To(Equal("host"))
+		Expect(data.HostConfig.SecurityOpt).To(ContainElement("no-new-privileges"))
+		Expect(data.EffectiveCaps).To(BeEmpty())
+
+		ns := newNamespace()
+		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
+kind: AgentRun
+metadata:
+  name: on-the-container-host
+spec:
+  prompt: run on the host whose manager is a container
+  hostName: `+containerHostName+`
+`)
+		// Deleted while the manager still runs, so that it removes its
+		// finalizer (cleanups run last-registered first).
+		DeferCleanup(func() { _, _ = kubectl("delete", "agentrun", "on-the-container-host", "-n", ns, "--timeout=60s") })
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/on-the-container-host", "--timeout=90s")
+		Expect(kubectlOK("get", "agentrun", "on-the-container-host", "-n", ns, "-o", "jsonpath={.status.host} {.status.phase}")).
+			To(Equal(containerHostName + " Succeeded"))
+		Expect(kubectlOK("get", "agentrun", "on-the-container-host", "-n", ns, "-o", "jsonpath={.status.output}")).
+			To(ContainSubstring("fake-agent: working on: run on the host whose manager is a container"))
+	})
+})
