@@ -308,4 +308,17 @@ var _ = Describe("The kustomize overlays under config/", func() {
 			Expect(regexp.MustCompile(`(?m)^kind: `).FindAllString(out, -1)).NotTo(BeEmpty())
 		})
 	}
+
+	// The version is written once, in the Makefile (AGENTRUN_MANAGER_IMAGE);
+	// the manifests repeat it as text, so they are checked against it.
+	It("name the image make image builds", func() {
+		image := testenv.ManagerImage()
+		out := kubectlOK("kustomize", filepath.Join(root, "config", "default"))
+		Expect(regexp.MustCompile(`(?m)^\s+image: (\S+)$`).FindAllStringSubmatch(out, -1)).To(
+			Equal([][]string{{"        image: " + image, image}}), "config/default's only image, from config/manager")
+		unit, err := os.ReadFile(filepath.Join(root, "config", "host", "agentrun-host.container"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(regexp.MustCompile(`(?m)^Image=(.*)$`).FindAllStringSubmatch(string(unit), -1)).To(
+			Equal([][]string{{"Image=" + image, image}}), "agentrun-host.container's Image=")
+	})
 })
