@@ -70,7 +70,8 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 	sg.Labels = map[string]string{"agentrun.e2e": "container-host"}
 
 	resp, err := containers.CreateWithSpec(conn, sg, nil)
-	Expect(err).NotTo(HaveOccurred(), "creating the manager's container from %s (make image builds it)", testenv.ManagerImage())
+	Expect(err).NotTo(HaveOccurred(), "creating the manager's container from %s on %s "+
+		"(make image builds it for the host's Podman, make podman5 copies it into Podman 5)", testenv.ManagerImage(), testenv.PodmanSocket())
 	id = resp.ID
 	DeferCleanup(func() {
 		if CurrentSpecReport().Failed() {

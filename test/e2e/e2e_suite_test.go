@@ -1,6 +1,9 @@
 // Package e2e drives agentrun the way a user does: it brings the local stack
 // up with hack/local-stack.sh (the built manager binary, a control plane on
-// loopback, the machine's Podman), then uses kubectl, podman and curl.
+// loopback, the machine's Podman), then uses kubectl, podman and curl. One
+// spec adds a second host the way a Podman host runs it from the Quadlet
+// unit: the manager's image (make image) in a container, started through the
+// Podman API.
 package e2e
 
 import (
