@@ -195,6 +195,11 @@ load() {
     step "copying $img into Podman $VERSION's storage (seconds; a minute for the agent image)"
     load_one() { podman save "$img" | in_root podman load; }
     logged load_one
+    # The copy it replaces (the manager's image changes with every build)
+    # would otherwise stay behind, untagged, in the cache.
+    if [[ -n $have ]]; then
+      logged in_root podman rmi "$have" || step "the previous $img ($have) is still in use: not removed"
+    fi
   done
 }
 
