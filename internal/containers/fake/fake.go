@@ -33,9 +33,9 @@ type Runtime struct {
 	subscribers []*subscriber
 	// watchers follow inventory changes (InventoryChanges).
 	watchers []*subscriber
-	history     []containers.Event // every event emitted, for ReplayEvents
-	replay      bool
-	calls       map[string]int
+	history  []containers.Event // every event emitted, for ReplayEvents
+	replay   bool
+	calls    map[string]int
 }
 
 type entry struct {
