@@ -114,18 +114,14 @@ func Choose(run *agentsv1alpha1.AgentRun, hosts []Host) (host string, why string
 }
 
 func lessLoaded(a, b *Host) bool {
-	// a.Load/a.Capacity < b.Load/b.Capacity without division; no cap counts
-	// as an empty host.
-	ac, bc := max(a.Capacity, 1), max(b.Capacity, 1)
+	// a.Load/a.Capacity < b.Load/b.Capacity, without division; when a host
+	// has no cap, the plain counts compare.
 	al, bl := a.Load, b.Load
-	if a.Capacity == 0 {
-		al = 0
+	if a.Capacity > 0 && b.Capacity > 0 {
+		al, bl = a.Load*b.Capacity, b.Load*a.Capacity
 	}
-	if b.Capacity == 0 {
-		bl = 0
-	}
-	if l, r := al*bc, bl*ac; l != r {
-		return l < r
+	if al != bl {
+		return al < bl
 	}
 	if a.Load != b.Load {
 		return a.Load < b.Load

@@ -36,6 +36,10 @@ func TestChoosePrefersTheLessLoadedShare(t *testing.T) {
 	if got != "big" {
 		t.Fatalf("Choose = %q; want big", got)
 	}
+	got, _ = Choose(run("", nil, nil), []Host{host("busy", 3, 0), host("idle", 1, 0)})
+	if got != "idle" {
+		t.Fatalf("uncapped hosts: Choose = %q; want idle", got)
+	}
 	got, _ = Choose(run("", nil, nil), []Host{host("b", 1, 4), host("a", 1, 4)})
 	if got != "a" {
 		t.Fatalf("equal loads: Choose = %q; want a, by name", got)
