@@ -68,7 +68,7 @@ type Agent struct {
 	Clock    clock.Clock
 
 	// wake asks the status loop for a pass (the renewal loop saw a gap).
-	wake chan struct{}
+	wake  chan struct{}
 	lease *coordinationv1.Lease      // the renewal loop's
 	host  *agentsv1alpha1.PodmanHost // the status loop's
 
