@@ -137,8 +137,15 @@ var _ = Describe("A Podman host whose manager runs in a container (as agentrun-h
 	It("joins the fleet from the manager's image and runs a run pinned to it", func() {
 		conn, err := bindings.NewConnection(context.Background(), "unix://"+testenv.PodmanSocket())
 		Expect(err).NotTo(HaveOccurred())
-		// Registered first, so it runs last: after the manager has gone.
+		// Registered first, so they run last: after the manager has gone.
 		DeferCleanup(func() { removeHostContainers(conn, containerHostName) })
+		// The host leaves the fleet for good, as an operator retires one:
+		// otherwise its PodmanHost would stay Ready until the fleet declares
+		// it lost, and the fleet could place the next specs' runs on it.
+		DeferCleanup(func() {
+			kubectlOK("delete", "podmanhost", containerHostName, "--ignore-not-found")
+			kubectlOK("delete", "lease", "-n", "agentrun-system", containerHostName, "--ignore-not-found")
+		})
 
 		id, _ := startContainerHost(conn)
 		data, err := containers.Inspect(conn, id, nil)
@@ -149,6 +156,15 @@ var _ = Describe("A Podman host whose manager runs in a container (as agentrun-h
 		Expect(data.HostConfig.NetworkMode).To(Equal("host"))
 		Expect(data.HostConfig.SecurityOpt).To(ContainElement("no-new-privileges"))
 		Expect(data.EffectiveCaps).To(BeEmpty())
+
+		// It joins the fleet: its PodmanHost is Ready and reports the
+		// Podman service it reaches through the mounted socket.
+		Eventually(func(g Gomega) {
+			out, err := kubectl("get", "podmanhost", containerHostName, "-o",
+				`jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.podmanVersion}`)
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			g.Expect(out).To(Equal("True " + testenv.PodmanVersion()))
+		}).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
 
 		ns := newNamespace()
 		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
