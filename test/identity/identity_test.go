@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -166,6 +167,18 @@ var _ = Describe("A host writing a run itself", func() {
 		expectRefused(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { r.Spec.Cancel = true }),
 			runsPolicy, "hosts do not change spec")
 		Expect(writeRun(ctx, fleet, key, func(r *agentsv1alpha1.AgentRun) { r.Spec.Cancel = true })).To(Succeed())
+	})
+
+	It("may not create a run, even with a role that allows it", func(ctx SpecContext) {
+		run := &agentsv1alpha1.AgentRun{
+			ObjectMeta: metav1.ObjectMeta{Name: "made-by-a", Namespace: runNamespace},
+			Spec:       agentsv1alpha1.AgentRunSpec{Prompt: "Say hello", HostName: "a"},
+		}
+		expectRefused(hostA.Create(ctx, run), runsPolicy, "hosts do not create runs")
+		// Host b has only the hosts' roles: RBAC refuses it first.
+		err := hostB.Create(ctx, run)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).NotTo(ContainSubstring("ValidatingAdmissionPolicy"))
 	})
 
 	It("may delete its own finished run with a TTL, and no other", func(ctx SpecContext) {

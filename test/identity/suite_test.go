@@ -21,6 +21,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -29,7 +30,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
+	"k8s.io/apiserver/pkg/cel/openapi/resolver"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -107,6 +112,18 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		})).To(Succeed())
 	}
 
+	// A role wider than the hosts': the policy, not RBAC, must then refuse
+	// host a's creating a run.
+	Expect(admin.Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-too-wide"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{agentsv1alpha1.GroupVersion.Group}, Resources: []string{"agentruns"}, Verbs: []string{"create"}}},
+	})).To(Succeed())
+	Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-too-wide"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "test-too-wide"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "agentrun-host-a", Namespace: systemNamespace}},
+	})).To(Succeed())
+
 	// Users authenticated as the service accounts (envtest gives them
 	// client certificates; RBAC and the policies see the same username and
 	// groups a token would give).
@@ -124,6 +141,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	dotted = as(hostUser("node1.example"))
 	fleet = as(fleetUser)
 
+	checkTypes(ctx, cfg)
 	waitForPolicies(ctx)
 })
 
@@ -132,6 +150,26 @@ var _ = AfterSuite(func() {
 		Expect(env.Stop()).To(Succeed())
 	}
 })
+
+// checkTypes type-checks the policies against the API server's schemas of
+// AgentRun, PodmanHost and Lease, as kube-controller-manager's policy status
+// controller does to fill in status.typeChecking (envtest runs no controller
+// manager, so the status stays empty): a warning is an expression that
+// names something the type does not have, a misspelt field say, which
+// would then fail or pass at run time whatever the request.
+func checkTypes(ctx context.Context, cfg *rest.Config) {
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	Expect(err).NotTo(HaveOccurred())
+	checker := &validating.TypeChecker{
+		SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: disc},
+		RestMapper:     admin.RESTMapper(),
+	}
+	for _, name := range policies {
+		var vap admissionregistrationv1.ValidatingAdmissionPolicy
+		Expect(admin.Get(ctx, client.ObjectKey{Name: name}, &vap)).To(Succeed())
+		Expect(checker.Check(&vap)).To(BeEmpty(), "type checking policy %s", name)
+	}
+}
 
 // waitForPolicies returns once every policy refuses: the API server loads
 // policies and bindings from its informers a moment after they are created.
