@@ -3,17 +3,23 @@ package identity_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
 // finalizer is the reconciler's (controllers.Finalizer), written out: this
@@ -297,5 +303,36 @@ var _ = Describe("A host writing Leases", func() {
 		l.Spec.HolderIdentity = ptr.To("a")
 		expectRefused(hostA.Update(ctx, l), leasesPolicy, "own Leases only")
 		expectRefused(hostA.Delete(ctx, l), leasesPolicy, "own Leases only")
+	})
+})
+
+var _ = Describe("The kubeconfig hack/host-identity.sh makes", func() {
+	It("authenticates with a token of the host's account, which the policies hold to its own runs", func(ctx SpecContext) {
+		dir := GinkgoT().TempDir()
+		adminUser, err := env.AddUser(envtest.User{Name: "test-admin", Groups: []string{"system:masters"}}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		adminKubeconfig, err := adminUser.KubeConfig()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(filepath.Join(dir, "admin"), adminKubeconfig, 0o600)).To(Succeed())
+
+		cmd := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "host-identity.sh"), "--kubeconfig", "a", "1h")
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "admin"),
+			"KUBECTL="+filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"))
+		hostKubeconfig, err := cmd.Output()
+		Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh --kubeconfig: %s", stderrOf(err))
+		Expect(string(hostKubeconfig)).To(ContainSubstring("token: "))
+		Expect(os.WriteFile(filepath.Join(dir, "a"), hostKubeconfig, 0o600)).To(Succeed())
+
+		Expect(string(kubectl("--kubeconfig", filepath.Join(dir, "a"), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"))).
+			To(Equal(hostUser("a")))
+
+		cfg, err := clientcmd.RESTConfigFromKubeConfig(hostKubeconfig)
+		Expect(err).NotTo(HaveOccurred())
+		withToken, err := client.New(cfg, client.Options{Scheme: admin.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+		key := newRun(ctx, "a", "")
+		Expect(writeStatus(ctx, withToken, key, claimBy("a"))).To(Succeed())
+		key = newRun(ctx, "b", "b")
+		expectRefused(writeStatus(ctx, withToken, key, running), runsPolicy, "only this host's runs")
 	})
 })
