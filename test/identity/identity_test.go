@@ -79,6 +79,17 @@ var _ = Describe("A host claiming a run", func() {
 		Expect(writeStatus(ctx, hostB, key, claimBy("b"))).To(Succeed())
 	})
 
+	It("may not pin a run to itself through a status write", func(ctx SpecContext) {
+		key := newRun(ctx, "b", "")
+		run := get(ctx, key)
+		base := run.DeepCopy()
+		run.Spec.HostName = "a"
+		claimBy("a")(&run.Status)
+		// The status subresource keeps the stored spec, and the policy sees that.
+		expectRefused(hostA.Status().Patch(ctx, run, client.MergeFrom(base)), runsPolicy, "claim only runs pinned to this host")
+		Expect(get(ctx, key).Spec.HostName).To(Equal("b"))
+	})
+
 	It("may not claim an unpinned run: the fleet places those", func(ctx SpecContext) {
 		key := newRun(ctx, "", "")
 		expectRefused(writeStatus(ctx, hostA, key, claimBy("a")), runsPolicy, "claim only runs pinned to this host")

@@ -291,4 +291,5 @@ func expectRefused(err error, policy, rule string) {
 	Expect(apierrors.IsForbidden(err)).To(BeTrue(), "not Forbidden: %v", err)
 	Expect(err.Error()).To(ContainSubstring("ValidatingAdmissionPolicy '%s'", policy))
 	Expect(err.Error()).To(ContainSubstring("(rule: %s)", rule))
+	GinkgoWriter.Println("refused as expected:", err)
 }
