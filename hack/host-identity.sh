@@ -79,23 +79,6 @@ subjects:
     namespace: $NAMESPACE
 ---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: $sa-podmanhost
-  labels:
-    app.kubernetes.io/name: agentrun
-    app.kubernetes.io/component: host
-    agents.agentrun.dev/host: $name
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: agentrun-host-role
-subjects:
-  - kind: ServiceAccount
-    name: $sa
-    namespace: $NAMESPACE
----
-apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata:
   name: $sa

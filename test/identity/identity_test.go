@@ -299,14 +299,16 @@ var _ = Describe("A host writing Leases", func() {
 			l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(metav1.Now().Time))
 			Expect(hostA.Update(ctx, l)).To(Succeed())
 		}
-		// A dotted host name's leader election lease, as the manager names it.
-		for _, name := range []string{"node1.example", "agentrun-host-node1-example"} {
+		// A dotted host name's, named after it unchanged: with '.' turned
+		// into '-' it would be host node1-example's.
+		for _, name := range []string{"node1.example", "agentrun-host-node1.example"} {
 			Expect(dotted.Create(ctx, lease(name))).To(Succeed())
 		}
+		expectRefused(dotted.Create(ctx, lease("agentrun-host-node1-example")), leasesPolicy, "own Leases only")
 	})
 
-	It("may not write another host's Leases, nor the webhook's", func(ctx SpecContext) {
-		for _, name := range []string{"b", "agentrun-host-b", "agentrun-webhook"} {
+	It("may not write another host's Leases, nor the fleet's", func(ctx SpecContext) {
+		for _, name := range []string{"b", "agentrun-host-b", "agentrun-cluster"} {
 			expectRefused(hostA.Create(ctx, lease(name)), leasesPolicy, "own Leases only")
 		}
 		l := lease("agentrun-host-b")
@@ -314,6 +316,14 @@ var _ = Describe("A host writing Leases", func() {
 		l.Spec.HolderIdentity = ptr.To("a")
 		expectRefused(hostA.Update(ctx, l), leasesPolicy, "own Leases only")
 		expectRefused(hostA.Delete(ctx, l), leasesPolicy, "own Leases only")
+	})
+
+	It("may not write a Lease of its name in another namespace, which its role allows", func(ctx SpecContext) {
+		for _, ns := range []string{runNamespace, "kube-system"} {
+			l := lease("a")
+			l.Namespace = ns
+			expectRefused(hostA.Create(ctx, l), leasesPolicy, "own Leases only")
+		}
 	})
 })
 

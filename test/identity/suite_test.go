@@ -97,20 +97,18 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	applyAll(ctx, defaults, func(u *unstructured.Unstructured) bool {
 		return u.GetKind() == "ClusterRole" && u.GetName() == "agentrun-manager-role"
 	}, 1)
-	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 8)
+	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 7)
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
-	applyAll(ctx, identities, nil, 12)
+	applyAll(ctx, identities, nil, 9)
 
 	// The fleet controller's RBAC is not config/host's: bind it here to the
 	// roles it needs for what these tests have it do.
-	for _, role := range []string{"agentrun-manager-role", "agentrun-host-role"} {
-		Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "test-fleet-" + role},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "agentrun-controller-manager", Namespace: systemNamespace}},
-		})).To(Succeed())
-	}
+	Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-fleet"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "agentrun-manager-role"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "agentrun-controller-manager", Namespace: systemNamespace}},
+	})).To(Succeed())
 
 	// A role wider than the hosts': the policy, not RBAC, must then refuse
 	// host a's creating a run.
