@@ -117,7 +117,7 @@ EOF
 
 kubeconfig() {
   local name=$1 duration=${2:-8760h} sa=agentrun-host-$1
-  local server ca token kc
+  local server ca token
   server=$("$KUBECTL" config view --minify -o jsonpath='{.clusters[0].cluster.server}')
   ca=$("$KUBECTL" config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
   if [[ -z $ca ]]; then
