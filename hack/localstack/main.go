@@ -7,17 +7,29 @@
 // Once ready it writes into --dir: kubeconfig (an admin user), webhook/tls.crt
 // and webhook/tls.key (for the manager's --webhook-cert-dir) and stack.env
 // (WEBHOOK_PORT=...), then runs until SIGINT or SIGTERM and stops the control
-// plane, removing its data.
+// plane, removing its data. It also creates the namespace agentrun-system,
+// where the hosts' heartbeat Leases and the fleet controller's election live.
+//
+// The API server listens on 127.0.0.1, or on --bind-address: the local fleet
+// (hack/local-stack.sh with AGENTRUN_HOSTS) gives it an address that the
+// hosts' network namespaces reach over their veths. Its serving certificate
+// then names that address too, so the kubeconfig works from either side.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/agentrun/agentrun/internal/testenv"
@@ -25,23 +37,48 @@ import (
 
 func main() {
 	dir := flag.String("dir", ".local", "where to write the kubeconfig, the webhook certificate and stack.env")
+	bind := flag.String("bind-address", "", "address the API server listens on (default: 127.0.0.1)")
 	flag.Parse()
-	if err := run(*dir); err != nil {
+	if err := run(*dir, *bind); err != nil {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string) error {
+// systemNamespace holds the hosts' heartbeat Leases and the fleet
+// controller's election (the manager's --lease-namespace default).
+const systemNamespace = "agentrun-system"
+
+func run(dir, bind string) error {
 	env, err := testenv.New(true)
 	if err != nil {
 		return err
 	}
 	env.WebhookInstallOptions.LocalServingHost = "127.0.0.1"
+	if bind != "" {
+		// envtest picks a free port on loopback unless given both an address
+		// and a port; the address also goes into the serving certificate.
+		port, err := freePort(bind)
+		if err != nil {
+			return err
+		}
+		secure := &env.ControlPlane.GetAPIServer().SecureServing
+		secure.Address = bind
+		secure.Port = strconv.Itoa(port)
+	}
 	if _, err := env.Start(); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	defer func() { _ = env.Stop() }()
+
+	c, err := client.New(env.Config, client.Options{})
+	if err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}}
+	if err := c.Create(context.Background(), ns); err != nil {
+		return fmt.Errorf("creating the namespace %s: %w", systemNamespace, err)
+	}
 
 	if err := writeState(env, dir); err != nil {
 		return err
@@ -52,6 +89,16 @@ func run(dir string) error {
 	<-stop
 	fmt.Println("localstack: stopping")
 	return nil
+}
+
+// freePort asks the kernel for a port that is free on addr.
+func freePort(addr string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port on %s: %w", addr, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // writeState writes what clients and the manager need; stack.env comes last,
@@ -82,6 +129,6 @@ func writeState(env *envtest.Environment, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600); err != nil {
 		return err
 	}
-	stackEnv := fmt.Sprintf("WEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\n", wh.LocalServingHost, wh.LocalServingPort)
+	stackEnv := fmt.Sprintf("WEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\nAPI_SERVER=%s\n", wh.LocalServingHost, wh.LocalServingPort, env.Config.Host)
 	return os.WriteFile(filepath.Join(dir, "stack.env"), []byte(stackEnv), 0o600)
 }
