@@ -321,6 +321,7 @@ host_podman_up() {
   want=$(podman image inspect --format '{{.Id}}' "$TEST_IMAGE")
   have=$(host_podman image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null || true)
   if [[ $want != "$have" ]]; then
+    # shellcheck disable=SC2317 # run through logged
     load_image() { podman save "$TEST_IMAGE" | host_podman "$host" load; }
     logged load_image
   fi
@@ -337,12 +338,15 @@ host_is_cut() { ! ip -br link show "$(veth_of "$1")" 2>/dev/null | grep -qE '[<,
 # under DIR: what a host leaves when its service died under it (conmon, a
 # container's cleanup), found by the host's own folder and nothing broader.
 kill_mentioning() {
-  local dir=$1 p
-  for p in /proc/[0-9]*; do
-    [[ ${p#/proc/} == "$$" ]] && continue
-    if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF "$dir/"; then
-      kill -KILL "${p#/proc/}" 2>/dev/null || true
-    fi
+  local files f pid
+  # One grep over every command line (NUL-separated, hence -a). It lists
+  # itself too: each match is checked again once it has exited.
+  mapfile -t files < <(grep -alsF "$1/" /proc/[0-9]*/cmdline)
+  for f in "${files[@]}"; do
+    pid=${f#/proc/}
+    pid=${pid%/cmdline}
+    [[ $pid != "$$" && $({ tr -d '\0' <"$f"; } 2>/dev/null) == *"$1/"* ]] || continue
+    kill -KILL "$pid" 2>/dev/null || true
   done
 }
 
@@ -380,6 +384,21 @@ host_down() {
   rm -rf "$dir"
 }
 
+# each_host FUNC HOST...: FUNC for all the hosts at once (they share
+# nothing); fails when one of them failed.
+each_host() {
+  local f=$1 host pids=() pid rc=0
+  shift
+  for host in "$@"; do
+    "$f" "$host" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || rc=1
+  done
+  return "$rc"
+}
+
 # fleet_up: every host's network, Podman and manager, each started only when
 # not running; then waits for the managers it started.
 fleet_up() {
@@ -387,8 +406,9 @@ fleet_up() {
   check_fleet_names
   for host in $(fleet_hosts); do
     host_network "$host"
-    host_podman_up "$host"
   done
+  # shellcheck disable=SC2046 # host names have no spaces
+  each_host host_podman_up $(fleet_hosts)
   # shellcheck source=/dev/null
   source "$STATE/stack.env"
   for host in $(fleet_hosts); do
@@ -409,7 +429,7 @@ fleet_up() {
     started+=("$host")
   done
   if ((${#started[@]})); then
-    step "starting the managers of ${started[*]} in their namespaces (a few seconds)"
+    step "started the manager of ${started[*]} in its namespace; waiting for it to be ready (a few seconds)"
   fi
   for host in "${started[@]}"; do
     if host_is_cut "$host"; then
@@ -573,12 +593,13 @@ down() {
   # restart; the demo deletes its runs before this.
   stop manager
   stop cluster-manager
-  local dir
+  local dir hosts=()
   for dir in "$STATE"/hosts/*/; do
     [[ -d $dir ]] || continue
     dir=${dir%/}
-    host_down "${dir##*/}"
+    hosts+=("${dir##*/}")
   done
+  each_host host_down "${hosts[@]}" || true
   stop_control_plane
   if [[ -f $STATE/fleet.env ]]; then
     ip addr del "$API_ADDR/32" dev lo 2>/dev/null || true

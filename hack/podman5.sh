@@ -250,7 +250,11 @@ stop_service() {
   local pid pids
   pid=$(service_pid) || return 0
   # The service's own process is unshare's child (bash exec'd podman).
-  logged in_root podman rm --all --force --time 0 || true
+  # A second try when the first fails: a container's own cleanup (its exit
+  # command) can tear its network down under the first, which then fails
+  # on a bridge that went with the last container.
+  in_root podman rm --all --force --time 0 >/dev/null 2>&1 ||
+    logged in_root podman rm --all --force --time 0 || true
   pids=$(namespace_pids "$pid")
   # shellcheck disable=SC2086
   [[ -n $pids ]] && kill $pids 2>/dev/null
