@@ -218,6 +218,11 @@ fleet_hosts() {
 }
 netns_of() { echo "agentrun-$1"; }
 netns_path() { echo "/var/run/netns/agentrun-$1"; }
+# A host's Podman 4.3 run root (mounts, conmon's sockets): 4.3 refuses one
+# longer than 50 characters, which a state folder in a deep checkout or in
+# /tmp makes, so it lives under /run, keyed by the state folder.
+RUNROOT_BASE=/run/agentrun-fleet/$(printf %s "$STATE" | sha256sum | cut -c1-8)
+runroot_of() { echo "$RUNROOT_BASE/$1"; }
 # The machine's side of the host's veth; the host's side is its eth0.
 veth_of() { echo "ar-$1"; }
 index_of() { echo "${1##*-}"; }
@@ -308,10 +313,12 @@ host_podman_up() {
     # Its own storage (root), run state (runroot) and libpod state (tmpdir:
     # the events log, the locks): nothing is shared with the machine's Podman
     # or another host's. nsenter execs podman: the pid is the service's.
-    mkdir -p "$dir/root" "$dir/runroot" "$dir/tmp"
+    # shellcheck disable=SC2174 # root's only, as /run/agentrun-podman
+    mkdir -p -m 0700 "${RUNROOT_BASE%/*}" "$RUNROOT_BASE"
+    mkdir -p "$dir/root" "$(runroot_of "$host")" "$dir/tmp"
     echo "=== hack/local-stack.sh: Podman starting at $(date -u +%FT%TZ)" >>"$dir/podman.log"
     nohup nsenter --net="$(netns_path "$host")" -- \
-      podman --root "$dir/root" --runroot "$dir/runroot" --tmpdir "$dir/tmp" \
+      podman --root "$dir/root" --runroot "$(runroot_of "$host")" --tmpdir "$dir/tmp" \
       system service --time=0 "unix://$dir/podman.sock" >>"$dir/podman.log" 2>&1 &
     echo $! >"$dir/podman.pid"
     wait_for "host $host's Podman answering" 30 "$dir/podman.log" host_podman_answers "$host"
@@ -365,23 +372,26 @@ host_down() {
     if host_podman_answers "$host"; then
       logged host_podman "$host" rm --all --force --time 0 || true
     elif [[ -e $(netns_path "$host") ]]; then
-      logged in_host "$host" podman --root "$dir/root" --runroot "$dir/runroot" --tmpdir "$dir/tmp" \
+      logged in_host "$host" podman --root "$dir/root" --runroot "$(runroot_of "$host")" --tmpdir "$dir/tmp" \
         rm --all --force --time 0 || true
     fi
     stop "hosts/$host/podman" "unix://$dir/podman.sock"
   fi
+  local runroot
+  runroot=$(runroot_of "$host")
   kill_mentioning "$dir"
-  # Storage mounts (overlay's own private bind, a container's layers), deepest
-  # first.
+  kill_mentioning "$runroot"
+  # Storage mounts (overlay's own private bind, a container's layers, its
+  # shm), deepest first.
   while read -r m; do
     umount -l "$m" 2>/dev/null || true
-  done < <(awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r)
+  done < <(awk -v d="$dir/" -v r="$runroot/" 'index($2, d) == 1 || index($2, r) == 1 { print $2 }' /proc/self/mounts | sort -r)
   # The namespace takes its eth0, and with it the veth pair, when it goes.
   if [[ -f $dir/netns ]]; then
     ip netns del "$(netns_of "$host")" 2>/dev/null || true
     ip link del "$(veth_of "$host")" 2>/dev/null || true
   fi
-  rm -rf "$dir"
+  rm -rf "$dir" "$runroot"
 }
 
 # each_host FUNC HOST...: FUNC for all the hosts at once (they share
@@ -604,6 +614,7 @@ down() {
   if [[ -f $STATE/fleet.env ]]; then
     ip addr del "$API_ADDR/32" dev lo 2>/dev/null || true
   fi
+  rmdir "$RUNROOT_BASE" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
   rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,cluster-manager.log,cluster-manager.pid,localstack.log,localstack.pid}
