@@ -93,9 +93,11 @@ control_plane_ready() {
 }
 
 wait_for() { # description, seconds, log file, command...
-  local what=$1 seconds=$2 log=$3
+  local what=$1 seconds=$2 log=$3 deadline
   shift 3
-  for _ in $(seq $((seconds * 10))); do
+  # By the clock: on a loaded machine each try can take seconds.
+  deadline=$((SECONDS + seconds))
+  while ((SECONDS < deadline)); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
