@@ -1,5 +1,6 @@
-// Command manager runs agentrun: the AgentRun validating webhook, the
-// reconciler of one Podman host, or both (--mode).
+// Command manager runs agentrun: the AgentRun validating webhook, the fleet's
+// placement and host lifecycle controllers, the reconciler of one Podman host,
+// or several of them (--mode).
 package main
 
 import (
@@ -62,6 +63,12 @@ func run(opts *options) error {
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 			return err
 		}
+	}
+	if opts.runsFleet() {
+		if err := controllers.SetupFleet(mgr, opts.fleetConfig()); err != nil {
+			return fmt.Errorf("setting up the fleet controllers: %w", err)
+		}
+		log.Info("Placing runs on Podman hosts and watching their heartbeats", "leaseNamespace", opts.leaseNamespace, "gracePeriod", opts.hostGracePeriod)
 	}
 	if opts.runsReconciler() {
 		r, err := controllers.SetupHost(mgr, opts.hostConfig(podman.New(opts.podmanSocket)))

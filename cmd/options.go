@@ -1,15 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -20,11 +22,16 @@ import (
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
-// What one manager process does. The webhook is a cluster-wide service; a
-// reconciler runs on each Podman host.
+// What one manager process does, as a comma-separated --mode. The webhook
+// and the fleet (placement and host lifecycle) are cluster-wide services, run
+// by the in-cluster Deployment; a host's reconciler runs on each Podman host.
+// all is the three in one process, for a single host.
 const (
-	modeAll        = "all"
-	modeWebhook    = "webhook"
+	modeAll     = "all"
+	modeWebhook = "webhook"
+	modeFleet   = "fleet"
+	modeHost    = "host"
+	// modeReconciler is the name host had before the fleet existed.
 	modeReconciler = "reconciler"
 )
 
@@ -68,6 +75,11 @@ type options struct {
 	containerUser         string
 	userNS                string
 	podmanCallTimeout     time.Duration
+	hostLabels            string
+	leaseNamespace        string
+	heartbeatPeriod       time.Duration
+	hostGracePeriod       time.Duration
+	pinnedRunsWait        bool
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -75,7 +87,10 @@ type options struct {
 func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, error)) (*options, error) {
 	o := &options{}
 	defaultHost, _ := hostname()
-	fs.StringVar(&o.mode, "mode", modeAll, "what this process does: all, webhook (serve the validating webhook only) or reconciler (run AgentRuns on this Podman host only)")
+	// Host names are object names (the PodmanHost, the Lease), so lower
+	// case, as the kubelet lower-cases a machine's name for its Node.
+	defaultHost = strings.ToLower(defaultHost)
+	fs.StringVar(&o.mode, "mode", modeAll, "what this process does, comma-separated: webhook (serve the validating webhook), fleet (place runs on hosts and declare hosts lost; once per cluster), host (run AgentRuns on this Podman host; reconciler is an alias); all is the three")
 	fs.StringVar(&o.podmanSocket, "podman-socket", "/run/podman/podman.sock", "path of the rootful Podman API service's Unix socket")
 	fs.StringVar(&o.hostName, "host-name", defaultHost, "this Podman host's name: runs pinned to it (spec.hostName) or claimed by it are run here")
 	fs.StringVar(&o.defaultImage, "default-image", agentimage.Image, "image for runs that set no spec.image (make agent-image builds it)")
@@ -114,6 +129,11 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.IntVar(&o.workers, "workers", 16, "how many runs are reconciled at once; more than --max-concurrent-runs, so exits are recorded while launches wait on Podman")
 	fs.BoolVar(&o.captureOutput, "capture-output", true, "keep the tail of each run's output and its agent result in status, with secret values masked; false keeps both on the host only")
 	fs.DurationVar(&o.podmanCallTimeout, "podman-call-timeout", 2*time.Minute, "how long one Podman API call may take before it fails and Podman counts as unavailable (a stop gets its grace period on top)")
+	fs.StringVar(&o.hostLabels, "host-labels", "", "comma-separated key=value labels of this host's PodmanHost, for runs' spec.hostSelector (for example gpu=true,zone=a)")
+	fs.StringVar(&o.leaseNamespace, "lease-namespace", "agentrun-system", "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
+	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", 10*time.Second, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
+	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", 40*time.Second, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
+	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -122,12 +142,31 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 
 func (o *options) validate() error {
 	var errs []error
-	if o.mode != modeAll && o.mode != modeWebhook && o.mode != modeReconciler {
-		errs = append(errs, fmt.Errorf("--mode must be all, webhook or reconciler, not %q", o.mode))
+	for _, m := range list(o.mode) {
+		if !slices.Contains([]string{modeAll, modeWebhook, modeFleet, modeHost, modeReconciler}, m) {
+			errs = append(errs, fmt.Errorf("--mode must list some of webhook, fleet and host (or be all), not %q", o.mode))
+			break
+		}
+	}
+	if len(list(o.mode)) == 0 {
+		errs = append(errs, errors.New("--mode is empty"))
+	}
+	if o.heartbeatPeriod <= 0 || o.hostGracePeriod <= o.heartbeatPeriod {
+		errs = append(errs, errors.New("--heartbeat-period must be positive and --host-grace-period longer than it"))
+	}
+	if msgs := validation.IsDNS1123Label(o.leaseNamespace); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--lease-namespace %q: %s", o.leaseNamespace, strings.Join(msgs, "; ")))
 	}
 	if o.runsReconciler() {
-		if o.hostName == "" {
+		switch msgs := validation.IsDNS1123Subdomain(o.leaderElectionID()); {
+		case o.hostName == "":
 			errs = append(errs, errors.New("--host-name is empty and the machine's host name is unknown"))
+		case len(validation.IsDNS1123Subdomain(o.hostName)) > 0 || len(msgs) > 0:
+			errs = append(errs, fmt.Errorf("--host-name %q must be a lower-case DNS name (letters, digits, '-' and '.') of at most %d characters: "+
+				"it names the host's PodmanHost and Leases", o.hostName, validation.DNS1123SubdomainMaxLength-len(hostLeasePrefix)))
+		}
+		if _, err := o.labels(); err != nil {
+			errs = append(errs, err)
 		}
 		if strings.TrimSpace(o.defaultImage) == "" || len(o.command()) == 0 {
 			errs = append(errs, errors.New("--default-image and --default-command must not be empty"))
@@ -154,24 +193,43 @@ func (o *options) validate() error {
 	return errors.Join(errs...)
 }
 
-func (o *options) runsReconciler() bool { return o.mode == modeAll || o.mode == modeReconciler }
-func (o *options) servesWebhook() bool  { return o.mode == modeAll || o.mode == modeWebhook }
+func (o *options) does(mode string) bool {
+	modes := list(o.mode)
+	return slices.Contains(modes, modeAll) || slices.Contains(modes, mode) || mode == modeHost && slices.Contains(modes, modeReconciler)
+}
+
+func (o *options) runsReconciler() bool { return o.does(modeHost) }
+func (o *options) servesWebhook() bool  { return o.does(modeWebhook) }
+func (o *options) runsFleet() bool      { return o.does(modeFleet) }
 func (o *options) command() []string    { return strings.Fields(o.defaultCommand) }
 
-var notLeaseNameChars = regexp.MustCompile(`[^a-z0-9-]+`)
+// hostLeasePrefix starts the leader election lease of a host's managers.
+const hostLeasePrefix = "agentrun-host-"
 
 // leaderElectionID is per host for reconcilers, so that two managers started
 // for one host never run the same AgentRun, while managers of different hosts
-// work side by side.
+// work side by side. Host names are DNS names already (validate), so the
+// lease is named after the host unchanged and two hosts never share one.
 func (o *options) leaderElectionID() string {
 	if !o.runsReconciler() {
-		return "agentrun-webhook"
+		return "agentrun-cluster"
 	}
-	host := strings.Trim(notLeaseNameChars.ReplaceAllString(strings.ToLower(o.hostName), "-"), "-")
-	if len(host) > 50 {
-		host = host[:50]
+	return hostLeasePrefix + o.hostName
+}
+
+// labels parses --host-labels, checking each key and value as Kubernetes
+// checks labels.
+func (o *options) labels() (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range list(o.hostLabels) {
+		k, v, ok := strings.Cut(kv, "=")
+		msgs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...)
+		if !ok || len(msgs) > 0 {
+			return nil, fmt.Errorf("--host-labels: %q is not a valid key=value label: %s", kv, strings.Join(msgs, "; "))
+		}
+		out[k] = v
 	}
-	return "agentrun-host-" + host
+	return out, nil
 }
 
 func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
@@ -181,7 +239,7 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              o.leaderElectionID(),
-		LeaderElectionNamespace:       o.leaderElectNamespace,
+		LeaderElectionNamespace:       cmp.Or(o.leaderElectNamespace, o.leaseNamespace),
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{
@@ -243,6 +301,7 @@ func list(s string) []string {
 // hostConfig is the reconciler's configuration for this host, over rt.
 func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 	hostPolicy, _ := o.policy() // validated by parseOptions
+	hostLabels, _ := o.labels()
 	return controllers.HostConfig{
 		Host:              o.hostName,
 		Runtime:           containers.WithCallTimeout(rt, o.podmanCallTimeout),
@@ -260,5 +319,19 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 		Policy:            hostPolicy,
 		Workers:           o.workers,
 		EventRetryPeriod:  2 * time.Second,
+		Labels:            hostLabels,
+		LeaseNamespace:    o.leaseNamespace,
+		HeartbeatPeriod:   o.heartbeatPeriod,
+		GracePeriod:       o.hostGracePeriod,
+	}
+}
+
+// fleetConfig is the configuration of the fleet's controllers.
+func (o *options) fleetConfig() controllers.FleetConfig {
+	return controllers.FleetConfig{
+		LeaseNamespace: o.leaseNamespace,
+		GracePeriod:    o.hostGracePeriod,
+		PinnedRunsWait: o.pinnedRunsWait,
+		RecheckPeriod:  time.Minute,
 	}
 }

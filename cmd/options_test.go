@@ -19,11 +19,11 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.hostName != "Podman-01.example.com" || o.podmanSocket != "/run/podman/podman.sock" {
+	if o.hostName != "podman-01.example.com" || o.podmanSocket != "/run/podman/podman.sock" {
 		t.Errorf("host %q socket %q", o.hostName, o.podmanSocket)
 	}
-	if !o.runsReconciler() || !o.servesWebhook() {
-		t.Errorf("the default mode must do both")
+	if !o.runsReconciler() || !o.servesWebhook() || !o.runsFleet() {
+		t.Errorf("the default mode must do all three")
 	}
 	if got := strings.Join(o.command(), "|"); got != "claude|-p|--output-format|json|--" {
 		t.Errorf("default command = %s", got)
@@ -31,7 +31,7 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if !strings.HasPrefix(o.metricsAddr, "127.0.0.1:") || !strings.HasPrefix(o.probeAddr, "127.0.0.1:") {
 		t.Errorf("metrics and probes must listen on loopback by default: %s %s", o.metricsAddr, o.probeAddr)
 	}
-	if got := o.leaderElectionID(); got != "agentrun-host-podman-01-example-com" {
+	if got := o.leaderElectionID(); got != "agentrun-host-podman-01.example.com" {
 		t.Errorf("leader election ID = %s", got)
 	}
 	if !o.managerOptions(nil).LeaderElectionReleaseOnCancel {
@@ -40,19 +40,31 @@ func TestParseOptionsDefaults(t *testing.T) {
 }
 
 func TestParseOptionsModes(t *testing.T) {
-	o, err := parse(t, "--mode=webhook")
-	if err != nil || o.runsReconciler() || !o.servesWebhook() || o.leaderElectionID() != "agentrun-webhook" {
-		t.Errorf("webhook mode: %+v, %v", o, err)
+	o, err := parse(t, "--mode=webhook,fleet")
+	if err != nil || o.runsReconciler() || !o.servesWebhook() || !o.runsFleet() || o.leaderElectionID() != "agentrun-cluster" {
+		t.Errorf("cluster mode: %+v, %v", o, err)
 	}
-	o, err = parse(t, "--mode=reconciler", "--host-name=h2")
-	if err != nil || !o.runsReconciler() || o.servesWebhook() || o.hostName != "h2" {
-		t.Errorf("reconciler mode: %+v, %v", o, err)
+	for _, mode := range []string{"reconciler", "host"} {
+		o, err = parse(t, "--mode="+mode, "--host-name=h2", "--host-labels=gpu=true, zone=a")
+		if err != nil || !o.runsReconciler() || o.servesWebhook() || o.runsFleet() || o.hostName != "h2" {
+			t.Errorf("%s mode: %+v, %v", mode, o, err)
+			continue
+		}
+		if cfg := o.hostConfig(nil); cfg.Labels["gpu"] != "true" || cfg.Labels["zone"] != "a" || cfg.LeaseNamespace != "agentrun-system" {
+			t.Errorf("%s mode: labels %v, lease namespace %q", mode, cfg.Labels, cfg.LeaseNamespace)
+		}
 	}
 }
 
 func TestParseOptionsRefusesBadValues(t *testing.T) {
 	for _, args := range [][]string{
 		{"--mode=both"},
+		{"--mode="},
+		{"--host-name=Host_1"},
+		{"--host-name=" + strings.Repeat("a", 240)},
+		{"--host-labels=gpu"},
+		{"--host-labels=bad key=1"},
+		{"--heartbeat-period=40s"},
 		{"--host-name="},
 		{"--output-tail-bytes=70000"},
 		{"--default-command="},

@@ -15,6 +15,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/policy"
 	"github.com/agentrun/agentrun/internal/redact"
 )
@@ -31,7 +32,8 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 		return r.cancel(ctx, run)
 	}
 	if run.Status.ContainerName == "" {
-		return r.launch(ctx, run, 1)
+		// The first attempt, or the next after the run's host was lost.
+		return r.launch(ctx, run, run.Status.Attempts+1)
 	}
 	if r.Exits != nil {
 		if code, at, ok := r.Exits.Exited(run.Status.ContainerID); ok {
@@ -193,7 +195,9 @@ func (r *AgentRunReconciler) attemptEnded(ctx context.Context, run *agentsv1alph
 	if run.Spec.BackoffLimit != nil {
 		limit = *run.Spec.BackoffLimit
 	}
-	if run.Status.Attempts > limit {
+	// Attempts lost with their host do not count, as a Job's pods
+	// disrupted by a node's loss do not count against its backoffLimit.
+	if run.Status.Attempts-run.Status.DisruptedAttempts > limit {
 		reason := agentsv1alpha1.ReasonExitedNonZero
 		if limit > 0 {
 			reason = agentsv1alpha1.ReasonBackoffLimitExceeded
@@ -275,6 +279,14 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 		return runState{agentsv1alpha1.PhaseFailed, refused.Reason, refused.Message}, ctrl.Result{}, nil
 	}
 
+	if r.admission != nil {
+		if err := r.admission(); hostagent.IsNotFenced(err) {
+			return pending(agentsv1alpha1.ReasonFencing, fmt.Sprintf("host %s launches this run once it has removed the containers of runs "+
+				"given to other hosts while it was away (at start, or after being cut off): %v", r.Host, err))
+		} else if err != nil {
+			return r.notLaunched(run, err)
+		}
+	}
 	// The one slot check of a launch comes before any Podman lookup, so a
 	// run with no slot in sight costs Podman nothing. A run that cannot
 	// start after all gives its slot back.

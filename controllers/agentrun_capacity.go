@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -41,18 +42,52 @@ func queueKeys(o client.Object) []string {
 	return []string{anyHost}
 }
 
-// queue lists the unfinished runs that stand in this host's line: its own,
-// and the unclaimed ones it could take.
-func (r *AgentRunReconciler) queue(ctx context.Context) ([]agentsv1alpha1.AgentRun, error) {
-	var out []agentsv1alpha1.AgentRun
-	for _, key := range []string{r.Host, anyHost} {
-		list := &agentsv1alpha1.AgentRunList{}
-		if err := r.List(ctx, list, client.MatchingFields{queueIndex: key}); err != nil {
-			return nil, fmt.Errorf("listing the AgentRuns in host %s's line: %w", r.Host, err)
-		}
-		out = append(out, list.Items...)
+// indexedManagers remembers the caches queueIndex was added to: a process
+// running the fleet and a host (--mode=all) sets both up on one manager, and
+// a cache takes an index once.
+var indexedManagers sync.Map
+
+// indexQueues adds queueIndex to mgr's cache, once.
+func indexQueues(mgr ctrl.Manager) error {
+	if _, done := indexedManagers.LoadOrStore(mgr.GetCache(), true); done {
+		return nil
 	}
-	return out, nil
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &agentsv1alpha1.AgentRun{}, queueIndex, queueKeys); err != nil {
+		return fmt.Errorf("indexing AgentRuns by host queue: %w", err)
+	}
+	return nil
+}
+
+// inLine lists the unfinished runs with the given queue key: a host's (its
+// own and those pinned to it), or anyHost's (those waiting to be placed).
+func inLine(ctx context.Context, c client.Reader, key string) ([]agentsv1alpha1.AgentRun, error) {
+	list := &agentsv1alpha1.AgentRunList{}
+	if err := c.List(ctx, list, client.MatchingFields{queueIndex: key}); err != nil {
+		return nil, fmt.Errorf("listing the AgentRuns in %s's line: %w", key, err)
+	}
+	return list.Items, nil
+}
+
+// queue lists the unfinished runs that stand in this host's line: those it
+// holds and those pinned to it. Unpinned runs join it once the fleet places
+// them here.
+func (r *AgentRunReconciler) queue(ctx context.Context) ([]agentsv1alpha1.AgentRun, error) {
+	return inLine(ctx, r.Client, r.Host)
+}
+
+// running counts the unfinished runs this host holds, for its PodmanHost.
+func (r *AgentRunReconciler) running(ctx context.Context) (int, error) {
+	line, err := r.queue(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range line {
+		if line[i].Status.Host == r.Host {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // slotTracker holds the slots this process has handed out, by run: a run

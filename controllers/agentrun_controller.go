@@ -56,6 +56,9 @@ type AgentRunReconciler struct {
 	launches launchHints
 	// wake brings runs waiting for a slot to the queue when one frees.
 	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
+	// admission says why the host may not launch runs now (it has not
+	// fenced, or Podman does not answer); nil, or a nil func, means it may.
+	admission func() error
 }
 
 // +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentruns,verbs=get;list;watch;update;patch;delete
@@ -74,6 +77,9 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !r.isOurs(run) {
+		// Taken from this host (its host was declared lost): whatever this
+		// process held for it goes; its container goes when the host fences.
+		r.forget(ctx, req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	if run.Status.Host == "" {
@@ -101,7 +107,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	// This pass's own finalizer patch moved the resourceVersion on; the
 	// status write is checked against that version, not the one first read.
 	base.ResourceVersion = run.ResourceVersion
-	if writeErr := r.writeStatus(ctx, base, run); writeErr != nil {
+	if writeErr := writeStatus(ctx, r.Client, base, run); writeErr != nil {
 		if apierrors.IsConflict(writeErr) {
 			// The watch brings the newer version, and with it another pass.
 			log.FromContext(ctx).V(1).Info("AgentRun changed since it was read; not writing a stale status", "agentrun", req.NamespacedName)
@@ -122,18 +128,18 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	return result, err
 }
 
-// isOurs tells whether this host may act on a run: it is pinned here, or
-// unpinned and claimed by no other host.
+// isOurs tells whether this host may act on a run: the run is this host's
+// (claimed by it or placed on it by the fleet), or pinned here and not
+// claimed yet. Unpinned runs are the fleet's to place.
 func (r *AgentRunReconciler) isOurs(run *agentsv1alpha1.AgentRun) bool {
-	if run.Spec.HostName != "" && run.Spec.HostName != r.Host {
-		return false
+	if run.Status.Host != "" {
+		return run.Status.Host == r.Host
 	}
-	return run.Status.Host == "" || run.Status.Host == r.Host
+	return run.Spec.HostName == r.Host
 }
 
-// claim takes an unclaimed run for this host. The status write carries the
-// resourceVersion read, so when several hosts race exactly one write lands
-// and the others get a conflict and leave the run alone.
+// claim takes an unclaimed run pinned to this host. The status write carries
+// the resourceVersion read, so a stale copy never overwrites a newer status.
 func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
 	// A host without a free slot leaves the run to hosts that have one; a
 	// cancelled run is taken anyway, to be ended at once.
@@ -185,15 +191,14 @@ func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.A
 	return ctrl.Result{}, nil
 }
 
-// waitUnclaimed records that no slot is free for an unclaimed run, without
-// taking it, and looks again later. Every full host writes the same status,
-// so the write happens once.
+// waitUnclaimed records that no slot is free for a run pinned here, without
+// taking it, and looks again later.
 func (r *AgentRunReconciler) waitUnclaimed(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
 	base := run.DeepCopy()
-	st := runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForCapacity,
-		"every Podman host that may take this run is running as many runs as it may; it starts when a slot frees"}
+	st := runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForCapacity, fmt.Sprintf(
+		"host %s runs as many runs as it may (%d); this run starts, in creation order, when a slot frees", r.Host, r.MaxConcurrentRuns)}
 	applyState(&run.Status, run.Generation, st)
-	if err := r.writeStatus(ctx, base, run); err != nil && !apierrors.IsConflict(err) {
+	if err := writeStatus(ctx, r.Client, base, run); err != nil && !apierrors.IsConflict(err) {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
@@ -265,11 +270,11 @@ func (r *AgentRunReconciler) dropFinalizer(ctx context.Context, run *agentsv1alp
 // carries the resourceVersion read: a pass that acted on a stale copy from
 // the cache (an exit seen twice, say) gets a conflict instead of overwriting
 // what a later pass wrote.
-func (r *AgentRunReconciler) writeStatus(ctx context.Context, base, run *agentsv1alpha1.AgentRun) error {
+func writeStatus(ctx context.Context, c client.Client, base, run *agentsv1alpha1.AgentRun) error {
 	if equality.Semantic.DeepEqual(base.Status, run.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, run, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := c.Status().Patch(ctx, run, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
@@ -313,13 +318,25 @@ func ptrTime(t metav1.Time) *metav1.Time { return &t }
 func (r *AgentRunReconciler) SetupWithManager(mgr ctrl.Manager, podmanEvents source.Source) error {
 	r.wake = make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun], 1024)
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			run, ok := o.(*agentsv1alpha1.AgentRun)
-			return ok && r.isOurs(run)
-		}))).
+		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(r.oursBeforeOrAfter())).
 		WatchesRawSource(podmanEvents).
 		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentRun]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("agentrun").
 		Complete(r)
+}
+
+// oursBeforeOrAfter passes the events of runs this host may act on, and the
+// update that takes a run away from it (so it lets go of what it held).
+func (r *AgentRunReconciler) oursBeforeOrAfter() predicate.Predicate {
+	ours := func(o client.Object) bool {
+		run, ok := o.(*agentsv1alpha1.AgentRun)
+		return ok && r.isOurs(run)
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return ours(e.Object) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return ours(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return ours(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return ours(e.ObjectOld) || ours(e.ObjectNew) },
+	}
 }

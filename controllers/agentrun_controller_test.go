@@ -88,12 +88,15 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 	return h
 }
 
+// testRun is a run pinned to the harness's host, which claims it itself (the
+// fleet's placement of unpinned runs has tests of its own).
 func testRun(name string) *agentsv1alpha1.AgentRun {
 	return &agentsv1alpha1.AgentRun{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team", UID: "0123abcd-0000-0000-0000-000000000000", Generation: 1},
 		Spec: agentsv1alpha1.AgentRunSpec{
-			Prompt:  "Review the open PRs",
-			Workdir: "/workspace",
+			HostName: testHost,
+			Prompt:   "Review the open PRs",
+			Workdir:  "/workspace",
 			Podman: agentsv1alpha1.PodmanSpec{
 				Volumes:    []string{"/srv/repo:/workspace:ro"},
 				SecretsEnv: map[string]agentsv1alpha1.SecretName{"GH_TOKEN": "github-token", "GITLAB_TOKEN": "gitlab-token"},
@@ -311,8 +314,10 @@ func TestReconcileLeavesOtherHostsRunsAlone(t *testing.T) {
 	pinned.Spec.HostName = "host-b"
 	claimed := testRun("claimed")
 	claimed.Status.Host = "host-b"
-	h := newHarness(t, pinned, claimed)
-	for _, name := range []string{"pinned", "claimed"} {
+	unplaced := testRun("unplaced")
+	unplaced.Spec.HostName = "" // the fleet's to place
+	h := newHarness(t, pinned, claimed, unplaced)
+	for _, name := range []string{"pinned", "claimed", "unplaced"} {
 		run, _, err := h.reconcile(name)
 		if err != nil || run.Status.Host == testHost || len(run.Finalizers) != 0 {
 			t.Errorf("%s: touched a run of another host: %+v, %v", name, run.Status, err)

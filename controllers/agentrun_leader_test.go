@@ -32,7 +32,7 @@ func startElectedHost(host string) *electedHost {
 	opts.RetryPeriod = ptr.To(500 * time.Millisecond)
 	mgr, err := ctrl.NewManager(cfg, opts)
 	Expect(err).NotTo(HaveOccurred())
-	Expect(addHostWith(mgr, host, rt, true, 0)).To(Succeed())
+	Expect(addHost(mgr, host, rt, true)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := startManager(ctx, mgr)
 	return &electedHost{mgr: mgr, stop: func() { cancel(); <-stopped }}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -14,6 +15,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
@@ -58,6 +60,15 @@ type HostConfig struct {
 	EventRetryPeriod time.Duration
 	// Clock tells the time; nil means the real clock.
 	Clock clock.Clock
+	// Labels are the host's PodmanHost labels, which runs' hostSelector
+	// matches.
+	Labels map[string]string
+	// LeaseNamespace holds the host's heartbeat Lease, named after the host.
+	LeaseNamespace string
+	// HeartbeatPeriod is how often the host renews its Lease and refreshes
+	// its PodmanHost; GracePeriod is how long the fleet waits for a renewal
+	// before declaring the host lost (the host fences itself past it).
+	HeartbeatPeriod, GracePeriod time.Duration
 }
 
 // CacheOptions are the manager cache settings a host's reconciler expects:
@@ -70,7 +81,9 @@ func CacheOptions() cache.Options {
 
 // SetupHost adds one host's reconciler to mgr, with everything it runs with:
 // the Podman calls counted, the event source that reports exits, the index
-// its capacity checks list by, and the agentrun_runs metric while it leads.
+// its capacity checks list by, the agent that keeps the host's PodmanHost and
+// heartbeat current and fences it, and the agentrun_runs metric while it
+// leads.
 // mgr must have been made with CacheOptions.
 func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	if cfg.Clock == nil {
@@ -88,9 +101,21 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		HostConfig: cfg,
 		Exits:      events,
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &agentsv1alpha1.AgentRun{}, queueIndex, queueKeys); err != nil {
-		return nil, fmt.Errorf("indexing AgentRuns by host queue: %w", err)
+	if err := indexQueues(mgr); err != nil {
+		return nil, err
 	}
+	agent := &hostagent.Agent{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: r.Recorder, Runtime: cfg.Runtime,
+		Host: cfg.Host, Labels: cfg.Labels, LeaseNamespace: cfg.LeaseNamespace,
+		Capacity: cfg.MaxConcurrentRuns, DefaultImage: cfg.Defaults.Image,
+		HeartbeatPeriod: cfg.HeartbeatPeriod, GracePeriod: cfg.GracePeriod, StopGracePeriod: cfg.StopGracePeriod,
+		Running: r.running, Released: func(key types.NamespacedName) { r.forget(context.Background(), key) },
+		Clock: cfg.Clock,
+	}
+	if err := mgr.Add(agent); err != nil {
+		return nil, err
+	}
+	r.admission = agent.Admission
 	if err := r.SetupWithManager(mgr, events.Requests()); err != nil {
 		return nil, err
 	}

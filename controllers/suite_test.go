@@ -10,6 +10,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -38,6 +40,11 @@ const (
 	hostA     = "host-a"
 	hostB     = "host-b"
 	testImage = "localhost/agentrun-test:latest"
+	// The hosts renew their heartbeat every second, and the fleet declares
+	// a host lost after hostGracePeriod without one.
+	leaseNamespace  = "agentrun-system"
+	heartbeatPeriod = time.Second
+	hostGracePeriod = 6 * time.Second
 )
 
 var (
@@ -100,6 +107,10 @@ var _ = BeforeSuite(func() {
 	webhookMgr, err := ctrl.NewManager(cfg, webhookMgrOpts)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(webhookv1alpha1.SetupAgentRunWebhookWithManager(webhookMgr)).To(Succeed())
+	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNamespace}})).To(Succeed())
+	Expect(controllers.SetupFleet(webhookMgr, controllers.FleetConfig{
+		LeaseNamespace: leaseNamespace, GracePeriod: hostGracePeriod, RecheckPeriod: time.Minute,
+	})).To(Succeed())
 	Expect(addHost(webhookMgr, hostA, rt, true)).To(Succeed())
 	startManager(ctx, webhookMgr)
 	Expect(testenv.WaitForWebhookServer(env, 20*time.Second)).To(Succeed())
@@ -159,8 +170,16 @@ func startHost(host string, runtime containers.Runtime, keepContainers bool) (st
 // startHostWith is startHost with a cap on concurrent runs.
 func startHostWith(host string, runtime containers.Runtime, keepContainers bool, maxRuns int) (stop func()) {
 	GinkgoHelper()
+	return startHostConfig(hostConfig(host, runtime, keepContainers, maxRuns))
+}
+
+// startHostConfig runs one more host's manager, set up from cfg, until the
+// returned stop function is called; stop returns once the manager stopped.
+func startHostConfig(cfg controllers.HostConfig) (stop func()) {
+	GinkgoHelper()
 	mgr := newHostManager()
-	Expect(addHostWith(mgr, host, runtime, keepContainers, maxRuns)).To(Succeed())
+	_, err := controllers.SetupHost(mgr, cfg)
+	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := startManager(ctx, mgr)
 	return func() {
@@ -172,11 +191,14 @@ func startHostWith(host string, runtime containers.Runtime, keepContainers bool,
 // addHost sets up the reconciler of one host as the manager binary does.
 // Hosts A and B keep finished containers so tests can count them.
 func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool) error {
-	return addHostWith(mgr, host, runtime, keepContainers, 0)
+	_, err := controllers.SetupHost(mgr, hostConfig(host, runtime, keepContainers, 0))
+	return err
 }
 
-func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keepContainers bool, maxRuns int) error {
-	_, err := controllers.SetupHost(mgr, controllers.HostConfig{
+// hostConfig is a host's configuration in this suite: quick rechecks and
+// heartbeats, and exits seen through Podman's events only.
+func hostConfig(host string, runtime containers.Runtime, keepContainers bool, maxRuns int) controllers.HostConfig {
+	return controllers.HostConfig{
 		Host:              host,
 		Runtime:           runtime,
 		Defaults:          controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
@@ -192,6 +214,8 @@ func addHostWith(mgr ctrl.Manager, host string, runtime containers.Runtime, keep
 		Policy:            testenv.Policy(),
 		Workers:           4,
 		EventRetryPeriod:  time.Second,
-	})
-	return err
+		LeaseNamespace:    leaseNamespace,
+		HeartbeatPeriod:   heartbeatPeriod,
+		GracePeriod:       hostGracePeriod,
+	}
 }

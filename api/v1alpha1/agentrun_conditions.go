@@ -31,6 +31,14 @@ const (
 	// answered the controller's last call for this run, and False (reason
 	// PodmanUnavailable) when it did not; the controller keeps retrying.
 	ConditionPodmanAvailable = "PodmanAvailable"
+
+	// ConditionHostLost is True when the run's host stopped renewing its
+	// heartbeat while the run was unfinished, as a Pod's DisruptionTarget
+	// condition says its node went away. An unpinned run is placed again on
+	// another host, in an attempt that does not count against
+	// spec.backoffLimit; a pinned run fails with reason HostLost. It stays
+	// True for the rest of the run's life, as a record of the disruption.
+	ConditionHostLost = "HostLost"
 )
 
 // Condition reasons, CamelCase as Kubernetes reasons are. The same words are
@@ -89,6 +97,12 @@ const (
 	// ReasonContainerLost: the container disappeared before its result was
 	// recorded.
 	ReasonContainerLost = "ContainerLost"
+	// ReasonUnschedulable: no Podman host can take the unpinned run now; the
+	// message names, per host, what it lacks (a secret, the image, a label,
+	// a free slot, a heartbeat). The run starts when a host gains it.
+	ReasonUnschedulable = "Unschedulable"
+	// ReasonHostLost: the run's host stopped renewing its heartbeat.
+	ReasonHostLost = "HostLost"
 	// ReasonNotFinished: the run has not reached a terminal phase.
 	ReasonNotFinished = "NotFinished"
 )

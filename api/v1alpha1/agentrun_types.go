@@ -7,7 +7,7 @@ import (
 // AgentRunSpec describes one run of an AI coding agent in a Podman container.
 // Everything but cancel is fixed once the run is created: a run is a record of
 // what was executed, so a change means a new AgentRun.
-// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 // +kubebuilder:validation:XValidation:rule="!oldSelf.?cancel.orValue(false) || self.?cancel.orValue(false)",message="spec.cancel cannot be set back to false once a run is cancelled (rule: cancel is final)"
 type AgentRunSpec struct {
 	// Prompt is the task given to the agent. It is passed as the last argument
@@ -43,13 +43,23 @@ type AgentRunSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	Command []string `json:"command,omitempty"`
 
-	// HostName pins the run to the Podman host whose controller has this
-	// host name. Empty lets any host claim the run.
+	// HostName pins the run to the Podman host of this name (its
+	// PodmanHost, and its manager's --host-name). Empty lets the fleet place
+	// the run on any host that can run it (see hostSelector).
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	HostName string `json:"hostName,omitempty"`
+
+	// HostSelector restricts the hosts an unpinned run may be placed on to
+	// those whose PodmanHost labels (the managers' --host-labels) match, as a
+	// Pod's nodeSelector does for Nodes. Empty means any host.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="hostSelector operators must be In, NotIn, Exists or DoesNotExist (rule: label selector)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="hostSelector In and NotIn need values, Exists and DoesNotExist take none (rule: label selector)"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	HostSelector *metav1.LabelSelector `json:"hostSelector,omitempty"`
 
 	// Podman holds the container settings passed to Podman.
 	// +optional
@@ -222,7 +232,8 @@ type AgentRunStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// Host is the Podman host running (or that ran) the run. It is written
-	// once, when a host claims the run.
+	// when a host claims the run (or the fleet places it there), and cleared
+	// only when that host is lost and the run is to be placed again.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Host string `json:"host,omitempty"`
@@ -253,6 +264,13 @@ type AgentRunStatus struct {
 	// Attempts counts the containers started for this run.
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`
+
+	// DisruptedAttempts counts the attempts that ended because their host
+	// was lost (condition HostLost) rather than by failing: they do not
+	// count against spec.backoffLimit, as a Job's pods disrupted by a node's
+	// loss do not.
+	// +optional
+	DisruptedAttempts int32 `json:"disruptedAttempts,omitempty"`
 
 	// Duration is how long the run took from its first container's start to
 	// its end, for example "1m12s".

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -47,6 +48,7 @@ const (
 	rulePromptSize        = "prompt size"
 	ruleCleanPaths        = "clean paths"
 	ruleVolumeOptionClash = "one option of each kind"
+	ruleLabelSelector     = "label selector"
 )
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -194,6 +196,12 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 	}
 	if spec.Workdir != "" {
 		errs = append(errs, validateAbsoluteCleanPath(p.Child("workdir"), spec.Workdir)...)
+	}
+	if spec.HostSelector != nil {
+		for _, e := range metav1validation.ValidateLabelSelector(spec.HostSelector, metav1validation.LabelSelectorValidationOptions{}, p.Child("hostSelector")) {
+			e.Detail = rule(e.Detail, ruleLabelSelector)
+			errs = append(errs, e)
+		}
 	}
 	errs = append(errs, validatePodman(&spec.Podman, p.Child("podman"))...)
 	return errs

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -266,5 +267,28 @@ func assertRule(t *testing.T, errs field.ErrorList, wantRule string) {
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "(rule: "+wantRule+")") {
 		t.Fatalf("want one violation of rule %q, got %v", wantRule, errs)
+	}
+}
+
+func TestValidateAgentRunChecksTheHostSelector(t *testing.T) {
+	for _, tc := range []struct {
+		desc     string
+		selector *metav1.LabelSelector
+		wantRule string
+	}{
+		{"labels", &metav1.LabelSelector{MatchLabels: map[string]string{"gpu": "true"}}, ""},
+		{"expression", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn, Values: []string{"a"}}}}, ""},
+		{"bad key", &metav1.LabelSelector{MatchLabels: map[string]string{"bad key": "x"}}, "label selector"},
+		{"In without values", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn}}}, "label selector"},
+		{"unknown operator", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: "Near"}}}, "label selector"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			run := &AgentRun{Spec: AgentRunSpec{Prompt: "p", HostSelector: tc.selector}}
+			errs := ValidateAgentRun(run)
+			assertRule(t, errs, tc.wantRule)
+			if tc.wantRule != "" && !strings.HasPrefix(errs[0].Field, "spec.hostSelector") {
+				t.Errorf("error names %s, want spec.hostSelector...", errs[0].Field)
+			}
+		})
 	}
 }

@@ -130,3 +130,16 @@ func (i instrumented) Events(ctx context.Context, labels map[string]string) (<-c
 	count("events", time.Now(), nil)
 	return i.rt.Events(ctx, labels)
 }
+
+func (i instrumented) Inventory(ctx context.Context) (Inventory, error) {
+	started := time.Now()
+	inv, err := i.rt.Inventory(ctx)
+	count("inventory", started, err)
+	return inv, err
+}
+
+// InventoryChanges counts the opening of a stream, not each event.
+func (i instrumented) InventoryChanges(ctx context.Context) (<-chan struct{}, <-chan error) {
+	count("inventory_changes", time.Now(), nil)
+	return i.rt.InventoryChanges(ctx)
+}

@@ -100,6 +100,14 @@ type Event struct {
 	ExitCode int32
 }
 
+// Inventory is what a host holds that runs need, by name: the engine's
+// version, its secrets' names (never their values) and its images' names.
+type Inventory struct {
+	Version string
+	Secrets []string
+	Images  []string
+}
+
 // Runtime is the container engine as the controller uses it.
 type Runtime interface {
 	// Ping returns nil when the engine's API answers.
@@ -139,4 +147,11 @@ type Runtime interface {
 	// it ended by failing, the error channel first receives the error (the
 	// only one it ever receives).
 	Events(ctx context.Context, labels map[string]string) (<-chan Event, <-chan error)
+	// Inventory lists the engine's version, secret names and image names.
+	Inventory(ctx context.Context) (Inventory, error)
+	// InventoryChanges streams one value each time the engine reports that
+	// an image (or, where the engine reports it, a secret) was added,
+	// tagged, untagged or removed, until ctx ends; the channels behave as
+	// Events' do.
+	InventoryChanges(ctx context.Context) (<-chan struct{}, <-chan error)
 }

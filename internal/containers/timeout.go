@@ -89,3 +89,12 @@ func (b bounded) Logs(ctx context.Context, id string, maxBytes int) (string, err
 func (b bounded) Events(ctx context.Context, labels map[string]string) (<-chan Event, <-chan error) {
 	return b.rt.Events(ctx, labels)
 }
+
+func (b bounded) Inventory(ctx context.Context) (Inventory, error) {
+	return call(ctx, b.d, "inventory", func(ctx context.Context) (Inventory, error) { return b.rt.Inventory(ctx) })
+}
+
+// InventoryChanges is a stream that lasts as long as ctx: it has no deadline.
+func (b bounded) InventoryChanges(ctx context.Context) (<-chan struct{}, <-chan error) {
+	return b.rt.InventoryChanges(ctx)
+}

@@ -31,9 +31,11 @@ type Runtime struct {
 	secrets     map[string]string // name to value
 	unavailable bool
 	subscribers []*subscriber
-	history     []containers.Event // every event emitted, for ReplayEvents
-	replay      bool
-	calls       map[string]int
+	// watchers follow inventory changes (InventoryChanges).
+	watchers []*subscriber
+	history  []containers.Event // every event emitted, for ReplayEvents
+	replay   bool
+	calls    map[string]int
 }
 
 type entry struct {
@@ -75,11 +77,25 @@ func (r *Runtime) SetClock(c clock.PassiveClock) {
 // AddSecret makes a secret exist.
 func (r *Runtime) AddSecret(name string) { r.SetSecret(name, "value-of-"+name) }
 
-// SetSecret makes a secret exist with the given value.
+// SetSecret makes a secret exist with the given value. Like Podman, the
+// engine reports no event for it.
 func (r *Runtime) SetSecret(name, value string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.secrets[name] = value
+}
+
+// AddImage makes an image present, and reports it to inventory watchers.
+func (r *Runtime) AddImage(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.images[name] = true
+	for _, w := range r.watchers {
+		select {
+		case w.ch <- containers.Event{Action: "tag", Name: name}:
+		default: // one pending change says enough
+		}
+	}
 }
 
 // SetUnavailable makes every call fail with containers.ErrUnavailable, and
@@ -103,7 +119,7 @@ func (r *Runtime) BreakEventStreams(err error) {
 }
 
 func (r *Runtime) breakStreams(err error) {
-	for _, s := range slices.Clone(r.subscribers) {
+	for _, s := range slices.Concat(r.subscribers, r.watchers) {
 		r.endStream(s, err)
 	}
 }
@@ -420,14 +436,65 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 	return s.ch, errs
 }
 
+// Inventory reports "fake" as the version and the secrets and images, sorted.
+func (r *Runtime) Inventory(context.Context) (containers.Inventory, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Inventory"); err != nil {
+		return containers.Inventory{}, err
+	}
+	return containers.Inventory{
+		Version: "fake",
+		Secrets: slices.Sorted(maps.Keys(r.secrets)),
+		Images:  slices.Sorted(maps.Keys(r.images)),
+	}, nil
+}
+
+// InventoryChanges reports AddImage calls; secrets, as with Podman, go
+// unreported.
+func (r *Runtime) InventoryChanges(ctx context.Context) (<-chan struct{}, <-chan error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out, errs := make(chan struct{}), make(chan error, 1)
+	if err := r.enter("InventoryChanges"); err != nil {
+		errs <- err
+		close(errs)
+		close(out)
+		return out, errs
+	}
+	w := &subscriber{ch: make(chan containers.Event, 1), errs: make(chan error, 1)}
+	r.watchers = append(r.watchers, w)
+	context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.endStream(w, nil)
+	})
+	go func() {
+		defer close(errs)
+		defer close(out)
+		for range w.ch {
+			select {
+			case out <- struct{}{}:
+			case <-ctx.Done():
+			}
+		}
+		if err, ok := <-w.errs; ok {
+			errs <- err
+		}
+	}()
+	return out, errs
+}
+
 // endStream closes a subscriber's channels, first sending err if there is
 // one; the caller must hold mu.
 func (r *Runtime) endStream(s *subscriber, err error) {
-	i := slices.Index(r.subscribers, s)
-	if i < 0 {
+	if i := slices.Index(r.watchers, s); i >= 0 {
+		r.watchers = slices.Delete(r.watchers, i, i+1)
+	} else if i = slices.Index(r.subscribers, s); i >= 0 {
+		r.subscribers = slices.Delete(r.subscribers, i, i+1)
+	} else {
 		return // ended already
 	}
-	r.subscribers = slices.Delete(r.subscribers, i, i+1)
 	if err != nil {
 		s.errs <- err
 	}

@@ -116,6 +116,16 @@ var documentedRules = []TableEntry{
 	Entry("two volumes on one container path (ours)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/a:/workspace", "/b:/workspace"} },
 		"spec.podman.volumes", "(rule: unique container paths)"}),
+	Entry("hostSelector In without values (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn}}}
+		},
+		"spec.hostSelector", "(rule: label selector)"}),
+	Entry("hostSelector with an unknown operator (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: "Near"}}}
+		},
+		"spec.hostSelector", "(rule: label selector)"}),
 	Entry("relative workdir (ours)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Workdir = "workspace" },
 		"spec.workdir", "(rule: absolute paths)"}),

@@ -1,0 +1,125 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PodmanHostSpec is what an operator sets on a host. The host's manager owns
+// everything else: its labels (--host-labels) and its status.
+type PodmanHostSpec struct {
+	// Unschedulable keeps new unpinned runs off the host, as kubectl cordon
+	// does for a Node; runs already on it go on, and pinned runs still run.
+	// +optional
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// PodmanHostStatus is what a host's manager reports of its Podman host.
+type PodmanHostStatus struct {
+	// Conditions: Ready is True while the host renews its heartbeat and its
+	// Podman API answers.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// PodmanVersion is the version of the host's Podman API service.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	PodmanVersion string `json:"podmanVersion,omitempty"`
+
+	// Capacity is how many runs the host runs at once (its manager's
+	// --max-concurrent-runs); 0 means no cap.
+	// +optional
+	Capacity int32 `json:"capacity,omitempty"`
+
+	// Running is how many unfinished runs the host holds (running, or
+	// claimed and about to start).
+	// +optional
+	Running int32 `json:"running,omitempty"`
+
+	// DefaultImage is the image the host runs for runs that set no
+	// spec.image.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	DefaultImage string `json:"defaultImage,omitempty"`
+
+	// Secrets are the names of the Podman secrets the host holds, never
+	// their values (podman secret ls).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=253
+	Secrets []string `json:"secrets,omitempty"`
+
+	// Images are the names (repository:tag) of the images present on the
+	// host; the controller never pulls, so a run's image must be one of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=512
+	Images []string `json:"images,omitempty"`
+
+	// LastHeartbeatTime is when the host last renewed its heartbeat Lease,
+	// as last written here; the Lease holds the exact time.
+	// +optional
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+}
+
+// Condition type and reasons of a PodmanHost.
+const (
+	// HostConditionReady is True while the host renews its heartbeat and its
+	// Podman API answers: only a Ready host is given new runs.
+	HostConditionReady = "Ready"
+	// ReasonHostReady: the host renews its heartbeat and Podman answers.
+	ReasonHostReady = "HostReady"
+	// ReasonHeartbeatLost: the host did not renew its heartbeat Lease
+	// within the fleet's grace period.
+	ReasonHeartbeatLost = "HeartbeatLost"
+	// ReasonFencing: the host came back after it was lost and is removing
+	// the containers of runs given to other hosts meanwhile; it takes no
+	// run until that is done.
+	ReasonFencing = "Fencing"
+)
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=ph,categories=agents
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Running",type=integer,JSONPath=`.status.running`
+// +kubebuilder:printcolumn:name="Capacity",type=integer,JSONPath=`.status.capacity`
+// +kubebuilder:printcolumn:name="Podman",type=string,JSONPath=`.status.podmanVersion`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`,priority=1
+// +kubebuilder:printcolumn:name="Secrets",type=string,JSONPath=`.status.secrets`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// PodmanHost is one Podman host serving the cluster, as a Node is one
+// kubelet's machine: created and kept current by the host's manager, named
+// after its --host-name. Its heartbeat is the Lease of the same name in the
+// managers' lease namespace.
+type PodmanHost struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec PodmanHostSpec `json:"spec,omitempty"`
+
+	// +optional
+	Status PodmanHostStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PodmanHostList is a list of PodmanHosts.
+type PodmanHostList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PodmanHost `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PodmanHost{}, &PodmanHostList{})
+}

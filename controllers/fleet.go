@@ -1,0 +1,47 @@
+package controllers
+
+import (
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// FleetConfig is what the fleet's controllers (placement and host lifecycle)
+// are set up from. They run once per cluster, not per host: in the cluster's
+// manager (--mode=webhook,fleet), elected among its replicas.
+type FleetConfig struct {
+	// LeaseNamespace holds the hosts' heartbeat Leases.
+	LeaseNamespace string
+	// GracePeriod is how long a host may go without renewing its Lease
+	// before it is declared lost.
+	GracePeriod time.Duration
+	// PinnedRunsWait keeps the runs pinned to a lost host waiting for it,
+	// instead of failing them.
+	PinnedRunsWait bool
+	// RecheckPeriod bounds how long an unschedulable run waits when nothing
+	// watched changes.
+	RecheckPeriod time.Duration
+	Clock         clock.Clock
+}
+
+// SetupFleet adds the fleet's scheduler and host lifecycle controller to mgr,
+// which must have been made with CacheOptions.
+func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if err := indexQueues(mgr); err != nil {
+		return err
+	}
+	recorder := mgr.GetEventRecorder("agentrun-fleet")
+	if err := (&PlacementReconciler{
+		Client: mgr.GetClient(), Recorder: recorder, RecheckPeriod: ctrl.Result{RequeueAfter: cfg.RecheckPeriod},
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&HostLifecycleReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder,
+		LeaseNamespace: cfg.LeaseNamespace, GracePeriod: cfg.GracePeriod, PinnedRunsWait: cfg.PinnedRunsWait, Clock: cfg.Clock,
+	}).SetupWithManager(mgr)
+}

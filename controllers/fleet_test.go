@@ -1,0 +1,209 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// fleetHarness is the fleet's two controllers over a fake API server.
+type fleetHarness struct {
+	t         *testing.T
+	c         client.Client
+	clock     *clocktesting.FakeClock
+	placement *PlacementReconciler
+	lifecycle *HostLifecycleReconciler
+}
+
+func newFleetHarness(t *testing.T, objs ...client.Object) *fleetHarness {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{agentsv1alpha1.AddToScheme, coordinationv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithStatusSubresource(&agentsv1alpha1.AgentRun{}, &agentsv1alpha1.PodmanHost{}).
+		WithIndex(&agentsv1alpha1.AgentRun{}, queueIndex, queueKeys).Build()
+	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
+	recorder := events.NewFakeRecorder(100)
+	return &fleetHarness{
+		t: t, c: c, clock: clock,
+		placement: &PlacementReconciler{Client: c, Recorder: recorder, assumed: map[types.NamespacedName]string{}},
+		lifecycle: &HostLifecycleReconciler{Client: c, Reader: c, Recorder: recorder, LeaseNamespace: "agentrun-system",
+			GracePeriod: 40 * time.Second, Clock: clock},
+	}
+}
+
+func readyHost(name string, capacity int32, secrets ...string) *agentsv1alpha1.PodmanHost {
+	return &agentsv1alpha1.PodmanHost{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"name": name}},
+		Status: agentsv1alpha1.PodmanHostStatus{
+			Conditions:   []metav1.Condition{{Type: agentsv1alpha1.HostConditionReady, Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonHostReady}},
+			Capacity:     capacity,
+			Secrets:      secrets,
+			Images:       []string{testImage},
+			DefaultImage: testImage,
+		},
+	}
+}
+
+func unplacedRun(name string) *agentsv1alpha1.AgentRun {
+	run := testRun(name)
+	run.Spec.HostName = ""
+	run.UID = types.UID("uid-" + name)
+	return run
+}
+
+func (f *fleetHarness) place(name string) *agentsv1alpha1.AgentRun {
+	f.t.Helper()
+	key := types.NamespacedName{Namespace: "team", Name: name}
+	if _, err := f.placement.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
+		f.t.Fatalf("placing %s: %v", name, err)
+	}
+	run := &agentsv1alpha1.AgentRun{}
+	if err := f.c.Get(context.Background(), key, run); err != nil {
+		f.t.Fatal(err)
+	}
+	return run
+}
+
+func TestPlacementGoesToTheHostWithTheSecrets(t *testing.T) {
+	f := newFleetHarness(t, readyHost("a", 4), readyHost("b", 4, "github-token", "gitlab-token"), unplacedRun("r"))
+	if run := f.place("r"); run.Status.Host != "b" || condition(run, agentsv1alpha1.ConditionScheduled).Status != metav1.ConditionTrue {
+		t.Fatalf("placed on %q, Scheduled %+v; want b", run.Status.Host, condition(run, agentsv1alpha1.ConditionScheduled))
+	}
+}
+
+func TestPlacementSaysWhyNoHostFitsAndPlacesOnceOneDoes(t *testing.T) {
+	a := readyHost("a", 4, "github-token")
+	f := newFleetHarness(t, a, unplacedRun("r"))
+	run := f.place("r")
+	if run.Status.Host != "" || run.Status.Phase != agentsv1alpha1.PhasePending || !strings.Contains(run.Status.Message, "a: secret(s) gitlab-token") ||
+		condition(run, agentsv1alpha1.ConditionStarted).Reason != agentsv1alpha1.ReasonUnschedulable {
+		t.Fatalf("status = %+v; want Pending, Unschedulable, naming host a's missing secret", run.Status)
+	}
+	a.Status.Secrets = append(a.Status.Secrets, "gitlab-token")
+	if err := f.c.Status().Update(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if run := f.place("r"); run.Status.Host != "a" {
+		t.Fatalf("placed on %q once a has the secret; want a", run.Status.Host)
+	}
+}
+
+func TestPlacementSpreadsByLoadAndCountsItsOwnPlacements(t *testing.T) {
+	objs := []client.Object{readyHost("a", 4, "github-token", "gitlab-token"), readyHost("b", 4, "github-token", "gitlab-token")}
+	names := []string{"r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"}
+	for _, n := range names {
+		objs = append(objs, unplacedRun(n))
+	}
+	f := newFleetHarness(t, objs...)
+	count := map[string]int{}
+	for _, n := range names {
+		count[f.place(n).Status.Host]++
+	}
+	// Eight slots: four runs each, the ninth waits.
+	if count["a"] != 4 || count["b"] != 4 || count[""] != 1 {
+		t.Fatalf("placements = %v; want 4 on each host and one waiting for a slot", count)
+	}
+}
+
+func lease(host string, renewed time.Time) *coordinationv1.Lease {
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "agentrun-system", Name: host},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(host), RenewTime: &metav1.MicroTime{Time: renewed}},
+	}
+}
+
+func TestLostHostsRunsAreFailedOverOrFailed(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	running := unplacedRun("running")
+	running.Status = agentsv1alpha1.AgentRunStatus{Host: "a", Phase: agentsv1alpha1.PhaseRunning, Attempts: 1, ContainerName: "c1", ContainerID: "id1"}
+	pinned := testRun("pinned")
+	pinned.Spec.HostName = "a"
+	pinned.UID = "uid-pinned"
+	pinned.Status = agentsv1alpha1.AgentRunStatus{Host: "a", Phase: agentsv1alpha1.PhaseRunning, Attempts: 1, ContainerName: "c2"}
+	f := newFleetHarness(t, readyHost("a", 4), lease("a", now.Add(-10*time.Second)), running, pinned)
+
+	res, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "a"}})
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > 31*time.Second {
+		t.Fatalf("a fresh heartbeat: %+v, %v; want a look again when it would be overdue", res, err)
+	}
+	f.clock.Step(31 * time.Second)
+	if _, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	host := &agentsv1alpha1.PodmanHost{}
+	_ = f.c.Get(context.Background(), types.NamespacedName{Name: "a"}, host)
+	if c := meta.FindStatusCondition(host.Status.Conditions, agentsv1alpha1.HostConditionReady); c == nil || c.Reason != agentsv1alpha1.ReasonHeartbeatLost {
+		t.Fatalf("host Ready = %+v; want False, HeartbeatLost", c)
+	}
+	got := &agentsv1alpha1.AgentRun{}
+	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(running), got)
+	if got.Status.Host != "" || got.Status.ContainerName != "" || got.Status.DisruptedAttempts != 1 || got.Status.Attempts != 1 ||
+		got.Status.Phase != agentsv1alpha1.PhasePending || condition(got, agentsv1alpha1.ConditionHostLost).Status != metav1.ConditionTrue {
+		t.Fatalf("unpinned run after its host was lost: %+v", got.Status)
+	}
+	if !awaitsPlacement(got) {
+		t.Fatal("the unpinned run must wait to be placed again")
+	}
+	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(pinned), got)
+	if got.Status.Phase != agentsv1alpha1.PhaseFailed || condition(got, agentsv1alpha1.ConditionFinished).Reason != agentsv1alpha1.ReasonHostLost {
+		t.Fatalf("pinned run after its host was lost: %+v", got.Status)
+	}
+}
+
+func TestPinnedRunsMayWaitForTheirLostHost(t *testing.T) {
+	pinned := testRun("pinned")
+	pinned.Spec.HostName = "a"
+	pinned.Status = agentsv1alpha1.AgentRunStatus{Host: "a", Phase: agentsv1alpha1.PhaseRunning, Attempts: 1, ContainerName: "c2"}
+	f := newFleetHarness(t, readyHost("a", 4), pinned)
+	f.lifecycle.PinnedRunsWait = true
+	f.clock.Step(time.Hour) // no Lease at all: counted from the host's creation
+	if _, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := &agentsv1alpha1.AgentRun{}
+	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(pinned), got)
+	if got.Status.Phase != agentsv1alpha1.PhaseRunning || condition(got, agentsv1alpha1.ConditionHostLost).Status != metav1.ConditionTrue {
+		t.Fatalf("pinned run waiting for its lost host: %+v", got.Status)
+	}
+}
+
+func TestDisruptedAttemptsDoNotCountAgainstBackoffLimit(t *testing.T) {
+	run := testRun("moved")
+	run.Spec.BackoffLimit = ptr.To(int32(1))
+	run.Status = agentsv1alpha1.AgentRunStatus{Host: testHost, Phase: agentsv1alpha1.PhasePending, Attempts: 1, DisruptedAttempts: 1}
+	h := newHarness(t, run)
+	h.podman.AddSecret("github-token")
+	h.podman.AddSecret("gitlab-token")
+	got := h.reconcileUntil("moved", agentsv1alpha1.PhaseRunning)
+	if got.Status.Attempts != 2 || !strings.HasSuffix(got.Status.ContainerName, "-2") {
+		t.Fatalf("after a disruption the next container is attempt 2: %+v", got.Status)
+	}
+	if err := h.podman.Exit(got.Status.ContainerName, 3, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	h.r.RetryBackoff, h.r.MaxRetryBackoff = time.Hour, time.Hour
+	got, _, err := h.reconcile("moved")
+	if err != nil || condition(got, agentsv1alpha1.ConditionStarted).Reason != agentsv1alpha1.ReasonBackOff {
+		t.Fatalf("backoffLimit 1 and one real failure: the run must retry, not fail: %+v, %v", got.Status, err)
+	}
+}

@@ -1,0 +1,201 @@
+package hostagent
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/containers/fake"
+)
+
+const image = "localhost/agent:1"
+
+func newAgent(t *testing.T, objs ...client.Object) (*Agent, *fake.Runtime, *clocktesting.FakeClock, *events.FakeRecorder) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{agentsv1alpha1.AddToScheme, coordinationv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithStatusSubresource(&agentsv1alpha1.AgentRun{}, &agentsv1alpha1.PodmanHost{}).Build()
+	rt := fake.New(image)
+	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
+	recorder := events.NewFakeRecorder(20)
+	a := &Agent{
+		Client: c, Reader: c, Recorder: recorder, Runtime: rt,
+		Host: "h1", Labels: map[string]string{"gpu": "true"}, LeaseNamespace: "agentrun-system",
+		Capacity: 4, DefaultImage: image, HeartbeatPeriod: 10 * time.Second, GracePeriod: 40 * time.Second,
+		Running: func(context.Context) (int, error) { return 2, nil },
+		Clock:   clock,
+	}
+	return a, rt, clock, recorder
+}
+
+func TestBeatPublishesTheHostAndItsHeartbeat(t *testing.T) {
+	a, rt, _, _ := newAgent(t)
+	rt.SetSecret("github-token", "s3cret-value")
+	if err := a.Admission(); !IsNotFenced(err) {
+		t.Fatalf("a host must not launch runs before its first fencing pass: %v", err)
+	}
+	a.beat(context.Background())
+	if err := a.Admission(); err != nil {
+		t.Fatalf("after a heartbeat and a fencing pass the host launches runs: %v", err)
+	}
+	host := &agentsv1alpha1.PodmanHost{}
+	if err := a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host); err != nil {
+		t.Fatal(err)
+	}
+	st := host.Status
+	ready := meta.FindStatusCondition(st.Conditions, agentsv1alpha1.HostConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionTrue || host.Labels["gpu"] != "true" || st.Capacity != 4 || st.Running != 2 ||
+		st.PodmanVersion != "fake" || strings.Join(st.Secrets, ",") != "github-token" || strings.Join(st.Images, ",") != image ||
+		st.DefaultImage != image || st.LastHeartbeatTime == nil {
+		t.Fatalf("PodmanHost = %+v %+v", host.ObjectMeta.Labels, st)
+	}
+	lease := &coordinationv1.Lease{}
+	if err := a.Reader.Get(context.Background(), types.NamespacedName{Namespace: "agentrun-system", Name: "h1"}, lease); err != nil || lease.Spec.RenewTime == nil {
+		t.Fatalf("Lease = %+v, %v", lease.Spec, err)
+	}
+}
+
+func TestBeatRenewsTheLeaseAndWritesStatusOnlyOnChange(t *testing.T) {
+	a, rt, clock, _ := newAgent(t)
+	a.beat(context.Background())
+	host := &agentsv1alpha1.PodmanHost{}
+	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	written := host.ResourceVersion
+
+	clock.Step(10 * time.Second)
+	a.beat(context.Background())
+	lease := &coordinationv1.Lease{}
+	_ = a.Reader.Get(context.Background(), types.NamespacedName{Namespace: "agentrun-system", Name: "h1"}, lease)
+	if !lease.Spec.RenewTime.Time.Equal(clock.Now()) {
+		t.Fatalf("Lease renewed at %v, want %v", lease.Spec.RenewTime, clock.Now())
+	}
+	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	if host.ResourceVersion != written {
+		t.Fatal("an unchanged status was written again")
+	}
+	rt.AddSecret("new-secret")
+	clock.Step(10 * time.Second)
+	a.beat(context.Background())
+	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	if !strings.Contains(strings.Join(host.Status.Secrets, ","), "new-secret") {
+		t.Fatalf("a new secret must show at the next heartbeat: %v", host.Status.Secrets)
+	}
+}
+
+func TestFencingRemovesContainersOfRunsGivenToOtherHosts(t *testing.T) {
+	mine := run("mine", "uid-mine", "h1", 1)
+	moved := run("moved", "uid-moved", "h2", 2)
+	a, rt, clock, recorder := newAgent(t, mine, moved)
+	for _, r := range []*agentsv1alpha1.AgentRun{mine, moved} {
+		launch(t, rt, r, 1)
+	}
+	gone := run("gone", "uid-gone", "h1", 1)
+	launch(t, rt, gone, 1)
+
+	a.beat(context.Background())
+	left := names(rt.All())
+	if left != "mine-1" {
+		t.Fatalf("containers left after fencing: %s; want only mine-1", left)
+	}
+	note := strings.Join(drain(recorder), "\n")
+	if !strings.Contains(note, "moved-1") || !strings.Contains(note, "given to host h2") || !strings.Contains(note, "no longer exists") {
+		t.Fatalf("events: %s", note)
+	}
+
+	// Cut off past the grace period: no launch until fenced again.
+	launch(t, rt, moved, 1)
+	clock.Step(a.GracePeriod + time.Second)
+	a.renewOnce(context.Background())
+	if err := a.Admission(); !IsNotFenced(err) {
+		t.Fatalf("a host back from a gap longer than the grace period must fence first: %v", err)
+	}
+	a.report(context.Background())
+	if err := a.Admission(); err != nil || names(rt.All()) != "mine-1" {
+		t.Fatalf("after coming back: admission %v, containers %s", err, names(rt.All()))
+	}
+}
+
+func TestAHostWhosePodmanIsDownSaysSo(t *testing.T) {
+	a, rt, _, _ := newAgent(t)
+	rt.SetUnavailable(true)
+	a.beat(context.Background())
+	if err := a.Admission(); !errors.Is(err, containers.ErrUnavailable) {
+		t.Fatalf("admission = %v; want Podman unavailable", err)
+	}
+	host := &agentsv1alpha1.PodmanHost{}
+	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	if c := meta.FindStatusCondition(host.Status.Conditions, agentsv1alpha1.HostConditionReady); c == nil || c.Reason != agentsv1alpha1.ReasonPodmanUnavailable {
+		t.Fatalf("Ready = %+v", c)
+	}
+}
+
+// beat is one heartbeat and one status pass, as Start's loops make them.
+func (a *Agent) beat(ctx context.Context) {
+	a.renewOnce(ctx)
+	a.report(ctx)
+}
+
+func run(name, uid, host string, attempts int32) *agentsv1alpha1.AgentRun {
+	return &agentsv1alpha1.AgentRun{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name, UID: types.UID(uid)},
+		Status:     agentsv1alpha1.AgentRunStatus{Host: host, Phase: agentsv1alpha1.PhaseRunning, Attempts: attempts},
+	}
+}
+
+// launch starts a container of run's attempt on host h1, labelled as the
+// reconciler labels it.
+func launch(t *testing.T, rt *fake.Runtime, r *agentsv1alpha1.AgentRun, attempt int) {
+	t.Helper()
+	id, err := rt.Create(context.Background(), containers.Spec{
+		Name: r.Name + "-" + string(rune('0'+attempt)), Image: image,
+		Labels: map[string]string{
+			agentsv1alpha1.LabelNamespace: r.Namespace, agentsv1alpha1.LabelName: r.Name, agentsv1alpha1.LabelUID: string(r.UID),
+			agentsv1alpha1.LabelHost: "h1", agentsv1alpha1.LabelAttempt: string(rune('0' + attempt)),
+		},
+	})
+	if err == nil {
+		err = rt.Start(context.Background(), id)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func names(cs []containers.Container) string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+func drain(r *events.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-r.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}

@@ -1,0 +1,168 @@
+// Package placement decides which Podman host an unpinned AgentRun goes to:
+// a pure function of the run and the hosts as their PodmanHosts report them,
+// so the fleet's scheduler and its tests share one set of rules.
+package placement
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// Host is one Podman host as placement sees it.
+type Host struct {
+	Name          string
+	Labels        map[string]string
+	Ready         bool
+	Unschedulable bool
+	// Capacity is how many unfinished runs the host takes; 0 means no cap.
+	Capacity int
+	// Load is how many unfinished runs the host holds now.
+	Load         int
+	Secrets      []string
+	Images       []string
+	DefaultImage string
+}
+
+// FromPodmanHost reads a PodmanHost; load is counted by the caller, from
+// the runs themselves, which are fresher than the host's own report.
+func FromPodmanHost(h *agentsv1alpha1.PodmanHost, load int) Host {
+	ready := false
+	for _, c := range h.Status.Conditions {
+		if c.Type == agentsv1alpha1.HostConditionReady {
+			ready = c.Status == metav1.ConditionTrue
+		}
+	}
+	return Host{
+		Name: h.Name, Labels: h.Labels, Ready: ready, Unschedulable: h.Spec.Unschedulable,
+		Capacity: int(h.Status.Capacity), Load: load,
+		Secrets: h.Status.Secrets, Images: h.Status.Images, DefaultImage: h.Status.DefaultImage,
+	}
+}
+
+// Lacks says what h lacks to run run now, or "" when it can run it.
+func Lacks(run *agentsv1alpha1.AgentRun, h Host) string {
+	var lacks []string
+	switch {
+	case !h.Ready:
+		return "not Ready"
+	case h.Unschedulable:
+		return "unschedulable (cordoned)"
+	}
+	if sel := run.Spec.HostSelector; sel != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return "spec.hostSelector is invalid: " + err.Error()
+		}
+		if !s.Matches(labels.Set(h.Labels)) {
+			lacks = append(lacks, "labels matching spec.hostSelector")
+		}
+	}
+	var missing []string
+	for _, name := range run.Spec.Podman.SecretsEnv {
+		if !slices.Contains(h.Secrets, string(name)) && !slices.Contains(missing, string(name)) {
+			missing = append(missing, string(name))
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		lacks = append(lacks, "secret(s) "+strings.Join(missing, ", "))
+	}
+	image := run.Spec.Image
+	if image == "" {
+		image = h.DefaultImage
+	}
+	if image != "" && !HasImage(h.Images, image) {
+		lacks = append(lacks, "image "+image)
+	}
+	if h.Capacity > 0 && h.Load >= h.Capacity {
+		lacks = append(lacks, fmt.Sprintf("a free slot (%d/%d runs)", h.Load, h.Capacity))
+	}
+	return strings.Join(lacks, ", ")
+}
+
+// Choose picks the host for run: among the hosts that lack nothing, the one
+// with the lowest share of its capacity in use (then the fewest runs, then
+// the name, so the choice is stable). When none can run it, host is "" and
+// why names, per host, what it lacks.
+func Choose(run *agentsv1alpha1.AgentRun, hosts []Host) (host string, why string) {
+	var best *Host
+	var reasons []string
+	for i := range hosts {
+		h := &hosts[i]
+		if lacks := Lacks(run, *h); lacks != "" {
+			reasons = append(reasons, h.Name+": "+lacks)
+			continue
+		}
+		if best == nil || lessLoaded(h, best) {
+			best = h
+		}
+	}
+	if best != nil {
+		return best.Name, ""
+	}
+	if len(hosts) == 0 {
+		return "", "no Podman host has joined the cluster (kubectl get podmanhosts)"
+	}
+	slices.Sort(reasons)
+	return "", "no Podman host can run it now; " + strings.Join(reasons, "; ")
+}
+
+func lessLoaded(a, b *Host) bool {
+	// a.Load/a.Capacity < b.Load/b.Capacity, without division; when a host
+	// has no cap, the plain counts compare.
+	al, bl := a.Load, b.Load
+	if a.Capacity > 0 && b.Capacity > 0 {
+		al, bl = a.Load*b.Capacity, b.Load*a.Capacity
+	}
+	if al != bl {
+		return al < bl
+	}
+	if a.Load != b.Load {
+		return a.Load < b.Load
+	}
+	return a.Name < b.Name
+}
+
+// HasImage tells whether image is among names, as Podman resolves a name
+// against local storage: a name without a tag means ":latest", and a short
+// name ("agent:1", no registry) also matches "localhost/agent:1" and Docker
+// Hub's "docker.io/library/agent:1".
+func HasImage(names []string, image string) bool {
+	want := canonical(image)
+	short := !hasRegistry(want)
+	for _, n := range names {
+		n = canonical(n)
+		if n == want || short && (n == "localhost/"+want || n == canonical("docker.io/"+want)) {
+			return true
+		}
+	}
+	return false
+}
+
+// canonical adds the default tag, and Docker Hub's library/ to its
+// one-part names.
+func canonical(image string) string {
+	if strings.Contains(image, "@") {
+		return image // a digest names one image exactly
+	}
+	if slash := strings.LastIndex(image, "/"); !strings.Contains(image[slash+1:], ":") {
+		image += ":latest"
+	}
+	if rest, ok := strings.CutPrefix(image, "docker.io/"); ok && !strings.Contains(rest, "/") {
+		image = "docker.io/library/" + rest
+	}
+	return image
+}
+
+// hasRegistry tells whether the name starts with a registry host, which has
+// a dot or a port, or is localhost.
+func hasRegistry(image string) bool {
+	first, _, ok := strings.Cut(image, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
+}

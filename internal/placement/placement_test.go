@@ -1,0 +1,91 @@
+package placement
+
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+func run(image string, secrets map[string]agentsv1alpha1.SecretName, sel *metav1.LabelSelector) *agentsv1alpha1.AgentRun {
+	return &agentsv1alpha1.AgentRun{Spec: agentsv1alpha1.AgentRunSpec{
+		Prompt: "p", Image: image, HostSelector: sel,
+		Podman: agentsv1alpha1.PodmanSpec{SecretsEnv: secrets},
+	}}
+}
+
+func host(name string, load, capacity int) Host {
+	return Host{Name: name, Ready: true, Capacity: capacity, Load: load,
+		Images: []string{"localhost/agent:1"}, DefaultImage: "localhost/agent:1", Labels: map[string]string{"zone": name}}
+}
+
+func TestChoosePicksTheOnlyHostWithTheSecret(t *testing.T) {
+	a, b := host("a", 0, 4), host("b", 3, 4)
+	b.Secrets = []string{"gh"}
+	got, why := Choose(run("", map[string]agentsv1alpha1.SecretName{"GH_TOKEN": "gh"}, nil), []Host{a, b})
+	if got != "b" || why != "" {
+		t.Fatalf("Choose = %q, %q; want b", got, why)
+	}
+}
+
+func TestChoosePrefersTheLessLoadedShare(t *testing.T) {
+	// 2 of 8 is less busy than 1 of 2.
+	got, _ := Choose(run("", nil, nil), []Host{host("small", 1, 2), host("big", 2, 8)})
+	if got != "big" {
+		t.Fatalf("Choose = %q; want big", got)
+	}
+	got, _ = Choose(run("", nil, nil), []Host{host("busy", 3, 0), host("idle", 1, 0)})
+	if got != "idle" {
+		t.Fatalf("uncapped hosts: Choose = %q; want idle", got)
+	}
+	got, _ = Choose(run("", nil, nil), []Host{host("b", 1, 4), host("a", 1, 4)})
+	if got != "a" {
+		t.Fatalf("equal loads: Choose = %q; want a, by name", got)
+	}
+}
+
+func TestChooseSaysWhatEachHostLacks(t *testing.T) {
+	full := host("full", 4, 4)
+	down := host("down", 0, 4)
+	down.Ready = false
+	other := host("other", 0, 4)
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"zone": "full"}}
+	got, why := Choose(run("localhost/other:2", map[string]agentsv1alpha1.SecretName{"A": "s1"}, sel), []Host{full, down, other})
+	if got != "" {
+		t.Fatalf("Choose = %q; want none", got)
+	}
+	for _, want := range []string{
+		"down: not Ready",
+		"full: secret(s) s1, image localhost/other:2, a free slot (4/4 runs)",
+		"other: labels matching spec.hostSelector, secret(s) s1, image localhost/other:2",
+	} {
+		if !strings.Contains(why, want) {
+			t.Errorf("message %q lacks %q", why, want)
+		}
+	}
+	if _, why := Choose(run("", nil, nil), nil); !strings.Contains(why, "no Podman host") {
+		t.Errorf("no hosts: message %q", why)
+	}
+}
+
+func TestCordonedHostGetsNothing(t *testing.T) {
+	h := host("a", 0, 4)
+	h.Unschedulable = true
+	if got, _ := Choose(run("", nil, nil), []Host{h}); got != "" {
+		t.Fatalf("Choose = %q; want none", got)
+	}
+}
+
+func TestHasImageResolvesAsPodmanDoes(t *testing.T) {
+	names := []string{"localhost/agent:1", "docker.io/library/busybox:latest", "quay.io/x/y:2"}
+	for image, want := range map[string]bool{
+		"localhost/agent:1": true, "agent:1": true, "agent": false, "busybox": true,
+		"docker.io/busybox": true, "quay.io/x/y:2": true, "y:2": false, "quay.io/x/y": false,
+	} {
+		if got := HasImage(names, image); got != want {
+			t.Errorf("HasImage(%q) = %v; want %v", image, got, want)
+		}
+	}
+}
