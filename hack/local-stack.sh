@@ -166,7 +166,13 @@ RUN_FLAGS=(--default-image "$TEST_IMAGE" --default-command fake-agent --allowed-
 # list, --host-labels, the heartbeat Leases). Until it does, the fleet runs
 # the hosts as plain reconcilers and the cluster-side manager as the webhook
 # only: the namespaces, Podman services and faults work all the same.
-fleet_flags() { "$ROOT/bin/manager" --help 2>&1 | grep -q -- '-host-labels'; }
+# Read whole, not piped into grep -q: grep's early exit would kill the
+# manager with SIGPIPE, and pipefail would take that for "no".
+fleet_flags() {
+  local help
+  help=$("$ROOT/bin/manager" --help 2>&1 || true)
+  [[ $help == *-host-labels* ]]
+}
 
 # cluster_manager_flags: the cluster-side manager of a fleet, on the machine.
 cluster_manager_flags() {
