@@ -105,6 +105,23 @@ var _ = Describe("the local fleet", Ordered, ContinueOnFailure, func() {
 		Expect(f.Podman5Host()).To(Equal(f.Host(3)))
 	})
 
+	It("has each host's manager publish its PodmanHost, with the host's labels", func() {
+		Eventually(func(g Gomega) {
+			out, err := f.Kubectl("get", "podmanhosts", "-o",
+				`jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.host} {.metadata.labels.podman}{"\n"}{end}`)
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			want := []string{}
+			for _, h := range f.Hosts() {
+				podman := "4"
+				if h == f.Podman5Host() {
+					podman = "5"
+				}
+				want = append(want, h+" "+h+" "+podman)
+			}
+			g.Expect(strings.Split(strings.TrimSpace(out), "\n")).To(ConsistOf(want))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+
 	It("keeps a secret created on one host off the others (with the podman CLI, as the README says)", func() {
 		for _, h := range []string{f.Host(2), f.Podman5Host()} {
 			name := "smoke-" + rand.String(6)
