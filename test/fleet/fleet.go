@@ -48,6 +48,11 @@ type Options struct {
 	// Podman5Host is the host that runs Podman 5 (AGENTRUN_PODMAN5_HOST);
 	// empty: PREFIX-3; "none": no host does.
 	Podman5Host string
+	// MetricsPort and ProbePort are the cluster-side manager's ports on the
+	// machine's 127.0.0.1 (AGENTRUN_METRICS_PORT, AGENTRUN_PROBE_PORT; each
+	// host's manager uses the same ports in its own namespace). Zero: free
+	// ports, so that a suite runs beside a stack make up started.
+	MetricsPort, ProbePort int
 	// ManagerArgs are extra flags for every manager (AGENTRUN_MANAGER_ARGS).
 	ManagerArgs string
 	// Env is added to the script's environment (after the above).
@@ -97,6 +102,13 @@ func New(o Options) (*Fleet, error) {
 	if o.Podman5Host == "" {
 		o.Podman5Host = o.HostPrefix + "-3"
 	}
+	for _, port := range []*int{&o.MetricsPort, &o.ProbePort} {
+		if *port == 0 {
+			if *port, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+	}
 	env := append(os.Environ(),
 		"AGENTRUN_LOCAL_DIR="+o.StateDir,
 		"AGENTRUN_HOSTS="+strconv.Itoa(o.Hosts),
@@ -104,9 +116,21 @@ func New(o Options) (*Fleet, error) {
 		"AGENTRUN_FLEET_NET="+o.Net,
 		"AGENTRUN_PODMAN5_HOST="+o.Podman5Host,
 		"AGENTRUN_MANAGER_ARGS="+o.ManagerArgs,
+		"AGENTRUN_METRICS_PORT="+strconv.Itoa(o.MetricsPort),
+		"AGENTRUN_PROBE_PORT="+strconv.Itoa(o.ProbePort),
 	)
 	env = append(env, o.Env...)
 	return &Fleet{opts: o, root: repoRoot(), env: env}, nil
+}
+
+// freePort is a TCP port free on 127.0.0.1 now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // repoRoot is the repository's root, found from this file's location.
