@@ -622,7 +622,8 @@ down() {
   if [[ -f $STATE/fleet.env ]]; then
     ip addr del "$API_ADDR/32" dev lo 2>/dev/null || true
   fi
-  rmdir "$RUNROOT_BASE" 2>/dev/null || true
+  # Empty once no fleet runs (another state folder's fleet keeps its own).
+  rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
   rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,cluster-manager.log,cluster-manager.pid,localstack.log,localstack.pid}
