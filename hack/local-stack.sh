@@ -56,8 +56,15 @@ TEST_IMAGE=localhost/agentrun-test:latest
 # that runs keeps its own count (in $STATE/fleet.env) when none is given.
 HOSTS=${AGENTRUN_HOSTS:-}
 FLEET_NET=${AGENTRUN_FLEET_NET:-10.203}
-API_ADDR=$FLEET_NET.0.1
 PODMAN5_HOST=${AGENTRUN_PODMAN5_HOST:-$HOST_NAME-3}
+# A fleet that runs keeps the names and addresses it started with, whatever
+# the environment says now (down must find them).
+if [[ -f $STATE/fleet.env ]]; then
+  HOST_NAME=$(sed -n 's/^HOST_NAME=//p' "$STATE/fleet.env")
+  FLEET_NET=$(sed -n 's/^FLEET_NET=//p' "$STATE/fleet.env")
+  PODMAN5_HOST=$(sed -n 's/^PODMAN5_HOST=//p' "$STATE/fleet.env")
+fi
+API_ADDR=$FLEET_NET.0.1
 
 # pid_of NAME: the pid recorded in $STATE/NAME.pid, or nothing.
 pid_of() { if [[ -f $STATE/$1.pid ]]; then cat "$STATE/$1.pid"; fi; }
@@ -539,7 +546,8 @@ up() {
       api_address
       bind=(--bind-address "$API_ADDR")
       where=$API_ADDR
-      echo "HOSTS=$HOSTS" >"$STATE/fleet.env"
+      printf 'HOSTS=%s\nHOST_NAME=%s\nFLEET_NET=%s\nPODMAN5_HOST=%s\n' \
+        "$HOSTS" "$HOST_NAME" "$FLEET_NET" "$PODMAN5_HOST" >"$STATE/fleet.env"
     fi
     step "starting the control plane (etcd, kube-apiserver on $where) with the AgentRun CRD and webhook (about 5 seconds)"
     # setsid: a session of its own, so that stop_control_plane finds etcd and
