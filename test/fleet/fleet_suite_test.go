@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -10,15 +11,22 @@ import (
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
+// gracePeriod is how long the suite's fleet waits for a host's heartbeat
+// (renewed every 2 s) before it declares the host lost: short, so that the
+// failover specs take seconds, and five heartbeats long, so that a loaded
+// machine does not lose hosts that are fine.
+const gracePeriod = 10 * time.Second
+
 // The suite's fleet has names and addresses of its own, so that it runs
 // beside a fleet make up HOSTS=3 started (local-N, 10.203.0.0/16).
-var opts = fleet.Options{Hosts: 3, HostPrefix: "smoke", Net: "10.204"}
+var opts = fleet.Options{Hosts: 3, HostPrefix: "smoke", Net: "10.204",
+	ManagerArgs: "--heartbeat-period=2s --host-grace-period=" + gracePeriod.String()}
 
 var f *fleet.Fleet
 
 func TestFleet(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "local fleet smoke suite (hack/local-stack.sh, 3 hosts)")
+	RunSpecs(t, "local fleet suite (hack/local-stack.sh, 3 hosts)")
 }
 
 var _ = BeforeSuite(func() {
