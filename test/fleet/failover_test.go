@@ -54,7 +54,7 @@ func failsOver(ctx context.Context, c client.Client, run *agentsv1alpha1.AgentRu
 	return got
 }
 
-var _ = Describe("A host that is lost", Ordered, func() {
+var _ = Describe("A host that is lost", Ordered, ContinueOnFailure, func() {
 	var c client.Client
 	BeforeAll(func() { c = k8sClient() })
 

@@ -7,6 +7,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/agentrun/agentrun/test/fleet"
 )
@@ -30,6 +32,7 @@ func TestFleet(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter)))
 	dir, err := os.MkdirTemp("", "agentrun-fleet-")
 	Expect(err).NotTo(HaveOccurred())
 	o := opts

@@ -108,7 +108,7 @@ func createEvents(host string, since time.Time) map[string]int {
 	return out
 }
 
-var _ = Describe("The fleet", Ordered, func() {
+var _ = Describe("The fleet", Ordered, ContinueOnFailure, func() {
 	var c client.Client
 	BeforeAll(func() { c = k8sClient() })
 
