@@ -135,9 +135,11 @@ bench: ## Measure agentrun against raw Podman (BENCH_N=200 BENCH_C=8 BENCH_SCALE
 demo: ## Start a local stack, run the samples, show the results, tear it down (a stack make up started stays up).
 	@hack/local-stack.sh demo
 
+# HOSTS=N: the local fleet, N Podman hosts each in a network namespace of its
+# own (hack/local-stack.sh); without it, the one host "local".
 .PHONY: up
-up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig).
-	@hack/local-stack.sh up
+up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig); HOSTS=3: a fleet of 3 Podman hosts.
+	@$(if $(HOSTS),AGENTRUN_HOSTS=$(HOSTS) )hack/local-stack.sh up
 
 .PHONY: down
 down: ## Stop the local stack and remove its state, AgentRuns included.

@@ -130,9 +130,9 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.BoolVar(&o.captureOutput, "capture-output", true, "keep the tail of each run's output and its agent result in status, with secret values masked; false keeps both on the host only")
 	fs.DurationVar(&o.podmanCallTimeout, "podman-call-timeout", 2*time.Minute, "how long one Podman API call may take before it fails and Podman counts as unavailable (a stop gets its grace period on top)")
 	fs.StringVar(&o.hostLabels, "host-labels", "", "comma-separated key=value labels of this host's PodmanHost, for runs' spec.hostSelector (for example gpu=true,zone=a)")
-	fs.StringVar(&o.leaseNamespace, "lease-namespace", "agentrun-system", "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
-	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", 10*time.Second, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
-	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", 40*time.Second, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
+	fs.StringVar(&o.leaseNamespace, "lease-namespace", controllers.DefaultLeaseNamespace, "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
+	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", controllers.DefaultHeartbeatPeriod, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
+	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", controllers.DefaultHostGracePeriod, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

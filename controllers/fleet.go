@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -11,7 +12,8 @@ import (
 // are set up from. They run once per cluster, not per host: in the cluster's
 // manager (--mode=webhook,fleet), elected among its replicas.
 type FleetConfig struct {
-	// LeaseNamespace holds the hosts' heartbeat Leases.
+	// LeaseNamespace holds the hosts' heartbeat Leases. Zero values mean
+	// the defaults (DefaultLeaseNamespace, DefaultHostGracePeriod, 1m).
 	LeaseNamespace string
 	// GracePeriod is how long a host may go without renewing its Lease
 	// before it is declared lost.
@@ -31,6 +33,9 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	cfg.LeaseNamespace = cmp.Or(cfg.LeaseNamespace, DefaultLeaseNamespace)
+	cfg.GracePeriod = cmp.Or(cfg.GracePeriod, DefaultHostGracePeriod)
+	cfg.RecheckPeriod = cmp.Or(cfg.RecheckPeriod, time.Minute)
 	if err := indexQueues(mgr); err != nil {
 		return err
 	}

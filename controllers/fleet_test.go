@@ -207,3 +207,26 @@ func TestDisruptedAttemptsDoNotCountAgainstBackoffLimit(t *testing.T) {
 		t.Fatalf("backoffLimit 1 and one real failure: the run must retry, not fail: %+v, %v", got.Status, err)
 	}
 }
+
+func TestDeletingALostHostReleasesItsFinishedRuns(t *testing.T) {
+	done := testRun("done")
+	done.Spec.HostName = "gone"
+	done.Finalizers = []string{Finalizer}
+	done.Status = agentsv1alpha1.AgentRunStatus{Host: "gone", Phase: agentsv1alpha1.PhaseFailed}
+	elsewhere := unplacedRun("elsewhere")
+	elsewhere.Finalizers = []string{Finalizer}
+	elsewhere.Status = agentsv1alpha1.AgentRunStatus{Host: "other", Phase: agentsv1alpha1.PhaseSucceeded}
+	f := newFleetHarness(t, done, elsewhere)
+	if _, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := &agentsv1alpha1.AgentRun{}
+	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(done), got)
+	if len(got.Finalizers) != 0 {
+		t.Fatalf("the finished run of a deleted host keeps its finalizer: %v", got.Finalizers)
+	}
+	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(elsewhere), got)
+	if len(got.Finalizers) != 1 {
+		t.Fatal("another host's run lost its finalizer")
+	}
+}

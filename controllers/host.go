@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -17,6 +18,15 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/policy"
+)
+
+// The defaults of the fleet's settings, as Kubernetes has them for Nodes: a
+// Lease renewed every 10 s in a namespace of its own, and 40 s of silence
+// before a host is declared lost.
+const (
+	DefaultLeaseNamespace  = "agentrun-system"
+	DefaultHeartbeatPeriod = 10 * time.Second
+	DefaultHostGracePeriod = 40 * time.Second
 )
 
 // HostConfig is what one Podman host's reconciler is set up from: the
@@ -63,7 +73,8 @@ type HostConfig struct {
 	// Labels are the host's PodmanHost labels, which runs' hostSelector
 	// matches.
 	Labels map[string]string
-	// LeaseNamespace holds the host's heartbeat Lease, named after the host.
+	// LeaseNamespace holds the host's heartbeat Lease, named after the host
+	// (DefaultLeaseNamespace when empty; the zero periods are defaults too).
 	LeaseNamespace string
 	// HeartbeatPeriod is how often the host renews its Lease and refreshes
 	// its PodmanHost; GracePeriod is how long the fleet waits for a renewal
@@ -89,6 +100,9 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	cfg.LeaseNamespace = cmp.Or(cfg.LeaseNamespace, DefaultLeaseNamespace)
+	cfg.HeartbeatPeriod = cmp.Or(cfg.HeartbeatPeriod, DefaultHeartbeatPeriod)
+	cfg.GracePeriod = cmp.Or(cfg.GracePeriod, DefaultHostGracePeriod)
 	cfg.Runtime = containers.Instrument(cfg.Runtime)
 	events := containerevents.NewSource(cfg.Runtime, cfg.Host, cfg.EventRetryPeriod)
 	if err := mgr.Add(events); err != nil {

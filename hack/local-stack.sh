@@ -9,14 +9,38 @@
 #   hack/local-stack.sh demo   up, apply config/samples, show the results, and
 #                              down again unless a control plane was already up
 #
+# The local fleet: with AGENTRUN_HOSTS=N (make up HOSTS=N), up starts N Podman
+# hosts instead of one, each as a real host would be: a network namespace of
+# its own (agentrun-local-I) joined to the machine by a veth pair on a private
+# /30 (10.203.I.0/30: .1 the machine's side, .2 the host's), its own Podman
+# API service with its own storage and socket ($STATE/hosts/local-I/), the
+# test image loaded into it, and its own manager (--mode=host) inside the
+# namespace, reaching the API server over the veth. Host local-3 runs Podman 5
+# (hack/podman5.sh; AGENTRUN_PODMAN5_HOST names another host, or none). The
+# API server listens on 10.203.0.1, an address on the machine's loopback
+# device that every namespace reaches through its veth; the webhook and the
+# fleet controller run in one "cluster-side" manager on the machine
+# (--mode=webhook,fleet), as the in-cluster Deployment would. Faults:
+#
+#   hack/local-stack.sh kill-host HOST   SIGKILL that host's manager (a crash;
+#                                        up restarts it)
+#   hack/local-stack.sh cut HOST         the machine's side of its veth down:
+#                                        the host loses the API server (its
+#                                        Podman and manager keep running)
+#   hack/local-stack.sh restore HOST     the veth up again
+#
+# AGENTRUN_HOST_NAME is the hosts' name prefix (default local: local-1...) and
+# AGENTRUN_FLEET_NET the first two octets of their addresses (default 10.203),
+# so that a second fleet (a test's) can run beside one make up started.
+#
 # up never throws state away: a running control plane is kept with its
 # AgentRuns, a dead manager is restarted against it, and Podman's API service is
 # started when it does not answer. Only a dead control plane is replaced, by a
 # new, empty one (its state died with it). down is the one way to wipe.
 #
 # State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository);
-# $AGENTRUN_MANAGER_ARGS adds flags to the manager. Progress lines go to stderr;
-# the build's output goes to ~/.cache/agentrun/logs/local-stack.log.
+# $AGENTRUN_MANAGER_ARGS adds flags to every manager. Progress lines go to
+# stderr; the build's output goes to ~/.cache/agentrun/logs/local-stack.log.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,20 +52,34 @@ HOST_NAME=${AGENTRUN_HOST_NAME:-local}
 METRICS_PORT=${AGENTRUN_METRICS_PORT:-18080}
 PROBE_PORT=${AGENTRUN_PROBE_PORT:-18081}
 TEST_IMAGE=localhost/agentrun-test:latest
+# The fleet (see the top). HOSTS is empty for the single-host stack; a fleet
+# that runs keeps its own count (in $STATE/fleet.env) when none is given.
+HOSTS=${AGENTRUN_HOSTS:-}
+FLEET_NET=${AGENTRUN_FLEET_NET:-10.203}
+PODMAN5_HOST=${AGENTRUN_PODMAN5_HOST:-$HOST_NAME-3}
+# A fleet that runs keeps the names and addresses it started with, whatever
+# the environment says now (down must find them).
+if [[ -f $STATE/fleet.env ]]; then
+  HOST_NAME=$(sed -n 's/^HOST_NAME=//p' "$STATE/fleet.env")
+  FLEET_NET=$(sed -n 's/^FLEET_NET=//p' "$STATE/fleet.env")
+  PODMAN5_HOST=$(sed -n 's/^PODMAN5_HOST=//p' "$STATE/fleet.env")
+fi
+API_ADDR=$FLEET_NET.0.1
 
 # pid_of NAME: the pid recorded in $STATE/NAME.pid, or nothing.
 pid_of() { if [[ -f $STATE/$1.pid ]]; then cat "$STATE/$1.pid"; fi; }
 
-# alive NAME: the process recorded in $STATE/NAME.pid runs, and is this
-# stack's: its command line names this state folder (the localstack's --dir,
-# the manager's --webhook-cert-dir). The check keeps a recycled pid from
-# passing for a process that died, and a zombie, whose command line is empty,
-# counts as dead.
+# alive NAME [ARG]: the process recorded in $STATE/NAME.pid runs, and is
+# this stack's: its command line has ARG, or names this state folder (the
+# localstack's --dir, the manager's --webhook-cert-dir). The check keeps a
+# recycled pid from passing for a process that died, and a zombie, whose
+# command line is empty, counts as dead.
 alive() {
-  local pid
+  local pid marks=(-e "$STATE" -e "$STATE/webhook")
+  [[ -z ${2:-} ]] || marks=(-e "$2")
   pid=$(pid_of "$1")
   [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -e "$STATE" -e "$STATE/webhook"
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF "${marks[@]}"
 }
 
 kubectl() { "$STATE/bin/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
@@ -62,9 +100,11 @@ control_plane_ready() {
 }
 
 wait_for() { # description, seconds, log file, command...
-  local what=$1 seconds=$2 log=$3
+  local what=$1 seconds=$2 log=$3 deadline
   shift 3
-  for _ in $(seq $((seconds * 10))); do
+  # By the clock: on a loaded machine each try can take seconds.
+  deadline=$((SECONDS + seconds))
+  while ((SECONDS < deadline)); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
@@ -73,14 +113,14 @@ wait_for() { # description, seconds, log file, command...
   return 1
 }
 
-# stop NAME: SIGTERM, then SIGKILL after 15 s.
+# stop NAME [ARG]: SIGTERM, then SIGKILL after 15 s (ARG as for alive).
 stop() {
-  alive "$1" || return 0
+  alive "$@" || return 0
   local pid
   pid=$(pid_of "$1")
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 150); do
-    alive "$1" || return 0
+    alive "$@" || return 0
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
@@ -119,31 +159,369 @@ stop_control_plane() {
   fi
 }
 
+# --- The managers' flags, in one place. ---------------------------------------
+
+# The flags every manager that runs AgentRuns gets: the test image and its fake
+# agent, and the one host directory the samples mount (the reference sample's
+# /home/user/myrepo), named rather than left to the manager's default, which
+# is a real host's choice and may allow none. $AGENTRUN_MANAGER_ARGS comes
+# last (see start_manager), so it can widen this (the last
+# --allowed-volume-paths wins).
+RUN_FLAGS=(--default-image "$TEST_IMAGE" --default-command fake-agent --allowed-volume-paths /home/user/myrepo)
+
+# fleet_flags: whether the built manager has the fleet's flags (--mode with a
+# list, --host-labels, the heartbeat Leases). Until it does, the fleet runs
+# the hosts as plain reconcilers and the cluster-side manager as the webhook
+# only: the namespaces, Podman services and faults work all the same.
+# Read whole, not piped into grep -q: grep's early exit would kill the
+# manager with SIGPIPE, and pipefail would take that for "no".
+fleet_flags() {
+  local help
+  help=$("$ROOT/bin/manager" --help 2>&1 || true)
+  [[ $help == *-host-labels* ]]
+}
+
+# cluster_manager_flags: the cluster-side manager of a fleet, on the machine.
+cluster_manager_flags() {
+  local mode=webhook
+  fleet_flags && mode=webhook,fleet
+  printf '%s\n' "--mode=$mode" \
+    --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook" \
+    --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
+    --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
+}
+
+# host_manager_flags HOST: a fleet host's manager, inside the host's network
+# namespace (so its metrics and probe ports are its own: 127.0.0.1 there).
+host_manager_flags() {
+  local host=$1 dir=$STATE/hosts/$1 podman=4
+  [[ $host == "$PODMAN5_HOST" ]] && podman=5
+  if fleet_flags; then
+    printf '%s\n' --mode=host --host-labels "host=$host,podman=$podman"
+  else
+    printf '%s\n' --mode=reconciler
+  fi
+  printf '%s\n' --host-name "$host" --podman-socket "$dir/podman.sock" "${RUN_FLAGS[@]}" \
+    --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
+    --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
+}
+
+# start_manager NAME KUBECONFIG [nsenter --net=...] -- FLAGS...: starts
+# bin/manager with FLAGS and $AGENTRUN_MANAGER_ARGS, its pid in
+# $STATE/NAME.pid and its output appended to $STATE/NAME.log (after a restart
+# the log still says how the previous one ended).
+start_manager() {
+  local name=$1 kubeconfig=$2 enter=() extra=()
+  shift 2
+  while [[ $1 != -- ]]; do
+    enter+=("$1")
+    shift
+  done
+  shift
+  read -r -a extra <<<"${AGENTRUN_MANAGER_ARGS:-}"
+  echo "=== hack/local-stack.sh: manager starting at $(date -u +%FT%TZ)" >>"$STATE/$name.log"
+  # nsenter execs the manager: the pid recorded is the manager's.
+  KUBECONFIG=$kubeconfig nohup "${enter[@]}" "$ROOT/bin/manager" "$@" "${extra[@]}" >>"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+}
+
+# --- The fleet's hosts. --------------------------------------------------------
+
+fleet_hosts() {
+  local i
+  for ((i = 1; i <= HOSTS; i++)); do echo "$HOST_NAME-$i"; done
+}
+netns_of() { echo "agentrun-$1"; }
+netns_path() { echo "/var/run/netns/agentrun-$1"; }
+# A host's Podman 4.3 run root (mounts, conmon's sockets): 4.3 refuses one
+# longer than 50 characters, which a state folder in a deep checkout or in
+# /tmp makes, so it lives under /run, keyed by the state folder.
+RUNROOT_BASE=/run/agentrun-fleet/$(printf %s "$STATE" | sha256sum | cut -c1-8)
+runroot_of() { echo "$RUNROOT_BASE/$1"; }
+# The machine's side of the host's veth; the host's side is its eth0.
+veth_of() { echo "ar-$1"; }
+index_of() { echo "${1##*-}"; }
+# in_host HOST CMD...: CMD in the host's network namespace. nsenter, not ip
+# netns exec, which remounts /sys and loses the cgroup mounts runc needs.
+in_host() {
+  local host=$1
+  shift
+  nsenter --net="$(netns_path "$host")" -- "$@"
+}
+is_podman5() { [[ $1 == "$PODMAN5_HOST" ]]; }
+podman5() { # HOST ARGS...: hack/podman5.sh for the host's own instance
+  local host=$1
+  shift
+  AGENTRUN_PODMAN5_RUN_DIR=$STATE/hosts/$host AGENTRUN_PODMAN5_STORAGE=$STATE/hosts/$host/storage \
+    AGENTRUN_PODMAN5_NETNS=$(netns_path "$host") "$ROOT/hack/podman5.sh" "$@"
+}
+# host_podman HOST ARGS...: the machine's podman CLI against the host's service.
+host_podman() {
+  local host=$1
+  shift
+  podman --url "unix://$STATE/hosts/$host/podman.sock" "$@"
+}
+host_podman_answers() {
+  curl -fsS --max-time 2 --unix-socket "$STATE/hosts/$1/podman.sock" http://d/_ping >/dev/null 2>&1
+}
+
+# check_fleet_names: the names fit (a link name has at most 15 characters)
+# and are not another stack's: a namespace this state folder did not make is
+# someone else's (another checkout's fleet, a test's).
+check_fleet_names() {
+  if [[ ! $HOSTS =~ ^[1-9][0-9]?$ ]]; then
+    step "AGENTRUN_HOSTS must be a number from 1 to 99, not '$HOSTS'"
+    exit 2
+  fi
+  local host
+  for host in $(fleet_hosts); do
+    if (($(veth_of "$host" | wc -c) > 16)); then
+      step "host name $host is too long for its veth's name ($(veth_of "$host")): use a shorter AGENTRUN_HOST_NAME"
+      exit 2
+    fi
+    if [[ -e $(netns_path "$host") && ! -f $STATE/hosts/$host/netns ]]; then
+      step "the network namespace $(netns_of "$host") exists but is not this stack's ($STATE): another fleet runs with these names; set AGENTRUN_HOST_NAME and AGENTRUN_FLEET_NET to others"
+      exit 1
+    fi
+  done
+}
+
+# host_network HOST: its namespace and veth, made when missing. A host that
+# was cut stays cut: up changes no link state it did not make.
+host_network() {
+  local host=$1 ns veth i dir=$STATE/hosts/$1
+  ns=$(netns_of "$host")
+  veth=$(veth_of "$host")
+  i=$(index_of "$host")
+  # shellcheck disable=SC2174 # the sockets' folders are root's only
+  mkdir -p -m 0700 "$STATE/hosts" "$dir"
+  if [[ ! -e $(netns_path "$host") ]]; then
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+  fi
+  touch "$dir/netns"
+  if ! ip link show "$veth" >/dev/null 2>&1; then
+    ip link add "$veth" type veth peer name eth0 netns "$ns"
+    ip addr add "$FLEET_NET.$i.1/30" dev "$veth"
+    ip -n "$ns" addr add "$FLEET_NET.$i.2/30" dev eth0
+    ip link set "$veth" up
+    ip -n "$ns" link set eth0 up
+    # Everything beyond the /30 (the API server's address) goes to the machine.
+    ip -n "$ns" route add default via "$FLEET_NET.$i.1"
+  fi
+}
+
+# host_podman_up HOST: the host's Podman API service, started in its
+# namespace unless it answers, with the test image loaded.
+host_podman_up() {
+  local host=$1 dir=$STATE/hosts/$1
+  if is_podman5 "$host"; then
+    # podman5.sh starts it unless it answers, and loads only a missing image.
+    podman5 "$host" start >/dev/null
+    podman5 "$host" load "$TEST_IMAGE"
+    return
+  fi
+  if ! host_podman_answers "$host"; then
+    stop "hosts/$host/podman" "unix://$dir/podman.sock"
+    rm -f "$dir/podman.sock"
+    step "starting host $host's Podman API service on $dir/podman.sock"
+    # Its own storage (root), run state (runroot) and libpod state (tmpdir:
+    # the events log, the locks): nothing is shared with the machine's Podman
+    # or another host's. nsenter execs podman: the pid is the service's.
+    # shellcheck disable=SC2174 # root's only, as /run/agentrun-podman
+    mkdir -p -m 0700 "${RUNROOT_BASE%/*}" "$RUNROOT_BASE"
+    mkdir -p "$dir/root" "$(runroot_of "$host")" "$dir/tmp"
+    echo "=== hack/local-stack.sh: Podman starting at $(date -u +%FT%TZ)" >>"$dir/podman.log"
+    nohup nsenter --net="$(netns_path "$host")" -- \
+      podman --root "$dir/root" --runroot "$(runroot_of "$host")" --tmpdir "$dir/tmp" \
+      system service --time=0 "unix://$dir/podman.sock" >>"$dir/podman.log" 2>&1 &
+    echo $! >"$dir/podman.pid"
+    wait_for "host $host's Podman answering" 30 "$dir/podman.log" host_podman_answers "$host"
+  fi
+  # An image keeps its ID through save and load: copy it only when it differs.
+  local want have
+  want=$(podman image inspect --format '{{.Id}}' "$TEST_IMAGE")
+  have=$(host_podman image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null || true)
+  if [[ $want != "$have" ]]; then
+    # shellcheck disable=SC2317 # run through logged
+    load_image() { podman save "$TEST_IMAGE" | host_podman "$host" load; }
+    logged load_image
+  fi
+}
+
+host_manager_ready() {
+  in_host "$1" curl -fsS --max-time 2 "http://127.0.0.1:$PROBE_PORT/readyz"
+}
+
+# host_is_cut HOST: the machine's side of its veth is down.
+host_is_cut() { ! ip -br link show "$(veth_of "$1")" 2>/dev/null | grep -qE '[<,]UP[,>]'; }
+
+# kill_mentioning DIR: SIGKILL every process whose command line names a path
+# under DIR: what a host leaves when its service died under it (conmon, a
+# container's cleanup), found by the host's own folder and nothing broader.
+kill_mentioning() {
+  local files f pid
+  # One grep over every command line (NUL-separated, hence -a). It lists
+  # itself too: each match is checked again once it has exited.
+  mapfile -t files < <(grep -alsF "$1/" /proc/[0-9]*/cmdline)
+  for f in "${files[@]}"; do
+    pid=${f#/proc/}
+    pid=${pid%/cmdline}
+    [[ $pid != "$$" && $({ tr -d '\0' <"$f"; } 2>/dev/null) == *"$1/"* ]] || continue
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+# host_down HOST: its manager, its containers, its Podman service, whatever
+# they left, their mounts, its namespace and veth, and its folder.
+host_down() {
+  local host=$1 dir=$STATE/hosts/$1 m
+  stop "hosts/$host/manager" "$dir/podman.sock"
+  if is_podman5 "$host" || [[ -f $dir/service.pid ]]; then
+    # Removes its containers, stops the service and whatever shares its mount
+    # namespace, and netavark's table in the host's namespace.
+    podman5 "$host" stop >/dev/null || true
+  elif [[ -f $dir/podman.pid ]]; then
+    # Through the service when it answers, else straight on its storage: a
+    # container left running would outlive everything here.
+    if host_podman_answers "$host"; then
+      logged host_podman "$host" rm --all --force --time 0 || true
+    elif [[ -e $(netns_path "$host") ]]; then
+      logged in_host "$host" podman --root "$dir/root" --runroot "$(runroot_of "$host")" --tmpdir "$dir/tmp" \
+        rm --all --force --time 0 || true
+    fi
+    stop "hosts/$host/podman" "unix://$dir/podman.sock"
+  fi
+  local runroot
+  runroot=$(runroot_of "$host")
+  kill_mentioning "$dir"
+  kill_mentioning "$runroot"
+  # Storage mounts (overlay's own private bind, a container's layers, its
+  # shm), deepest first.
+  while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$dir/" -v r="$runroot/" 'index($2, d) == 1 || index($2, r) == 1 { print $2 }' /proc/self/mounts | sort -r)
+  # The namespace takes its eth0, and with it the veth pair, when it goes.
+  if [[ -f $dir/netns ]]; then
+    ip netns del "$(netns_of "$host")" 2>/dev/null || true
+    ip link del "$(veth_of "$host")" 2>/dev/null || true
+  fi
+  rm -rf "$dir" "$runroot"
+}
+
+# each_host FUNC HOST...: FUNC for all the hosts at once (they share
+# nothing); fails when one of them failed.
+each_host() {
+  local f=$1 host pids=() pid rc=0
+  shift
+  for host in "$@"; do
+    "$f" "$host" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || rc=1
+  done
+  return "$rc"
+}
+
+# fleet_up: every host's network, Podman and manager, each started only when
+# not running; then waits for the managers it started.
+fleet_up() {
+  local host started=()
+  check_fleet_names
+  for host in $(fleet_hosts); do
+    host_network "$host"
+  done
+  # shellcheck disable=SC2046 # host names have no spaces
+  each_host host_podman_up $(fleet_hosts)
+  # shellcheck source=/dev/null
+  source "$STATE/stack.env"
+  for host in $(fleet_hosts); do
+    local dir=$STATE/hosts/$host
+    if alive "hosts/$host/manager" "$dir/podman.sock"; then
+      ((start_managers)) || continue
+      stop "hosts/$host/manager" "$dir/podman.sock"
+    elif [[ -f $dir/manager.pid ]]; then
+      step "host $host's manager (pid $(pid_of "hosts/$host/manager")) is not running: restarting it"
+    fi
+    # Each host has a kubeconfig of its own, as a real host would (here the
+    # same admin user): its server is the API server's fleet address,
+    # which its serving certificate names.
+    install -m 0600 "$STATE/kubeconfig" "$dir/kubeconfig"
+    local flags=()
+    mapfile -t flags < <(host_manager_flags "$host")
+    start_manager "hosts/$host/manager" "$dir/kubeconfig" nsenter --net="$(netns_path "$host")" -- "${flags[@]}"
+    started+=("$host")
+  done
+  if ((${#started[@]})); then
+    step "started the manager of ${started[*]} in its namespace; waiting for it to be ready (a few seconds)"
+  fi
+  for host in "${started[@]}"; do
+    if host_is_cut "$host"; then
+      step "host $host is cut off (hack/local-stack.sh restore $host): not waiting for its manager"
+      continue
+    fi
+    wait_for "host $host's manager becoming ready" 60 "$STATE/hosts/$host/manager.log" host_manager_ready "$host"
+  done
+}
+
+# --- up, down. ----------------------------------------------------------------
+
+# fleet_mode: reads the fleet a running stack has ($STATE/fleet.env) into
+# HOSTS when none was asked for, and refuses a different one: hosts are
+# added or removed by make down and up.
+fleet_mode() {
+  local recorded=
+  if [[ -f $STATE/fleet.env ]]; then
+    recorded=$(sed -n 's/^HOSTS=//p' "$STATE/fleet.env")
+  fi
+  if [[ -z $HOSTS ]]; then
+    HOSTS=$recorded
+  elif [[ -f $STATE/stack.env && $HOSTS != "$recorded" ]]; then
+    step "the stack in $STATE runs ${recorded:-as one host}${recorded:+ hosts}, not $HOSTS: make down first"
+    exit 1
+  fi
+  if [[ -n $HOSTS ]]; then check_fleet_names; fi
+}
+
+# api_address: the fleet's API server address on the machine's loopback
+# device, where every host's namespace reaches it through its veth.
+api_address() {
+  if ! ip -br addr show dev lo | grep -qF " $API_ADDR/32"; then
+    ip addr add "$API_ADDR/32" dev lo
+  fi
+}
+
 up() {
   mkdir -p "$STATE/bin"
+  fleet_mode
   # Both print their steps only when they have work to do; podman-setup.sh
-  # starts Podman's API service when it does not answer.
+  # starts Podman's API service when it does not answer (and builds the test
+  # image the hosts load).
   "$ROOT/hack/podman-setup.sh" >/dev/null
   local assets
   assets=$("$ROOT/hack/k8s-binaries.sh")
   ln -sf "$assets/kubectl" "$STATE/bin/kubectl"
 
-  local start_control_plane=0 start_manager=0
+  # The manager that serves the webhook: the single host's, or the fleet's
+  # cluster-side one.
+  local main=manager
+  [[ -z $HOSTS ]] || main=cluster-manager
+
+  local start_control_plane=0 start_managers=0
   if ! control_plane_ready; then
     start_control_plane=1
-    start_manager=1 # a new control plane has a new API server and webhook certificate
+    start_managers=1 # a new control plane has a new API server and webhook certificate
     if alive localstack; then
       step "the control plane (pid $(pid_of localstack)) does not answer: replacing it with a new, empty one; the AgentRuns it held are gone"
     elif [[ -f $STATE/localstack.pid ]]; then
       step "the control plane (pid $(pid_of localstack)) is not running: starting a new, empty one; the AgentRuns it held are gone"
     fi
-  elif ! alive manager; then
-    start_manager=1
-    if [[ -f $STATE/manager.pid ]]; then
-      step "the manager (pid $(pid_of manager)) is not running: restarting it; the control plane and its AgentRuns are kept"
+  elif ! alive "$main"; then
+    if [[ -f $STATE/$main.pid ]]; then
+      step "the $main (pid $(pid_of "$main")) is not running: restarting it; the control plane and its AgentRuns are kept"
     fi
-  fi
-  if ((!start_control_plane && !start_manager)); then
+  elif [[ -z $HOSTS ]]; then
     step "already up"
     usage
     return
@@ -154,70 +532,139 @@ up() {
     targets+=(localstack)
     what+=" and the local control plane"
   fi
-  step "building $what (seconds; about 3 minutes with a cold Go build cache)"
-  logged make -s --no-print-directory -C "$ROOT" "${targets[@]}"
+  if ((start_control_plane)) || ! alive "$main" || [[ ! -x $ROOT/bin/manager ]]; then
+    step "building $what (seconds; about 3 minutes with a cold Go build cache)"
+    logged make -s --no-print-directory -C "$ROOT" "${targets[@]}"
+  fi
 
   if ((start_control_plane)); then
-    stop manager
+    stop "$main"
     stop_control_plane
-    rm -rf "${STATE:?}"/{webhook,kubeconfig,stack.env,localstack.pid,manager.pid}
-    step "starting the control plane (etcd, kube-apiserver on 127.0.0.1) with the AgentRun CRD and webhook (about 5 seconds)"
+    rm -rf "${STATE:?}"/{webhook,kubeconfig,stack.env,fleet.env,localstack.pid,"$main".pid}
+    local bind=() where=127.0.0.1
+    if [[ -n $HOSTS ]]; then
+      api_address
+      bind=(--bind-address "$API_ADDR")
+      where=$API_ADDR
+      printf 'HOSTS=%s\nHOST_NAME=%s\nFLEET_NET=%s\nPODMAN5_HOST=%s\n' \
+        "$HOSTS" "$HOST_NAME" "$FLEET_NET" "$PODMAN5_HOST" >"$STATE/fleet.env"
+    fi
+    step "starting the control plane (etcd, kube-apiserver on $where) with the AgentRun CRD and webhook (about 5 seconds)"
     # setsid: a session of its own, so that stop_control_plane finds etcd and
     # kube-apiserver even when the localstack itself was killed.
-    KUBEBUILDER_ASSETS=$assets setsid nohup "$ROOT/bin/localstack" --dir "$STATE" >"$STATE/localstack.log" 2>&1 &
+    KUBEBUILDER_ASSETS=$assets setsid nohup "$ROOT/bin/localstack" --dir "$STATE" "${bind[@]}" >"$STATE/localstack.log" 2>&1 &
     echo $! >"$STATE/localstack.pid"
     wait_for "the control plane start" 90 "$STATE/localstack.log" test -f "$STATE/stack.env"
   fi
 
   # shellcheck source=/dev/null
   source "$STATE/stack.env"
-  step "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
-  # The one host directory the samples mount (the reference sample's
-  # /home/user/myrepo), named rather than left to the manager's default, which
-  # is a real host's choice and may allow none. $AGENTRUN_MANAGER_ARGS comes
-  # last, so it can widen this (the last --allowed-volume-paths wins).
-  local extra=()
-  read -r -a extra <<<"${AGENTRUN_MANAGER_ARGS:-}"
-  # Appended, not truncated: after a restart the log still says how the
-  # previous manager ended.
-  echo "=== hack/local-stack.sh: manager starting at $(date -u +%FT%TZ)" >>"$STATE/manager.log"
-  KUBECONFIG=$STATE/kubeconfig nohup "$ROOT/bin/manager" \
-    --host-name "$HOST_NAME" \
-    --podman-socket "$AGENTRUN_PODMAN_SOCKET" \
-    --default-image "$TEST_IMAGE" \
-    --default-command fake-agent \
-    --allowed-volume-paths /home/user/myrepo \
-    --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook" \
-    --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
-    --health-probe-bind-address "127.0.0.1:$PROBE_PORT" \
-    "${extra[@]}" \
-    >>"$STATE/manager.log" 2>&1 &
-  echo $! >"$STATE/manager.pid"
-  wait_for "the manager becoming ready" 60 "$STATE/manager.log" curl -fsS "http://127.0.0.1:$PROBE_PORT/readyz"
+  if ! alive "$main"; then
+    local flags=()
+    if [[ -z $HOSTS ]]; then
+      step "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
+      flags=(--host-name "$HOST_NAME" --podman-socket "$AGENTRUN_PODMAN_SOCKET" "${RUN_FLAGS[@]}"
+        --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook"
+        --metrics-bind-address "127.0.0.1:$METRICS_PORT"
+        --health-probe-bind-address "127.0.0.1:$PROBE_PORT")
+    else
+      step "starting the cluster-side manager (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
+      mapfile -t flags < <(cluster_manager_flags)
+    fi
+    start_manager "$main" "$STATE/kubeconfig" -- "${flags[@]}"
+    wait_for "the $main becoming ready" 60 "$STATE/$main.log" curl -fsS "http://127.0.0.1:$PROBE_PORT/readyz"
+  fi
+  if [[ -n $HOSTS ]]; then
+    fleet_up
+  fi
   step "up"
   usage
 }
 
 usage() {
-  cat <<EOF
+  if [[ -z $HOSTS ]]; then
+    cat <<EOF
   kubectl:    export KUBECONFIG=$STATE/kubeconfig PATH=$STATE/bin:\$PATH
               kubectl get agentruns -o wide
   logs:       $STATE/manager.log, $STATE/localstack.log
   metrics:    curl http://127.0.0.1:$METRICS_PORT/metrics
   stop:       make down (removes the AgentRuns too; make up restarts only what stopped)
 EOF
+    return
+  fi
+  local host
+  cat <<EOF
+  kubectl:    export KUBECONFIG=$STATE/kubeconfig PATH=$STATE/bin:\$PATH
+              kubectl get agentruns -o wide
+  logs:       $STATE/cluster-manager.log (webhook, fleet), $STATE/localstack.log
+  hosts:      (Podman socket, manager log; metrics: nsenter --net=/var/run/netns/NAMESPACE curl 127.0.0.1:$METRICS_PORT/metrics)
+EOF
+  local podman
+  for host in $(fleet_hosts); do
+    podman=
+    if is_podman5 "$host"; then podman=", Podman 5"; fi
+    printf '              %-10s %s  %s  namespace %s%s\n' "$host" "$STATE/hosts/$host/podman.sock" \
+      "$STATE/hosts/$host/manager.log" "$(netns_of "$host")" "$podman"
+  done
+  cat <<EOF
+  secret:     podman --url unix://$STATE/hosts/$HOST_NAME-1/podman.sock secret create NAME -
+  faults:     hack/local-stack.sh kill-host|cut|restore HOST
+  stop:       make down (removes the AgentRuns too; make up restarts only what stopped)
+EOF
 }
 
 down() {
-  step "stopping the manager and the control plane"
-  # The manager first: it leaves running containers running, as on any
+  step "stopping the managers, the hosts and the control plane"
+  # The managers first: they leave running containers running, as on any
   # restart; the demo deletes its runs before this.
   stop manager
+  stop cluster-manager
+  local dir hosts=()
+  for dir in "$STATE"/hosts/*/; do
+    [[ -d $dir ]] || continue
+    dir=${dir%/}
+    hosts+=("${dir##*/}")
+  done
+  each_host host_down "${hosts[@]}" || true
   stop_control_plane
+  if [[ -f $STATE/fleet.env ]]; then
+    ip addr del "$API_ADDR/32" dev lo 2>/dev/null || true
+  fi
+  # Empty once no fleet runs (another state folder's fleet keeps its own).
+  rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,manager.log,manager.pid,localstack.log,localstack.pid}
+  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,cluster-manager.log,cluster-manager.pid,localstack.log,localstack.pid}
   rmdir "$STATE" 2>/dev/null || true
+}
+
+# fault kill-host|cut|restore HOST: a fault on one host of a running fleet
+# (see the top).
+fault() {
+  local what=$1 host=${2:-}
+  fleet_mode
+  if [[ -z $HOSTS || -z $host || ! -d $STATE/hosts/$host ]]; then
+    step "no fleet host '$host' in $STATE (hosts: $(fleet_hosts | tr '\n' ' '))"
+    exit 2
+  fi
+  case $what in
+    kill-host)
+      if alive "hosts/$host/manager" "$STATE/hosts/$host/podman.sock"; then
+        kill -KILL "$(pid_of "hosts/$host/manager")"
+        step "killed host $host's manager (SIGKILL); make up restarts it"
+      else
+        step "host $host's manager is not running"
+      fi
+      ;;
+    cut)
+      ip link set "$(veth_of "$host")" down
+      step "host $host is cut off from the API server (its Podman and manager keep running)"
+      ;;
+    restore)
+      ip link set "$(veth_of "$host")" up
+      step "host $host reaches the API server again"
+      ;;
+  esac
 }
 
 # What the demo created, removed again when it ends.
@@ -250,6 +697,11 @@ demo_cleanup() {
 }
 
 demo() {
+  # The demo's secrets go to the machine's Podman, which is the single host's.
+  if [[ -n $HOSTS || -f $STATE/fleet.env ]]; then
+    step "make demo runs on the single-host stack, and a fleet is up or asked for: make down first, and leave HOSTS unset"
+    exit 1
+  fi
   if control_plane_ready; then stack_was_up=1; fi
   at_exit demo_cleanup
   up
@@ -304,8 +756,9 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   demo) demo ;;
+  kill-host | cut | restore) fault "$1" "${2:-}" ;;
   *)
-    echo "usage: $0 up|down|demo" >&2
+    echo "usage: $0 up|down|demo|kill-host HOST|cut HOST|restore HOST" >&2
     exit 2
     ;;
 esac

@@ -15,6 +15,16 @@
 # Its storage (images, secrets) is kept in the cache, apart from the host's,
 # and survives a stop: each start is like a reboot. Progress goes to stderr,
 # the tools' output to $AGENTRUN_CACHE/logs/podman5.log.
+#
+# More than one can run: the local fleet (hack/local-stack.sh) starts one per
+# Podman 5 host, each in that host's network namespace, beside the one the
+# tests use. Three variables make an instance, the same for all its commands:
+#   AGENTRUN_PODMAN5_RUN_DIR  its socket, pid and log (default
+#                             /run/agentrun-podman5, the tests' instance)
+#   AGENTRUN_PODMAN5_STORAGE  its images and secrets (default in the cache)
+#   AGENTRUN_PODMAN5_NETNS    a network namespace to run in, as a path
+#                             (/var/run/netns/NAME); default: the caller's
+# The root file system is shared, read-only in use.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +37,8 @@ source "$ROOT/hack/lib.sh"
 VERSION=${AGENTRUN_PODMAN5_VERSION:-5.4.2}
 CACHE=$AGENTRUN_CACHE/podman5
 ROOTFS=$CACHE/rootfs-$VERSION
-STORAGE=$CACHE/storage
+STORAGE=${AGENTRUN_PODMAN5_STORAGE:-$CACHE/storage}
+NETNS=${AGENTRUN_PODMAN5_NETNS:-}
 # A root-only directory under /run, like the 4.3 service's (see hack/lib.sh for
 # why not /tmp); it also holds the service's pid and log.
 RUN_DIR=${AGENTRUN_PODMAN5_RUN_DIR:-/run/agentrun-podman5}
@@ -58,12 +69,21 @@ service_pid() {
   echo "$pid"
 }
 
-# Runs a command inside the service's namespace and root (its own 5.x CLI:
+# Runs a command inside the service's namespaces and root (its own 5.x CLI:
 # the host's 4.3.1 CLI cannot read everything a 5.x server sends).
 in_root() {
   local pid
   pid=$(service_pid)
-  nsenter --target "$pid" --mount --root --wd -- env PODMAN_IGNORE_CGROUPSV1_WARNING=1 "$@"
+  nsenter --target "$pid" --mount --net --root --wd -- env PODMAN_IGNORE_CGROUPSV1_WARNING=1 "$@"
+}
+
+# in_netns CMD...: CMD in the instance's network namespace (as is without one).
+in_netns() {
+  if [[ -n $NETNS ]]; then
+    nsenter --net="$NETNS" -- "$@"
+  else
+    "$@"
+  fi
 }
 
 build_rootfs() {
@@ -104,9 +124,13 @@ build_rootfs() {
   mv "$tmp" "$ROOTFS"
 }
 
+# The configuration is in the shared root file system: written only when it
+# changed, so that starting one instance never truncates the file under
+# another one that is reading it.
 write_config() {
-  mkdir -p "$ROOTFS/etc/containers/containers.conf.d"
-  {
+  local conf=$ROOTFS/etc/containers/containers.conf.d/50-agentrun.conf want
+  mkdir -p "${conf%/*}"
+  want=$({
     containers_conf hack/podman5.sh
     cat <<CONF
 
@@ -114,7 +138,11 @@ write_config() {
 default_subnet = "$SUBNET"
 default_subnet_pools = [{"base" = "$SUBNET_POOL", "size" = 24}]
 CONF
-  } >"$ROOTFS/etc/containers/containers.conf.d/50-agentrun.conf"
+  })
+  if [[ $(cat "$conf" 2>/dev/null) != "$want" ]]; then
+    printf '%s\n' "$want" >"$conf.tmp"
+    mv -f "$conf.tmp" "$conf"
+  fi
 }
 
 # The service's side of start, run by unshare in a fresh mount namespace whose
@@ -127,13 +155,15 @@ serve() {
   mount --rbind /sys "$r/sys" # brings the cgroup mounts runc needs
   mount --rbind /dev "$r/dev"
   mount -t tmpfs -o mode=0755 tmpfs "$r/run"
-  mkdir -p "$r$RUN_DIR" "$r/var/lib/containers/storage"
-  mount --bind "$RUN_DIR" "$r$RUN_DIR"
-  mount --bind "$STORAGE" "$r/var/lib/containers/storage"
+  # The host paths first: a run directory under one of them (the fleet's,
+  # in the checkout or /tmp) is then already there, and its bind goes on top.
   for p in "${HOST_PATHS[@]}"; do
     mkdir -p "$r$p"
     mount --rbind "$p" "$r$p"
   done
+  mkdir -p "$r$RUN_DIR" "$r/var/lib/containers/storage"
+  mount --bind "$RUN_DIR" "$r$RUN_DIR"
+  mount --bind "$STORAGE" "$r/var/lib/containers/storage"
   mkdir -p "$r/.old-root"
   cd "$r"
   pivot_root . .old-root
@@ -150,6 +180,10 @@ start() {
   fi
   build_rootfs
   write_config
+  if [[ -n $NETNS && ! -e $NETNS ]]; then
+    step "no network namespace at $NETNS"
+    exit 1
+  fi
   if [[ -L $RUN_DIR ]]; then
     step "$RUN_DIR is a symbolic link; refusing to put the Podman API socket there"
     exit 1
@@ -168,7 +202,10 @@ start() {
   if service_pid >/dev/null; then stop_service; fi
   rm -f "$SOCKET"
   step "starting Podman $VERSION's API service on unix://$SOCKET (about a second)"
-  nohup unshare --mount --propagation private -- bash "$0" __serve >"$RUN_DIR/service.log" 2>&1 &
+  # nsenter and unshare exec what they run: the pid is the service's.
+  local enter=()
+  [[ -z $NETNS ]] || enter=(nsenter "--net=$NETNS" --)
+  nohup "${enter[@]}" unshare --mount --propagation private -- bash "$0" __serve >"$RUN_DIR/service.log" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 100); do
     ping_socket && break
@@ -218,7 +255,11 @@ stop_service() {
   local pid pids
   pid=$(service_pid) || return 0
   # The service's own process is unshare's child (bash exec'd podman).
-  logged in_root podman rm --all --force --time 0 || true
+  # A second try when the first fails: a container's own cleanup (its exit
+  # command) can tear its network down under the first, which then fails
+  # on a bridge that went with the last container.
+  in_root podman rm --all --force --time 0 >/dev/null 2>&1 ||
+    logged in_root podman rm --all --force --time 0 || true
   pids=$(namespace_pids "$pid")
   # shellcheck disable=SC2086
   [[ -n $pids ]] && kill $pids 2>/dev/null
@@ -239,12 +280,14 @@ stop() {
     step "stopping Podman $VERSION's API service"
     stop_service
   fi
-  # Netavark's firewall rules and bridge, left in the shared network namespace.
-  if [[ -x $ROOTFS/usr/sbin/nft ]] && chroot "$ROOTFS" nft list table inet netavark >/dev/null 2>&1; then
-    chroot "$ROOTFS" nft delete table inet netavark
+  # Netavark's firewall rules and bridge, left in the network namespace
+  # (the machine's, or the instance's own while it exists).
+  if [[ -n $NETNS && ! -e $NETNS ]]; then return 0; fi
+  if [[ -x $ROOTFS/usr/sbin/nft ]] && in_netns chroot "$ROOTFS" nft list table inet netavark >/dev/null 2>&1; then
+    in_netns chroot "$ROOTFS" nft delete table inet netavark
   fi
-  if ip link show podman0 >/dev/null 2>&1; then
-    ip link delete podman0
+  if in_netns ip link show podman0 >/dev/null 2>&1; then
+    in_netns ip link delete podman0
   fi
 }
 

@@ -31,12 +31,12 @@ type PodmanHostStatus struct {
 	// Capacity is how many runs the host runs at once (its manager's
 	// --max-concurrent-runs); 0 means no cap.
 	// +optional
-	Capacity int32 `json:"capacity,omitempty"`
+	Capacity int32 `json:"capacity"`
 
 	// Running is how many unfinished runs the host holds (running, or
 	// claimed and about to start).
 	// +optional
-	Running int32 `json:"running,omitempty"`
+	Running int32 `json:"running"`
 
 	// DefaultImage is the image the host runs for runs that set no
 	// spec.image.

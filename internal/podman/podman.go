@@ -144,14 +144,25 @@ func cause(err error) string {
 	return ""
 }
 
-// Ping checks that the service answers.
+// Ping checks that the service answers, at its _ping endpoint: the version
+// endpoint would do, but Podman 4.3.1 answers it by running dpkg-query for
+// the versions of conmon and the OCI runtime, which takes 1.5 to 2.6 s on
+// this machine under load (measured), too slow for a readiness probe.
 func (r *Runtime) Ping(ctx context.Context) error {
 	c, err := r.connect(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = system.Version(c, nil)
-	return r.classify(err, "ping")
+	conn, err := bindings.GetClient(c)
+	if err != nil {
+		return r.classify(err, "ping")
+	}
+	resp, err := conn.DoRequest(c, nil, http.MethodGet, "/_ping", nil, nil)
+	if err != nil {
+		return r.classify(err, "ping")
+	}
+	defer resp.Body.Close()
+	return r.classify(resp.Process(nil), "ping")
 }
 
 // ImageExists tells whether the image is in local storage; nothing is pulled.

@@ -11,6 +11,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -80,7 +82,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Cache:   controllers.CacheOptions(),
 	})
 	Expect(err).NotTo(HaveOccurred())
+	// The fleet's controllers too, as --mode=all runs them: the run is
+	// placed on this host once its PodmanHost lists the run's secret.
+	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controllers.DefaultLeaseNamespace}})).To(Succeed())
+	Expect(controllers.SetupFleet(mgr, controllers.FleetConfig{})).To(Succeed())
 	_, err = controllers.SetupHost(mgr, controllers.HostConfig{
+		HeartbeatPeriod: time.Second,
 		Host:            hostName,
 		Runtime:         rt,
 		Defaults:        controllers.Defaults{Image: agentImage, Command: agentCommand},
