@@ -44,7 +44,7 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 	sg := specgen.NewSpecGenerator(testenv.ManagerImage(), false)
 	sg.Name = "agentrun-e2e-host-" + rand.String(6)
 	sg.Command = []string{
-		"--mode=reconciler",
+		"--mode=host",
 		"--host-name=" + containerHostName,
 		"--podman-socket=" + containerSocket,
 		"--kubeconfig=" + containerKubeconfig,
