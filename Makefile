@@ -84,7 +84,7 @@ PODMAN_PACKAGES := ./internal/podman/... ./controllers/... ./test/agent/... ./te
 
 .PHONY: test
 test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
-	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1
+	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1 -timeout 30m
 	@$(MAKE) --no-print-directory test-podman5
 
 .PHONY: podman5
@@ -95,7 +95,7 @@ podman5: podman agent-image image ## Start (or reuse) the Podman 5 API service b
 .PHONY: test-podman5
 test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman 5 only.
 	@echo "test-podman5: the Podman-facing packages against Podman 5 (hack/podman5.sh), apart from the run above against $(AGENTRUN_PODMAN_SOCKET)"
-	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1
+	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1 -timeout 30m
 
 .PHONY: podman5-stop
 podman5-stop: ## Stop the Podman 5 API service and remove what it set up (its storage stays in the cache).

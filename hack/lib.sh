@@ -23,7 +23,10 @@ export AGENTRUN_CACHE=${AGENTRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentrun
 # service of the tests needs (the 4.3 one and the 5 one alike): crun cannot
 # create containers on these hosts (hybrid cgroups), and root lacks
 # CAP_SYS_RESOURCE, so Podman's default rlimits must stay under the hard
-# limits.
+# limits. The events log is not rotated at Podman's default 1 MB: Podman
+# 5.4.2's service crashed (nil pointer in libpod/events/logfile.go, reading a
+# rotated file for an open event stream) when the fleet suite's 200 runs
+# filled it, taking the host's Podman down.
 containers_conf() {
   local nofile nproc
   nofile=$(ulimit -Hn)
@@ -39,6 +42,7 @@ default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+events_logfile_max_size = "1g"
 CONF
 }
 
