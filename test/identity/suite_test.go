@@ -155,22 +155,28 @@ var _ = AfterSuite(func() {
 // manager, so the status stays empty): a warning is an expression that
 // names something the type does not have, a misspelt field say, which
 // would then fail or pass at run time whatever the request.
+//
+// The API server publishes a new CRD's OpenAPI schema a moment after the CRD
+// is established; until then the checker resolves no type, so each policy is
+// checked again until its types resolve (CI once ran it too early).
 func checkTypes(ctx context.Context, cfg *rest.Config) {
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	Expect(err).NotTo(HaveOccurred())
-	checker := &validating.TypeChecker{
-		SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: disc},
-		RestMapper:     admin.RESTMapper(),
-	}
 	for _, name := range policies {
 		var vap admissionregistrationv1.ValidatingAdmissionPolicy
 		Expect(admin.Get(ctx, client.ObjectKey{Name: name}, &vap)).To(Succeed())
-		Expect(checker.Check(&vap)).To(BeEmpty(), "type checking policy %s", name)
-		// The checker found the types: it skips those it cannot resolve
-		// (say, a policy matching apiVersions "*"), and then warns of
-		// nothing at all.
-		Expect(checker.CheckExpression(checker.CreateContext(&vap), "object.noSuchField == 1").String()).
-			To(ContainSubstring("undefined field 'noSuchField'"), "policy %s is not type-checked", name)
+		Eventually(func(g Gomega) {
+			disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+			g.Expect(err).NotTo(HaveOccurred())
+			checker := &validating.TypeChecker{
+				SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: disc},
+				RestMapper:     admin.RESTMapper(),
+			}
+			// The checker found the types: it skips those it cannot
+			// resolve (say, a policy matching apiVersions "*"), and then
+			// warns of nothing at all.
+			g.Expect(checker.CheckExpression(checker.CreateContext(&vap), "object.noSuchField == 1").String()).
+				To(ContainSubstring("undefined field 'noSuchField'"), "policy %s is not type-checked", name)
+			g.Expect(checker.Check(&vap)).To(BeEmpty(), "type checking policy %s", name)
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 	}
 }
 
