@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -32,15 +33,10 @@ type Host struct {
 // FromPodmanHost reads a PodmanHost; load is counted by the caller, from
 // the runs themselves, which are fresher than the host's own report.
 func FromPodmanHost(h *agentsv1alpha1.PodmanHost, load int) Host {
-	ready := false
-	for _, c := range h.Status.Conditions {
-		if c.Type == agentsv1alpha1.HostConditionReady {
-			ready = c.Status == metav1.ConditionTrue
-		}
-	}
 	return Host{
-		Name: h.Name, Labels: h.Labels, Ready: ready, Unschedulable: h.Spec.Unschedulable,
-		Capacity: int(h.Status.Capacity), Load: load,
+		Name: h.Name, Labels: h.Labels, Ready: meta.IsStatusConditionTrue(h.Status.Conditions, agentsv1alpha1.HostConditionReady),
+		Unschedulable: h.Spec.Unschedulable,
+		Capacity:      int(h.Status.Capacity), Load: load,
 		Secrets: h.Status.Secrets, Images: h.Status.Images, DefaultImage: h.Status.DefaultImage,
 	}
 }
