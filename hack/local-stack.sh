@@ -28,6 +28,13 @@
 #                                        the host loses the API server (its
 #                                        Podman and manager keep running)
 #   hack/local-stack.sh restore HOST     the veth up again
+#   hack/local-stack.sh stop-podman HOST the host's Podman API service stops
+#                                        (a Podman 4 host; its containers keep
+#                                        running under conmon)
+#   hack/local-stack.sh start-podman HOST  and starts again (up does too)
+#   hack/local-stack.sh stop-apiserver   the kube-apiserver stops; etcd keeps
+#                                        the data (up refuses until it runs)
+#   hack/local-stack.sh start-apiserver  the same kube-apiserver starts again
 #
 # AGENTRUN_HOST_NAME is the hosts' name prefix (default local: local-1...) and
 # AGENTRUN_FLEET_NET the first two octets of their addresses (default 10.203),
@@ -126,18 +133,15 @@ stop() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
-# stop_control_plane: stops the localstack and whatever it left behind. It
-# runs in a session of its own (setsid), and etcd and kube-apiserver, its
-# children, stay in that session (envtest gives each a process group of its
-# own, so the group does not find them). When the localstack was killed
-# outright they outlive it: they are found here by that session and by their
-# binaries, so that a pid reused since by an unrelated process is never
-# touched, and killed with the data folders envtest made for them.
-stop_control_plane() {
-  local sid p stat rest exe p_sid arg leftovers=()
-  sid=$(pid_of localstack)
-  stop localstack
-  [[ -n $sid ]] || return 0
+# control_plane_procs SID: the pids (one a line) of the control plane's
+# processes in session SID: the localstack, etcd and kube-apiserver. The
+# localstack runs in a session of its own (setsid), and etcd and
+# kube-apiserver, its children, stay in that session (envtest gives each a
+# process group of its own, so the group does not find them). They are found
+# by that session and by their binaries, so that a pid reused since by an
+# unrelated process is never taken for theirs.
+control_plane_procs() {
+  local sid=$1 p stat rest exe p_sid
   for p in /proc/[0-9]*; do
     stat=$(cat "$p/stat" 2>/dev/null) || continue
     rest=${stat##*) } # after "pid (comm) ": state ppid pgrp session ...
@@ -145,18 +149,95 @@ stop_control_plane() {
     [[ $p_sid == "$sid" ]] || continue
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     case ${exe% (deleted)} in
-      "$ROOT/bin/localstack" | "$AGENTRUN_CACHE"/k8s/*/etcd | "$AGENTRUN_CACHE"/k8s/*/kube-apiserver) ;;
-      *) continue ;;
+      "$ROOT/bin/localstack" | "$AGENTRUN_CACHE"/k8s/*/etcd | "$AGENTRUN_CACHE"/k8s/*/kube-apiserver) echo "${p#/proc/}" ;;
     esac
+  done
+}
+
+# is_apiserver PID: the process runs one of the cached kube-apiserver binaries.
+is_apiserver() {
+  local exe
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  [[ ${exe% (deleted)} == "$AGENTRUN_CACHE"/k8s/*/kube-apiserver ]]
+}
+
+# stop_control_plane: stops the localstack and whatever it left behind: when
+# the localstack was killed outright, etcd and kube-apiserver outlive it, and
+# a kube-apiserver that start-apiserver restarted is not its child. They are
+# killed with the data folders envtest made for them.
+stop_control_plane() {
+  local sid p arg pids=() leftovers=()
+  sid=$(pid_of localstack)
+  stop localstack
+  if [[ -n $sid ]]; then mapfile -t pids < <(control_plane_procs "$sid"); fi
+  p=$(pid_of apiserver)
+  if [[ -n $p ]] && is_apiserver "$p"; then pids+=("$p"); fi
+  for p in "${pids[@]}"; do
     while IFS= read -r -d '' arg; do
       if [[ $arg =~ =(/[^=]*/k8s_test_framework_[0-9]+) ]]; then leftovers+=("${BASH_REMATCH[1]}"); fi
-    done <"$p/cmdline"
-    kill -KILL "${p#/proc/}" 2>/dev/null || true
+    done <"/proc/$p/cmdline"
+    kill -KILL "$p" 2>/dev/null || true
   done
+  rm -f "$STATE"/apiserver.{pid,cmdline,environ,stopped}
   if ((${#leftovers[@]})); then
     sleep 0.5 # let the killed processes go before their files
     rm -rf "${leftovers[@]}"
   fi
+}
+
+# stop_apiserver: the kube-apiserver stops (SIGKILL);
+# etcd, the localstack and the managers keep running. Its command line and
+# environment are kept, so that start_apiserver starts the same one again on
+# the same address, certificates and etcd (the AgentRuns are kept).
+stop_apiserver() {
+  local pid=
+  if [[ -f $STATE/apiserver.stopped ]]; then
+    step "the API server is stopped already (hack/local-stack.sh start-apiserver)"
+    return 0
+  fi
+  pid=$(pid_of apiserver)
+  if [[ -z $pid ]] || ! is_apiserver "$pid"; then
+    pid=
+    local p
+    for p in $(control_plane_procs "$(pid_of localstack)"); do
+      if is_apiserver "$p"; then pid=$p; fi
+    done
+  fi
+  if [[ -z $pid ]]; then
+    step "no kube-apiserver of this stack runs"
+    return 1
+  fi
+  cp "/proc/$pid/cmdline" "$STATE/apiserver.cmdline"
+  cp "/proc/$pid/environ" "$STATE/apiserver.environ"
+  touch "$STATE/apiserver.stopped"
+  # SIGKILL, a crash: a SIGTERM waits for its open watches (up to a minute),
+  # during which it still answers some requests.
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    is_apiserver "$pid" || break
+    sleep 0.1
+  done
+  step "stopped the kube-apiserver (pid $pid, SIGKILL); etcd keeps its data; hack/local-stack.sh start-apiserver starts it again"
+}
+
+# start_apiserver: the kube-apiserver stop_apiserver stopped starts again
+# with the same command line and environment, in a session of its own; waits
+# until it is ready.
+start_apiserver() {
+  if [[ ! -f $STATE/apiserver.stopped ]]; then
+    step "the API server was not stopped by hack/local-stack.sh stop-apiserver"
+    return 0
+  fi
+  local args=() envs=()
+  mapfile -d '' -t args <"$STATE/apiserver.cmdline"
+  mapfile -d '' -t envs <"$STATE/apiserver.environ"
+  echo "=== hack/local-stack.sh: kube-apiserver starting at $(date -u +%FT%TZ)" >>"$STATE/apiserver.log"
+  setsid nohup env -i "${envs[@]}" "${args[@]}" >>"$STATE/apiserver.log" 2>&1 &
+  echo $! >"$STATE/apiserver.pid"
+  rm -f "$STATE/apiserver.stopped"
+  wait_for "the kube-apiserver becoming ready" 90 "$STATE/apiserver.log" \
+    kubectl get --raw=/readyz --request-timeout=3s
+  step "the kube-apiserver runs again (pid $(pid_of apiserver))"
 }
 
 # --- The managers' flags, in one place. ---------------------------------------
@@ -509,6 +590,12 @@ up() {
   [[ -z $HOSTS ]] || main=cluster-manager
 
   local start_control_plane=0 start_managers=0
+  if [[ -f $STATE/apiserver.stopped ]]; then
+    # Else it would take the silent API server for a dead control plane and
+    # replace it with an empty one.
+    step "the kube-apiserver was stopped by hack/local-stack.sh stop-apiserver: start-apiserver first"
+    exit 1
+  fi
   if ! control_plane_ready; then
     start_control_plane=1
     start_managers=1 # a new control plane has a new API server and webhook certificate
@@ -634,11 +721,11 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,cluster-manager.log,cluster-manager.pid,localstack.log,localstack.pid}
+  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,cluster-manager.log,cluster-manager.pid,localstack.log,localstack.pid,apiserver.log}
   rmdir "$STATE" 2>/dev/null || true
 }
 
-# fault kill-host|cut|restore HOST: a fault on one host of a running fleet
+# fault kill-host|cut|restore|stop-podman|start-podman HOST: a fault on one host of a running fleet
 # (see the top).
 fault() {
   local what=$1 host=${2:-}
@@ -663,6 +750,21 @@ fault() {
     restore)
       ip link set "$(veth_of "$host")" up
       step "host $host reaches the API server again"
+      ;;
+    stop-podman)
+      if is_podman5 "$host"; then
+        # Its stop removes the containers too: that is a reboot, not an outage.
+        step "host $host runs Podman 5, whose service cannot be stopped without its containers: pick a Podman 4 host"
+        exit 2
+      fi
+      # SIGTERM (SIGKILL after 15 s): the service goes, its containers (each
+      # under its conmon) keep running, as when systemd restarts podman.service.
+      stop "hosts/$host/podman" "unix://$STATE/hosts/$host/podman.sock"
+      step "stopped host $host's Podman API service (its containers keep running); start-podman or up starts it"
+      ;;
+    start-podman)
+      host_podman_up "$host"
+      step "host $host's Podman API service answers"
       ;;
   esac
 }
@@ -756,9 +858,11 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   demo) demo ;;
-  kill-host | cut | restore) fault "$1" "${2:-}" ;;
+  kill-host | cut | restore | stop-podman | start-podman) fault "$1" "${2:-}" ;;
+  stop-apiserver) stop_apiserver ;;
+  start-apiserver) start_apiserver ;;
   *)
-    echo "usage: $0 up|down|demo|kill-host HOST|cut HOST|restore HOST" >&2
+    echo "usage: $0 up|down|demo|kill-host HOST|cut HOST|restore HOST|stop-podman HOST|start-podman HOST|stop-apiserver|start-apiserver" >&2
     exit 2
     ;;
 esac

@@ -169,6 +169,36 @@ func (f *Fleet) Cut(host string) error { _, err := f.script("cut", host); return
 // Restore brings the host's veth up again.
 func (f *Fleet) Restore(host string) error { _, err := f.script("restore", host); return err }
 
+// StopPodman stops the host's Podman API service (a Podman 4 host; the
+// script refuses the Podman 5 one): its containers keep running under their
+// conmon, its manager's calls fail until StartPodman (or Up).
+func (f *Fleet) StopPodman(host string) error {
+	_, err := f.script("stop-podman", host)
+	return err
+}
+
+// StartPodman starts the host's Podman API service again.
+func (f *Fleet) StartPodman(host string) error {
+	_, err := f.script("start-podman", host)
+	return err
+}
+
+// RestartPodman stops the host's Podman API service and starts it again.
+func (f *Fleet) RestartPodman(host string) error {
+	if err := f.StopPodman(host); err != nil {
+		return err
+	}
+	return f.StartPodman(host)
+}
+
+// StopAPIServer stops the kube-apiserver; etcd keeps its data and every
+// manager keeps running. Up refuses to run until StartAPIServer.
+func (f *Fleet) StopAPIServer() error { _, err := f.script("stop-apiserver"); return err }
+
+// StartAPIServer starts the kube-apiserver StopAPIServer stopped, with the
+// same address, certificates and etcd, and waits until it is ready.
+func (f *Fleet) StartAPIServer() error { _, err := f.script("start-apiserver"); return err }
+
 // Options returns the settings the fleet runs with, defaults filled in.
 func (f *Fleet) Options() Options { return f.opts }
 
@@ -301,7 +331,7 @@ func (f *Fleet) ManagerPID(host string) (int, error) {
 // report.
 func (f *Fleet) Logs(tailBytes int) map[string]string {
 	logs := map[string]string{}
-	paths := []string{filepath.Join(f.opts.StateDir, "localstack.log"), f.ManagerLog("")}
+	paths := []string{filepath.Join(f.opts.StateDir, "localstack.log"), filepath.Join(f.opts.StateDir, "apiserver.log"), f.ManagerLog("")}
 	for _, h := range f.Hosts() {
 		for _, name := range []string{"manager.log", "podman.log", "service.log"} {
 			paths = append(paths, filepath.Join(f.HostDir(h), name))
