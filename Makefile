@@ -107,6 +107,10 @@ test-env: k8s-binaries ## Print the variables make test sets, to eval before run
 	@echo "export AGENTRUN_PODMAN_SOCKET=$(AGENTRUN_PODMAN_SOCKET) KUBEBUILDER_ASSETS=$$(hack/k8s-binaries.sh)"
 	@echo "export AGENTRUN_MANAGER_IMAGE=$(AGENTRUN_MANAGER_IMAGE)"
 
+.PHONY: chaos
+chaos: k8s-binaries podman podman5 ## Run the fault suite (test/chaos) at full scale on a fleet of its own: manager kills, Podman and API-server outages, a cut host, write conflicts, racing hosts; prints the figures (also .local/chaos.json). CHAOS_FOCUS=REGEXP: some scenarios. make test runs its short form.
+	@hack/chaos.sh
+
 ##@ Build
 
 .PHONY: build

@@ -2,24 +2,17 @@ package fleet_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/url"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/test/fleet"
 )
 
 // These specs are issue 12's "done when", on the suite's fleet: three hosts,
@@ -29,25 +22,13 @@ import (
 
 func k8sClient() client.Client {
 	GinkgoHelper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
-	Expect(err).NotTo(HaveOccurred())
-	scheme := runtime.NewScheme()
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := f.Client()
 	Expect(err).NotTo(HaveOccurred())
 	return c
 }
 
 func newRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha1.AgentRun {
-	run := &agentsv1alpha1.AgentRun{
-		ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + rand.String(5), Namespace: "default"},
-		Spec:       agentsv1alpha1.AgentRunSpec{Prompt: "hello", Command: []string{"sh", "-c", "echo ran on $(hostname)"}},
-	}
-	if mutate != nil {
-		mutate(run)
-	}
-	return run
+	return fleet.NewRun(prefix, mutate)
 }
 
 func create(ctx context.Context, c client.Client, run *agentsv1alpha1.AgentRun) {
@@ -79,33 +60,6 @@ func secret(host, name, value string) {
 	out, err := f.Podman(host, value, "secret", "create", name, "-")
 	Expect(err).NotTo(HaveOccurred(), out)
 	DeferCleanup(func() { _, _ = f.Podman(host, "", "secret", "rm", name) })
-}
-
-// createEvents counts, per run UID, the container create events a host's
-// Podman recorded since the given time, through its API.
-func createEvents(host string, since time.Time) map[string]int {
-	GinkgoHelper()
-	q := url.Values{}
-	q.Set("stream", "false")
-	q.Set("since", fmt.Sprint(since.Unix()))
-	q.Set("filters", `{"type":["container"],"event":["create"]}`)
-	resp, err := f.HTTPClient(host).Get("http://d/v4.0.0/libpod/events?" + q.Encode())
-	Expect(err).NotTo(HaveOccurred())
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	Expect(err).NotTo(HaveOccurred())
-	out := map[string]int{}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	for dec.More() {
-		var ev struct {
-			Actor struct{ Attributes map[string]string }
-		}
-		Expect(dec.Decode(&ev)).To(Succeed())
-		if uid := ev.Actor.Attributes[agentsv1alpha1.LabelUID]; uid != "" {
-			out[uid]++
-		}
-	}
-	return out
 }
 
 var _ = Describe("The fleet", Ordered, ContinueOnFailure, func() {
@@ -202,11 +156,9 @@ var _ = Describe("The fleet", Ordered, ContinueOnFailure, func() {
 
 	It("runs each of 200 unpinned runs in exactly one container per attempt", func(ctx SpecContext) {
 		since := time.Now().Add(-time.Second)
-		var runs []*agentsv1alpha1.AgentRun
-		for range 200 {
-			r := newRun("race", func(r *agentsv1alpha1.AgentRun) { r.Spec.Command = []string{"true"} })
+		runs := fleet.RaceRuns("race", 200)
+		for _, r := range runs {
 			create(ctx, c, r)
-			runs = append(runs, r)
 		}
 		uids := map[string]string{}
 		for _, r := range runs {
@@ -214,17 +166,16 @@ var _ = Describe("The fleet", Ordered, ContinueOnFailure, func() {
 			Expect(done.Status.Attempts).To(Equal(int32(1)))
 			uids[string(done.UID)] = done.Status.Host
 		}
-		creates := map[string]int{}
-		for _, h := range f.Hosts() {
-			for uid, n := range createEvents(h, since) {
-				if _, ours := uids[uid]; ours {
-					creates[uid] += n
-					Expect(h).To(Equal(uids[uid]), "run %s had a container created on %s, but ran on %s", uid, h, uids[uid])
-				}
+		evs, err := f.AllContainerEvents(since)
+		Expect(err).NotTo(HaveOccurred())
+		creates := map[string][]string{}
+		for key, hosts := range fleet.CreatesByAttempt(evs) {
+			if _, ours := uids[key.UID]; ours {
+				creates[key.UID] = append(creates[key.UID], hosts...)
 			}
 		}
-		for uid := range uids {
-			Expect(creates[uid]).To(Equal(1), "run %s: %d create events", uid, creates[uid])
+		for uid, host := range uids {
+			Expect(creates[uid]).To(Equal([]string{host}), "run %s ran on %s: create events on %v", uid, host, creates[uid])
 		}
 	})
 })

@@ -1,0 +1,203 @@
+package fleet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// What the suites that drive runs on a fleet share: a client, runs, and what
+// each host's Podman says it did with them (its events and containers).
+
+// Client returns a client of the fleet's API server (admin kubeconfig) that
+// knows the built-in types and AgentRuns.
+func (f *Fleet) Client() (client.Client, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: scheme})
+}
+
+// NewRun is a run in namespace default named PREFIX-<5 random characters>
+// that echoes its host's name, changed by mutate (when not nil).
+func NewRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha1.AgentRun {
+	run := &agentsv1alpha1.AgentRun{
+		ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + rand.String(5), Namespace: "default"},
+		Spec:       agentsv1alpha1.AgentRunSpec{Prompt: "hello", Command: []string{"sh", "-c", "echo ran on $(hostname)"}},
+	}
+	if mutate != nil {
+		mutate(run)
+	}
+	return run
+}
+
+// RaceRuns are n unpinned runs that exit 0 at once (command true): created
+// together, they have every host racing to claim each of them, and each must
+// still run in exactly one container (CreatesByAttempt).
+func RaceRuns(prefix string, n int) []*agentsv1alpha1.AgentRun {
+	runs := make([]*agentsv1alpha1.AgentRun, n)
+	for i := range runs {
+		runs[i] = NewRun(prefix, func(r *agentsv1alpha1.AgentRun) { r.Spec.Command = []string{"true"} })
+	}
+	return runs
+}
+
+// ContainerEvent is one event of an agentrun container, as a host's Podman
+// recorded it.
+type ContainerEvent struct {
+	Host string
+	// Action is Podman's: create, init, start, died, remove, ...
+	Action string
+	// Name is the container's name, agentrun-<ns>-<name>-<uid8>-<attempt>.
+	Name string
+	// UID and Attempt are the run's, from the container's labels.
+	UID     string
+	Attempt int
+	// ExitCode is the container's, on a died event.
+	ExitCode int
+	Time     time.Time
+}
+
+// AttemptKey names one attempt of one run.
+type AttemptKey struct {
+	UID     string
+	Attempt int
+}
+
+// Key is the attempt the event is about.
+func (e ContainerEvent) Key() AttemptKey { return AttemptKey{UID: e.UID, Attempt: e.Attempt} }
+
+// podmanGet GETs a libpod API path (with its query) from the host's Podman.
+func (f *Fleet) podmanGet(host, pathAndQuery string) ([]byte, error) {
+	resp, err := f.HTTPClient(host).Get("http://d/v4.0.0/libpod/" + pathAndQuery)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("host %s: GET %s: %s: %s", host, pathAndQuery, resp.Status, body)
+	}
+	return body, nil
+}
+
+// ContainerEvents returns the events of agentrun containers (those with a
+// run's UID label) that the host's Podman recorded since the given time,
+// through its API (the 4.3.1 CLI cannot read a Podman 5 host's events).
+func (f *Fleet) ContainerEvents(host string, since time.Time) ([]ContainerEvent, error) {
+	q := url.Values{}
+	q.Set("stream", "false")
+	q.Set("since", fmt.Sprint(since.Unix()))
+	q.Set("filters", `{"type":["container"]}`)
+	body, err := f.podmanGet(host, "events?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	var out []ContainerEvent
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for dec.More() {
+		var ev struct {
+			Action   string
+			TimeNano int64 `json:"timeNano"`
+			Actor    struct{ Attributes map[string]string }
+		}
+		if err := dec.Decode(&ev); err != nil {
+			return nil, fmt.Errorf("host %s: events: %w", host, err)
+		}
+		a := ev.Actor.Attributes
+		uid := a[agentsv1alpha1.LabelUID]
+		if uid == "" {
+			continue
+		}
+		attempt, _ := strconv.Atoi(a[agentsv1alpha1.LabelAttempt])
+		code, _ := strconv.Atoi(a["containerExitCode"])
+		out = append(out, ContainerEvent{Host: host, Action: ev.Action, Name: a["name"], UID: uid,
+			Attempt: attempt, ExitCode: code, Time: time.Unix(0, ev.TimeNano)})
+	}
+	return out, nil
+}
+
+// AllContainerEvents is ContainerEvents of every host of the fleet.
+func (f *Fleet) AllContainerEvents(since time.Time) ([]ContainerEvent, error) {
+	var all []ContainerEvent
+	for _, h := range f.Hosts() {
+		evs, err := f.ContainerEvents(h, since)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, evs...)
+	}
+	return all, nil
+}
+
+// CreatesByAttempt lists, for each attempt of a run, the hosts whose Podman
+// created a container for it (one entry per create event): exactly one entry
+// is right, a second is a run started twice.
+func CreatesByAttempt(events []ContainerEvent) map[AttemptKey][]string {
+	out := map[AttemptKey][]string{}
+	for _, e := range events {
+		if e.Action == "create" {
+			out[e.Key()] = append(out[e.Key()], e.Host)
+		}
+	}
+	return out
+}
+
+// Container is an agentrun container that a host's Podman holds.
+type Container struct {
+	Host, Name, UID, State string
+}
+
+// Containers lists the agentrun containers (those with a run's UID label) on
+// the host, running or not.
+func (f *Fleet) Containers(host string) ([]Container, error) {
+	q := url.Values{}
+	q.Set("all", "true")
+	q.Set("filters", fmt.Sprintf(`{"label":[%q]}`, agentsv1alpha1.LabelUID))
+	body, err := f.podmanGet(host, "containers/json?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	var list []struct {
+		Names  []string
+		Labels map[string]string
+		State  string
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, fmt.Errorf("host %s: containers: %w", host, err)
+	}
+	out := make([]Container, 0, len(list))
+	for _, c := range list {
+		name := ""
+		if len(c.Names) > 0 {
+			name = c.Names[0]
+		}
+		out = append(out, Container{Host: host, Name: name, UID: c.Labels[agentsv1alpha1.LabelUID], State: c.State})
+	}
+	return out, nil
+}
