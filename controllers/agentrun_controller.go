@@ -76,6 +76,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.slots.releaseReplaced(run)
 	if !r.isOurs(run) {
 		// Taken from this host (its host was declared lost): whatever this
 		// process held for it goes; its container goes when the host fences.
