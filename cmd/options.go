@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/leaderelection"
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -51,6 +52,9 @@ type options struct {
 	probeAddr            string
 	leaderElect          bool
 	leaderElectNamespace string
+	leaseDuration        time.Duration
+	renewDeadline        time.Duration
+	retryPeriod          time.Duration
 	webhookHost          string
 	webhookPort          int
 	webhookCertDir       string
@@ -102,7 +106,12 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.DurationVar(&o.recheckPeriod, "recheck-period", 3*time.Second, "how often a run that waits (for a missing secret or image, or a free slot) looks again")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "address of the metrics endpoint; 0 disables it")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "address of the health and readiness probes")
-	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader among managers for the same host (or among webhook replicas), so only one acts")
+	// On by default: two managers started for one host without it would
+	// each count the host's slots and launch runs on their own.
+	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader among managers for the same host (or among the fleet's replicas), so only one acts; false only when a single manager can ever run")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits, after the leader's last renewal, before it takes over (a crashed leader's successor waits this long; a stopped leader releases its lease at once)")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew its lease before it stops leading")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
 	fs.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "namespace of the leader election lease; required outside a cluster")
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "address the webhook server binds (empty: all)")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the webhook server")
@@ -153,6 +162,11 @@ func (o *options) validate() error {
 	}
 	if o.heartbeatPeriod <= 0 || o.hostGracePeriod <= o.heartbeatPeriod {
 		errs = append(errs, errors.New("--heartbeat-period must be positive and --host-grace-period longer than it"))
+	}
+	// client-go's leader election refuses other values at start; saying so
+	// here names the flags.
+	if o.retryPeriod <= 0 || o.renewDeadline <= time.Duration(leaderelection.JitterFactor*float64(o.retryPeriod)) || o.leaseDuration <= o.renewDeadline {
+		errs = append(errs, errors.New("--leader-elect-lease-duration must be longer than --leader-elect-renew-deadline, and that longer than 1.2 times --leader-elect-retry-period (positive)"))
 	}
 	if msgs := validation.IsDNS1123Label(o.leaseNamespace); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--lease-namespace %q: %s", o.leaseNamespace, strings.Join(msgs, "; ")))
@@ -241,6 +255,9 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		LeaderElectionID:              o.leaderElectionID(),
 		LeaderElectionNamespace:       cmp.Or(o.leaderElectNamespace, o.leaseNamespace),
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 		Cache:                         controllers.CacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    o.webhookHost,

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func parse(t *testing.T, args ...string) (*options, error) {
@@ -34,8 +35,30 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if got := o.leaderElectionID(); got != "agentrun-host-podman-01.example.com" {
 		t.Errorf("leader election ID = %s", got)
 	}
-	if !o.managerOptions(nil).LeaderElectionReleaseOnCancel {
-		t.Errorf("the lease must be released on shutdown")
+	mo := o.managerOptions(nil)
+	if !mo.LeaderElection || !mo.LeaderElectionReleaseOnCancel {
+		t.Errorf("leader election must be on by default (two managers of one host would each count its slots), its lease released on shutdown")
+	}
+	if *mo.LeaseDuration != 15*time.Second || *mo.RenewDeadline != 10*time.Second || *mo.RetryPeriod != 2*time.Second {
+		t.Errorf("lease timings %s %s %s", *mo.LeaseDuration, *mo.RenewDeadline, *mo.RetryPeriod)
+	}
+}
+
+// Lease names were once lower-cased and cut to 50 characters, so that two
+// hosts could share one; host names are DNS names now and name their leases
+// whole.
+func TestLeaderElectionIDsOfDistinctHostsDiffer(t *testing.T) {
+	long := strings.Repeat("a", 60)
+	a, errA := parse(t, "--host-name="+long+"-1")
+	b, errB := parse(t, "--host-name="+long+"-2")
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	if a.leaderElectionID() == b.leaderElectionID() {
+		t.Errorf("hosts %s and %s share the lease %s", a.hostName, b.hostName, a.leaderElectionID())
+	}
+	if _, err := parse(t, "--host-name=Host-1"); err == nil {
+		t.Errorf("an upper-case host name would be lower-cased into another host's lease: want an error")
 	}
 }
 
@@ -69,6 +92,8 @@ func TestParseOptionsRefusesBadValues(t *testing.T) {
 		{"--output-tail-bytes=70000"},
 		{"--default-command="},
 		{"--resync-period=0s"},
+		{"--leader-elect-lease-duration=10s"},
+		{"--leader-elect-retry-period=9s"},
 	} {
 		if _, err := parse(t, args...); err == nil {
 			t.Errorf("%v: want an error", args)

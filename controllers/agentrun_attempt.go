@@ -68,6 +68,11 @@ func (r *AgentRunReconciler) recordedContainerGone(ctx context.Context, run *age
 		run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
 		return r.follow(ctx, run, c)
 	}
+	if run.Status.Phase == agentsv1alpha1.PhasePending && run.Status.ExitCode != nil {
+		// The attempt had ended and its result was recorded: the run was
+		// waiting for its retry, which nothing of the container holds up.
+		return r.launch(ctx, run, run.Status.Attempts+1)
+	}
 	return runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonContainerLost,
 		fmt.Sprintf("container %s disappeared from host %s before its result was recorded", run.Status.ContainerName, r.Host)}, ctrl.Result{}, nil
 }
@@ -223,12 +228,19 @@ func (r *AgentRunReconciler) attemptEnded(ctx context.Context, run *agentsv1alph
 					run.Status.Attempts, c.Name, code, run.Status.Attempts+1, limit+1, retryAt.UTC().Format(time.RFC3339))},
 			ctrl.Result{RequeueAfter: min(wait, deadlineLeft)}, nil
 	}
-	if !r.KeepContainers {
-		if err := r.Runtime.Remove(ctx, c.ID); err != nil {
-			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("removing failed attempt's container %s: %w", c.Name, err)
+	st, res, err := r.launch(ctx, run, run.Status.Attempts+1)
+	if run.Status.ContainerID != c.ID && !r.KeepContainers {
+		// The failed attempt's container goes only once the next one
+		// exists: until then the status names it, and every pass finds it
+		// and retries the launch (a secret removed since, Podman down). A
+		// failed removal holds nothing up: the run's containers are listed
+		// when it finishes.
+		if rmErr := r.Runtime.Remove(ctx, c.ID); rmErr != nil {
+			log.FromContext(ctx).Error(rmErr, "Removing a failed attempt's container; it goes when the run finishes",
+				"agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
 		}
 	}
-	return r.launch(ctx, run, run.Status.Attempts+1)
+	return st, res, err
 }
 
 // cancel ends a run whose spec.cancel is set, stopping its container if one

@@ -152,6 +152,18 @@ func (s *slotTracker) release(key types.NamespacedName) bool {
 	return held
 }
 
+// releaseReplaced frees the slot held under run's name by another run: that
+// one is gone, though no pass saw it go (deleted after its finalizer was
+// removed by hand, and a run of the same name created before the next pass).
+func (s *slotTracker) releaseReplaced(run *agentsv1alpha1.AgentRun) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := client.ObjectKeyFromObject(run)
+	if uid, held := s.held[key]; held && uid != run.UID {
+		delete(s.held, key)
+	}
+}
+
 // launchHints remembers the last attempt this process created a container
 // for, by run name (with the UID, so a recreated run starts afresh).
 type launchHints struct {

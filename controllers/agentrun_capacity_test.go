@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -125,5 +126,35 @@ func TestQueueKeys(t *testing.T) {
 		if got := queueKeys(run); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%s: queueKeys = %v, want %v", name, got, tc.want)
 		}
+	}
+}
+
+// A run can go without this host's reconciler ever seeing it gone: its
+// finalizer removed by hand and the object deleted, then a run of the same
+// name created before the next pass, which reads the new one. The slot the
+// old run held must not stay taken (it did: the host then stayed full for
+// good, the new run waiting behind a run that no longer exists).
+func TestSlotOfARunReplacedUnderTheSameNameIsFreed(t *testing.T) {
+	h := newHarness(t, plainRun("same-name", nil))
+	h.r.MaxConcurrentRuns = 1
+	old := h.reconcileUntil("same-name", agentsv1alpha1.PhaseRunning)
+
+	ctx := context.Background()
+	patch := client.MergeFrom(old.DeepCopy())
+	old.Finalizers = nil
+	if err := h.r.Patch(ctx, old, patch); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.r.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	replacement := plainRun("same-name", nil)
+	replacement.UID = "4567cdef-0000-0000-0000-000000000000"
+	if err := h.r.Create(ctx, replacement); err != nil {
+		t.Fatal(err)
+	}
+	run := h.reconcileUntil("same-name", agentsv1alpha1.PhaseRunning)
+	if run.UID != replacement.UID {
+		t.Fatalf("the pass read run %s, want the replacement %s", run.UID, replacement.UID)
 	}
 }

@@ -76,6 +76,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.slots.releaseReplaced(run)
 	if !r.isOurs(run) {
 		// Taken from this host (its host was declared lost): whatever this
 		// process held for it goes; its container goes when the host fences.
@@ -222,11 +223,13 @@ func (r *AgentRunReconciler) cleanUpFinished(ctx context.Context, run *agentsv1a
 	if r.KeepContainers || !controllerutil.ContainsFinalizer(run, Finalizer) {
 		return nil
 	}
-	if run.Status.ContainerID == "" {
+	if run.Status.ContainerID == "" || run.Status.Attempts > 1 {
+		// An earlier attempt's container may have outlived its retry (its
+		// removal failed), so a run that retried lists its containers.
 		return r.removeContainersAndFinalizer(ctx, run)
 	}
-	// Earlier attempts' containers went before each retry: only the last
-	// one is left, and its ID is known, so no listing is needed.
+	// A run of one attempt has one container, whose ID is known: no
+	// listing is needed.
 	if err := r.Runtime.Remove(ctx, run.Status.ContainerID); err != nil {
 		return fmt.Errorf("removing container %s: %w", run.Status.ContainerName, err)
 	}

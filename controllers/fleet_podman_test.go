@@ -7,11 +7,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
 )
 
 // These specs run the fleet's scheduler and host lifecycle controller with
@@ -72,8 +74,8 @@ var _ = Describe("The fleet", func() {
 		GinkgoWriter.Printf("HostLost %s after the host's manager stopped (grace %s)\n", time.Since(lostAt), hostGracePeriod)
 		host := &agentsv1alpha1.PodmanHost{}
 		Expect(k8s.Get(ctx, client.ObjectKey{Name: doomedName}, host)).To(Succeed())
-		Expect(conditionOf(&agentsv1alpha1.AgentRun{Status: agentsv1alpha1.AgentRunStatus{Conditions: host.Status.Conditions}},
-			agentsv1alpha1.HostConditionReady).Reason).To(Equal(agentsv1alpha1.ReasonHeartbeatLost))
+		Expect(meta.FindStatusCondition(host.Status.Conditions, agentsv1alpha1.HostConditionReady)).To(
+			HaveField("Reason", agentsv1alpha1.ReasonHeartbeatLost))
 
 		spareCfg := hostConfig(spareName, rt, false, 0)
 		spareCfg.Labels = pool
@@ -103,5 +105,8 @@ var _ = Describe("The fleet", func() {
 		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 40*time.Second)
 		Expect(done.Status.Host).To(Equal(spareName))
 		Expect(done.Status.Output).To(ContainSubstring("finished"))
+		// The finished run's container goes while its host runs (the hosts
+		// stop before cleanUp's deletion, which would wait for them).
+		Eventually(func() []containers.Container { return runContainers(ctx, run) }).WithContext(ctx).WithTimeout(20 * time.Second).Should(BeEmpty())
 	})
 })

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -143,10 +144,10 @@ func TestLostHostsRunsAreFailedOverOrFailed(t *testing.T) {
 	f := newFleetHarness(t, readyHost("a", 4), lease("a", now.Add(-10*time.Second)), running, pinned)
 
 	res, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "a"}})
-	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > 31*time.Second {
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > 41*time.Second {
 		t.Fatalf("a fresh heartbeat: %+v, %v; want a look again when it would be overdue", res, err)
 	}
-	f.clock.Step(31 * time.Second)
+	f.clock.Step(41 * time.Second)
 	if _, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "a"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,9 +178,8 @@ func TestPinnedRunsMayWaitForTheirLostHost(t *testing.T) {
 	f := newFleetHarness(t, readyHost("a", 4), pinned)
 	f.lifecycle.PinnedRunsWait = true
 	f.clock.Step(time.Hour) // no Lease at all: counted from the host's creation
-	if _, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "a"}}); err != nil {
-		t.Fatal(err)
-	}
+	f.lifecycleAt("a", 0)
+	f.lifecycleAt("a", 41*time.Second)
 	got := &agentsv1alpha1.AgentRun{}
 	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(pinned), got)
 	if got.Status.Phase != agentsv1alpha1.PhaseRunning || condition(got, agentsv1alpha1.ConditionHostLost).Status != metav1.ConditionTrue {
@@ -228,5 +228,64 @@ func TestDeletingALostHostReleasesItsFinishedRuns(t *testing.T) {
 	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(elsewhere), got)
 	if len(got.Finalizers) != 1 {
 		t.Fatal("another host's run lost its finalizer")
+	}
+}
+
+// lifecycleAt moves the clock on by step and runs one lifecycle pass for
+// host, returning its Ready condition's reason afterwards.
+func (f *fleetHarness) lifecycleAt(host string, step time.Duration) (string, error) {
+	f.t.Helper()
+	f.clock.Step(step)
+	_, err := f.lifecycle.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: host}})
+	got := &agentsv1alpha1.PodmanHost{}
+	if getErr := f.c.Get(context.Background(), types.NamespacedName{Name: host}, got); getErr != nil {
+		f.t.Fatal(getErr)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.HostConditionReady); c != nil {
+		return c.Reason, err
+	}
+	return "", err
+}
+
+// unreachable is an API server that does not answer.
+type unreachable struct{ client.Reader }
+
+func (unreachable) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
+	return errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+}
+
+// A fleet that could not see the hosts' heartbeats (it has just started,
+// after a crash or the API server's outage; its reads failed) must not take
+// the renewals it missed for lost hosts. Before, every host whose Lease was
+// older than the grace period when the fleet came back was declared lost at
+// once, and all their runs failed over or, pinned, failed.
+func TestAFleetThatWasBlindGivesEachHostAFullGracePeriod(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	f := newFleetHarness(t, readyHost("stale", 4), lease("stale", now.Add(-time.Hour)),
+		readyHost("fresh", 4), lease("fresh", now))
+
+	if reason, err := f.lifecycleAt("stale", 0); err != nil || reason != agentsv1alpha1.ReasonHostReady {
+		t.Fatalf("a Lease an hour old, at the fleet's first look: Ready reason %s, %v; want still HostReady", reason, err)
+	}
+	if reason, _ := f.lifecycleAt("stale", 41*time.Second); reason != agentsv1alpha1.ReasonHeartbeatLost {
+		t.Fatalf("no renewal for a grace period after the fleet's first look: Ready reason %s, want HeartbeatLost", reason)
+	}
+
+	// fresh: seen at +41 s, renewed at 0. Its Lease cannot be read for a
+	// while; when it can again, the host gets a grace period from then.
+	if reason, _ := f.lifecycleAt("fresh", 0); reason != agentsv1alpha1.ReasonHostReady {
+		t.Fatalf("fresh: %s", reason)
+	}
+	reader := f.lifecycle.Reader
+	f.lifecycle.Reader = unreachable{}
+	if _, err := f.lifecycleAt("fresh", 10*time.Second); err == nil {
+		t.Fatal("a pass that cannot read the Lease must fail")
+	}
+	f.lifecycle.Reader = reader
+	if reason, err := f.lifecycleAt("fresh", 30*time.Second); err != nil || reason != agentsv1alpha1.ReasonHostReady {
+		t.Fatalf("the first read after the outage, 81 s after the last renewal: Ready reason %s, %v; want HostReady", reason, err)
+	}
+	if reason, _ := f.lifecycleAt("fresh", 41*time.Second); reason != agentsv1alpha1.ReasonHeartbeatLost {
+		t.Fatalf("no renewal for a grace period after the outage: Ready reason %s, want HeartbeatLost", reason)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -41,6 +42,10 @@ type HostLifecycleReconciler struct {
 	GracePeriod    time.Duration
 	PinnedRunsWait bool
 	Clock          clock.Clock
+
+	// watching holds, by host, when this process began to see the host's
+	// Lease: at its first read of it, and again after a read failed.
+	watching sync.Map
 }
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
@@ -51,15 +56,24 @@ func (h *HostLifecycleReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	host := &agentsv1alpha1.PodmanHost{}
 	if err := h.Get(ctx, req.NamespacedName, host); err != nil {
 		if apierrors.IsNotFound(err) {
+			h.watching.Delete(req.Name)
 			return ctrl.Result{}, h.releaseRunsOfRemovedHost(ctx, req.Name)
 		}
 		return ctrl.Result{}, err
 	}
 	renewed, err := h.lastRenewal(ctx, host)
 	if err != nil {
+		h.watching.Delete(host.Name)
 		return ctrl.Result{}, err
 	}
-	overdue := renewed.Add(h.GracePeriod)
+	// A heartbeat is overdue a grace period after the later of its last
+	// renewal and the moment this process began to see it. A fleet that was
+	// blind (the API server down, this manager restarting after losing its
+	// leader lease) thus never takes the renewals it could not see, nor those
+	// the hosts could not make meanwhile, for lost hosts, as the node
+	// lifecycle controller counts from when it observed a Node's Lease.
+	since, _ := h.watching.LoadOrStore(host.Name, h.Clock.Now())
+	overdue := latest(renewed, since.(time.Time)).Add(h.GracePeriod)
 	if left := overdue.Sub(h.Clock.Now()); left > 0 {
 		return ctrl.Result{RequeueAfter: left + 100*time.Millisecond}, nil
 	}
@@ -86,6 +100,13 @@ func (h *HostLifecycleReconciler) lastRenewal(ctx context.Context, host *agentsv
 		return lease.CreationTimestamp.Time, nil
 	}
 	return lease.Spec.RenewTime.Time, nil
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // markLost sets the host's Ready condition to False, reason HeartbeatLost.

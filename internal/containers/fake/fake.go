@@ -36,6 +36,9 @@ type Runtime struct {
 	history  []containers.Event // every event emitted, for ReplayEvents
 	replay   bool
 	calls    map[string]int
+	// failNext holds, by method, errors the next calls return instead of
+	// acting (FailNext).
+	failNext map[string][]error
 }
 
 type entry struct {
@@ -60,6 +63,7 @@ func New(images ...string) *Runtime {
 		images:     map[string]bool{},
 		secrets:    map[string]string{},
 		calls:      map[string]int{},
+		failNext:   map[string][]error{},
 	}
 	for _, img := range images {
 		r.images[img] = true
@@ -83,6 +87,22 @@ func (r *Runtime) SetSecret(name, value string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.secrets[name] = value
+}
+
+// RemoveSecret makes a secret not exist, as podman secret rm does.
+func (r *Runtime) RemoveSecret(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.secrets, name)
+}
+
+// FailNext makes the next call of method (Create, Remove, ...) fail with err
+// without acting: a fault in the middle of a pass, where SetUnavailable
+// would fail the whole pass.
+func (r *Runtime) FailNext(method string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failNext[method] = append(r.failNext[method], err)
 }
 
 // AddImage makes an image present, and reports it to inventory watchers.
@@ -190,6 +210,10 @@ func (r *Runtime) enter(method string) error {
 	r.calls[method]++
 	if r.unavailable {
 		return fmt.Errorf("fake engine: %w", containers.ErrUnavailable)
+	}
+	if errs := r.failNext[method]; len(errs) > 0 {
+		r.failNext[method] = errs[1:]
+		return errs[0]
 	}
 	return nil
 }

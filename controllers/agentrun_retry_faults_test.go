@@ -1,0 +1,128 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+)
+
+// A retry that cannot launch at once (a secret removed since the first
+// attempt, Podman failing the create, the failed container removed under
+// it) must wait and then run, never end as ContainerLost: the run's result
+// is not lost, only delayed. Each test below failed before the retry kept the
+// failed attempt's container until the next one existed.
+
+// retryingRun fails its first attempt on the harness's host and returns the
+// first container's name once the retry is due.
+func retryingRun(t *testing.T, h *harness, name string) string {
+	t.Helper()
+	run := h.reconcileUntil(name, agentsv1alpha1.PhaseRunning)
+	first := run.Status.ContainerName
+	if err := h.podman.Exit(first, 3, "try again\n"); err != nil {
+		t.Fatal(err)
+	}
+	run, _, _ = h.reconcile(name)
+	if reason := condition(run, agentsv1alpha1.ConditionStarted).Reason; reason != agentsv1alpha1.ReasonBackOff {
+		t.Fatalf("after the first attempt failed: reason %s, want BackOff", reason)
+	}
+	h.clock.Step(5 * time.Millisecond)
+	return first
+}
+
+// passesWhilePending runs a few passes and checks the run stays Pending for
+// the given reason.
+func passesWhilePending(t *testing.T, h *harness, name, reason string) {
+	t.Helper()
+	for i := range 3 {
+		run, _, _ := h.reconcile(name)
+		if got := condition(run, agentsv1alpha1.ConditionStarted).Reason; run.Status.Phase != agentsv1alpha1.PhasePending || got != reason {
+			t.Fatalf("pass %d of the waiting retry: %s %s (%s), want Pending %s", i, run.Status.Phase, got, run.Status.Message, reason)
+		}
+		h.clock.Step(3 * time.Second)
+	}
+}
+
+// secondAttemptSucceeds checks the run's next pass launches attempt 2, that
+// the first attempt's container is gone by then, and that the run succeeds.
+func secondAttemptSucceeds(t *testing.T, h *harness, name, first string) {
+	t.Helper()
+	run := h.reconcileUntil(name, agentsv1alpha1.PhaseRunning)
+	if run.Status.Attempts != 2 || run.Status.ContainerName == first {
+		t.Fatalf("want attempt 2 running, got %+v", run.Status)
+	}
+	if _, ok := h.podman.SpecOf(first); ok {
+		t.Errorf("the failed attempt's container %s must go once the next one runs", first)
+	}
+	if err := h.podman.Exit(run.Status.ContainerName, 0, "ok\n"); err != nil {
+		t.Fatal(err)
+	}
+	run = h.reconcileUntil(name, agentsv1alpha1.PhaseSucceeded)
+	if run.Status.Attempts != 2 || *run.Status.ExitCode != 0 {
+		t.Fatalf("the second attempt's result must stand: %+v", run.Status)
+	}
+	h.reconcile(name) // cleanup
+	if left := h.podman.All(); len(left) != 0 {
+		t.Errorf("containers left after the run finished: %+v", left)
+	}
+}
+
+func TestRetryWaitsForASecretRemovedSinceTheFirstAttempt(t *testing.T) {
+	h := newHarness(t, plainRun("needs-token", func(r *agentsv1alpha1.AgentRun) {
+		r.Spec.BackoffLimit = ptr.To[int32](2)
+		r.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"GH_TOKEN": "token"}
+	}))
+	h.podman.AddSecret("token")
+	first := retryingRun(t, h, "needs-token")
+	h.podman.RemoveSecret("token")
+	passesWhilePending(t, h, "needs-token", agentsv1alpha1.ReasonSecretNotFound)
+	h.podman.AddSecret("token")
+	secondAttemptSucceeds(t, h, "needs-token", first)
+}
+
+func TestRetryWaitsWhenPodmanFailsTheNextCreate(t *testing.T) {
+	h := newHarness(t, plainRun("outage", func(r *agentsv1alpha1.AgentRun) { r.Spec.BackoffLimit = ptr.To[int32](2) }))
+	first := retryingRun(t, h, "outage")
+	h.podman.FailNext("Create", fmt.Errorf("connection refused: %w", containers.ErrUnavailable))
+	run, _, err := h.reconcile("outage")
+	if !errors.Is(err, containers.ErrUnavailable) || condition(run, agentsv1alpha1.ConditionStarted).Reason != agentsv1alpha1.ReasonPodmanUnavailable {
+		t.Fatalf("the pass whose create met the outage: %v, %+v", err, run.Status)
+	}
+	secondAttemptSucceeds(t, h, "outage", first)
+}
+
+func TestRetryRunsWhenTheFailedContainerWasRemovedDuringBackOff(t *testing.T) {
+	h := newHarness(t, plainRun("removed", func(r *agentsv1alpha1.AgentRun) { r.Spec.BackoffLimit = ptr.To[int32](2) }))
+	first := retryingRun(t, h, "removed")
+	// Its result is in status already; an operator's podman rm (or a
+	// manager of an earlier version, which removed it before launching the
+	// next attempt) takes nothing the run needs.
+	if err := h.podman.Remove(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	secondAttemptSucceeds(t, h, "removed", first)
+}
+
+func TestFailedAttemptsContainerGoesWithTheRunWhenItsRemovalFailed(t *testing.T) {
+	h := newHarness(t, plainRun("sticky", func(r *agentsv1alpha1.AgentRun) { r.Spec.BackoffLimit = ptr.To[int32](2) }))
+	first := retryingRun(t, h, "sticky")
+	h.podman.FailNext("Remove", errors.New("device or resource busy"))
+	run := h.reconcileUntil("sticky", agentsv1alpha1.PhaseRunning)
+	if run.Status.Attempts != 2 {
+		t.Fatalf("a failed removal of the old container must not hold back the next attempt: %+v", run.Status)
+	}
+	if err := h.podman.Exit(run.Status.ContainerName, 0, "ok\n"); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcileUntil("sticky", agentsv1alpha1.PhaseSucceeded)
+	h.reconcile("sticky")
+	if left := h.podman.All(); len(left) != 0 {
+		t.Errorf("containers left after the run finished (the first was %s): %+v", first, left)
+	}
+}
