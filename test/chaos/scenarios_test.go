@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -148,7 +149,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 				return err
 			}
 			s.note("the kube-apiserver was down for %s (%d runs not finished before)", since(stopped), len(s.unfinished()))
-			return nil
+			return s.upAgain()
 		})
 		check(s.finish(ctx))
 	}, SpecTimeout(20*time.Minute))
@@ -184,7 +185,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 			}
 			restored = true
 			s.note("%s cut off for %s while it held %s", host, cut, what)
-			return nil
+			return s.upAgain()
 		})
 		check(s.finish(ctx))
 	}, SpecTimeout(20*time.Minute))
@@ -316,6 +317,42 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 		check(r)
 	}, SpecTimeout(40*time.Minute))
 })
+
+// upAgain restarts the managers that exited (as systemd's Restart= would):
+// a manager that cannot renew its leader lease for its renew deadline (10 s)
+// stops leading and exits, which an API server outage or a cut longer than
+// that makes every affected manager do. It notes which ones.
+func (s *scenario) upAgain() error {
+	pids := func() map[string]string {
+		out := map[string]string{}
+		for _, name := range append([]string{""}, f.Hosts()...) {
+			p := filepath.Join(f.StateDir(), "cluster-manager.pid")
+			if name != "" {
+				p = filepath.Join(f.HostDir(name), "manager.pid")
+			} else {
+				name = "cluster-side"
+			}
+			data, _ := os.ReadFile(p)
+			out[name] = string(data)
+		}
+		return out
+	}
+	before := pids()
+	if err := f.Up(); err != nil {
+		return err
+	}
+	var restarted []string
+	for name, pid := range pids() {
+		if pid != before[name] {
+			restarted = append(restarted, name)
+		}
+	}
+	sort.Strings(restarted)
+	if len(restarted) > 0 {
+		s.note("managers that had exited and were restarted: %v", restarted)
+	}
+	return nil
+}
 
 // busyHost is the host of a random run that is not finished, or a random
 // host when none has one.
