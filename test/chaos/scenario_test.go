@@ -64,11 +64,15 @@ type figures struct {
 	Panics int `json:"panics"`
 	// Failovers: attempts that were given to another host after theirs was
 	// declared lost (status.disruptedAttempts): legal, shown for context.
-	Failovers int      `json:"failovers"`
-	Seconds   float64  `json:"seconds"`
-	Passed    bool     `json:"passed"`
-	Problems  []string `json:"problems,omitempty"`
-	Notes     []string `json:"notes,omitempty"`
+	Failovers int `json:"failovers"`
+	// Reruns: attempts whose container exited 0 and yet were followed by
+	// another attempt (their host was declared lost before it recorded the
+	// exit): legal under failover, shown for context.
+	Reruns   int      `json:"reruns"`
+	Seconds  float64  `json:"seconds"`
+	Passed   bool     `json:"passed"`
+	Problems []string `json:"problems,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
 }
 
 func (r *figures) duration() time.Duration {
@@ -442,6 +446,12 @@ func (s *scenario) finish(ctx context.Context) *figures {
 		s.problem("run %s attempt %d: %d containers created (on %v)", run.Name, key.Attempt, len(hosts), hosts)
 	}
 
+	for key, e := range died {
+		if run := s.final[uids[key.UID].Name]; run != nil && e.ExitCode == 0 && key.Attempt < int(run.Status.Attempts) {
+			r.Reruns++
+			s.note("run %s attempt %d exited 0 on %s, and the run went on to attempt %d", run.Name, key.Attempt, e.Host, run.Status.Attempts)
+		}
+	}
 	for name, run := range s.final {
 		st := run.Status
 		r.Failovers += int(st.DisruptedAttempts)
@@ -476,8 +486,8 @@ func (s *scenario) finish(ctx context.Context) *figures {
 	r.Notes, r.Problems = s.notes, s.problems
 	r.Passed = len(r.Problems) == 0 && r.Succeeded == r.Runs && r.DuplicateContainers+r.LostResults+r.Orphans+r.Stuck+r.Panics == 0
 	table = append(table, r)
-	say("chaos: scenario %s took %s: runs=%d succeeded=%d duplicate_containers=%d lost_results=%d orphans=%d stuck=%d panics=%d failovers=%d",
-		s.name, r.duration(), r.Runs, r.Succeeded, r.DuplicateContainers, r.LostResults, r.Orphans, r.Stuck, r.Panics, r.Failovers)
+	say("chaos: scenario %s took %s: runs=%d succeeded=%d duplicate_containers=%d lost_results=%d orphans=%d stuck=%d panics=%d failovers=%d reruns=%d",
+		s.name, r.duration(), r.Runs, r.Succeeded, r.DuplicateContainers, r.LostResults, r.Orphans, r.Stuck, r.Panics, r.Failovers, r.Reruns)
 	return r
 }
 

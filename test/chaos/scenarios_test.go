@@ -90,7 +90,16 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 				if err := f.Up(); err != nil {
 					return err
 				}
-				s.note("kill %d/%d: %s's manager while it held %s; back in %s", i+1, kills, host, what, since(killed))
+				up := since(killed)
+				// The next kill waits until this one's successor leads (it
+				// waits out its predecessor's leader lease first) and has
+				// renewed the host's heartbeat: killing it again before
+				// would only lengthen one outage, until the fleet declares
+				// the host lost.
+				if err := waitUntil(ctx, 2*time.Minute, host+"'s heartbeat after its restart", func() bool { return heartbeatSince(ctx, host, killed) }); err != nil {
+					return err
+				}
+				s.note("kill %d/%d: %s's manager while it held %s; ready in %s, heartbeat again in %s", i+1, kills, host, what, up, since(killed))
 			}
 			return nil
 		})
@@ -196,7 +205,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 		for range scale(6, 20) {
 			runs = append(runs, sleeper("patch", 3, 11, nil))
 		}
-		patches := make([]int, 2)
+		patches := make([]int, 4)
 		for p := range patches {
 			s.goFn("patcher", func() error {
 				for i := 0; ; i++ {
@@ -220,7 +229,11 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 		}
 		Expect(s.createAll(ctx, runs)).To(Succeed())
 		r := s.finish(ctx)
-		s.note("%d metadata patches", patches[0]+patches[1])
+		total := 0
+		for _, n := range patches {
+			total += n
+		}
+		s.note("%d metadata patches (%.1f a second)", total, float64(total)/r.Seconds)
 		r.Notes = s.notes
 		check(r)
 	}, SpecTimeout(20*time.Minute))
@@ -352,6 +365,15 @@ func (s *scenario) upAgain() error {
 		s.note("managers that had exited and were restarted: %v", restarted)
 	}
 	return nil
+}
+
+// heartbeatSince: the host's PodmanHost shows a heartbeat renewed after t.
+func heartbeatSince(ctx context.Context, host string, t time.Time) bool {
+	ph := &agentsv1alpha1.PodmanHost{}
+	if err := c.Get(ctx, client.ObjectKey{Name: host}, ph); err != nil {
+		return false
+	}
+	return ph.Status.LastHeartbeatTime != nil && ph.Status.LastHeartbeatTime.After(t)
 }
 
 // busyHost is the host of a random run that is not finished, or a random
