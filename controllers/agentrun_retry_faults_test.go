@@ -140,12 +140,12 @@ func TestRestartAfterTheRetryWasCreatedAdoptsIt(t *testing.T) {
 	h := newHarness(t, plainRun("crash", func(r *agentsv1alpha1.AgentRun) { r.Spec.BackoffLimit = ptr.To[int32](2) }))
 	first := retryingRun(t, h, "crash")
 
-	dying := *h.r
-	dying.Client = interceptor.NewClient(h.r.Client.(client.WithWatch), interceptor.Funcs{
-		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
-			return errors.New("the manager was killed before this write")
-		},
-	})
+	dying := &AgentRunReconciler{Recorder: h.r.Recorder, HostConfig: h.r.HostConfig,
+		Client: interceptor.NewClient(h.r.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+				return errors.New("the manager was killed before this write")
+			},
+		})}
 	if _, err := dying.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "team", Name: "crash"}}); err == nil {
 		t.Fatal("the dying manager's status write must fail")
 	}
