@@ -250,13 +250,8 @@ func (r *AgentRunReconciler) removeContainersAndFinalizer(ctx context.Context, r
 		return fmt.Errorf("listing the run's containers: %w", err)
 	}
 	for _, c := range owned {
-		if c.State == containers.StateRunning {
-			if err := r.Runtime.Stop(ctx, c.ID, r.StopGracePeriod); err != nil {
-				return fmt.Errorf("stopping container %s: %w", c.Name, err)
-			}
-		}
-		if err := r.Runtime.Remove(ctx, c.ID); err != nil {
-			return fmt.Errorf("removing container %s: %w", c.Name, err)
+		if err := containers.StopAndRemove(ctx, r.Runtime, c, r.StopGracePeriod); err != nil {
+			return err
 		}
 		log.FromContext(ctx).Info("Removed container", "agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
 	}

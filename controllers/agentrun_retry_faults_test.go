@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -16,8 +19,10 @@ import (
 // A retry that cannot launch at once (a secret removed since the first
 // attempt, Podman failing the create, the failed container removed under
 // it) must wait and then run, never end as ContainerLost: the run's result
-// is not lost, only delayed. Each test below failed before the retry kept the
-// failed attempt's container until the next one existed.
+// is not lost, only delayed. The four tests up to the restart's failed before
+// the retry kept the failed attempt's container until the next one existed;
+// the restart's passed already (the run's labels found the new container) and
+// guards that path.
 
 // retryingRun fails its first attempt on the harness's host and returns the
 // first container's name once the retry is due.
@@ -124,5 +129,36 @@ func TestFailedAttemptsContainerGoesWithTheRunWhenItsRemovalFailed(t *testing.T)
 	h.reconcile("sticky")
 	if left := h.podman.All(); len(left) != 0 {
 		t.Errorf("containers left after the run finished (the first was %s): %+v", first, left)
+	}
+}
+
+// A manager that dies after creating the next attempt's container and before
+// its status write leaves the status naming the failed attempt. The manager
+// that follows (no memory of the launch) must adopt the new container, not
+// create another or fail the run.
+func TestRestartAfterTheRetryWasCreatedAdoptsIt(t *testing.T) {
+	h := newHarness(t, plainRun("crash", func(r *agentsv1alpha1.AgentRun) { r.Spec.BackoffLimit = ptr.To[int32](2) }))
+	first := retryingRun(t, h, "crash")
+
+	dying := &AgentRunReconciler{Recorder: h.r.Recorder, HostConfig: h.r.HostConfig,
+		Client: interceptor.NewClient(h.r.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+				return errors.New("the manager was killed before this write")
+			},
+		})}
+	if _, err := dying.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "team", Name: "crash"}}); err == nil {
+		t.Fatal("the dying manager's status write must fail")
+	}
+	if h.podman.Calls("Create") != 2 {
+		t.Fatalf("the dying manager should have created attempt 2: %d creates", h.podman.Calls("Create"))
+	}
+
+	h.r = &AgentRunReconciler{Client: h.r.Client, Recorder: h.r.Recorder, HostConfig: h.r.HostConfig}
+	run := h.reconcileUntil("crash", agentsv1alpha1.PhaseRunning)
+	if all := h.podman.All(); run.Status.Attempts != 2 || len(all) != 1 || all[0].Name != run.Status.ContainerName {
+		t.Fatalf("the next manager must adopt attempt 2's container, the only one: status %+v, containers %+v", run.Status, all)
+	}
+	if _, ok := h.podman.SpecOf(first); ok {
+		t.Errorf("the failed attempt's container %s must go once the next one runs", first)
 	}
 }

@@ -289,3 +289,34 @@ func TestAFleetThatWasBlindGivesEachHostAFullGracePeriod(t *testing.T) {
 		t.Fatalf("no renewal for a grace period after the outage: Ready reason %s, want HeartbeatLost", reason)
 	}
 }
+
+// A host may create an attempt's container and die before its status says
+// so. The attempt the run moves on with must not be that one: two hosts
+// would then each run a container of attempt 1 (before, the next host
+// launched the same attempt number).
+func TestARunLostBeforeItsLaunchWasRecordedMovesOnToTheNextAttempt(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	for name, status := range map[string]agentsv1alpha1.AgentRunStatus{
+		"placed":     {Host: "a", Phase: agentsv1alpha1.PhasePending},
+		"backed-off": {Host: "a", Phase: agentsv1alpha1.PhasePending, Attempts: 1, ContainerName: "c1", ExitCode: ptr.To[int32](3)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			run := unplacedRun(name)
+			run.Status = status
+			if name == "backed-off" {
+				applyState(&run.Status, 1, runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonBackOff, "retry soon"})
+			}
+			f := newFleetHarness(t, readyHost("a", 4), lease("a", now), run)
+			f.lifecycleAt("a", 0)
+			if reason, _ := f.lifecycleAt("a", 41*time.Second); reason != agentsv1alpha1.ReasonHeartbeatLost {
+				t.Fatalf("host a: %s", reason)
+			}
+			got := &agentsv1alpha1.AgentRun{}
+			_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(run), got)
+			if got.Status.Host != "" || got.Status.Attempts != status.Attempts+1 || got.Status.DisruptedAttempts != 1 {
+				t.Fatalf("after its host was lost: attempts %d (disrupted %d), want %d (1), so that the next host launches attempt %d",
+					got.Status.Attempts, got.Status.DisruptedAttempts, status.Attempts+1, status.Attempts+2)
+			}
+		})
+	}
+}

@@ -150,9 +150,15 @@ func (h *HostLifecycleReconciler) failOverRun(ctx context.Context, run *agentsv1
 	var st runState
 	switch {
 	case run.Spec.HostName == "":
-		// An attempt in flight is the disrupted one; a run between a failed
-		// attempt and its retry lost none.
+		// An attempt in flight is the disrupted one. Otherwise the host may
+		// have launched the next attempt without recording it (it created
+		// the container, then died before its status write): that number is
+		// the lost host's, counted as disrupted, so that no two hosts ever
+		// run containers of one attempt.
 		if before.phase == agentsv1alpha1.PhaseRunning || run.Status.ContainerName != "" && before.reason != agentsv1alpha1.ReasonBackOff {
+			run.Status.DisruptedAttempts++
+		} else {
+			run.Status.Attempts++
 			run.Status.DisruptedAttempts++
 		}
 		st = runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonHostLost, fmt.Sprintf(

@@ -120,8 +120,17 @@ wait_for() { # description, seconds, log file, command...
   return 1
 }
 
+# stop_supervisor NAME: kills the supervisor start_manager put over NAME's
+# process (hack/supervise.sh), so that it does not start NAME again.
+stop_supervisor() {
+  if alive "$1.supervisor" "$STATE/$1.pid"; then
+    kill -KILL "$(pid_of "$1.supervisor")" 2>/dev/null || true
+  fi
+}
+
 # stop NAME [ARG]: SIGTERM, then SIGKILL after 15 s (ARG as for alive).
 stop() {
+  stop_supervisor "$1"
   alive "$@" || return 0
   local pid
   pid=$(pid_of "$1")
@@ -290,7 +299,9 @@ host_manager_flags() {
 # start_manager NAME KUBECONFIG [nsenter --net=...] -- FLAGS...: starts
 # bin/manager with FLAGS and $AGENTRUN_MANAGER_ARGS, its pid in
 # $STATE/NAME.pid and its output appended to $STATE/NAME.log (after a restart
-# the log still says how the previous one ended).
+# the log still says how the previous one ended). It runs under
+# hack/supervise.sh (pid in $STATE/NAME.supervisor.pid), which starts it again
+# when it fails, as systemd does on a real host.
 start_manager() {
   local name=$1 kubeconfig=$2 enter=() extra=()
   shift 2
@@ -301,9 +312,14 @@ start_manager() {
   shift
   read -r -a extra <<<"${AGENTRUN_MANAGER_ARGS:-}"
   echo "=== hack/local-stack.sh: manager starting at $(date -u +%FT%TZ)" >>"$STATE/$name.log"
-  # nsenter execs the manager: the pid recorded is the manager's.
-  KUBECONFIG=$kubeconfig nohup "${enter[@]}" "$ROOT/bin/manager" "$@" "${extra[@]}" >>"$STATE/$name.log" 2>&1 &
-  echo $! >"$STATE/$name.pid"
+  stop_supervisor "$name"
+  rm -f "$STATE/$name.pid"
+  # nsenter execs the manager: the pid the supervisor records is the
+  # manager's.
+  KUBECONFIG=$kubeconfig nohup "$ROOT/hack/supervise.sh" "$STATE/$name.pid" \
+    "${enter[@]}" "$ROOT/bin/manager" "$@" "${extra[@]}" >>"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.supervisor.pid"
+  wait_for "the $name's start" 10 "$STATE/$name.log" test -s "$STATE/$name.pid"
 }
 
 # --- The fleet's hosts. --------------------------------------------------------
@@ -721,7 +737,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,cluster-manager.log,cluster-manager.pid,localstack.log,localstack.pid,apiserver.log}
+  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,localstack.log,localstack.pid,apiserver.log}
   rmdir "$STATE" 2>/dev/null || true
 }
 
@@ -736,6 +752,8 @@ fault() {
   fi
   case $what in
     kill-host)
+      # A crash that nothing restarts until up: the supervisor goes first.
+      stop_supervisor "hosts/$host/manager"
       if alive "hosts/$host/manager" "$STATE/hosts/$host/podman.sock"; then
         kill -KILL "$(pid_of "hosts/$host/manager")"
         step "killed host $host's manager (SIGKILL); make up restarts it"

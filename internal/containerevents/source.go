@@ -104,12 +104,12 @@ func (s *Source) Requests() source.Source {
 }
 
 // Start follows the event stream until ctx ends, reconnecting when the
-// stream breaks (Podman restarted or unreachable). Runs missed while the
-// stream was down are caught by the periodic resync.
+// stream breaks (Podman restarted or unreachable). Exits missed while the
+// stream was down are requested once it is back (see catchUp).
 func (s *Source) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("podman-events")
-	for {
-		err := s.follow(ctx)
+	for reconnect := false; ; reconnect = true {
+		err := s.follow(ctx, reconnect)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -122,10 +122,13 @@ func (s *Source) Start(ctx context.Context) error {
 	}
 }
 
-func (s *Source) follow(ctx context.Context) error {
+func (s *Source) follow(ctx context.Context, reconnect bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, errs := s.runtime.Events(ctx, map[string]string{agentsv1alpha1.LabelHost: s.host})
+	if reconnect {
+		s.catchUp(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,12 +153,41 @@ func (s *Source) follow(ctx context.Context) error {
 				continue
 			}
 			s.remember(ev)
-			run := &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
-			select {
-			case s.events <- event.TypedGenericEvent[*agentsv1alpha1.AgentRun]{Object: run}:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := s.request(ctx, namespace, name); err != nil {
+				return err
 			}
 		}
+	}
+}
+
+// catchUp requests the runs of this host's containers that are no longer
+// running, once a broken stream is open again: their died events may have
+// come while it was down (a restarted Podman 5 service replays none), and
+// the periodic resync would see them only a minute later. The stream is
+// opened first, so no exit falls between the two.
+func (s *Source) catchUp(ctx context.Context) {
+	owned, err := s.runtime.List(ctx, map[string]string{agentsv1alpha1.LabelHost: s.host})
+	if err != nil {
+		return // the resync sees them
+	}
+	for _, c := range owned {
+		name, namespace := c.Labels[agentsv1alpha1.LabelName], c.Labels[agentsv1alpha1.LabelNamespace]
+		if c.State == containers.StateRunning || name == "" || namespace == "" {
+			continue
+		}
+		if s.request(ctx, namespace, name) != nil {
+			return
+		}
+	}
+}
+
+// request asks for a pass of the run namespace/name.
+func (s *Source) request(ctx context.Context, namespace, name string) error {
+	run := &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	select {
+	case s.events <- event.TypedGenericEvent[*agentsv1alpha1.AgentRun]{Object: run}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

@@ -234,6 +234,12 @@ func TestBrokenStreamReconnectsAfterTheRetryPeriod(t *testing.T) {
 			t.Errorf("requests after reconnecting = %v, want the run's", got)
 		}
 		f.wantExit(id, 4, time.Now())
+		// Recorded and removed, as the reconciler does: the reconnects
+		// below have no missed exit to catch up on.
+		if err := f.engine.Remove(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		f.requests()
 
 		// While the engine is down, each attempt fails and the Source keeps
 		// trying, once a period; the first stream after it returns delivers.
@@ -318,6 +324,29 @@ func TestReconnectsLogWhyTheStreamEnded(t *testing.T) {
 			if !strings.Contains(reason, containers.ErrUnavailable.Error()) {
 				t.Fatalf("reconnect %d logged the reason %q, want the engine's error", i, reason)
 			}
+		}
+	})
+}
+
+// An exit while the stream was down (a restarted Podman 5 service replays no
+// earlier events) is requested as soon as the stream is back, not a resync
+// period later.
+func TestExitWhileTheStreamWasDownIsRequestedOnReconnect(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := start(t)
+		exited := f.run(host, "team-a", "missed")
+		f.run(host, "team-a", "still-running")
+		f.requests()
+
+		f.engine.BreakEventStreams(errors.New("connection reset"))
+		synctest.Wait()
+		f.exit(exited, 0)
+		if got := f.requests(); len(got) != 0 {
+			t.Fatalf("requests with no stream open = %v, want none", got)
+		}
+		time.Sleep(retry)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "missed")}) {
+			t.Errorf("requests once the stream is back = %v, want the exited container's run only", got)
 		}
 	})
 }

@@ -10,6 +10,7 @@ package containers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -154,4 +155,19 @@ type Runtime interface {
 	// tagged, untagged or removed, until ctx ends; the channels behave as
 	// Events' do.
 	InventoryChanges(ctx context.Context) (<-chan struct{}, <-chan error)
+}
+
+// StopAndRemove stops c when it runs, giving it grace before SIGKILL, then
+// removes it: how a container that must go (a deleted run's, a fenced one)
+// is taken down, its process first ending as it would on a stop.
+func StopAndRemove(ctx context.Context, rt Runtime, c Container, grace time.Duration) error {
+	if c.State == StateRunning {
+		if err := rt.Stop(ctx, c.ID, grace); err != nil {
+			return fmt.Errorf("stopping container %s: %w", c.Name, err)
+		}
+	}
+	if err := rt.Remove(ctx, c.ID); err != nil {
+		return fmt.Errorf("removing container %s: %w", c.Name, err)
+	}
+	return nil
 }

@@ -358,13 +358,8 @@ func (a *Agent) fence(ctx context.Context) error {
 		if why == "" {
 			continue
 		}
-		if c.State == containers.StateRunning {
-			if err := a.Runtime.Stop(ctx, c.ID, a.StopGracePeriod); err != nil {
-				return fmt.Errorf("stopping container %s: %w", c.Name, err)
-			}
-		}
-		if err := a.Runtime.Remove(ctx, c.ID); err != nil {
-			return fmt.Errorf("removing container %s: %w", c.Name, err)
+		if err := containers.StopAndRemove(ctx, a.Runtime, c, a.StopGracePeriod); err != nil {
+			return err
 		}
 		note := fmt.Sprintf("host %s fenced container %s of AgentRun %s: %s", a.Host, c.Name, key, why)
 		log.FromContext(ctx).Info("Fenced a container", "host", a.Host, "container", c.Name, "agentrun", key, "why", why)

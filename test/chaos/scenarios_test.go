@@ -149,6 +149,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 			if err := waitUntil(ctx, 2*time.Minute, "3 runs running", func() bool { return s.runningOn(ctx, "") >= 3 }); err != nil {
 				return err
 			}
+			pids := managerPIDs()
 			if err := f.StopAPIServer(); err != nil {
 				return err
 			}
@@ -158,7 +159,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 				return err
 			}
 			s.note("the kube-apiserver was down for %s (%d runs not finished before)", since(stopped), len(s.unfinished()))
-			return s.upAgain()
+			return s.upAgain(pids)
 		})
 		check(s.finish(ctx))
 	}, SpecTimeout(20*time.Minute))
@@ -185,6 +186,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 				return err
 			}
 			what := s.onHost(ctx, host)
+			pids := managerPIDs()
 			if err := f.Cut(host); err != nil {
 				return err
 			}
@@ -194,7 +196,7 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 			}
 			restored = true
 			s.note("%s cut off for %s while it held %s", host, cut, what)
-			return s.upAgain()
+			return s.upAgain(pids)
 		})
 		check(s.finish(ctx))
 	}, SpecTimeout(20*time.Minute))
@@ -331,38 +333,42 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 	}, SpecTimeout(40*time.Minute))
 })
 
-// upAgain restarts the managers that exited (as systemd's Restart= would):
-// a manager that cannot renew its leader lease for its renew deadline (10 s)
-// stops leading and exits, which an API server outage or a cut longer than
-// that makes every affected manager do. It notes which ones.
-func (s *scenario) upAgain() error {
-	pids := func() map[string]string {
-		out := map[string]string{}
-		for _, name := range append([]string{""}, f.Hosts()...) {
-			p := filepath.Join(f.StateDir(), "cluster-manager.pid")
-			if name != "" {
-				p = filepath.Join(f.HostDir(name), "manager.pid")
-			} else {
-				name = "cluster-side"
-			}
-			data, _ := os.ReadFile(p)
-			out[name] = string(data)
+// managerPIDs are the recorded pids of the managers, by host ("cluster-side"
+// for the fleet's own).
+func managerPIDs() map[string]string {
+	out := map[string]string{}
+	for _, name := range append([]string{""}, f.Hosts()...) {
+		p := filepath.Join(f.StateDir(), "cluster-manager.pid")
+		if name != "" {
+			p = filepath.Join(f.HostDir(name), "manager.pid")
+		} else {
+			name = "cluster-side"
 		}
-		return out
+		data, _ := os.ReadFile(p)
+		out[name] = string(data)
 	}
-	before := pids()
+	return out
+}
+
+// upAgain runs up (which restarts whatever is down) and notes the managers
+// that were restarted since before (their pids): a manager that cannot
+// renew its leader lease for its renew deadline (10 s) stops leading and
+// exits, which an API server outage or a cut longer than that makes every
+// affected manager do; its supervisor (hack/supervise.sh, systemd on a real
+// host) starts it again.
+func (s *scenario) upAgain(before map[string]string) error {
 	if err := f.Up(); err != nil {
 		return err
 	}
 	var restarted []string
-	for name, pid := range pids() {
+	for name, pid := range managerPIDs() {
 		if pid != before[name] {
 			restarted = append(restarted, name)
 		}
 	}
 	sort.Strings(restarted)
 	if len(restarted) > 0 {
-		s.note("managers that had exited and were restarted: %v", restarted)
+		s.note("managers that exited and were restarted: %v", restarted)
 	}
 	return nil
 }
