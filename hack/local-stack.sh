@@ -319,6 +319,9 @@ start_manager() {
   KUBECONFIG=$kubeconfig nohup "$ROOT/hack/supervise.sh" "$STATE/$name.pid" \
     "${enter[@]}" "$ROOT/bin/manager" "$@" "${extra[@]}" >>"$STATE/$name.log" 2>&1 &
   echo $! >"$STATE/$name.supervisor.pid"
+  # Not this shell's job: stop kills it, and make demo, which starts and
+  # stops the stack in one shell, would print "Killed" for it.
+  disown $!
   wait_for "the $name's start" 10 "$STATE/$name.log" test -s "$STATE/$name.pid"
 }
 

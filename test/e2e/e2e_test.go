@@ -246,7 +246,7 @@ spec:
 		Expect(after).To(MatchRegexp(`(?m)^controller_runtime_reconcile_total\{controller="agentrun"`))
 	})
 
-	It("restarts a dead manager on up, keeping the control plane and its AgentRuns", func() {
+	It("restarts a crashed manager by itself, and a dead one on up, keeping the control plane and its AgentRuns", func() {
 		ns := newNamespace()
 		kubectlApply(ns, `apiVersion: agents.agentrun.dev/v1alpha1
 kind: AgentRun
@@ -259,9 +259,19 @@ spec:
 		uid := kubectlOK("get", "agentrun", "before-crash", "-n", ns, "-o", "jsonpath={.metadata.uid}")
 
 		controlPlane, manager := readPid("localstack"), readPid("manager")
+		// A crash: the supervisor (hack/supervise.sh, as systemd on a host)
+		// starts the manager again.
 		Expect(syscall.Kill(manager, syscall.SIGKILL)).To(Succeed())
 		Eventually(func() bool { return pidAlive(manager) }).WithTimeout(10 * time.Second).Should(BeFalse())
+		Eventually(func() bool { return readPid("manager") != manager && pidAlive(readPid("manager")) }).
+			WithTimeout(20*time.Second).Should(BeTrue(), "the supervisor starts a crashed manager again")
 
+		// A manager that nothing restarts (its supervisor killed too): up
+		// starts it.
+		crashed := readPid("manager")
+		Expect(syscall.Kill(readPid("manager.supervisor"), syscall.SIGKILL)).To(Succeed())
+		Expect(syscall.Kill(crashed, syscall.SIGKILL)).To(Succeed())
+		Eventually(func() bool { return pidAlive(crashed) }).WithTimeout(10 * time.Second).Should(BeFalse())
 		out, err := stack("up")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("restarting it; the control plane and its AgentRuns are kept"))
@@ -270,7 +280,7 @@ spec:
 		Expect(readPid("localstack")).To(Equal(controlPlane), "the control plane is the same process")
 		Expect(pidAlive(controlPlane)).To(BeTrue())
 		restarted := readPid("manager")
-		Expect(restarted).NotTo(Equal(manager))
+		Expect(restarted).NotTo(BeElementOf(manager, crashed))
 		Expect(pidAlive(restarted)).To(BeTrue())
 
 		Expect(kubectlOK("get", "agentrun", "before-crash", "-n", ns, "-o", "jsonpath={.metadata.uid} {.status.phase}")).
