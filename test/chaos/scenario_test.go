@@ -134,20 +134,20 @@ func managerLogs() []string {
 	return paths
 }
 
-func (s *scenario) note(format string, args ...any) {
-	line := fmt.Sprintf(format, args...)
-	s.mu.Lock()
-	s.notes = append(s.notes, line)
-	s.mu.Unlock()
-	say("chaos:   %s: %s", s.name, line)
-}
+// note says what happened, for the table's notes; problem says what fails
+// the scenario.
+func (s *scenario) note(format string, args ...any) { s.record(&s.notes, "", format, args...) }
 
 func (s *scenario) problem(format string, args ...any) {
+	s.record(&s.problems, "PROBLEM: ", format, args...)
+}
+
+func (s *scenario) record(to *[]string, tag, format string, args ...any) {
 	line := fmt.Sprintf(format, args...)
 	s.mu.Lock()
-	s.problems = append(s.problems, line)
+	*to = append(*to, line)
 	s.mu.Unlock()
-	say("chaos:   %s: PROBLEM: %s", s.name, line)
+	say("chaos:   %s: %s%s", s.name, tag, line)
 }
 
 // goFn runs fn beside the scenario (a fault, a creator); finish waits for

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -324,6 +325,14 @@ func (f *Fleet) ManagerPID(host string) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(string(data)))
+}
+
+// PrintLogs writes the end of every log of the fleet (Logs) to w, each under
+// a line with its path: what a failed suite shows.
+func (f *Fleet) PrintLogs(w io.Writer, tailBytes int) {
+	for path, tail := range f.Logs(tailBytes) {
+		fmt.Fprintf(w, "--- %s (end)\n%s\n", path, tail)
+	}
 }
 
 // Logs returns the end of every log of the fleet (the control plane, the

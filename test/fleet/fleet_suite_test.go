@@ -42,9 +42,7 @@ var _ = BeforeSuite(func() {
 	// Registered before up: a fleet that came up halfway is brought down too.
 	DeferCleanup(func() {
 		if CurrentSpecReport().Failed() {
-			for path, tail := range f.Logs(4000) {
-				GinkgoWriter.Printf("--- %s (end)\n%s\n", path, tail)
-			}
+			f.PrintLogs(GinkgoWriter, 4000)
 		}
 		Expect(f.Down()).To(Succeed())
 		Expect(os.RemoveAll(dir)).To(Succeed())
