@@ -72,8 +72,8 @@ type Agent struct {
 	// wake asks the status loop for a pass (the renewal loop saw a gap).
 	wake     chan struct{}
 	wakeOnce sync.Once
-	lease *coordinationv1.Lease      // the renewal loop's
-	host  *agentsv1alpha1.PodmanHost // the status loop's
+	lease    *coordinationv1.Lease      // the renewal loop's
+	host     *agentsv1alpha1.PodmanHost // the status loop's
 
 	mu sync.Mutex
 	// lastRenewal is when the Lease was last renewed; fenced tells whether
