@@ -14,10 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// The rules below are the ones the CRD's CEL rules state, plus checks CEL
-// cannot say well (path hygiene, conflicting volume options). The webhook
-// runs them all and reports every violation at once, each naming its field
-// and its rule; the controller reuses ParseVolume to build mounts.
+// The rules below are the ones the CRD's schema and CEL rules state, plus
+// checks CEL cannot say well (path hygiene, conflicting volume options): the
+// webhook refuses all the CRD refuses, which the fuzz targets in
+// internal/webhook/v1alpha1 check against the generated CRD. The webhook runs
+// them all and reports every violation at once, each naming its field and its
+// rule; the controller reuses ParseVolume to build mounts.
 
 const (
 	// MaxSecretsPerRun is the reference API's limit on secrets per run.

@@ -16,7 +16,7 @@ import (
 // disagreement is a class of inputs on which the webhook and the CRD's
 // schema and CEL rules disagree on purpose. The fuzz targets accept a
 // disagreement only when each error of the stricter side belongs to a class
-// listed here; docs/validation.md lists the same classes for users.
+// listed here; the README's Validation section lists the same classes for users.
 type disagreement struct {
 	class  string
 	reason string
@@ -34,9 +34,11 @@ var disagreementsByDesign = []disagreement{
 		webhookOnly: func(_ verdict, c metav1.StatusCause) bool { return ruleOf(c.Message) == "clean paths" },
 	},
 	{
-		class:       "a volume mounted at / (rule: volume format)",
-		reason:      "the container path / would hide the image; the CRD's volume pattern allows it, the webhook does not",
-		webhookOnly: func(_ verdict, c metav1.StatusCause) bool { return strings.Contains(c.Message, "the container path may not be /") },
+		class:  "a volume mounted at / (rule: volume format)",
+		reason: "the container path / would hide the image; the CRD's volume pattern allows it, the webhook does not",
+		webhookOnly: func(_ verdict, c metav1.StatusCause) bool {
+			return strings.Contains(c.Message, "the container path may not be /")
+		},
 	},
 	{
 		class: "two options of one kind on a volume (rule: one option of each kind)",

@@ -455,7 +455,9 @@ var specChanges = []func(spec map[string]any, newValue string){
 	func(s map[string]any, v string) { s["command"] = []any{v} },
 	func(s map[string]any, v string) { s["backoffLimit"] = int64(len(v)) },
 	func(s map[string]any, v string) { s["ttlSecondsAfterFinished"] = int64(len(v)) },
-	func(s map[string]any, v string) { s["hostSelector"] = map[string]any{"matchLabels": map[string]any{"k": v}} },
+	func(s map[string]any, v string) {
+		s["hostSelector"] = map[string]any{"matchLabels": map[string]any{"k": v}}
+	},
 	func(s map[string]any, v string) { delete(s, v) },
 	func(s map[string]any, v string) { podmanOf(s)["memory"] = v },
 	func(s map[string]any, v string) { podmanOf(s)["cpus"] = v },
