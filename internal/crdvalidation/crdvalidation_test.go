@@ -36,7 +36,7 @@ func TestValidator(t *testing.T) {
 		{"OpenAPI minLength", run(map[string]any{"prompt": ""}), nil, "spec.prompt"},
 		{"CEL rule", run(map[string]any{"prompt": "p", "podman": map[string]any{"secretsEnv": map[string]any{"T": "a,b"}}}), nil, "(rule: Podman secret name)"},
 		{"CEL rule on a key", run(map[string]any{"prompt": "p", "podman": map[string]any{"env": map[string]any{"LD_PRELOAD": "x"}}}), nil, "(rule: blocked vars)"},
-		{"cancel", run(cancelled), run(valid), "(rule: immutable spec)"},
+		{"cancel set, podman dropped", run(cancelled), run(valid), "(rule: immutable spec)"},
 		{"transition rule", run(map[string]any{"prompt": "q"}), run(map[string]any{"prompt": "p"}), "(rule: immutable spec)"},
 		{"cancel set", run(cancelled), run(map[string]any{"prompt": "p"}), ""},
 		{"cancel cleared", run(map[string]any{"prompt": "p", "cancel": false}), run(cancelled), "(rule: cancel is final)"},

@@ -11,6 +11,7 @@ package v1alpha1_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -289,7 +290,7 @@ func admit(t *testing.T, obj, old map[string]any) verdict {
 		return v
 	}
 	var status *apierrors.StatusError
-	if !apierrors.IsInvalid(err) || !asStatus(err, &status) || status.ErrStatus.Details == nil {
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) || status.ErrStatus.Details == nil {
 		t.Fatalf("the webhook refused with %T %v, want an Invalid error with causes", err, err)
 	}
 	for _, c := range status.ErrStatus.Details.Causes {
@@ -299,12 +300,6 @@ func admit(t *testing.T, obj, old map[string]any) verdict {
 	}
 	v.webhookErrs = status.ErrStatus.Details.Causes
 	return v
-}
-
-func asStatus(err error, status **apierrors.StatusError) bool {
-	s, ok := err.(*apierrors.StatusError)
-	*status = s
-	return ok
 }
 
 // decodeRun decodes obj as the webhook server's decoder does (case-sensitive
