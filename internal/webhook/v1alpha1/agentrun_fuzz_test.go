@@ -270,6 +270,15 @@ func admit(t *testing.T, obj, old map[string]any) verdict {
 		v.crdErrs = crd.ValidateUpdate(context.Background(), newObj, oldObj)
 	}
 
+	var oldRun *agentsv1alpha1.AgentRun
+	if old != nil {
+		var err error
+		if oldRun, err = decodeRun(old); err != nil {
+			// Neither the webhook nor the controller could read such a
+			// stored run (a timeout Go cannot parse): nothing to compare.
+			t.Skipf("the stored run does not decode: %v", err)
+		}
+	}
 	run, err := decodeRun(obj)
 	if err != nil {
 		v.webhookErrs = []metav1.StatusCause{{Message: "decoding: " + err.Error()}}
@@ -279,11 +288,6 @@ func admit(t *testing.T, obj, old map[string]any) verdict {
 	if old == nil {
 		_, err = validator.ValidateCreate(context.Background(), run)
 	} else {
-		oldRun, decodeErr := decodeRun(old)
-		if decodeErr != nil {
-			// Never stored: the API server would not have decoded it either.
-			t.Skipf("old object does not decode: %v", decodeErr)
-		}
 		_, err = validator.ValidateUpdate(context.Background(), oldRun, run)
 	}
 	if err == nil {
