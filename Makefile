@@ -101,6 +101,21 @@ test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman
 podman5-stop: ## Stop the Podman 5 API service and remove what it set up (its storage stays in the cache).
 	@hack/podman5.sh stop
 
+# The fuzz targets (internal/webhook/v1alpha1/agentrun_fuzz_test.go) hold the
+# webhook against the generated CRD's schema and CEL rules. make test runs their
+# seed corpus (testdata/fuzz); make fuzz explores, one target at a time on one
+# worker, and writes any failing input to the corpus.
+FUZZ_PACKAGE := ./internal/webhook/v1alpha1
+FUZZ_TARGETS := FuzzRuleFunctions FuzzAgentRunCreate FuzzAgentRunUpdate
+FUZZTIME ?= 10m
+
+.PHONY: fuzz
+fuzz: ## Fuzz the webhook against the CRD's schema and CEL rules for FUZZTIME (10m) per target.
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$target for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -parallel 1 $(FUZZ_PACKAGE) || exit 1; \
+	done
+
 .PHONY: test-env
 test-env: k8s-binaries ## Print the variables make test sets, to eval before running go test by hand.
 	@echo "export GOTOOLCHAIN=$(GOTOOLCHAIN) GOFLAGS=$(GOFLAGS) CGO_ENABLED=$(CGO_ENABLED)"

@@ -129,6 +129,9 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	if err := mgr.Add(agent); err != nil {
 		return nil, err
 	}
+	if err := mgr.Add(agent.Heartbeat()); err != nil {
+		return nil, err
+	}
 	r.admission = agent.Admission
 	if err := r.SetupWithManager(mgr, events.Requests()); err != nil {
 		return nil, err

@@ -73,7 +73,7 @@ type AgentRunSpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be a positive duration such as 30m (rule: positive timeout)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) > duration('0s')",message="timeout must be a positive duration such as 30m (rule: positive timeout)"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
@@ -151,12 +151,19 @@ type PodmanSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	Memory string `json:"memory,omitempty"`
 
+	// The positive-cpus rule, like the positive-timeout rule, converts only a
+	// value of the pattern's form and leaves the rest to the pattern: a CEL
+	// evaluation error is not ratcheted as a false result is, so a stored run
+	// whose value the conversion fails on (one written before the pattern)
+	// could take no update at all, not even its finalizer's removal
+	// (found by FuzzAgentRunUpdate).
+
 	// CPUs is the number of CPUs the container may use, as Podman's --cpus
 	// takes it (for example 1 or 0.5).
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?|\.[0-9]+)$`
-	// +kubebuilder:validation:XValidation:rule="double(self.startsWith('.') ? '0' + self : self) > 0.0",message="cpus must be greater than 0 (rule: positive cpus)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?|[.][0-9]+)$') || double(self.startsWith('.') ? '0' + self : self) > 0.0",message="cpus must be greater than 0 (rule: positive cpus)"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	CPUs string `json:"cpus,omitempty"`
 

@@ -5,17 +5,21 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// The rules below are the ones the CRD's CEL rules state, plus checks CEL
-// cannot say well (path hygiene, conflicting volume options). The webhook
-// runs them all and reports every violation at once, each naming its field
-// and its rule; the controller reuses ParseVolume to build mounts.
+// The rules below are the ones the CRD's schema and CEL rules state, plus
+// checks CEL cannot say well (path hygiene, conflicting volume options): the
+// webhook refuses all the CRD refuses, which the fuzz targets in
+// internal/webhook/v1alpha1 check against the generated CRD. The webhook runs
+// them all and reports every violation at once, each naming its field and its
+// rule; the controller reuses ParseVolume to build mounts.
 
 const (
 	// MaxSecretsPerRun is the reference API's limit on secrets per run.
@@ -24,6 +28,8 @@ const (
 	MaxSecretNameLength = 253
 	// MaxPromptLength bounds spec.prompt, in bytes.
 	MaxPromptLength = 65536
+	// MaxBackoffLimit is the most retries spec.backoffLimit may ask for.
+	MaxBackoffLimit = 20
 	// PromptEnvVar is the variable through which the controller hands the
 	// prompt to the container; a run may not set it itself.
 	PromptEnvVar = "AGENT_PROMPT"
@@ -49,6 +55,42 @@ const (
 	ruleCleanPaths        = "clean paths"
 	ruleVolumeOptionClash = "one option of each kind"
 	ruleLabelSelector     = "label selector"
+	ruleSizeLimits        = "size limits"
+	ruleHostName          = "host name"
+	rulePositiveTimeout   = "positive timeout"
+	ruleBackoffLimit      = "backoff limit"
+	ruleNonNegativeTTL    = "non-negative ttl"
+	ruleMemoryFormat      = "memory format"
+	ruleCPUsFormat        = "cpus format"
+	rulePositiveCPUs      = "positive cpus"
+	ruleNetworkName       = "network name"
+)
+
+// Lengths and counts the CRD bounds with maxLength, maxItems and
+// maxProperties, checked here too so that the webhook refuses all the CRD
+// refuses (the fuzz targets in internal/webhook/v1alpha1 hold them to it).
+// Lengths are in characters, as OpenAPI counts them.
+const (
+	maxWorkdirLength     = 4096
+	maxImageLength       = 512
+	maxCommandItems      = 64
+	maxArgLength         = 4096
+	maxHostNameLength    = 253
+	maxVolumes           = 32
+	maxVolumeLength      = 2048
+	maxEnvVars           = 128
+	maxEnvValueLength    = 32768
+	maxMemoryLength      = 32
+	maxCPUsLength        = 16
+	maxNetworkNameLength = 253
+)
+
+// The CRD's patterns, for the fields the webhook checks in the same words.
+var (
+	hostNamePattern    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	memoryPattern      = regexp.MustCompile(`^[1-9][0-9]*[bkmgBKMG]?$`)
+	cpusPattern        = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?|\.[0-9]+)$`)
+	networkNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 )
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -195,7 +237,28 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 			rule(fmt.Sprintf("the prompt must be at most %d bytes", MaxPromptLength), rulePromptSize)))
 	}
 	if spec.Workdir != "" {
+		errs = append(errs, maxLength(p.Child("workdir"), spec.Workdir, maxWorkdirLength)...)
 		errs = append(errs, validateAbsoluteCleanPath(p.Child("workdir"), spec.Workdir)...)
+	}
+	errs = append(errs, maxLength(p.Child("image"), spec.Image, maxImageLength)...)
+	errs = append(errs, maxItems(p.Child("command"), len(spec.Command), maxCommandItems)...)
+	for i, arg := range spec.Command {
+		errs = append(errs, maxLength(p.Child("command").Index(i), arg, maxArgLength)...)
+	}
+	errs = append(errs, maxLength(p.Child("hostName"), spec.HostName, maxHostNameLength)...)
+	errs = append(errs, matchPattern(p.Child("hostName"), spec.HostName, hostNamePattern,
+		"host names must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", ruleHostName)...)
+	if spec.Timeout != nil && spec.Timeout.Duration <= 0 {
+		errs = append(errs, field.Invalid(p.Child("timeout"), spec.Timeout.Duration.String(),
+			rule("timeout must be a positive duration such as 30m", rulePositiveTimeout)))
+	}
+	if n := spec.BackoffLimit; n != nil && (*n < 0 || *n > MaxBackoffLimit) {
+		errs = append(errs, field.Invalid(p.Child("backoffLimit"), *n,
+			rule(fmt.Sprintf("backoffLimit must be between 0 and %d", MaxBackoffLimit), ruleBackoffLimit)))
+	}
+	if n := spec.TTLSecondsAfterFinished; n != nil && *n < 0 {
+		errs = append(errs, field.Invalid(p.Child("ttlSecondsAfterFinished"), *n,
+			rule("ttlSecondsAfterFinished must not be negative", ruleNonNegativeTTL)))
 	}
 	if spec.HostSelector != nil {
 		for _, e := range metav1validation.ValidateLabelSelector(spec.HostSelector, metav1validation.LabelSelectorValidationOptions{}, p.Child("hostSelector")) {
@@ -231,17 +294,26 @@ func validatePodman(spec *PodmanSpec, p *field.Path) field.ErrorList {
 	}
 
 	envPath := p.Child("env")
+	if n := len(spec.Env); n > maxEnvVars {
+		errs = append(errs, field.Invalid(envPath, n, rule(fmt.Sprintf("at most %d variables", maxEnvVars), ruleSizeLimits)))
+	}
 	for _, name := range sortedKeys(spec.Env) {
 		keyPath := envPath.Key(name)
 		errs = append(errs, ValidateEnvName(keyPath, name)...)
+		errs = append(errs, maxLength(keyPath, string(spec.Env[name]), maxEnvValueLength)...)
 		if _, dup := spec.SecretsEnv[name]; dup {
 			errs = append(errs, field.Invalid(keyPath, name, rule("a variable may be set in env or in secretsEnv, not both", ruleOneSource)))
 		}
 	}
 
 	volumesPath := p.Child("volumes")
+	errs = append(errs, maxItems(volumesPath, len(spec.Volumes), maxVolumes)...)
 	mounted := map[string]int{}
 	for i, entry := range spec.Volumes {
+		if tooLong := maxLength(volumesPath.Index(i), entry, maxVolumeLength); tooLong != nil {
+			errs = append(errs, tooLong...)
+			continue
+		}
 		v, err := ParseVolume(entry)
 		if err != nil {
 			errs = append(errs, field.Invalid(volumesPath.Index(i), entry, err.Error()))
@@ -254,7 +326,52 @@ func validatePodman(spec *PodmanSpec, p *field.Path) field.ErrorList {
 		}
 		mounted[v.ContainerPath] = i
 	}
+
+	errs = append(errs, maxLength(p.Child("memory"), spec.Memory, maxMemoryLength)...)
+	errs = append(errs, matchPattern(p.Child("memory"), spec.Memory, memoryPattern,
+		"memory must be a number with an optional unit b, k, m or g, such as 512m", ruleMemoryFormat)...)
+	errs = append(errs, validateCPUs(p.Child("cpus"), spec.CPUs)...)
+	errs = append(errs, maxLength(p.Child("network"), spec.Network, maxNetworkNameLength)...)
+	errs = append(errs, matchPattern(p.Child("network"), spec.Network, networkNamePattern,
+		"network names must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", ruleNetworkName)...)
 	return errs
+}
+
+func validateCPUs(p *field.Path, cpus string) field.ErrorList {
+	errs := maxLength(p, cpus, maxCPUsLength)
+	if format := matchPattern(p, cpus, cpusPattern, "cpus must be a decimal number such as 1 or 0.5", ruleCPUsFormat); format != nil {
+		return append(errs, format...)
+	}
+	if n, err := strconv.ParseFloat(cpus, 64); cpus != "" && (err != nil || n <= 0) {
+		errs = append(errs, field.Invalid(p, cpus, rule("cpus must be greater than 0", rulePositiveCPUs)))
+	}
+	return errs
+}
+
+// maxLength refuses a value longer than n characters. The value is not
+// repeated in the error: it may be long.
+func maxLength(p *field.Path, value string, n int) field.ErrorList {
+	if l := utf8.RuneCountInString(value); l > n {
+		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", l), rule(fmt.Sprintf("must be at most %d characters", n), ruleSizeLimits))}
+	}
+	return nil
+}
+
+// maxItems refuses a list of more than n items.
+func maxItems(p *field.Path, items, n int) field.ErrorList {
+	if items > n {
+		return field.ErrorList{field.Invalid(p, items, rule(fmt.Sprintf("at most %d items", n), ruleSizeLimits))}
+	}
+	return nil
+}
+
+// matchPattern refuses a value set but not matching pattern. An empty value
+// is the field unset: the typed spec cannot tell them apart.
+func matchPattern(p *field.Path, value string, pattern *regexp.Regexp, message, ruleName string) field.ErrorList {
+	if value == "" || pattern.MatchString(value) {
+		return nil
+	}
+	return field.ErrorList{field.Invalid(p, value, rule(message, ruleName))}
 }
 
 // ValidateEnvName applies the reference API's env var rules (format, blocked

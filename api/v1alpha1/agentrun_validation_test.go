@@ -292,3 +292,63 @@ func TestValidateAgentRunChecksTheHostSelector(t *testing.T) {
 		})
 	}
 }
+
+// The rules that repeat the CRD's schema (lengths, counts, patterns, ranges),
+// each at its boundary. The fuzz targets in internal/webhook/v1alpha1 hold
+// them against the generated CRD.
+func TestValidateAgentRunAppliesTheSchemaRules(t *testing.T) {
+	int32p := func(n int32) *int32 { return &n }
+	for _, tc := range []struct {
+		desc     string
+		mutate   func(*AgentRunSpec)
+		field    string
+		wantRule string
+	}{
+		{"workdir of 4096 characters", func(s *AgentRunSpec) { s.Workdir = "/" + strings.Repeat("é", 4095) }, "", ""},
+		{"workdir of 4097 characters", func(s *AgentRunSpec) { s.Workdir = "/" + strings.Repeat("w", 4096) }, "spec.workdir", "size limits"},
+		{"image of 513 characters", func(s *AgentRunSpec) { s.Image = strings.Repeat("i", 513) }, "spec.image", "size limits"},
+		{"65 arguments", func(s *AgentRunSpec) { s.Command = make([]string, 65) }, "spec.command", "size limits"},
+		{"argument of 4097 characters", func(s *AgentRunSpec) { s.Command = []string{strings.Repeat("a", 4097)} }, "spec.command[0]", "size limits"},
+		{"host name", func(s *AgentRunSpec) { s.HostName = "host-1.example" }, "", ""},
+		{"host name with a capital", func(s *AgentRunSpec) { s.HostName = "Host-1" }, "spec.hostName", "host name"},
+		{"host name ending with '-'", func(s *AgentRunSpec) { s.HostName = "host-" }, "spec.hostName", "host name"},
+		{"zero timeout", func(s *AgentRunSpec) { s.Timeout = &metav1.Duration{} }, "spec.timeout", "positive timeout"},
+		{"backoffLimit 20", func(s *AgentRunSpec) { s.BackoffLimit = int32p(20) }, "", ""},
+		{"backoffLimit 21", func(s *AgentRunSpec) { s.BackoffLimit = int32p(21) }, "spec.backoffLimit", "backoff limit"},
+		{"backoffLimit -1", func(s *AgentRunSpec) { s.BackoffLimit = int32p(-1) }, "spec.backoffLimit", "backoff limit"},
+		{"ttl 0", func(s *AgentRunSpec) { s.TTLSecondsAfterFinished = int32p(0) }, "", ""},
+		{"ttl -1", func(s *AgentRunSpec) { s.TTLSecondsAfterFinished = int32p(-1) }, "spec.ttlSecondsAfterFinished", "non-negative ttl"},
+		{"33 volumes", func(s *AgentRunSpec) {
+			s.Podman.Volumes = nil
+			for i := range 33 {
+				s.Podman.Volumes = append(s.Podman.Volumes, "/h:/c/"+envName(i))
+			}
+		}, "spec.podman.volumes", "size limits"},
+		{"volume of 2049 characters", func(s *AgentRunSpec) { s.Podman.Volumes = []string{"/" + strings.Repeat("h", 2045) + ":/c"} }, "spec.podman.volumes[0]", "size limits"},
+		{"129 env variables", func(s *AgentRunSpec) {
+			s.Podman.Env = map[string]EnvValue{}
+			for i := range 129 {
+				s.Podman.Env[envName(i)] = "x"
+			}
+		}, "spec.podman.env", "size limits"},
+		{"env value of 32769 characters", func(s *AgentRunSpec) { s.Podman.Env = map[string]EnvValue{"V": EnvValue(strings.Repeat("v", 32769))} }, "spec.podman.env[V]", "size limits"},
+		{"memory 512m", func(s *AgentRunSpec) { s.Podman.Memory = "512m" }, "", ""},
+		{"memory 0", func(s *AgentRunSpec) { s.Podman.Memory = "0" }, "spec.podman.memory", "memory format"},
+		{"memory 1.5g", func(s *AgentRunSpec) { s.Podman.Memory = "1.5g" }, "spec.podman.memory", "memory format"},
+		{"cpus .5", func(s *AgentRunSpec) { s.Podman.CPUs = ".5" }, "", ""},
+		{"cpus 1e3", func(s *AgentRunSpec) { s.Podman.CPUs = "1e3" }, "spec.podman.cpus", "cpus format"},
+		{"cpus 0.0", func(s *AgentRunSpec) { s.Podman.CPUs = "0.0" }, "spec.podman.cpus", "positive cpus"},
+		{"network bridge", func(s *AgentRunSpec) { s.Podman.Network = "bridge" }, "", ""},
+		{"network container:x", func(s *AgentRunSpec) { s.Podman.Network = "container:x" }, "spec.podman.network", "network name"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			run := validRun()
+			tc.mutate(&run.Spec)
+			errs := ValidateAgentRun(run)
+			assertRule(t, errs, tc.wantRule)
+			if tc.wantRule != "" && errs[0].Field != tc.field {
+				t.Errorf("error names %s, want %s", errs[0].Field, tc.field)
+			}
+		})
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -41,7 +42,8 @@ const statusReportPeriod = time.Minute
 
 // Agent keeps one host's PodmanHost and Lease current. It is a manager
 // Runnable that needs leader election: of several managers of one host, only
-// the one that runs its runs speaks for it.
+// the one that runs its runs speaks for it (the PodmanHost, fencing). Its
+// Heartbeat is a Runnable of its own that does not wait for the lease.
 type Agent struct {
 	// Client writes the PodmanHost and the Lease; Reader reads them, and the
 	// runs fencing checks, from the API server itself (never a cache that
@@ -68,9 +70,10 @@ type Agent struct {
 	Clock    clock.Clock
 
 	// wake asks the status loop for a pass (the renewal loop saw a gap).
-	wake  chan struct{}
-	lease *coordinationv1.Lease      // the renewal loop's
-	host  *agentsv1alpha1.PodmanHost // the status loop's
+	wake     chan struct{}
+	wakeOnce sync.Once
+	lease    *coordinationv1.Lease      // the renewal loop's
+	host     *agentsv1alpha1.PodmanHost // the status loop's
 
 	mu sync.Mutex
 	// lastRenewal is when the Lease was last renewed; fenced tells whether
@@ -112,11 +115,7 @@ func IsNotFenced(err error) bool { return errors.Is(err, errNotFenced) }
 // neither Podman 4.3.1 nor 5.4.2 sends secret events (measured), so a new
 // secret shows within one HeartbeatPeriod.
 func (a *Agent) Start(ctx context.Context) error {
-	if a.Clock == nil {
-		a.Clock = clock.RealClock{}
-	}
-	a.wake = make(chan struct{}, 1)
-	go a.renewLoop(ctx)
+	a.init()
 	changes := a.followInventory(ctx)
 	for {
 		a.report(ctx)
@@ -130,16 +129,41 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) renewLoop(ctx context.Context) {
+// init sets what both Runnables share, whichever starts first.
+func (a *Agent) init() {
+	a.wakeOnce.Do(func() {
+		if a.Clock == nil {
+			a.Clock = clock.RealClock{}
+		}
+		a.wake = make(chan struct{}, 1)
+	})
+}
+
+// Heartbeat is the Runnable that renews the host's Lease every
+// HeartbeatPeriod, in a loop that calls only the API server (a slow Podman
+// must not stop the heartbeat). It does not wait for the leader lease: a
+// manager that restarts after a crash waits up to the lease's duration before
+// it leads, and its heartbeat, which says the host is alive, would stop for
+// as long, taking a host that is back for a lost one. Launching, fencing and
+// the PodmanHost wait for the lease; a standby manager of the same host
+// renews the same Lease.
+func (a *Agent) Heartbeat() manager.Runnable { return heartbeat{a} }
+
+type heartbeat struct{ a *Agent }
+
+func (h heartbeat) Start(ctx context.Context) error {
+	h.a.init()
 	for {
-		a.renewOnce(ctx)
+		h.a.renewOnce(ctx)
 		select {
 		case <-ctx.Done():
-			return
-		case <-a.Clock.After(a.HeartbeatPeriod):
+			return nil
+		case <-h.a.Clock.After(h.a.HeartbeatPeriod):
 		}
 	}
 }
+
+func (heartbeat) NeedLeaderElection() bool { return false }
 
 // renewOnce renews the Lease. A host whose last renewal is older than the
 // grace period may have been declared lost, its runs given to other hosts:
@@ -278,6 +302,12 @@ func (a *Agent) renew(ctx context.Context, now time.Time) error {
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: now}
 	if err := a.Client.Update(ctx, lease); err != nil {
 		a.lease = nil // read it afresh next time
+		if apierrors.IsConflict(err) {
+			// Another manager of this host (a standby) renewed it since;
+			// either way this one reached the API server, and the host is
+			// alive.
+			return nil
+		}
 		return fmt.Errorf("renewing Lease %s/%s: %w", a.LeaseNamespace, a.Host, err)
 	}
 	a.lease = lease

@@ -199,3 +199,67 @@ func drain(r *events.FakeRecorder) []string {
 		}
 	}
 }
+
+// The heartbeat does not wait for the leader lease: a manager restarted
+// after a crash waits out its predecessor's lease (15 s) before it leads,
+// and a heartbeat that waited too would let the fleet take a host that is
+// back for a lost one.
+func TestHeartbeatRunsWithoutTheLeaderLease(t *testing.T) {
+	a, _, clock, _ := newAgent(t)
+	hb := a.Heartbeat()
+	if elected, ok := hb.(interface{ NeedLeaderElection() bool }); !ok || elected.NeedLeaderElection() {
+		t.Fatal("the heartbeat must run whether or not this manager leads")
+	}
+	if _, ok := any(a).(interface{ NeedLeaderElection() bool }); ok {
+		t.Fatal("the agent (PodmanHost, fencing) must wait for the leader lease")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- hb.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	renewedAt := func() time.Time {
+		lease := &coordinationv1.Lease{}
+		if err := a.Reader.Get(ctx, types.NamespacedName{Namespace: "agentrun-system", Name: "h1"}, lease); err != nil || lease.Spec.RenewTime == nil {
+			return time.Time{}
+		}
+		return lease.Spec.RenewTime.Time
+	}
+	first := clock.Now()
+	waitUntil(t, func() bool { return renewedAt().Equal(first) })
+	waitUntil(t, clock.HasWaiters)
+	clock.Step(a.HeartbeatPeriod)
+	waitUntil(t, func() bool { return renewedAt().Equal(first.Add(a.HeartbeatPeriod)) })
+}
+
+// A standby manager of the same host renews the same Lease: the renewal
+// that meets its write's conflict still counts, as the host is alive and
+// this manager reached the API server.
+func TestAConflictingRenewalByTheHostsOtherManagerCounts(t *testing.T) {
+	a, _, clock, _ := newAgent(t)
+	standby := &Agent{Client: a.Client, Reader: a.Reader, Host: a.Host, LeaseNamespace: a.LeaseNamespace, GracePeriod: a.GracePeriod}
+	ctx := context.Background()
+	if err := a.renew(ctx, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.renew(ctx, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.renew(ctx, clock.Now()); err != nil {
+		t.Fatalf("a renewal after the standby's: %v", err)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

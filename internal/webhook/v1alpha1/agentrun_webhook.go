@@ -19,8 +19,9 @@ import (
 
 // AgentRunValidator is the validating admission webhook for AgentRuns. The API
 // server evaluates the CRD's CEL rules before calling it, so it sees runs that
-// already pass them; it adds the checks CEL cannot state and names the exact
-// key or index at fault.
+// already pass them; it applies the same rules (so that it holds the whole
+// contract, which the fuzz targets check), adds the checks CEL cannot state
+// and names the exact key or index at fault.
 //
 // The zero value applies the API's rules. Rules apply when a run is created
 // only: its spec cannot change afterwards, so an update is checked for that
