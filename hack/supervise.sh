@@ -18,7 +18,9 @@ trap 'if [[ -n $child ]]; then kill -TERM "$child" 2>/dev/null; wait "$child"; f
 while :; do
   "$@" &
   child=$!
-  echo "$child" >"$pidfile"
+  # Renamed into place: a reader never sees the file empty.
+  echo "$child" >"$pidfile.new"
+  mv -f "$pidfile.new" "$pidfile"
   wait "$child"
   rc=$?
   ((rc == 0)) && exit 0
