@@ -84,6 +84,7 @@ type options struct {
 	heartbeatPeriod       time.Duration
 	hostGracePeriod       time.Duration
 	pinnedRunsWait        bool
+	runRecordRetention    time.Duration
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -142,6 +143,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.leaseNamespace, "lease-namespace", controllers.DefaultLeaseNamespace, "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
 	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", controllers.DefaultHeartbeatPeriod, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
 	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", controllers.DefaultHostGracePeriod, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
+	fs.DurationVar(&o.runRecordRetention, "run-record-retention", controllers.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -159,6 +161,9 @@ func (o *options) validate() error {
 	}
 	if len(list(o.mode)) == 0 {
 		errs = append(errs, errors.New("--mode is empty"))
+	}
+	if o.runRecordRetention < 0 {
+		errs = append(errs, errors.New("--run-record-retention must not be negative (0 keeps no records)"))
 	}
 	if o.heartbeatPeriod <= 0 || o.hostGracePeriod <= o.heartbeatPeriod {
 		errs = append(errs, errors.New("--heartbeat-period must be positive and --host-grace-period longer than it"))
@@ -320,35 +325,37 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 	hostPolicy, _ := o.policy() // validated by parseOptions
 	hostLabels, _ := o.labels()
 	return controllers.HostConfig{
-		Host:              o.hostName,
-		Runtime:           containers.WithCallTimeout(rt, o.podmanCallTimeout),
-		DiscardOutput:     !o.captureOutput,
-		Defaults:          controllers.Defaults{Image: o.defaultImage, Command: o.command()},
-		OutputTailBytes:   o.outputTailBytes,
-		KeepContainers:    o.keepContainers,
-		StopGracePeriod:   o.stopGracePeriod,
-		ResyncPeriod:      o.resyncPeriod,
-		RecheckPeriod:     o.recheckPeriod,
-		DefaultTimeout:    o.defaultTimeout,
-		RetryBackoff:      o.retryBackoff,
-		MaxRetryBackoff:   o.maxRetryBackoff,
-		MaxConcurrentRuns: o.maxConcurrentRuns,
-		Policy:            hostPolicy,
-		Workers:           o.workers,
-		EventRetryPeriod:  2 * time.Second,
-		Labels:            hostLabels,
-		LeaseNamespace:    o.leaseNamespace,
-		HeartbeatPeriod:   o.heartbeatPeriod,
-		GracePeriod:       o.hostGracePeriod,
+		Host:               o.hostName,
+		Runtime:            containers.WithCallTimeout(rt, o.podmanCallTimeout),
+		DiscardOutput:      !o.captureOutput,
+		Defaults:           controllers.Defaults{Image: o.defaultImage, Command: o.command()},
+		OutputTailBytes:    o.outputTailBytes,
+		KeepContainers:     o.keepContainers,
+		StopGracePeriod:    o.stopGracePeriod,
+		ResyncPeriod:       o.resyncPeriod,
+		RecheckPeriod:      o.recheckPeriod,
+		DefaultTimeout:     o.defaultTimeout,
+		RetryBackoff:       o.retryBackoff,
+		MaxRetryBackoff:    o.maxRetryBackoff,
+		MaxConcurrentRuns:  o.maxConcurrentRuns,
+		Policy:             hostPolicy,
+		Workers:            o.workers,
+		EventRetryPeriod:   2 * time.Second,
+		Labels:             hostLabels,
+		LeaseNamespace:     o.leaseNamespace,
+		HeartbeatPeriod:    o.heartbeatPeriod,
+		GracePeriod:        o.hostGracePeriod,
+		RunRecordRetention: o.runRecordRetention,
 	}
 }
 
 // fleetConfig is the configuration of the fleet's controllers.
 func (o *options) fleetConfig() controllers.FleetConfig {
 	return controllers.FleetConfig{
-		LeaseNamespace: o.leaseNamespace,
-		GracePeriod:    o.hostGracePeriod,
-		PinnedRunsWait: o.pinnedRunsWait,
-		RecheckPeriod:  time.Minute,
+		LeaseNamespace:     o.leaseNamespace,
+		GracePeriod:        o.hostGracePeriod,
+		PinnedRunsWait:     o.pinnedRunsWait,
+		RecheckPeriod:      time.Minute,
+		RunRecordRetention: o.runRecordRetention,
 	}
 }

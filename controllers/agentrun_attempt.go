@@ -32,6 +32,15 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 		return r.cancel(ctx, run)
 	}
 	if run.Status.ContainerName == "" {
+		if run.Status.Attempts == 0 {
+			rec, err := r.alreadyRan(ctx, run)
+			if err != nil {
+				return stateOf(&run.Status), ctrl.Result{}, err
+			}
+			if rec != nil {
+				return endAsRecorded(run, rec), ctrl.Result{}, nil
+			}
+		}
 		// The first attempt, or the next after the run's host was lost.
 		return r.launch(ctx, run, run.Status.Attempts+1)
 	}

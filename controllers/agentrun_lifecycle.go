@@ -38,9 +38,12 @@ func retryDelay(failed int32, base, maxDelay time.Duration) time.Duration {
 }
 
 // untilTTLExpiry is how long a finished run has left before it is deleted.
-// ok is false when the run has no TTL or has not finished.
+// ok is false when the run has no TTL or has not finished, and for a run
+// that ended AlreadyRan: it stands for a manifest kept in Git, and deleting
+// it would only make the next sync create it again.
 func untilTTLExpiry(run *agentsv1alpha1.AgentRun, now time.Time) (left time.Duration, ok bool) {
-	if run.Spec.TTLSecondsAfterFinished == nil || run.Status.CompletionTime == nil || !run.Status.Phase.IsFinished() {
+	if run.Spec.TTLSecondsAfterFinished == nil || run.Status.CompletionTime == nil || !run.Status.Phase.IsFinished() ||
+		stateOf(&run.Status).reason == agentsv1alpha1.ReasonAlreadyRan {
 		return 0, false
 	}
 	ttl := time.Duration(*run.Spec.TTLSecondsAfterFinished) * time.Second

@@ -102,13 +102,21 @@ func conditionsFor(status *agentsv1alpha1.AgentRunStatus, st runState) []metav1.
 			cond(agentsv1alpha1.ConditionSucceeded, succeeded, st.reason, st.message),
 			cond(agentsv1alpha1.ConditionFailed, !succeeded, st.reason, st.message),
 			cond(agentsv1alpha1.ConditionFinished, true, st.reason, st.message),
+			cond(agentsv1alpha1.ConditionReady, succeeded, st.reason, st.message),
+			cond(agentsv1alpha1.ConditionReconciling, false, st.reason, "the run finished"),
+			cond(agentsv1alpha1.ConditionStalled, !succeeded, st.reason, st.message),
 		)
 	} else {
 		notYet := "the run has not finished"
+		// The reason says what the run does (Launched) or waits for
+		// (Claimed, SecretNotFound, BackOff, ...).
 		out = append(out,
 			cond(agentsv1alpha1.ConditionSucceeded, false, agentsv1alpha1.ReasonNotFinished, notYet),
 			cond(agentsv1alpha1.ConditionFailed, false, agentsv1alpha1.ReasonNotFinished, notYet),
 			cond(agentsv1alpha1.ConditionFinished, false, agentsv1alpha1.ReasonNotFinished, notYet),
+			cond(agentsv1alpha1.ConditionReady, false, st.reason, st.message),
+			cond(agentsv1alpha1.ConditionReconciling, true, st.reason, st.message),
+			cond(agentsv1alpha1.ConditionStalled, false, agentsv1alpha1.ReasonNotFinished, notYet),
 		)
 	}
 	return out

@@ -8,6 +8,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
+// DefaultRunRecordRetention is how long a run's record outlives the last run
+// of its name and manifest by default: long enough for a manifest to stay in
+// Git for weeks after its run was deleted, small in the API server (a record
+// is a few hundred bytes).
+const DefaultRunRecordRetention = 30 * 24 * time.Hour
+
 // FleetConfig is what the fleet's controllers (placement and host lifecycle)
 // are set up from. They run once per cluster, not per host: in the cluster's
 // manager (--mode=webhook,fleet), elected among its replicas.
@@ -24,11 +30,14 @@ type FleetConfig struct {
 	// RecheckPeriod bounds how long an unschedulable run waits when nothing
 	// watched changes.
 	RecheckPeriod time.Duration
-	Clock         clock.Clock
+	// RunRecordRetention is how long an AgentRunRecord outlives the last
+	// run of its name and manifest; 0 keeps no records (and deletes none).
+	RunRecordRetention time.Duration
+	Clock              clock.Clock
 }
 
-// SetupFleet adds the fleet's scheduler and host lifecycle controller to mgr,
-// which must have been made with CacheOptions.
+// SetupFleet adds the fleet's scheduler, host lifecycle controller and run
+// record collector to mgr, which must have been made with CacheOptions.
 func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -45,8 +54,15 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	return (&HostLifecycleReconciler{
+	if err := (&HostLifecycleReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder,
-		LeaseNamespace: cfg.LeaseNamespace, GracePeriod: cfg.GracePeriod, PinnedRunsWait: cfg.PinnedRunsWait, Clock: cfg.Clock,
-	}).SetupWithManager(mgr)
+		LeaseNamespace: cfg.LeaseNamespace, GracePeriod: cfg.GracePeriod, PinnedRunsWait: cfg.PinnedRunsWait,
+		RunRecordRetention: cfg.RunRecordRetention, Clock: cfg.Clock,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if cfg.RunRecordRetention <= 0 {
+		return nil
+	}
+	return (&RunRecordReconciler{Client: mgr.GetClient(), Retention: cfg.RunRecordRetention, Clock: cfg.Clock}).SetupWithManager(mgr)
 }

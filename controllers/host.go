@@ -43,6 +43,11 @@ type HostConfig struct {
 	// altogether (--capture-output=false), for hosts where even masked
 	// output may not leave the host.
 	DiscardOutput bool
+	// RunRecordRetention, when positive, makes the host record each run
+	// that finishes (an AgentRunRecord) and end a new run whose manifest a
+	// deleted run already ran as that run ended (reason AlreadyRan),
+	// instead of launching it again.
+	RunRecordRetention time.Duration
 	// KeepContainers leaves finished containers for inspection; they are
 	// removed when their AgentRun is deleted.
 	KeepContainers bool

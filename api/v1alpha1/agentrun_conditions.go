@@ -39,6 +39,21 @@ const (
 	// spec.backoffLimit; a pinned run fails with reason HostLost. It stays
 	// True for the rest of the run's life, as a record of the disruption.
 	ConditionHostLost = "HostLost"
+
+	// ConditionReady, ConditionReconciling and ConditionStalled are the
+	// conditions kstatus (sigs.k8s.io/cli-utils/pkg/kstatus) reads, so that
+	// Flux's health checks, `kubectl wait --for=condition=Ready` and other
+	// GitOps tools see a run as in progress until it ends:
+	//   - Ready is True once the run succeeded, and False before and on
+	//     any other outcome, with the run's reason;
+	//   - Reconciling is True while the run has not finished (its reason
+	//     says what it is doing or waiting for), False once it has;
+	//   - Stalled is True when the run finished without success (failed,
+	//     deadline exceeded, cancelled), with that reason: kstatus then
+	//     reports Failed rather than waiting for ever.
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
 )
 
 // Condition reasons, CamelCase as Kubernetes reasons are. The same words are
@@ -103,6 +118,10 @@ const (
 	ReasonUnschedulable = "Unschedulable"
 	// ReasonHostLost: the run's host stopped renewing its heartbeat.
 	ReasonHostLost = "HostLost"
+	// ReasonAlreadyRan: an AgentRun of the same namespace, name and manifest
+	// ran before and was deleted; its AgentRunRecord says how it ended, and
+	// this run ends the same way without launching anything.
+	ReasonAlreadyRan = "AlreadyRan"
 	// ReasonNotFinished: the run has not reached a terminal phase.
 	ReasonNotFinished = "NotFinished"
 )

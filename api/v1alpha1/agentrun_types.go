@@ -353,8 +353,11 @@ type AgentRun struct {
 	// +required
 	Spec AgentRunSpec `json:"spec"`
 
-	// Status is what the controller observed of the run.
+	// Status is what the controller observed of the run. A new run reads
+	// observedGeneration 0 until a controller writes its status, so that
+	// kstatus (Flux) sees it in progress rather than current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status AgentRunStatus `json:"status,omitempty"`
 }
 

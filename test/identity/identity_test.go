@@ -357,3 +357,39 @@ var _ = Describe("The kubeconfig hack/host-identity.sh makes", func() {
 		expectRefused(writeStatus(ctx, withToken, key, running), runsPolicy, "only this host's runs")
 	})
 })
+
+const recordsPolicy = "agentrun-host-records"
+
+// record is the record of a run of host, named name, in the runs' namespace.
+func record(name, host string) *agentsv1alpha1.AgentRunRecord {
+	return &agentsv1alpha1.AgentRunRecord{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: runNamespace},
+		Spec: agentsv1alpha1.AgentRunRecordSpec{
+			RunKey: "sha256:0", RunUID: "0123", Host: host, Phase: agentsv1alpha1.PhaseSucceeded, Reason: "Completed",
+		},
+	}
+}
+
+var _ = Describe("A host writing AgentRunRecords", func() {
+	It("may record its own runs, and replace the record another host left under the same name", func(ctx SpecContext) {
+		rec := record("recorded-by-b", "b")
+		Expect(hostB.Create(ctx, rec)).To(Succeed())
+		rec.Spec.Host, rec.Spec.RunUID = "a", "4567"
+		Expect(hostA.Update(ctx, rec)).To(Succeed())
+	})
+
+	It("may not record a run as another host's", func(ctx SpecContext) {
+		expectRefused(hostA.Create(ctx, record("forged", "b")), recordsPolicy, "own records only")
+		rec := record("kept-by-a", "a")
+		Expect(hostA.Create(ctx, rec)).To(Succeed())
+		rec.Spec.Host = "b"
+		expectRefused(hostA.Update(ctx, rec), recordsPolicy, "own records only")
+	})
+
+	It("may not delete a record, not even its own; the fleet may", func(ctx SpecContext) {
+		rec := record("deleted-by-the-fleet", "a")
+		Expect(hostA.Create(ctx, rec)).To(Succeed())
+		expectRefused(hostA.Delete(ctx, rec), recordsPolicy, "hosts do not delete records")
+		Expect(fleet.Delete(ctx, rec)).To(Succeed())
+	})
+})

@@ -55,7 +55,7 @@ const (
 )
 
 // The policies config/host installs.
-var policies = []string{"agentrun-host-runs", "agentrun-host-podmanhosts", "agentrun-host-leases"}
+var policies = []string{"agentrun-host-runs", "agentrun-host-podmanhosts", "agentrun-host-leases", "agentrun-host-records"}
 
 var (
 	env   *envtest.Environment
@@ -97,7 +97,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	applyAll(ctx, defaults, func(u *unstructured.Unstructured) bool {
 		return u.GetKind() == "ClusterRole" && u.GetName() == "agentrun-manager-role"
 	}, 1)
-	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 7)
+	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 9)
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
 	applyAll(ctx, identities, nil, 9)
@@ -150,7 +150,7 @@ var _ = AfterSuite(func() {
 })
 
 // checkTypes type-checks the policies against the API server's schemas of
-// AgentRun, PodmanHost and Lease, as kube-controller-manager's policy status
+// AgentRun, AgentRunRecord, PodmanHost and Lease, as kube-controller-manager's policy status
 // controller does to fill in status.typeChecking (envtest runs no controller
 // manager, so the status stays empty): a warning is an expression that
 // names something the type does not have, a misspelt field say, which
@@ -198,6 +198,14 @@ func waitForPolicies(ctx context.Context) {
 			err := hostA.Create(ctx, ph)
 			if err == nil {
 				Expect(admin.Delete(ctx, ph)).To(Succeed())
+			}
+			return err
+		},
+		"agentrun-host-records": func() error {
+			rec := record("probe", "b")
+			err := hostA.Create(ctx, rec)
+			if err == nil {
+				Expect(admin.Delete(ctx, rec)).To(Succeed())
 			}
 			return err
 		},
