@@ -110,6 +110,7 @@ var _ = BeforeSuite(func() {
 	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNamespace}})).To(Succeed())
 	Expect(controllers.SetupFleet(webhookMgr, controllers.FleetConfig{
 		LeaseNamespace: leaseNamespace, GracePeriod: hostGracePeriod, RecheckPeriod: time.Minute,
+		RunRecordRetention: time.Hour,
 	})).To(Succeed())
 	Expect(addHost(webhookMgr, hostA, rt, true)).To(Succeed())
 	startManager(ctx, webhookMgr)
@@ -199,23 +200,24 @@ func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepCont
 // heartbeats, and exits seen through Podman's events only.
 func hostConfig(host string, runtime containers.Runtime, keepContainers bool, maxRuns int) controllers.HostConfig {
 	return controllers.HostConfig{
-		Host:              host,
-		Runtime:           runtime,
-		Defaults:          controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
-		OutputTailBytes:   4096,
-		KeepContainers:    keepContainers,
-		StopGracePeriod:   5 * time.Second,
-		ResyncPeriod:      time.Hour, // completion must come from Podman's events
-		RecheckPeriod:     time.Second,
-		DefaultTimeout:    time.Hour,
-		RetryBackoff:      time.Second,
-		MaxRetryBackoff:   time.Second,
-		MaxConcurrentRuns: maxRuns,
-		Policy:            testenv.Policy(),
-		Workers:           4,
-		EventRetryPeriod:  time.Second,
-		LeaseNamespace:    leaseNamespace,
-		HeartbeatPeriod:   heartbeatPeriod,
-		GracePeriod:       hostGracePeriod,
+		Host:               host,
+		Runtime:            runtime,
+		Defaults:           controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
+		OutputTailBytes:    4096,
+		KeepContainers:     keepContainers,
+		StopGracePeriod:    5 * time.Second,
+		ResyncPeriod:       time.Hour, // completion must come from Podman's events
+		RecheckPeriod:      time.Second,
+		DefaultTimeout:     time.Hour,
+		RetryBackoff:       time.Second,
+		MaxRetryBackoff:    time.Second,
+		MaxConcurrentRuns:  maxRuns,
+		Policy:             testenv.Policy(),
+		Workers:            4,
+		EventRetryPeriod:   time.Second,
+		LeaseNamespace:     leaseNamespace,
+		HeartbeatPeriod:    heartbeatPeriod,
+		GracePeriod:        hostGracePeriod,
+		RunRecordRetention: time.Hour,
 	}
 }
