@@ -872,7 +872,21 @@ demo() {
     }
   done
   kubectl delete -k "$ROOT/config/samples" --wait=true >/dev/null
-  step "demo done: both sample runs Succeeded"
+  step "applied again after its deletion (as a GitOps sync does), hello does not run twice:"
+  kubectl apply -f "$ROOT/config/samples/agents_v1alpha1_agentrun_minimal.yaml"
+  kubectl wait --for=condition=Finished agentrun/hello --timeout=60s
+  local reason
+  reason=$(kubectl get agentrun hello -o jsonpath='{.status.conditions[?(@.type=="Finished")].reason}')
+  kubectl get agentrun hello -o jsonpath='{.status.message}'
+  echo
+  [[ $reason == AlreadyRan ]] || {
+    step "hello ended $reason, not AlreadyRan"
+    return 1
+  }
+  # The records too: a demo run again on this stack runs the samples again.
+  kubectl delete agentrun hello --wait=true >/dev/null
+  kubectl delete agentrunrecords hello review-prs --ignore-not-found >/dev/null
+  step "demo done: both sample runs Succeeded, and hello applied again did not run twice"
 }
 
 case ${1:-} in
