@@ -138,7 +138,7 @@ var _ = Describe("An AgentRun as GitOps tools see it", func() {
 		Expect(ended.Status.Message).To(ContainSubstring(string(done.UID)))
 		Expect(*ended.Status.ExitCode).To(BeEquivalentTo(3))
 		expectGitopsView(ctx, again, status.FailedStatus, "Degraded")
-		Consistently(creates.Load).WithTimeout(2 * time.Second).Should(BeEquivalentTo(1), "Podman's create events for the manifest")
+		Consistently(creates.Load).WithTimeout(2*time.Second).Should(BeEquivalentTo(1), "Podman's create events for the manifest")
 
 		By("run again on purpose, with a new value of the rerun annotation")
 		deleteAndWait(again)

@@ -87,11 +87,13 @@ type HostConfig struct {
 	HeartbeatPeriod, GracePeriod time.Duration
 }
 
-// CacheOptions are the manager cache settings a host's reconciler expects:
-// AgentRuns trimmed by TrimForCache.
+// CacheOptions are the manager cache settings a host's reconciler and the
+// fleet expect: AgentRuns trimmed by TrimForCache, and run records without
+// their messages.
 func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&agentsv1alpha1.AgentRun{}: {Transform: TrimForCache},
+		&agentsv1alpha1.AgentRun{}:       {Transform: TrimForCache},
+		&agentsv1alpha1.AgentRunRecord{}: {Transform: trimRecordForCache},
 	}}
 }
 

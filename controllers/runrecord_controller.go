@@ -72,6 +72,19 @@ func (g *RunRecordReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{}, nil
 }
 
+// trimRecordForCache keeps of a cached AgentRunRecord what the collector
+// reads (its run key and completion time), not its message of up to 4 KiB:
+// the fleet caches every record of the retention period. Nothing writes a
+// record from the cache (hosts read the record they replace from the API
+// server).
+func trimRecordForCache(obj any) (any, error) {
+	if rec, ok := obj.(*agentsv1alpha1.AgentRunRecord); ok {
+		rec.ManagedFields = nil
+		rec.Spec.Message = ""
+	}
+	return obj, nil
+}
+
 // SetupWithManager reconciles each record, and the record of each run that
 // changes or goes.
 func (g *RunRecordReconciler) SetupWithManager(mgr ctrl.Manager) error {
