@@ -66,7 +66,7 @@ spec:
 			`jsonpath={.status.phase} {.status.conditions[?(@.type=="Finished")].reason}`)).To(Equal("Succeeded AlreadyRan"))
 		Expect(kubectlOK("get", "agentrun", "kept-in-git", "-n", ns, "-o", "jsonpath={.status.message}")).
 			To(ContainSubstring("agents.agentrun.dev/rerun"), "the message says how to run it again")
-		Consistently(creates.Load).WithTimeout(3 * time.Second).Should(BeEquivalentTo(1), "no container for the second apply")
+		Consistently(creates.Load).WithTimeout(3*time.Second).Should(BeEquivalentTo(1), "no container for the second apply")
 		Expect(kubectlOK("get", "agentrun", "kept-in-git", "-n", ns)).To(ContainSubstring("Succeeded"),
 			"an AlreadyRan run stays: its TTL would only make the next sync create it again")
 
