@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/claudecli"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/policy"
 )
@@ -67,7 +68,11 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		spec.Image = d.Image
 	}
 	if len(spec.Command) == 0 {
-		spec.Command = append(spec.Command, d.Command...)
+		command, err := claudecli.Command(d.Command, run.Spec.Claude)
+		if err != nil {
+			return containers.Spec{}, err
+		}
+		spec.Command = command
 	}
 	spec.Command = append(spec.Command, run.Spec.Prompt)
 

@@ -7,8 +7,9 @@ import (
 // AgentRunSpec describes one run of an AI coding agent in a Podman container.
 // Everything but cancel is fixed once the run is created: a run is a record of
 // what was executed, so a change means a new AgentRun.
-// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 // +kubebuilder:validation:XValidation:rule="!oldSelf.?cancel.orValue(false) || self.?cancel.orValue(false)",message="spec.cancel cannot be set back to false once a run is cancelled (rule: cancel is final)"
+// +kubebuilder:validation:XValidation:rule="!has(self.claude) || !has(self.command) || size(self.command) == 0",message="spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command (rule: claude options need the default command)"
 type AgentRunSpec struct {
 	// Prompt is the task given to the agent. It is passed as the last argument
 	// of the command and as the environment variable AGENT_PROMPT.
@@ -61,6 +62,13 @@ type AgentRunSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	HostSelector *metav1.LabelSelector `json:"hostSelector,omitempty"`
 
+	// Claude holds Claude Code's options, turned into its command-line flags.
+	// They apply to the host's default command, which must be Claude Code:
+	// a run that sets spec.command writes its flags there instead.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Claude *ClaudeSpec `json:"claude,omitempty"`
+
 	// Podman holds the container settings passed to Podman.
 	// +optional
 	Podman PodmanSpec `json:"podman,omitempty"`
@@ -100,6 +108,62 @@ type AgentRunSpec struct {
 	// may change after creation, and it cannot be set back to false.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
+}
+
+// ClaudeSpec holds Claude Code's options. Each becomes one of the CLI's flags;
+// none may start with '-', so none can be read as another flag.
+type ClaudeSpec struct {
+	// Model is the model, an alias (sonnet, opus) or a full name
+	// (--model).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._:\[\]-]*$`
+	Model string `json:"model,omitempty"`
+
+	// MaxTurns bounds the agent's turns (--max-turns).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	MaxTurns *int32 `json:"maxTurns,omitempty"`
+
+	// MaxBudgetUSD bounds what the run may spend on API calls, in US
+	// dollars, as a decimal string such as "5" or "0.50" (--max-budget-usd).
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:Pattern=`^[0-9]+([.][0-9]+)?$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^0*([.]0*)?$')",message="maxBudgetUSD must be more than 0 (rule: positive budget)"
+	MaxBudgetUSD string `json:"maxBudgetUSD,omitempty"`
+
+	// AllowedTools are the tools the agent may use without asking, in
+	// Claude Code's rule syntax: "Read", "Bash(git diff:*)",
+	// "mcp__github" (--allowedTools).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z_][^\x00-\x1f\x7f]*$`
+	AllowedTools []string `json:"allowedTools,omitempty"`
+
+	// DisallowedTools are the tools the agent may not use, in the same
+	// syntax (--disallowedTools).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z_][^\x00-\x1f\x7f]*$`
+	DisallowedTools []string `json:"disallowedTools,omitempty"`
+
+	// PermissionMode is how the agent asks for permission
+	// (--permission-mode).
+	// +optional
+	// +kubebuilder:validation:Enum=acceptEdits;auto;bypassPermissions;manual;dontAsk;plan
+	PermissionMode string `json:"permissionMode,omitempty"`
+
+	// AppendSystemPrompt is added to the end of Claude Code's system prompt
+	// (--append-system-prompt).
+	// +optional
+	// +kubebuilder:validation:MaxLength=16384
+	AppendSystemPrompt string `json:"appendSystemPrompt,omitempty"`
 }
 
 // PodmanSpec holds the container settings passed to Podman.
@@ -338,6 +402,8 @@ type AgentResult struct {
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`,priority=1
 // +kubebuilder:printcolumn:name="Started",type=date,JSONPath=`.status.startTime`,priority=1
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completionTime`,priority=1
+// +kubebuilder:printcolumn:name="Turns",type=integer,JSONPath=`.status.agentResult.numTurns`,priority=1
+// +kubebuilder:printcolumn:name="Cost",type=string,JSONPath=`.status.agentResult.costUSD`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 

@@ -64,6 +64,13 @@ const (
 	ruleCPUsFormat        = "cpus format"
 	rulePositiveCPUs      = "positive cpus"
 	ruleNetworkName       = "network name"
+	ruleClaudeNeedsCmd    = "claude options need the default command"
+	ruleModelName         = "model name"
+	ruleTurns             = "max turns"
+	ruleBudgetFormat      = "budget format"
+	rulePositiveBudget    = "positive budget"
+	ruleToolRule          = "tool rule"
+	rulePermissionMode    = "permission mode"
 )
 
 // Lengths and counts the CRD bounds with maxLength, maxItems and
@@ -83,6 +90,12 @@ const (
 	maxMemoryLength      = 32
 	maxCPUsLength        = 16
 	maxNetworkNameLength = 253
+	maxModelLength       = 128
+	maxTurns             = 10000
+	maxBudgetLength      = 16
+	maxTools             = 64
+	maxToolLength        = 256
+	maxSystemPromptAdd   = 16384
 )
 
 // The CRD's patterns, for the fields the webhook checks in the same words.
@@ -91,7 +104,14 @@ var (
 	memoryPattern      = regexp.MustCompile(`^[1-9][0-9]*[bkmgBKMG]?$`)
 	cpusPattern        = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?|\.[0-9]+)$`)
 	networkNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	modelPattern       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:\[\]-]*$`)
+	budgetPattern      = regexp.MustCompile(`^[0-9]+([.][0-9]+)?$`)
+	zeroBudgetPattern  = regexp.MustCompile(`^0*([.]0*)?$`)
+	toolRulePattern    = regexp.MustCompile(`^[A-Za-z_][^\x00-\x1f\x7f]*$`)
 )
+
+// PermissionModes are the values Claude Code's --permission-mode takes.
+var PermissionModes = []string{"acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan"}
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -267,6 +287,51 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 		}
 	}
 	errs = append(errs, validatePodman(&spec.Podman, p.Child("podman"))...)
+	if spec.Claude != nil {
+		if len(spec.Command) > 0 {
+			errs = append(errs, field.Forbidden(p.Child("claude"), rule(
+				"spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command", ruleClaudeNeedsCmd)))
+		}
+		errs = append(errs, validateClaude(spec.Claude, p.Child("claude"))...)
+	}
+	return errs
+}
+
+func validateClaude(c *ClaudeSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	errs = append(errs, maxLength(p.Child("model"), c.Model, maxModelLength)...)
+	errs = append(errs, matchPattern(p.Child("model"), c.Model, modelPattern,
+		"model names start with a letter or digit and contain only letters, digits, '.', '_', ':', '[', ']' and '-'", ruleModelName)...)
+	if n := c.MaxTurns; n != nil && (*n < 1 || *n > maxTurns) {
+		errs = append(errs, field.Invalid(p.Child("maxTurns"), *n, rule(fmt.Sprintf("maxTurns must be between 1 and %d", maxTurns), ruleTurns)))
+	}
+	if b := c.MaxBudgetUSD; b != "" {
+		budgetPath := p.Child("maxBudgetUSD")
+		errs = append(errs, maxLength(budgetPath, b, maxBudgetLength)...)
+		errs = append(errs, matchPattern(budgetPath, b, budgetPattern, "maxBudgetUSD must be a decimal number of dollars such as 5 or 0.50", ruleBudgetFormat)...)
+		if zeroBudgetPattern.MatchString(b) {
+			errs = append(errs, field.Invalid(budgetPath, b, rule("maxBudgetUSD must be more than 0", rulePositiveBudget)))
+		}
+	}
+	for _, tools := range []struct {
+		name  string
+		rules []string
+	}{{"allowedTools", c.AllowedTools}, {"disallowedTools", c.DisallowedTools}} {
+		toolsPath := p.Child(tools.name)
+		errs = append(errs, maxItems(toolsPath, len(tools.rules), maxTools)...)
+		for i, r := range tools.rules {
+			errs = append(errs, maxLength(toolsPath.Index(i), r, maxToolLength)...)
+			if !toolRulePattern.MatchString(r) {
+				errs = append(errs, field.Invalid(toolsPath.Index(i), r,
+					rule("tool rules start with a letter or '_' and contain no control characters", ruleToolRule)))
+			}
+		}
+	}
+	if m := c.PermissionMode; m != "" && !slices.Contains(PermissionModes, m) {
+		errs = append(errs, field.Invalid(p.Child("permissionMode"), m,
+			rule("permissionMode must be one of "+strings.Join(PermissionModes, ", "), rulePermissionMode)))
+	}
+	errs = append(errs, maxLength(p.Child("appendSystemPrompt"), c.AppendSystemPrompt, maxSystemPromptAdd)...)
 	return errs
 }
 

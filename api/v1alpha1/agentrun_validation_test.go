@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -340,6 +341,28 @@ func TestValidateAgentRunAppliesTheSchemaRules(t *testing.T) {
 		{"cpus 0.0", func(s *AgentRunSpec) { s.Podman.CPUs = "0.0" }, "spec.podman.cpus", "positive cpus"},
 		{"network bridge", func(s *AgentRunSpec) { s.Podman.Network = "bridge" }, "", ""},
 		{"network container:x", func(s *AgentRunSpec) { s.Podman.Network = "container:x" }, "spec.podman.network", "network name"},
+		{"claude options", func(s *AgentRunSpec) {
+			s.Claude = &ClaudeSpec{Model: "claude-sonnet-4-5[1m]", MaxTurns: int32p(10000), MaxBudgetUSD: "0.50",
+				AllowedTools: []string{"Read", "Bash(git diff:*)", "mcp__github"}, DisallowedTools: []string{"WebFetch"},
+				PermissionMode: "acceptEdits", AppendSystemPrompt: strings.Repeat("s", 16384)}
+		}, "", ""},
+		{"claude options with a command", func(s *AgentRunSpec) {
+			s.Command = []string{"claude", "-p"}
+			s.Claude = &ClaudeSpec{Model: "opus"}
+		}, "spec.claude", "claude options need the default command"},
+		{"model that is a flag", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{Model: "--dangerously-skip-permissions"} }, "spec.claude.model", "model name"},
+		{"model of 129 characters", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{Model: strings.Repeat("m", 129)} }, "spec.claude.model", "size limits"},
+		{"0 turns", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxTurns: int32p(0)} }, "spec.claude.maxTurns", "max turns"},
+		{"10001 turns", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxTurns: int32p(10001)} }, "spec.claude.maxTurns", "max turns"},
+		{"budget 5", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxBudgetUSD: "5"} }, "", ""},
+		{"budget -1", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxBudgetUSD: "-1"} }, "spec.claude.maxBudgetUSD", "budget format"},
+		{"budget 1e3", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxBudgetUSD: "1e3"} }, "spec.claude.maxBudgetUSD", "budget format"},
+		{"budget 0.00", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxBudgetUSD: "0.00"} }, "spec.claude.maxBudgetUSD", "positive budget"},
+		{"tool that is a flag", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AllowedTools: []string{"--mcp-config=/x"}} }, "spec.claude.allowedTools[0]", "tool rule"},
+		{"tool with a newline", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{DisallowedTools: []string{"Bash(rm\\n:*)", "Bash(x\ny)"}} }, "spec.claude.disallowedTools[1]", "tool rule"},
+		{"65 tools", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AllowedTools: slices.Repeat([]string{"Read"}, 65)} }, "spec.claude.allowedTools", "size limits"},
+		{"permission mode", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{PermissionMode: "yolo"} }, "spec.claude.permissionMode", "permission mode"},
+		{"system prompt addition of 16385 characters", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AppendSystemPrompt: strings.Repeat("s", 16385)} }, "spec.claude.appendSystemPrompt", "size limits"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			run := validRun()

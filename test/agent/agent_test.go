@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	names "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -26,6 +27,65 @@ func createSecret(name, value string) {
 	DeferCleanup(remove)
 }
 
+// standInRun is a run of the host's default command, Claude Code, against
+// the stand-in, with the key from the Podman secret named secret.
+func standInRun(prompt, secret string, api *messagesAPI) *agentsv1alpha1.AgentRun {
+	apiURL := agentsv1alpha1.EnvValue("http://" + api.Addr)
+	// The image and command are left to the host's defaults.
+	return &agentsv1alpha1.AgentRun{
+		ObjectMeta: metav1.ObjectMeta{Name: "claude-" + names.String(5), Namespace: "default"},
+		Spec: agentsv1alpha1.AgentRunSpec{
+			// A prompt that looks like a flag is still the prompt.
+			Prompt: prompt,
+			Podman: agentsv1alpha1.PodmanSpec{
+				SecretsEnv: map[string]agentsv1alpha1.SecretName{"ANTHROPIC_API_KEY": agentsv1alpha1.SecretName(secret)},
+				// The host's network, to reach the stand-in on the host's loopback.
+				Network: "host",
+				Env: map[string]agentsv1alpha1.EnvValue{
+					"ANTHROPIC_BASE_URL": apiURL,
+					// Claude Code's switches for everything but the API
+					// calls: with them it makes no DNS lookup and connects
+					// to nothing but the stand-in.
+					"DISABLE_TELEMETRY":                        "1",
+					"DISABLE_ERROR_REPORTING":                  "1",
+					"DISABLE_AUTOUPDATER":                      "1",
+					"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+					// A refused call ends the run at once, with the CLI's
+					// reason in its result, rather than after minutes of
+					// retries.
+					"CLAUDE_CODE_MAX_RETRIES": "0",
+					// Should it still try another host over HTTP(S), the
+					// request goes to the stand-in, which refuses it and
+					// records it.
+					"HTTPS_PROXY": apiURL,
+					"HTTP_PROXY":  apiURL,
+					"NO_PROXY":    "127.0.0.1",
+				},
+			},
+		},
+	}
+}
+
+// runToEnd creates the run, waits for it to finish and returns it; it is
+// deleted after the spec, once its host removed its container.
+func runToEnd(ctx SpecContext, run *agentsv1alpha1.AgentRun) *agentsv1alpha1.AgentRun {
+	GinkgoHelper()
+	Expect(k8s.Create(ctx, run)).To(Succeed())
+	DeferCleanup(func(ctx SpecContext) {
+		// Wait for the finalizer: the host removes its container first.
+		Expect(client.IgnoreNotFound(k8s.Delete(ctx, run))).To(Succeed())
+		Eventually(func() bool { return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), run)) }).
+			WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
+	})
+
+	done := &agentsv1alpha1.AgentRun{}
+	Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(run), done)).To(Succeed())
+		g.Expect(done.Status.Phase.IsFinished()).To(BeTrue(), "phase %s: %s", done.Status.Phase, done.Status.Message)
+	}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(250 * time.Millisecond).Should(Succeed())
+	return done
+}
+
 var _ = Describe("Claude Code in the agent image", func() {
 	It("completes a prompt against the stand-in API with its key from Podman's secret store", func(ctx SpecContext) {
 		const reply = "Hello from the agentrun stand-in."
@@ -34,54 +94,8 @@ var _ = Describe("Claude Code in the agent image", func() {
 		secret := "agentrun-agent-test-" + names.String(6)
 		createSecret(secret, key)
 		api := serveMessagesAPI(key, reply)
-		apiURL := agentsv1alpha1.EnvValue("http://" + api.Addr)
 
-		// The image and command are left to the host's defaults.
-		run := &agentsv1alpha1.AgentRun{
-			ObjectMeta: metav1.ObjectMeta{Name: "claude-" + names.String(5), Namespace: "default"},
-			Spec: agentsv1alpha1.AgentRunSpec{
-				// A prompt that looks like a flag is still the prompt.
-				Prompt: prompt,
-				Podman: agentsv1alpha1.PodmanSpec{
-					SecretsEnv: map[string]agentsv1alpha1.SecretName{"ANTHROPIC_API_KEY": agentsv1alpha1.SecretName(secret)},
-					// The host's network, to reach the stand-in on the host's loopback.
-					Network: "host",
-					Env: map[string]agentsv1alpha1.EnvValue{
-						"ANTHROPIC_BASE_URL": apiURL,
-						// Claude Code's switches for everything but the API
-						// calls: with them it makes no DNS lookup and connects
-						// to nothing but the stand-in.
-						"DISABLE_TELEMETRY":                        "1",
-						"DISABLE_ERROR_REPORTING":                  "1",
-						"DISABLE_AUTOUPDATER":                      "1",
-						"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-						// A refused call ends the run at once, with the CLI's
-						// reason in its result, rather than after minutes of
-						// retries.
-						"CLAUDE_CODE_MAX_RETRIES": "0",
-						// Should it still try another host over HTTP(S), the
-						// request goes to the stand-in, which refuses it and
-						// records it.
-						"HTTPS_PROXY": apiURL,
-						"HTTP_PROXY":  apiURL,
-						"NO_PROXY":    "127.0.0.1",
-					},
-				},
-			},
-		}
-		Expect(k8s.Create(ctx, run)).To(Succeed())
-		DeferCleanup(func(ctx SpecContext) {
-			// Wait for the finalizer: the host removes its container first.
-			Expect(client.IgnoreNotFound(k8s.Delete(ctx, run))).To(Succeed())
-			Eventually(func() bool { return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), run)) }).
-				WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
-		})
-
-		done := &agentsv1alpha1.AgentRun{}
-		Eventually(func(g Gomega) {
-			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(run), done)).To(Succeed())
-			g.Expect(done.Status.Phase.IsFinished()).To(BeTrue(), "phase %s: %s", done.Status.Phase, done.Status.Message)
-		}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(250 * time.Millisecond).Should(Succeed())
+		done := runToEnd(ctx, standInRun(prompt, secret, api))
 		Expect(done.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "message: %s\noutput:\n%s", done.Status.Message, done.Status.Output)
 
 		By("recording the CLI's own JSON result")
@@ -105,5 +119,29 @@ var _ = Describe("Claude Code in the agent image", func() {
 		raw, err := json.Marshal(done)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(strings.Contains(string(raw), key)).To(BeFalse(), "the key appears in the AgentRun")
+	})
+
+	It("passes spec.claude's options to the CLI as its flags", func(ctx SpecContext) {
+		key := "sk-ant-test-" + rand.Text()
+		secret := "agentrun-agent-test-" + names.String(6)
+		createSecret(secret, key)
+		api := serveMessagesAPI(key, "Within budget? No.")
+		run := standInRun("Spend more than you may.", secret, api)
+		run.Spec.Claude = &agentsv1alpha1.ClaudeSpec{
+			Model: "claude-agentrun-stand-in-1", MaxTurns: ptr.To[int32](3),
+			// Below the cost of one call, which the CLI prices from the
+			// stand-in's token counts.
+			MaxBudgetUSD: "0.000001", PermissionMode: "dontAsk", AllowedTools: []string{"Read"},
+		}
+		done := runToEnd(ctx, run)
+
+		Expect(api.Models()).NotTo(BeEmpty())
+		Expect(api.Models()).To(HaveEach("claude-agentrun-stand-in-1"), "the model of every request")
+		result := done.Status.AgentResult
+		Expect(result).NotTo(BeNil(), "output:\n%s", done.Status.Output)
+		Expect(done.Status.Output).To(ContainSubstring("max_budget"), "the CLI's own result says it stopped at the budget")
+		Expect(result.IsError).To(BeTrue())
+		Expect(result.NumTurns).To(BeEquivalentTo(1), "it stopped after the first call")
+		Expect(done.Status.Phase).To(Equal(agentsv1alpha1.PhaseFailed))
 	})
 })

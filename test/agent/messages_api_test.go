@@ -35,6 +35,8 @@ type messagesAPI struct {
 	requests []apiRequest
 	// userText is the text of the user turns the CLI sent, in order.
 	userText []string
+	// models are the models the CLI asked for, in order.
+	models []string
 }
 
 // serveMessagesAPI starts a stand-in on a free loopback port until the spec
@@ -55,6 +57,13 @@ func (a *messagesAPI) UserText() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.userText...)
+}
+
+// Models returns the model of every POST so far.
+func (a *messagesAPI) Models() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.models...)
 }
 
 // Requests returns what was asked so far.
@@ -84,6 +93,9 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.requests = append(a.requests, req)
+	if r.Method == http.MethodPost {
+		a.models = append(a.models, body.Model)
+	}
 	for _, m := range body.Messages {
 		if m.Role == "user" {
 			a.userText = append(a.userText, textOf(m.Content))

@@ -135,7 +135,8 @@ var _ = Describe("agentrun on the local stack", func() {
 
 		wide := kubectlOK("get", "ar", "-n", ns, "-o", "wide")
 		Expect(strings.Fields(strings.SplitN(wide, "\n", 2)[0])).To(Equal(
-			[]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "CONTAINER", "STARTED", "COMPLETED", "MESSAGE", "AGE"}))
+			[]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "CONTAINER", "STARTED", "COMPLETED", "TURNS", "COST", "MESSAGE", "AGE"}))
+		Expect(wide).To(MatchRegexp(`(?m)^review-prs\s.*\s1\s+0\.0012\s+container `), "the fake agent's turns and cost")
 
 		Expect(kubectlOK("get", "agentrun", "review-prs", "-n", ns, "-o", "jsonpath={.status.agentResult.result}")).
 			To(Equal("Done: Review the open PRs using gh CLI"), "the fake agent's JSON result is parsed into status")

@@ -77,6 +77,11 @@ const (
 	withExtraSecrets             // Extra more secrets
 	withExtraVolumes             // Extra more volumes
 	withExtraCommand             // Extra more command arguments
+	withClaudeModel              // claude.model Value
+	withClaudeBudget             // claude.maxBudgetUSD Memory
+	withClaudeTools              // claude.allowedTools [Secret]
+	withClaudeMode               // claude.permissionMode SelectorValue
+	withClaudeTurns              // claude.maxTurns BackoffLimit
 )
 
 // specInput is a run as the fuzzer builds it: a few strings and numbers put
@@ -130,6 +135,9 @@ func (in specInput) object() map[string]any {
 	if selector := in.selector(); selector != nil {
 		spec["hostSelector"] = selector
 	}
+	if claude := in.claude(); claude != nil {
+		spec["claude"] = claude
+	}
 	if podman := in.podman(); len(podman) > 0 || in.has(withPodman) {
 		spec["podman"] = podman
 	}
@@ -139,6 +147,31 @@ func (in specInput) object() map[string]any {
 		"metadata":   map[string]any{"name": "fuzz", "namespace": "default"},
 		"spec":       spec,
 	})
+}
+
+// claude reuses the inputs of other fields for Claude Code's options, so
+// that the seed corpus keeps its shape.
+func (in specInput) claude() map[string]any {
+	var claude map[string]any
+	for _, c := range []struct {
+		bit   uint32
+		key   string
+		value any
+	}{
+		{withClaudeModel, "model", in.Value},
+		{withClaudeBudget, "maxBudgetUSD", in.Memory},
+		{withClaudeTools, "allowedTools", []any{in.Secret}},
+		{withClaudeMode, "permissionMode", in.SelectorValue},
+		{withClaudeTurns, "maxTurns", in.BackoffLimit},
+	} {
+		if in.has(c.bit) {
+			if claude == nil {
+				claude = map[string]any{}
+			}
+			claude[c.key] = c.value
+		}
+	}
+	return claude
 }
 
 func (in specInput) prompt() string {
@@ -432,6 +465,8 @@ func formatVolume(v agentsv1alpha1.Volume) string {
 func FuzzAgentRunCreate(f *testing.F) {
 	f.Add(uint32(withSecret|withVolume1|withWorkdir), uint8(0), "Review the open PRs using gh CLI", "/workspace", "", "",
 		"", "", "github-token", "/home/user/myrepo:/workspace", "", "", "", "", "", int64(0), int64(0), "", "", "", "")
+	f.Add(uint32(withClaudeModel|withClaudeBudget|withClaudeTools|withClaudeMode|withClaudeTurns), uint8(0), "Fix the bug", "", "", "",
+		"", "claude-sonnet-4-5", "Bash(git diff:*)", "", "", "0.50", "", "", "", int64(30), int64(0), "", "", "acceptEdits", "")
 	f.Fuzz(func(t *testing.T, mask uint32, extra uint8, prompt, workdir, image, hostName,
 		key, value, secret, volume1, volume2, memory, cpus, network, timeout string,
 		backoffLimit, ttl int64, selectorKey, selectorOperator, selectorValue, command string,
@@ -465,6 +500,7 @@ var specChanges = []func(spec map[string]any, newValue string){
 	func(s map[string]any, v string) { mapOf(podmanOf(s), "env")[v] = "x" },
 	func(s map[string]any, v string) { mapOf(podmanOf(s), "secretsEnv")["TOKEN"] = v },
 	func(s map[string]any, v string) { delete(podmanOf(s), v) },
+	func(s map[string]any, v string) { s["claude"] = map[string]any{"model": v} },
 }
 
 func podmanOf(spec map[string]any) map[string]any { return mapOf(spec, "podman") }
