@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,9 @@ type AgentRunReconciler struct {
 	// to look for the container by its name before creating it, never a
 	// reason to skip a pass.
 	launches launchHints
+	// notifyTries counts, by run UID, the failed tries of callbacks still
+	// being retried.
+	notifyTries sync.Map
 	// wake brings runs waiting for a slot to the queue when one frees.
 	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
 	// admission says why the host may not launch runs now (it has not
@@ -176,6 +180,10 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
 	if err := r.cleanUpFinished(ctx, run); err != nil {
 		return ctrl.Result{}, err
+	}
+	// The callback goes before the TTL can take the run.
+	if res, err := r.notifyFinished(ctx, run); err != nil || res.RequeueAfter > 0 {
+		return res, err
 	}
 	left, ok := untilTTLExpiry(run, r.Clock.Now())
 	switch {

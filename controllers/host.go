@@ -48,6 +48,11 @@ type HostConfig struct {
 	// deleted run already ran as that run ended (reason AlreadyRan),
 	// instead of launching it again.
 	RunRecordRetention time.Duration
+	// NotifyAttempts is how many times a completion callback is tried, and
+	// NotifyRetryBackoff the pause after the first failed try, doubled after
+	// each further one (defaults 8 and 5s: about ten minutes in all).
+	NotifyAttempts     int
+	NotifyRetryBackoff time.Duration
 	// KeepContainers leaves finished containers for inspection; they are
 	// removed when their AgentRun is deleted.
 	KeepContainers bool
@@ -110,6 +115,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	cfg.LeaseNamespace = cmp.Or(cfg.LeaseNamespace, DefaultLeaseNamespace)
 	cfg.HeartbeatPeriod = cmp.Or(cfg.HeartbeatPeriod, DefaultHeartbeatPeriod)
 	cfg.GracePeriod = cmp.Or(cfg.GracePeriod, DefaultHostGracePeriod)
+	cfg.NotifyAttempts = cmp.Or(cfg.NotifyAttempts, 8)
+	cfg.NotifyRetryBackoff = cmp.Or(cfg.NotifyRetryBackoff, 5*time.Second)
 	cfg.Runtime = containers.Instrument(cfg.Runtime)
 	events := containerevents.NewSource(cfg.Runtime, cfg.Host, cfg.EventRetryPeriod)
 	if err := mgr.Add(events); err != nil {

@@ -219,5 +219,7 @@ func hostConfig(host string, runtime containers.Runtime, keepContainers bool, ma
 		HeartbeatPeriod:    heartbeatPeriod,
 		GracePeriod:        hostGracePeriod,
 		RunRecordRetention: time.Hour,
+		NotifyAttempts:     4,
+		NotifyRetryBackoff: 200 * time.Millisecond,
 	}
 }

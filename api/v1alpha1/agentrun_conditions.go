@@ -40,6 +40,12 @@ const (
 	// True for the rest of the run's life, as a record of the disruption.
 	ConditionHostLost = "HostLost"
 
+	// ConditionNotified is True once the host delivered the finished run's
+	// status to spec.notify.url (the receiver answered 2xx), and False
+	// (reason NotifyFailed) once it gave up; the message has the HTTP status
+	// or the last error. Runs without spec.notify do not have it.
+	ConditionNotified = "Notified"
+
 	// ConditionReady, ConditionReconciling and ConditionStalled are the
 	// conditions kstatus (sigs.k8s.io/cli-utils/pkg/kstatus) reads, so that
 	// Flux's health checks, `kubectl wait --for=condition=Ready` and other
@@ -122,6 +128,10 @@ const (
 	// ran before and was deleted; its AgentRunRecord says how it ended, and
 	// this run ends the same way without launching anything.
 	ReasonAlreadyRan = "AlreadyRan"
+	// ReasonDelivered: the receiver of spec.notify accepted the callback.
+	ReasonDelivered = "Delivered"
+	// ReasonNotifyFailed: every try to deliver the callback failed.
+	ReasonNotifyFailed = "NotifyFailed"
 	// ReasonNotFinished: the run has not reached a terminal phase.
 	ReasonNotFinished = "NotFinished"
 )

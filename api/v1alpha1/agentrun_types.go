@@ -7,7 +7,7 @@ import (
 // AgentRunSpec describes one run of an AI coding agent in a Podman container.
 // Everything but cancel is fixed once the run is created: a run is a record of
 // what was executed, so a change means a new AgentRun.
-// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude) && has(self.notify) == has(oldSelf.notify)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 // +kubebuilder:validation:XValidation:rule="!oldSelf.?cancel.orValue(false) || self.?cancel.orValue(false)",message="spec.cancel cannot be set back to false once a run is cancelled (rule: cancel is final)"
 // +kubebuilder:validation:XValidation:rule="!has(self.claude) || !has(self.command) || size(self.command) == 0",message="spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command (rule: claude options need the default command)"
 type AgentRunSpec struct {
@@ -73,6 +73,12 @@ type AgentRunSpec struct {
 	// +optional
 	Podman PodmanSpec `json:"podman,omitempty"`
 
+	// Notify has the run's host call a URL when the run finishes, with the
+	// run's final status signed with a key from a Podman secret on the host.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Notify *NotifySpec `json:"notify,omitempty"`
+
 	// Timeout bounds how long the run may take from its first container's
 	// start, retries included, as a duration such as "30m" or "1h30m". Past
 	// it the container is stopped and the run fails with reason
@@ -108,6 +114,25 @@ type AgentRunSpec struct {
 	// may change after creation, and it cannot be set back to false.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
+}
+
+// NotifySpec is where and how a finished run is reported. When the run
+// finishes, its host POSTs the run's final status (JSON, its output masked as
+// in the API) to URL with the headers X-Agentrun-Timestamp (Unix seconds)
+// and X-Agentrun-Signature: sha256=<hex HMAC-SHA256 of the timestamp, ".",
+// and the body>, keyed with the value of the Podman secret SecretName. A
+// failed delivery is retried with a growing pause for a few minutes; the
+// Notified condition says how it went.
+type NotifySpec struct {
+	// URL receives the POST: https, or http to the host's loopback only
+	// (127.0.0.1, [::1] or localhost), which never leaves the host.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^(https://[^/?#@\s]+|http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?)([/?#]\S*)?$`
+	URL string `json:"url"`
+
+	// SecretName is the Podman secret on the run's host that holds the
+	// signing key. Its value never enters the API.
+	SecretName SecretName `json:"secretName"`
 }
 
 // ClaudeSpec holds Claude Code's options. Each becomes one of the CLI's flags;

@@ -71,6 +71,7 @@ const (
 	rulePositiveBudget    = "positive budget"
 	ruleToolRule          = "tool rule"
 	rulePermissionMode    = "permission mode"
+	ruleNotifyURL         = "notify url"
 )
 
 // Lengths and counts the CRD bounds with maxLength, maxItems and
@@ -96,6 +97,7 @@ const (
 	maxTools             = 64
 	maxToolLength        = 256
 	maxSystemPromptAdd   = 16384
+	maxURLLength         = 2048
 )
 
 // The CRD's patterns, for the fields the webhook checks in the same words.
@@ -108,6 +110,7 @@ var (
 	budgetPattern      = regexp.MustCompile(`^[0-9]+([.][0-9]+)?$`)
 	zeroBudgetPattern  = regexp.MustCompile(`^0*([.]0*)?$`)
 	toolRulePattern    = regexp.MustCompile(`^[A-Za-z_][^\x00-\x1f\x7f]*$`)
+	notifyURLPattern   = regexp.MustCompile(`^(https://[^/?#@\s]+|http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?)([/?#]\S*)?$`)
 )
 
 // PermissionModes are the values Claude Code's --permission-mode takes.
@@ -287,6 +290,15 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 		}
 	}
 	errs = append(errs, validatePodman(&spec.Podman, p.Child("podman"))...)
+	if n := spec.Notify; n != nil {
+		urlPath := p.Child("notify", "url")
+		errs = append(errs, maxLength(urlPath, n.URL, maxURLLength)...)
+		if !notifyURLPattern.MatchString(n.URL) {
+			errs = append(errs, field.Invalid(urlPath, n.URL, rule(
+				"the URL must be https://, or http:// to 127.0.0.1, [::1] or localhost, without user information or spaces", ruleNotifyURL)))
+		}
+		errs = append(errs, ValidateSecretName(p.Child("notify", "secretName"), string(n.SecretName))...)
+	}
 	if spec.Claude != nil {
 		if len(spec.Command) > 0 {
 			errs = append(errs, field.Forbidden(p.Child("claude"), rule(

@@ -362,6 +362,14 @@ func TestValidateAgentRunAppliesTheSchemaRules(t *testing.T) {
 		{"tool with a newline", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{DisallowedTools: []string{"Bash(rm\\n:*)", "Bash(x\ny)"}} }, "spec.claude.disallowedTools[1]", "tool rule"},
 		{"65 tools", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AllowedTools: slices.Repeat([]string{"Read"}, 65)} }, "spec.claude.allowedTools", "size limits"},
 		{"permission mode", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{PermissionMode: "yolo"} }, "spec.claude.permissionMode", "permission mode"},
+		{"notify https", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://ci.example.com/hooks/agentrun?job=7", SecretName: "hook-key"} }, "", ""},
+		{"notify http loopback", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "http://127.0.0.1:8080/done", SecretName: "hook-key"} }, "", ""},
+		{"notify http elsewhere", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "http://ci.example.com/done", SecretName: "k"} }, "spec.notify.url", "notify url"},
+		{"notify http to a name that starts like localhost", func(s *AgentRunSpec) {
+			s.Notify = &NotifySpec{URL: "http://localhost.example.com/", SecretName: "k"}
+		}, "spec.notify.url", "notify url"},
+		{"notify with user information", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://user@ci.example.com/", SecretName: "k"} }, "spec.notify.url", "notify url"},
+		{"notify without a key", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://ci.example.com/"} }, "spec.notify.secretName", "secret name"},
 		{"system prompt addition of 16385 characters", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AppendSystemPrompt: strings.Repeat("s", 16385)} }, "spec.claude.appendSystemPrompt", "size limits"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -118,6 +118,13 @@ func (i instrumented) SecretValues(ctx context.Context, id string, secretEnv map
 	return values, err
 }
 
+func (i instrumented) SecretValue(ctx context.Context, name string) (string, error) {
+	started := time.Now()
+	value, err := i.rt.SecretValue(ctx, name)
+	count("secret_value", started, err)
+	return value, err
+}
+
 func (i instrumented) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
 	started := time.Now()
 	out, err := i.rt.Logs(ctx, id, maxBytes)

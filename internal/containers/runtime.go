@@ -4,7 +4,8 @@
 //
 // None of these types carries a container's environment: Podman 4 shows env
 // secrets' values in inspect output, and the controller must never hold them
-// beyond SecretValues, whose only use is masking them in output.
+// beyond SecretValues, whose only use is masking them in output, and
+// SecretValue, which reads a callback's signing key.
 package containers
 
 import (
@@ -140,6 +141,11 @@ type Runtime interface {
 	// container's output before it goes anywhere. A caller keeps them in
 	// memory for as long as that takes, and never stores or logs them.
 	SecretValues(ctx context.Context, containerID string, secretEnv map[string]string) ([]string, error)
+	// SecretValue returns one secret's value, for the host's own use: the
+	// key that signs a run's completion callback. The caller holds it in
+	// memory for that one use, and never stores or logs it. A secret that
+	// does not exist is ErrNotFound.
+	SecretValue(ctx context.Context, name string) (string, error)
 	// Logs returns at most maxBytes of the end of the container's combined
 	// stdout and stderr.
 	Logs(ctx context.Context, id string, maxBytes int) (string, error)

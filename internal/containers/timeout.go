@@ -77,6 +77,10 @@ func (b bounded) Remove(ctx context.Context, id string) error {
 	return err
 }
 
+func (b bounded) SecretValue(ctx context.Context, name string) (string, error) {
+	return call(ctx, b.d, "secret read", func(ctx context.Context) (string, error) { return b.rt.SecretValue(ctx, name) })
+}
+
 func (b bounded) SecretValues(ctx context.Context, id string, secretEnv map[string]string) ([]string, error) {
 	return call(ctx, b.d, "secret read", func(ctx context.Context) ([]string, error) { return b.rt.SecretValues(ctx, id, secretEnv) })
 }

@@ -247,6 +247,61 @@ func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[str
 	return values, nil
 }
 
+// SecretValue reads one secret's value for the host's own use. Podman 5 shows
+// it through the secrets API. Podman 4.3.1's API has no way to show it, but
+// once a container with the secret as an env secret is initialised (its OCI
+// spec written, its process not started), its inspect shows the value: such
+// a container, made from any local image, is initialised, inspected and
+// removed.
+func (r *Runtime) SecretValue(ctx context.Context, name string) (string, error) {
+	c, v5, err := r.connectV(ctx)
+	if err != nil {
+		return "", err
+	}
+	info, err := secrets.Inspect(c, name, &secrets.InspectOptions{ShowSecret: ptr(true)})
+	if err = r.classify(err, "secret "+name); err != nil {
+		return "", err
+	}
+	if info.SecretData != "" || v5 {
+		return info.SecretData, nil
+	}
+	local, err := images.List(c, nil)
+	if err != nil {
+		return "", r.classify(err, "listing images")
+	}
+	if len(local) == 0 {
+		return "", fmt.Errorf("reading secret %s through Podman 4 needs a local image, and there is none", name)
+	}
+	const variable = "AGENTRUN_SECRET_VALUE"
+	sg := specgen.NewSpecGenerator(local[0].ID, false)
+	sg.Name = "agentrun-secret-read-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	sg.Command = []string{"true"}
+	sg.Entrypoint = []string{}
+	sg.EnvSecrets = map[string]string{variable: name}
+	resp, err := containers.CreateWithSpec(c, sg, nil)
+	if err != nil {
+		return "", r.classify(err, "creating a container to read secret "+name)
+	}
+	defer func() {
+		_, _ = containers.Remove(c, resp.ID, new(containers.RemoveOptions).WithForce(true).WithIgnore(true))
+	}()
+	if err := containers.ContainerInit(c, resp.ID, nil); err != nil {
+		return "", r.classify(err, "initialising the container that reads secret "+name)
+	}
+	data, err := containers.Inspect(c, resp.ID, nil)
+	if err != nil {
+		return "", r.classify(err, "container "+resp.ID)
+	}
+	if data.Config != nil {
+		for _, kv := range data.Config.Env {
+			if k, value, ok := strings.Cut(kv, "="); ok && k == variable && value != maskedValue {
+				return value, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("this Podman shows the value of secret %s neither in its secrets API nor in inspect", name)
+}
+
 // Podman's root causes (ErrorModel.Because) for Create's expected failures:
 // the messages of containers/storage's and common/secrets' sentinel errors.
 // 4.3.1 and 5.4.2 send the same texts (the contract and the controller suite

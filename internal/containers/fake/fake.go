@@ -297,6 +297,19 @@ func (r *Runtime) SecretValues(_ context.Context, id string, secretEnv map[strin
 	return values, nil
 }
 
+func (r *Runtime) SecretValue(_ context.Context, name string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("SecretValue"); err != nil {
+		return "", err
+	}
+	v, ok := r.secrets[name]
+	if !ok {
+		return "", fmt.Errorf("secret %s: %w", name, containers.ErrNotFound)
+	}
+	return v, nil
+}
+
 func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -232,6 +232,7 @@ var behaviours = []struct {
 	{"ImageExists", imageExists},
 	{"SecretExists", secretExists},
 	{"SecretValuesGivesAnExitedContainersSecretValues", secretValues},
+	{"SecretValueReadsASecretAndLeavesNothingBehind", secretValue},
 	{"EveryCallOnAnUnavailableEngineIsUnavailable", unavailable},
 }
 
@@ -253,6 +254,25 @@ func secretValues(c *tc) {
 	}
 	if len(values) != 1 || values[0] != "used-value-"+c.suffix {
 		c.Errorf("SecretValues = %d values, want exactly the used secret's value", len(values))
+	}
+}
+
+func secretValue(c *tc) {
+	name := "agentrun-contract-key-" + c.suffix
+	c.h.AddSecret(c.T, c.r, name, "key-value-"+c.suffix)
+	before, err := c.r.List(c.ctx, nil)
+	if err != nil {
+		c.Fatal(err)
+	}
+	value, err := c.r.SecretValue(c.ctx, name)
+	if err != nil || value != "key-value-"+c.suffix {
+		c.Fatalf("SecretValue = %d bytes, %v; want the secret's value", len(value), err)
+	}
+	if after, err := c.r.List(c.ctx, nil); err != nil || len(after) != len(before) {
+		c.Errorf("SecretValue left %d containers behind (%v)", len(after)-len(before), err)
+	}
+	if _, err := c.r.SecretValue(c.ctx, "agentrun-contract-absent-"+c.suffix); !errors.Is(err, containers.ErrNotFound) {
+		c.Errorf("SecretValue of a missing secret = %v, want ErrNotFound", err)
 	}
 }
 

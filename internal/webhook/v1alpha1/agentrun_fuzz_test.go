@@ -82,6 +82,7 @@ const (
 	withClaudeTools              // claude.allowedTools [Secret]
 	withClaudeMode               // claude.permissionMode SelectorValue
 	withClaudeTurns              // claude.maxTurns BackoffLimit
+	withNotify                   // notify {url: Timeout, secretName: Secret}
 )
 
 // specInput is a run as the fuzzer builds it: a few strings and numbers put
@@ -137,6 +138,9 @@ func (in specInput) object() map[string]any {
 	}
 	if claude := in.claude(); claude != nil {
 		spec["claude"] = claude
+	}
+	if in.has(withNotify) {
+		spec["notify"] = map[string]any{"url": in.Timeout, "secretName": in.Secret}
 	}
 	if podman := in.podman(); len(podman) > 0 || in.has(withPodman) {
 		spec["podman"] = podman
@@ -467,6 +471,8 @@ func FuzzAgentRunCreate(f *testing.F) {
 		"", "", "github-token", "/home/user/myrepo:/workspace", "", "", "", "", "", int64(0), int64(0), "", "", "", "")
 	f.Add(uint32(withClaudeModel|withClaudeBudget|withClaudeTools|withClaudeMode|withClaudeTurns), uint8(0), "Fix the bug", "", "", "",
 		"", "claude-sonnet-4-5", "Bash(git diff:*)", "", "", "0.50", "", "", "", int64(30), int64(0), "", "", "acceptEdits", "")
+	f.Add(uint32(withNotify), uint8(0), "Report back", "", "", "",
+		"", "", "hook-key", "", "", "", "", "", "http://127.0.0.1:8080/done", int64(0), int64(0), "", "", "", "")
 	f.Fuzz(func(t *testing.T, mask uint32, extra uint8, prompt, workdir, image, hostName,
 		key, value, secret, volume1, volume2, memory, cpus, network, timeout string,
 		backoffLimit, ttl int64, selectorKey, selectorOperator, selectorValue, command string,
@@ -501,6 +507,7 @@ var specChanges = []func(spec map[string]any, newValue string){
 	func(s map[string]any, v string) { mapOf(podmanOf(s), "secretsEnv")["TOKEN"] = v },
 	func(s map[string]any, v string) { delete(podmanOf(s), v) },
 	func(s map[string]any, v string) { s["claude"] = map[string]any{"model": v} },
+	func(s map[string]any, v string) { s["notify"] = map[string]any{"url": v, "secretName": "k"} },
 }
 
 func podmanOf(spec map[string]any) map[string]any { return mapOf(spec, "podman") }
