@@ -359,11 +359,17 @@ func TestValidateAgentRunAppliesTheSchemaRules(t *testing.T) {
 		{"budget 1e3", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxBudgetUSD: "1e3"} }, "spec.claude.maxBudgetUSD", "budget format"},
 		{"budget 0.00", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{MaxBudgetUSD: "0.00"} }, "spec.claude.maxBudgetUSD", "positive budget"},
 		{"tool that is a flag", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AllowedTools: []string{"--mcp-config=/x"}} }, "spec.claude.allowedTools[0]", "tool rule"},
-		{"tool with a newline", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{DisallowedTools: []string{"Bash(rm\\n:*)", "Bash(x\ny)"}} }, "spec.claude.disallowedTools[1]", "tool rule"},
+		{"tool with a newline", func(s *AgentRunSpec) {
+			s.Claude = &ClaudeSpec{DisallowedTools: []string{"Bash(rm\\n:*)", "Bash(x\ny)"}}
+		}, "spec.claude.disallowedTools[1]", "tool rule"},
 		{"65 tools", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AllowedTools: slices.Repeat([]string{"Read"}, 65)} }, "spec.claude.allowedTools", "size limits"},
 		{"permission mode", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{PermissionMode: "yolo"} }, "spec.claude.permissionMode", "permission mode"},
-		{"notify https", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://ci.example.com/hooks/agentrun?job=7", SecretName: "hook-key"} }, "", ""},
-		{"notify http loopback", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "http://127.0.0.1:8080/done", SecretName: "hook-key"} }, "", ""},
+		{"notify https", func(s *AgentRunSpec) {
+			s.Notify = &NotifySpec{URL: "https://ci.example.com/hooks/agentrun?job=7", SecretName: "hook-key"}
+		}, "", ""},
+		{"notify http loopback", func(s *AgentRunSpec) {
+			s.Notify = &NotifySpec{URL: "http://127.0.0.1:8080/done", SecretName: "hook-key"}
+		}, "", ""},
 		{"notify http elsewhere", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "http://ci.example.com/done", SecretName: "k"} }, "spec.notify.url", "notify url"},
 		{"notify http to a name that starts like localhost", func(s *AgentRunSpec) {
 			s.Notify = &NotifySpec{URL: "http://localhost.example.com/", SecretName: "k"}
