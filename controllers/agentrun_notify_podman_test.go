@@ -88,7 +88,7 @@ var _ = Describe("A run's completion callback", func() {
 		Expect(callbacks).To(HaveLen(3), "two refused, the third accepted, and no more")
 		for _, c := range callbacks {
 			Expect(c.verifies(key)).To(BeTrue(), "every callback verifies with the key")
-			Expect(c.verifies("not-" + key)).To(BeFalse(), "a receiver with another key sees the mismatch")
+			Expect(c.verifies("not-"+key)).To(BeFalse(), "a receiver with another key sees the mismatch")
 			var body struct {
 				Namespace, Name string
 				Status          agentsv1alpha1.AgentRunStatus
