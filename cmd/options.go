@@ -85,6 +85,7 @@ type options struct {
 	hostGracePeriod       time.Duration
 	pinnedRunsWait        bool
 	runRecordRetention    time.Duration
+	sessionDir            string
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -143,6 +144,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.leaseNamespace, "lease-namespace", controllers.DefaultLeaseNamespace, "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
 	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", controllers.DefaultHeartbeatPeriod, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
 	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", controllers.DefaultHostGracePeriod, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
+	fs.StringVar(&o.sessionDir, "session-dir", "/var/lib/agentrun/sessions", "where this host keeps the runs' Claude Code state, a directory per session, so that a later run can continue one (spec.continueFrom); each host needs its own; empty keeps none")
 	fs.DurationVar(&o.runRecordRetention, "run-record-retention", controllers.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
 	if err := fs.Parse(args); err != nil {
@@ -346,6 +348,7 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 		HeartbeatPeriod:    o.heartbeatPeriod,
 		GracePeriod:        o.hostGracePeriod,
 		RunRecordRetention: o.runRecordRetention,
+		SessionDir:         o.sessionDir,
 	}
 }
 

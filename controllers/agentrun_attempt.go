@@ -299,6 +299,15 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	if refused := r.Policy.Apply(&spec); refused != nil {
 		return runState{agentsv1alpha1.PhaseFailed, refused.Reason, refused.Message}, ctrl.Result{}, nil
 	}
+	// The session directory is the host's own mount: no run volume, so not
+	// held to the volume policy.
+	sessionDir, st, err := r.attachSession(ctx, run, &spec)
+	if err != nil || st != nil {
+		if st == nil {
+			return stateOf(&run.Status), ctrl.Result{}, err
+		}
+		return *st, ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
+	}
 
 	if r.admission != nil {
 		if err := r.admission(); hostagent.IsNotFenced(err) {
@@ -349,6 +358,7 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	started = true
 	r.launches.made(run, attempt)
 	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
+	run.Status.SessionDir = sessionDir
 	return r.follow(ctx, run, c)
 }
 

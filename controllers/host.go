@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -48,6 +49,12 @@ type HostConfig struct {
 	// deleted run already ran as that run ended (reason AlreadyRan),
 	// instead of launching it again.
 	RunRecordRetention time.Duration
+	// SessionDir holds the runs' Claude Code state, a directory per
+	// session, so that a later run can continue one (spec.continueFrom);
+	// empty keeps none. Directories no run refers to go after
+	// SessionMinAge, looked for every SessionGCPeriod (defaults 10m, 5m).
+	SessionDir                     string
+	SessionMinAge, SessionGCPeriod time.Duration
 	// NotifyAttempts is how many times a completion callback is tried, and
 	// NotifyRetryBackoff the pause after the first failed try, doubled after
 	// each further one (defaults 8 and 5s: about ten minutes in all).
@@ -115,6 +122,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	cfg.LeaseNamespace = cmp.Or(cfg.LeaseNamespace, DefaultLeaseNamespace)
 	cfg.HeartbeatPeriod = cmp.Or(cfg.HeartbeatPeriod, DefaultHeartbeatPeriod)
 	cfg.GracePeriod = cmp.Or(cfg.GracePeriod, DefaultHostGracePeriod)
+	cfg.SessionMinAge = cmp.Or(cfg.SessionMinAge, 10*time.Minute)
+	cfg.SessionGCPeriod = cmp.Or(cfg.SessionGCPeriod, 5*time.Minute)
 	cfg.NotifyAttempts = cmp.Or(cfg.NotifyAttempts, 8)
 	cfg.NotifyRetryBackoff = cmp.Or(cfg.NotifyRetryBackoff, 5*time.Second)
 	cfg.Runtime = containers.Instrument(cfg.Runtime)
@@ -147,6 +156,11 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		return nil, err
 	}
 	r.admission = agent.Admission
+	if cfg.SessionDir != "" {
+		if err := mgr.Add(manager.RunnableFunc(r.sessionCollector)); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.SetupWithManager(mgr, events.Requests()); err != nil {
 		return nil, err
 	}

@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -60,8 +62,27 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	chosen, why := placement.Choose(run, hosts)
 	base := run.DeepCopy()
+	if run.Spec.ContinueFrom != "" {
+		// A continuing run goes where its session is kept, once the run
+		// it continues has finished.
+		earlier, st, err := sessionSource(ctx, p.Client, run)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if st != nil {
+			if st.phase.IsFinished() {
+				markFinished(&run.Status, time.Now())
+			}
+			applyState(&run.Status, run.Generation, *st)
+			if err := writeStatus(ctx, p.Client, base, run); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+			}
+			return p.RecheckPeriod, nil
+		}
+		hosts = slices.DeleteFunc(hosts, func(h placement.Host) bool { return h.Name != earlier.Status.Host })
+	}
+	chosen, why := placement.Choose(run, hosts)
 	if chosen == "" {
 		before := stateOf(&run.Status)
 		st := runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonUnschedulable, why}

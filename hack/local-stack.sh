@@ -292,6 +292,7 @@ host_manager_flags() {
     printf '%s\n' --mode=reconciler
   fi
   printf '%s\n' --host-name "$host" --podman-socket "$dir/podman.sock" "${RUN_FLAGS[@]}" \
+    --session-dir "$dir/sessions" \
     --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
 }
@@ -670,6 +671,7 @@ up() {
     if [[ -z $HOSTS ]]; then
       step "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
       flags=(--host-name "$HOST_NAME" --podman-socket "$AGENTRUN_PODMAN_SOCKET" "${RUN_FLAGS[@]}"
+        --session-dir "$STATE/sessions"
         --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook"
         --metrics-bind-address "127.0.0.1:$METRICS_PORT"
         --health-probe-bind-address "127.0.0.1:$PROBE_PORT")

@@ -132,6 +132,13 @@ const (
 	ReasonDelivered = "Delivered"
 	// ReasonNotifyFailed: every try to deliver the callback failed.
 	ReasonNotifyFailed = "NotifyFailed"
+	// ReasonWaitingForSession: the run continues the session of a run that
+	// has not finished yet; it starts once that run has.
+	ReasonWaitingForSession = "WaitingForSession"
+	// ReasonSessionUnavailable: the session the run continues cannot be
+	// had: the earlier run does not exist, has no Claude session, or its
+	// host no longer keeps it.
+	ReasonSessionUnavailable = "SessionUnavailable"
 	// ReasonNotFinished: the run has not reached a terminal phase.
 	ReasonNotFinished = "NotFinished"
 )

@@ -7,8 +7,10 @@ import (
 // AgentRunSpec describes one run of an AI coding agent in a Podman container.
 // Everything but cancel is fixed once the run is created: a run is a record of
 // what was executed, so a change means a new AgentRun.
-// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude) && has(self.notify) == has(oldSelf.notify)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude) && has(self.notify) == has(oldSelf.notify) && has(self.continueFrom) == has(oldSelf.continueFrom) && has(self.fork) == has(oldSelf.fork)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 // +kubebuilder:validation:XValidation:rule="!oldSelf.?cancel.orValue(false) || self.?cancel.orValue(false)",message="spec.cancel cannot be set back to false once a run is cancelled (rule: cancel is final)"
+// +kubebuilder:validation:XValidation:rule="!has(self.continueFrom) || !has(self.command) || size(self.command) == 0",message="spec.continueFrom resumes a Claude Code session, which needs the host's default command (Claude Code), not spec.command (rule: sessions need the default command)"
+// +kubebuilder:validation:XValidation:rule="!has(self.fork) || !self.fork || has(self.continueFrom)",message="spec.fork branches the session of spec.continueFrom, which is not set (rule: fork needs continueFrom)"
 // +kubebuilder:validation:XValidation:rule="!has(self.claude) || !has(self.command) || size(self.command) == 0",message="spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command (rule: claude options need the default command)"
 type AgentRunSpec struct {
 	// Prompt is the task given to the agent. It is passed as the last argument
@@ -61,6 +63,25 @@ type AgentRunSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="hostSelector In and NotIn need values, Exists and DoesNotExist take none (rule: label selector)"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	HostSelector *metav1.LabelSelector `json:"hostSelector,omitempty"`
+
+	// ContinueFrom names an earlier AgentRun of the namespace whose Claude
+	// Code session this run continues: the new prompt is sent in that
+	// conversation (--resume). The run goes to the earlier run's host, which
+	// keeps the session's state, once the earlier run has finished; it waits
+	// until then (reason WaitingForSession), and fails (SessionUnavailable)
+	// if the earlier run has no session or its host no longer has it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	ContinueFrom string `json:"continueFrom,omitempty"`
+
+	// Fork branches the session of spec.continueFrom instead of continuing
+	// it: this run starts from a copy of its state and gets a session ID of
+	// its own (--fork-session); the earlier session stays as it was.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Fork bool `json:"fork,omitempty"`
 
 	// Claude holds Claude Code's options, turned into its command-line flags.
 	// They apply to the host's default command, which must be Claude Code:
@@ -311,6 +332,13 @@ type AgentRunStatus struct {
 	// ObservedGeneration is the metadata.generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// SessionDir names the directory, under its host's --session-dir, that
+	// holds the run's Claude Code state (its sessions), mounted into its
+	// container. Runs that continue a session share it; a fork has its own.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	SessionDir string `json:"sessionDir,omitempty"`
 
 	// Phase summarises the run: Pending, Running, Succeeded, Failed or
 	// Cancelled.

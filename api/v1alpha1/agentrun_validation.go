@@ -72,6 +72,9 @@ const (
 	ruleToolRule          = "tool rule"
 	rulePermissionMode    = "permission mode"
 	ruleNotifyURL         = "notify url"
+	ruleSessionsNeedCmd   = "sessions need the default command"
+	ruleRunName           = "run name"
+	ruleForkNeedsSession  = "fork needs continueFrom"
 )
 
 // Lengths and counts the CRD bounds with maxLength, maxItems and
@@ -290,6 +293,17 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 		}
 	}
 	errs = append(errs, validatePodman(&spec.Podman, p.Child("podman"))...)
+	if spec.ContinueFrom != "" {
+		errs = append(errs, maxLength(p.Child("continueFrom"), spec.ContinueFrom, maxHostNameLength)...)
+		errs = append(errs, matchPattern(p.Child("continueFrom"), spec.ContinueFrom, hostNamePattern,
+			"AgentRun names are lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", ruleRunName)...)
+		if len(spec.Command) > 0 {
+			errs = append(errs, field.Forbidden(p.Child("continueFrom"), rule(
+				"spec.continueFrom resumes a Claude Code session, which needs the host's default command (Claude Code), not spec.command", ruleSessionsNeedCmd)))
+		}
+	} else if spec.Fork {
+		errs = append(errs, field.Forbidden(p.Child("fork"), rule("spec.fork branches the session of spec.continueFrom, which is not set", ruleForkNeedsSession)))
+	}
 	if n := spec.Notify; n != nil {
 		urlPath := p.Child("notify", "url")
 		errs = append(errs, maxLength(urlPath, n.URL, maxURLLength)...)

@@ -364,6 +364,12 @@ func TestValidateAgentRunAppliesTheSchemaRules(t *testing.T) {
 		}, "spec.claude.disallowedTools[1]", "tool rule"},
 		{"65 tools", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AllowedTools: slices.Repeat([]string{"Read"}, 65)} }, "spec.claude.allowedTools", "size limits"},
 		{"permission mode", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{PermissionMode: "yolo"} }, "spec.claude.permissionMode", "permission mode"},
+		{"continue a session", func(s *AgentRunSpec) { s.ContinueFrom = "review-prs-1"; s.Fork = true }, "", ""},
+		{"continue a session with a command", func(s *AgentRunSpec) {
+			s.ContinueFrom, s.Command = "review-prs-1", []string{"claude", "-p"}
+		}, "spec.continueFrom", "sessions need the default command"},
+		{"continue a run of a bad name", func(s *AgentRunSpec) { s.ContinueFrom = "Review_PRs" }, "spec.continueFrom", "run name"},
+		{"fork nothing", func(s *AgentRunSpec) { s.Fork = true }, "spec.fork", "fork needs continueFrom"},
 		{"notify https", func(s *AgentRunSpec) {
 			s.Notify = &NotifySpec{URL: "https://ci.example.com/hooks/agentrun?job=7", SecretName: "hook-key"}
 		}, "", ""},

@@ -69,3 +69,16 @@ func Flags(c *agentsv1alpha1.ClaudeSpec) []string {
 	}
 	return flags
 }
+
+// InsertFlags puts flags into a command that ends with its prompt: before its
+// end of options ("--") when it has one, else just before the prompt.
+func InsertFlags(command []string, flags ...string) []string {
+	if len(flags) == 0 || len(command) == 0 {
+		return command
+	}
+	at := len(command) - 1
+	if end := slices.Index(command, endOfOptions); end >= 0 && end < at {
+		at = end
+	}
+	return slices.Concat(command[:at], flags, command[at:])
+}

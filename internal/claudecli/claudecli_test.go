@@ -55,3 +55,16 @@ func TestCommandRefusesOptionsForAnotherAgent(t *testing.T) {
 		t.Errorf("err = %v; want the host's command named", err)
 	}
 }
+
+func TestInsertFlagsGoBeforeTheEndOfOptions(t *testing.T) {
+	for _, tc := range []struct {
+		command, want []string
+	}{
+		{[]string{"claude", "-p", "--", "-- a prompt"}, []string{"claude", "-p", "--resume", "s1", "--", "-- a prompt"}},
+		{[]string{"claude", "-p", "a prompt"}, []string{"claude", "-p", "--resume", "s1", "a prompt"}},
+	} {
+		if got := InsertFlags(slices.Clone(tc.command), "--resume", "s1"); !slices.Equal(got, tc.want) {
+			t.Errorf("InsertFlags(%q) = %q, want %q", tc.command, got, tc.want)
+		}
+	}
+}

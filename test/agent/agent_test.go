@@ -9,6 +9,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/types"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	names "k8s.io/apimachinery/pkg/util/rand"
@@ -71,6 +72,12 @@ func standInRun(prompt, secret string, api *messagesAPI) *agentsv1alpha1.AgentRu
 func runToEnd(ctx SpecContext, run *agentsv1alpha1.AgentRun) *agentsv1alpha1.AgentRun {
 	GinkgoHelper()
 	Expect(k8s.Create(ctx, run)).To(Succeed())
+	return awaitEnd(ctx, run)
+}
+
+// awaitEnd is runToEnd for a run already created.
+func awaitEnd(ctx SpecContext, run *agentsv1alpha1.AgentRun) *agentsv1alpha1.AgentRun {
+	GinkgoHelper()
 	DeferCleanup(func(ctx SpecContext) {
 		// Wait for the finalizer: the host removes its container first.
 		Expect(client.IgnoreNotFound(k8s.Delete(ctx, run))).To(Succeed())
@@ -119,6 +126,44 @@ var _ = Describe("Claude Code in the agent image", func() {
 		raw, err := json.Marshal(done)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(strings.Contains(string(raw), key)).To(BeFalse(), "the key appears in the AgentRun")
+	})
+
+	It("continues a run's session in a later run, which waits for it, and forks it", func(ctx SpecContext) {
+		key := "sk-ant-test-" + rand.Text()
+		secret := "agentrun-agent-test-" + names.String(6)
+		createSecret(secret, key)
+		api := serveMessagesAPI(key, "Noted.")
+
+		first := standInRun("Remember the word alpaca.", secret, api)
+		Expect(k8s.Create(ctx, first)).To(Succeed())
+		second := standInRun("Which word did I ask you to remember?", secret, api)
+		second.Spec.ContinueFrom = first.Name
+		// Created before the first run ends: it waits for it.
+		continued := runToEnd(ctx, second)
+		earlier := awaitEnd(ctx, first)
+		Expect(earlier.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "output:\n%s", earlier.Status.Output)
+		Expect(continued.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "message %s, output:\n%s", continued.Status.Message, continued.Status.Output)
+		Expect(continued.Status.AgentResult.SessionID).To(Equal(earlier.Status.AgentResult.SessionID), "the same session")
+		Expect(continued.Status.SessionDir).To(Equal(earlier.Status.SessionDir))
+		Expect(continued.Status.Host).To(Equal(earlier.Status.Host))
+		Expect(continued.Status.StartTime.Time).NotTo(BeTemporally("<", earlier.Status.CompletionTime.Time), "it waited for the first run")
+
+		fork := standInRun("Forget it and pick another word.", secret, api)
+		fork.Spec.ContinueFrom, fork.Spec.Fork = first.Name, true
+		forked := runToEnd(ctx, fork)
+		Expect(forked.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "output:\n%s", forked.Status.Output)
+		Expect(forked.Status.AgentResult.SessionID).NotTo(BeEmpty())
+		Expect(forked.Status.AgentResult.SessionID).NotTo(Equal(earlier.Status.AgentResult.SessionID), "a session of its own")
+		Expect(forked.Status.SessionDir).NotTo(Equal(earlier.Status.SessionDir))
+
+		By("sending the first conversation's messages along with each new prompt")
+		carries := func(prompt string) types.GomegaMatcher {
+			return ContainElement(And(
+				ContainElement(ContainSubstring("Remember the word alpaca.")),
+				ContainElement(ContainSubstring(prompt))))
+		}
+		Expect(api.Conversations()).To(carries("Which word did I ask you to remember?"))
+		Expect(api.Conversations()).To(carries("Forget it and pick another word."))
 	})
 
 	It("passes spec.claude's options to the CLI as its flags", func(ctx SpecContext) {

@@ -37,6 +37,8 @@ type messagesAPI struct {
 	userText []string
 	// models are the models the CLI asked for, in order.
 	models []string
+	// conversations are the user turns of each POST, in order.
+	conversations [][]string
 }
 
 // serveMessagesAPI starts a stand-in on a free loopback port until the spec
@@ -57,6 +59,13 @@ func (a *messagesAPI) UserText() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.userText...)
+}
+
+// Conversations returns the user turns of every POST so far, a list each.
+func (a *messagesAPI) Conversations() [][]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([][]string(nil), a.conversations...)
 }
 
 // Models returns the model of every POST so far.
@@ -93,13 +102,16 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.requests = append(a.requests, req)
-	if r.Method == http.MethodPost {
-		a.models = append(a.models, body.Model)
-	}
+	var turns []string
 	for _, m := range body.Messages {
 		if m.Role == "user" {
-			a.userText = append(a.userText, textOf(m.Content))
+			turns = append(turns, textOf(m.Content))
 		}
+	}
+	a.userText = append(a.userText, turns...)
+	if r.Method == http.MethodPost {
+		a.models = append(a.models, body.Model)
+		a.conversations = append(a.conversations, turns)
 	}
 	a.mu.Unlock()
 

@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -75,6 +76,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	agentPolicy := testenv.Policy()
 	agentPolicy.AllowedNetworks = append(agentPolicy.AllowedNetworks, "host")
 
+	// The host's Claude sessions, on a path the Podman 5 service sees too.
+	sessionDir, err := os.MkdirTemp("/tmp", "agentrun-agent-sessions-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { _ = os.RemoveAll(sessionDir) })
+
 	// One host's manager, set up as the manager binary sets it up.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
@@ -102,6 +108,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Policy:           agentPolicy,
 		Workers:          2,
 		EventRetryPeriod: time.Second,
+		SessionDir:       sessionDir,
 	})
 	Expect(err).NotTo(HaveOccurred())
 

@@ -83,6 +83,8 @@ const (
 	withClaudeMode               // claude.permissionMode SelectorValue
 	withClaudeTurns              // claude.maxTurns BackoffLimit
 	withNotify                   // notify {url: Timeout, secretName: Secret}
+	withContinueFrom             // continueFrom HostName
+	withFork                     // fork: true
 )
 
 // specInput is a run as the fuzzer builds it: a few strings and numbers put
@@ -120,6 +122,8 @@ func (in specInput) object() map[string]any {
 		{withBackoffLimit, "backoffLimit", in.BackoffLimit, false},
 		{withTTL, "ttlSecondsAfterFinished", in.TTL, false},
 		{withCancel, "cancel", true, false},
+		{withContinueFrom, "continueFrom", in.HostName, false},
+		{withFork, "fork", true, false},
 	} {
 		if in.has(s.bit) {
 			spec[s.key] = s.value
