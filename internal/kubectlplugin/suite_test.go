@@ -1,0 +1,94 @@
+package kubectlplugin_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/kubectlplugin"
+	"github.com/agentrun/agentrun/internal/testenv"
+)
+
+// The suite drives the plugin's commands, as a user runs them, against a real
+// kube-apiserver with agentrun's CRDs; no host runs, so the specs write the
+// runs' status themselves where a host would.
+var (
+	env        *envtest.Environment
+	k8s        client.Client
+	kubeconfig string
+	scheme     = runtime.NewScheme()
+)
+
+func TestKubectlPlugin(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "kubectl agentrun suite (envtest)")
+}
+
+var _ = BeforeSuite(func() {
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
+	var err error
+	env, err = testenv.New(false)
+	Expect(err).NotTo(HaveOccurred())
+	cfg, err := env.Start()
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(env.Stop)
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	kubeconfig = writeKubeconfig(envtest.User{Name: "admin", Groups: []string{"system:masters"}})
+})
+
+// writeKubeconfig writes a kubeconfig for a user of the control plane, as a
+// person's ~/.kube/config.
+func writeKubeconfig(u envtest.User) string {
+	GinkgoHelper()
+	user, err := env.AddUser(u, nil)
+	Expect(err).NotTo(HaveOccurred())
+	data, err := user.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(os.WriteFile(path, data, 0o600)).To(Succeed())
+	return path
+}
+
+// result is what one command printed and its exit code.
+type result struct {
+	out, errOut string
+	code        int
+}
+
+// plugin runs `kubectl agentrun ARGS...` as the admin.
+func plugin(args ...string) result {
+	return pluginAs(kubeconfig, args...)
+}
+
+func pluginAs(kubeconfig string, args ...string) result {
+	var out, errOut bytes.Buffer
+	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: &errOut}
+	code := kubectlplugin.Main(streams, append([]string{"--kubeconfig", kubeconfig}, args...))
+	return result{out.String(), errOut.String(), code}
+}
+
+// newNamespace makes a namespace for one spec.
+func newNamespace() string {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "plugin-"}}
+	Expect(k8s.Create(context.Background(), ns)).To(Succeed())
+	return ns.Name
+}
+
+// envtestUser is a user in no group but the authenticated one.
+func envtestUser(name string) envtest.User { return envtest.User{Name: name} }
