@@ -25,7 +25,7 @@ type runOptions struct {
 	prompt, image, workdir, host string
 	volumes, secretEnv           []string
 	timeout                      time.Duration
-	wait                         bool
+	wait, follow                 bool
 	dryRun                       string
 	print                        *genericclioptions.PrintFlags
 }
@@ -35,7 +35,7 @@ func (p *plugin) runCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run NAME --prompt TEXT [flags] [-- COMMAND [ARGS...]]",
 		Short: "Create an AgentRun, as kubectl create job does a Job; the command after -- replaces the host's default",
-		Example: `  kubectl agentrun run hello --prompt 'Say hello' --wait
+		Example: `  kubectl agentrun run hello --prompt 'Say hello' --follow
   kubectl agentrun run review --prompt 'Review the open PRs' --workdir /workspace \
       --volume /home/user/myrepo:/workspace --secret-env GH_TOKEN=github-token --wait
   kubectl agentrun run review --prompt 'Review' --dry-run=client -o yaml`,
@@ -58,6 +58,7 @@ func (p *plugin) runCommand() *cobra.Command {
 	f.StringArrayVar(&o.secretEnv, "secret-env", nil, "VAR=SECRET: the Podman secret SECRET as the variable VAR (repeatable)")
 	f.DurationVar(&o.timeout, "timeout", 0, "how long the run may take (0: the host's default)")
 	f.BoolVar(&o.wait, "wait", false, "wait until the run finishes, print how it ended and exit with its exit code")
+	f.BoolVar(&o.follow, "follow", false, "stream the run's output live until it finishes, and exit with its exit code")
 	f.StringVar(&o.dryRun, "dry-run", "none", `"none", "client" (print the manifest, create nothing) or "server" (the API server validates, nothing is stored)`)
 	f.Lookup("dry-run").NoOptDefVal = "client"
 	o.print.AddFlags(cmd)
@@ -105,8 +106,11 @@ func (p *plugin) run(ctx context.Context, o *runOptions, name string, command []
 	default:
 		return fmt.Errorf(`--dry-run must be "none", "client" or "server", not %q`, o.dryRun)
 	}
-	if o.dryRun != "none" && o.wait {
-		return errors.New("--dry-run creates no run to wait for")
+	if o.wait && o.follow {
+		return errors.New("--wait or --follow: not both")
+	}
+	if o.dryRun != "none" && (o.wait || o.follow) {
+		return errors.New("--dry-run creates no run to wait for or follow")
 	}
 	c, ns, err := p.client()
 	if err != nil {
@@ -133,11 +137,19 @@ func (p *plugin) run(ctx context.Context, o *runOptions, name string, command []
 	if err != nil {
 		return err
 	}
-	if err := printer.PrintObj(run, p.out()); err != nil {
+	// While following, the run's output alone goes to stdout.
+	out := p.out()
+	if o.follow {
+		out = p.streams.ErrOut
+	}
+	if err := printer.PrintObj(run, out); err != nil {
 		return err
 	}
-	if o.wait {
+	switch {
+	case o.wait:
 		return p.waitAndReport(ctx, c, client.ObjectKeyFromObject(run))
+	case o.follow:
+		return p.follow(ctx, c, run)
 	}
 	return nil
 }

@@ -3,8 +3,10 @@ package kubectlplugin_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -16,9 +18,12 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers/fake"
 	"github.com/agentrun/agentrun/internal/kubectlplugin"
+	"github.com/agentrun/agentrun/internal/logserver/logservertest"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
 
@@ -30,6 +35,13 @@ var (
 	k8s        client.Client
 	kubeconfig string
 	scheme     = runtime.NewScheme()
+	// rt is the engine of logsHost, whose log endpoint the suite serves.
+	rt = fake.New(testImage)
+)
+
+const (
+	logsHost  = "plugin-logs-host"
+	testImage = "localhost/agentrun-test:latest"
 )
 
 func TestKubectlPlugin(t *testing.T) {
@@ -49,6 +61,15 @@ var _ = BeforeSuite(func() {
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = writeKubeconfig(envtest.User{Name: "admin", Groups: []string{"system:masters"}})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	DeferCleanup(cancel)
+	endpoint, ca, err := logservertest.Serve(ctx, cfg, k8s, logsHost, rt, zap.New(zap.WriteTo(GinkgoWriter)))
+	Expect(err).NotTo(HaveOccurred())
+	host := &agentsv1alpha1.PodmanHost{ObjectMeta: metav1.ObjectMeta{Name: logsHost}}
+	Expect(k8s.Create(ctx, host)).To(Succeed())
+	host.Status.LogEndpoint, host.Status.LogCABundle = endpoint, ca
+	Expect(k8s.Status().Update(ctx, host)).To(Succeed())
 })
 
 // writeKubeconfig writes a kubeconfig for a user of the control plane, as a
@@ -76,10 +97,34 @@ func plugin(args ...string) result {
 }
 
 func pluginAs(kubeconfig string, args ...string) result {
-	var out, errOut bytes.Buffer
-	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: &errOut}
-	code := kubectlplugin.Main(streams, append([]string{"--kubeconfig", kubeconfig}, args...))
+	var out, errOut syncBuffer
+	code := pluginTo(&out, &errOut, kubeconfig, args...)
 	return result{out.String(), errOut.String(), code}
+}
+
+// pluginTo runs the plugin with its output going to out and errOut as it
+// comes, for specs that read it while the command runs.
+func pluginTo(out, errOut io.Writer, kubeconfig string, args ...string) int {
+	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}
+	return kubectlplugin.Main(streams, append([]string{"--kubeconfig", kubeconfig}, args...))
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // newNamespace makes a namespace for one spec.

@@ -2,7 +2,6 @@ package logserver_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -22,7 +21,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers/fake"
-	"github.com/agentrun/agentrun/internal/logserver"
+	"github.com/agentrun/agentrun/internal/logserver/logservertest"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
 
@@ -62,32 +61,11 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	installRoles()
 
-	clientCA, err := logserver.ClusterClientCA(context.Background(), k8s)
-	Expect(err).NotTo(HaveOccurred())
-	httpClient, err := rest.HTTPClientFor(cfg)
-	Expect(err).NotTo(HaveOccurred())
-	auth, err := logserver.NewDelegatingAuth(cfg, httpClient, clientCA)
-	Expect(err).NotTo(HaveOccurred())
 	rt = fake.New(testImage)
-	srv := &logserver.Server{Host: hostName, Runtime: rt, Reader: k8s, Auth: auth, Log: zap.New(zap.WriteTo(GinkgoWriter))}
-
-	addr := freeAddress()
-	cert, ca, err := logserver.ServingCertificate("", "127.0.0.1")
-	Expect(err).NotTo(HaveOccurred())
-	caBundle, endpoint = ca, "https://"+addr
 	ctx, cancel := context.WithCancel(context.Background())
 	DeferCleanup(cancel)
-	go func() {
-		defer GinkgoRecover()
-		Expect((&logserver.Endpoint{BindAddress: addr, Certificate: cert, Handler: srv.Handler()}).Start(ctx)).To(Succeed())
-	}()
-	Eventually(func() error {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}).Should(Succeed())
+	endpoint, caBundle, err = logservertest.Serve(ctx, cfg, k8s, hostName, rt, zap.New(zap.WriteTo(GinkgoWriter)))
+	Expect(err).NotTo(HaveOccurred())
 })
 
 // installRoles creates the ClusterRoles config/rbac ships for users.
@@ -104,14 +82,6 @@ func installRoles() {
 		}
 		Expect(k8s.Create(context.Background(), role)).To(Succeed())
 	}
-}
-
-func freeAddress() string {
-	GinkgoHelper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // userConfig is the client configuration of a user of the cluster, as
