@@ -125,7 +125,7 @@ func (r *Runtime) classify(err error, what string) error {
 	var model *errorhandling.ErrorModel
 	var urlErr *url.Error
 	switch {
-	case errors.As(err, &model) && model.ResponseCode == http.StatusNotFound:
+	case errors.As(err, &model) && (model.ResponseCode == http.StatusNotFound || model.Because == causeNoSuchContainer):
 		return fmt.Errorf("%s: %w: %w", what, err, rt.ErrNotFound)
 	case errors.As(err, &urlErr) && !errors.Is(err, context.Canceled):
 		// No answer: refused, reset, or none before the caller's deadline.
@@ -134,6 +134,12 @@ func (r *Runtime) classify(err error, what string) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// causeNoSuchContainer is how Podman 4.3.1 answers an inspect of a container
+// it is removing at that moment: a 500, "container ID does not exist in
+// database: no such container" (seen when the log endpoint inspected a run's
+// container as its host removed it). It is gone, as a 404 says.
+const causeNoSuchContainer = "no such container"
 
 // cause is the root cause Podman gives for a failed request, which tells
 // more than its status: most failures are 500s.
