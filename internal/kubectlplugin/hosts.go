@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
@@ -44,11 +45,7 @@ func (p *plugin) hosts(ctx context.Context, print *genericclioptions.PrintFlags)
 	}
 	format := ptrValue(print.OutputFormat)
 	if format != "" && format != "wide" {
-		printer, err := print.ToPrinter()
-		if err != nil {
-			return err
-		}
-		return printer.PrintObj(hosts, p.out())
+		return p.printList(print, hosts)
 	}
 	if len(hosts.Items) == 0 {
 		fmt.Fprintln(p.streams.ErrOut, "No Podman hosts found.")
@@ -68,6 +65,37 @@ func (p *plugin) hosts(ctx context.Context, print *genericclioptions.PrintFlags)
 		t.rows = append(t.rows, row)
 	}
 	return t.print(p.out())
+}
+
+// printList prints a list with kubectl's printers (-o yaml, json, name,
+// jsonpath, ...). The items of a typed list come without their kind, which
+// the printers need: set from the scheme. The name printer takes no typed
+// list: it gets the items one by one, as kubectl get gives them.
+func (p *plugin) printList(print *genericclioptions.PrintFlags, list runtime.Object) error {
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return err
+	}
+	for _, item := range items {
+		gvks, _, err := scheme.ObjectKinds(item)
+		if err != nil {
+			return err
+		}
+		item.GetObjectKind().SetGroupVersionKind(gvks[0])
+	}
+	printer, err := print.ToPrinter()
+	if err != nil {
+		return err
+	}
+	if ptrValue(print.OutputFormat) != "name" {
+		return printer.PrintObj(list, p.out())
+	}
+	for _, item := range items {
+		if err := printer.PrintObj(item, p.out()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type readiness struct{ status, reason string }

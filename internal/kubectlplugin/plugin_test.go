@@ -192,3 +192,31 @@ var _ = Describe("kubectl agentrun's connection flags", func() {
 		Expect(strings.Count(r.errOut, "\n")).To(Equal(1))
 	})
 })
+
+var _ = Describe("kubectl agentrun list", func() {
+	It("lists the namespace's runs, or every namespace's with -A", func(ctx SpecContext) {
+		a, b := newNamespace(), newNamespace()
+		Expect(plugin("-n", a, "run", "first", "--prompt", "x").code).To(Equal(0))
+		Expect(plugin("-n", b, "run", "second", "--prompt", "x").code).To(Equal(0))
+		run := &agentsv1alpha1.AgentRun{}
+		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: b, Name: "second"}, run)).To(Succeed())
+		run.Status = agentsv1alpha1.AgentRunStatus{Phase: agentsv1alpha1.PhaseFailed, Host: "local-1", Attempts: 2, ExitCode: ptr.To[int32](3)}
+		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
+
+		r := plugin("-n", a, "list")
+		Expect(r.code).To(Equal(0), r.errOut)
+		lines := strings.Split(strings.TrimSpace(r.out), "\n")
+		Expect(lines).To(HaveLen(2))
+		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "AGE"}))
+		Expect(strings.Fields(lines[1])[:5]).To(Equal([]string{"first", "<none>", "<none>", "0", "<none>"}))
+
+		r = plugin("list", "-A")
+		Expect(r.code).To(Equal(0), r.errOut)
+		Expect(r.out).To(MatchRegexp(`(?m)^NAMESPACE\s+NAME\s+PHASE`))
+		Expect(r.out).To(MatchRegexp(`(?m)^` + a + `\s+first\s`))
+		Expect(r.out).To(MatchRegexp(`(?m)^` + b + `\s+second\s+Failed\s+local-1\s+2\s+3\s`))
+
+		r = plugin("-n", b, "list", "-o", "name")
+		Expect(r.out).To(Equal("agentrun.agents.agentrun.dev/second\n"), r.errOut)
+	})
+})
