@@ -6,8 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
 func (p *plugin) cancelCommand() *cobra.Command {
@@ -24,12 +22,8 @@ func (p *plugin) cancelCommand() *cobra.Command {
 // cancel sets spec.cancel, the one field that may change after creation; the
 // run's host does the rest.
 func (p *plugin) cancel(ctx context.Context, name string) error {
-	c, ns, err := p.client()
+	c, run, err := p.getRun(ctx, name)
 	if err != nil {
-		return err
-	}
-	run := &agentsv1alpha1.AgentRun{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, run); err != nil {
 		return err
 	}
 	switch {

@@ -32,19 +32,15 @@ func (p *plugin) describeCommand() *cobra.Command {
 }
 
 func (p *plugin) describe(ctx context.Context, name string) error {
-	c, ns, err := p.client()
+	c, run, err := p.getRun(ctx, name)
 	if err != nil {
-		return err
-	}
-	run := &agentsv1alpha1.AgentRun{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, run); err != nil {
 		return err
 	}
 	// Events are the hosts' and the fleet's, found by the run's UID so a
 	// recreated run's are not mixed in. Reading them may be forbidden to a
 	// caller who may read the run: describe then says so and goes on.
 	events := &corev1.EventList{}
-	eventsErr := c.List(ctx, events, client.InNamespace(ns), client.MatchingFields{"involvedObject.uid": string(run.UID)})
+	eventsErr := c.List(ctx, events, client.InNamespace(run.Namespace), client.MatchingFields{"involvedObject.uid": string(run.UID)})
 	return writeDescription(p.out(), run, events.Items, eventsErr)
 }
 

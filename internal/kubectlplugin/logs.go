@@ -44,12 +44,8 @@ func (p *plugin) logsCommand() *cobra.Command {
 }
 
 func (p *plugin) logs(ctx context.Context, o *logsOptions, name string) error {
-	c, ns, err := p.client()
+	c, run, err := p.getRun(ctx, name)
 	if err != nil {
-		return err
-	}
-	run := &agentsv1alpha1.AgentRun{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, run); err != nil {
 		return err
 	}
 	if run.Status.ContainerID == "" && o.follow && !run.Status.Phase.IsFinished() {
@@ -65,7 +61,7 @@ func (p *plugin) logs(ctx context.Context, o *logsOptions, name string) error {
 		}
 		return fmt.Errorf("agentrun/%s has no container yet (phase %s): use -f to wait for it", name, orNone(string(run.Status.Phase)))
 	}
-	err = p.streamFromHost(ctx, c, run, logserver.Request{Namespace: ns, Name: name, Follow: o.follow, TailLines: o.tail, Since: o.since})
+	err = p.streamFromHost(ctx, c, run, logserver.Request{Namespace: run.Namespace, Name: name, Follow: o.follow, TailLines: o.tail, Since: o.since})
 	if errors.Is(err, errContainerGone) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
 			return err

@@ -5,6 +5,7 @@
 package kubectlplugin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -111,6 +112,20 @@ func (p *plugin) client() (client.Client, string, error) {
 		return nil, "", err
 	}
 	return c, ns, nil
+}
+
+// getRun reads the run NAME of the selected namespace, and returns the
+// client it used.
+func (p *plugin) getRun(ctx context.Context, name string) (client.Client, *agentsv1alpha1.AgentRun, error) {
+	c, ns, err := p.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	run := &agentsv1alpha1.AgentRun{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, run); err != nil {
+		return nil, nil, err
+	}
+	return c, run, nil
 }
 
 // out is where results go.
