@@ -13,9 +13,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -34,7 +33,6 @@ var (
 	env        *envtest.Environment
 	k8s        client.Client
 	kubeconfig string
-	scheme     = runtime.NewScheme()
 	// rt is the engine of logsHost, whose log endpoint the suite serves.
 	rt = fake.New(testImage)
 )
@@ -50,16 +48,11 @@ func TestKubectlPlugin(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
+	var cfg *rest.Config
 	var err error
-	env, err = testenv.New(false)
-	Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
+	env, cfg, k8s, err = testenv.StartWithClient()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(env.Stop)
-	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = writeKubeconfig(envtest.User{Name: "admin", Groups: []string{"system:masters"}})
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,16 +10,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers/fake"
 	"github.com/agentrun/agentrun/internal/logserver/logservertest"
 	"github.com/agentrun/agentrun/internal/testenv"
@@ -40,7 +37,6 @@ var (
 	rt       *fake.Runtime
 	endpoint string
 	caBundle []byte
-	scheme   = runtime.NewScheme()
 )
 
 func TestLogServer(t *testing.T) {
@@ -49,16 +45,11 @@ func TestLogServer(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(agentsv1alpha1.AddToScheme(scheme)).To(Succeed())
+	var cfg *rest.Config
 	var err error
-	env, err = testenv.New(false)
-	Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
+	env, cfg, k8s, err = testenv.StartWithClient()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(env.Stop)
-	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
 	installRoles()
 
 	rt = fake.New(testImage)
