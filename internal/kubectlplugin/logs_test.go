@@ -14,6 +14,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
 const secretValue = "s3cr3t-v4lue-of-the-token"
@@ -62,7 +63,7 @@ var _ = Describe("kubectl agentrun logs", func() {
 		id := startContainer(ctx, ns, "counter")
 		Expect(rt.Print(id, "line 1\n")).To(Succeed())
 
-		var out, errOut syncBuffer
+		var out, errOut testenv.SyncBuffer
 		done := make(chan int, 1)
 		go func() { done <- pluginTo(&out, &errOut, kubeconfig, "-n", ns, "logs", "-f", "counter") }()
 		Eventually(out.String).Should(Equal("line 1\n"))
@@ -115,7 +116,7 @@ var _ = Describe("kubectl agentrun logs", func() {
 var _ = Describe("kubectl agentrun run --follow", func() {
 	It("creates the run, streams its output live and exits with its exit code", func(ctx SpecContext) {
 		ns := newNamespace()
-		var out, errOut syncBuffer
+		var out, errOut testenv.SyncBuffer
 		done := make(chan int, 1)
 		go func() {
 			done <- pluginTo(&out, &errOut, kubeconfig, "-n", ns, "run", "job", "--prompt", "x", "--follow")
@@ -134,7 +135,7 @@ var _ = Describe("kubectl agentrun run --follow", func() {
 
 	It("shows a run whose container went before it could be streamed from its status", func(ctx SpecContext) {
 		ns := newNamespace()
-		var out, errOut syncBuffer
+		var out, errOut testenv.SyncBuffer
 		done := make(chan int, 1)
 		go func() {
 			done <- pluginTo(&out, &errOut, kubeconfig, "-n", ns, "run", "quick", "--prompt", "x", "--follow")

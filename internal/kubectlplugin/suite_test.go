@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -90,7 +89,7 @@ func plugin(args ...string) result {
 }
 
 func pluginAs(kubeconfig string, args ...string) result {
-	var out, errOut syncBuffer
+	var out, errOut testenv.SyncBuffer
 	code := pluginTo(&out, &errOut, kubeconfig, args...)
 	return result{out.String(), errOut.String(), code}
 }
@@ -100,24 +99,6 @@ func pluginAs(kubeconfig string, args ...string) result {
 func pluginTo(out, errOut io.Writer, kubeconfig string, args ...string) int {
 	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}
 	return kubectlplugin.Main(streams, append([]string{"--kubeconfig", kubeconfig}, args...))
-}
-
-// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // newNamespace makes a namespace for one spec.
