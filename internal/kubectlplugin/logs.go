@@ -21,6 +21,10 @@ import (
 // is in the run's status.
 var errContainerGone = errors.New("the container is gone")
 
+// errNoEndpoint: the run's host serves no live output (its manager runs
+// without --logs-bind-address).
+var errNoEndpoint = errors.New("its host serves no live output (its manager runs without --logs-bind-address)")
+
 type logsOptions struct {
 	follow bool
 	tail   int
@@ -62,11 +66,16 @@ func (p *plugin) logs(ctx context.Context, o *logsOptions, name string) error {
 		return fmt.Errorf("agentrun/%s has no container yet (phase %s): use -f to wait for it", name, orNone(string(run.Status.Phase)))
 	}
 	err = p.streamFromHost(ctx, c, run, logserver.Request{Namespace: run.Namespace, Name: name, Follow: o.follow, TailLines: o.tail, Since: o.since})
-	if errors.Is(err, errContainerGone) {
+	switch {
+	case errors.Is(err, errContainerGone):
 		if err := c.Get(ctx, client.ObjectKeyFromObject(run), run); err != nil {
 			return err
 		}
 		return p.storedOutput(run, "its container is gone")
+	case errors.Is(err, errNoEndpoint) && run.Status.Phase.IsFinished():
+		return p.storedOutput(run, err.Error())
+	case errors.Is(err, errNoEndpoint):
+		return fmt.Errorf("agentrun/%s: %w; its status keeps the end of its output once it finishes", name, err)
 	}
 	return err
 }
@@ -79,7 +88,7 @@ func (p *plugin) streamFromHost(ctx context.Context, c client.Client, run *agent
 		return fmt.Errorf("reading where host %s serves logs: %w", run.Status.Host, err)
 	}
 	if host.Status.LogEndpoint == "" {
-		return fmt.Errorf("host %s serves no live output (its manager runs without --logs-bind-address); kubectl get agentrun %s -o jsonpath='{.status.output}' shows the stored tail once the run ends", host.Name, run.Name)
+		return errNoEndpoint
 	}
 	caller, err := p.restConfig()
 	if err != nil {
@@ -137,8 +146,8 @@ func waitForContainer(ctx context.Context, c client.Client, key client.ObjectKey
 
 // follow streams each of the run's containers (a retry is a new one) until
 // the run finishes, then exits with its exit code. A container gone before
-// it could be streamed (a run that ends in a second) is shown from the
-// output its status keeps.
+// it could be streamed (a run that ends in a second), or a host that serves
+// no live output, is shown from the output its status keeps.
 func (p *plugin) follow(ctx context.Context, c client.Client, run *agentsv1alpha1.AgentRun) error {
 	key := client.ObjectKeyFromObject(run)
 	streamed := ""
@@ -152,11 +161,15 @@ func (p *plugin) follow(ctx context.Context, c client.Client, run *agentsv1alpha
 			return exitStatus(run)
 		}
 		err = p.streamFromHost(ctx, c, run, logserver.Request{Namespace: key.Namespace, Name: key.Name, Follow: true, TailLines: -1})
-		if errors.Is(err, errContainerGone) {
+		if errors.Is(err, errContainerGone) || errors.Is(err, errNoEndpoint) {
+			why := "its container was gone before it could be streamed"
+			if errors.Is(err, errNoEndpoint) {
+				why = err.Error()
+			}
 			if run, err = waitFinished(ctx, c, key); err != nil {
 				return err
 			}
-			if err := p.storedOutput(run, "its container was gone before it could be streamed"); err != nil {
+			if err := p.storedOutput(run, why); err != nil {
 				return err
 			}
 			return exitStatus(run)

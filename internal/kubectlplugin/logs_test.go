@@ -133,6 +133,26 @@ var _ = Describe("kubectl agentrun run --follow", func() {
 		Expect(strings.Count(errOut.String(), "note:")).To(BeZero())
 	})
 
+	It("shows the output kept in status, with a note, when the run's host serves no live output", func(ctx SpecContext) {
+		ns := newNamespace()
+		host := &agentsv1alpha1.PodmanHost{ObjectMeta: metav1.ObjectMeta{Name: "no-endpoint-" + ns}}
+		Expect(k8s.Create(ctx, host)).To(Succeed())
+		var out, errOut testenv.SyncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- pluginTo(&out, &errOut, kubeconfig, "-n", ns, "run", "plain", "--prompt", "x", "--follow")
+		}()
+		run := &agentsv1alpha1.AgentRun{}
+		Eventually(func() error { return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "plain"}, run) }).Should(Succeed())
+		run.Status = agentsv1alpha1.AgentRunStatus{Phase: agentsv1alpha1.PhaseRunning, Host: host.Name, ContainerID: "c1", Attempts: 1}
+		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
+		Consistently(done, "1500ms").ShouldNot(Receive(), "it returned before the run finished")
+		finish(ctx, ns, "plain", agentsv1alpha1.PhaseFailed, 2, "kept\n")
+		Eventually(done, "10s").Should(Receive(Equal(2)), errOut.String())
+		Expect(out.String()).To(Equal("kept\n"))
+		Expect(errOut.String()).To(ContainSubstring("note: agentrun/plain: its host serves no live output"))
+	})
+
 	It("shows a run whose container went before it could be streamed from its status", func(ctx SpecContext) {
 		ns := newNamespace()
 		var out, errOut testenv.SyncBuffer
