@@ -129,8 +129,9 @@ chaos: k8s-binaries podman podman5 ## Run the fault suite (test/chaos) at full s
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary.
+build: ## Build the manager binary and the kubectl plugin (bin/kubectl-agentrun: on PATH, kubectl agentrun).
 	go build -o $(LOCALBIN)/manager ./cmd
+	go build -o $(LOCALBIN)/kubectl-agentrun ./cmd/kubectl-agentrun
 
 .PHONY: image
 image: build podman ## Build (or reuse) the image localhost/agentrun-manager:VERSION (and :latest) from bin/manager, FROM scratch, with Podman.

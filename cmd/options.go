@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -86,6 +87,9 @@ type options struct {
 	pinnedRunsWait        bool
 	runRecordRetention    time.Duration
 	sessionDir            string
+	logsBindAddress       string
+	logsURL               string
+	logsCertDir           string
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -147,6 +151,9 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.sessionDir, "session-dir", "/var/lib/agentrun/sessions", "where this host keeps the runs' Claude Code state, a directory per session, so that a later run can continue one (spec.continueFrom); each host needs its own; empty keeps none")
 	fs.DurationVar(&o.runRecordRetention, "run-record-retention", controllers.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
+	fs.StringVar(&o.logsBindAddress, "logs-bind-address", "0", "host: address (host:port) of the HTTPS endpoint that streams this host's runs' output to callers allowed to get agentruns/log (kubectl agentrun logs); 0 disables it")
+	fs.StringVar(&o.logsURL, "logs-url", "", "host: the URL clients reach the log endpoint at, published in the PodmanHost (default: https:// and --logs-bind-address, when that names a host)")
+	fs.StringVar(&o.logsCertDir, "logs-cert-dir", "", "host: directory with the log endpoint's tls.crt, tls.key and ca.crt (default: a certificate the host makes at start for --logs-url's host)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -208,6 +215,9 @@ func (o *options) validate() error {
 			errs = append(errs, errors.New("--max-concurrent-runs and --pids-limit must not be negative, --workers at least 1"))
 		}
 		if _, err := o.policy(); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := o.logEndpoint(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -326,6 +336,7 @@ func list(s string) []string {
 func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 	hostPolicy, _ := o.policy() // validated by parseOptions
 	hostLabels, _ := o.labels()
+	logs, _ := o.logEndpoint()
 	return controllers.HostConfig{
 		Host:               o.hostName,
 		Runtime:            containers.WithCallTimeout(rt, o.podmanCallTimeout),
@@ -349,7 +360,27 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 		GracePeriod:        o.hostGracePeriod,
 		RunRecordRetention: o.runRecordRetention,
 		SessionDir:         o.sessionDir,
+		LogEndpoint:        logs,
 	}
+}
+
+// logEndpoint is the host's log endpoint, nil when --logs-bind-address is 0.
+func (o *options) logEndpoint() (*controllers.LogEndpoint, error) {
+	if o.logsBindAddress == "0" {
+		return nil, nil
+	}
+	host, port, err := net.SplitHostPort(o.logsBindAddress)
+	if err != nil {
+		return nil, fmt.Errorf("--logs-bind-address %q: %w", o.logsBindAddress, err)
+	}
+	u := o.logsURL
+	if u == "" {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return nil, fmt.Errorf("--logs-url is needed when --logs-bind-address (%q) names no host clients can reach", o.logsBindAddress)
+		}
+		u = "https://" + net.JoinHostPort(host, port)
+	}
+	return &controllers.LogEndpoint{BindAddress: o.logsBindAddress, URL: u, CertDir: o.logsCertDir}, nil
 }
 
 // fleetConfig is the configuration of the fleet's controllers.

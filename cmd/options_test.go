@@ -103,3 +103,29 @@ func TestParseOptionsRefusesBadValues(t *testing.T) {
 		t.Errorf("a webhook-only process needs no host name: %v", err)
 	}
 }
+
+func TestLogEndpointOptions(t *testing.T) {
+	o, err := parse(t, "--mode=host")
+	if err != nil || o.hostConfig(nil).LogEndpoint != nil {
+		t.Fatalf("default: err %v, endpoint %+v; want none", err, o.hostConfig(nil).LogEndpoint)
+	}
+	o, err = parse(t, "--mode=host", "--logs-bind-address=10.203.1.2:18082")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.hostConfig(nil).LogEndpoint; got.URL != "https://10.203.1.2:18082" || got.BindAddress != "10.203.1.2:18082" {
+		t.Errorf("endpoint %+v; want its URL from the bind address", got)
+	}
+	o, err = parse(t, "--mode=host", "--logs-bind-address=:18082", "--logs-url=https://podman-01.example.com:18082", "--logs-cert-dir=/etc/agentrun/logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.hostConfig(nil).LogEndpoint; got.URL != "https://podman-01.example.com:18082" || got.CertDir != "/etc/agentrun/logs" {
+		t.Errorf("endpoint %+v; want the URL and certificates given", got)
+	}
+	for _, bind := range []string{":18082", "0.0.0.0:18082", "no-port"} {
+		if _, err := parse(t, "--mode=host", "--logs-bind-address="+bind); err == nil {
+			t.Errorf("--logs-bind-address=%s without --logs-url was accepted", bind)
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/policy"
-	"github.com/agentrun/agentrun/internal/redact"
+	"github.com/agentrun/agentrun/internal/runoutput"
 )
 
 // agentResultWindow is how much of the end of a container's output is read
@@ -165,7 +165,7 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 	if err != nil {
 		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
 	}
-	redactor, err := r.redactorFor(ctx, run, c)
+	redactor, err := runoutput.Redactor(ctx, r.Runtime, run, c)
 	if err != nil {
 		return err
 	}
@@ -173,20 +173,6 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 	run.Status.Output = truncateStartUTF8(output, r.OutputTailBytes)
 	run.Status.AgentResult = parseAgentResult(output)
 	return nil
-}
-
-// redactorFor masks the values of the run's secrets, read from the host's
-// Podman for this pass only: they live as long as the returned Redactor.
-func (r *AgentRunReconciler) redactorFor(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (*redact.Redactor, error) {
-	secrets := secretEnv(run)
-	if len(secrets) == 0 {
-		return redact.New(), nil
-	}
-	values, err := r.Runtime.SecretValues(ctx, c.ID, secrets)
-	if err != nil {
-		return nil, fmt.Errorf("reading the secret values of container %s, to mask them in its output: %w", c.Name, err)
-	}
-	return redact.New(values...), nil
 }
 
 // attemptEnded decides what an exited container means for the run: success,

@@ -13,6 +13,7 @@ import (
 	"github.com/agentrun/agentrun/internal/claudecli"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/policy"
+	"github.com/agentrun/agentrun/internal/runoutput"
 )
 
 // Defaults are the host's settings for what a run leaves out.
@@ -92,7 +93,7 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 			return containers.Spec{}, errs.ToAggregate()
 		}
 	}
-	spec.SecretEnv = secretEnv(run)
+	spec.SecretEnv = runoutput.SecretEnv(run)
 	for i, v := range p.Volumes {
 		vol, err := agentsv1alpha1.ParseVolume(v)
 		if err != nil {
@@ -120,19 +121,6 @@ func latestAttempt(owned []containers.Container) (c containers.Container, attemp
 		}
 	}
 	return c, attempt, ok
-}
-
-// secretEnv maps each of the run's secret variables to its Podman secret,
-// as the engine takes them; nil when the run has none.
-func secretEnv(run *agentsv1alpha1.AgentRun) map[string]string {
-	if len(run.Spec.Podman.SecretsEnv) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(run.Spec.Podman.SecretsEnv))
-	for variable, name := range run.Spec.Podman.SecretsEnv {
-		out[variable] = string(name)
-	}
-	return out
 }
 
 // secretNames lists the Podman secrets a run needs, sorted, without repeats.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net/url"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -18,6 +19,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/hostagent"
+	"github.com/agentrun/agentrun/internal/logserver"
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
@@ -97,6 +99,20 @@ type HostConfig struct {
 	// its PodmanHost; GracePeriod is how long the fleet waits for a renewal
 	// before declaring the host lost (the host fences itself past it).
 	HeartbeatPeriod, GracePeriod time.Duration
+	// LogEndpoint serves the host's runs' output live; nil: none.
+	LogEndpoint *LogEndpoint
+}
+
+// LogEndpoint is where a host serves its runs' output, over HTTPS.
+type LogEndpoint struct {
+	// BindAddress is the address it listens on, host:port.
+	BindAddress string
+	// URL is where clients reach it (https://host:port), published in the
+	// PodmanHost with the CA of its certificate.
+	URL string
+	// CertDir holds its tls.crt and tls.key (and ca.crt); empty: a
+	// certificate the host makes for URL's host.
+	CertDir string
 }
 
 // CacheOptions are the manager cache settings a host's reconciler and the
@@ -141,6 +157,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	if err := indexQueues(mgr); err != nil {
 		return nil, err
 	}
+	var err error
 	agent := &hostagent.Agent{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: r.Recorder, Runtime: cfg.Runtime,
 		Host: cfg.Host, Labels: cfg.Labels, LeaseNamespace: cfg.LeaseNamespace,
@@ -148,6 +165,12 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		HeartbeatPeriod: cfg.HeartbeatPeriod, GracePeriod: cfg.GracePeriod, StopGracePeriod: cfg.StopGracePeriod,
 		Running: r.running, Released: func(key types.NamespacedName) { r.forget(context.Background(), key) },
 		Clock: cfg.Clock,
+	}
+	if cfg.LogEndpoint != nil {
+		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg); err != nil {
+			return nil, fmt.Errorf("setting up the log endpoint: %w", err)
+		}
+		agent.LogEndpoint = cfg.LogEndpoint.URL
 	}
 	if err := mgr.Add(agent); err != nil {
 		return nil, err
@@ -168,6 +191,38 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// The log endpoint asks the API server who calls and whether they may; it
+// reads the cluster's client CA to accept client certificates (hosts get
+// the built-in Role extension-apiserver-authentication-reader for that).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// setupLogEndpoint adds the host's log endpoint to mgr and returns the CA
+// bundle clients verify it with.
+func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig) ([]byte, error) {
+	log := mgr.GetLogger().WithName("logs")
+	endpoint, err := url.Parse(cfg.LogEndpoint.URL)
+	if err != nil || endpoint.Scheme != "https" || endpoint.Hostname() == "" {
+		return nil, fmt.Errorf("the endpoint's URL %q is not https://HOST:PORT", cfg.LogEndpoint.URL)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	clientCA, err := logserver.ClusterClientCA(ctx, mgr.GetAPIReader())
+	if err != nil {
+		log.Info("Accepting bearer tokens only, no client certificates: the cluster's client CA is unreadable", "error", err.Error())
+	}
+	auth, err := logserver.NewDelegatingAuth(mgr.GetConfig(), mgr.GetHTTPClient(), clientCA)
+	if err != nil {
+		return nil, err
+	}
+	cert, ca, err := logserver.ServingCertificate(cfg.LogEndpoint.CertDir, endpoint.Hostname())
+	if err != nil {
+		return nil, fmt.Errorf("the serving certificate: %w", err)
+	}
+	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Auth: auth, Log: log}
+	return ca, mgr.Add(&logserver.Endpoint{BindAddress: cfg.LogEndpoint.BindAddress, Certificate: cert, Handler: srv.Handler()})
 }
 
 // registeredWhileLeading serves a collector on the manager's /metrics while

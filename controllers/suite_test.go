@@ -1,10 +1,8 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,26 +52,8 @@ var (
 	k8s         client.Client
 	rt          *podman.Runtime
 	cancelAll   context.CancelFunc
-	managerLogs = &syncBuffer{}
+	managerLogs = &testenv.SyncBuffer{}
 )
-
-// syncBuffer is a bytes.Buffer safe for the managers' concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)

@@ -58,6 +58,9 @@ STATE=${AGENTRUN_LOCAL_DIR:-$ROOT/.local}
 HOST_NAME=${AGENTRUN_HOST_NAME:-local}
 METRICS_PORT=${AGENTRUN_METRICS_PORT:-18080}
 PROBE_PORT=${AGENTRUN_PROBE_PORT:-18081}
+# Each host's log endpoint (kubectl agentrun logs): on 127.0.0.1 for the
+# single host, on the host's own address in its namespace for a fleet.
+LOGS_PORT=${AGENTRUN_LOGS_PORT:-18082}
 TEST_IMAGE=localhost/agentrun-test:latest
 # The fleet (see the top). HOSTS is empty for the single-host stack; a fleet
 # that runs keeps its own count (in $STATE/fleet.env) when none is given.
@@ -293,6 +296,7 @@ host_manager_flags() {
   fi
   printf '%s\n' --host-name "$host" --podman-socket "$dir/podman.sock" "${RUN_FLAGS[@]}" \
     --session-dir "$dir/sessions" \
+    --logs-bind-address "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" \
     --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
 }
@@ -603,6 +607,8 @@ up() {
   local assets
   assets=$("$ROOT/hack/k8s-binaries.sh")
   ln -sf "$assets/kubectl" "$STATE/bin/kubectl"
+  # make build writes it: on PATH, kubectl agentrun.
+  ln -sf "$ROOT/bin/kubectl-agentrun" "$STATE/bin/kubectl-agentrun"
 
   # The manager that serves the webhook: the single host's, or the fleet's
   # cluster-side one.
@@ -673,6 +679,7 @@ up() {
       flags=(--host-name "$HOST_NAME" --podman-socket "$AGENTRUN_PODMAN_SOCKET" "${RUN_FLAGS[@]}"
         --session-dir "$STATE/sessions"
         --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook"
+        --logs-bind-address "127.0.0.1:$LOGS_PORT"
         --metrics-bind-address "127.0.0.1:$METRICS_PORT"
         --health-probe-bind-address "127.0.0.1:$PROBE_PORT")
     else

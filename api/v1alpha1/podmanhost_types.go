@@ -60,6 +60,20 @@ type PodmanHostStatus struct {
 	// +kubebuilder:validation:items:MaxLength=512
 	Images []string `json:"images,omitempty"`
 
+	// LogEndpoint is the HTTPS URL of the host's log endpoint, which streams
+	// its runs' output to callers the API server authenticates and allows
+	// to get agentruns/log (kubectl agentrun logs); empty when the host
+	// serves none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	LogEndpoint string `json:"logEndpoint,omitempty"`
+
+	// LogCABundle is the PEM certificate of the CA that signed the log
+	// endpoint's serving certificate, with which clients verify the host.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16384
+	LogCABundle []byte `json:"logCABundle,omitempty"`
+
 	// LastHeartbeatTime is when the host last renewed its heartbeat Lease,
 	// as last written here; the Lease holds the exact time.
 	// +optional

@@ -395,6 +395,11 @@ func (in *PodmanHostStatus) DeepCopyInto(out *PodmanHostStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.LogCABundle != nil {
+		in, out := &in.LogCABundle, &out.LogCABundle
+		*out = make([]byte, len(*in))
+		copy(*out, *in)
+	}
 	if in.LastHeartbeatTime != nil {
 		in, out := &in.LastHeartbeatTime, &out.LastHeartbeatTime
 		*out = (*in).DeepCopy()

@@ -3,6 +3,7 @@ package containers
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -130,6 +131,12 @@ func (i instrumented) Logs(ctx context.Context, id string, maxBytes int) (string
 	out, err := i.rt.Logs(ctx, id, maxBytes)
 	count("logs", started, err)
 	return out, err
+}
+
+// StreamLogs counts the opening of a stream, as Events does.
+func (i instrumented) StreamLogs(ctx context.Context, id string, opts LogOptions, w io.Writer) error {
+	count("stream_logs", time.Now(), nil)
+	return i.rt.StreamLogs(ctx, id, opts, w)
 }
 
 // Events counts the opening of a stream, not each event.

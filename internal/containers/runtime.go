@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -110,6 +111,17 @@ type Inventory struct {
 	Images  []string
 }
 
+// LogOptions select what StreamLogs sends.
+type LogOptions struct {
+	// Follow keeps the stream open until the container exits.
+	Follow bool
+	// TailLines sends only that many of the last lines already written;
+	// negative: all of them.
+	TailLines int
+	// Since sends only what was written from then on; zero: all.
+	Since time.Time
+}
+
 // Runtime is the container engine as the controller uses it.
 type Runtime interface {
 	// Ping returns nil when the engine's API answers.
@@ -149,6 +161,10 @@ type Runtime interface {
 	// Logs returns at most maxBytes of the end of the container's combined
 	// stdout and stderr.
 	Logs(ctx context.Context, id string, maxBytes int) (string, error)
+	// StreamLogs writes the container's combined stdout and stderr to w as
+	// the engine sends it, until the end of what was written, or, with
+	// opts.Follow, until the container exits; or until ctx ends.
+	StreamLogs(ctx context.Context, id string, opts LogOptions, w io.Writer) error
 	// Events streams container events for containers carrying every given
 	// label, until ctx ends. When the stream ends, both channels close; if
 	// it ended by failing, the error channel first receives the error (the

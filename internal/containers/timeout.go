@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -87,6 +88,12 @@ func (b bounded) SecretValues(ctx context.Context, id string, secretEnv map[stri
 
 func (b bounded) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
 	return call(ctx, b.d, "logs", func(ctx context.Context) (string, error) { return b.rt.Logs(ctx, id, maxBytes) })
+}
+
+// StreamLogs lasts as long as the container writes when it follows: it has
+// no deadline.
+func (b bounded) StreamLogs(ctx context.Context, id string, opts LogOptions, w io.Writer) error {
+	return b.rt.StreamLogs(ctx, id, opts, w)
 }
 
 // Events is a stream that lasts as long as ctx: it has no deadline.

@@ -58,6 +58,10 @@ type Agent struct {
 	LeaseNamespace string
 	Capacity       int
 	DefaultImage   string
+	// LogEndpoint and LogCABundle are where the host serves its runs'
+	// output and the CA of that endpoint's certificate; empty: nowhere.
+	LogEndpoint string
+	LogCABundle []byte
 	// HeartbeatPeriod is how often the Lease is renewed; GracePeriod how
 	// long the fleet waits for a renewal before it declares the host lost.
 	HeartbeatPeriod, GracePeriod time.Duration
@@ -350,6 +354,7 @@ func (a *Agent) writeStatus(ctx context.Context, host *agentsv1alpha1.PodmanHost
 	meta.SetStatusCondition(&st.Conditions, ready)
 	st.Capacity = int32(a.Capacity)
 	st.DefaultImage = a.DefaultImage
+	st.LogEndpoint, st.LogCABundle = a.LogEndpoint, a.LogCABundle
 	if invOK {
 		st.PodmanVersion = inv.Version
 		st.Secrets = sortedUnique(inv.Secrets)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -124,7 +125,7 @@ func (r *Runtime) classify(err error, what string) error {
 	var model *errorhandling.ErrorModel
 	var urlErr *url.Error
 	switch {
-	case errors.As(err, &model) && model.ResponseCode == http.StatusNotFound:
+	case errors.As(err, &model) && (model.ResponseCode == http.StatusNotFound || model.Because == causeNoSuchContainer):
 		return fmt.Errorf("%s: %w: %w", what, err, rt.ErrNotFound)
 	case errors.As(err, &urlErr) && !errors.Is(err, context.Canceled):
 		// No answer: refused, reset, or none before the caller's deadline.
@@ -133,6 +134,12 @@ func (r *Runtime) classify(err error, what string) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// causeNoSuchContainer is how Podman 4.3.1 answers an inspect of a container
+// it is removing at that moment: a 500, "container ID does not exist in
+// database: no such container" (seen when the log endpoint inspected a run's
+// container as its host removed it). It is gone, as a 404 says.
+const causeNoSuchContainer = "no such container"
 
 // cause is the root cause Podman gives for a failed request, which tells
 // more than its status: most failures are 500s.
@@ -535,6 +542,57 @@ func (r *Runtime) Logs(ctx context.Context, id string, maxBytes int) (string, er
 				return "", r.classify(err, "logs of container "+id)
 			}
 			return tail(string(b), maxBytes), nil
+		}
+	}
+}
+
+// StreamLogs writes the container's output to w frame by frame (conmon writes
+// a frame per line, or per part of a long line), stdout and stderr in the
+// order the service sends them. When w fails (the reader went away) the
+// request is cancelled, and the frames already on their way are drained so
+// that the bindings' goroutine, which blocks on its channels, ends.
+func (r *Runtime) StreamLogs(ctx context.Context, id string, o rt.LogOptions, w io.Writer) error {
+	c, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	c, cancel := context.WithCancel(c)
+	defer cancel()
+	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(o.Follow)
+	if o.TailLines >= 0 {
+		opts = opts.WithTail(strconv.Itoa(o.TailLines))
+	}
+	if !o.Since.IsZero() {
+		opts = opts.WithSince(o.Since.Format(time.RFC3339Nano))
+	}
+	stdout, stderr := make(chan string), make(chan string)
+	done := make(chan error, 1)
+	go func() { done <- containers.Logs(c, id, opts, stdout, stderr) }()
+	var writeErr error
+	write := func(s string) {
+		if writeErr != nil {
+			return
+		}
+		if _, writeErr = io.WriteString(w, s); writeErr != nil {
+			cancel()
+		}
+	}
+	for {
+		select {
+		case s := <-stdout:
+			write(s)
+		case s := <-stderr:
+			write(s)
+		case err := <-done:
+			switch {
+			case writeErr != nil:
+				return writeErr
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case err != nil:
+				return r.classify(err, "logs of container "+id)
+			}
+			return nil
 		}
 	}
 }

@@ -15,12 +15,17 @@ import (
 	"time"
 
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
 // PodmanSocket is the Podman API socket the tests use: AGENTRUN_PODMAN_SOCKET.
@@ -111,4 +116,31 @@ func WaitForWebhookServer(env *envtest.Environment, timeout time.Duration) error
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// StartWithClient starts a control plane as New(false) describes it and
+// returns it with its admin configuration and a client that knows the core
+// types and agentrun's. The caller stops it (env.Stop).
+func StartWithClient() (*envtest.Environment, *rest.Config, client.Client, error) {
+	scheme := k8sruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, nil, nil, err
+	}
+	env, err := New(false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		_ = env.Stop()
+		return nil, nil, nil, err
+	}
+	return env, cfg, c, nil
 }

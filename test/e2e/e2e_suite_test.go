@@ -53,6 +53,7 @@ var _ = BeforeSuite(func() {
 		"AGENTRUN_HOST_NAME="+hostName,
 		fmt.Sprintf("AGENTRUN_METRICS_PORT=%d", metricsPort),
 		fmt.Sprintf("AGENTRUN_PROBE_PORT=%d", freePort()),
+		fmt.Sprintf("AGENTRUN_LOGS_PORT=%d", freePort()),
 		"AGENTRUN_PODMAN_SOCKET="+testenv.PodmanSocket(),
 	)
 	out, err := stack("up")

@@ -100,7 +100,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 9)
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
-	applyAll(ctx, identities, nil, 9)
+	applyAll(ctx, identities, nil, 12)
 
 	// The fleet controller's RBAC is not config/host's: bind it here to the
 	// roles it needs for what these tests have it do.

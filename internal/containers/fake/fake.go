@@ -10,8 +10,10 @@ package fake
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -45,6 +47,31 @@ type entry struct {
 	c      containers.Container
 	spec   containers.Spec
 	output string
+	// chunks are the output as written, with when, for StreamLogs.
+	chunks []chunk
+	// changed is closed, and replaced, when output is written or the
+	// container exits or goes: StreamLogs followers wait on it.
+	changed chan struct{}
+}
+
+type chunk struct {
+	at   time.Time
+	text string
+}
+
+// write appends to the container's output.
+func (e *entry) write(at time.Time, text string) {
+	if text == "" {
+		return
+	}
+	e.output += text
+	e.chunks = append(e.chunks, chunk{at, text})
+}
+
+// touch wakes the container's StreamLogs followers.
+func (e *entry) touch() {
+	close(e.changed)
+	e.changed = make(chan struct{})
 }
 
 type subscriber struct {
@@ -153,8 +180,8 @@ func (r *Runtime) ReplayEvents(on bool) {
 	r.replay = on
 }
 
-// Exit ends a running container with the given code and output, as if its
-// process exited, and emits a died event.
+// Exit ends a running container with the given code, after it printed
+// output, as if its process exited, and emits a died event.
 func (r *Runtime) Exit(nameOrID string, code int32, output string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -163,8 +190,22 @@ func (r *Runtime) Exit(nameOrID string, code int32, output string) error {
 		return fmt.Errorf("container %s: %w", nameOrID, containers.ErrNotFound)
 	}
 	e.c.State, e.c.ExitCode, e.c.FinishedAt = containers.StateExited, code, r.now()
-	e.output = output
+	e.write(r.now(), output)
+	e.touch()
 	r.emit(e, "died")
+	return nil
+}
+
+// Print adds output to a container, as if its process printed it.
+func (r *Runtime) Print(nameOrID, output string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.find(nameOrID)
+	if e == nil {
+		return fmt.Errorf("container %s: %w", nameOrID, containers.ErrNotFound)
+	}
+	e.write(r.now(), output)
+	e.touch()
 	return nil
 }
 
@@ -329,7 +370,7 @@ func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error
 	}
 	r.nextID++
 	id := fmt.Sprintf("%064x", r.nextID)
-	e := &entry{spec: spec, c: containers.Container{
+	e := &entry{spec: spec, changed: make(chan struct{}), c: containers.Container{
 		ID: id, Name: spec.Name, Labels: maps.Clone(spec.Labels), State: containers.StateCreated, CreatedAt: r.now(),
 	}}
 	r.containers[id] = e
@@ -392,6 +433,7 @@ func (r *Runtime) Stop(_ context.Context, id string, _ time.Duration) error {
 	}
 	if e.c.State == containers.StateRunning {
 		e.c.State, e.c.ExitCode, e.c.FinishedAt = containers.StateExited, 143, r.now()
+		e.touch()
 		r.emit(e, "died")
 	}
 	return nil
@@ -411,6 +453,7 @@ func (r *Runtime) Remove(_ context.Context, id string) error {
 			r.emit(e, "died")
 		}
 		delete(r.containers, e.c.ID)
+		e.touch()
 		r.emit(e, "remove")
 	}
 	return nil
@@ -436,6 +479,65 @@ func (r *Runtime) Logs(_ context.Context, id string, maxBytes int) (string, erro
 		}
 	}
 	return out, nil
+}
+
+// StreamLogs sends the output chunk by chunk, as Podman sends it frame by
+// frame; with Follow, it waits for more until the container is no longer
+// running (or is removed).
+func (r *Runtime) StreamLogs(ctx context.Context, id string, opts containers.LogOptions, w io.Writer) error {
+	r.mu.Lock()
+	if err := r.enter("StreamLogs"); err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	e := r.find(id)
+	if e == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("container %s: %w", id, containers.ErrNotFound)
+	}
+	var first strings.Builder
+	for _, c := range e.chunks {
+		if !c.at.Before(opts.Since) {
+			first.WriteString(c.text)
+		}
+	}
+	pending, sent := []string{lastLines(first.String(), opts.TailLines)}, len(e.chunks)
+	for {
+		done := !opts.Follow || e.c.State != containers.StateRunning && e.c.State != containers.StateCreated || r.containers[e.c.ID] != e
+		changed := e.changed
+		r.mu.Unlock()
+		for _, text := range pending {
+			if _, err := io.WriteString(w, text); err != nil {
+				return err
+			}
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		r.mu.Lock()
+		pending = nil
+		for _, c := range e.chunks[sent:] {
+			pending = append(pending, c.text)
+		}
+		sent = len(e.chunks)
+	}
+}
+
+// lastLines is the last n lines of s (all of them when n is negative).
+func lastLines(s string, n int) string {
+	if n < 0 {
+		return s
+	}
+	lines := strings.SplitAfter(s, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "")
 }
 
 func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan containers.Event, <-chan error) {

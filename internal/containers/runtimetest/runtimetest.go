@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -225,6 +226,7 @@ var behaviours = []struct {
 	{"StartRunsTheContainer", startRuns},
 	{"AnExitIsSeenByEventsAndInspect", exitSeenByEventsAndInspect},
 	{"LogsReturnAtMostMaxBytesOfTheEnd", logsKeepTheEnd},
+	{"StreamLogsSendsTheOutputItsTailAndFollowsUntilTheContainerStops", streamLogs},
 	{"StopEndsARunningContainerAndIgnoresOthers", stopEnds},
 	{"RemoveDeletesInAnyStateAndIgnoresMissing", removeInAnyState},
 	{"ListSelectsByEveryLabelInAnyState", listByLabels},
@@ -556,6 +558,50 @@ func logsKeepTheEnd(c *tc) {
 		case maxBytes > 0 && got == "":
 			c.Errorf("Logs(%d) is empty", maxBytes)
 		}
+	}
+}
+
+func streamLogs(c *tc) {
+	const output = "first line\nsecond line\nthird line\n"
+	id := c.exited(c.spec("stream"), 0, output).ID
+	for _, tt := range []struct {
+		opts containers.LogOptions
+		want string
+	}{
+		{containers.LogOptions{TailLines: -1}, output},
+		{containers.LogOptions{TailLines: 1}, "third line\n"},
+		{containers.LogOptions{TailLines: -1, Follow: true}, output},
+		{containers.LogOptions{TailLines: -1, Since: time.Now().Add(time.Hour)}, ""},
+	} {
+		var b strings.Builder
+		if err := c.r.StreamLogs(c.ctx, id, tt.opts, &b); err != nil {
+			c.Errorf("StreamLogs(%+v) = %v", tt.opts, err)
+		} else if b.String() != tt.want {
+			c.Errorf("StreamLogs(%+v) sent %q, want %q", tt.opts, b.String(), tt.want)
+		}
+	}
+
+	// Following a running container lasts until it stops.
+	running := c.running(c.spec("followed"))
+	done := make(chan error, 1)
+	go func() {
+		done <- c.r.StreamLogs(c.ctx, running, containers.LogOptions{TailLines: -1, Follow: true}, io.Discard)
+	}()
+	select {
+	case err := <-done:
+		c.Fatalf("StreamLogs with Follow returned while the container ran: %v", err)
+	case <-time.After(time.Second):
+	}
+	if err := c.r.Stop(c.ctx, running, time.Second); err != nil {
+		c.Fatalf("Stop = %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			c.Errorf("StreamLogs with Follow ended with %v when the container stopped", err)
+		}
+	case <-time.After(patience):
+		c.Fatal("StreamLogs with Follow went on after the container stopped")
 	}
 }
 
