@@ -262,16 +262,20 @@ func secretValues(c *tc) {
 func secretValue(c *tc) {
 	name := "agentrun-contract-key-" + c.suffix
 	c.h.AddSecret(c.T, c.r, name, "key-value-"+c.suffix)
-	before, err := c.r.List(c.ctx, nil)
-	if err != nil {
-		c.Fatal(err)
-	}
 	value, err := c.r.SecretValue(c.ctx, name)
 	if err != nil || value != "key-value-"+c.suffix {
 		c.Fatalf("SecretValue = %d bytes, %v; want the secret's value", len(value), err)
 	}
-	if after, err := c.r.List(c.ctx, nil); err != nil || len(after) != len(before) {
-		c.Errorf("SecretValue left %d containers behind (%v)", len(after)-len(before), err)
+	// Other cases run beside this one: only the reading's own container
+	// (Podman 4's way to read a value) counts.
+	all, err := c.r.List(c.ctx, nil)
+	if err != nil {
+		c.Fatal(err)
+	}
+	for _, ctr := range all {
+		if strings.HasPrefix(ctr.Name, "agentrun-secret-read-") {
+			c.Errorf("SecretValue left container %s behind", ctr.Name)
+		}
 	}
 	if _, err := c.r.SecretValue(c.ctx, "agentrun-contract-absent-"+c.suffix); !errors.Is(err, containers.ErrNotFound) {
 		c.Errorf("SecretValue of a missing secret = %v, want ErrNotFound", err)
