@@ -85,9 +85,12 @@ var _ = Describe("kubectl agentrun", func() {
 		Eventually(func() string {
 			return kubectlOK("get", "agentrun", "sleeper", "-n", ns, "-o", "jsonpath={.status.phase}")
 		}, "60s").Should(Equal("Running"))
-		out, err = kubectlPlugin("hosts").CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), string(out))
-		Expect(out).To(MatchRegexp(`(?m)^` + hostName + `\s+True\s+1/\d+\s`))
+		// The host publishes its load with its heartbeat (every 10 s).
+		Eventually(func(g Gomega) {
+			out, err := kubectlPlugin("hosts").CombinedOutput()
+			g.Expect(err).NotTo(HaveOccurred(), string(out))
+			g.Expect(string(out)).To(MatchRegexp(`(?m)^` + hostName + `\s+True\s+1/\d+\s`))
+		}, "30s", "1s").Should(Succeed())
 
 		out, err = kubectlPlugin("-n", ns, "cancel", "sleeper").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
