@@ -127,6 +127,13 @@ type Runtime interface {
 	// List returns the containers, in any state, that carry every given
 	// label.
 	List(ctx context.Context, labels map[string]string) ([]Container, error)
+	// Wait blocks until the container is no longer running, or ctx ends,
+	// and returns its exit code. A container removed while waited on has
+	// exited (Podman answers 137, with no error); one that never existed is
+	// ErrNotFound. It is a long call, with no deadline of its own: the
+	// controller holds one per running container, so that an exit is seen
+	// without Podman's event log, which lags under load.
+	Wait(ctx context.Context, id string) (int32, error)
 	// Stop sends SIGTERM, waits up to grace, then SIGKILL. Stopping a
 	// container that is not running is not an error.
 	Stop(ctx context.Context, id string, grace time.Duration) error

@@ -226,6 +226,7 @@ var behaviours = []struct {
 	{"AnExitIsSeenByEventsAndInspect", exitSeenByEventsAndInspect},
 	{"LogsReturnAtMostMaxBytesOfTheEnd", logsKeepTheEnd},
 	{"StopEndsARunningContainerAndIgnoresOthers", stopEnds},
+	{"WaitReturnsWhenTheContainerEnds", waitEnds},
 	{"RemoveDeletesInAnyStateAndIgnoresMissing", removeInAnyState},
 	{"ListSelectsByEveryLabelInAnyState", listByLabels},
 	{"AMissingContainerIsNotFound", missingContainer},
@@ -567,6 +568,75 @@ func stopEnds(c *tc) {
 	}
 }
 
+// waitEnds: a wait held on a running container returns its exit code once
+// it ends (stopped, exited or removed), and a wait whose context ends
+// returns then.
+func waitEnds(c *tc) {
+	waiting := func(id string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			code, err := c.r.Wait(c.ctx, id)
+			if err == nil && code != 143 && code != 137 {
+				err = fmt.Errorf("exit code %d, want 143 (stopped) or 137 (removed)", code)
+			}
+			done <- err
+		}()
+		return done
+	}
+	// blocked checks that a wait has not returned while its container runs
+	// (and gives it time to reach the engine).
+	blocked := func(done <-chan error) {
+		select {
+		case err := <-done:
+			c.Fatalf("Wait on a running container returned before it ended: %v", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	stopped := c.running(c.spec("wait-stopped"))
+	done := waiting(stopped)
+	blocked(done)
+	if err := c.r.Stop(c.ctx, stopped, 10*time.Second); err != nil {
+		c.Fatalf("Stop = %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			c.Errorf("Wait on a stopped container: %v", err)
+		}
+	case <-time.After(patience):
+		c.Errorf("Wait did not return within %s of the container's stop", patience)
+	}
+
+	removed := c.running(c.spec("wait-removed"))
+	done = waiting(removed)
+	blocked(done)
+	if err := c.r.Remove(c.ctx, removed); err != nil {
+		c.Fatalf("Remove = %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			c.Errorf("Wait on a container removed under it: %v", err)
+		}
+	case <-time.After(patience):
+		c.Errorf("Wait did not return within %s of the container's removal", patience)
+	}
+
+	exited := c.exited(c.spec("wait-exited"), 3, "")
+	if code, err := c.r.Wait(c.ctx, exited.ID); err != nil || code != 3 {
+		c.Errorf("Wait on an exited container = %d, %v; want 3", code, err)
+	}
+
+	running := c.running(c.spec("wait-cancelled"))
+	ctx, cancel := context.WithTimeout(c.ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.r.Wait(ctx, running); err == nil {
+		c.Errorf("Wait on a running container whose context ended = nil error")
+	} else if errors.Is(err, containers.ErrUnavailable) {
+		c.Errorf("Wait whose context ended = %v; the caller ended it, the engine did answer", err)
+	}
+}
+
 func removeInAnyState(c *tc) {
 	ids := []string{
 		c.create(c.spec("created")),
@@ -641,6 +711,9 @@ func missingContainer(c *tc) {
 		if _, err := c.r.Logs(c.ctx, key, 100); !errors.Is(err, containers.ErrNotFound) {
 			c.Errorf("Logs(%s) = %v, want ErrNotFound", key, err)
 		}
+		if _, err := c.r.Wait(c.ctx, key); !errors.Is(err, containers.ErrNotFound) {
+			c.Errorf("Wait(%s) = %v, want ErrNotFound", key, err)
+		}
 	}
 }
 
@@ -681,6 +754,7 @@ func unavailable(c *tc) {
 		"Stop":         func() error { return r.Stop(ctx, s.Name, time.Second) },
 		"Remove":       func() error { return r.Remove(ctx, s.Name) },
 		"Logs":         func() error { _, err := r.Logs(ctx, s.Name, 100); return err },
+		"Wait":         func() error { _, err := r.Wait(ctx, s.Name); return err },
 		"SecretValues": func() error { _, err := r.SecretValues(ctx, s.Name, map[string]string{"T": "any"}); return err },
 		"Events": func() error {
 			events, errs := r.Events(ctx, c.label)
