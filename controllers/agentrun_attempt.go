@@ -103,6 +103,9 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 		return r.stopAndRecord(ctx, run, c, runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonDeadlineExceeded,
 			fmt.Sprintf("the run exceeded its timeout of %s; container %s was stopped", timeoutOf(run, r.DefaultTimeout), c.Name)})
 	}
+	if r.Exits != nil {
+		r.Exits.Await(c.ID, client.ObjectKeyFromObject(run))
+	}
 	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
 		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
 	return running, ctrl.Result{RequeueAfter: min(r.ResyncPeriod, left)}, nil

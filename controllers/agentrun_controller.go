@@ -44,9 +44,12 @@ type AgentRunReconciler struct {
 	Recorder  events.EventRecorder
 	HostConfig
 	// Exits, when set, tells what Podman's died events said of containers,
-	// so an exit is recorded without inspecting the container.
+	// so an exit is recorded without inspecting the container, and awaits
+	// the end of each running container, so its run's pass comes as soon as
+	// it exits, whether or not Podman's event log keeps up.
 	Exits interface {
 		Exited(containerID string) (code int32, at time.Time, ok bool)
+		Await(containerID string, run types.NamespacedName)
 	}
 
 	slots slotTracker
