@@ -57,6 +57,9 @@ type AgentRunReconciler struct {
 	// to look for the container by its name before creating it, never a
 	// reason to skip a pass.
 	launches launchHints
+	// superseded are the versions of runs this process has written over,
+	// which a pass reading the cache before it catches up skips.
+	superseded supersededReads
 	// wake brings runs waiting for a slot to the queue when one frees.
 	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
 	// admission says why the host may not launch runs now (it has not
@@ -79,6 +82,10 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if r.superseded.stale(run) {
+		return ctrl.Result{}, nil
+	}
+	defer r.superseded.passed(req.NamespacedName, run.ResourceVersion, run)
 	r.slots.releaseReplaced(run)
 	if !r.isOurs(run) {
 		// Taken from this host (its host was declared lost): whatever this
@@ -304,6 +311,7 @@ const maxEventNoteBytes = 1024
 func (r *AgentRunReconciler) forget(ctx context.Context, key types.NamespacedName) {
 	r.releaseSlot(ctx, key)
 	r.launches.forget(key)
+	r.superseded.forget(key)
 }
 
 // isUnavailable tells whether err says the container engine did not answer.

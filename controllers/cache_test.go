@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
@@ -25,5 +28,66 @@ func TestTrimForCacheKeepsWhatTheReconcilerReads(t *testing.T) {
 	}
 	if got.Status.Phase != agentsv1alpha1.PhaseSucceeded || got.Status.ContainerID != "c1" || !got.Status.AgentResult.IsError || got.Spec.Prompt == "" {
 		t.Errorf("trimmed what the reconciler reads: %+v", got)
+	}
+}
+
+// behindCache answers Gets for the runs it holds with those copies, as an
+// informer cache that has not yet seen this process's latest writes does.
+type behindCache struct {
+	client.Client
+	runs map[client.ObjectKey]*agentsv1alpha1.AgentRun
+}
+
+func (c behindCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if old, ok := c.runs[key]; ok {
+		old.DeepCopyInto(obj.(*agentsv1alpha1.AgentRun))
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func TestAPassOnACacheBehindItsOwnWritesRepeatsNoPodmanCall(t *testing.T) {
+	run := testRun("behind")
+	run.Spec.Podman.SecretsEnv = nil
+	h := newHarness(t, run)
+	key := client.ObjectKeyFromObject(run)
+	podmanCalls := func() (n int) {
+		for _, m := range []string{"ImageExists", "Create", "Start", "Inspect", "List", "Logs", "Remove"} {
+			n += h.podman.Calls(m)
+		}
+		return n
+	}
+	passBehind := func(cached *agentsv1alpha1.AgentRun) {
+		t.Helper()
+		live := h.r.Client
+		h.r.Client = behindCache{live, map[client.ObjectKey]*agentsv1alpha1.AgentRun{key: cached}}
+		defer func() { h.r.Client = live }()
+		before := podmanCalls()
+		if _, err := h.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
+			t.Errorf("a pass on a cache behind its writes: %v", err)
+		}
+		if n := podmanCalls() - before; n != 0 {
+			t.Errorf("a pass on the %s run this process had written over made %d Podman calls, want 0", cached.Status.Phase, n)
+		}
+	}
+
+	pending, _, _ := h.reconcile("behind") // claimed
+	running := h.reconcileUntil("behind", agentsv1alpha1.PhaseRunning)
+	passBehind(pending)
+	if err := h.podman.Exit(running.Status.ContainerName, 0, "done\n"); err != nil {
+		t.Fatal(err)
+	}
+	finished, _, _ := h.reconcile("behind")
+	if finished.Status.Phase != agentsv1alpha1.PhaseSucceeded {
+		t.Fatalf("phase after the exit = %s, want Succeeded", finished.Status.Phase)
+	}
+	passBehind(running)
+	done, _, _ := h.reconcile("behind")
+	if len(done.Finalizers) != 0 || len(h.podman.All()) != 0 || h.podman.Calls("Remove") != 1 {
+		t.Fatalf("the finished run kept its finalizer %v or containers %v, or took %d removes", done.Finalizers, h.podman.All(), h.podman.Calls("Remove"))
+	}
+	passBehind(finished)
+	if h.podman.Calls("Remove") != 1 || h.podman.Calls("Logs") != 1 {
+		t.Errorf("%d removes and %d log reads for one run, want 1 of each", h.podman.Calls("Remove"), h.podman.Calls("Logs"))
 	}
 }
