@@ -321,17 +321,16 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	if len(missing) > 0 {
 		return pending(agentsv1alpha1.ReasonSecretNotFound, secretNotFoundMessage(r.Host, missing))
 	}
-	if ok, err := r.Runtime.ImageExists(ctx, spec.Image); err != nil {
-		return r.notLaunched(run, fmt.Errorf("looking up image %s: %w", spec.Image, err))
-	} else if !ok {
-		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
-	}
 	if err := r.ensureFinalizer(ctx, run); err != nil {
 		return stateOf(&run.Status), ctrl.Result{}, err
 	}
+	// The image is not looked up first: Create's own answer says when it is
+	// missing, and the lookup was one more call per run for Podman, which is
+	// CPU-bound here. A secret removed since missingSecrets looked is a
+	// plain ErrNotFound: the retry's check names it.
 	c, err := r.createOrAdopt(ctx, run, spec, attempt)
 	switch {
-	case errors.Is(err, containers.ErrNotFound):
+	case errors.Is(err, containers.ErrImageNotFound):
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
 	case errors.Is(err, containers.ErrUnavailable):
 		return r.notLaunched(run, err)

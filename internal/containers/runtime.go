@@ -17,6 +17,11 @@ import (
 var (
 	// ErrNotFound: no container (or secret, or image) has that name or ID.
 	ErrNotFound = errors.New("not found")
+	// ErrImageNotFound is the ErrNotFound of a Create whose image is not
+	// in local storage, told apart from a missing secret so that the
+	// controller can say which without a lookup of its own before each
+	// create.
+	ErrImageNotFound = fmt.Errorf("image %w", ErrNotFound)
 	// ErrAlreadyExists: a container with that name exists already.
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrUnavailable: the engine's API did not answer.
@@ -118,7 +123,9 @@ type Runtime interface {
 	// SecretExists tells whether a secret exists, without reading its value.
 	SecretExists(ctx context.Context, name string) (bool, error)
 	// Create creates (but does not start) a container and returns its ID. It
-	// returns ErrAlreadyExists when the name is taken.
+	// returns ErrAlreadyExists when the name is taken, ErrImageNotFound when
+	// the image is not in local storage (nothing is pulled), and ErrNotFound
+	// when a secret is missing.
 	Create(ctx context.Context, spec Spec) (string, error)
 	// Start starts a created container.
 	Start(ctx context.Context, id string) error

@@ -272,7 +272,7 @@ func (r *Runtime) Create(ctx context.Context, s rt.Spec) (string, error) {
 	resp, err := containers.CreateWithSpec(c, sg, nil)
 	switch cause(err) {
 	case causeImageUnknown:
-		return "", fmt.Errorf("creating container %s: image %s is not in local storage (it is never pulled): %w", s.Name, s.Image, rt.ErrNotFound)
+		return "", fmt.Errorf("creating container %s: image %s is not in local storage (it is never pulled): %w", s.Name, s.Image, rt.ErrImageNotFound)
 	case causeNameInUse:
 		return "", fmt.Errorf("creating container %s: the name is taken: %w", s.Name, rt.ErrAlreadyExists)
 	case causeSecretUnknown:

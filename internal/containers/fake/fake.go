@@ -319,7 +319,7 @@ func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error
 		return "", fmt.Errorf("container name %s: %w", spec.Name, containers.ErrAlreadyExists)
 	}
 	if !r.images[spec.Image] {
-		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrNotFound)
+		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrImageNotFound)
 	}
 	for _, secret := range spec.SecretEnv {
 		if _, ok := r.secrets[secret]; !ok {

@@ -333,8 +333,8 @@ func createMissingImage(c *tc) {
 	s.Image = "localhost/agentrun-absent-" + c.suffix + ":1"
 	c.removeAtEnd(s.Name)
 	_, err := c.r.Create(c.ctx, s)
-	if !errors.Is(err, containers.ErrNotFound) || !strings.Contains(err.Error(), s.Image) {
-		c.Fatalf("Create with a missing image = %v, want ErrNotFound naming %s", err, s.Image)
+	if !errors.Is(err, containers.ErrImageNotFound) || !errors.Is(err, containers.ErrNotFound) || !strings.Contains(err.Error(), s.Image) {
+		c.Fatalf("Create with a missing image = %v, want ErrImageNotFound (an ErrNotFound) naming %s", err, s.Image)
 	}
 	if _, err := c.r.Inspect(c.ctx, s.Name); !errors.Is(err, containers.ErrNotFound) {
 		c.Errorf("after a failed Create, Inspect(%s) = %v, want ErrNotFound", s.Name, err)
@@ -345,8 +345,8 @@ func createMissingSecret(c *tc) {
 	s := c.spec("nosecret")
 	s.SecretEnv = map[string]string{"TOKEN": "agentrun-absent-" + c.suffix}
 	c.removeAtEnd(s.Name)
-	if _, err := c.r.Create(c.ctx, s); !errors.Is(err, containers.ErrNotFound) {
-		c.Fatalf("Create with a missing secret = %v, want ErrNotFound", err)
+	if _, err := c.r.Create(c.ctx, s); !errors.Is(err, containers.ErrNotFound) || errors.Is(err, containers.ErrImageNotFound) {
+		c.Fatalf("Create with a missing secret = %v, want ErrNotFound, not ErrImageNotFound", err)
 	}
 	if _, err := c.r.Inspect(c.ctx, s.Name); !errors.Is(err, containers.ErrNotFound) {
 		c.Errorf("after a failed Create, Inspect(%s) = %v, want ErrNotFound", s.Name, err)
