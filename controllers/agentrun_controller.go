@@ -85,7 +85,8 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if r.superseded.stale(run) {
 		return ctrl.Result{}, nil
 	}
-	defer r.superseded.passed(req.NamespacedName, run.ResourceVersion, run)
+	readVersion, patchedVersion := run.ResourceVersion, ""
+	defer func() { r.superseded.passed(req.NamespacedName, run, readVersion, patchedVersion) }()
 	r.slots.releaseReplaced(run)
 	if !r.isOurs(run) {
 		// Taken from this host (its host was declared lost): whatever this
@@ -118,6 +119,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	// This pass's own finalizer patch moved the resourceVersion on; the
 	// status write is checked against that version, not the one first read.
 	base.ResourceVersion = run.ResourceVersion
+	patchedVersion = run.ResourceVersion
 	if writeErr := writeStatus(ctx, r.Client, base, run); writeErr != nil {
 		if apierrors.IsConflict(writeErr) {
 			// The watch brings the newer version, and with it another pass.
