@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -13,11 +14,14 @@ import (
 )
 
 func TestTrimForCacheKeepsWhatTheReconcilerReads(t *testing.T) {
+	// A run waiting for its retry carries its last attempt's result, which
+	// its next pass reads.
 	run := testRun("big")
 	run.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	run.Status = agentsv1alpha1.AgentRunStatus{
-		Host: "h", Phase: agentsv1alpha1.PhaseSucceeded, ContainerID: "c1", Attempts: 1, Output: "4 KiB of output",
+		Host: "h", Phase: agentsv1alpha1.PhasePending, ContainerID: "c1", Attempts: 1, Output: "4 KiB of output", Message: "retrying",
 		AgentResult: &agentsv1alpha1.AgentResult{Result: "long text", SessionID: "s", IsError: true},
+		Conditions:  []metav1.Condition{{Type: agentsv1alpha1.ConditionStarted, Reason: agentsv1alpha1.ReasonBackOff}},
 	}
 	out, err := TrimForCache(run)
 	if err != nil {
@@ -27,8 +31,36 @@ func TestTrimForCacheKeepsWhatTheReconcilerReads(t *testing.T) {
 	if got.ManagedFields != nil || got.Status.Output != "" || got.Status.AgentResult.Result != "" {
 		t.Errorf("managed fields, output or result text kept: %+v", got)
 	}
-	if got.Status.Phase != agentsv1alpha1.PhaseSucceeded || got.Status.ContainerID != "c1" || !got.Status.AgentResult.IsError || got.Spec.Prompt == "" {
-		t.Errorf("trimmed what the reconciler reads: %+v", got)
+	if got.Status.Phase != agentsv1alpha1.PhasePending || got.Status.ContainerID != "c1" || !got.Status.AgentResult.IsError ||
+		got.Spec.Prompt == "" || len(got.Spec.Podman.SecretsEnv) == 0 || len(got.Status.Conditions) != 1 || got.Status.Message == "" {
+		t.Errorf("trimmed what the reconciler reads of an unfinished run: %+v", got)
+	}
+}
+
+func TestTrimForCacheKeepsOfAFinishedRunWhatItsPassesRead(t *testing.T) {
+	run := testRun("done")
+	run.Finalizers = []string{Finalizer}
+	run.Spec.TTLSecondsAfterFinished = ptr.To[int32](60)
+	done := metav1.Now()
+	run.Status = agentsv1alpha1.AgentRunStatus{
+		Host: "h", Phase: agentsv1alpha1.PhaseFailed, ContainerID: "c1", ContainerName: "agentrun-team-done-1", Attempts: 2,
+		CompletionTime: &done, Output: "4 KiB of output", Message: "exited 1",
+		AgentResult: &agentsv1alpha1.AgentResult{Result: "long text", SessionID: "s", IsError: true},
+		Conditions:  []metav1.Condition{{Type: agentsv1alpha1.ConditionFailed, Reason: agentsv1alpha1.ReasonExitedNonZero}},
+	}
+	out, err := TrimForCache(run.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*agentsv1alpha1.AgentRun)
+	if got.Spec.Prompt != "" || len(got.Spec.Podman.SecretsEnv) != 0 || len(got.Spec.Podman.Volumes) != 0 ||
+		got.Status.Conditions != nil || got.Status.Message != "" || got.Status.AgentResult != nil {
+		t.Errorf("a finished run's prompt, settings, conditions, message or result kept: %+v", got)
+	}
+	if got.Spec.HostName != run.Spec.HostName || *got.Spec.TTLSecondsAfterFinished != 60 || got.UID != run.UID ||
+		len(got.Finalizers) != 1 || got.Status.Host != "h" || got.Status.Phase != agentsv1alpha1.PhaseFailed ||
+		got.Status.ContainerID != "c1" || got.Status.ContainerName == "" || got.Status.Attempts != 2 || got.Status.CompletionTime == nil {
+		t.Errorf("trimmed what a finished run's passes read: %+v", got)
 	}
 }
 
