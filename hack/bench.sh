@@ -14,6 +14,9 @@ else
   N=${BENCH_N:-200} SCALE=${BENCH_SCALE:-10000} REPS=${BENCH_REPS:-3} SETTLE=${BENCH_SETTLE:-20s}
 fi
 C=${BENCH_C:-8}
+# The fleet step's hosts (a local fleet of its own, BENCH_N runs on each); 0
+# skips it.
+FLEET_HOSTS=${BENCH_FLEET_HOSTS:-3}
 RESYNC=${BENCH_RESYNC:-10s}
 PPROF_PORT=${BENCH_PPROF_PORT:-18092}
 
@@ -30,7 +33,7 @@ at_exit '"$ROOT/hack/local-stack.sh" down'
 cd "$ROOT"
 step "building the benchmark, test/bench (seconds)"
 logged go build -o "$ROOT/bin/bench" ./test/bench
-"$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -settle "$SETTLE" -resync-period "$RESYNC" \
+"$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \

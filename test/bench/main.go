@@ -37,6 +37,7 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 	spec "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
@@ -49,6 +50,7 @@ type config struct {
 	n, c, scale    int
 	reps           int
 	pprofURL       string
+	fleetHosts     int
 	socket         string
 	image          string
 	host           string
@@ -65,6 +67,7 @@ func main() {
 	flag.IntVar(&cfg.c, "c", 8, "concurrency: raw launches at once, and the host's --max-concurrent-runs")
 	flag.IntVar(&cfg.scale, "scale", 10000, "finished AgentRuns to create for the scale step")
 	flag.IntVar(&cfg.reps, "reps", 3, "repetitions of the raw and agentrun steps, with and without the finished runs")
+	flag.IntVar(&cfg.fleetHosts, "fleet-hosts", 3, "hosts of the fleet step (a local fleet of its own, each host with -n runs and -c at a time); 0 skips it")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
 	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
 	flag.StringVar(&cfg.image, "image", "localhost/agentrun-test:latest", "image of the short containers")
@@ -114,6 +117,11 @@ func run(cfg config) error {
 		}
 		res.repsAtScale = append(res.repsAtScale, rep)
 	}
+	if cfg.fleetHosts > 0 {
+		if res.fleet, err = fleetStep(ctx, cfg); err != nil {
+			return err
+		}
+	}
 	return report(res, cfg)
 }
 
@@ -148,6 +156,10 @@ func kubeClient() (client.WithWatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no kubeconfig (is the stack up?): %w", err)
 	}
+	return kubeClientFor(restCfg)
+}
+
+func kubeClientFor(restCfg *rest.Config) (client.WithWatch, error) {
 	// The bench creates thousands of objects: do not let client-side rate
 	// limiting measure itself.
 	restCfg.QPS, restCfg.Burst = 2000, 4000
@@ -282,41 +294,74 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 	tag := fmt.Sprintf("run-%d", time.Now().Unix())
 	defer cleanup(k8s, tag)
 
-	var res throughResult
-	died := diedEvents(ctx, cfg.socket, cfg.host, "bench-"+tag+"-", &res.eventDelivery)
-	w, err := k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag})
-	if err != nil {
-		return throughResult{}, err
-	}
-	defer w.Stop()
-
+	var eventDelivery []time.Duration
+	died := diedEvents(ctx, cfg.socket, cfg.host, "bench-"+tag+"-", &eventDelivery)
 	calls0, writes0, err := managerCounters(cfg.metricsURL)
 	if err != nil {
 		return throughResult{}, err
 	}
+	res, done, err := runThrough(ctx, k8s, tag, cfg.n, cfg.host)
+	if err != nil {
+		return res, err
+	}
+	// The finished pass (container removed, finalizer dropped) follows the
+	// status the watch saw: give it a moment before reading the counters.
+	if err := settled(ctx, k8s, tag); err != nil {
+		return res, err
+	}
+	calls1, writes1, err := managerCounters(cfg.metricsURL)
+	if err != nil {
+		return res, err
+	}
+	res.podmanCalls, res.apiWrites = minus(calls1, calls0), minus(writes1, writes0)
+	if latencies, err := podmanCallLatencies(cfg.metricsURL); err == nil {
+		step("agentrun: mean Podman call latency by operation (since the manager started): %s", latencies)
+	}
+	step("agentrun: Podman calls per run by operation: %s; API-server writes per run by verb: %s",
+		perRun(res.podmanCalls, cfg.n), perRun(res.apiWrites, cfg.n))
+	exits := died()
+	res.eventDelivery = eventDelivery
+	for name, seen := range done {
+		if t, ok := exits[name]; ok {
+			res.statusLatency = append(res.statusLatency, seen.Sub(t))
+		}
+	}
+	return res, nil
+}
+
+// runThrough creates n AgentRuns labelled with tag, pinned to host (or, with
+// host empty, left to the fleet to place), and follows them with a watch until
+// every one has succeeded; done is when the watch saw each succeed.
+func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, host string) (res throughResult, done map[string]time.Time, err error) {
+	w, err := k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag})
+	if err != nil {
+		return res, nil, err
+	}
+	defer w.Stop()
 	created := map[string]time.Time{}
 	start := time.Now()
-	for i := range cfg.n {
+	for i := range n {
 		run := &agentsv1alpha1.AgentRun{}
 		run.Name, run.Namespace = fmt.Sprintf("bench-%s-%d", tag, i), "default"
 		run.Labels = map[string]string{benchLabel: tag}
-		run.Spec = agentsv1alpha1.AgentRunSpec{Prompt: "bench", HostName: cfg.host, Command: []string{"true"}}
+		run.Spec = agentsv1alpha1.AgentRunSpec{Prompt: "bench", HostName: host, Command: []string{"true"}}
 		t := time.Now()
 		if err := k8s.Create(ctx, run); err != nil {
-			return throughResult{}, fmt.Errorf("creating %s: %w", run.Name, err)
+			return res, nil, fmt.Errorf("creating %s: %w", run.Name, err)
 		}
 		created[run.Name] = t
 	}
 
-	running, done := map[string]time.Time{}, map[string]time.Time{}
+	running := map[string]time.Time{}
+	done = map[string]time.Time{}
 	var last time.Time
-	for len(done) < cfg.n {
+	for len(done) < n {
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("only %d of %d runs succeeded in time", len(done), cfg.n)
+			return res, done, fmt.Errorf("only %d of %d runs succeeded in time", len(done), n)
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return res, fmt.Errorf("the watch ended after %d of %d runs", len(done), cfg.n)
+				return res, done, fmt.Errorf("the watch ended after %d of %d runs", len(done), n)
 			}
 			run, ok := ev.Object.(*agentsv1alpha1.AgentRun)
 			if !ok {
@@ -334,33 +379,12 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 					done[run.Name], last = now, now
 				}
 			case agentsv1alpha1.PhaseFailed, agentsv1alpha1.PhaseCancelled:
-				return res, fmt.Errorf("run %s ended %s: %s", run.Name, run.Status.Phase, run.Status.Message)
+				return res, done, fmt.Errorf("run %s ended %s: %s", run.Name, run.Status.Phase, run.Status.Message)
 			}
 		}
 	}
 	res.wall, res.finished = last.Sub(start), len(done)
-	// The finished pass (container removed, finalizer dropped) follows the
-	// status the watch saw: give it a moment before reading the counters.
-	if err := settled(ctx, k8s, tag); err != nil {
-		return res, err
-	}
-	calls1, writes1, err := managerCounters(cfg.metricsURL)
-	if err != nil {
-		return res, err
-	}
-	res.podmanCalls, res.apiWrites = minus(calls1, calls0), minus(writes1, writes0)
-	if latencies, err := podmanCallLatencies(cfg.metricsURL); err == nil {
-		step("agentrun: mean Podman call latency by operation (since the manager started): %s", latencies)
-	}
-	step("agentrun: Podman calls per run by operation: %s; API-server writes per run by verb: %s",
-		perRun(res.podmanCalls, cfg.n), perRun(res.apiWrites, cfg.n))
-	exits := died()
-	for name, seen := range done {
-		if t, ok := exits[name]; ok {
-			res.statusLatency = append(res.statusLatency, seen.Sub(t))
-		}
-	}
-	return res, nil
+	return res, done, nil
 }
 
 // diedEvents follows Podman's died events for the host's containers; the
@@ -589,9 +613,17 @@ func report(r results, cfg config) error {
 		"idle_cpu_pct_10k":         single(100 * r.scale.cpuSeconds / cfg.resyncPeriod.Seconds()),
 		"podman_calls_finished":    single(r.scale.podmanCallsFinished),
 	}
+	if len(r.fleet) > 0 {
+		figures["fleet_throughput_ratio"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS / rep.rawPerS })
+		figures["fleet_raw_runs_per_s"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.rawPerS })
+		figures["fleet_agentrun_runs_per_s"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS })
+	}
 	keys := []string{"throughput_ratio", "throughput_ratio_10k", "raw_runs_per_s", "agentrun_runs_per_s", "launch_p50_ms", "launch_p99_ms", "raw_launch_p50_ms",
 		"status_p50_ms", "status_p99_ms", "api_writes_per_run", "podman_calls_per_run", "raw_podman_calls_per_run",
 		"rss_mib_10k", "idle_cpu_pct_10k", "podman_calls_finished"}
+	if len(r.fleet) > 0 {
+		keys = append(keys, "fleet_throughput_ratio", "fleet_raw_runs_per_s", "fleet_agentrun_runs_per_s")
+	}
 	fmt.Println()
 	for _, k := range keys {
 		fmt.Printf("%-46s %26s\n", k, figures[k].String())
@@ -644,6 +676,7 @@ func round(f float64, digits int) float64 {
 type results struct {
 	reps, repsAtScale []repetition
 	scale             scaleResult
+	fleet             []fleetRepetition
 }
 
 func (r rawResult) throughput(n int) float64 { return float64(n) / r.wall.Seconds() }

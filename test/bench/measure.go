@@ -234,7 +234,7 @@ type spread struct {
 	Samples []float64 `json:"samples"`
 }
 
-func spreadOf(reps []repetition, figure func(repetition) float64) spread {
+func spreadOf[T any](reps []T, figure func(T) float64) spread {
 	var s spread
 	for _, rep := range reps {
 		s.Samples = append(s.Samples, figure(rep))
