@@ -22,24 +22,21 @@ var _ = Describe("A host whose Podman event log says nothing", func() {
 		stop := startHostConfig(cfg)
 		DeferCleanup(func() { stop() })
 
-		quick := newRun("waited", func(r *agentsv1alpha1.AgentRun) {
-			r.Spec.HostName = host
-			r.Spec.Command = []string{"sh", "-c", "sleep 1; echo done", "sh"}
-		})
-		Expect(k8s.Create(ctx, quick)).To(Succeed())
-		cleanUp(quick)
-		waitForPhase(ctx, quick, agentsv1alpha1.PhaseRunning, 30*time.Second)
-		expectRecordedPromptly(ctx, quick)
+		running := func(prefix, sleep string) *agentsv1alpha1.AgentRun {
+			run := newRun(prefix, func(r *agentsv1alpha1.AgentRun) {
+				r.Spec.HostName = host
+				r.Spec.Command = []string{"sh", "-c", "sleep " + sleep + "; echo done", "sh"}
+			})
+			Expect(k8s.Create(ctx, run)).To(Succeed())
+			cleanUp(run)
+			waitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 30*time.Second)
+			return run
+		}
+		expectRecordedPromptly(ctx, running("waited", "1"))
 
 		// A run whose container outlives its host's manager: the next
 		// manager's first pass finds it running and awaits it again.
-		slow := newRun("rewaited", func(r *agentsv1alpha1.AgentRun) {
-			r.Spec.HostName = host
-			r.Spec.Command = []string{"sh", "-c", "sleep 6; echo done", "sh"}
-		})
-		Expect(k8s.Create(ctx, slow)).To(Succeed())
-		cleanUp(slow)
-		waitForPhase(ctx, slow, agentsv1alpha1.PhaseRunning, 30*time.Second)
+		slow := running("rewaited", "6")
 		stop()
 		stop = startHostConfig(cfg)
 		expectRecordedPromptly(ctx, slow)
@@ -48,7 +45,8 @@ var _ = Describe("A host whose Podman event log says nothing", func() {
 
 // expectRecordedPromptly waits for a running run to succeed and checks that
 // its phase was written soon after its container exited: well within the
-// time Podman's event log may lag, with room for a loaded machine.
+// time Podman's event log may lag (about 30 s at the 95th percentile under
+// load), with room for a machine shared with other suites (1.9 s seen).
 func expectRecordedPromptly(ctx context.Context, run *agentsv1alpha1.AgentRun) {
 	GinkgoHelper()
 	var seen time.Time
@@ -60,7 +58,7 @@ func expectRecordedPromptly(ctx context.Context, run *agentsv1alpha1.AgentRun) {
 	}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
 	c, err := rt.Inspect(ctx, get(ctx, run).Status.ContainerName)
 	Expect(err).NotTo(HaveOccurred())
-	Expect(seen.Sub(c.FinishedAt)).To(BeNumerically("<", 3*time.Second),
+	Expect(seen.Sub(c.FinishedAt)).To(BeNumerically("<", 10*time.Second),
 		"the phase of %s was seen %s after its container exited", run.Name, seen.Sub(c.FinishedAt))
 	GinkgoWriter.Printf("%s: exit -> Succeeded seen after %s\n", run.Name, seen.Sub(c.FinishedAt))
 }

@@ -592,34 +592,28 @@ func waitEnds(c *tc) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	stopped := c.running(c.spec("wait-stopped"))
-	done := waiting(stopped)
-	blocked(done)
-	if err := c.r.Stop(c.ctx, stopped, 10*time.Second); err != nil {
-		c.Fatalf("Stop = %v", err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			c.Errorf("Wait on a stopped container: %v", err)
+	// Each way a running container ends ends a wait held on it.
+	for _, end := range []struct {
+		how string
+		do  func(id string) error
+	}{
+		{"stop", func(id string) error { return c.r.Stop(c.ctx, id, 10*time.Second) }},
+		{"removal", func(id string) error { return c.r.Remove(c.ctx, id) }},
+	} {
+		id := c.running(c.spec("wait-" + end.how))
+		done := waiting(id)
+		blocked(done)
+		if err := end.do(id); err != nil {
+			c.Fatalf("%s = %v", end.how, err)
 		}
-	case <-time.After(patience):
-		c.Errorf("Wait did not return within %s of the container's stop", patience)
-	}
-
-	removed := c.running(c.spec("wait-removed"))
-	done = waiting(removed)
-	blocked(done)
-	if err := c.r.Remove(c.ctx, removed); err != nil {
-		c.Fatalf("Remove = %v", err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			c.Errorf("Wait on a container removed under it: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				c.Errorf("Wait ended by a %s: %v", end.how, err)
+			}
+		case <-time.After(patience):
+			c.Errorf("Wait did not return within %s of the container's %s", patience, end.how)
 		}
-	case <-time.After(patience):
-		c.Errorf("Wait did not return within %s of the container's removal", patience)
 	}
 
 	exited := c.exited(c.spec("wait-exited"), 3, "")
