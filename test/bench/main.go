@@ -35,11 +35,13 @@ import (
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/specgen"
+	"github.com/go-logr/logr"
 	spec "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/podman"
@@ -78,6 +80,8 @@ func main() {
 	flag.DurationVar(&cfg.resyncPeriod, "resync-period", 10*time.Second, "the manager's --resync-period: CPU and Podman calls are measured over one")
 	flag.StringVar(&cfg.outputJSONPath, "json", ".local/bench.json", "where to write the figures as JSON")
 	flag.Parse()
+	// The clients' own logging is not the bench's output.
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
