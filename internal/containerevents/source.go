@@ -65,18 +65,28 @@ func (s *Source) Exited(containerID string) (code int32, at time.Time, ok bool) 
 }
 
 func (s *Source) remember(ev containers.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch ev.Action {
 	case "died":
-		if len(s.exits) >= maxExits {
-			s.forgetOldest()
-		}
-		s.exits[ev.ContainerID] = exit{code: ev.ExitCode, at: ev.Time}
+		s.exited(ev.ContainerID, exit{code: ev.ExitCode, at: ev.Time})
 	case "remove":
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		delete(s.exits, ev.ContainerID)
 	}
 }
+
+func (s *Source) exited(containerID string, e exit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.exits) >= maxExits {
+		s.forgetOldest()
+	}
+	s.exits[containerID] = e
+}
+
+// killed is the exit code of a process ended by SIGKILL, and what Podman's
+// wait answers, with no error, for a container removed while waited on.
+const killed = 128 + 9
 
 func (s *Source) forgetOldest() {
 	cutoff := make([]time.Time, 0, len(s.exits))
@@ -104,8 +114,8 @@ func NewSource(rt containers.Runtime, host string, retryPeriod time.Duration) *S
 	}
 }
 
-// Await holds a blocking wait on a container until it ends, then requests a
-// pass of its run. Podman's died event is the second path to the same pass:
+// Await holds a blocking wait on a container until it ends, then remembers
+// its exit code (see Exited) and requests a pass of its run. Podman's died event is the second path to the same pass:
 // whichever comes first wakes the run, and its pass records the exit, as
 // every pass does, with a status write that conflicts rather than repeat
 // one. Awaiting a container already awaited does nothing, so every pass that
@@ -129,7 +139,16 @@ func (s *Source) wait(ctx context.Context, containerID string, run types.Namespa
 	s.waiting.Add(1)
 	go func() {
 		defer s.waiting.Done()
-		_, err := s.runtime.Wait(ctx, containerID)
+		code, err := s.runtime.Wait(ctx, containerID)
+		if err == nil && code != killed {
+			// The exit is remembered as a died event's is, so that the
+			// pass need not inspect the container: its time is when the
+			// wait answered, which on Podman 4.3 is also about when the
+			// died event is stamped (both follow Podman's cleanup of the
+			// container). A 137 may be a removal, which the pass must tell
+			// from an exit (ContainerLost): it inspects.
+			s.exited(containerID, exit{code: code, at: time.Now()})
+		}
 		s.mu.Lock()
 		delete(s.waits, containerID)
 		s.mu.Unlock()

@@ -373,12 +373,14 @@ func TestAnAwaitedExitRequestsTheRunWithoutEvents(t *testing.T) {
 		if got := f.requests(); len(got) != 0 {
 			t.Fatalf("requests while the container runs = %v, want none", got)
 		}
+		exitedAt := time.Now()
 		f.exit(id, 3)
 		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
 			t.Errorf("requests after the exit = %v, want the run's once", got)
 		}
-		// The pass reads the exit from Podman: a wait tells no end time.
-		f.wantNoExit(id)
+		// The pass needs no inspect: the wait's answer is remembered, at
+		// the time it came.
+		f.wantExit(id, 3, exitedAt)
 		if calls := f.engine.Calls("Wait"); calls != 1 {
 			t.Errorf("the Source made %d waits on one container, want 1", calls)
 		}
@@ -389,6 +391,24 @@ func TestAnAwaitedExitRequestsTheRunWithoutEvents(t *testing.T) {
 		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
 			t.Errorf("requests after awaiting an exited container = %v, want the run's", got)
 		}
+	})
+}
+
+func TestAWaitEndedByARemovalRemembersNoExit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := startSilent(t)
+		id := f.run(host, "team-a", "review")
+		f.source.Await(id, types.NamespacedName{Namespace: "team-a", Name: "review"})
+		synctest.Wait()
+		// Podman answers 137 for a container removed under a wait, as for
+		// one killed: the pass inspects, and finds it gone.
+		if err := f.engine.Remove(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after the removal = %v, want the run's", got)
+		}
+		f.wantNoExit(id)
 	})
 }
 
