@@ -43,10 +43,10 @@ type AgentRunReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	HostConfig
-	// Exits, when set, tells what Podman's died events said of containers,
-	// so an exit is recorded without inspecting the container, and awaits
-	// the end of each running container, so its run's pass comes as soon as
-	// it exits, whether or not Podman's event log keeps up.
+	// Exits, when set, awaits the end of each running container, so its
+	// run's pass comes as soon as it exits, whether or not Podman's event log
+	// keeps up, and tells what the wait or Podman's died event said of the
+	// exit, so it is recorded without inspecting the container.
 	Exits interface {
 		Exited(containerID string) (code int32, at time.Time, ok bool)
 		Await(containerID string, run types.NamespacedName)
