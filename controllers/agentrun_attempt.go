@@ -36,10 +36,17 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 		return r.launch(ctx, run, run.Status.Attempts+1)
 	}
 	if r.Exits != nil {
-		if code, at, ok := r.Exits.Exited(run.Status.ContainerID); ok {
-			return r.follow(ctx, run, containers.Container{
-				ID: run.Status.ContainerID, Name: run.Status.ContainerName, State: containers.StateExited, ExitCode: code, FinishedAt: at,
-			})
+		recorded := containers.Container{ID: run.Status.ContainerID, Name: run.Status.ContainerName}
+		if code, at, ok := r.Exits.Exited(recorded.ID); ok {
+			recorded.State, recorded.ExitCode, recorded.FinishedAt = containers.StateExited, code, at
+			return r.follow(ctx, run, recorded)
+		}
+		// A container this process waits on has not ended, or its end is
+		// on its way: the pass after a launch's own status write (every
+		// run has one) needs no inspect.
+		if r.Exits.Awaiting(recorded.ID) {
+			recorded.State = containers.StateRunning
+			return r.follow(ctx, run, recorded)
 		}
 	}
 	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)

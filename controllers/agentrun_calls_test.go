@@ -23,6 +23,12 @@ func TestARunMakesTheCallsOfAScript(t *testing.T) {
 	go func() { _ = exits.Start(t.Context()) }()
 
 	running := h.reconcileUntil("calls", agentsv1alpha1.PhaseRunning)
+	for deadline := time.Now().Add(10 * time.Second); !exits.Awaiting(running.Status.ContainerID); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the host does not wait on the running container")
+		}
+	}
+	h.reconcile("calls") // the pass the launch's own status write brings
 	if err := h.podman.Exit(running.Status.ContainerName, 0, "done\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,7 @@ type AgentRunReconciler struct {
 	Exits interface {
 		Exited(containerID string) (code int32, at time.Time, ok bool)
 		Await(containerID string, run types.NamespacedName)
+		Awaiting(containerID string) bool
 	}
 
 	slots slotTracker

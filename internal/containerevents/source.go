@@ -133,6 +133,17 @@ func (s *Source) Await(containerID string, run types.NamespacedName) {
 	}
 }
 
+// Awaiting tells whether a wait on the container is held now: the container
+// runs, or has just ended and the wait's answer is on its way (a pass of its
+// run follows it). A pass need not inspect such a container to know it has
+// not ended.
+func (s *Source) Awaiting(containerID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.waits[containerID]
+	return ok && s.ctx != nil
+}
+
 // wait runs one wait until the container ends or ctx does; the caller holds
 // mu.
 func (s *Source) wait(ctx context.Context, containerID string, run types.NamespacedName) {
