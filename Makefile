@@ -146,7 +146,7 @@ agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun
 	@hack/agent-image.sh
 
 .PHONY: bench
-bench: ## Measure agentrun against raw Podman (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000; quick: BENCH_N=50 BENCH_SCALE=1000).
+bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000); BENCH_QUICK=1: one short repetition (N=40, 1000 finished runs).
 	@hack/bench.sh
 
 ##@ Local stack

@@ -50,6 +50,7 @@ type options struct {
 	resyncPeriod         time.Duration
 	recheckPeriod        time.Duration
 	metricsAddr          string
+	pprofAddr            string
 	probeAddr            string
 	leaderElect          bool
 	leaderElectNamespace string
@@ -111,6 +112,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.DurationVar(&o.resyncPeriod, "resync-period", time.Minute, "how often a running run is checked when no Podman event arrives")
 	fs.DurationVar(&o.recheckPeriod, "recheck-period", 3*time.Second, "how often a run that waits (for a missing secret or image, or a free slot) looks again")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "address of the metrics endpoint; 0 disables it")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of Go's profiling endpoints (/debug/pprof/), for make bench's heap profile; empty disables them")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "address of the health and readiness probes")
 	// On by default: two managers started for one host without it would
 	// each count the host's slots and launch runs on their own.
@@ -268,6 +270,7 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              o.leaderElectionID(),
 		LeaderElectionNamespace:       cmp.Or(o.leaderElectNamespace, o.leaseNamespace),

@@ -36,6 +36,9 @@ func TestParseOptionsDefaults(t *testing.T) {
 		t.Errorf("leader election ID = %s", got)
 	}
 	mo := o.managerOptions(nil)
+	if mo.PprofBindAddress != "" {
+		t.Errorf("the profiling endpoints must be off unless asked for: %s", mo.PprofBindAddress)
+	}
 	if !mo.LeaderElection || !mo.LeaderElectionReleaseOnCancel {
 		t.Errorf("leader election must be on by default (two managers of one host would each count its slots), its lease released on shutdown")
 	}

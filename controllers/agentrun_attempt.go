@@ -45,10 +45,17 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 		return r.launch(ctx, run, run.Status.Attempts+1)
 	}
 	if r.Exits != nil {
-		if code, at, ok := r.Exits.Exited(run.Status.ContainerID); ok {
-			return r.follow(ctx, run, containers.Container{
-				ID: run.Status.ContainerID, Name: run.Status.ContainerName, State: containers.StateExited, ExitCode: code, FinishedAt: at,
-			})
+		recorded := containers.Container{ID: run.Status.ContainerID, Name: run.Status.ContainerName}
+		if code, at, ok := r.Exits.Exited(recorded.ID); ok {
+			recorded.State, recorded.ExitCode, recorded.FinishedAt = containers.StateExited, code, at
+			return r.follow(ctx, run, recorded)
+		}
+		// A container this process waits on has not ended, or its end is
+		// on its way: the pass after a launch's own status write (every
+		// run has one) needs no inspect.
+		if r.Exits.Awaiting(recorded.ID) {
+			recorded.State = containers.StateRunning
+			return r.follow(ctx, run, recorded)
 		}
 	}
 	c, err := r.Runtime.Inspect(ctx, run.Status.ContainerName)
@@ -111,6 +118,9 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	if left <= 0 {
 		return r.stopAndRecord(ctx, run, c, runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonDeadlineExceeded,
 			fmt.Sprintf("the run exceeded its timeout of %s; container %s was stopped", timeoutOf(run, r.DefaultTimeout), c.Name)})
+	}
+	if r.Exits != nil {
+		r.Exits.Await(c.ID, client.ObjectKeyFromObject(run))
 	}
 	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
 		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
@@ -322,17 +332,16 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	if len(missing) > 0 {
 		return pending(agentsv1alpha1.ReasonSecretNotFound, secretNotFoundMessage(r.Host, missing))
 	}
-	if ok, err := r.Runtime.ImageExists(ctx, spec.Image); err != nil {
-		return r.notLaunched(run, fmt.Errorf("looking up image %s: %w", spec.Image, err))
-	} else if !ok {
-		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
-	}
 	if err := r.ensureFinalizer(ctx, run); err != nil {
 		return stateOf(&run.Status), ctrl.Result{}, err
 	}
+	// The image is not looked up first: Create's own answer says when it is
+	// missing, and the lookup was one more call per run for Podman, which is
+	// CPU-bound here. A secret removed since missingSecrets looked is a
+	// plain ErrNotFound: the retry's check names it.
 	c, err := r.createOrAdopt(ctx, run, spec, attempt)
 	switch {
-	case errors.Is(err, containers.ErrNotFound):
+	case errors.Is(err, containers.ErrImageNotFound):
 		return pending(agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image))
 	case errors.Is(err, containers.ErrUnavailable):
 		return r.notLaunched(run, err)

@@ -44,10 +44,14 @@ type AgentRunReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	HostConfig
-	// Exits, when set, tells what Podman's died events said of containers,
-	// so an exit is recorded without inspecting the container.
+	// Exits, when set, awaits the end of each running container, so its
+	// run's pass comes as soon as it exits, whether or not Podman's event log
+	// keeps up, and tells what the wait or Podman's died event said of the
+	// exit, so it is recorded without inspecting the container.
 	Exits interface {
 		Exited(containerID string) (code int32, at time.Time, ok bool)
+		Await(containerID string, run types.NamespacedName)
+		Awaiting(containerID string) bool
 	}
 
 	slots slotTracker
@@ -58,6 +62,9 @@ type AgentRunReconciler struct {
 	// notifyTries counts, by run UID, the failed tries of callbacks still
 	// being retried.
 	notifyTries sync.Map
+	// superseded are the versions of runs this process has written over,
+	// which a pass reading the cache before it catches up skips.
+	superseded supersededReads
 	// wake brings runs waiting for a slot to the queue when one frees.
 	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
 	// admission says why the host may not launch runs now (it has not
@@ -80,6 +87,11 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if r.superseded.stale(run) {
+		return ctrl.Result{}, nil
+	}
+	readVersion, patchedVersion := run.ResourceVersion, ""
+	defer func() { r.superseded.passed(req.NamespacedName, run, readVersion, patchedVersion) }()
 	r.slots.releaseReplaced(run)
 	if !r.isOurs(run) {
 		// Taken from this host (its host was declared lost): whatever this
@@ -112,6 +124,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	// This pass's own finalizer patch moved the resourceVersion on; the
 	// status write is checked against that version, not the one first read.
 	base.ResourceVersion = run.ResourceVersion
+	patchedVersion = run.ResourceVersion
 	if writeErr := writeStatus(ctx, r.Client, base, run); writeErr != nil {
 		if apierrors.IsConflict(writeErr) {
 			// The watch brings the newer version, and with it another pass.
@@ -314,6 +327,7 @@ const maxEventNoteBytes = 1024
 func (r *AgentRunReconciler) forget(ctx context.Context, key types.NamespacedName) {
 	r.releaseSlot(ctx, key)
 	r.launches.forget(key)
+	r.superseded.forget(key)
 }
 
 // isUnavailable tells whether err says the container engine did not answer.

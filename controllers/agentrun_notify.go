@@ -44,6 +44,14 @@ func (r *AgentRunReconciler) notifyFinished(ctx context.Context, run *agentsv1al
 	if run.Spec.Notify == nil || meta.FindStatusCondition(run.Status.Conditions, agentsv1alpha1.ConditionNotified) != nil {
 		return ctrl.Result{}, nil
 	}
+	// The cache's copy of a finished run lacks its output and most of its
+	// conditions: the callback carries, and the Notified write keeps, the
+	// run as the API server has it.
+	full := &agentsv1alpha1.AgentRun{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(run), full); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	run = full
 	tries := 1
 	if n, ok := r.notifyTries.Load(run.UID); ok {
 		tries += n.(int)
@@ -80,8 +88,8 @@ func (r *AgentRunReconciler) notifyFinished(ctx context.Context, run *agentsv1al
 	return ctrl.Result{}, nil
 }
 
-// deliver makes one try. The signing key is read from the host's Podman for
-// this try only.
+// deliver makes one try with the run as read from the API server. The
+// signing key is read from the host's Podman for this try only.
 func (r *AgentRunReconciler) deliver(ctx context.Context, run *agentsv1alpha1.AgentRun) (int, error) {
 	n := run.Spec.Notify
 	key, err := r.Runtime.SecretValue(ctx, string(n.SecretName))
@@ -91,14 +99,9 @@ func (r *AgentRunReconciler) deliver(ctx context.Context, run *agentsv1alpha1.Ag
 	if err != nil {
 		return 0, fmt.Errorf("reading the signing key's Podman secret %s: %w", n.SecretName, err)
 	}
-	// The cached copy lacks the output and the result text (TrimForCache).
-	full := &agentsv1alpha1.AgentRun{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(run), full); err != nil {
-		return 0, fmt.Errorf("reading the run's status: %w", err)
-	}
 	body, err := json.Marshal(callback{
 		APIVersion: agentsv1alpha1.GroupVersion.String(), Kind: "AgentRun",
-		Namespace: full.Namespace, Name: full.Name, UID: full.UID, Status: full.Status,
+		Namespace: run.Namespace, Name: run.Name, UID: run.UID, Status: run.Status,
 	})
 	if err != nil {
 		return 0, err

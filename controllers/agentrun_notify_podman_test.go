@@ -84,6 +84,11 @@ var _ = Describe("A run's completion callback", func() {
 			HaveField("Status", metav1.ConditionTrue), HaveField("Reason", agentsv1alpha1.ReasonDelivered),
 			HaveField("Message", ContainSubstring("HTTP 200 (try 3)"))))
 
+		// The Notified write keeps the run's other conditions (the cache's
+		// copy of a finished run has few of them).
+		Expect(conditionOf(get(ctx, run), agentsv1alpha1.ConditionSucceeded).Status).To(Equal(metav1.ConditionTrue))
+		Expect(conditionOf(get(ctx, run), agentsv1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+
 		callbacks := rc.received()
 		Expect(callbacks).To(HaveLen(3), "two refused, the third accepted, and no more")
 		for _, c := range callbacks {

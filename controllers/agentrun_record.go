@@ -51,8 +51,17 @@ func endAsRecorded(run *agentsv1alpha1.AgentRun, rec *agentsv1alpha1.AgentRunRec
 
 // recordRun writes how a finished run ended, before its finalizer goes: once
 // the run can be deleted, its record exists. A run that ended as recorded
-// is not recorded again: its record already says what ran.
-func recordRun(ctx context.Context, c client.Client, reader client.Reader, run *agentsv1alpha1.AgentRun) error {
+// is not recorded again: its record already says what ran. The run is read
+// from the API server: the cache's copy of a finished run lacks its spec's
+// settings, which its key hashes, and its message.
+func recordRun(ctx context.Context, c client.Client, reader client.Reader, cached *agentsv1alpha1.AgentRun) error {
+	if !cached.Status.Phase.IsFinished() {
+		return nil
+	}
+	run := &agentsv1alpha1.AgentRun{}
+	if err := reader.Get(ctx, client.ObjectKeyFromObject(cached), run); err != nil {
+		return recordError(client.IgnoreNotFound(err))
+	}
 	st := stateOf(&run.Status)
 	if !st.phase.IsFinished() || st.reason == agentsv1alpha1.ReasonAlreadyRan {
 		return nil

@@ -18,8 +18,11 @@ import (
 )
 
 // RunRecordReconciler deletes the AgentRunRecords nothing needs any more: a
-// record goes once no AgentRun of its name and manifest has existed for
-// Retention. It runs with the fleet, once per cluster.
+// record goes once no AgentRun of its name has existed for Retention. (A run
+// of the same name stands for the record's manifest, having ended AlreadyRan,
+// or replaces the record when it finishes; the cache's copy of a finished run
+// lacks what its key hashes, so names are compared, not keys.) It runs with
+// the fleet, once per cluster.
 type RunRecordReconciler struct {
 	client.Client
 	Retention time.Duration
@@ -44,9 +47,8 @@ func (g *RunRecordReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	run := &agentsv1alpha1.AgentRun{}
 	err := g.Get(ctx, req.NamespacedName, run)
 	switch {
-	case err == nil && agentsv1alpha1.RunKey(run) == rec.Spec.RunKey:
-		// The run, or one that ended AlreadyRan, stands for the manifest:
-		// its deletion brings the record back here.
+	case err == nil:
+		// Its deletion brings the record back here.
 		g.goneSince.Delete(req.NamespacedName)
 		return ctrl.Result{}, nil
 	case client.IgnoreNotFound(err) != nil:

@@ -65,24 +65,6 @@ func TestARecordGoesOnlyOnceItsRunHasBeenGoneForTheRetention(t *testing.T) {
 	}
 }
 
-func TestARunOfAnotherManifestDoesNotKeepTheRecord(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	run := plainRun("r", func(r *agentsv1alpha1.AgentRun) { r.Spec.Prompt = "something else" })
-	rec := &agentsv1alpha1.AgentRunRecord{
-		ObjectMeta: metav1.ObjectMeta{Namespace: run.Namespace, Name: run.Name},
-		Spec:       agentsv1alpha1.AgentRunRecordSpec{RunKey: agentsv1alpha1.RunKey(plainRun("r", nil)), Phase: agentsv1alpha1.PhaseFailed},
-	}
-	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(run, rec).Build()
-	g := &RunRecordReconciler{Client: c, Retention: time.Hour, Clock: clocktesting.NewFakeClock(time.Now())}
-	res, err := g.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rec)})
-	if err != nil || res.RequeueAfter != time.Hour {
-		t.Fatalf("a run of the same name but another manifest: %+v %v; want the retention counted", res, err)
-	}
-}
-
 func TestTheCacheKeepsWhatTheCollectorReadsOfARecord(t *testing.T) {
 	rec := &agentsv1alpha1.AgentRunRecord{
 		ObjectMeta: metav1.ObjectMeta{Name: "r", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "host"}}},

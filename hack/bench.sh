@@ -6,16 +6,25 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=hack/lib.sh
 source "$ROOT/hack/lib.sh"
 log_setup bench
-N=${BENCH_N:-200}
+# BENCH_QUICK=1: a short run that proves the code path (about 3 minutes on a
+# quiet machine), not figures to quote.
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+  N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s}
+else
+  N=${BENCH_N:-200} SCALE=${BENCH_SCALE:-10000} REPS=${BENCH_REPS:-3} SETTLE=${BENCH_SETTLE:-20s}
+fi
 C=${BENCH_C:-8}
-SCALE=${BENCH_SCALE:-10000}
+# The fleet step's hosts (a local fleet of its own, BENCH_N runs on each); 0
+# skips it.
+FLEET_HOSTS=${BENCH_FLEET_HOSTS:-3}
 RESYNC=${BENCH_RESYNC:-10s}
+PPROF_PORT=${BENCH_PPROF_PORT:-18092}
 
 export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
 export AGENTRUN_HOST_NAME=bench
 export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
 export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
-export AGENTRUN_MANAGER_ARGS="--max-concurrent-runs=$C --workers=$((2 * C)) --resync-period=$RESYNC"
+export AGENTRUN_MANAGER_ARGS="--max-concurrent-runs=$C --workers=$((2 * C)) --resync-period=$RESYNC --pprof-bind-address=127.0.0.1:$PPROF_PORT"
 
 # The stack is the bench's own, so down is right here: it wipes only
 # .local/bench-stack.
@@ -24,9 +33,10 @@ at_exit '"$ROOT/hack/local-stack.sh" down'
 cd "$ROOT"
 step "building the benchmark, test/bench (seconds)"
 logged go build -o "$ROOT/bin/bench" ./test/bench
-"$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -resync-period "$RESYNC" \
+"$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \
   -metrics-url "http://127.0.0.1:$AGENTRUN_METRICS_PORT/metrics" \
+  -pprof-url "http://127.0.0.1:$PPROF_PORT/debug/pprof/" \
   -json "$ROOT/.local/bench.json"

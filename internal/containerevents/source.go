@@ -1,15 +1,19 @@
 // Package containerevents follows a host's container events and turns them into
 // reconcile requests for the AgentRuns the containers belong to, remembering
-// what died events said of each exit.
+// what died events said of each exit. Beside the events, it holds one blocking
+// wait per running container, so an exit reaches its run promptly even when
+// Podman's event log lags.
 package containerevents
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -32,6 +36,12 @@ type Source struct {
 
 	mu    sync.Mutex
 	exits map[string]exit // by container ID, from died events
+	// waits are the containers awaited, by ID, with their runs. Those
+	// added before Start begin when it does.
+	waits map[string]types.NamespacedName
+	// ctx is Start's while it runs: waits end with it.
+	ctx     context.Context
+	waiting sync.WaitGroup
 }
 
 // exit is what a died event says of a container's end.
@@ -55,18 +65,28 @@ func (s *Source) Exited(containerID string) (code int32, at time.Time, ok bool) 
 }
 
 func (s *Source) remember(ev containers.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch ev.Action {
 	case "died":
-		if len(s.exits) >= maxExits {
-			s.forgetOldest()
-		}
-		s.exits[ev.ContainerID] = exit{code: ev.ExitCode, at: ev.Time}
+		s.exited(ev.ContainerID, exit{code: ev.ExitCode, at: ev.Time})
 	case "remove":
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		delete(s.exits, ev.ContainerID)
 	}
 }
+
+func (s *Source) exited(containerID string, e exit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.exits) >= maxExits {
+		s.forgetOldest()
+	}
+	s.exits[containerID] = e
+}
+
+// killed is the exit code of a process ended by SIGKILL, and what Podman's
+// wait answers, with no error, for a container removed while waited on.
+const killed = 128 + 9
 
 func (s *Source) forgetOldest() {
 	cutoff := make([]time.Time, 0, len(s.exits))
@@ -90,6 +110,91 @@ func NewSource(rt containers.Runtime, host string, retryPeriod time.Duration) *S
 		retryPeriod: retryPeriod,
 		events:      make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun], 1024),
 		exits:       map[string]exit{},
+		waits:       map[string]types.NamespacedName{},
+	}
+}
+
+// Await holds a blocking wait on a container until it ends, then remembers
+// its exit code (see Exited) and requests a pass of its run. Podman's died event is the second path to the same pass:
+// whichever comes first wakes the run, and its pass records the exit, as
+// every pass does, with a status write that conflicts rather than repeat
+// one. Awaiting a container already awaited does nothing, so every pass that
+// sees a container running may call it; after a manager restart, the first
+// pass of each running run does.
+func (s *Source) Await(containerID string, run types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.waits[containerID]; ok {
+		return
+	}
+	s.waits[containerID] = run
+	if s.ctx != nil {
+		s.wait(s.ctx, containerID, run)
+	}
+}
+
+// Awaiting tells whether a wait on the container is held now: the container
+// runs, or has just ended and the wait's answer is on its way (a pass of its
+// run follows it). A pass need not inspect such a container to know it has
+// not ended.
+func (s *Source) Awaiting(containerID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.waits[containerID]
+	return ok && s.ctx != nil
+}
+
+// wait runs one wait until the container ends or ctx does; the caller holds
+// mu.
+func (s *Source) wait(ctx context.Context, containerID string, run types.NamespacedName) {
+	s.waiting.Add(1)
+	go func() {
+		defer s.waiting.Done()
+		code, err := s.runtime.Wait(ctx, containerID)
+		if err == nil && code != killed {
+			// The exit is remembered as a died event's is, so that the
+			// pass need not inspect the container: its time is when the
+			// wait answered, which on Podman 4.3 is also about when the
+			// died event is stamped (both follow Podman's cleanup of the
+			// container). A 137 may be a removal, which the pass must tell
+			// from an exit (ContainerLost): it inspects.
+			s.exited(containerID, exit{code: code, at: time.Now()})
+		}
+		s.mu.Lock()
+		delete(s.waits, containerID)
+		s.mu.Unlock()
+		if ctx.Err() != nil {
+			return // the manager stops: the next one awaits again
+		}
+		if err != nil && !errors.Is(err, containers.ErrNotFound) {
+			// Podman did not answer: the pass that follows would only
+			// await again, so it comes after a pause, as a reconnect does.
+			log.FromContext(ctx).WithName("podman-wait").V(1).Info("Waiting for a container failed; looking again",
+				"host", s.host, "agentrun", run, "container", containerID, "error", err, "after", s.retryPeriod)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.retryPeriod):
+			}
+		}
+		_ = s.request(ctx, run.Namespace, run.Name)
+	}()
+}
+
+// startWaits begins the waits asked for before Start, and ends them all when
+// ctx ends.
+func (s *Source) startWaits(ctx context.Context) (stop func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ctx = ctx
+	for id, run := range s.waits {
+		s.wait(ctx, id, run)
+	}
+	return func() {
+		s.mu.Lock()
+		s.ctx = nil
+		s.mu.Unlock()
+		s.waiting.Wait()
 	}
 }
 
@@ -103,10 +208,12 @@ func (s *Source) Requests() source.Source {
 	return source.Channel(s.events, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentRun]{})
 }
 
-// Start follows the event stream until ctx ends, reconnecting when the
-// stream breaks (Podman restarted or unreachable). Exits missed while the
-// stream was down are requested once it is back (see catchUp).
+// Start follows the event stream, and runs the waits Await asks for, until
+// ctx ends, reconnecting when the stream breaks (Podman restarted or
+// unreachable). Exits missed while the stream was down are requested once it
+// is back (see catchUp). It returns once every wait has ended.
 func (s *Source) Start(ctx context.Context) error {
+	defer s.startWaits(ctx)()
 	logger := log.FromContext(ctx).WithName("podman-events")
 	for reconnect := false; ; reconnect = true {
 		err := s.follow(ctx, reconnect)

@@ -24,6 +24,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/containers/fake"
+	"github.com/agentrun/agentrun/internal/containers/runtimetest"
 )
 
 // The tests run in a synctest bubble: the Source's retry pause and the
@@ -52,12 +53,22 @@ func start(t *testing.T) *follower {
 }
 
 func startLogging(t *testing.T, logger logr.Logger) *follower {
+	return startOn(t, logger, func(e *fake.Runtime) containers.Runtime { return e })
+}
+
+// startSilent runs a Source over an engine whose event stream says nothing.
+func startSilent(t *testing.T) *follower {
+	return startOn(t, testr.New(t), func(e *fake.Runtime) containers.Runtime { return runtimetest.SilentEvents(e) })
+}
+
+// startOn runs a Source over the engine wrap makes of a fake one.
+func startOn(t *testing.T, logger logr.Logger, wrap func(*fake.Runtime) containers.Runtime) *follower {
 	f := &follower{
 		t:      t,
 		engine: fake.New(image),
 		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]()),
 	}
-	f.source = containerevents.NewSource(f.engine, host, retry)
+	f.source = containerevents.NewSource(wrap(f.engine), host, retry)
 	ctx, cancel := context.WithCancel(log.IntoContext(context.Background(), logger))
 	if err := f.source.Requests().Start(ctx, f.queue); err != nil {
 		t.Fatal(err)
@@ -347,6 +358,114 @@ func TestExitWhileTheStreamWasDownIsRequestedOnReconnect(t *testing.T) {
 		time.Sleep(retry)
 		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "missed")}) {
 			t.Errorf("requests once the stream is back = %v, want the exited container's run only", got)
+		}
+	})
+}
+
+func TestAnAwaitedExitRequestsTheRunWithoutEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := startSilent(t)
+		id := f.run(host, "team-a", "review")
+		run := types.NamespacedName{Namespace: "team-a", Name: "review"}
+		f.source.Await(id, run)
+		f.source.Await(id, run) // every pass that sees it running asks
+		time.Sleep(time.Hour)
+		if got := f.requests(); len(got) != 0 {
+			t.Fatalf("requests while the container runs = %v, want none", got)
+		}
+		exitedAt := time.Now()
+		f.exit(id, 3)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after the exit = %v, want the run's once", got)
+		}
+		// The pass needs no inspect: the wait's answer is remembered, at
+		// the time it came.
+		f.wantExit(id, 3, exitedAt)
+		if calls := f.engine.Calls("Wait"); calls != 1 {
+			t.Errorf("the Source made %d waits on one container, want 1", calls)
+		}
+
+		// Once it has ended, a later pass's Await (a container stopped by
+		// a deadline, say) waits again and answers at once.
+		f.source.Await(id, run)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after awaiting an exited container = %v, want the run's", got)
+		}
+	})
+}
+
+func TestAWaitEndedByARemovalRemembersNoExit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := startSilent(t)
+		id := f.run(host, "team-a", "review")
+		f.source.Await(id, types.NamespacedName{Namespace: "team-a", Name: "review"})
+		synctest.Wait()
+		// Podman answers 137 for a container removed under a wait, as for
+		// one killed: the pass inspects, and finds it gone.
+		if err := f.engine.Remove(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests after the removal = %v, want the run's", got)
+		}
+		f.wantNoExit(id)
+	})
+}
+
+func TestAFailedWaitRequestsTheRunAfterAPause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := startSilent(t)
+		id := f.run(host, "team-a", "review")
+		f.source.Await(id, types.NamespacedName{Namespace: "team-a", Name: "review"})
+		synctest.Wait()
+		f.engine.SetUnavailable(true)
+		if got := f.requests(); len(got) != 0 {
+			t.Errorf("requests right after the wait failed = %v, want none before the retry period", got)
+		}
+		time.Sleep(retry)
+		if got := f.requests(); !slices.Equal(got, []string{request("team-a", "review")}) {
+			t.Errorf("requests a retry period after the wait failed = %v, want the run's", got)
+		}
+	})
+}
+
+func TestWaitsBeginWithTheSourceAndEndWithIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		engine := fake.New(image)
+		source := containerevents.NewSource(runtimetest.SilentEvents(engine), host, retry)
+		queue := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+		defer queue.ShutDown()
+		id, err := engine.Create(context.Background(), containers.Spec{Name: "c", Image: image})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := engine.Start(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		// The reconciler may see a container running before the manager
+		// has started the Source.
+		source.Await(id, types.NamespacedName{Namespace: "team-a", Name: "review"})
+		synctest.Wait()
+		if calls := engine.Calls("Wait"); calls != 0 {
+			t.Fatalf("%d waits began before the Source started, want 0", calls)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		if err := source.Requests().Start(ctx, queue); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error)
+		go func() { done <- source.Start(ctx) }()
+		synctest.Wait()
+		if calls := engine.Calls("Wait"); calls != 1 {
+			t.Fatalf("%d waits once the Source started, want 1", calls)
+		}
+		// A stopping manager ends its waits, and Start returns only then.
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start = %v, want nil", err)
+		}
+		if queue.Len() != 0 {
+			t.Errorf("a wait ended by the manager's stop requested a pass")
 		}
 	})
 }

@@ -19,6 +19,11 @@ import (
 var (
 	// ErrNotFound: no container (or secret, or image) has that name or ID.
 	ErrNotFound = errors.New("not found")
+	// ErrImageNotFound is the ErrNotFound of a Create whose image is not
+	// in local storage, told apart from a missing secret so that the
+	// controller can say which without a lookup of its own before each
+	// create.
+	ErrImageNotFound = fmt.Errorf("image %w", ErrNotFound)
 	// ErrAlreadyExists: a container with that name exists already.
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrUnavailable: the engine's API did not answer.
@@ -131,7 +136,9 @@ type Runtime interface {
 	// SecretExists tells whether a secret exists, without reading its value.
 	SecretExists(ctx context.Context, name string) (bool, error)
 	// Create creates (but does not start) a container and returns its ID. It
-	// returns ErrAlreadyExists when the name is taken.
+	// returns ErrAlreadyExists when the name is taken, ErrImageNotFound when
+	// the image is not in local storage (nothing is pulled), and ErrNotFound
+	// when a secret is missing.
 	Create(ctx context.Context, spec Spec) (string, error)
 	// Start starts a created container.
 	Start(ctx context.Context, id string) error
@@ -140,6 +147,13 @@ type Runtime interface {
 	// List returns the containers, in any state, that carry every given
 	// label.
 	List(ctx context.Context, labels map[string]string) ([]Container, error)
+	// Wait blocks until the container is no longer running, or ctx ends,
+	// and returns its exit code. A container removed while waited on has
+	// exited (Podman answers 137, with no error); one that never existed is
+	// ErrNotFound. It is a long call, with no deadline of its own: the
+	// controller holds one per running container, so that an exit is seen
+	// without Podman's event log, which lags under load.
+	Wait(ctx context.Context, id string) (int32, error)
 	// Stop sends SIGTERM, waits up to grace, then SIGKILL. Stopping a
 	// container that is not running is not an error.
 	Stop(ctx context.Context, id string, grace time.Duration) error

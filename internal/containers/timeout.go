@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// WithCallTimeout bounds every call to rt but the event stream: a call that
+// WithCallTimeout bounds every call to rt but the streams and Wait: a call that
 // takes longer than d (a stop, d beyond its grace period) fails with
 // ErrUnavailable. A hung Podman service then marks the host's runs
 // PodmanUnavailable and frees the reconcile worker, instead of holding every
@@ -71,6 +71,11 @@ func (b bounded) List(ctx context.Context, labels map[string]string) ([]Containe
 func (b bounded) Stop(ctx context.Context, id string, grace time.Duration) error {
 	_, err := call(ctx, b.d+grace, "stop", noValue(func(ctx context.Context) error { return b.rt.Stop(ctx, id, grace) }))
 	return err
+}
+
+// Wait lasts as long as the container runs: it has no deadline.
+func (b bounded) Wait(ctx context.Context, id string) (int32, error) {
+	return b.rt.Wait(ctx, id)
 }
 
 func (b bounded) Remove(ctx context.Context, id string) error {

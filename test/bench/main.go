@@ -1,14 +1,19 @@
 // Command bench measures what agentrun costs over raw Podman, side by side in
 // one run on the local stack (make bench starts one):
 //
-//  1. raw: N short containers straight through Podman's bindings, C at a time;
+//  1. raw: N short containers straight through Podman's bindings, C at a time,
+//     doing what a script needs for the same result (create, start, wait,
+//     read the output, remove; the same hardening as agentrun's);
 //  2. agentrun: N AgentRuns of the same container on a host capped at C runs,
-//     timed from the API objects and Podman's events;
+//     timed from the API objects and Podman's events, with the manager's
+//     Podman calls and API-server writes per run read from its /metrics;
 //  3. scale: thousands of finished AgentRuns, and what the manager spends on
-//     them (memory, CPU, Podman calls).
+//     them (memory, its heap profile, CPU, Podman calls);
+//  4. raw and agentrun again, with those finished runs still present.
 //
-// It prints a table and, last, one line of key=value figures, and writes
-// them as JSON.
+// Steps 1, 2 and 4 run -reps times; each figure is reported as the median of
+// the repetitions, with their min and max. It prints a table and, last, one
+// line of key=value figures (the medians), and writes them as JSON.
 package main
 
 import (
@@ -17,21 +22,26 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/specgen"
+	"github.com/go-logr/logr"
 	spec "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/podman"
@@ -40,6 +50,9 @@ import (
 
 type config struct {
 	n, c, scale    int
+	reps           int
+	pprofURL       string
+	fleetHosts     int
 	socket         string
 	image          string
 	host           string
@@ -55,6 +68,9 @@ func main() {
 	flag.IntVar(&cfg.n, "n", 200, "containers (and AgentRuns) to launch")
 	flag.IntVar(&cfg.c, "c", 8, "concurrency: raw launches at once, and the host's --max-concurrent-runs")
 	flag.IntVar(&cfg.scale, "scale", 10000, "finished AgentRuns to create for the scale step")
+	flag.IntVar(&cfg.reps, "reps", 3, "repetitions of the raw and agentrun steps, with and without the finished runs")
+	flag.IntVar(&cfg.fleetHosts, "fleet-hosts", 3, "hosts of the fleet step (a local fleet of its own, each host with -n runs and -c at a time); 0 skips it")
+	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
 	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
 	flag.StringVar(&cfg.image, "image", "localhost/agentrun-test:latest", "image of the short containers")
 	flag.StringVar(&cfg.host, "host", "bench", "host name of the stack's manager")
@@ -64,6 +80,8 @@ func main() {
 	flag.DurationVar(&cfg.resyncPeriod, "resync-period", 10*time.Second, "the manager's --resync-period: CPU and Podman calls are measured over one")
 	flag.StringVar(&cfg.outputJSONPath, "json", ".local/bench.json", "where to write the figures as JSON")
 	flag.Parse()
+	// The clients' own logging is not the bench's output.
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -80,30 +98,55 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	res := results{}
-
-	step("raw Podman: %d containers, %d at a time", cfg.n, cfg.c)
-	raw, err := rawBaseline(conn, cfg)
-	if err != nil {
-		return err
+	var res results
+	for i := range cfg.reps {
+		rep, err := sideBySide(ctx, conn, k8s, cfg, fmt.Sprintf("%d/%d", i+1, cfg.reps))
+		if err != nil {
+			return err
+		}
+		res.reps = append(res.reps, rep)
 	}
-	res.raw = raw
-
-	step("agentrun: %d AgentRuns on host %q with --max-concurrent-runs=%d", cfg.n, cfg.host, cfg.c)
-	through, err := throughAgentrun(ctx, k8s, cfg)
-	if err != nil {
-		return err
-	}
-	res.agentrun = through
 
 	step("scale: %d finished AgentRuns", cfg.scale)
-	sc, err := scale(ctx, k8s, cfg)
+	sc, removeScale, err := scale(ctx, k8s, cfg)
+	defer removeScale()
 	if err != nil {
 		return err
 	}
 	res.scale = sc
-
+	for i := range cfg.reps {
+		rep, err := sideBySide(ctx, conn, k8s, cfg, fmt.Sprintf("%d/%d with %d finished runs", i+1, cfg.reps, cfg.scale))
+		if err != nil {
+			return err
+		}
+		res.repsAtScale = append(res.repsAtScale, rep)
+	}
+	if cfg.fleetHosts > 0 {
+		if res.fleet, err = fleetStep(ctx, cfg); err != nil {
+			return err
+		}
+	}
 	return report(res, cfg)
+}
+
+// repetition is one raw step and one agentrun step, run one after the other.
+type repetition struct {
+	raw      rawResult
+	agentrun throughResult
+}
+
+func sideBySide(ctx context.Context, conn context.Context, k8s client.WithWatch, cfg config, which string) (repetition, error) {
+	step("raw Podman (%s): %d containers, %d at a time", which, cfg.n, cfg.c)
+	raw, err := rawBaseline(conn, cfg)
+	if err != nil {
+		return repetition{}, err
+	}
+	step("agentrun (%s): %d AgentRuns on host %q with --max-concurrent-runs=%d", which, cfg.n, cfg.host, cfg.c)
+	through, err := throughAgentrun(ctx, k8s, cfg)
+	if err != nil {
+		return repetition{}, err
+	}
+	return repetition{raw, through}, nil
 }
 
 func step(format string, args ...any) {
@@ -117,6 +160,10 @@ func kubeClient() (client.WithWatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no kubeconfig (is the stack up?): %w", err)
 	}
+	return kubeClientFor(restCfg)
+}
+
+func kubeClientFor(restCfg *rest.Config) (client.WithWatch, error) {
 	// The bench creates thousands of objects: do not let client-side rate
 	// limiting measure itself.
 	restCfg.QPS, restCfg.Burst = 2000, 4000
@@ -131,6 +178,7 @@ func kubeClient() (client.WithWatch, error) {
 type rawResult struct {
 	launch []time.Duration // create called -> start returned
 	wall   time.Duration
+	calls  int64 // Podman API calls made
 }
 
 func rawBaseline(conn context.Context, cfg config) (rawResult, error) {
@@ -138,6 +186,7 @@ func rawBaseline(conn context.Context, cfg config) (rawResult, error) {
 		mu       sync.Mutex
 		launches []time.Duration
 		firstErr error
+		calls    atomic.Int64
 	)
 	jobs := make(chan int)
 	var wg sync.WaitGroup
@@ -147,7 +196,7 @@ func rawBaseline(conn context.Context, cfg config) (rawResult, error) {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				d, err := rawOne(conn, cfg.image, fmt.Sprintf("agentrun-bench-raw-%d-%d", start.Unix(), i))
+				d, err := rawOne(conn, cfg.image, fmt.Sprintf("agentrun-bench-raw-%d-%d", start.UnixNano(), i), &calls)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -162,21 +211,23 @@ func rawBaseline(conn context.Context, cfg config) (rawResult, error) {
 	}
 	close(jobs)
 	wg.Wait()
-	return rawResult{launch: launches, wall: time.Since(start)}, firstErr
+	return rawResult{launch: launches, wall: time.Since(start), calls: calls.Load()}, firstErr
 }
 
 // rawOne is what a careful user of the bindings does for one short
-// container: create, start, wait for it to exit, remove it.
-func rawOne(conn context.Context, image, name string) (time.Duration, error) {
+// container, to get what agentrun records of a run: create, start, wait for
+// it to exit, read its output, remove it. calls counts the API calls.
+func rawOne(conn context.Context, image, name string, calls *atomic.Int64) (time.Duration, error) {
 	sg := specgen.NewSpecGenerator(image, false)
 	sg.Name = name
 	sg.Command = []string{"true"}
 	// The same container agentrun launches with its default policy: an init
-	// process, no-new-privileges, a small capability set and limits, so the
-	// comparison measures the controller, not the hardening.
+	// process, no-new-privileges, no capabilities, a non-root user and
+	// limits, so the comparison measures the controller, not the hardening.
 	yes := true
 	sg.Init, sg.NoNewPrivileges = &yes, &yes
 	sg.CapDrop, sg.CapAdd = []string{"ALL"}, policy.DefaultCapabilities
+	sg.User = policy.DefaultUser
 	memory, quota, period := int64(512<<20), int64(100_000), uint64(100_000)
 	sg.ResourceLimits = &spec.LinuxResources{
 		Memory: &spec.LinuxMemory{Limit: &memory},
@@ -184,21 +235,46 @@ func rawOne(conn context.Context, image, name string) (time.Duration, error) {
 		Pids:   &spec.LinuxPids{Limit: 1024},
 	}
 	t0 := time.Now()
+	calls.Add(1)
 	resp, err := containers.CreateWithSpec(conn, sg, nil)
 	if err != nil {
 		return 0, fmt.Errorf("create: %w", err)
 	}
+	calls.Add(1)
 	if err := containers.Start(conn, resp.ID, nil); err != nil {
 		return 0, fmt.Errorf("start: %w", err)
 	}
 	launched := time.Since(t0)
+	calls.Add(1)
 	if _, err := containers.Wait(conn, resp.ID, new(containers.WaitOptions).WithCondition([]define.ContainerStatus{define.ContainerStateExited, define.ContainerStateStopped})); err != nil {
 		return 0, fmt.Errorf("wait: %w", err)
 	}
+	calls.Add(1)
+	if err := drainLogs(conn, resp.ID); err != nil {
+		return 0, fmt.Errorf("logs: %w", err)
+	}
+	calls.Add(1)
 	if _, err := containers.Remove(conn, resp.ID, new(containers.RemoveOptions).WithForce(true)); err != nil {
 		return 0, fmt.Errorf("remove: %w", err)
 	}
 	return launched, nil
+}
+
+// drainLogs reads a container's whole output, stdout and stderr.
+func drainLogs(conn context.Context, id string) error {
+	stdout, stderr := make(chan string), make(chan string)
+	done := make(chan error, 1)
+	go func() {
+		done <- containers.Logs(conn, id, new(containers.LogOptions).WithStdout(true).WithStderr(true), stdout, stderr)
+	}()
+	for {
+		select {
+		case <-stdout:
+		case <-stderr:
+		case err := <-done:
+			return err
+		}
+	}
 }
 
 // throughResult is what running the same containers as AgentRuns took.
@@ -208,6 +284,10 @@ type throughResult struct {
 	statusLatency []time.Duration // Podman's died event -> Succeeded seen by a watch
 	eventDelivery []time.Duration // Podman's died event -> received by a subscriber
 	wall          time.Duration
+	finished      int
+	// podmanCalls and apiWrites are the manager's calls over the step, by
+	// operation and by HTTP verb, from its /metrics.
+	podmanCalls, apiWrites map[string]float64
 }
 
 const benchLabel = "agentrun.dev/bench"
@@ -218,37 +298,74 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 	tag := fmt.Sprintf("run-%d", time.Now().Unix())
 	defer cleanup(k8s, tag)
 
-	var res throughResult
-	died := diedEvents(ctx, cfg.socket, cfg.host, "bench-"+tag+"-", &res.eventDelivery)
-	w, err := k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag})
+	var eventDelivery []time.Duration
+	died := diedEvents(ctx, cfg.socket, cfg.host, "bench-"+tag+"-", &eventDelivery)
+	calls0, writes0, err := managerCounters(cfg.metricsURL)
 	if err != nil {
 		return throughResult{}, err
 	}
-	defer w.Stop()
+	res, done, err := runThrough(ctx, k8s, tag, cfg.n, cfg.host)
+	if err != nil {
+		return res, err
+	}
+	// The finished pass (container removed, finalizer dropped) follows the
+	// status the watch saw: give it a moment before reading the counters.
+	if err := settled(ctx, k8s, tag); err != nil {
+		return res, err
+	}
+	calls1, writes1, err := managerCounters(cfg.metricsURL)
+	if err != nil {
+		return res, err
+	}
+	res.podmanCalls, res.apiWrites = minus(calls1, calls0), minus(writes1, writes0)
+	if latencies, err := podmanCallLatencies(cfg.metricsURL); err == nil {
+		step("agentrun: mean Podman call latency by operation (since the manager started): %s", latencies)
+	}
+	step("agentrun: Podman calls per run by operation: %s; API-server writes per run by verb: %s",
+		perRun(res.podmanCalls, cfg.n), perRun(res.apiWrites, cfg.n))
+	exits := died()
+	res.eventDelivery = eventDelivery
+	for name, seen := range done {
+		if t, ok := exits[name]; ok {
+			res.statusLatency = append(res.statusLatency, seen.Sub(t))
+		}
+	}
+	return res, nil
+}
 
+// runThrough creates n AgentRuns labelled with tag, pinned to host (or, with
+// host empty, left to the fleet to place), and follows them with a watch until
+// every one has succeeded; done is when the watch saw each succeed.
+func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, host string) (res throughResult, done map[string]time.Time, err error) {
+	w, err := k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag})
+	if err != nil {
+		return res, nil, err
+	}
+	defer w.Stop()
 	created := map[string]time.Time{}
 	start := time.Now()
-	for i := range cfg.n {
+	for i := range n {
 		run := &agentsv1alpha1.AgentRun{}
 		run.Name, run.Namespace = fmt.Sprintf("bench-%s-%d", tag, i), "default"
 		run.Labels = map[string]string{benchLabel: tag}
-		run.Spec = agentsv1alpha1.AgentRunSpec{Prompt: "bench", HostName: cfg.host, Command: []string{"true"}}
+		run.Spec = agentsv1alpha1.AgentRunSpec{Prompt: "bench", HostName: host, Command: []string{"true"}}
 		t := time.Now()
 		if err := k8s.Create(ctx, run); err != nil {
-			return throughResult{}, fmt.Errorf("creating %s: %w", run.Name, err)
+			return res, nil, fmt.Errorf("creating %s: %w", run.Name, err)
 		}
 		created[run.Name] = t
 	}
 
-	running, done := map[string]time.Time{}, map[string]time.Time{}
+	running := map[string]time.Time{}
+	done = map[string]time.Time{}
 	var last time.Time
-	for len(done) < cfg.n {
+	for len(done) < n {
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("only %d of %d runs succeeded in time", len(done), cfg.n)
+			return res, done, fmt.Errorf("only %d of %d runs succeeded in time", len(done), n)
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return res, fmt.Errorf("the watch ended after %d of %d runs", len(done), cfg.n)
+				return res, done, fmt.Errorf("the watch ended after %d of %d runs", len(done), n)
 			}
 			run, ok := ev.Object.(*agentsv1alpha1.AgentRun)
 			if !ok {
@@ -266,23 +383,12 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 					done[run.Name], last = now, now
 				}
 			case agentsv1alpha1.PhaseFailed, agentsv1alpha1.PhaseCancelled:
-				return res, fmt.Errorf("run %s ended %s: %s", run.Name, run.Status.Phase, run.Status.Message)
+				return res, done, fmt.Errorf("run %s ended %s: %s", run.Name, run.Status.Phase, run.Status.Message)
 			}
 		}
 	}
-	res.wall = last.Sub(start)
-	if cfg.metricsURL != "" {
-		if calls, err := podmanCallLatencies(cfg.metricsURL); err == nil {
-			step("agentrun: mean Podman call latency by operation: %s", calls)
-		}
-	}
-	exits := died()
-	for name, seen := range done {
-		if t, ok := exits[name]; ok {
-			res.statusLatency = append(res.statusLatency, seen.Sub(t))
-		}
-	}
-	return res, nil
+	res.wall, res.finished = last.Sub(start), len(done)
+	return res, done, nil
 }
 
 // diedEvents follows Podman's died events for the host's containers; the
@@ -312,6 +418,27 @@ func diedEvents(ctx context.Context, socket, host, prefix string, delivery *[]ti
 	}
 }
 
+// settled waits until the host has cleaned up after every run of the step
+// (container removed, finalizer dropped), so the step's counters hold all
+// that a run costs.
+func settled(ctx context.Context, k8s client.Client, tag string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		list := &agentsv1alpha1.AgentRunList{}
+		if err := k8s.List(ctx, list, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag}); err != nil {
+			return err
+		}
+		left := slices.IndexFunc(list.Items, func(r agentsv1alpha1.AgentRun) bool { return len(r.Finalizers) > 0 }) >= 0
+		if !left {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("runs of %s still hold their finalizer a minute after they finished", tag)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func cleanup(k8s client.Client, tag string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -325,11 +452,14 @@ type scaleResult struct {
 	cpuSeconds          float64
 	podmanCallsFinished float64
 	createWall          time.Duration
+	heap                heapSummary
 }
 
-func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, error) {
+// scale writes the finished runs and measures the manager with them; the
+// returned function deletes them.
+func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, func(), error) {
 	tag := fmt.Sprintf("scale-%d", time.Now().Unix())
-	defer cleanup(k8s, tag)
+	remove := func() { cleanup(k8s, tag) }
 	output := strings.Repeat("x", 4095) + "\n"
 	start := time.Now()
 	jobs := make(chan int)
@@ -356,7 +486,7 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, err
 	wg.Wait()
 	select {
 	case err := <-errs:
-		return scaleResult{}, err
+		return scaleResult{}, remove, err
 	default:
 	}
 	res := scaleResult{objects: cfg.scale, createWall: time.Since(start)}
@@ -364,28 +494,35 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, err
 	time.Sleep(cfg.settle)
 
 	if cfg.managerPID == 0 || cfg.metricsURL == "" {
-		return res, fmt.Errorf("-manager-pid and -metrics-url are needed to measure the manager")
+		return res, remove, fmt.Errorf("-manager-pid and -metrics-url are needed to measure the manager")
 	}
 	calls0, err := podmanCalls(cfg.metricsURL)
 	if err != nil {
-		return res, err
+		return res, remove, err
 	}
 	cpu0, err := cpuSeconds(cfg.managerPID)
 	if err != nil {
-		return res, err
+		return res, remove, err
 	}
 	time.Sleep(cfg.resyncPeriod)
 	cpu1, err := cpuSeconds(cfg.managerPID)
 	if err != nil {
-		return res, err
+		return res, remove, err
 	}
 	calls1, err := podmanCalls(cfg.metricsURL)
 	if err != nil {
-		return res, err
+		return res, remove, err
 	}
 	res.cpuSeconds, res.podmanCallsFinished = cpu1-cpu0, calls1-calls0
-	res.rssMiB, err = rssMiB(cfg.managerPID)
-	return res, err
+	if res.rssMiB, err = rssMiB(cfg.managerPID); err != nil {
+		return res, remove, err
+	}
+	if cfg.pprofURL != "" {
+		if res.heap, err = heapProfile(cfg.pprofURL); err != nil {
+			return res, remove, err
+		}
+	}
+	return res, remove, nil
 }
 
 // finishedRun writes one AgentRun as a real finished run looks. It is pinned
@@ -447,45 +584,80 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func report(r results, cfg config) error {
-	rawTput := float64(cfg.n) / r.raw.wall.Seconds()
-	arTput := float64(cfg.n) / r.agentrun.wall.Seconds()
-	row := func(name string, ds []time.Duration) {
-		fmt.Printf("%-44s %9.1f %9.1f %9.1f\n", name, ms(percentile(ds, 50)), ms(percentile(ds, 95)), ms(percentile(ds, 99)))
+	fmt.Printf("\nN=%d C=%d on host %q, %d repetition(s); figures are median [min, max] over them (latencies in ms)\n", cfg.n, cfg.c, cfg.host, cfg.reps)
+	fmt.Printf("%-46s %26s %26s %26s\n", "latency", "p50", "p95", "p99")
+	row := func(name string, get func(repetition) []time.Duration) {
+		fmt.Printf("%-46s", name)
+		for _, p := range []float64{50, 95, 99} {
+			fmt.Printf(" %26s", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(get(rep), p)) }).String())
+		}
+		fmt.Println()
 	}
-	fmt.Printf("\nN=%d C=%d on host %q (latencies in ms)\n", cfg.n, cfg.c, cfg.host)
-	fmt.Printf("%-44s %9s %9s %9s\n", "latency", "p50", "p95", "p99")
-	row("raw: create+start (bindings)", r.raw.launch)
-	row("agentrun: create call -> Running (watch)", r.agentrun.launchWatch)
-	row("agentrun: creationTimestamp -> startTime (s)", r.agentrun.launchAPI)
-	row("agentrun: died event -> Succeeded (watch)", r.agentrun.statusLatency)
-	row("  of which Podman's event delivery", r.agentrun.eventDelivery)
-	fmt.Printf("\n%-44s %9.2f s  (%.1f containers/s)\n", "raw wall time", r.raw.wall.Seconds(), rawTput)
-	fmt.Printf("%-44s %9.2f s  (%.1f runs/s)\n", "agentrun wall time", r.agentrun.wall.Seconds(), arTput)
-	fmt.Printf("%-44s %9.2f\n", "throughput ratio (agentrun / raw)", arTput/rawTput)
-	fmt.Printf("\nscale: %d finished runs written in %s\n", r.scale.objects, r.scale.createWall.Round(time.Second))
-	fmt.Printf("%-44s %9.1f MiB\n", "manager resident memory", r.scale.rssMiB)
-	fmt.Printf("%-44s %9.2f s over %s\n", "manager CPU", r.scale.cpuSeconds, cfg.resyncPeriod)
-	fmt.Printf("%-44s %9.0f over %s\n", "Podman API calls for finished runs", r.scale.podmanCallsFinished, cfg.resyncPeriod)
+	row("raw: create+start (bindings)", func(rep repetition) []time.Duration { return rep.raw.launch })
+	row("agentrun: create call -> Running (watch)", func(rep repetition) []time.Duration { return rep.agentrun.launchWatch })
+	row("agentrun: creationTimestamp -> startTime (s)", func(rep repetition) []time.Duration { return rep.agentrun.launchAPI })
+	row("agentrun: died event -> Succeeded (watch)", func(rep repetition) []time.Duration { return rep.agentrun.statusLatency })
+	row("  Podman's died event delivery", func(rep repetition) []time.Duration { return rep.agentrun.eventDelivery })
 
-	figures := map[string]float64{
-		"throughput_ratio":      round(arTput/rawTput, 3),
-		"launch_p50_ms":         round(ms(percentile(r.agentrun.launchWatch, 50)), 1),
-		"launch_p99_ms":         round(ms(percentile(r.agentrun.launchWatch, 99)), 1),
-		"raw_launch_p50_ms":     round(ms(percentile(r.raw.launch, 50)), 1),
-		"status_p50_ms":         round(ms(percentile(r.agentrun.statusLatency, 50)), 1),
-		"status_p99_ms":         round(ms(percentile(r.agentrun.statusLatency, 99)), 1),
-		"rss_mib_10k":           round(r.scale.rssMiB, 1),
-		"podman_calls_finished": r.scale.podmanCallsFinished,
+	ratio := func(rep repetition) float64 { return rep.agentrun.throughput() / rep.raw.throughput(cfg.n) }
+	figures := map[string]spread{
+		"throughput_ratio":         spreadOf(r.reps, ratio),
+		"throughput_ratio_10k":     spreadOf(r.repsAtScale, ratio),
+		"raw_runs_per_s":           spreadOf(r.reps, func(rep repetition) float64 { return rep.raw.throughput(cfg.n) }),
+		"agentrun_runs_per_s":      spreadOf(r.reps, func(rep repetition) float64 { return rep.agentrun.throughput() }),
+		"launch_p50_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 50)) }),
+		"launch_p99_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 99)) }),
+		"raw_launch_p50_ms":        spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.raw.launch, 50)) }),
+		"status_p50_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 50)) }),
+		"status_p99_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 99)) }),
+		"api_writes_per_run":       spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.apiWrites) / float64(cfg.n) }),
+		"podman_calls_per_run":     spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.podmanCalls) / float64(cfg.n) }),
+		"raw_podman_calls_per_run": spreadOf(r.reps, func(rep repetition) float64 { return float64(rep.raw.calls) / float64(cfg.n) }),
+		"rss_mib_10k":              single(r.scale.rssMiB),
+		"idle_cpu_pct_10k":         single(100 * r.scale.cpuSeconds / cfg.resyncPeriod.Seconds()),
+		"podman_calls_finished":    single(r.scale.podmanCallsFinished),
 	}
-	keys := []string{"throughput_ratio", "launch_p50_ms", "launch_p99_ms", "raw_launch_p50_ms", "status_p50_ms", "status_p99_ms", "rss_mib_10k", "podman_calls_finished"}
-	var line []string
+	if len(r.fleet) > 0 {
+		figures["fleet_throughput_ratio"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS / rep.rawPerS })
+		figures["fleet_raw_runs_per_s"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.rawPerS })
+		figures["fleet_agentrun_runs_per_s"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS })
+	}
+	keys := []string{"throughput_ratio", "throughput_ratio_10k", "raw_runs_per_s", "agentrun_runs_per_s", "launch_p50_ms", "launch_p99_ms", "raw_launch_p50_ms",
+		"status_p50_ms", "status_p99_ms", "api_writes_per_run", "podman_calls_per_run", "raw_podman_calls_per_run",
+		"rss_mib_10k", "idle_cpu_pct_10k", "podman_calls_finished"}
+	if len(r.fleet) > 0 {
+		keys = append(keys, "fleet_throughput_ratio", "fleet_raw_runs_per_s", "fleet_agentrun_runs_per_s")
+	}
+	fmt.Println()
 	for _, k := range keys {
-		line = append(line, fmt.Sprintf("%s=%g", k, figures[k]))
+		fmt.Printf("%-46s %26s\n", k, figures[k].String())
+	}
+	fmt.Printf("\nscale: %d finished runs written in %s; the manager over %s with them: %.2f s CPU, %.0f Podman calls, %.1f MiB resident\n",
+		r.scale.objects, r.scale.createWall.Round(time.Second), cfg.resyncPeriod, r.scale.cpuSeconds, r.scale.podmanCallsFinished, r.scale.rssMiB)
+	if len(r.scale.heap.Top) > 0 {
+		fmt.Printf("manager heap in use: %.1f MiB; top consumers (flat):\n", r.scale.heap.InUseMiB)
+		for _, f := range r.scale.heap.Top {
+			fmt.Printf("  %8.1f MiB  %s\n", f.MiB, f.Function)
+		}
+	}
+
+	var line []string
+	medians := map[string]float64{}
+	for _, k := range keys {
+		medians[k] = round(figures[k].Median, 3)
+		line = append(line, fmt.Sprintf("%s=%g", k, medians[k]))
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.outputJSONPath), 0o755); err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(map[string]any{"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "figures": figures}, "", "  ")
+	data, err := json.MarshalIndent(map[string]any{
+		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
+		"figures": medians, "spread": figures, "heap": r.scale.heap,
+		"per_run": map[string]any{
+			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
+			"api_writes_by_verb":        perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.apiWrites }),
+		},
+	}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -502,11 +674,15 @@ func round(f float64, digits int) float64 {
 	for range digits {
 		p *= 10
 	}
-	return float64(int64(f*p+0.5)) / p
+	return math.Round(f*p) / p
 }
 
 type results struct {
-	raw      rawResult
-	agentrun throughResult
-	scale    scaleResult
+	reps, repsAtScale []repetition
+	scale             scaleResult
+	fleet             []fleetRepetition
 }
+
+func (r rawResult) throughput(n int) float64 { return float64(n) / r.wall.Seconds() }
+
+func (r throughResult) throughput() float64 { return float64(r.finished) / r.wall.Seconds() }

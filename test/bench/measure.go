@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -141,4 +142,122 @@ func rssMiB(pid int) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS for process %d", pid)
+}
+
+// managerCounters reads the manager's Podman calls by operation
+// (agentrun_podman_api_calls_total) and its API-server writes by verb
+// (client-go's rest_client_requests_total: POST, PUT, PATCH and DELETE,
+// whatever the answer).
+func managerCounters(metricsURL string) (podmanCalls, apiWrites map[string]float64, err error) {
+	body, err := scrape(metricsURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	podmanCalls, apiWrites = map[string]float64{}, map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		switch {
+		case strings.HasPrefix(line, "agentrun_podman_api_calls_total{"):
+			podmanCalls[label(line, "operation")] += value(line)
+		case strings.HasPrefix(line, "rest_client_requests_total{"):
+			if verb := label(line, "method"); verb != "GET" {
+				apiWrites[verb] += value(line)
+			}
+		}
+	}
+	return podmanCalls, apiWrites, nil
+}
+
+// label is the value of a label in a Prometheus text-format line.
+func label(line, name string) string {
+	_, rest, ok := strings.Cut(line, name+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, `"`)
+	return v
+}
+
+// value is the sample value ending a Prometheus text-format line.
+func value(line string) float64 {
+	fields := strings.Fields(line)
+	v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+	return v
+}
+
+func minus(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func sum(m map[string]float64) (total float64) {
+	for _, v := range m {
+		total += v
+	}
+	return total
+}
+
+// perRun formats counts divided by n, by key.
+func perRun(m map[string]float64, n int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %.2f", k, m[k]/float64(n)))
+	}
+	return fmt.Sprintf("%.2f (%s)", sum(m)/float64(n), strings.Join(parts, ", "))
+}
+
+// perRunByKey is, for each key, the spread over the repetitions of its count
+// divided by n.
+func perRunByKey(reps []repetition, n int, counts func(repetition) map[string]float64) map[string]spread {
+	keys := map[string]bool{}
+	for _, rep := range reps {
+		for k := range counts(rep) {
+			keys[k] = true
+		}
+	}
+	out := map[string]spread{}
+	for k := range keys {
+		out[k] = spreadOf(reps, func(rep repetition) float64 { return counts(rep)[k] / float64(n) })
+	}
+	return out
+}
+
+// spread is a figure over repetitions: its median, min and max.
+type spread struct {
+	Median  float64   `json:"median"`
+	Min     float64   `json:"min"`
+	Max     float64   `json:"max"`
+	Samples []float64 `json:"samples"`
+}
+
+func spreadOf[T any](reps []T, figure func(T) float64) spread {
+	var s spread
+	for _, rep := range reps {
+		s.Samples = append(s.Samples, figure(rep))
+	}
+	if len(s.Samples) == 0 {
+		return s
+	}
+	sorted := slices.Sorted(slices.Values(s.Samples))
+	s.Min, s.Max = sorted[0], sorted[len(sorted)-1]
+	if m := len(sorted) / 2; len(sorted)%2 == 1 {
+		s.Median = sorted[m]
+	} else {
+		s.Median = (sorted[m-1] + sorted[m]) / 2
+	}
+	return s
+}
+
+// single is a figure measured once.
+func single(v float64) spread { return spread{Median: v, Min: v, Max: v, Samples: []float64{v}} }
+
+func (s spread) String() string {
+	if s.Min == s.Max {
+		return strconv.FormatFloat(round(s.Median, 3), 'f', -1, 64)
+	}
+	return fmt.Sprintf("%g [%g, %g]", round(s.Median, 3), round(s.Min, 3), round(s.Max, 3))
 }

@@ -41,6 +41,9 @@ type Runtime struct {
 	// failNext holds, by method, errors the next calls return instead of
 	// acting (FailNext).
 	failNext map[string][]error
+	// changed is closed, and replaced, whenever a container's state changes
+	// or the engine goes down, to wake Wait calls.
+	changed chan struct{}
 }
 
 type entry struct {
@@ -91,6 +94,7 @@ func New(images ...string) *Runtime {
 		secrets:    map[string]string{},
 		calls:      map[string]int{},
 		failNext:   map[string][]error{},
+		changed:    make(chan struct{}),
 	}
 	for _, img := range images {
 		r.images[img] = true
@@ -153,6 +157,7 @@ func (r *Runtime) SetUnavailable(down bool) {
 	r.unavailable = down
 	if down {
 		r.breakStreams(fmt.Errorf("fake engine: %w", containers.ErrUnavailable))
+		r.wake()
 	}
 }
 
@@ -271,7 +276,14 @@ func (r *Runtime) find(nameOrID string) *entry {
 	return nil
 }
 
+// wake ends the current round of Wait calls' sleep; the caller must hold mu.
+func (r *Runtime) wake() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
 func (r *Runtime) emit(e *entry, action string) {
+	r.wake()
 	ev := containers.Event{ContainerID: e.c.ID, Name: e.c.Name, Action: action, Labels: maps.Clone(e.c.Labels), Time: r.now(), ExitCode: e.c.ExitCode}
 	r.history = append(r.history, ev)
 	for _, s := range r.subscribers {
@@ -361,7 +373,7 @@ func (r *Runtime) Create(_ context.Context, spec containers.Spec) (string, error
 		return "", fmt.Errorf("container name %s: %w", spec.Name, containers.ErrAlreadyExists)
 	}
 	if !r.images[spec.Image] {
-		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrNotFound)
+		return "", fmt.Errorf("image %s: %w", spec.Image, containers.ErrImageNotFound)
 	}
 	for _, secret := range spec.SecretEnv {
 		if _, ok := r.secrets[secret]; !ok {
@@ -437,6 +449,35 @@ func (r *Runtime) Stop(_ context.Context, id string, _ time.Duration) error {
 		r.emit(e, "died")
 	}
 	return nil
+}
+
+// Wait returns once the container has exited, or has been removed (with the
+// code it had: 137 when the removal killed it, as with Podman).
+func (r *Runtime) Wait(ctx context.Context, id string) (int32, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.enter("Wait"); err != nil {
+		return 0, err
+	}
+	e := r.find(id)
+	if e == nil {
+		return 0, fmt.Errorf("container %s: %w", id, containers.ErrNotFound)
+	}
+	for e.c.State != containers.StateExited && r.containers[e.c.ID] == e {
+		if r.unavailable {
+			return 0, fmt.Errorf("fake engine: %w", containers.ErrUnavailable)
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+			r.mu.Lock()
+		case <-ctx.Done():
+			r.mu.Lock()
+			return 0, ctx.Err()
+		}
+	}
+	return e.c.ExitCode, nil
 }
 
 func (r *Runtime) Remove(_ context.Context, id string) error {

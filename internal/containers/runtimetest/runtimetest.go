@@ -228,6 +228,7 @@ var behaviours = []struct {
 	{"LogsReturnAtMostMaxBytesOfTheEnd", logsKeepTheEnd},
 	{"StreamLogsSendsTheOutputItsTailAndFollowsUntilTheContainerStops", streamLogs},
 	{"StopEndsARunningContainerAndIgnoresOthers", stopEnds},
+	{"WaitReturnsWhenTheContainerEnds", waitEnds},
 	{"RemoveDeletesInAnyStateAndIgnoresMissing", removeInAnyState},
 	{"ListSelectsByEveryLabelInAnyState", listByLabels},
 	{"AMissingContainerIsNotFound", missingContainer},
@@ -358,8 +359,8 @@ func createMissingImage(c *tc) {
 	s.Image = "localhost/agentrun-absent-" + c.suffix + ":1"
 	c.removeAtEnd(s.Name)
 	_, err := c.r.Create(c.ctx, s)
-	if !errors.Is(err, containers.ErrNotFound) || !strings.Contains(err.Error(), s.Image) {
-		c.Fatalf("Create with a missing image = %v, want ErrNotFound naming %s", err, s.Image)
+	if !errors.Is(err, containers.ErrImageNotFound) || !errors.Is(err, containers.ErrNotFound) || !strings.Contains(err.Error(), s.Image) {
+		c.Fatalf("Create with a missing image = %v, want ErrImageNotFound (an ErrNotFound) naming %s", err, s.Image)
 	}
 	if _, err := c.r.Inspect(c.ctx, s.Name); !errors.Is(err, containers.ErrNotFound) {
 		c.Errorf("after a failed Create, Inspect(%s) = %v, want ErrNotFound", s.Name, err)
@@ -370,8 +371,8 @@ func createMissingSecret(c *tc) {
 	s := c.spec("nosecret")
 	s.SecretEnv = map[string]string{"TOKEN": "agentrun-absent-" + c.suffix}
 	c.removeAtEnd(s.Name)
-	if _, err := c.r.Create(c.ctx, s); !errors.Is(err, containers.ErrNotFound) {
-		c.Fatalf("Create with a missing secret = %v, want ErrNotFound", err)
+	if _, err := c.r.Create(c.ctx, s); !errors.Is(err, containers.ErrNotFound) || errors.Is(err, containers.ErrImageNotFound) {
+		c.Fatalf("Create with a missing secret = %v, want ErrNotFound, not ErrImageNotFound", err)
 	}
 	if _, err := c.r.Inspect(c.ctx, s.Name); !errors.Is(err, containers.ErrNotFound) {
 		c.Errorf("after a failed Create, Inspect(%s) = %v, want ErrNotFound", s.Name, err)
@@ -637,6 +638,69 @@ func stopEnds(c *tc) {
 	}
 }
 
+// waitEnds: a wait held on a running container returns its exit code once
+// it ends (stopped, exited or removed), and a wait whose context ends
+// returns then.
+func waitEnds(c *tc) {
+	waiting := func(id string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			code, err := c.r.Wait(c.ctx, id)
+			if err == nil && code != 143 && code != 137 {
+				err = fmt.Errorf("exit code %d, want 143 (stopped) or 137 (removed)", code)
+			}
+			done <- err
+		}()
+		return done
+	}
+	// blocked checks that a wait has not returned while its container runs
+	// (and gives it time to reach the engine).
+	blocked := func(done <-chan error) {
+		select {
+		case err := <-done:
+			c.Fatalf("Wait on a running container returned before it ended: %v", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	// Each way a running container ends ends a wait held on it.
+	for _, end := range []struct {
+		how string
+		do  func(id string) error
+	}{
+		{"stop", func(id string) error { return c.r.Stop(c.ctx, id, 10*time.Second) }},
+		{"removal", func(id string) error { return c.r.Remove(c.ctx, id) }},
+	} {
+		id := c.running(c.spec("wait-" + end.how))
+		done := waiting(id)
+		blocked(done)
+		if err := end.do(id); err != nil {
+			c.Fatalf("%s = %v", end.how, err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				c.Errorf("Wait ended by a %s: %v", end.how, err)
+			}
+		case <-time.After(patience):
+			c.Errorf("Wait did not return within %s of the container's %s", patience, end.how)
+		}
+	}
+
+	exited := c.exited(c.spec("wait-exited"), 3, "")
+	if code, err := c.r.Wait(c.ctx, exited.ID); err != nil || code != 3 {
+		c.Errorf("Wait on an exited container = %d, %v; want 3", code, err)
+	}
+
+	running := c.running(c.spec("wait-cancelled"))
+	ctx, cancel := context.WithTimeout(c.ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.r.Wait(ctx, running); err == nil {
+		c.Errorf("Wait on a running container whose context ended = nil error")
+	} else if errors.Is(err, containers.ErrUnavailable) {
+		c.Errorf("Wait whose context ended = %v; the caller ended it, the engine did answer", err)
+	}
+}
+
 func removeInAnyState(c *tc) {
 	ids := []string{
 		c.create(c.spec("created")),
@@ -711,6 +775,9 @@ func missingContainer(c *tc) {
 		if _, err := c.r.Logs(c.ctx, key, 100); !errors.Is(err, containers.ErrNotFound) {
 			c.Errorf("Logs(%s) = %v, want ErrNotFound", key, err)
 		}
+		if _, err := c.r.Wait(c.ctx, key); !errors.Is(err, containers.ErrNotFound) {
+			c.Errorf("Wait(%s) = %v, want ErrNotFound", key, err)
+		}
 	}
 }
 
@@ -751,6 +818,7 @@ func unavailable(c *tc) {
 		"Stop":         func() error { return r.Stop(ctx, s.Name, time.Second) },
 		"Remove":       func() error { return r.Remove(ctx, s.Name) },
 		"Logs":         func() error { _, err := r.Logs(ctx, s.Name, 100); return err },
+		"Wait":         func() error { _, err := r.Wait(ctx, s.Name); return err },
 		"SecretValues": func() error { _, err := r.SecretValues(ctx, s.Name, map[string]string{"T": "any"}); return err },
 		"Events": func() error {
 			events, errs := r.Events(ctx, c.label)
