@@ -127,6 +127,11 @@ type LogOptions struct {
 	Since time.Time
 }
 
+// LabelSecretRead marks a container an engine makes only to read a secret's
+// value (SecretValue on Podman 4), with the secret's name: such a container
+// never runs, and is removed at once.
+const LabelSecretRead = "agents.agentrun.dev/secret-read"
+
 // Runtime is the container engine as the controller uses it.
 type Runtime interface {
 	// Ping returns nil when the engine's API answers.

@@ -285,6 +285,7 @@ func (r *Runtime) SecretValue(ctx context.Context, name string) (string, error) 
 	sg.Command = []string{"true"}
 	sg.Entrypoint = []string{}
 	sg.EnvSecrets = map[string]string{variable: name}
+	sg.Labels = map[string]string{rt.LabelSecretRead: name}
 	resp, err := containers.CreateWithSpec(c, sg, nil)
 	if err != nil {
 		return "", r.classify(err, "creating a container to read secret "+name)

@@ -267,16 +267,14 @@ func secretValue(c *tc) {
 	if err != nil || value != "key-value-"+c.suffix {
 		c.Fatalf("SecretValue = %d bytes, %v; want the secret's value", len(value), err)
 	}
-	// Other cases run beside this one: only the reading's own container
-	// (Podman 4's way to read a value) counts.
-	all, err := c.r.List(c.ctx, nil)
+	// Other reads (other cases, other suites) may run beside this one:
+	// only containers made to read this secret count.
+	left, err := c.r.List(c.ctx, map[string]string{containers.LabelSecretRead: name})
 	if err != nil {
 		c.Fatal(err)
 	}
-	for _, ctr := range all {
-		if strings.HasPrefix(ctr.Name, "agentrun-secret-read-") {
-			c.Errorf("SecretValue left container %s behind", ctr.Name)
-		}
+	for _, ctr := range left {
+		c.Errorf("SecretValue left container %s behind", ctr.Name)
 	}
 	if _, err := c.r.SecretValue(c.ctx, "agentrun-contract-absent-"+c.suffix); !errors.Is(err, containers.ErrNotFound) {
 		c.Errorf("SecretValue of a missing secret = %v, want ErrNotFound", err)
