@@ -298,10 +298,13 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	// The session directory is the host's own mount: no run volume, so not
 	// held to the volume policy.
 	sessionDir, st, err := r.attachSession(ctx, run, &spec)
-	if err != nil || st != nil {
-		if st == nil {
-			return stateOf(&run.Status), ctrl.Result{}, err
-		}
+	switch {
+	case err != nil:
+		// The host's own setup failed (its session directory cannot be
+		// written, say): retried with backoff, and said.
+		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, fmt.Sprintf(
+			"host %s cannot keep the run's Claude session (--session-dir %s): %v", r.Host, r.SessionDir, err)}, ctrl.Result{}, err
+	case st != nil:
 		return *st, ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
 	}
 

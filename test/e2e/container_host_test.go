@@ -32,8 +32,9 @@ const (
 
 // startContainerHost starts a second host's manager the way the Quadlet unit
 // config/host/agentrun-host.container does: from the image make image builds,
-// as root with no capability, no new privileges and a read-only root file
-// system, with the Podman socket and the kubeconfig mounted, through the
+// as root with only the capabilities to manage session directories, no new
+// privileges and a read-only root file system, with the Podman socket, the
+// kubeconfig and the session directory mounted, through the
 // Podman API of the service under test. Network=host: the local control plane
 // listens on 127.0.0.1 (the unit's comment says when a host needs that too).
 // It returns the container's ID and the probe address; the container is
@@ -41,6 +42,10 @@ const (
 func startContainerHost(conn context.Context) (id, probeAddr string) {
 	GinkgoHelper()
 	probeAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	// The session directory, at the same path inside and out, as the unit
+	// mounts /var/lib/agentrun/sessions (here under /tmp, which the Podman 5
+	// service sees too).
+	sessions := GinkgoT().TempDir()
 	sg := specgen.NewSpecGenerator(testenv.ManagerImage(), false)
 	sg.Name = "agentrun-e2e-host-" + rand.String(6)
 	sg.Command = []string{
@@ -52,10 +57,12 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 		"--default-command", "fake-agent",
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=" + probeAddr,
+		"--session-dir=" + sessions,
 	}
 	yes := true
 	sg.User = "0"
 	sg.CapDrop = []string{"ALL"}
+	sg.CapAdd = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER"}
 	sg.NoNewPrivileges = &yes
 	sg.ReadOnlyFilesystem = &yes
 	sg.ReadWriteTmpfs = &yes // ReadOnly=true in a unit is podman run --read-only, whose default this is
@@ -66,6 +73,7 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 		// starts go to the service that started it, as on a real host.
 		{Type: "bind", Source: testenv.PodmanSocket(), Destination: containerSocket, Options: []string{"rbind"}},
 		{Type: "bind", Source: filepath.Join(stateDir, "kubeconfig"), Destination: containerKubeconfig, Options: []string{"rbind", "ro"}},
+		{Type: "bind", Source: sessions, Destination: sessions, Options: []string{"rbind"}},
 	}
 	sg.Labels = map[string]string{"agentrun.e2e": "container-host"}
 
