@@ -28,6 +28,16 @@ func createSecret(name, value string) {
 	DeferCleanup(remove)
 }
 
+// standIn serves the Messages API stand-in answering reply, with a fresh API
+// key kept in a new Podman secret; it returns the key and the secret's name.
+func standIn(reply string) (key, secret string, api *messagesAPI) {
+	GinkgoHelper()
+	key = "sk-ant-test-" + rand.Text()
+	secret = "agentrun-agent-test-" + names.String(6)
+	createSecret(secret, key)
+	return key, secret, serveMessagesAPI(key, reply)
+}
+
 // standInRun is a run of the host's default command, Claude Code, against
 // the stand-in, with the key from the Podman secret named secret.
 func standInRun(prompt, secret string, api *messagesAPI) *agentsv1alpha1.AgentRun {
@@ -97,10 +107,7 @@ var _ = Describe("Claude Code in the agent image", func() {
 	It("completes a prompt against the stand-in API with its key from Podman's secret store", func(ctx SpecContext) {
 		const reply = "Hello from the agentrun stand-in."
 		const prompt = "--version is not a flag here: say hello."
-		key := "sk-ant-test-" + rand.Text()
-		secret := "agentrun-agent-test-" + names.String(6)
-		createSecret(secret, key)
-		api := serveMessagesAPI(key, reply)
+		key, secret, api := standIn(reply)
 
 		done := runToEnd(ctx, standInRun(prompt, secret, api))
 		Expect(done.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "message: %s\noutput:\n%s", done.Status.Message, done.Status.Output)
@@ -129,10 +136,7 @@ var _ = Describe("Claude Code in the agent image", func() {
 	})
 
 	It("continues a run's session in a later run, which waits for it, and forks it", func(ctx SpecContext) {
-		key := "sk-ant-test-" + rand.Text()
-		secret := "agentrun-agent-test-" + names.String(6)
-		createSecret(secret, key)
-		api := serveMessagesAPI(key, "Noted.")
+		_, secret, api := standIn("Noted.")
 
 		first := standInRun("Remember the word alpaca.", secret, api)
 		Expect(k8s.Create(ctx, first)).To(Succeed())
@@ -167,10 +171,7 @@ var _ = Describe("Claude Code in the agent image", func() {
 	})
 
 	It("passes spec.claude's options to the CLI as its flags", func(ctx SpecContext) {
-		key := "sk-ant-test-" + rand.Text()
-		secret := "agentrun-agent-test-" + names.String(6)
-		createSecret(secret, key)
-		api := serveMessagesAPI(key, "Within budget? No.")
+		_, secret, api := standIn("Within budget? No.")
 		run := standInRun("Spend more than you may.", secret, api)
 		run.Spec.Claude = &agentsv1alpha1.ClaudeSpec{
 			Model: "claude-agentrun-stand-in-1", MaxTurns: ptr.To[int32](3),
