@@ -45,6 +45,7 @@ type options struct {
 	defaultImage         string
 	defaultCommand       string
 	outputTailBytes      int
+	progressPeriod       time.Duration
 	keepContainers       bool
 	stopGracePeriod      time.Duration
 	resyncPeriod         time.Duration
@@ -107,6 +108,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.defaultImage, "default-image", agentimage.Image, "image for runs that set no spec.image (make agent-image builds it)")
 	fs.StringVar(&o.defaultCommand, "default-command", "claude -p --output-format json --", "command, split on spaces, for runs that set no spec.command; the prompt is appended (after --, so a prompt that starts with - is not read as a flag)")
 	fs.IntVar(&o.outputTailBytes, "output-tail-bytes", 4096, "how many bytes of the end of a run's output are kept in status.output (at most 65536)")
+	fs.DurationVar(&o.progressPeriod, "progress-period", 10*time.Second, "how often, at most, a running run's status.output is refreshed with its output so far (masked), written only when it changed; 0 leaves status.output to the run's end")
 	fs.BoolVar(&o.keepContainers, "keep-containers", false, "keep finished containers for inspection (they are removed when their AgentRun is deleted)")
 	fs.DurationVar(&o.stopGracePeriod, "stop-grace-period", 10*time.Second, "how long a container has after SIGTERM before SIGKILL")
 	fs.DurationVar(&o.resyncPeriod, "resync-period", time.Minute, "how often a running run is checked when no Podman event arrives")
@@ -204,8 +206,8 @@ func (o *options) validate() error {
 		if o.outputTailBytes < 0 || o.outputTailBytes > 65536 {
 			errs = append(errs, fmt.Errorf("--output-tail-bytes must be between 0 and 65536, not %d", o.outputTailBytes))
 		}
-		if o.resyncPeriod <= 0 || o.recheckPeriod <= 0 || o.stopGracePeriod < 0 {
-			errs = append(errs, errors.New("--resync-period and --recheck-period must be positive, --stop-grace-period not negative"))
+		if o.resyncPeriod <= 0 || o.recheckPeriod <= 0 || o.stopGracePeriod < 0 || o.progressPeriod < 0 {
+			errs = append(errs, errors.New("--resync-period and --recheck-period must be positive, --stop-grace-period and --progress-period not negative"))
 		}
 		if o.defaultTimeout <= 0 || o.retryBackoff <= 0 || o.maxRetryBackoff < o.retryBackoff {
 			errs = append(errs, errors.New("--default-timeout and --retry-backoff must be positive, --max-retry-backoff at least --retry-backoff"))
@@ -346,6 +348,7 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 		DiscardOutput:      !o.captureOutput,
 		Defaults:           controllers.Defaults{Image: o.defaultImage, Command: o.command()},
 		OutputTailBytes:    o.outputTailBytes,
+		ProgressPeriod:     o.progressPeriod,
 		KeepContainers:     o.keepContainers,
 		StopGracePeriod:    o.stopGracePeriod,
 		ResyncPeriod:       o.resyncPeriod,

@@ -95,6 +95,7 @@ func TestParseOptionsRefusesBadValues(t *testing.T) {
 		{"--output-tail-bytes=70000"},
 		{"--default-command="},
 		{"--resync-period=0s"},
+		{"--progress-period=-1s"},
 		{"--leader-elect-lease-duration=10s"},
 		{"--leader-elect-retry-period=9s"},
 	} {

@@ -62,6 +62,9 @@ type AgentRunReconciler struct {
 	// notifyTries counts, by run UID, the failed tries of callbacks still
 	// being retried.
 	notifyTries sync.Map
+	// progress is what was last read and published of running runs'
+	// output (ProgressPeriod).
+	progress progressReads
 	// superseded are the versions of runs this process has written over,
 	// which a pass reading the cache before it catches up skips.
 	superseded supersededReads
@@ -128,6 +131,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if writeErr := writeStatus(ctx, r.Client, base, run); writeErr != nil {
 		if apierrors.IsConflict(writeErr) {
 			// The watch brings the newer version, and with it another pass.
+			r.progress.unpublished(req.NamespacedName)
 			log.FromContext(ctx).V(1).Info("AgentRun changed since it was read; not writing a stale status", "agentrun", req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
@@ -328,6 +332,7 @@ func (r *AgentRunReconciler) forget(ctx context.Context, key types.NamespacedNam
 	r.releaseSlot(ctx, key)
 	r.launches.forget(key)
 	r.superseded.forget(key)
+	r.progress.forget(key)
 }
 
 // isUnavailable tells whether err says the container engine did not answer.

@@ -42,6 +42,10 @@ type HostConfig struct {
 	Defaults Defaults
 	// OutputTailBytes bounds status.output.
 	OutputTailBytes int
+	// ProgressPeriod is how often, at most, a running run's status.output
+	// is refreshed with the end of its output so far, masked; it is written
+	// only when it changed. Zero leaves status.output to the run's end.
+	ProgressPeriod time.Duration
 	// DiscardOutput keeps a run's output and its agent result out of status
 	// altogether (--capture-output=false), for hosts where even masked
 	// output may not leave the host.

@@ -1,0 +1,49 @@
+package controllers_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+var _ = Describe("A run that prints a line a second", func() {
+	It("shows its output so far in status while it runs, masked", func(ctx SpecContext) {
+		const host = "host-progress"
+		cfg := hostConfig(host, rt, false, 0)
+		cfg.ProgressPeriod = time.Second
+		DeferCleanup(startHostConfig(cfg))
+		secretName := "agentrun-progress-" + rand.String(6)
+		token := "ghp_" + rand.String(36)
+		createSecret(secretName, token)
+		run := newRun("progress", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"sh", "-c", `for i in $(seq 1 20); do echo "line $i $GH_TOKEN"; sleep 1; done`, "sh"}
+			r.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"GH_TOKEN": agentsv1alpha1.SecretName(secretName)}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+
+		// Two different outputs seen while the run is Running: it is
+		// refreshed, not written once.
+		var seen []string
+		Eventually(func(g Gomega) {
+			got := get(ctx, run)
+			g.Expect(got.Status.Phase).To(Equal(agentsv1alpha1.PhaseRunning), "the run ended before its output showed twice: %v", seen)
+			if out := got.Status.Output; out != "" && (len(seen) == 0 || seen[len(seen)-1] != out) {
+				seen = append(seen, out)
+			}
+			g.Expect(seen).To(HaveLen(2))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+		for _, out := range seen {
+			Expect(out).To(HavePrefix("line 1 ***\n"))
+			Expect(out).NotTo(ContainSubstring(token))
+		}
+
+		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, time.Minute)
+		Expect(done.Status.Output).To(HaveSuffix("line 20 ***\n"))
+	}, SpecTimeout(2*time.Minute))
+})

@@ -1,0 +1,97 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// progressHarness is a harness whose host publishes running output every 10 s,
+// with a running run "chatty" whose GH_TOKEN holds value-of-github-token.
+func progressHarness(t *testing.T) (*harness, *agentsv1alpha1.AgentRun) {
+	t.Helper()
+	h := newHarness(t, testRun("chatty"))
+	h.r.ProgressPeriod = 10 * time.Second
+	h.r.OutputTailBytes = 64
+	h.podman.AddSecret("github-token")
+	h.podman.AddSecret("gitlab-token")
+	return h, h.reconcileUntil("chatty", agentsv1alpha1.PhaseRunning)
+}
+
+func TestRunningOutputIsPublishedMaskedEachPeriodWhenItChanged(t *testing.T) {
+	h, run := progressHarness(t)
+	container := run.Status.ContainerName
+	if err := h.podman.Print(container, "cloning with value-of-github-token\n"); err != nil {
+		t.Fatal(err)
+	}
+
+	run, res, _ := h.reconcile("chatty")
+	if run.Status.Output != "" || h.podman.Calls("Logs") != 0 {
+		t.Fatalf("output read before a period passed since the start: %q, %d logs calls", run.Status.Output, h.podman.Calls("Logs"))
+	}
+	if res.RequeueAfter <= 0 || res.RequeueAfter > 10*time.Second {
+		t.Fatalf("next pass in %s; want it when the period is over", res.RequeueAfter)
+	}
+
+	h.clock.Step(10 * time.Second)
+	run, _, _ = h.reconcile("chatty")
+	if want := "cloning with ***\n"; run.Status.Output != want || run.Status.Phase != agentsv1alpha1.PhaseRunning {
+		t.Fatalf("after a period: %s with output %q; want Running with %q", run.Status.Phase, run.Status.Output, want)
+	}
+
+	// Unchanged output is not written again.
+	version := run.ResourceVersion
+	h.clock.Step(10 * time.Second)
+	run, _, _ = h.reconcile("chatty")
+	if run.ResourceVersion != version {
+		t.Errorf("status written again with the output unchanged")
+	}
+
+	// New output waits for the period.
+	if err := h.podman.Print(container, "tests pass\n"); err != nil {
+		t.Fatal(err)
+	}
+	logs := h.podman.Calls("Logs")
+	h.clock.Step(5 * time.Second)
+	run, _, _ = h.reconcile("chatty")
+	if h.podman.Calls("Logs") != logs || run.Status.Output != "cloning with ***\n" {
+		t.Fatalf("output read %d times within the period; status %q", h.podman.Calls("Logs")-logs, run.Status.Output)
+	}
+	h.clock.Step(5 * time.Second)
+	run, _, _ = h.reconcile("chatty")
+	if want := "cloning with ***\ntests pass\n"; run.Status.Output != want {
+		t.Fatalf("output %q, want %q", run.Status.Output, want)
+	}
+	if n := h.podman.Calls("SecretValues"); n != 1 {
+		t.Errorf("the secret values were read %d times for one container; want once", n)
+	}
+
+	if err := h.podman.Exit(container, 0, "done value-of-gitlab-token\n"); err != nil {
+		t.Fatal(err)
+	}
+	run = h.reconcileUntil("chatty", agentsv1alpha1.PhaseSucceeded)
+	if want := "cloning with ***\ntests pass\ndone ***\n"; run.Status.Output != want {
+		t.Errorf("final output %q, want %q", run.Status.Output, want)
+	}
+}
+
+func TestRunningOutputStaysOnTheHostWhenProgressOrCaptureIsOff(t *testing.T) {
+	for name, edit := range map[string]func(*AgentRunReconciler){
+		"--progress-period=0":    func(r *AgentRunReconciler) { r.ProgressPeriod = 0 },
+		"--capture-output=false": func(r *AgentRunReconciler) { r.DiscardOutput = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, run := progressHarness(t)
+			edit(h.r)
+			if err := h.podman.Print(run.Status.ContainerName, "working\n"); err != nil {
+				t.Fatal(err)
+			}
+			h.clock.Step(time.Minute)
+			run, _, _ = h.reconcile("chatty")
+			if run.Status.Output != "" || h.podman.Calls("Logs") != 0 {
+				t.Errorf("output %q with %d logs calls; want none while running", run.Status.Output, h.podman.Calls("Logs"))
+			}
+		})
+	}
+}
