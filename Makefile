@@ -146,7 +146,7 @@ agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun
 	@hack/agent-image.sh
 
 .PHONY: bench
-bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000); BENCH_QUICK=1: one short repetition (N=40, 1000 finished runs).
+bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000), a 3-host fleet, and the status writes of live output at BENCH_PROGRESS_RUNS=200 runs at once; BENCH_QUICK=1: one short repetition; BENCH_ONLY_PROGRESS=1: the last step alone.
 	@hack/bench.sh
 
 ##@ Local stack

@@ -8,10 +8,15 @@ source "$ROOT/hack/lib.sh"
 log_setup bench
 # BENCH_QUICK=1: a short run that proves the code path (about 3 minutes on a
 # quiet machine), not figures to quote.
+# The progress step's runs print a line a second, all at once, on a host of
+# its own: BENCH_PROGRESS_RUNS of them (0 skips the step) for
+# BENCH_PROGRESS_DURATION; BENCH_ONLY_PROGRESS=1 runs that step alone.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s}
+  PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-20} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-40s}
 else
   N=${BENCH_N:-200} SCALE=${BENCH_SCALE:-10000} REPS=${BENCH_REPS:-3} SETTLE=${BENCH_SETTLE:-20s}
+  PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-200} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-4m}
 fi
 C=${BENCH_C:-8}
 # The fleet step's hosts (a local fleet of its own, BENCH_N runs on each); 0
@@ -34,6 +39,7 @@ cd "$ROOT"
 step "building the benchmark, test/bench (seconds)"
 logged go build -o "$ROOT/bin/bench" ./test/bench
 "$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
+  -progress-runs "$PROGRESS_RUNS" -progress-duration "$PROGRESS_DURATION" -only-progress="$([[ ${BENCH_ONLY_PROGRESS:-0} == 1 ]] && echo true || echo false)" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \

@@ -9,9 +9,14 @@
 //     Podman calls and API-server writes per run read from its /metrics;
 //  3. scale: thousands of finished AgentRuns, and what the manager spends on
 //     them (memory, its heap profile, CPU, Podman calls);
-//  4. raw and agentrun again, with those finished runs still present.
+//  4. raw and agentrun again, with those finished runs still present;
+//  5. fleet: raw Podman on three hosts at once against as many runs through
+//     a local fleet of its own;
+//  6. progress: what refreshing running runs' output (--progress-period)
+//     costs the API server, on a host of its own running -progress-runs runs
+//     at once.
 //
-// Steps 1, 2 and 4 run -reps times; each figure is reported as the median of
+// Steps 1, 2, 4, 5 and 6 run -reps times; each figure is reported as the median of
 // the repetitions, with their min and max. It prints a table and, last, one
 // line of key=value figures (the medians), and writes them as JSON.
 package main
@@ -49,18 +54,23 @@ import (
 )
 
 type config struct {
-	n, c, scale    int
-	reps           int
-	pprofURL       string
-	fleetHosts     int
-	socket         string
-	image          string
-	host           string
-	managerPID     int
-	metricsURL     string
-	settle         time.Duration
-	resyncPeriod   time.Duration
-	outputJSONPath string
+	n, c, scale int
+	reps        int
+	pprofURL    string
+	fleetHosts  int
+	// progressRuns and progressDuration shape the progress step; 0 runs
+	// skip it. onlyProgress runs it alone.
+	progressRuns     int
+	progressDuration time.Duration
+	onlyProgress     bool
+	socket           string
+	image            string
+	host             string
+	managerPID       int
+	metricsURL       string
+	settle           time.Duration
+	resyncPeriod     time.Duration
+	outputJSONPath   string
 }
 
 func main() {
@@ -70,6 +80,9 @@ func main() {
 	flag.IntVar(&cfg.scale, "scale", 10000, "finished AgentRuns to create for the scale step")
 	flag.IntVar(&cfg.reps, "reps", 3, "repetitions of the raw and agentrun steps, with and without the finished runs")
 	flag.IntVar(&cfg.fleetHosts, "fleet-hosts", 3, "hosts of the fleet step (a local fleet of its own, each host with -n runs and -c at a time); 0 skips it")
+	flag.IntVar(&cfg.progressRuns, "progress-runs", 200, "runs at once of the progress step, on a host of its own; 0 skips it")
+	flag.DurationVar(&cfg.progressDuration, "progress-duration", 4*time.Minute, "how long each run of the progress step prints a line a second")
+	flag.BoolVar(&cfg.onlyProgress, "only-progress", false, "run the progress step alone")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
 	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
 	flag.StringVar(&cfg.image, "image", "localhost/agentrun-test:latest", "image of the short containers")
@@ -99,6 +112,12 @@ func run(cfg config) error {
 		return err
 	}
 	var res results
+	if cfg.onlyProgress {
+		if res.progress, err = progressStep(ctx, cfg); err != nil {
+			return err
+		}
+		return report(res, cfg)
+	}
 	for i := range cfg.reps {
 		rep, err := sideBySide(ctx, conn, k8s, cfg, fmt.Sprintf("%d/%d", i+1, cfg.reps))
 		if err != nil {
@@ -123,6 +142,11 @@ func run(cfg config) error {
 	}
 	if cfg.fleetHosts > 0 {
 		if res.fleet, err = fleetStep(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	if cfg.progressRuns > 0 {
+		if res.progress, err = progressStep(ctx, cfg); err != nil {
 			return err
 		}
 	}
@@ -584,61 +608,48 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func report(r results, cfg config) error {
-	fmt.Printf("\nN=%d C=%d on host %q, %d repetition(s); figures are median [min, max] over them (latencies in ms)\n", cfg.n, cfg.c, cfg.host, cfg.reps)
-	fmt.Printf("%-46s %26s %26s %26s\n", "latency", "p50", "p95", "p99")
-	row := func(name string, get func(repetition) []time.Duration) {
-		fmt.Printf("%-46s", name)
-		for _, p := range []float64{50, 95, 99} {
-			fmt.Printf(" %26s", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(get(rep), p)) }).String())
-		}
-		fmt.Println()
+	figures := map[string]spread{}
+	var keys []string
+	add := func(key string, s spread) {
+		figures[key] = s
+		keys = append(keys, key)
 	}
-	row("raw: create+start (bindings)", func(rep repetition) []time.Duration { return rep.raw.launch })
-	row("agentrun: create call -> Running (watch)", func(rep repetition) []time.Duration { return rep.agentrun.launchWatch })
-	row("agentrun: creationTimestamp -> startTime (s)", func(rep repetition) []time.Duration { return rep.agentrun.launchAPI })
-	row("agentrun: died event -> Succeeded (watch)", func(rep repetition) []time.Duration { return rep.agentrun.statusLatency })
-	row("  Podman's died event delivery", func(rep repetition) []time.Duration { return rep.agentrun.eventDelivery })
-
-	ratio := func(rep repetition) float64 { return rep.agentrun.throughput() / rep.raw.throughput(cfg.n) }
-	figures := map[string]spread{
-		"throughput_ratio":         spreadOf(r.reps, ratio),
-		"throughput_ratio_10k":     spreadOf(r.repsAtScale, ratio),
-		"raw_runs_per_s":           spreadOf(r.reps, func(rep repetition) float64 { return rep.raw.throughput(cfg.n) }),
-		"agentrun_runs_per_s":      spreadOf(r.reps, func(rep repetition) float64 { return rep.agentrun.throughput() }),
-		"launch_p50_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 50)) }),
-		"launch_p99_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 99)) }),
-		"raw_launch_p50_ms":        spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.raw.launch, 50)) }),
-		"status_p50_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 50)) }),
-		"status_p99_ms":            spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 99)) }),
-		"api_writes_per_run":       spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.apiWrites) / float64(cfg.n) }),
-		"podman_calls_per_run":     spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.podmanCalls) / float64(cfg.n) }),
-		"raw_podman_calls_per_run": spreadOf(r.reps, func(rep repetition) float64 { return float64(rep.raw.calls) / float64(cfg.n) }),
-		"rss_mib_10k":              single(r.scale.rssMiB),
-		"idle_cpu_pct_10k":         single(100 * r.scale.cpuSeconds / cfg.resyncPeriod.Seconds()),
-		"podman_calls_finished":    single(r.scale.podmanCallsFinished),
+	if len(r.reps) > 0 {
+		printLatencies(r, cfg)
+		ratio := func(rep repetition) float64 { return rep.agentrun.throughput() / rep.raw.throughput(cfg.n) }
+		add("throughput_ratio", spreadOf(r.reps, ratio))
+		add("throughput_ratio_10k", spreadOf(r.repsAtScale, ratio))
+		add("raw_runs_per_s", spreadOf(r.reps, func(rep repetition) float64 { return rep.raw.throughput(cfg.n) }))
+		add("agentrun_runs_per_s", spreadOf(r.reps, func(rep repetition) float64 { return rep.agentrun.throughput() }))
+		add("launch_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 50)) }))
+		add("launch_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 99)) }))
+		add("raw_launch_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.raw.launch, 50)) }))
+		add("status_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 50)) }))
+		add("status_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 99)) }))
+		add("api_writes_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.apiWrites) / float64(cfg.n) }))
+		add("podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.podmanCalls) / float64(cfg.n) }))
+		add("raw_podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return float64(rep.raw.calls) / float64(cfg.n) }))
+		add("rss_mib_10k", single(r.scale.rssMiB))
+		add("idle_cpu_pct_10k", single(100*r.scale.cpuSeconds/cfg.resyncPeriod.Seconds()))
+		add("podman_calls_finished", single(r.scale.podmanCallsFinished))
 	}
 	if len(r.fleet) > 0 {
-		figures["fleet_throughput_ratio"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS / rep.rawPerS })
-		figures["fleet_raw_runs_per_s"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.rawPerS })
-		figures["fleet_agentrun_runs_per_s"] = spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS })
+		add("fleet_throughput_ratio", spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS / rep.rawPerS }))
+		add("fleet_raw_runs_per_s", spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.rawPerS }))
+		add("fleet_agentrun_runs_per_s", spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS }))
 	}
-	keys := []string{"throughput_ratio", "throughput_ratio_10k", "raw_runs_per_s", "agentrun_runs_per_s", "launch_p50_ms", "launch_p99_ms", "raw_launch_p50_ms",
-		"status_p50_ms", "status_p99_ms", "api_writes_per_run", "podman_calls_per_run", "raw_podman_calls_per_run",
-		"rss_mib_10k", "idle_cpu_pct_10k", "podman_calls_finished"}
-	if len(r.fleet) > 0 {
-		keys = append(keys, "fleet_throughput_ratio", "fleet_raw_runs_per_s", "fleet_agentrun_runs_per_s")
+	if len(r.progress) > 0 {
+		add("progress_peak_running", spreadOf(r.progress, func(rep progressRepetition) float64 { return float64(rep.peakRunning) }))
+		add("progress_writes_per_run_minute", spreadOf(r.progress, func(rep progressRepetition) float64 { return rep.writesPerRunMinute }))
+		add("progress_peak_writes_per_s", spreadOf(r.progress, func(rep progressRepetition) float64 { return rep.peakWritesPerS }))
+		add("progress_live_pct", spreadOf(r.progress, func(rep progressRepetition) float64 { return rep.livePct }))
 	}
 	fmt.Println()
 	for _, k := range keys {
 		fmt.Printf("%-46s %26s\n", k, figures[k].String())
 	}
-	fmt.Printf("\nscale: %d finished runs written in %s; the manager over %s with them: %.2f s CPU, %.0f Podman calls, %.1f MiB resident\n",
-		r.scale.objects, r.scale.createWall.Round(time.Second), cfg.resyncPeriod, r.scale.cpuSeconds, r.scale.podmanCallsFinished, r.scale.rssMiB)
-	if len(r.scale.heap.Top) > 0 {
-		fmt.Printf("manager heap in use: %.1f MiB; top consumers (flat):\n", r.scale.heap.InUseMiB)
-		for _, f := range r.scale.heap.Top {
-			fmt.Printf("  %8.1f MiB  %s\n", f.MiB, f.Function)
-		}
+	if len(r.reps) > 0 {
+		printScale(r.scale, cfg)
 	}
 
 	var line []string
@@ -652,6 +663,7 @@ func report(r results, cfg config) error {
 	}
 	data, err := json.MarshalIndent(map[string]any{
 		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
+		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
 		"figures": medians, "spread": figures, "heap": r.scale.heap,
 		"per_run": map[string]any{
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
@@ -669,6 +681,37 @@ func report(r results, cfg config) error {
 	return nil
 }
 
+// printLatencies prints the latency table of the side-by-side steps.
+func printLatencies(r results, cfg config) {
+	fmt.Printf("\nN=%d C=%d on host %q, %d repetition(s); figures are median [min, max] over them (latencies in ms)\n", cfg.n, cfg.c, cfg.host, cfg.reps)
+	fmt.Printf("%-46s %26s %26s %26s\n", "latency", "p50", "p95", "p99")
+	row := func(name string, get func(repetition) []time.Duration) {
+		fmt.Printf("%-46s", name)
+		for _, p := range []float64{50, 95, 99} {
+			fmt.Printf(" %26s", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(get(rep), p)) }).String())
+		}
+		fmt.Println()
+	}
+	row("raw: create+start (bindings)", func(rep repetition) []time.Duration { return rep.raw.launch })
+	row("agentrun: create call -> Running (watch)", func(rep repetition) []time.Duration { return rep.agentrun.launchWatch })
+	row("agentrun: creationTimestamp -> startTime (s)", func(rep repetition) []time.Duration { return rep.agentrun.launchAPI })
+	row("agentrun: died event -> Succeeded (watch)", func(rep repetition) []time.Duration { return rep.agentrun.statusLatency })
+	row("  Podman's died event delivery", func(rep repetition) []time.Duration { return rep.agentrun.eventDelivery })
+}
+
+// printScale prints what the manager spent on the scale step's finished
+// runs.
+func printScale(sc scaleResult, cfg config) {
+	fmt.Printf("\nscale: %d finished runs written in %s; the manager over %s with them: %.2f s CPU, %.0f Podman calls, %.1f MiB resident\n",
+		sc.objects, sc.createWall.Round(time.Second), cfg.resyncPeriod, sc.cpuSeconds, sc.podmanCallsFinished, sc.rssMiB)
+	if len(sc.heap.Top) > 0 {
+		fmt.Printf("manager heap in use: %.1f MiB; top consumers (flat):\n", sc.heap.InUseMiB)
+		for _, f := range sc.heap.Top {
+			fmt.Printf("  %8.1f MiB  %s\n", f.MiB, f.Function)
+		}
+	}
+}
+
 func round(f float64, digits int) float64 {
 	p := 1.0
 	for range digits {
@@ -681,6 +724,7 @@ type results struct {
 	reps, repsAtScale []repetition
 	scale             scaleResult
 	fleet             []fleetRepetition
+	progress          []progressRepetition
 }
 
 func (r rawResult) throughput(n int) float64 { return float64(n) / r.wall.Seconds() }
