@@ -3,6 +3,7 @@ package agent
 import (
 	"crypto/rand"
 	"encoding/json"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -88,12 +89,7 @@ func runToEnd(ctx SpecContext, run *agentsv1alpha1.AgentRun) *agentsv1alpha1.Age
 // awaitEnd is runToEnd for a run already created.
 func awaitEnd(ctx SpecContext, run *agentsv1alpha1.AgentRun) *agentsv1alpha1.AgentRun {
 	GinkgoHelper()
-	DeferCleanup(func(ctx SpecContext) {
-		// Wait for the finalizer: the host removes its container first.
-		Expect(client.IgnoreNotFound(k8s.Delete(ctx, run))).To(Succeed())
-		Eventually(func() bool { return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), run)) }).
-			WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
-	})
+	DeferCleanup(deleteRun, run)
 
 	done := &agentsv1alpha1.AgentRun{}
 	Eventually(func(g Gomega) {
@@ -101,6 +97,16 @@ func awaitEnd(ctx SpecContext, run *agentsv1alpha1.AgentRun) *agentsv1alpha1.Age
 		g.Expect(done.Status.Phase.IsFinished()).To(BeTrue(), "phase %s: %s", done.Status.Phase, done.Status.Message)
 	}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(250 * time.Millisecond).Should(Succeed())
 	return done
+}
+
+// deleteRun deletes the run and waits for it to go: its host removes its
+// container first.
+func deleteRun(ctx SpecContext, run *agentsv1alpha1.AgentRun) {
+	GinkgoHelper()
+	Expect(client.IgnoreNotFound(k8s.Delete(ctx, run))).To(Succeed())
+	Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{}))
+	}).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
 }
 
 var _ = Describe("Claude Code in the agent image", func() {
@@ -168,6 +174,19 @@ var _ = Describe("Claude Code in the agent image", func() {
 		}
 		Expect(api.Conversations()).To(carries("Which word did I ask you to remember?"))
 		Expect(api.Conversations()).To(carries("Forget it and pick another word."))
+
+		By("removing each session directory once no run refers to it")
+		dirOf := func(run *agentsv1alpha1.AgentRun) string { return filepath.Join(sessionDir, run.Status.SessionDir) }
+		Expect(dirOf(forked)).To(BeADirectory())
+		Expect(dirOf(earlier)).To(BeADirectory())
+		deleteRun(ctx, forked)
+		Eventually(dirOf).WithArguments(forked).WithTimeout(30 * time.Second).ShouldNot(BeAnExistingFile())
+		deleteRun(ctx, first)
+		// Longer than a directory must be unused before it goes, and than
+		// the host's collection period.
+		Consistently(dirOf).WithArguments(earlier).WithTimeout(3*sessionMinAge).Should(BeADirectory(), "the continuing run still refers to it")
+		deleteRun(ctx, second)
+		Eventually(dirOf).WithArguments(earlier).WithTimeout(30 * time.Second).ShouldNot(BeAnExistingFile())
 	})
 
 	It("passes spec.claude's options to the CLI as its flags", func(ctx SpecContext) {
@@ -189,5 +208,20 @@ var _ = Describe("Claude Code in the agent image", func() {
 		Expect(result.IsError).To(BeTrue())
 		Expect(result.NumTurns).To(BeEquivalentTo(1), "it stopped after the first call")
 		Expect(done.Status.Phase).To(Equal(agentsv1alpha1.PhaseFailed))
+	})
+
+	It("ends the CLI after spec.claude.maxTurns turns", func(ctx SpecContext) {
+		// Every answer is a tool call until the CLI sends the tool's
+		// result, which takes a second turn: without the limit the CLI
+		// would send it, and end with the stand-in's reply.
+		_, secret, api := standIn("It says hello.")
+		api.AskTool("Read", map[string]any{"file_path": "/etc/hostname"})
+		run := standInRun("Read /etc/hostname and tell me what it says.", secret, api)
+		run.Spec.Claude = &agentsv1alpha1.ClaudeSpec{MaxTurns: ptr.To[int32](1), AllowedTools: []string{"Read"}}
+		done := runToEnd(ctx, run)
+
+		Expect(done.Status.AgentResult).NotTo(BeNil(), "output:\n%s", done.Status.Output)
+		Expect(done.Status.Output).To(ContainSubstring("error_max_turns"), "the CLI's own result says it stopped at the limit")
+		Expect(api.ToolResults()).To(BeZero(), "the CLI took a second turn")
 	})
 })

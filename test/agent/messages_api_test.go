@@ -39,6 +39,16 @@ type messagesAPI struct {
 	models []string
 	// conversations are the user turns of each POST, in order.
 	conversations [][]string
+	// tool, when set, is the tool call the stand-in answers with until a
+	// request carries the tool's result; toolResults counts those requests.
+	tool        *toolCall
+	toolResults int
+}
+
+// toolCall is a tool_use block the stand-in asks the CLI to run.
+type toolCall struct {
+	Name  string
+	Input map[string]any
 }
 
 // serveMessagesAPI starts a stand-in on a free loopback port until the spec
@@ -75,6 +85,21 @@ func (a *messagesAPI) Models() []string {
 	return append([]string(nil), a.models...)
 }
 
+// AskTool makes the stand-in answer each request with a call of the tool,
+// until one carries the tool's result: the CLI's next turn.
+func (a *messagesAPI) AskTool(name string, input map[string]any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tool = &toolCall{Name: name, Input: input}
+}
+
+// ToolResults returns how many requests carried a tool's result.
+func (a *messagesAPI) ToolResults() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.toolResults
+}
+
 // Requests returns what was asked so far.
 func (a *messagesAPI) Requests() []apiRequest {
 	a.mu.Lock()
@@ -103,10 +128,19 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.requests = append(a.requests, req)
 	var turns []string
+	answered := false
 	for _, m := range body.Messages {
 		if m.Role == "user" {
 			turns = append(turns, textOf(m.Content))
+			answered = answered || carriesToolResult(m.Content)
 		}
+	}
+	if answered {
+		a.toolResults++
+	}
+	tool := a.tool
+	if answered {
+		tool = nil
 	}
 	a.userText = append(a.userText, turns...)
 	if r.Method == http.MethodPost {
@@ -125,15 +159,25 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case body.Model == "" || !body.Stream:
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "the stand-in answers streaming requests with a model only")
 	default:
-		a.stream(w, body.Model)
+		a.stream(w, body.Model, tool)
 	}
 }
 
-// stream sends the reply as the Messages API streams one text block.
-func (a *messagesAPI) stream(w http.ResponseWriter, model string) {
+// stream sends the reply as the Messages API streams one text block, or the
+// tool call as it streams a tool_use block.
+func (a *messagesAPI) stream(w http.ResponseWriter, model string, tool *toolCall) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	usage := map[string]int{"input_tokens": 12, "output_tokens": 1}
+	block := map[string]any{"type": "text", "text": ""}
+	delta := map[string]any{"type": "text_delta", "text": a.reply}
+	stop := "end_turn"
+	if tool != nil {
+		input, _ := json.Marshal(tool.Input) // a map of plain values: cannot fail
+		block = map[string]any{"type": "tool_use", "id": "toolu_agentrun_test", "name": tool.Name, "input": map[string]any{}}
+		delta = map[string]any{"type": "input_json_delta", "partial_json": string(input)}
+		stop = "tool_use"
+	}
 	for _, e := range []struct {
 		name string
 		data map[string]any
@@ -142,11 +186,11 @@ func (a *messagesAPI) stream(w http.ResponseWriter, model string) {
 			"id": "msg_agentrun_test", "type": "message", "role": "assistant", "model": model,
 			"content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage,
 		}}},
-		{"content_block_start", map[string]any{"index": 0, "content_block": map[string]any{"type": "text", "text": ""}}},
-		{"content_block_delta", map[string]any{"index": 0, "delta": map[string]any{"type": "text_delta", "text": a.reply}}},
+		{"content_block_start", map[string]any{"index": 0, "content_block": block}},
+		{"content_block_delta", map[string]any{"index": 0, "delta": delta}},
 		{"content_block_stop", map[string]any{"index": 0}},
 		{"message_delta", map[string]any{
-			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
+			"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil},
 			"usage": map[string]int{"output_tokens": 8},
 		}},
 		{"message_stop", map[string]any{}},
@@ -157,7 +201,6 @@ func (a *messagesAPI) stream(w http.ResponseWriter, model string) {
 	}
 }
 
-// apiError answers as the Messages API does when it refuses a request.
 // textOf joins the text of a message's content, a string or a list of blocks.
 func textOf(content json.RawMessage) string {
 	var s string
@@ -177,6 +220,20 @@ func textOf(content json.RawMessage) string {
 	return strings.Join(parts, "\n")
 }
 
+// carriesToolResult tells whether a message's content holds a tool_result
+// block: the CLI's answer to a tool call.
+func carriesToolResult(content json.RawMessage) bool {
+	var blocks []struct{ Type string }
+	_ = json.Unmarshal(content, &blocks) // a plain string holds none
+	for _, b := range blocks {
+		if b.Type == "tool_result" {
+			return true
+		}
+	}
+	return false
+}
+
+// apiError answers as the Messages API does when it refuses a request.
 func apiError(w http.ResponseWriter, status int, kind, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

@@ -42,10 +42,17 @@ const (
 // agentCommand is the manager's --default-command.
 var agentCommand = []string{"claude", "-p", "--output-format", "json", "--"}
 
+// sessionMinAge is how long the host leaves a session directory no run
+// refers to: short, so a spec sees it go, and still longer than a launch
+// takes to record the directory it made.
+const sessionMinAge = 5 * time.Second
+
 var (
 	env       *envtest.Environment
 	k8s       client.Client
 	cancelMgr context.CancelFunc
+	// sessionDir is the host's --session-dir.
+	sessionDir string
 )
 
 func TestAgent(t *testing.T) {
@@ -77,7 +84,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	agentPolicy.AllowedNetworks = append(agentPolicy.AllowedNetworks, "host")
 
 	// The host's Claude sessions, on a path the Podman 5 service sees too.
-	sessionDir, err := os.MkdirTemp("/tmp", "agentrun-agent-sessions-")
+	sessionDir, err = os.MkdirTemp("/tmp", "agentrun-agent-sessions-")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _ = os.RemoveAll(sessionDir) })
 
@@ -109,6 +116,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Workers:          2,
 		EventRetryPeriod: time.Second,
 		SessionDir:       sessionDir,
+		SessionMinAge:    sessionMinAge,
+		SessionGCPeriod:  time.Second,
 	})
 	Expect(err).NotTo(HaveOccurred())
 
