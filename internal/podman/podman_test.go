@@ -272,42 +272,6 @@ func TestSpecAppliesWorkdirMountsAndLimits(t *testing.T) {
 	}
 }
 
-// The contract covers which events come and what they say; this measures
-// how soon a died event follows the exit, which is why the controller
-// follows events at all.
-func TestDiedEventComesPromptly(t *testing.T) {
-	r := newRuntime(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	label := map[string]string{"agentrun-events": rand.String(8)}
-	events, errs := r.Events(ctx, label)
-	// Podman's file event reader starts at the end of the file shortly after
-	// answering; events before that are not sent.
-	time.Sleep(300 * time.Millisecond)
-
-	id, _ := run(t, r, "sleep 0.2", func(s *rt.Spec) { s.Labels = label })
-	var died time.Time
-	timeout := time.After(15 * time.Second)
-	for died.IsZero() {
-		select {
-		case e := <-events:
-			if e.ContainerID == id && e.Action == "died" {
-				died = time.Now()
-			}
-		case err := <-errs:
-			t.Fatalf("event stream failed: %v", err)
-		case <-timeout:
-			t.Fatal("no died event")
-		}
-	}
-	c := waitExited(t, r, id)
-	lag := died.Sub(c.FinishedAt)
-	t.Logf("the died event came %s after the container finished", lag)
-	if lag > time.Second {
-		t.Error("the died event came too late")
-	}
-}
-
 func TestUnreachableServiceIsUnavailable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "podman.sock")
 	r := New(path)
