@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/containers/podman/v5/pkg/bindings"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentrun/agentrun/test/fleet"
 )
@@ -24,33 +26,11 @@ type fleetRepetition struct {
 // at -c runs), runs -reps fleet repetitions of -n runs per host, and brings
 // the fleet down.
 func fleetStep(ctx context.Context, cfg config) (reps []fleetRepetition, err error) {
-	dir, err := os.MkdirTemp("", "agentrun-bench-fleet-")
-	if err != nil {
-		return nil, err
-	}
-	f, err := fleet.New(fleet.Options{
-		StateDir: dir, Hosts: cfg.fleetHosts, HostPrefix: "benchf", Net: "10.206",
+	f, k8s, stop, err := startStack("fleet", fleet.Options{
+		Hosts: cfg.fleetHosts, HostPrefix: "benchf", Net: "10.206",
 		ManagerArgs: fmt.Sprintf("--max-concurrent-runs=%d --workers=%d --resync-period=%s", cfg.c, 2*cfg.c, cfg.resyncPeriod),
 	})
-	if err != nil {
-		return nil, err
-	}
-	step("fleet: starting %d hosts (a minute or two)", cfg.fleetHosts)
-	defer func() {
-		step("fleet: stopping it")
-		if downErr := f.Down(); downErr != nil && err == nil {
-			err = fmt.Errorf("stopping the fleet: %w", downErr)
-		}
-		_ = os.RemoveAll(dir)
-	}()
-	if err := f.Up(); err != nil {
-		return nil, fmt.Errorf("starting the fleet: %w", err)
-	}
-	restCfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
-	if err != nil {
-		return nil, err
-	}
-	k8s, err := kubeClientFor(restCfg)
+	defer stopStack(stop, &err)
 	if err != nil {
 		return nil, err
 	}
@@ -103,4 +83,41 @@ func rawOnEvery(conns []context.Context, cfg config) (time.Duration, error) {
 		}
 	}
 	return time.Since(start), nil
+}
+
+// startStack starts a local stack of its own for a step, as o describes it
+// (its state folder is made here), and returns it with a client of its API
+// server. stop brings it down and removes its state; it is never nil.
+func startStack(name string, o fleet.Options) (f *fleet.Fleet, k8s client.WithWatch, stop func() error, err error) {
+	stop = func() error { return nil }
+	if o.StateDir, err = os.MkdirTemp("", "agentrun-bench-"+name+"-"); err != nil {
+		return nil, nil, stop, err
+	}
+	if f, err = fleet.New(o); err != nil {
+		return nil, nil, stop, errors.Join(err, os.RemoveAll(o.StateDir))
+	}
+	stop = func() error {
+		step("%s: stopping its stack", name)
+		if err := f.Down(); err != nil {
+			return fmt.Errorf("stopping the %s step's stack: %w", name, err)
+		}
+		return os.RemoveAll(o.StateDir)
+	}
+	step("%s: starting a stack of %d host(s) (a minute or two)", name, o.Hosts)
+	if err := f.Up(); err != nil {
+		return nil, nil, stop, fmt.Errorf("starting the %s step's stack: %w", name, err)
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
+	if err != nil {
+		return nil, nil, stop, err
+	}
+	k8s, err = kubeClientFor(restCfg)
+	return f, k8s, stop, err
+}
+
+// stopStack runs stop, keeping the first error in err.
+func stopStack(stop func() error, err *error) {
+	if stopErr := stop(); stopErr != nil && *err == nil {
+		*err = stopErr
+	}
 }

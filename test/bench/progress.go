@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"time"
 
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -39,34 +37,12 @@ type progressRepetition struct {
 // -reps times that many AgentRuns which print a line a second for
 // -progress-duration, all at once.
 func progressStep(ctx context.Context, cfg config) (reps []progressRepetition, err error) {
-	dir, err := os.MkdirTemp("", "agentrun-bench-progress-")
-	if err != nil {
-		return nil, err
-	}
-	f, err := fleet.New(fleet.Options{
-		StateDir: dir, Hosts: 1, HostPrefix: "benchp", Net: "10.207", Podman5Host: "none",
+	f, k8s, stop, err := startStack("progress", fleet.Options{
+		Hosts: 1, HostPrefix: "benchp", Net: "10.207", Podman5Host: "none",
 		ManagerArgs: fmt.Sprintf("--max-concurrent-runs=%d --workers=%d --resync-period=%s --progress-period=%s",
 			cfg.progressRuns, 2*cfg.c, cfg.resyncPeriod, progressPeriod),
 	})
-	if err != nil {
-		return nil, err
-	}
-	step("progress: starting host benchp-1 (a minute)")
-	defer func() {
-		step("progress: stopping it")
-		if downErr := f.Down(); downErr != nil && err == nil {
-			err = fmt.Errorf("stopping the progress step's stack: %w", downErr)
-		}
-		_ = os.RemoveAll(dir)
-	}()
-	if err := f.Up(); err != nil {
-		return nil, fmt.Errorf("starting the progress step's stack: %w", err)
-	}
-	restCfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
-	if err != nil {
-		return nil, err
-	}
-	k8s, err := kubeClientFor(restCfg)
+	defer stopStack(stop, &err)
 	if err != nil {
 		return nil, err
 	}
