@@ -198,7 +198,10 @@ func TestEnvSecretInInspectAndSecretValuesByVersion(t *testing.T) {
 
 func TestStopIsPromptWithInit(t *testing.T) {
 	r := newRuntime(t)
-	id, _ := run(t, r, "sleep 300", nil)
+	// A SIGTERM that reaches the init process before it has set up its
+	// forwarding is lost, and the grace runs out: stop once the command runs.
+	id, _ := run(t, r, "echo ready; exec sleep 300", nil)
+	waitOutput(t, r, id, "ready\n")
 	start := time.Now()
 	if err := r.Stop(context.Background(), id, 10*time.Second); err != nil {
 		t.Fatal(err)
