@@ -78,9 +78,12 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 		Expect(k8s.Create(ctx, run)).To(Succeed())
 		cleanUp(run)
 		waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
-		Eventually(func() bool {
-			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{}))
-		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(BeTrue())
+		Eventually(func(g Gomega) {
+			left := &agentsv1alpha1.AgentRun{}
+			err := k8s.Get(ctx, client.ObjectKeyFromObject(run), left)
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "still there (get: %v), deleted at %v, finalizers %v; %s",
+				err, left.DeletionTimestamp, left.Finalizers, describeStatus(left))
+		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(Succeed())
 	})
 
 	It("holds runs beyond the host's capacity Pending, then starts them in creation order", func(ctx SpecContext) {

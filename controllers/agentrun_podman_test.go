@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -46,9 +47,26 @@ func waitForPhase(ctx context.Context, run *agentsv1alpha1.AgentRun, phase agent
 	Eventually(func(g Gomega) {
 		got = &agentsv1alpha1.AgentRun{}
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(run), got)).To(Succeed())
-		g.Expect(got.Status.Phase).To(Equal(phase), "message: %s", got.Status.Message)
+		if got.Status.Phase != phase && got.Status.Phase.IsFinished() {
+			// A finished run never changes phase again: waiting on would
+			// only hide why it ended.
+			StopTrying(fmt.Sprintf("the run ended %s, not %s: %s", got.Status.Phase, phase, describeStatus(got))).Now()
+		}
+		g.Expect(got.Status.Phase).To(Equal(phase), describeStatus(got))
 	}).WithContext(ctx).WithTimeout(within).WithPolling(100 * time.Millisecond).Should(Succeed())
 	return got
+}
+
+// describeStatus is what a failed wait prints of a run: its host, its
+// conditions' reasons and messages, and its output.
+func describeStatus(run *agentsv1alpha1.AgentRun) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "phase %q on host %q, message %q", run.Status.Phase, run.Status.Host, run.Status.Message)
+	for _, c := range run.Status.Conditions {
+		fmt.Fprintf(&b, "\n  %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+	}
+	fmt.Fprintf(&b, "\n  output: %q", run.Status.Output)
+	return b.String()
 }
 
 func conditionOf(run *agentsv1alpha1.AgentRun, t string) metav1.Condition {
