@@ -179,9 +179,13 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 	if err != nil {
 		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
 	}
-	redactor, err := runoutput.Redactor(ctx, r.Runtime, run, c)
-	if err != nil {
-		return err
+	// Progress may hold the container's secret values already; reading
+	// them again would cost another container on Podman 4.
+	redactor := r.progress.of(client.ObjectKeyFromObject(run), c.ID).redactor
+	if redactor == nil {
+		if redactor, err = runoutput.Redactor(ctx, r.Runtime, run, c); err != nil {
+			return err
+		}
 	}
 	output = redactor.String(output)
 	run.Status.Output = truncateStartUTF8(output, r.OutputTailBytes)
