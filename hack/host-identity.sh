@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints the Kubernetes identity of Podman hosts: for each host name, the
-# ServiceAccount agentrun-host-<name> in agentrun-system and its bindings to
-# the roles config/default and config/host install. Apply the output:
+# ServiceAccount agentrun-host-<name> in agentrun-system (AGENTRUN_NAMESPACE)
+# and its bindings to the roles config/default and config/host install.
+# Apply the output:
 #
 #   hack/host-identity.sh podman1 podman2 | kubectl apply -f -
 #
@@ -22,10 +23,14 @@
 #       server may cap it), or the token of the Secret agentrun-host-<name>-token
 #       when that Secret exists
 #
-# KUBECTL names the kubectl to use (default: kubectl).
+# AGENTRUN_NAMESPACE is the namespace of the accounts (default
+# agentrun-system, config/default's): an install in another namespace makes
+# its hosts' accounts there, and their managers take
+# --lease-namespace=<that namespace>. KUBECTL names the kubectl to use
+# (default: kubectl).
 set -euo pipefail
 
-NAMESPACE=agentrun-system
+NAMESPACE=${AGENTRUN_NAMESPACE:-agentrun-system}
 KUBECTL=${KUBECTL:-kubectl}
 
 usage() {

@@ -327,6 +327,31 @@ var _ = Describe("A host writing Leases", func() {
 	})
 })
 
+var _ = Describe("A host whose account is in another namespace than agentrun-system", func() {
+	It("is held to its own runs as the others are", func(ctx SpecContext) {
+		mine, theirs := newRun(ctx, "m", ""), newRun(ctx, "a", "")
+		Expect(writeStatus(ctx, moved, mine, claimBy("m"))).To(Succeed())
+		expectRefused(writeStatus(ctx, moved, theirs, claimBy("m")), runsPolicy, "claim only runs pinned to this host")
+		held := newRun(ctx, "a", "a")
+		expectRefused(writeStatus(ctx, moved, held, running), runsPolicy, "only this host's runs")
+	})
+
+	It("writes its Leases in its account's namespace, and nowhere else", func(ctx SpecContext) {
+		for _, name := range []string{"m", "agentrun-host-m"} {
+			Expect(moved.Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: movedNamespace},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name)},
+			})).To(Succeed())
+		}
+		for _, ns := range []string{systemNamespace, runNamespace} {
+			expectRefused(moved.Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: "m", Namespace: ns},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("m")},
+			}), leasesPolicy, "own Leases only")
+		}
+	})
+})
+
 var _ = Describe("The kubeconfig hack/host-identity.sh makes", func() {
 	It("authenticates with a token of the host's account, which the policies hold to its own runs", func(ctx SpecContext) {
 		dir := GinkgoT().TempDir()

@@ -49,6 +49,9 @@ const (
 	systemNamespace = "agentrun-system"
 	// runNamespace holds the test's AgentRuns.
 	runNamespace = "runs"
+	// movedNamespace holds host "m"'s account and Leases: an install in
+	// another namespace than config/default's (AGENTRUN_NAMESPACE).
+	movedNamespace = "tools"
 	// fleetUser is the in-cluster controller's service account as
 	// config/default names it: the policies must not select it.
 	fleetUser = "system:serviceaccount:agentrun-system:agentrun-controller-manager"
@@ -63,8 +66,9 @@ var (
 	// hostA and hostB are the identities of hosts "a" and "b" (the
 	// ServiceAccounts agentrun-host-a and agentrun-host-b); dotted is host
 	// "node1.example", whose leader election lease name differs from
-	// agentrun-host-<name>; fleet is the in-cluster controller.
-	hostA, hostB, dotted, fleet client.Client
+	// agentrun-host-<name>; moved is host "m", whose account is in
+	// movedNamespace; fleet is the in-cluster controller.
+	hostA, hostB, dotted, moved, fleet client.Client
 )
 
 func TestIdentity(t *testing.T) {
@@ -86,7 +90,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	admin, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
-	for _, ns := range []string{systemNamespace, runNamespace} {
+	for _, ns := range []string{systemNamespace, runNamespace, movedNamespace} {
 		Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	}
 
@@ -101,6 +105,16 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
 	applyAll(ctx, identities, nil, 12)
+	movedIdentity := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "m")
+	movedIdentity.Env = append(os.Environ(), "AGENTRUN_NAMESPACE="+movedNamespace)
+	identities, err = movedIdentity.Output()
+	Expect(err).NotTo(HaveOccurred(), "AGENTRUN_NAMESPACE=%s hack/host-identity.sh: %s", movedNamespace, stderrOf(err))
+	applyAll(ctx, identities, func(u *unstructured.Unstructured) bool {
+		// host-identity.sh puts every namespaced object of the account in
+		// AGENTRUN_NAMESPACE, apart from the client CA reader's binding.
+		Expect(u.GetNamespace()).To(BeElementOf("", movedNamespace, "kube-system"), "%s %s", u.GetKind(), u.GetName())
+		return true
+	}, 4)
 
 	// The fleet controller's RBAC is not config/host's: bind it here to the
 	// roles it needs for what these tests have it do.
@@ -126,8 +140,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	// client certificates; RBAC and the policies see the same username and
 	// groups a token would give).
 	as := func(username string) client.Client {
+		namespace := strings.Split(username, ":")[2]
 		user, err := env.AddUser(envtest.User{Name: username, Groups: []string{
-			"system:serviceaccounts", "system:serviceaccounts:" + systemNamespace, "system:authenticated",
+			"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated",
 		}}, nil)
 		Expect(err).NotTo(HaveOccurred())
 		c, err := client.New(user.Config(), client.Options{Scheme: scheme})
@@ -137,6 +152,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	hostA = as(hostUser("a"))
 	hostB = as(hostUser("b"))
 	dotted = as(hostUser("node1.example"))
+	moved = as("system:serviceaccount:" + movedNamespace + ":agentrun-host-m")
 	fleet = as(fleetUser)
 
 	checkTypes(ctx, cfg)
