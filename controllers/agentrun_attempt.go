@@ -180,7 +180,7 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
 	}
 	// Progress may hold the container's secret values already; reading
-	// them again would cost another container on Podman 4.
+	// them again costs a Podman call per secret (and an inspect on 4.3).
 	redactor := r.progress.of(client.ObjectKeyFromObject(run), c.ID).redactor
 	if redactor == nil {
 		if redactor, err = runoutput.Redactor(ctx, r.Runtime, run, c); err != nil {

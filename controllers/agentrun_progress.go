@@ -47,8 +47,9 @@ func (r *AgentRunReconciler) refreshOutput(ctx context.Context, run *agentsv1alp
 	r.progress.put(key, read)
 	output, err := r.Runtime.Logs(ctx, c.ID, r.OutputTailBytes)
 	if err == nil && read.redactor == nil {
-		// Read once per container, and held in memory only while it runs:
-		// reading them is a container of its own on Podman 4.
+		// Read once per container, and held in memory only while it runs
+		// (the final output is masked with them too): reading them is a
+		// Podman call per secret, and an inspect on 4.3.
 		read.redactor, err = runoutput.Redactor(ctx, r.Runtime, run, c)
 	}
 	if err != nil {
