@@ -46,7 +46,9 @@
 # new, empty one (its state died with it). down is the one way to wipe.
 #
 # State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository);
-# $AGENTRUN_MANAGER_ARGS adds flags to every manager. Progress lines go to
+# $AGENTRUN_MANAGER_ARGS adds flags to every manager, and
+# $AGENTRUN_MANAGER_ENV variables to its environment only (GOMEMLIMIT=100MiB,
+# say, which the control plane's Go programs must not get). Progress lines go to
 # stderr; the build's output goes to ~/.cache/agentrun/logs/local-stack.log.
 set -euo pipefail
 
@@ -302,13 +304,14 @@ host_manager_flags() {
 }
 
 # start_manager NAME KUBECONFIG [nsenter --net=...] -- FLAGS...: starts
-# bin/manager with FLAGS and $AGENTRUN_MANAGER_ARGS, its pid in
+# bin/manager with FLAGS and $AGENTRUN_MANAGER_ARGS (and the variables of
+# $AGENTRUN_MANAGER_ENV), its pid in
 # $STATE/NAME.pid and its output appended to $STATE/NAME.log (after a restart
 # the log still says how the previous one ended). It runs under
 # hack/supervise.sh (pid in $STATE/NAME.supervisor.pid), which starts it again
 # when it fails, as systemd does on a real host.
 start_manager() {
-  local name=$1 kubeconfig=$2 enter=() extra=()
+  local name=$1 kubeconfig=$2 enter=() extra=() environment=()
   shift 2
   while [[ $1 != -- ]]; do
     enter+=("$1")
@@ -316,13 +319,14 @@ start_manager() {
   done
   shift
   read -r -a extra <<<"${AGENTRUN_MANAGER_ARGS:-}"
+  read -r -a environment <<<"${AGENTRUN_MANAGER_ENV:-}"
   echo "=== hack/local-stack.sh: manager starting at $(date -u +%FT%TZ)" >>"$STATE/$name.log"
   stop_supervisor "$name"
   rm -f "$STATE/$name.pid"
-  # nsenter execs the manager: the pid the supervisor records is the
+  # env and nsenter exec the manager: the pid the supervisor records is the
   # manager's.
   KUBECONFIG=$kubeconfig nohup "$ROOT/hack/supervise.sh" "$STATE/$name.pid" \
-    "${enter[@]}" "$ROOT/bin/manager" "$@" "${extra[@]}" >>"$STATE/$name.log" 2>&1 &
+    env "${environment[@]}" "${enter[@]}" "$ROOT/bin/manager" "$@" "${extra[@]}" >>"$STATE/$name.log" 2>&1 &
   echo $! >"$STATE/$name.supervisor.pid"
   # Not this shell's job: stop kills it, and make demo, which starts and
   # stops the stack in one shell, would print "Killed" for it.

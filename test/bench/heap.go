@@ -21,6 +21,9 @@ type heapHolding struct {
 	MiB      float64 `json:"mib"`
 }
 
+// mib is a mebibyte in bytes.
+const mib = 1 << 20
+
 // heapTop is how many functions the summary names.
 const heapTop = 12
 
@@ -48,7 +51,6 @@ func heapProfile(pprofURL string) (heapSummary, error) {
 			byFunction[s.Location[0].Line[0].Function.Name] += v
 		}
 	}
-	const mib = 1 << 20
 	out := heapSummary{InUseMiB: float64(total) / mib}
 	for fn, v := range byFunction {
 		out.Top = append(out.Top, heapHolding{fn, float64(v) / mib})

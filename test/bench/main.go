@@ -477,6 +477,7 @@ type scaleResult struct {
 	podmanCallsFinished float64
 	createWall          time.Duration
 	heap                heapSummary
+	memory              memoryBreakdown
 }
 
 // scale writes the finished runs and measures the manager with them; the
@@ -539,6 +540,10 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, fun
 	}
 	res.cpuSeconds, res.podmanCallsFinished = cpu1-cpu0, calls1-calls0
 	if res.rssMiB, err = rssMiB(cfg.managerPID); err != nil {
+		return res, remove, err
+	}
+	// Read before the heap profile, which collects first.
+	if res.memory, err = memoryOf(cfg.managerPID, cfg.metricsURL); err != nil {
 		return res, remove, err
 	}
 	if cfg.pprofURL != "" {
@@ -664,7 +669,7 @@ func report(r results, cfg config) error {
 	data, err := json.MarshalIndent(map[string]any{
 		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
 		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
-		"figures": medians, "spread": figures, "heap": r.scale.heap,
+		"figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
 		"per_run": map[string]any{
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
 			"api_writes_by_verb":        perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.apiWrites }),
@@ -704,6 +709,9 @@ func printLatencies(r results, cfg config) {
 func printScale(sc scaleResult, cfg config) {
 	fmt.Printf("\nscale: %d finished runs written in %s; the manager over %s with them: %.2f s CPU, %.0f Podman calls, %.1f MiB resident\n",
 		sc.objects, sc.createWall.Round(time.Second), cfg.resyncPeriod, sc.cpuSeconds, sc.podmanCallsFinished, sc.rssMiB)
+	m := sc.memory
+	fmt.Printf("resident: %.1f MiB anonymous, %.1f MiB mapped files (the binary); Go heap %.1f MiB in use, %.1f MiB idle of which %.1f MiB released, stacks %.1f MiB, %.1f MiB from the kernel in all, next collection at %.1f MiB\n",
+		m.RSSAnonMiB, m.RSSFileMiB, m.HeapInuseMiB, m.HeapIdleMiB, m.HeapReleasedMiB, m.StackMiB, m.GoSysMiB, m.NextGCMiB)
 	if len(sc.heap.Top) > 0 {
 		fmt.Printf("manager heap in use: %.1f MiB; top consumers (flat):\n", sc.heap.InUseMiB)
 		for _, f := range sc.heap.Top {

@@ -129,19 +129,82 @@ func cpuSeconds(pid int) (float64, error) {
 
 // rssMiB is a process's resident memory.
 func rssMiB(pid int) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	status, err := procStatusMiB(pid)
 	if err != nil {
 		return 0, err
 	}
+	rss, ok := status["VmRSS"]
+	if !ok {
+		return 0, fmt.Errorf("no VmRSS for process %d", pid)
+	}
+	return rss, nil
+}
+
+// procStatusMiB is the sizes /proc/PID/status gives in kB, in MiB, by field.
+func procStatusMiB(pid int) (map[string]float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
+	sizes := map[string]float64{}
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb / 1024, err
+		field, rest, ok := strings.Cut(s.Text(), ":")
+		if rest, isKB := strings.CutSuffix(strings.TrimSpace(rest), " kB"); ok && isKB {
+			if kb, err := strconv.ParseFloat(rest, 64); err == nil {
+				sizes[field] = kb / 1024
+			}
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for process %d", pid)
+	return sizes, s.Err()
+}
+
+// memoryBreakdown says what a Go process's resident memory is: the kernel's
+// split of it into anonymous memory and mapped files (the binary's pages),
+// and the Go runtime's account of its heap (Prometheus' Go collector).
+type memoryBreakdown struct {
+	RSSAnonMiB float64 `json:"rss_anon_mib"`
+	RSSFileMiB float64 `json:"rss_file_mib"`
+	// HeapInuseMiB is what live and not yet collected objects hold;
+	// HeapIdleMiB is heap the runtime holds free, of which it has given
+	// HeapReleasedMiB back to the kernel (no longer resident).
+	HeapInuseMiB    float64 `json:"heap_inuse_mib"`
+	HeapIdleMiB     float64 `json:"heap_idle_mib"`
+	HeapReleasedMiB float64 `json:"heap_released_mib"`
+	StackMiB        float64 `json:"stack_mib"`
+	// GoSysMiB is all the runtime obtained from the kernel; NextGCMiB the
+	// heap size at which it collects next (GOGC).
+	GoSysMiB  float64 `json:"go_sys_mib"`
+	NextGCMiB float64 `json:"next_gc_mib"`
+}
+
+// memoryOf reads the breakdown of the manager's memory.
+func memoryOf(pid int, metricsURL string) (memoryBreakdown, error) {
+	status, err := procStatusMiB(pid)
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	body, err := scrape(metricsURL)
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	gauges := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if name, _, ok := strings.Cut(line, " "); ok && strings.HasPrefix(name, "go_memstats_") {
+			gauges[name] = value(line) / mib
+		}
+	}
+	return memoryBreakdown{
+		RSSAnonMiB:      status["RssAnon"],
+		RSSFileMiB:      status["RssFile"],
+		HeapInuseMiB:    gauges["go_memstats_heap_inuse_bytes"],
+		HeapIdleMiB:     gauges["go_memstats_heap_idle_bytes"],
+		HeapReleasedMiB: gauges["go_memstats_heap_released_bytes"],
+		StackMiB:        gauges["go_memstats_stack_sys_bytes"],
+		GoSysMiB:        gauges["go_memstats_sys_bytes"],
+		NextGCMiB:       gauges["go_memstats_next_gc_bytes"],
+	}, nil
 }
 
 // managerCounters reads the manager's Podman calls by operation
