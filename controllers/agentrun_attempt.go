@@ -122,13 +122,9 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	if r.Exits != nil {
 		r.Exits.Await(c.ID, client.ObjectKeyFromObject(run))
 	}
-	next := min(r.ResyncPeriod, left)
-	if r.ProgressPeriod > 0 && !r.DiscardOutput {
-		next = min(next, r.refreshOutput(ctx, run, c))
-	}
 	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
 		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
-	return running, ctrl.Result{RequeueAfter: next}, nil
+	return running, ctrl.Result{RequeueAfter: min(r.ResyncPeriod, left)}, nil
 }
 
 // recheckVolumes checks the volumes of the run's current attempt against

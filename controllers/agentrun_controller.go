@@ -62,8 +62,9 @@ type AgentRunReconciler struct {
 	// notifyTries counts, by run UID, the failed tries of callbacks still
 	// being retried.
 	notifyTries sync.Map
-	// progress is what was last read and published of running runs'
-	// output (ProgressPeriod).
+	// progress is what the ProgressReconciler last read and published of
+	// running runs' output; the final output is masked with the secret
+	// values it holds.
 	progress progressReads
 	// superseded are the versions of runs this process has written over,
 	// which a pass reading the cache before it catches up skips.
@@ -131,7 +132,6 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if writeErr := writeStatus(ctx, r.Client, base, run); writeErr != nil {
 		if apierrors.IsConflict(writeErr) {
 			// The watch brings the newer version, and with it another pass.
-			r.progress.unpublished(req.NamespacedName)
 			log.FromContext(ctx).V(1).Info("AgentRun changed since it was read; not writing a stale status", "agentrun", req.NamespacedName)
 			return ctrl.Result{}, nil
 		}

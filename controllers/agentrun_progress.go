@@ -3,12 +3,19 @@ package controllers
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -16,18 +23,89 @@ import (
 	"github.com/agentrun/agentrun/internal/runoutput"
 )
 
-// refreshOutput publishes the end of a running container's output so far in
+// progressWorkers is how many runs' output the progress controller reads at
+// once. A read is one Podman logs call; two keep a period's reads of a
+// host's runs flowing when one of them is slow, without adding much to the
+// calls launches make.
+const progressWorkers = 2
+
+// ProgressReconciler publishes the end of a running run's output so far in
 // status.output, masked as the final output is, once ProgressPeriod has passed
 // since it was last read (or since the container started), and only when it
-// changed; it returns how long until the next read is due. A read that fails
-// is logged and tried again a period later: progress never fails a pass.
+// changed. It is a controller of its own, with workers of its own: a
+// refresh does not wait behind launches, which hold the AgentRun
+// controller's workers for as long as Podman takes to create and start a
+// container (minutes, on a saturated host).
 //
 // The output is read whole, as the final output is (Logs says why): a
 // running run costs a Podman logs call per period, and the call's cost grows
-// with what the run has printed.
-func (r *AgentRunReconciler) refreshOutput(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) time.Duration {
+// with what the run has printed. A read that fails is logged and tried again
+// a period later.
+type ProgressReconciler struct {
+	client.Client
+	HostConfig
+	// reads is shared with the AgentRunReconciler, which masks the final
+	// output with the secret values read here and forgets a run it lets go.
+	reads *progressReads
+}
+
+// progressReconciler is the reconciler that publishes r's running runs'
+// output, or nil when the host publishes none while runs run
+// (--progress-period=0, or --capture-output=false).
+func (r *AgentRunReconciler) progressReconciler() *ProgressReconciler {
+	if r.ProgressPeriod <= 0 || r.DiscardOutput {
+		return nil
+	}
+	return &ProgressReconciler{Client: r.Client, HostConfig: r.HostConfig, reads: &r.progress}
+}
+
+// Reconcile reads a running run's output when a period has passed, and
+// writes it when it changed; it comes back when the next read is due.
+func (r *ProgressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	run := &agentsv1alpha1.AgentRun{}
+	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.reads.forget(req.NamespacedName)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !r.runsHere(run) {
+		// Finished (its final output is written), between attempts, or
+		// taken from this host: what was read of it goes, secret values
+		// included.
+		r.reads.forget(req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
+	base := run.DeepCopy()
+	next := r.refresh(ctx, run)
+	if run.Status.Output == base.Status.Output {
+		return ctrl.Result{RequeueAfter: next}, nil
+	}
+	// Against the version read: a run that ended meanwhile keeps its final
+	// output, and this one is dropped.
+	if err := r.Status().Patch(ctx, run, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		r.reads.unpublished(req.NamespacedName)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return ctrl.Result{RequeueAfter: next}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("writing the output so far: %w", err)
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// runsHere tells whether run is running a container on this host.
+func (r *ProgressReconciler) runsHere(run *agentsv1alpha1.AgentRun) bool {
+	return run.Status.Host == r.Host && run.Status.Phase == agentsv1alpha1.PhaseRunning &&
+		run.Status.ContainerID != "" && run.DeletionTimestamp.IsZero()
+}
+
+// refresh sets run.Status.Output to the container's masked output when a
+// read is due and the output changed since it was last published; it
+// returns how long until the next read is due.
+func (r *ProgressReconciler) refresh(ctx context.Context, run *agentsv1alpha1.AgentRun) time.Duration {
 	key := client.ObjectKeyFromObject(run)
-	read := r.progress.of(key, c.ID)
+	c := containers.Container{ID: run.Status.ContainerID, Name: run.Status.ContainerName}
+	read := r.reads.of(key, c.ID)
 	now := r.Clock.Now()
 	since := read.at
 	if since.IsZero() && run.Status.StartTime != nil {
@@ -39,12 +117,12 @@ func (r *AgentRunReconciler) refreshOutput(ctx context.Context, run *agentsv1alp
 	if wait := since.Add(r.ProgressPeriod).Sub(now); wait > 0 {
 		if read.at.IsZero() {
 			read.at = since
-			r.progress.put(key, read)
+			r.reads.put(key, read)
 		}
 		return wait
 	}
 	read.at = now
-	r.progress.put(key, read)
+	r.reads.put(key, read)
 	output, err := r.Runtime.Logs(ctx, c.ID, r.OutputTailBytes)
 	if err == nil && read.redactor == nil {
 		// Read once per container, and held in memory only while it runs
@@ -62,12 +140,31 @@ func (r *AgentRunReconciler) refreshOutput(ctx context.Context, run *agentsv1alp
 		read.published = sum
 		run.Status.Output = masked
 	}
-	r.progress.put(key, read)
+	r.reads.put(key, read)
 	return r.ProgressPeriod
 }
 
-// progressReads holds, per running run, what refreshOutput last read and
-// published. The cache keeps no output (TrimForCache), so whether the output
+// SetupWithManager registers the controller, watching the runs that run on
+// this host and the update that ends that (so it lets go of what it read).
+func (r *ProgressReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	runsHere := func(o client.Object) bool {
+		run, ok := o.(*agentsv1alpha1.AgentRun)
+		return ok && r.runsHere(run)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(e event.CreateEvent) bool { return runsHere(e.Object) },
+			DeleteFunc:  func(e event.DeleteEvent) bool { return runsHere(e.Object) },
+			GenericFunc: func(e event.GenericEvent) bool { return runsHere(e.Object) },
+			UpdateFunc:  func(e event.UpdateEvent) bool { return runsHere(e.ObjectOld) || runsHere(e.ObjectNew) },
+		})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: progressWorkers}).
+		Named("agentrun-progress").
+		Complete(r)
+}
+
+// progressReads holds, per running run, what the ProgressReconciler last
+// read and published. The cache keeps no output (TrimForCache), so whether the output
 // changed is told from the digest of what this process last wrote.
 type progressReads struct {
 	mu    sync.Mutex

@@ -1,8 +1,12 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
@@ -19,6 +23,22 @@ func progressHarness(t *testing.T) (*harness, *agentsv1alpha1.AgentRun) {
 	return h, h.reconcileUntil("chatty", agentsv1alpha1.PhaseRunning)
 }
 
+// publish runs a pass of the host's progress controller on the run, and
+// returns the run as stored after it.
+func (h *harness) publish(name string) (*agentsv1alpha1.AgentRun, ctrl.Result) {
+	h.t.Helper()
+	key := client.ObjectKey{Namespace: "team", Name: name}
+	res, err := h.r.progressReconciler().Reconcile(context.Background(), ctrl.Request{NamespacedName: key})
+	if err != nil {
+		h.t.Fatalf("progress pass: %v", err)
+	}
+	run := &agentsv1alpha1.AgentRun{}
+	if err := h.r.Get(context.Background(), key, run); err != nil {
+		h.t.Fatal(err)
+	}
+	return run, res
+}
+
 func TestRunningOutputIsPublishedMaskedEachPeriodWhenItChanged(t *testing.T) {
 	h, run := progressHarness(t)
 	container := run.Status.ContainerName
@@ -26,7 +46,7 @@ func TestRunningOutputIsPublishedMaskedEachPeriodWhenItChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run, res, _ := h.reconcile("chatty")
+	run, res := h.publish("chatty")
 	if run.Status.Output != "" || h.podman.Calls("Logs") != 0 {
 		t.Fatalf("output read before a period passed since the start: %q, %d logs calls", run.Status.Output, h.podman.Calls("Logs"))
 	}
@@ -35,7 +55,7 @@ func TestRunningOutputIsPublishedMaskedEachPeriodWhenItChanged(t *testing.T) {
 	}
 
 	h.clock.Step(10 * time.Second)
-	run, _, _ = h.reconcile("chatty")
+	run, _ = h.publish("chatty")
 	if want := "cloning with ***\n"; run.Status.Output != want || run.Status.Phase != agentsv1alpha1.PhaseRunning {
 		t.Fatalf("after a period: %s with output %q; want Running with %q", run.Status.Phase, run.Status.Output, want)
 	}
@@ -43,7 +63,7 @@ func TestRunningOutputIsPublishedMaskedEachPeriodWhenItChanged(t *testing.T) {
 	// Unchanged output is not written again.
 	version := run.ResourceVersion
 	h.clock.Step(10 * time.Second)
-	run, _, _ = h.reconcile("chatty")
+	run, _ = h.publish("chatty")
 	if run.ResourceVersion != version {
 		t.Errorf("status written again with the output unchanged")
 	}
@@ -54,12 +74,12 @@ func TestRunningOutputIsPublishedMaskedEachPeriodWhenItChanged(t *testing.T) {
 	}
 	logs := h.podman.Calls("Logs")
 	h.clock.Step(5 * time.Second)
-	run, _, _ = h.reconcile("chatty")
+	run, _ = h.publish("chatty")
 	if h.podman.Calls("Logs") != logs || run.Status.Output != "cloning with ***\n" {
 		t.Fatalf("output read %d times within the period; status %q", h.podman.Calls("Logs")-logs, run.Status.Output)
 	}
 	h.clock.Step(5 * time.Second)
-	run, _, _ = h.reconcile("chatty")
+	run, _ = h.publish("chatty")
 	if want := "cloning with ***\ntests pass\n"; run.Status.Output != want {
 		t.Fatalf("output %q, want %q", run.Status.Output, want)
 	}
@@ -85,6 +105,9 @@ func TestRunningOutputStaysOnTheHostWhenProgressOrCaptureIsOff(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h, run := progressHarness(t)
 			edit(h.r)
+			if h.r.progressReconciler() != nil {
+				t.Fatal("the host would run a progress controller")
+			}
 			if err := h.podman.Print(run.Status.ContainerName, "working\n"); err != nil {
 				t.Fatal(err)
 			}
@@ -94,5 +117,29 @@ func TestRunningOutputStaysOnTheHostWhenProgressOrCaptureIsOff(t *testing.T) {
 				t.Errorf("output %q with %d logs calls; want none while running", run.Status.Output, h.podman.Calls("Logs"))
 			}
 		})
+	}
+}
+
+func TestProgressForgetsARunThatStoppedRunning(t *testing.T) {
+	h, run := progressHarness(t)
+	h.clock.Step(10 * time.Second)
+	h.publish("chatty")
+	key := client.ObjectKeyFromObject(run)
+	if h.r.progress.of(key, run.Status.ContainerID).redactor == nil {
+		t.Fatal("no secret values held after a read")
+	}
+	if err := h.podman.Exit(run.Status.ContainerName, 0, "done\n"); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcileUntil("chatty", agentsv1alpha1.PhaseSucceeded)
+	// The AgentRun controller forgot it with its finished pass. A progress
+	// pass still in flight then may have put it back: the progress pass of
+	// the finished run drops it again.
+	h.r.progress.put(key, progressRead{containerID: run.Status.ContainerID, at: h.clock.Now()})
+	if _, res := h.publish("chatty"); res.RequeueAfter != 0 {
+		t.Errorf("a finished run is looked at again in %s", res.RequeueAfter)
+	}
+	if _, held := h.r.progress.byRun[key]; held {
+		t.Error("what was read of a finished run, secret values included, is still held")
 	}
 }

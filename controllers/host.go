@@ -191,6 +191,11 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	if err := r.SetupWithManager(mgr, events.Requests()); err != nil {
 		return nil, err
 	}
+	if progress := r.progressReconciler(); progress != nil {
+		if err := progress.SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
 	if err := mgr.Add(registeredWhileLeading{NewRunsCollector(mgr.GetClient(), cfg.Host)}); err != nil {
 		return nil, err
 	}
