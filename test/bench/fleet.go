@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -87,16 +89,25 @@ func rawOnEvery(conns []context.Context, cfg config) (time.Duration, error) {
 
 // startStack starts a local stack of its own for a step, as o describes it
 // (its state folder is made here), and returns it with a client of its API
-// server. stop brings it down and removes its state; it is never nil.
-func startStack(name string, o fleet.Options) (f *fleet.Fleet, k8s client.WithWatch, stop func() error, err error) {
-	stop = func() error { return nil }
+// server. stop brings it down and removes its state, keeping its logs when
+// the step failed; it is never nil.
+func startStack(name string, o fleet.Options) (f *fleet.Fleet, k8s client.WithWatch, stop func(failed bool) error, err error) {
+	stop = func(bool) error { return nil }
 	if o.StateDir, err = os.MkdirTemp("", "agentrun-bench-"+name+"-"); err != nil {
 		return nil, nil, stop, err
 	}
 	if f, err = fleet.New(o); err != nil {
 		return nil, nil, stop, errors.Join(err, os.RemoveAll(o.StateDir))
 	}
-	stop = func() error {
+	stop = func(failed bool) error {
+		if failed {
+			// Down removes the managers' logs with the state.
+			kept, err := keepLogs(o.StateDir, "agentrun-bench-"+name+"-logs-")
+			if err != nil {
+				return err
+			}
+			step("%s: the step failed; its stack's logs are kept in %s", name, kept)
+		}
 		step("%s: stopping its stack", name)
 		if err := f.Down(); err != nil {
 			return fmt.Errorf("stopping the %s step's stack: %w", name, err)
@@ -116,8 +127,34 @@ func startStack(name string, o fleet.Options) (f *fleet.Fleet, k8s client.WithWa
 }
 
 // stopStack runs stop, keeping the first error in err.
-func stopStack(stop func() error, err *error) {
-	if stopErr := stop(); stopErr != nil && *err == nil {
+func stopStack(stop func(failed bool) error, err *error) {
+	if stopErr := stop(*err != nil); stopErr != nil && *err == nil {
 		*err = stopErr
 	}
+}
+
+// keepLogs copies the *.log files under dir, at the same relative paths,
+// into a new folder named with prefix, and returns that folder.
+func keepLogs(dir, prefix string) (string, error) {
+	kept, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
+	}
+	return kept, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(path) != ".log" {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(kept, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(kept, rel), data, 0o644)
+	})
 }
