@@ -472,7 +472,6 @@ func cleanup(k8s client.Client, tag string) {
 // scaleResult is what the manager spends on thousands of finished runs.
 type scaleResult struct {
 	objects             int
-	rssMiB              float64
 	cpuSeconds          float64
 	podmanCallsFinished float64
 	createWall          time.Duration
@@ -539,9 +538,6 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, fun
 		return res, remove, err
 	}
 	res.cpuSeconds, res.podmanCallsFinished = cpu1-cpu0, calls1-calls0
-	if res.rssMiB, err = rssMiB(cfg.managerPID); err != nil {
-		return res, remove, err
-	}
 	// Read before the heap profile, which collects first.
 	if res.memory, err = memoryOf(cfg.managerPID, cfg.metricsURL); err != nil {
 		return res, remove, err
@@ -634,7 +630,7 @@ func report(r results, cfg config) error {
 		add("api_writes_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.apiWrites) / float64(cfg.n) }))
 		add("podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.podmanCalls) / float64(cfg.n) }))
 		add("raw_podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return float64(rep.raw.calls) / float64(cfg.n) }))
-		add("rss_mib_10k", single(r.scale.rssMiB))
+		add("rss_mib_10k", single(r.scale.memory.RSSMiB))
 		add("idle_cpu_pct_10k", single(100*r.scale.cpuSeconds/cfg.resyncPeriod.Seconds()))
 		add("podman_calls_finished", single(r.scale.podmanCallsFinished))
 	}
@@ -708,7 +704,7 @@ func printLatencies(r results, cfg config) {
 // runs.
 func printScale(sc scaleResult, cfg config) {
 	fmt.Printf("\nscale: %d finished runs written in %s; the manager over %s with them: %.2f s CPU, %.0f Podman calls, %.1f MiB resident\n",
-		sc.objects, sc.createWall.Round(time.Second), cfg.resyncPeriod, sc.cpuSeconds, sc.podmanCallsFinished, sc.rssMiB)
+		sc.objects, sc.createWall.Round(time.Second), cfg.resyncPeriod, sc.cpuSeconds, sc.podmanCallsFinished, sc.memory.RSSMiB)
 	m := sc.memory
 	fmt.Printf("resident: %.1f MiB anonymous, %.1f MiB mapped files (the binary); Go heap %.1f MiB in use, %.1f MiB idle of which %.1f MiB released, stacks %.1f MiB, %.1f MiB from the kernel in all, next collection at %.1f MiB\n",
 		m.RSSAnonMiB, m.RSSFileMiB, m.HeapInuseMiB, m.HeapIdleMiB, m.HeapReleasedMiB, m.StackMiB, m.GoSysMiB, m.NextGCMiB)

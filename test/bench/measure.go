@@ -127,19 +127,6 @@ func cpuSeconds(pid int) (float64, error) {
 	return (utime + stime) / ticksPerSecond, nil
 }
 
-// rssMiB is a process's resident memory.
-func rssMiB(pid int) (float64, error) {
-	status, err := procStatusMiB(pid)
-	if err != nil {
-		return 0, err
-	}
-	rss, ok := status["VmRSS"]
-	if !ok {
-		return 0, fmt.Errorf("no VmRSS for process %d", pid)
-	}
-	return rss, nil
-}
-
 // procStatusMiB is the sizes /proc/PID/status gives in kB, in MiB, by field.
 func procStatusMiB(pid int) (map[string]float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -164,6 +151,9 @@ func procStatusMiB(pid int) (map[string]float64, error) {
 // split of it into anonymous memory and mapped files (the binary's pages),
 // and the Go runtime's account of its heap (Prometheus' Go collector).
 type memoryBreakdown struct {
+	// RSSMiB is the whole resident set, RSSAnonMiB plus RSSFileMiB (and
+	// shared memory, none here).
+	RSSMiB     float64 `json:"rss_mib"`
 	RSSAnonMiB float64 `json:"rss_anon_mib"`
 	RSSFileMiB float64 `json:"rss_file_mib"`
 	// HeapInuseMiB is what live and not yet collected objects hold;
@@ -185,6 +175,9 @@ func memoryOf(pid int, metricsURL string) (memoryBreakdown, error) {
 	if err != nil {
 		return memoryBreakdown{}, err
 	}
+	if _, ok := status["VmRSS"]; !ok {
+		return memoryBreakdown{}, fmt.Errorf("no VmRSS for process %d", pid)
+	}
 	body, err := scrape(metricsURL)
 	if err != nil {
 		return memoryBreakdown{}, err
@@ -196,6 +189,7 @@ func memoryOf(pid int, metricsURL string) (memoryBreakdown, error) {
 		}
 	}
 	return memoryBreakdown{
+		RSSMiB:          status["VmRSS"],
 		RSSAnonMiB:      status["RssAnon"],
 		RSSFileMiB:      status["RssFile"],
 		HeapInuseMiB:    gauges["go_memstats_heap_inuse_bytes"],
