@@ -359,14 +359,20 @@ func (r *AgentRunReconciler) SetupWithManager(mgr ctrl.Manager, podmanEvents sou
 // oursBeforeOrAfter passes the events of runs this host may act on, and the
 // update that takes a run away from it (so it lets go of what it held).
 func (r *AgentRunReconciler) oursBeforeOrAfter() predicate.Predicate {
-	ours := func(o client.Object) bool {
+	return runsBeforeOrAfter(r.isOurs)
+}
+
+// runsBeforeOrAfter passes the events of AgentRuns that match, and the
+// update that makes one stop matching.
+func runsBeforeOrAfter(match func(*agentsv1alpha1.AgentRun) bool) predicate.Predicate {
+	matches := func(o client.Object) bool {
 		run, ok := o.(*agentsv1alpha1.AgentRun)
-		return ok && r.isOurs(run)
+		return ok && match(run)
 	}
 	return predicate.Funcs{
-		CreateFunc:  func(e event.CreateEvent) bool { return ours(e.Object) },
-		DeleteFunc:  func(e event.DeleteEvent) bool { return ours(e.Object) },
-		GenericFunc: func(e event.GenericEvent) bool { return ours(e.Object) },
-		UpdateFunc:  func(e event.UpdateEvent) bool { return ours(e.ObjectOld) || ours(e.ObjectNew) },
+		CreateFunc:  func(e event.CreateEvent) bool { return matches(e.Object) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return matches(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return matches(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return matches(e.ObjectOld) || matches(e.ObjectNew) },
 	}
 }

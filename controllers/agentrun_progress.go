@@ -13,9 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -147,17 +145,8 @@ func (r *ProgressReconciler) refresh(ctx context.Context, run *agentsv1alpha1.Ag
 // SetupWithManager registers the controller, watching the runs that run on
 // this host and the update that ends that (so it lets go of what it read).
 func (r *ProgressReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	runsHere := func(o client.Object) bool {
-		run, ok := o.(*agentsv1alpha1.AgentRun)
-		return ok && r.runsHere(run)
-	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.Funcs{
-			CreateFunc:  func(e event.CreateEvent) bool { return runsHere(e.Object) },
-			DeleteFunc:  func(e event.DeleteEvent) bool { return runsHere(e.Object) },
-			GenericFunc: func(e event.GenericEvent) bool { return runsHere(e.Object) },
-			UpdateFunc:  func(e event.UpdateEvent) bool { return runsHere(e.ObjectOld) || runsHere(e.ObjectNew) },
-		})).
+		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(runsBeforeOrAfter(r.runsHere))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: progressWorkers}).
 		Named("agentrun-progress").
 		Complete(r)
