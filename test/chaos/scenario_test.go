@@ -390,11 +390,14 @@ func (s *scenario) finish(ctx context.Context) *figures {
 
 	// Deletions complete (finalizers done) within 3 minutes.
 	var left []agentsv1alpha1.AgentRun
-	_ = waitUntil(ctx, 3*time.Minute, "the runs' deletion", func() bool {
-		runs, err := s.list(ctx)
-		left = runs
-		return err == nil && len(runs) == 0
-	})
+	var listErr error
+	if err := waitUntil(ctx, 3*time.Minute, "the runs' deletion", func() bool {
+		left, listErr = s.list(ctx)
+		return listErr == nil && len(left) == 0
+	}); err != nil && listErr != nil {
+		// The runs left are unknown: no count of them can be trusted.
+		s.problem("%v: the last list of the runs failed: %v", err, listErr)
+	}
 	for _, run := range left {
 		r.Stuck++
 		s.problem("run %s not gone 3 minutes after its deletion (finalizers %v, phase %s on %q)", run.Name, run.Finalizers, run.Status.Phase, run.Status.Host)
@@ -428,13 +431,33 @@ func (s *scenario) finish(ctx context.Context) *figures {
 		s.problem("orphan container %s on %s (%s)", o.Name, o.Host, o.State)
 	}
 
-	events := s.events(ctx)
+	s.countAttempts(r, uids, s.events(ctx))
+	r.Panics = s.panics()
+	for _, err := range s.errs {
+		s.problem("%v", err)
+	}
+	r.Seconds = time.Since(s.start).Seconds()
+	r.Notes, r.Problems = s.notes, s.problems
+	r.Passed = len(r.Problems) == 0 && r.Succeeded == r.Runs && r.DuplicateContainers+r.LostResults+r.Orphans+r.Stuck+r.Panics == 0
+	table = append(table, r)
+	say("chaos: scenario %s took %s: runs=%d succeeded=%d duplicate_containers=%d lost_results=%d orphans=%d stuck=%d panics=%d failovers=%d reruns=%d",
+		s.name, r.duration(), r.Runs, r.Succeeded, r.DuplicateContainers, r.LostResults, r.Orphans, r.Stuck, r.Panics, r.Failovers, r.Reruns)
+	return r
+}
+
+// countAttempts counts, from the hosts' container events, what each run's
+// attempts did: duplicate containers, lost results and reruns, and the
+// finished runs' outcomes. Every final attempt must show exactly one create
+// and one died event: an event read that came back short (a host's Podman
+// restarted, a read cut off) would otherwise count as no duplicate and no
+// lost result.
+func (s *scenario) countAttempts(r *figures, uids map[string]*agentsv1alpha1.AgentRun, events []fleet.ContainerEvent) {
 	creates := fleet.CreatesByAttempt(events)
 	s.creates = creates
-	died := map[fleet.AttemptKey]fleet.ContainerEvent{}
+	died := map[fleet.AttemptKey][]fleet.ContainerEvent{}
 	for _, e := range events {
 		if _, ours := uids[e.UID]; ours && e.Action == "died" {
-			died[e.Key()] = e
+			died[e.Key()] = append(died[e.Key()], e)
 		}
 	}
 	for key, hosts := range creates {
@@ -446,10 +469,10 @@ func (s *scenario) finish(ctx context.Context) *figures {
 		s.problem("run %s attempt %d: %d containers created (on %v)", run.Name, key.Attempt, len(hosts), hosts)
 	}
 
-	for key, e := range died {
-		if run := s.final[uids[key.UID].Name]; run != nil && e.ExitCode == 0 && key.Attempt < int(run.Status.Attempts) {
+	for key, es := range died {
+		if run := s.final[uids[key.UID].Name]; run != nil && es[0].ExitCode == 0 && key.Attempt < int(run.Status.Attempts) {
 			r.Reruns++
-			s.note("run %s attempt %d exited 0 on %s, and the run went on to attempt %d", run.Name, key.Attempt, e.Host, run.Status.Attempts)
+			s.note("run %s attempt %d exited 0 on %s, and the run went on to attempt %d", run.Name, key.Attempt, es[0].Host, run.Status.Attempts)
 		}
 	}
 	for name, run := range s.final {
@@ -461,10 +484,13 @@ func (s *scenario) finish(ctx context.Context) *figures {
 			s.problem("run %s ended %s on %q after %d attempt(s): %s", name, st.Phase, st.Host, st.Attempts, st.Message)
 		}
 		key := fleet.AttemptKey{UID: string(run.UID), Attempt: int(st.Attempts)}
+		if n, d := len(creates[key]), len(died[key]); n != 1 || d != 1 {
+			s.problem("run %s attempt %d: %d create and %d died event(s) read from the hosts, want one of each", name, key.Attempt, n, d)
+		}
 		lost := false
-		if e, ok := died[key]; ok && (st.ExitCode == nil || int(*st.ExitCode) != e.ExitCode) {
+		if es := died[key]; len(es) > 0 && (st.ExitCode == nil || int(*st.ExitCode) != es[0].ExitCode) {
 			lost = true
-			s.problem("run %s attempt %d: its container %s exited %d on %s, status.exitCode is %s", name, key.Attempt, e.Name, e.ExitCode, e.Host, exitCode(st.ExitCode))
+			s.problem("run %s attempt %d: its container %s exited %d on %s, status.exitCode is %s", name, key.Attempt, es[0].Name, es[0].ExitCode, es[0].Host, exitCode(st.ExitCode))
 		}
 		if fin := meta.FindStatusCondition(st.Conditions, agentsv1alpha1.ConditionFinished); !lost && fin != nil && fin.Reason == agentsv1alpha1.ReasonContainerLost {
 			lost = true
@@ -477,18 +503,6 @@ func (s *scenario) finish(ctx context.Context) *figures {
 			s.problem("run %s: %d attempt(s) (%d disrupted), want %d", name, st.Attempts, st.DisruptedAttempts, want)
 		}
 	}
-
-	r.Panics = s.panics()
-	for _, err := range s.errs {
-		s.problem("%v", err)
-	}
-	r.Seconds = time.Since(s.start).Seconds()
-	r.Notes, r.Problems = s.notes, s.problems
-	r.Passed = len(r.Problems) == 0 && r.Succeeded == r.Runs && r.DuplicateContainers+r.LostResults+r.Orphans+r.Stuck+r.Panics == 0
-	table = append(table, r)
-	say("chaos: scenario %s took %s: runs=%d succeeded=%d duplicate_containers=%d lost_results=%d orphans=%d stuck=%d panics=%d failovers=%d reruns=%d",
-		s.name, r.duration(), r.Runs, r.Succeeded, r.DuplicateContainers, r.LostResults, r.Orphans, r.Stuck, r.Panics, r.Failovers, r.Reruns)
-	return r
 }
 
 func exitCode(p *int32) string {
@@ -518,13 +532,12 @@ func (s *scenario) events(ctx context.Context) []fleet.ContainerEvent {
 func (s *scenario) panics() int {
 	n := 0
 	for _, p := range managerLogs() {
-		fh, err := os.Open(p)
+		data, err := readFrom(p, s.logs[p])
 		if err != nil {
+			// A log that cannot be read could hide a panic.
+			s.problem("reading %s for panics: %v", p, err)
 			continue
 		}
-		_, _ = fh.Seek(s.logs[p], io.SeekStart)
-		data, _ := io.ReadAll(fh)
-		fh.Close()
 		for _, line := range strings.Split(string(data), "\n") {
 			if strings.Contains(line, "panic") {
 				n++
@@ -533,6 +546,19 @@ func (s *scenario) panics() int {
 		}
 	}
 	return n
+}
+
+// readFrom reads the file at path from offset on.
+func readFrom(path string, offset int64) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	if _, err := fh.Seek(offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(fh)
 }
 
 // check fails the spec when a figure is not zero (the suite goes on).
