@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 func parse(t *testing.T, args ...string) (*options, error) {
@@ -131,5 +136,79 @@ func TestLogEndpointOptions(t *testing.T) {
 		if _, err := parse(t, "--mode=host", "--logs-bind-address="+bind); err == nil {
 			t.Errorf("--logs-bind-address=%s without --logs-url was accepted", bind)
 		}
+	}
+}
+
+// The suites each build their own policy; these see the one the manager
+// builds from its flags, which is what a host runs with.
+
+// mountRefusal is what the host's policy says of a run that mounts source.
+func mountRefusal(t *testing.T, p policy.Policy, source string) string {
+	t.Helper()
+	spec := containers.Spec{Image: "localhost/agent:1", Mounts: []containers.Mount{{Source: source, Destination: "/workspace"}}}
+	if refused := p.Apply(&spec); refused != nil {
+		return refused.Reason + ": " + refused.Message
+	}
+	return ""
+}
+
+func TestHostPolicyDefaults(t *testing.T) {
+	o, err := parse(t, "--mode=host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := o.hostConfig(nil).Policy
+	if got := strings.Join(p.ForbiddenVolumePaths, ","); got != "/run/podman" {
+		t.Errorf("forbidden volume paths %q; want the Podman socket's directory", got)
+	}
+	if got := mountRefusal(t, p, "/tmp/repo"); !strings.Contains(got, "this host allows no volumes") {
+		t.Errorf("a volume on a default host: %q; want it refused, the allowlist being empty", got)
+	}
+	spec := containers.Spec{Image: "localhost/agent:1"}
+	if refused := p.Apply(&spec); refused != nil {
+		t.Fatal(refused)
+	}
+	if spec.User != "1000:1000" || len(spec.CapAdd) != 0 || strings.Join(spec.CapDrop, ",") != "ALL" || !spec.NoNewPrivileges {
+		t.Errorf("container user %q, capabilities added %v, dropped %v, no-new-privileges %t; want 1000:1000, none, ALL, true",
+			spec.User, spec.CapAdd, spec.CapDrop, spec.NoNewPrivileges)
+	}
+	if o.podmanCallTimeout != 2*time.Minute {
+		t.Errorf("Podman call deadline %s, want 2m", o.podmanCallTimeout)
+	}
+}
+
+// Outside /run (which no run may mount anyway) only the socket's own
+// directory keeps runs from the Podman API, even where the allowlist holds it.
+func TestHostPolicyForbidsTheSocketDirectoryWhereverItIs(t *testing.T) {
+	o, err := parse(t, "--mode=host", "--podman-socket=/srv/podman/podman.sock", "--allowed-volume-paths=/srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := o.hostConfig(nil).Policy
+	for _, source := range []string{"/srv/podman", "/srv"} {
+		if got := mountRefusal(t, p, source); !strings.Contains(got, "is or holds /srv/podman, which no run may mount") {
+			t.Errorf("volume %s: %q; want it refused for holding the Podman socket", source, got)
+		}
+	}
+}
+
+// stalledPodman answers no ping until its caller gives up.
+type stalledPodman struct{ containers.Runtime }
+
+func (stalledPodman) Ping(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestHostRuntimeHasTheCallDeadline(t *testing.T) {
+	o, err := parse(t, "--mode=host", "--podman-call-timeout=100ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The outer deadline only ends the test when the host's own is missing.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := o.hostConfig(stalledPodman{}).Runtime.Ping(ctx); !errors.Is(err, containers.ErrUnavailable) {
+		t.Errorf("a ping Podman never answers: %v; want ErrUnavailable after --podman-call-timeout", err)
 	}
 }
