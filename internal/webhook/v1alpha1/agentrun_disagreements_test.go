@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -68,7 +69,9 @@ var disagreementsByDesign = []disagreement{
 		class: "an optional field written as \"\"",
 		reason: "the typed AgentRun the webhook decodes cannot tell \"\" from an absent field (omitempty), and treats " +
 			"both as unset; the CRD sees the JSON and applies the field's pattern to \"\"",
-		crdOnly: func(v verdict, e *field.Error) bool { return valueAt(v.obj, e.Field) == "" },
+		crdOnly: func(v verdict, e *field.Error) bool {
+			return slices.Contains(optionalStringFields, e.Field) && valueAt(v.obj, e.Field) == ""
+		},
 	},
 	{
 		class: "a timeout spelled outside the CRD's pattern (+5s, 1.s, 5µs)",
@@ -89,6 +92,15 @@ var disagreementsByDesign = []disagreement{
 			return v.old != nil && ruleOf(e.Detail) == "immutable spec" && reflect.DeepEqual(canonicalSpec(v.obj), canonicalSpec(v.old))
 		},
 	},
+}
+
+// optionalStringFields are the spec's optional strings (omitempty), which the
+// typed AgentRun reads as unset when written as "". spec.prompt is not one:
+// "" is no prompt, and both sides must refuse it.
+var optionalStringFields = []string{
+	"spec.workdir", "spec.image", "spec.hostName", "spec.continueFrom",
+	"spec.podman.memory", "spec.podman.cpus", "spec.podman.network",
+	"spec.claude.model", "spec.claude.maxBudgetUSD", "spec.claude.permissionMode", "spec.claude.appendSystemPrompt",
 }
 
 // timeoutPattern is spec.timeout's pattern in the CRD.

@@ -483,8 +483,14 @@ func FuzzAgentRunCreate(f *testing.F) {
 	) {
 		in := specInput{mask, extra, prompt, workdir, image, hostName, key, value, secret, volume1, volume2,
 			memory, cpus, network, timeout, backoffLimit, ttl, selectorKey, selectorOperator, selectorValue, command}
-		requireAgreement(t, admit(t, in.object(), nil))
+		requireAgreement(t, createAdmission(t, in))
 	})
+}
+
+// createAdmission admits the run in as created.
+func createAdmission(t *testing.T, in specInput) verdict {
+	t.Helper()
+	return admit(t, in.object(), nil)
 }
 
 // The changes FuzzAgentRunUpdate makes to a stored run, chosen by its change
@@ -540,18 +546,26 @@ func FuzzAgentRunUpdate(f *testing.F) {
 	) {
 		in := specInput{mask, extra, prompt, workdir, image, hostName, key, value, secret, volume1, volume2,
 			memory, cpus, network, timeout, backoffLimit, ttl, selectorKey, selectorOperator, selectorValue, command}
-		old := in.object()
-		obj := decoded(old)
-		spec := obj["spec"].(map[string]any)
-		specChanges[int(change)%len(specChanges)](spec, newValue)
-		switch newCancel % 3 {
-		case 0:
-			delete(spec, "cancel")
-		case 1:
-			spec["cancel"] = true
-		case 2:
-			spec["cancel"] = false
-		}
-		requireAgreement(t, admit(t, decoded(obj), old))
+		requireAgreement(t, updateAdmission(t, in, change, newValue, newCancel))
 	})
+}
+
+// updateAdmission admits an update of the stored run in: the change to its
+// spec chosen by change, writing newValue, and spec.cancel removed, set or
+// cleared by newCancel.
+func updateAdmission(t *testing.T, in specInput, change uint8, newValue string, newCancel uint8) verdict {
+	t.Helper()
+	old := in.object()
+	obj := decoded(old)
+	spec := obj["spec"].(map[string]any)
+	specChanges[int(change)%len(specChanges)](spec, newValue)
+	switch newCancel % 3 {
+	case 0:
+		delete(spec, "cancel")
+	case 1:
+		spec["cancel"] = true
+	case 2:
+		spec["cancel"] = false
+	}
+	return admit(t, decoded(obj), old)
 }
