@@ -33,7 +33,10 @@ var _ = Describe("Runs whose metadata other clients write while they launch", fu
 			runs = append(runs, run)
 		}
 
-		writeMetadataFor(ctx, runs, 15*time.Second)
+		landed := writeMetadataFor(ctx, runs, 15*time.Second)
+		for _, run := range runs {
+			Expect(landed[run.Name]).To(BeNumerically(">", 0), "no metadata write landed on run %s", run.Name)
+		}
 
 		for _, run := range runs {
 			done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 90*time.Second)
@@ -42,6 +45,8 @@ var _ = Describe("Runs whose metadata other clients write while they launch", fu
 			cs := runContainers(ctx, run)
 			Expect(cs).To(HaveLen(1), "run %s must have had exactly one container", run.Name)
 			Expect(cs[0].Name).To(Equal(done.Status.ContainerName))
+			Expect(creates.of(done.Status.ContainerName)).To(Equal([]string{host}),
+				"run %s: a second create would have met the first container's name and adopted it", run.Name)
 		}
 		// Every slot is free again: a further run starts at once.
 		next := newRun("meta-next", func(r *agentsv1alpha1.AgentRun) {
@@ -56,11 +61,15 @@ var _ = Describe("Runs whose metadata other clients write while they launch", fu
 
 // writeMetadataFor writes a label and an annotation on every run, over and
 // over, for d, as a GitOps tool would: merge patches that carry no
-// resourceVersion, so each one lands and moves the run's version on.
-func writeMetadataFor(ctx context.Context, runs []*agentsv1alpha1.AgentRun, d time.Duration) {
+// resourceVersion, so each one lands and moves the run's version on. It
+// returns how many landed on each run, by name (a run that finished and went
+// takes no more).
+func writeMetadataFor(ctx context.Context, runs []*agentsv1alpha1.AgentRun, d time.Duration) map[string]int {
 	GinkgoHelper()
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	landed := map[string]int{}
 	for _, run := range runs {
 		wg.Add(1)
 		go func() {
@@ -68,10 +77,15 @@ func writeMetadataFor(ctx context.Context, runs []*agentsv1alpha1.AgentRun, d ti
 			defer wg.Done()
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				patch := fmt.Sprintf(`{"metadata":{"labels":{"gitops/sync":"s%d"},"annotations":{"gitops/revision":"r%d"}}}`, i, i)
-				_ = k8s.Patch(ctx, run.DeepCopy(), client.RawPatch("application/merge-patch+json", []byte(patch)))
+				if k8s.Patch(ctx, run.DeepCopy(), client.RawPatch("application/merge-patch+json", []byte(patch))) == nil {
+					mu.Lock()
+					landed[run.Name]++
+					mu.Unlock()
+				}
 				time.Sleep(100 * time.Millisecond)
 			}
 		}()
 	}
 	wg.Wait()
+	return landed
 }

@@ -89,11 +89,18 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 	It("holds runs beyond the host's capacity Pending, then starts them in creation order", func(ctx SpecContext) {
 		const host = "host-capacity"
 		DeferCleanup(startHostWith(host, rt, false, 1))
+		// Each run holds its slot until the test lets it go, so the second
+		// is seen waiting however slow the machine is.
+		gate, err := os.MkdirTemp("/tmp", "agentrun-gate-")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(os.RemoveAll, gate)
+		Expect(os.Chmod(gate, 0o755)).To(Succeed()) // readable by the container's non-root user
 		var runs []*agentsv1alpha1.AgentRun
 		for i := range 2 {
 			run := newRun(fmt.Sprintf("cap%d", i), func(r *agentsv1alpha1.AgentRun) {
 				r.Spec.HostName = host
-				r.Spec.Command = []string{"sh", "-c", "sleep 2", "sh"}
+				r.Spec.Podman.Volumes = []string{gate + ":/gate:ro"}
+				r.Spec.Command = []string{"sh", "-c", "until [ -e /gate/go ]; do sleep 0.2; done", "sh"}
 			})
 			Expect(k8s.Create(ctx, run)).To(Succeed())
 			cleanUp(run)
@@ -108,7 +115,8 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 			second := get(ctx, runs[1])
 			g.Expect(second.Status.Phase).To(Equal(agentsv1alpha1.PhasePending))
 			g.Expect(conditionOf(second, agentsv1alpha1.ConditionStarted).Reason).To(Equal(agentsv1alpha1.ReasonWaitingForCapacity))
-		}).WithContext(ctx).WithTimeout(5 * time.Second).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(20 * time.Second).Should(Succeed())
+		Expect(os.WriteFile(filepath.Join(gate, "go"), nil, 0o644)).To(Succeed())
 
 		done := waitForPhase(ctx, runs[0], agentsv1alpha1.PhaseSucceeded, 20*time.Second)
 		second := waitForPhase(ctx, runs[1], agentsv1alpha1.PhaseSucceeded, 30*time.Second)
@@ -122,16 +130,25 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 		link := real + "-link"
 		Expect(os.Symlink(real, link)).To(Succeed())
 		DeferCleanup(os.Remove, link)
+		// A host whose allowlist holds the Podman socket's directory: only
+		// the forbidden paths keep runs from mounting it there.
+		const socketHost = "host-socket-allowed"
 		socketDir := filepath.Dir(testenv.PodmanSocket())
+		allowing := hostConfig(socketHost, rt, false, 0)
+		allowing.Policy.AllowedVolumePaths = append(allowing.Policy.AllowedVolumePaths, filepath.Dir(socketDir))
+		DeferCleanup(startHostConfig(allowing))
 		volume := newRun("volume", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/root:/workspace"} })
-		socket := newRun("socket", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{socketDir + ":/podman"} })
+		socket := newRun("socket", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = socketHost
+			r.Spec.Podman.Volumes = []string{socketDir + ":/podman"}
+		})
 		symlink := newRun("symlink", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{link + ":/workspace"} })
 		relabel := newRun("relabel", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{real + ":/workspace:U"} })
 		hostNet := newRun("hostnet", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Network = "host" })
 		image := newRun("image", func(r *agentsv1alpha1.AgentRun) { r.Spec.Image = "quay.io/someone/agent:1" })
 		for run, want := range map[*agentsv1alpha1.AgentRun][]string{
 			volume:  {agentsv1alpha1.ReasonVolumeNotAllowed, "/root"},
-			socket:  {agentsv1alpha1.ReasonVolumeNotAllowed, socketDir},
+			socket:  {agentsv1alpha1.ReasonVolumeNotAllowed, "host path " + socketDir + " is or holds ", ", which no run may mount"},
 			symlink: {agentsv1alpha1.ReasonVolumeNotAllowed, link + " is a symbolic link"},
 			relabel: {agentsv1alpha1.ReasonVolumeNotAllowed, "--allow-volume-relabel"},
 			hostNet: {agentsv1alpha1.ReasonNetworkNotAllowed, `"host"`},
@@ -142,7 +159,9 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 			failed := waitForPhase(ctx, run, agentsv1alpha1.PhaseFailed, 20*time.Second)
 			c := conditionOf(failed, agentsv1alpha1.ConditionFailed)
 			Expect(c.Reason).To(Equal(want[0]))
-			Expect(c.Message).To(ContainSubstring(want[1]))
+			for _, part := range want[1:] {
+				Expect(c.Message).To(ContainSubstring(part), "run %s", run.Name)
+			}
 			Expect(failed.Status.ContainerName).To(BeEmpty())
 			Expect(runContainers(ctx, run)).To(BeEmpty())
 		}

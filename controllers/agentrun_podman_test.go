@@ -256,11 +256,15 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 			cs := runContainers(ctx, run)
 			Expect(cs).To(HaveLen(1), "run %s must have exactly one container", run.Name)
 			Expect(cs[0].Labels[agentsv1alpha1.LabelHost]).To(Equal(done.Status.Host))
+			Expect(creates.of(done.Status.ContainerName)).To(Equal([]string{done.Status.Host}),
+				"run %s: the hosts that asked to create its container", run.Name)
 		}
 		GinkgoWriter.Printf("runs per host: %v\n", hosts)
 		Expect(hosts[hostA] + hosts[hostB]).To(Equal(len(runs)))
-		Expect(waitForPhase(ctx, pinned, agentsv1alpha1.PhaseSucceeded, 30*time.Second).Status.Host).To(Equal(hostB))
+		pinnedDone := waitForPhase(ctx, pinned, agentsv1alpha1.PhaseSucceeded, 30*time.Second)
+		Expect(pinnedDone.Status.Host).To(Equal(hostB))
 		Expect(runContainers(ctx, pinned)).To(HaveLen(1))
+		Expect(creates.of(pinnedDone.Status.ContainerName)).To(Equal([]string{hostB}))
 	})
 
 	It("is adopted by a restarted manager, which records a result it missed, then removes the container", func(ctx SpecContext) {

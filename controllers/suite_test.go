@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"context"
 	"io"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,7 +183,7 @@ func addHost(mgr ctrl.Manager, host string, runtime containers.Runtime, keepCont
 func hostConfig(host string, runtime containers.Runtime, keepContainers bool, maxRuns int) controllers.HostConfig {
 	return controllers.HostConfig{
 		Host:               host,
-		Runtime:            runtime,
+		Runtime:            recordingCreates{Runtime: runtime, host: host},
 		Defaults:           controllers.Defaults{Image: testImage, Command: []string{"sh", "-c", `echo "agent got: $1"`, "agent"}},
 		OutputTailBytes:    4096,
 		KeepContainers:     keepContainers,
@@ -202,4 +204,35 @@ func hostConfig(host string, runtime containers.Runtime, keepContainers bool, ma
 		NotifyAttempts:     4,
 		NotifyRetryBackoff: 200 * time.Millisecond,
 	}
+}
+
+// creates are the container creates each simulated host asked for, by
+// container name. The hosts share one Podman, where a second create of a
+// run's container fails on its name and the host then adopts the first: the
+// containers alone never show a run launched twice, the hosts' calls do.
+var creates = &createLog{hosts: map[string][]string{}}
+
+type createLog struct {
+	mu    sync.Mutex
+	hosts map[string][]string
+}
+
+// of are the hosts that asked to create the container, once per call.
+func (l *createLog) of(container string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.hosts[container])
+}
+
+// recordingCreates is a host's runtime that notes its creates in creates.
+type recordingCreates struct {
+	containers.Runtime
+	host string
+}
+
+func (r recordingCreates) Create(ctx context.Context, spec containers.Spec) (string, error) {
+	creates.mu.Lock()
+	creates.hosts[spec.Name] = append(creates.hosts[spec.Name], r.host)
+	creates.mu.Unlock()
+	return r.Runtime.Create(ctx, spec)
 }
