@@ -45,7 +45,7 @@ var _ = Describe("Runs whose metadata other clients write while they launch", fu
 			cs := runContainers(ctx, run)
 			Expect(cs).To(HaveLen(1), "run %s must have had exactly one container", run.Name)
 			Expect(cs[0].Name).To(Equal(done.Status.ContainerName))
-			Expect(creates.of(done.Status.ContainerName)).To(Equal([]string{host}),
+			Expect(hostCreates.of(done.Status.ContainerName)).To(Equal([]string{host}),
 				"run %s: a second create would have met the first container's name and adopted it", run.Name)
 		}
 		// Every slot is free again: a further run starts at once.

@@ -19,6 +19,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/redact"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
 
@@ -124,7 +125,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		run := newRun("secret", func(r *agentsv1alpha1.AgentRun) {
 			r.Spec.Prompt = "Review the open PRs"
 			r.Spec.Command = []string{"sh", "-c",
-				`echo "token sha256 $(printf %s "$GH_TOKEN" | sha256sum | cut -d' ' -f1)"; echo "env prompt: $AGENT_PROMPT"; echo "arg prompt: $1"; echo "plain: $LOG_LEVEL"; pwd`, "sh"}
+				`echo "token sha256 $(printf %s "$GH_TOKEN" | sha256sum | cut -d' ' -f1)"; echo "token: $GH_TOKEN"; echo "env prompt: $AGENT_PROMPT"; echo "arg prompt: $1"; echo "plain: $LOG_LEVEL"; pwd`, "sh"}
 			r.Spec.Workdir = "/tmp"
 			r.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"GH_TOKEN": agentsv1alpha1.SecretName(secretName)}
 			r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"LOG_LEVEL": "debug"}
@@ -134,6 +135,9 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 
 		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 30*time.Second)
 		Expect(done.Status.Output).To(ContainSubstring(fmt.Sprintf("token sha256 %x", sha256.Sum256([]byte(secretValue)))))
+		// The container prints the value itself too, so that the checks
+		// below see a value the host had to mask, not one never printed.
+		Expect(done.Status.Output).To(ContainSubstring("token: " + redact.Mask + "\n"))
 		Expect(done.Status.Output).To(ContainSubstring("env prompt: Review the open PRs"))
 		Expect(done.Status.Output).To(ContainSubstring("arg prompt: Review the open PRs"))
 		Expect(done.Status.Output).To(ContainSubstring("plain: debug"))
@@ -256,7 +260,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 			cs := runContainers(ctx, run)
 			Expect(cs).To(HaveLen(1), "run %s must have exactly one container", run.Name)
 			Expect(cs[0].Labels[agentsv1alpha1.LabelHost]).To(Equal(done.Status.Host))
-			Expect(creates.of(done.Status.ContainerName)).To(Equal([]string{done.Status.Host}),
+			Expect(hostCreates.of(done.Status.ContainerName)).To(Equal([]string{done.Status.Host}),
 				"run %s: the hosts that asked to create its container", run.Name)
 		}
 		GinkgoWriter.Printf("runs per host: %v\n", hosts)
@@ -264,7 +268,7 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		pinnedDone := waitForPhase(ctx, pinned, agentsv1alpha1.PhaseSucceeded, 30*time.Second)
 		Expect(pinnedDone.Status.Host).To(Equal(hostB))
 		Expect(runContainers(ctx, pinned)).To(HaveLen(1))
-		Expect(creates.of(pinnedDone.Status.ContainerName)).To(Equal([]string{hostB}))
+		Expect(hostCreates.of(pinnedDone.Status.ContainerName)).To(Equal([]string{hostB}))
 	})
 
 	It("is adopted by a restarted manager, which records a result it missed, then removes the container", func(ctx SpecContext) {

@@ -123,7 +123,11 @@ func TestLongMessagesAreCutToTheirBounds(t *testing.T) {
 	}
 	h := newHarness(t)
 	h.r.recordTransition(plainRun("long", nil), runState{}, long)
-	for _, e := range h.events() {
+	events := h.events()
+	if len(events) == 0 {
+		t.Fatal("the transition recorded no event: nothing to check the size of")
+	}
+	for _, e := range events {
 		if len(e) > maxEventNoteBytes+100 {
 			t.Errorf("an event of %d bytes would be refused by the API server", len(e))
 		}

@@ -31,6 +31,15 @@ type fleetHarness struct {
 	lifecycle *HostLifecycleReconciler
 }
 
+// get reads the object at key into obj, failing the test when it is gone: a
+// check of what the fleet wrote must not pass on an object it deleted.
+func (f *fleetHarness) get(key client.ObjectKey, obj client.Object) {
+	f.t.Helper()
+	if err := f.c.Get(context.Background(), key, obj); err != nil {
+		f.t.Fatalf("getting %s: %v", key, err)
+	}
+}
+
 func newFleetHarness(t *testing.T, objs ...client.Object) *fleetHarness {
 	t.Helper()
 	scheme := runtime.NewScheme()
@@ -152,12 +161,12 @@ func TestLostHostsRunsAreFailedOverOrFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := &agentsv1alpha1.PodmanHost{}
-	_ = f.c.Get(context.Background(), types.NamespacedName{Name: "a"}, host)
+	f.get(types.NamespacedName{Name: "a"}, host)
 	if c := meta.FindStatusCondition(host.Status.Conditions, agentsv1alpha1.HostConditionReady); c == nil || c.Reason != agentsv1alpha1.ReasonHeartbeatLost {
 		t.Fatalf("host Ready = %+v; want False, HeartbeatLost", c)
 	}
 	got := &agentsv1alpha1.AgentRun{}
-	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(running), got)
+	f.get(client.ObjectKeyFromObject(running), got)
 	if got.Status.Host != "" || got.Status.ContainerName != "" || got.Status.DisruptedAttempts != 1 || got.Status.Attempts != 1 ||
 		got.Status.Phase != agentsv1alpha1.PhasePending || condition(got, agentsv1alpha1.ConditionHostLost).Status != metav1.ConditionTrue {
 		t.Fatalf("unpinned run after its host was lost: %+v", got.Status)
@@ -165,7 +174,7 @@ func TestLostHostsRunsAreFailedOverOrFailed(t *testing.T) {
 	if !awaitsPlacement(got) {
 		t.Fatal("the unpinned run must wait to be placed again")
 	}
-	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(pinned), got)
+	f.get(client.ObjectKeyFromObject(pinned), got)
 	if got.Status.Phase != agentsv1alpha1.PhaseFailed || condition(got, agentsv1alpha1.ConditionFinished).Reason != agentsv1alpha1.ReasonHostLost {
 		t.Fatalf("pinned run after its host was lost: %+v", got.Status)
 	}
@@ -181,7 +190,7 @@ func TestPinnedRunsMayWaitForTheirLostHost(t *testing.T) {
 	f.lifecycleAt("a", 0)
 	f.lifecycleAt("a", 41*time.Second)
 	got := &agentsv1alpha1.AgentRun{}
-	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(pinned), got)
+	f.get(client.ObjectKeyFromObject(pinned), got)
 	if got.Status.Phase != agentsv1alpha1.PhaseRunning || condition(got, agentsv1alpha1.ConditionHostLost).Status != metav1.ConditionTrue {
 		t.Fatalf("pinned run waiting for its lost host: %+v", got.Status)
 	}
@@ -221,11 +230,11 @@ func TestDeletingALostHostReleasesItsFinishedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := &agentsv1alpha1.AgentRun{}
-	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(done), got)
+	f.get(client.ObjectKeyFromObject(done), got)
 	if len(got.Finalizers) != 0 {
 		t.Fatalf("the finished run of a deleted host keeps its finalizer: %v", got.Finalizers)
 	}
-	_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(elsewhere), got)
+	f.get(client.ObjectKeyFromObject(elsewhere), got)
 	if len(got.Finalizers) != 1 {
 		t.Fatal("another host's run lost its finalizer")
 	}
@@ -312,7 +321,7 @@ func TestARunLostBeforeItsLaunchWasRecordedMovesOnToTheNextAttempt(t *testing.T)
 				t.Fatalf("host a: %s", reason)
 			}
 			got := &agentsv1alpha1.AgentRun{}
-			_ = f.c.Get(context.Background(), client.ObjectKeyFromObject(run), got)
+			f.get(client.ObjectKeyFromObject(run), got)
 			if got.Status.Host != "" || got.Status.Attempts != status.Attempts+1 || got.Status.DisruptedAttempts != 1 {
 				t.Fatalf("after its host was lost: attempts %d (disrupted %d), want %d (1), so that the next host launches attempt %d",
 					got.Status.Attempts, got.Status.DisruptedAttempts, status.Attempts+1, status.Attempts+2)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,11 +207,11 @@ func hostConfig(host string, runtime containers.Runtime, keepContainers bool, ma
 	}
 }
 
-// creates are the container creates each simulated host asked for, by
+// hostCreates are the container creates each simulated host asked for, by
 // container name. The hosts share one Podman, where a second create of a
 // run's container fails on its name and the host then adopts the first: the
 // containers alone never show a run launched twice, the hosts' calls do.
-var creates = &createLog{hosts: map[string][]string{}}
+var hostCreates = &createLog{hosts: map[string][]string{}}
 
 type createLog struct {
 	mu    sync.Mutex
@@ -224,15 +225,29 @@ func (l *createLog) of(container string) []string {
 	return slices.Clone(l.hosts[container])
 }
 
-// recordingCreates is a host's runtime that notes its creates in creates.
+// withPrefix is how many creates of containers named with prefix the hosts
+// asked for.
+func (l *createLog) withPrefix(prefix string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for name, hosts := range l.hosts {
+		if strings.HasPrefix(name, prefix) {
+			n += len(hosts)
+		}
+	}
+	return n
+}
+
+// recordingCreates is a host's runtime that notes its creates in hostCreates.
 type recordingCreates struct {
 	containers.Runtime
 	host string
 }
 
 func (r recordingCreates) Create(ctx context.Context, spec containers.Spec) (string, error) {
-	creates.mu.Lock()
-	creates.hosts[spec.Name] = append(creates.hosts[spec.Name], r.host)
-	creates.mu.Unlock()
+	hostCreates.mu.Lock()
+	hostCreates.hosts[spec.Name] = append(hostCreates.hosts[spec.Name], r.host)
+	hostCreates.mu.Unlock()
 	return r.Runtime.Create(ctx, spec)
 }

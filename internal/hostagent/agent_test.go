@@ -78,24 +78,24 @@ func TestBeatRenewsTheLeaseAndWritesStatusOnlyOnChange(t *testing.T) {
 	a, rt, clock, _ := newAgent(t)
 	a.beat(context.Background())
 	host := &agentsv1alpha1.PodmanHost{}
-	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	mustGet(t, a.Reader, types.NamespacedName{Name: "h1"}, host)
 	written := host.ResourceVersion
 
 	clock.Step(10 * time.Second)
 	a.beat(context.Background())
 	lease := &coordinationv1.Lease{}
-	_ = a.Reader.Get(context.Background(), types.NamespacedName{Namespace: "agentrun-system", Name: "h1"}, lease)
+	mustGet(t, a.Reader, types.NamespacedName{Namespace: "agentrun-system", Name: "h1"}, lease)
 	if !lease.Spec.RenewTime.Time.Equal(clock.Now()) {
 		t.Fatalf("Lease renewed at %v, want %v", lease.Spec.RenewTime, clock.Now())
 	}
-	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	mustGet(t, a.Reader, types.NamespacedName{Name: "h1"}, host)
 	if host.ResourceVersion != written {
 		t.Fatal("an unchanged status was written again")
 	}
 	rt.AddSecret("new-secret")
 	clock.Step(10 * time.Second)
 	a.beat(context.Background())
-	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	mustGet(t, a.Reader, types.NamespacedName{Name: "h1"}, host)
 	if !strings.Contains(strings.Join(host.Status.Secrets, ","), "new-secret") {
 		t.Fatalf("a new secret must show at the next heartbeat: %v", host.Status.Secrets)
 	}
@@ -142,7 +142,7 @@ func TestAHostWhosePodmanIsDownSaysSo(t *testing.T) {
 		t.Fatalf("admission = %v; want Podman unavailable", err)
 	}
 	host := &agentsv1alpha1.PodmanHost{}
-	_ = a.Reader.Get(context.Background(), types.NamespacedName{Name: "h1"}, host)
+	mustGet(t, a.Reader, types.NamespacedName{Name: "h1"}, host)
 	if c := meta.FindStatusCondition(host.Status.Conditions, agentsv1alpha1.HostConditionReady); c == nil || c.Reason != agentsv1alpha1.ReasonPodmanUnavailable {
 		t.Fatalf("Ready = %+v", c)
 	}
@@ -261,5 +261,13 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// mustGet reads the object at key into obj, failing the test when it is gone.
+func mustGet(t *testing.T, r client.Reader, key client.ObjectKey, obj client.Object) {
+	t.Helper()
+	if err := r.Get(context.Background(), key, obj); err != nil {
+		t.Fatalf("getting %s: %v", key, err)
 	}
 }
