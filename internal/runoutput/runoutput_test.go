@@ -1,9 +1,13 @@
 package runoutput
 
 import (
+	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/containers/fake"
 	"github.com/agentrun/agentrun/internal/redact"
 )
 
@@ -50,7 +54,60 @@ func TestLineWriterSendsALongLineInPieces(t *testing.T) {
 	if _, err := w.Write([]byte(long)); err != nil {
 		t.Fatal(err)
 	}
-	if out.Len() != maxLine {
-		t.Errorf("a line of %d bytes without a newline sent %d bytes; want it sent whole at the limit", maxLine, out.Len())
+	if want := maxLine - redact.New().Reach(); out.Len() != want {
+		t.Errorf("a line of %d bytes without a newline sent %d bytes; want all but the redactor's reach, %d", maxLine, out.Len(), want)
+	}
+}
+
+// plainValue has no known token shape, so only knowing it masks it.
+const plainValue = "Zq8wLm3vRt7yKp2nXc5bHj9dFg4sAe6u"
+
+// A value that straddles where a long line is cut, or that base64 wraps
+// across lines written one at a time, reaches the reader masked whole.
+func TestLineWriterNeverSplitsAValue(t *testing.T) {
+	encoded := base64.StdEncoding.EncodeToString([]byte("Authorization: Basic " + plainValue))
+	for name, writes := range map[string][]string{
+		"across the long-line cut": {strings.Repeat("x", maxLine-redact.New(plainValue).Reach()-10) + plainValue[:20], plainValue[20:] + strings.Repeat("y", 100) + "\n"},
+		"base64 wrapped, a line a write": {"printed:\n", encoded[:20] + "\n", encoded[20:40] + "\n", encoded[40:] + "\n", "done\n"},
+	} {
+		var out strings.Builder
+		w := NewLineWriter(&out, redact.New(plainValue))
+		for _, s := range writes {
+			if _, err := w.Write([]byte(s)); err != nil {
+				t.Fatal(err)
+			}
+			if got := out.String(); strings.Contains(got, plainValue[:4]) || strings.Contains(got, encoded[28:32]) {
+				t.Errorf("%s: %q leaks part of the value", name, got[max(0, len(got)-200):])
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := out.String(); !strings.Contains(got, redact.Mask) || !strings.HasSuffix(got, "\n") {
+			t.Errorf("%s: %q", name, got[max(0, len(got)-200):])
+		}
+	}
+}
+
+// The tail kept of a run's output starts with no part of a value the cut
+// went through.
+func TestTailMasksBeforeItCuts(t *testing.T) {
+	ctx := context.Background()
+	rt := fake.New("img")
+	id, err := rt.Create(ctx, containers.Spec{Name: "c", Image: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Print(id, "start "+plainValue+" end\n"); err != nil {
+		t.Fatal(err)
+	}
+	for n := range len(plainValue) + 10 {
+		got, err := Tail(ctx, rt, id, redact.New(plainValue), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > n || strings.Contains(got, plainValue[len(plainValue)-8:]) {
+			t.Errorf("the last %d bytes: %q", n, got)
+		}
 	}
 }
