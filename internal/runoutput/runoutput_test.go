@@ -67,7 +67,7 @@ const plainValue = "Zq8wLm3vRt7yKp2nXc5bHj9dFg4sAe6u"
 func TestLineWriterNeverSplitsAValue(t *testing.T) {
 	encoded := base64.StdEncoding.EncodeToString([]byte("Authorization: Basic " + plainValue))
 	for name, writes := range map[string][]string{
-		"across the long-line cut": {strings.Repeat("x", maxLine-redact.New(plainValue).Reach()-10) + plainValue[:20], plainValue[20:] + strings.Repeat("y", 100) + "\n"},
+		"across the long-line cut":       {strings.Repeat("x", maxLine-redact.New(plainValue).Reach()-10) + plainValue[:20], plainValue[20:] + strings.Repeat("y", 100) + "\n"},
 		"base64 wrapped, a line a write": {"printed:\n", encoded[:20] + "\n", encoded[20:40] + "\n", encoded[40:] + "\n", "done\n"},
 	} {
 		var out strings.Builder
