@@ -75,3 +75,33 @@ var _ = Describe("A running run whose token straddles where its output so far is
 		Expect(out).To(Equal("x***"+strings.Repeat("0", 44)), "token %s", token)
 	}, SpecTimeout(2*time.Minute))
 })
+
+var _ = Describe("A run that prints hundreds of MiB", func() {
+	It("ends normally with the end of its output recorded, and frees its slot", func(ctx SpecContext) {
+		const host = "host-flood"
+		cfg := hostConfig(host, rt, true, 1) // kept, to measure its log
+		cfg.ProgressPeriod = time.Second
+		Expect(cfg.Policy.LogMaxBytes).To(BeNumerically(">", 0), "the suite's hosts bound their containers' logs")
+		DeferCleanup(startHostConfig(cfg))
+		// 300 MiB in lines of a kilobyte, read while it runs and at its end.
+		flood := newRun("flood", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"sh", "-c", `yes "$(printf %01023d 0)" | head -c 314572800; echo END-OF-OUTPUT`, "sh"}
+		})
+		next := newRun("after-flood", func(r *agentsv1alpha1.AgentRun) { r.Spec.HostName = host })
+		Expect(k8s.Create(ctx, flood)).To(Succeed())
+		cleanUp(flood)
+		Expect(k8s.Create(ctx, next)).To(Succeed())
+		cleanUp(next)
+
+		done := waitForPhase(ctx, flood, agentsv1alpha1.PhaseSucceeded, 4*time.Minute)
+		Expect(done.Status.Output).To(HaveSuffix("\nEND-OF-OUTPUT\n"))
+		Expect(len(done.Status.Output)).To(BeNumerically("<=", cfg.OutputTailBytes))
+		all, err := rt.Logs(ctx, done.Status.ContainerID, 1<<30)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(len(all)).To(BeNumerically("<=", cfg.Policy.LogMaxBytes), "what the host keeps of its output")
+		// The host runs one run at a time: the next one ran once the slot
+		// was freed.
+		waitForPhase(ctx, next, agentsv1alpha1.PhaseSucceeded, time.Minute)
+	}, SpecTimeout(6*time.Minute))
+})
