@@ -8,7 +8,10 @@
 // would mask ordinary words); a value the agent transforms (reversed, split
 // across two writes with other text between, encoded in a way not listed
 // here) can escape. Base64 is masked by the part of the encoding that depends
-// on the value alone, so one or two characters at either edge stay.
+// on the value alone, so one or two characters at either edge stay; it is
+// found across line breaks (base64 wraps at 76 columns), at any alignment.
+// A text cut before it is masked can leave part of a value at the cut: mask
+// at least Reach bytes more than is kept, and split streams where Cut says.
 package redact
 
 import (
