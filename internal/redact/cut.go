@@ -45,10 +45,36 @@ func (r *Redactor) cutBefore(s string, c int) int {
 			break
 		}
 	}
-	if k := min(spanStart(joined, j, r.encoded), partialStart(joined, j, r.encoded)); k < j {
+	k := spanStart(joined, j, r.encoded)
+	if endsWrappedLine(s[:c]) {
+		k = min(k, partialStart(joined, j, r.encoded))
+	}
+	if k < j {
 		c = lo + at[k]
 	}
 	return c
+}
+
+// minWrapWidth is the shortest line taken for one of a wrapped base64 run:
+// base64 tools wrap at 76 (busybox, coreutils) or 64 (openssl) columns.
+// Shorter lines, and lines with other characters, are let through whole at
+// once, not held back in case the next line continues them.
+const minWrapWidth = 32
+
+// endsWrappedLine tells whether s ends with a line of base64 characters
+// long enough to be part of a wrapped run that the next line may continue.
+func endsWrappedLine(s string) bool {
+	line, ok := strings.CutSuffix(s, "\n")
+	if !ok {
+		return false
+	}
+	line = strings.TrimSuffix(line, "\r")
+	line = line[strings.LastIndexByte(line, '\n')+1:]
+	return len(line) >= minWrapWidth && !strings.ContainsFunc(line, func(r rune) bool { return !isBase64(r) })
+}
+
+func isBase64(r rune) bool {
+	return 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || strings.ContainsRune("+/=_-", r)
 }
 
 // spanStart is the start of the first of needles found in s that spans c,

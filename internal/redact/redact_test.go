@@ -184,14 +184,14 @@ func leaksBase64(text, value string) bool {
 // lines, and a token shape.
 func TestCutKeepsValuesWhole(t *testing.T) {
 	r := New(plainValue)
-	encoded := wrap(base64.StdEncoding.EncodeToString([]byte("Basic "+plainValue)), 20)
+	encoded := wrap(base64.StdEncoding.EncodeToString([]byte("Authorization: Basic "+strings.Repeat("x", 19)+plainValue)), 76)
 	for name, tc := range map[string]struct {
 		text string
 		end  int
 	}{
 		"value in the text":     {"abc " + plainValue + " def", 10},
 		"value begun":           {"abc " + plainValue[:10], 8},
-		"wrapped base64":        {encoded[:len(encoded)/2], strings.LastIndexByte(encoded[:len(encoded)/2], '\n') + 1},
+		"wrapped base64":        {encoded[:90], 77},
 		"token shape":           {"x sk-ant-api03-AbCdEfGhIjKlMnOpQrSt y", 12},
 		"wrapped base64, whole": {encoded + "next\n", len(encoded) - 5},
 	} {

@@ -65,10 +65,11 @@ const plainValue = "Zq8wLm3vRt7yKp2nXc5bHj9dFg4sAe6u"
 // A value that straddles where a long line is cut, or that base64 wraps
 // across lines written one at a time, reaches the reader masked whole.
 func TestLineWriterNeverSplitsAValue(t *testing.T) {
-	encoded := base64.StdEncoding.EncodeToString([]byte("Authorization: Basic " + plainValue))
+	// Wrapped at 76 columns, the value's encoding spans the line break.
+	encoded := base64.StdEncoding.EncodeToString([]byte("Authorization: Basic " + strings.Repeat("x", 19) + plainValue))
 	for name, writes := range map[string][]string{
 		"across the long-line cut":       {strings.Repeat("x", maxLine-redact.New(plainValue).Reach()-10) + plainValue[:20], plainValue[20:] + strings.Repeat("y", 100) + "\n"},
-		"base64 wrapped, a line a write": {"printed:\n", encoded[:20] + "\n", encoded[20:40] + "\n", encoded[40:] + "\n", "done\n"},
+		"base64 wrapped, a line a write": {"printed:\n", encoded[:76] + "\n", encoded[76:] + "\n", "done\n"},
 	} {
 		var out strings.Builder
 		w := NewLineWriter(&out, redact.New(plainValue))
@@ -76,7 +77,7 @@ func TestLineWriterNeverSplitsAValue(t *testing.T) {
 			if _, err := w.Write([]byte(s)); err != nil {
 				t.Fatal(err)
 			}
-			if got := out.String(); strings.Contains(got, plainValue[:4]) || strings.Contains(got, encoded[28:32]) {
+			if got := out.String(); strings.Contains(got, plainValue[:4]) || strings.Contains(got, encoded[60:64]) {
 				t.Errorf("%s: %q leaks part of the value", name, got[max(0, len(got)-200):])
 			}
 		}
@@ -85,6 +86,22 @@ func TestLineWriterNeverSplitsAValue(t *testing.T) {
 		}
 		if got := out.String(); !strings.Contains(got, redact.Mask) || !strings.HasSuffix(got, "\n") {
 			t.Errorf("%s: %q", name, got[max(0, len(got)-200):])
+		}
+	}
+}
+
+// Ordinary lines reach the reader whole as they are written, whatever they
+// end with: only what may begin a value waits for the next line.
+func TestLineWriterHoldsBackNoOrdinaryLine(t *testing.T) {
+	var out strings.Builder
+	w := NewLineWriter(&out, redact.New(plainValue))
+	want := ""
+	for _, line := range []string{"Done\n", "step 1 of 3: ok\n", "Zq\n", "QmFzaWMg\n", strings.Repeat("ab", 40) + "!\n"} {
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		if want += line; out.String() != want {
+			t.Fatalf("after %q: %q", line, out.String())
 		}
 	}
 }
