@@ -70,6 +70,7 @@ type options struct {
 	blockedContainerPaths string
 	allowedImages         string
 	defaultMemory         string
+	containerLogMaxSize   string
 	maxMemory             string
 	defaultCPUs           string
 	maxCPUs               string
@@ -143,6 +144,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.defaultCPUs, "default-cpus", "1", "CPU limit of runs that set none")
 	fs.StringVar(&o.maxCPUs, "max-cpus", "4", "the most CPUs a run may ask for")
 	fs.Int64Var(&o.pidsLimit, "pids-limit", 1024, "the most processes a container may have")
+	fs.StringVar(&o.containerLogMaxSize, "container-log-max-size", "64m", "the most a container's log takes on the host (at least 1m): past it, Podman starts the log afresh, so a run that prints without end keeps only its latest output, and reading its end stays quick")
 	fs.StringVar(&o.capabilities, "capabilities", strings.Join(policy.DefaultCapabilities, ","),
 		"comma-separated capabilities containers keep; all others are dropped")
 	fs.IntVar(&o.workers, "workers", 16, "how many runs are reconciled at once; more than --max-concurrent-runs, so exits are recorded while launches wait on Podman")
@@ -313,6 +315,7 @@ func (o *options) policy() (policy.Policy, error) {
 		{"--max-memory", o.maxMemory, &p.MaxMemoryBytes, policy.ParseMemory},
 		{"--default-cpus", o.defaultCPUs, &p.DefaultNanoCPUs, policy.ParseCPUs},
 		{"--max-cpus", o.maxCPUs, &p.MaxNanoCPUs, policy.ParseCPUs},
+		{"--container-log-max-size", o.containerLogMaxSize, &p.LogMaxBytes, policy.ParseMemory},
 	} {
 		v, err := m.parse(m.value)
 		if err != nil {
@@ -320,11 +323,19 @@ func (o *options) policy() (policy.Policy, error) {
 		}
 		*m.into = v
 	}
+	if p.LogMaxBytes < minContainerLogBytes {
+		// Smaller, a log started afresh near the run's end could hold
+		// less than the host reads for the agent's result.
+		errs = append(errs, fmt.Errorf("--container-log-max-size must be at least 1m, not %q", o.containerLogMaxSize))
+	}
 	if p.MaxMemoryBytes > 0 && p.DefaultMemoryBytes > p.MaxMemoryBytes || p.MaxNanoCPUs > 0 && p.DefaultNanoCPUs > p.MaxNanoCPUs {
 		errs = append(errs, errors.New("the default memory and CPUs must not exceed the maximums"))
 	}
 	return p, errors.Join(errs...)
 }
+
+// minContainerLogBytes is the smallest --container-log-max-size.
+const minContainerLogBytes = 1 << 20
 
 // list splits a comma-separated flag value, dropping empty items.
 func list(s string) []string {

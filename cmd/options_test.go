@@ -47,6 +47,9 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if !mo.LeaderElection || !mo.LeaderElectionReleaseOnCancel {
 		t.Errorf("leader election must be on by default (two managers of one host would each count its slots), its lease released on shutdown")
 	}
+	if got := o.hostConfig(nil).Policy.LogMaxBytes; got != 64<<20 {
+		t.Errorf("a container's log is bounded to %d bytes by default, want 64 MiB", got)
+	}
 	if *mo.LeaseDuration != 15*time.Second || *mo.RenewDeadline != 10*time.Second || *mo.RetryPeriod != 2*time.Second {
 		t.Errorf("lease timings %s %s %s", *mo.LeaseDuration, *mo.RenewDeadline, *mo.RetryPeriod)
 	}
@@ -103,6 +106,8 @@ func TestParseOptionsRefusesBadValues(t *testing.T) {
 		{"--progress-period=-1s"},
 		{"--leader-elect-lease-duration=10s"},
 		{"--leader-elect-retry-period=9s"},
+		{"--container-log-max-size=512k"},
+		{"--container-log-max-size=lots"},
 	} {
 		if _, err := parse(t, args...); err == nil {
 			t.Errorf("%v: want an error", args)

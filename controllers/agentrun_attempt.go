@@ -110,6 +110,7 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 			return stateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
 		}
 		c.StartedAt = r.Clock.Now()
+		r.holdSecretValues(ctx, run, c)
 	}
 	if run.Status.StartTime == nil && !c.StartedAt.IsZero() {
 		run.Status.StartTime = ptrTime(metav1.NewTime(c.StartedAt))
@@ -125,6 +126,24 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	running := runState{agentsv1alpha1.PhaseRunning, agentsv1alpha1.ReasonLaunched,
 		fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
 	return running, ctrl.Result{RequeueAfter: min(r.ResyncPeriod, left)}, nil
+}
+
+// holdSecretValues reads the values of the run's secrets as its container
+// starts, to mask its output with until it ends: Podman 5 shows a secret's
+// value as it is now, so a secret replaced during the run would otherwise be
+// masked with its new value, not the one the container has. A read that
+// fails is left to the first progress refresh or the run's end.
+func (r *AgentRunReconciler) holdSecretValues(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) {
+	if r.DiscardOutput || len(run.Spec.Podman.SecretsEnv) == 0 {
+		return
+	}
+	redactor, err := runoutput.Redactor(ctx, r.Runtime, run, c)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Reading a started container's secret values, to mask its output; reading them later",
+			"agentrun", client.ObjectKeyFromObject(run), "container", c.Name)
+		return
+	}
+	r.progress.hold(client.ObjectKeyFromObject(run), c.ID, redactor)
 }
 
 // recheckVolumes checks the volumes of the run's current attempt against
@@ -171,20 +190,22 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 	if r.DiscardOutput {
 		return nil
 	}
-	output, err := r.Runtime.Logs(ctx, c.ID, max(r.OutputTailBytes, agentResultWindow))
-	if err != nil {
-		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
-	}
-	// Progress may hold the container's secret values already; reading
-	// them again costs a Podman call per secret (and an inspect on 4.3).
+	// Progress holds the container's secret values from its start, unless
+	// this process started later: reading them again costs a Podman call per
+	// secret (and an inspect on 4.3), and on Podman 5 reads a secret's
+	// value as it is now, not as the container got it.
 	redactor := r.progress.of(client.ObjectKeyFromObject(run), c.ID).redactor
 	if redactor == nil {
+		var err error
 		if redactor, err = runoutput.Redactor(ctx, r.Runtime, run, c); err != nil {
 			return err
 		}
 	}
-	output = redactor.String(output)
-	run.Status.Output = truncateStartUTF8(output, r.OutputTailBytes)
+	output, err := runoutput.Tail(ctx, r.Runtime, c.ID, redactor, max(r.OutputTailBytes, agentResultWindow))
+	if err != nil {
+		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
+	}
+	run.Status.Output = runoutput.TruncateStart(output, r.OutputTailBytes)
 	run.Status.AgentResult = parseAgentResult(output)
 	return nil
 }
@@ -465,17 +486,4 @@ func shellQuote(s string) string {
 func imageNotFoundMessage(host, image string) string {
 	return fmt.Sprintf("image %s is not present on host %s; the controller does not pull images: "+
 		"pull, load or build it there (podman pull/load/build) and the run starts", image, host)
-}
-
-// truncateStartUTF8 keeps at most the last n bytes of s without splitting a
-// character.
-func truncateStartUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	i := len(s) - n
-	for i < len(s) && s[i]&0xC0 == 0x80 {
-		i++
-	}
-	return s[i:]
 }

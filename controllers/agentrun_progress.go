@@ -121,19 +121,22 @@ func (r *ProgressReconciler) refresh(ctx context.Context, run *agentsv1alpha1.Ag
 	}
 	read.at = now
 	r.reads.put(key, read)
-	output, err := r.Runtime.Logs(ctx, c.ID, r.OutputTailBytes)
-	if err == nil && read.redactor == nil {
-		// Read once per container, and held in memory only while it runs
-		// (the final output is masked with them too): reading them is a
-		// Podman call per secret, and an inspect on 4.3.
+	var err error
+	if read.redactor == nil {
+		// Held from the container's start (holdSecretValues) unless reading
+		// them then failed, or this process started later.
 		read.redactor, err = runoutput.Redactor(ctx, r.Runtime, run, c)
+	}
+	var masked string
+	if err == nil {
+		masked, err = runoutput.Tail(ctx, r.Runtime, c.ID, read.redactor, r.OutputTailBytes)
 	}
 	if err != nil {
 		log.FromContext(ctx).Error(err, "Reading a running container's output for status; trying again next period",
 			"agentrun", key, "container", c.Name)
+		r.reads.put(key, read)
 		return r.ProgressPeriod
 	}
-	masked := truncateStartUTF8(read.redactor.String(output), r.OutputTailBytes)
 	if sum := sha256.Sum256([]byte(masked)); sum != read.published {
 		read.published = sum
 		run.Status.Output = masked
@@ -177,6 +180,13 @@ func (p *progressReads) of(key types.NamespacedName, id string) progressRead {
 		return read
 	}
 	return progressRead{containerID: id}
+}
+
+// hold keeps the redactor of the run's container id, made as it started.
+func (p *progressReads) hold(key types.NamespacedName, id string, r *redact.Redactor) {
+	read := p.of(key, id)
+	read.redactor = r
+	p.put(key, read)
 }
 
 func (p *progressReads) put(key types.NamespacedName, read progressRead) {

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -17,7 +18,7 @@ var _ = Describe("A run that prints a line a second", func() {
 		cfg.ProgressPeriod = time.Second
 		DeferCleanup(startHostConfig(cfg))
 		secretName := "agentrun-progress-" + rand.String(6)
-		token := "ghp_" + rand.String(36)
+		token := plainToken()
 		createSecret(secretName, token)
 		run := newRun("progress", func(r *agentsv1alpha1.AgentRun) {
 			r.Spec.HostName = host
@@ -40,10 +41,67 @@ var _ = Describe("A run that prints a line a second", func() {
 		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 		for _, out := range seen {
 			Expect(out).To(HavePrefix("line 1 ***\n"))
-			Expect(out).NotTo(ContainSubstring(token))
+			Expect(tokenPieces(out, token)).To(BeEmpty(), out)
 		}
 
 		done := waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, time.Minute)
 		Expect(done.Status.Output).To(HaveSuffix("line 20 ***\n"))
 	}, SpecTimeout(2*time.Minute))
+})
+
+var _ = Describe("A running run whose token straddles where its output so far is cut", func() {
+	It("shows no part of the token at the start of status.output", func(ctx SpecContext) {
+		const host = "host-progress-cut"
+		cfg := hostConfig(host, rt, false, 0)
+		cfg.ProgressPeriod = time.Second
+		cfg.OutputTailBytes = 64
+		DeferCleanup(startHostConfig(cfg))
+		secretName := "agentrun-progress-cut-" + rand.String(6)
+		token := plainToken()
+		createSecret(secretName, token)
+		// The last 64 bytes printed begin 20 bytes into the token: masked
+		// first, the output is shorter than that, and kept whole.
+		run := newRun("progress-cut", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"sh", "-c", `printf 'x%s%044d' "$GH_TOKEN" 0; sleep 60`, "sh"}
+			r.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"GH_TOKEN": agentsv1alpha1.SecretName(secretName)}
+		})
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		cleanUp(run)
+		Eventually(func(g Gomega) {
+			g.Expect(get(ctx, run).Status.Output).To(HaveSuffix("0000"))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+		out := get(ctx, run).Status.Output
+		Expect(out).To(Equal("x***"+strings.Repeat("0", 44)), "token %s", token)
+	}, SpecTimeout(2*time.Minute))
+})
+
+var _ = Describe("A run that prints hundreds of MiB", func() {
+	It("ends normally with the end of its output recorded, and frees its slot", func(ctx SpecContext) {
+		const host = "host-flood"
+		cfg := hostConfig(host, rt, true, 1) // kept, to measure its log
+		cfg.ProgressPeriod = time.Second
+		Expect(cfg.Policy.LogMaxBytes).To(BeNumerically(">", 0), "the suite's hosts bound their containers' logs")
+		DeferCleanup(startHostConfig(cfg))
+		// 300 MiB in lines of a kilobyte, read while it runs and at its end.
+		flood := newRun("flood", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.HostName = host
+			r.Spec.Command = []string{"sh", "-c", `yes "$(printf %01023d 0)" | head -c 314572800; echo END-OF-OUTPUT`, "sh"}
+		})
+		next := newRun("after-flood", func(r *agentsv1alpha1.AgentRun) { r.Spec.HostName = host })
+		Expect(k8s.Create(ctx, flood)).To(Succeed())
+		cleanUp(flood)
+		Expect(k8s.Create(ctx, next)).To(Succeed())
+		cleanUp(next)
+
+		done := waitForPhase(ctx, flood, agentsv1alpha1.PhaseSucceeded, 4*time.Minute)
+		Expect(done.Status.Output).To(HaveSuffix("\nEND-OF-OUTPUT\n"))
+		Expect(len(done.Status.Output)).To(BeNumerically("<=", cfg.OutputTailBytes))
+		all, err := rt.Logs(ctx, done.Status.ContainerID, 1<<30)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(len(all)).To(BeNumerically("<=", cfg.Policy.LogMaxBytes), "what the host keeps of its output")
+		// The host runs one run at a time: the next one ran once the slot
+		// was freed.
+		waitForPhase(ctx, next, agentsv1alpha1.PhaseSucceeded, time.Minute)
+	}, SpecTimeout(6*time.Minute))
 })

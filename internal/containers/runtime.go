@@ -71,6 +71,10 @@ type Spec struct {
 	// UserNS is the user namespace mode (auto, keep-id, ...); empty means
 	// the engine's default.
 	UserNS string
+	// LogMaxBytes bounds the container's log on the host: past it, the
+	// engine starts the log afresh and keeps only what comes after. Zero
+	// means the engine's default, which may be no bound at all.
+	LogMaxBytes int64
 }
 
 // State is a container's lifecycle state.

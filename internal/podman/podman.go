@@ -359,6 +359,13 @@ func specGenerator(s rt.Spec) (*specgen.SpecGenerator, error) {
 	sg.NoNewPrivileges = ptr(s.NoNewPrivileges)
 	sg.CapDrop, sg.CapAdd = s.CapDrop, s.CapAdd
 	sg.User = s.User
+	if s.LogMaxBytes > 0 {
+		// Only k8s-file honours a size (journald keeps what the journal
+		// keeps), and conmon truncates the file when it is reached; both
+		// 4.3.1 and 5.4.2 default to k8s-file, but a host's containers.conf
+		// may not.
+		sg.LogConfiguration = &specgen.LogConfig{Driver: "k8s-file", Size: s.LogMaxBytes}
+	}
 	if s.UserNS != "" {
 		ns, err := specgen.ParseUserNamespace(s.UserNS)
 		if err != nil {

@@ -84,7 +84,13 @@ func waitOutput(t *testing.T, r *Runtime, id, want string) {
 
 func waitExited(t *testing.T, r *Runtime, id string) rt.Container {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	return waitExitedWithin(t, r, id, 20*time.Second)
+}
+
+// waitExitedWithin waits up to d for the container to exit.
+func waitExitedWithin(t *testing.T, r *Runtime, id string, d time.Duration) rt.Container {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		c, err := r.Inspect(context.Background(), id)
 		if err != nil {
@@ -365,5 +371,30 @@ func TestTail(t *testing.T) {
 		if got := tail(tc.in, tc.max); got != tc.want {
 			t.Errorf("tail(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
 		}
+	}
+}
+
+// A container that prints without end must not fill the host's storage, nor
+// make the read of its output's end grow with what it printed: its log is
+// bounded (LogMaxBytes), and what it printed last is still there.
+func TestLogIsBoundedAndKeepsItsEnd(t *testing.T) {
+	r := newRuntime(t)
+	const limit = 1 << 20
+	// 300 MiB in lines of a kilobyte, then a last line.
+	script := `yes "$(printf %01023d 0)" | head -c 314572800; echo END-OF-OUTPUT`
+	id, _ := run(t, r, script, func(s *rt.Spec) { s.LogMaxBytes = limit })
+	c := waitExitedWithin(t, r, id, 5*time.Minute)
+	if c.ExitCode != 0 {
+		t.Fatalf("exit code %d", c.ExitCode)
+	}
+	all, err := r.Logs(context.Background(), id, 1<<30)
+	if err != nil {
+		t.Fatalf("Logs: %v", err)
+	}
+	if len(all) > limit {
+		t.Fatalf("the log holds %d bytes, more than its bound of %d", len(all), limit)
+	}
+	if !strings.HasSuffix(all, "\nEND-OF-OUTPUT\n") && all != "END-OF-OUTPUT\n" {
+		t.Fatalf("the log's end is lost: %q", all[max(0, len(all)-100):])
 	}
 }

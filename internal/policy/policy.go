@@ -45,6 +45,11 @@ type Policy struct {
 	DefaultNanoCPUs, MaxNanoCPUs       int64
 	// PidsLimit caps the processes in a container.
 	PidsLimit int64
+	// LogMaxBytes bounds a container's log on the host, so that a run that
+	// prints without end neither fills the host's storage nor makes the
+	// reads of its output grow with it; zero leaves Podman's default (no
+	// bound).
+	LogMaxBytes int64
 	// Capabilities are the only capabilities a container keeps.
 	Capabilities []string
 	// ResolveHostPath resolves a volume's host path (symlinks) to check
@@ -86,6 +91,7 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 	spec.CapDrop = []string{"ALL"}
 	spec.CapAdd = append([]string(nil), p.Capabilities...)
 	spec.PidsLimit = p.PidsLimit
+	spec.LogMaxBytes = p.LogMaxBytes
 	spec.User, spec.UserNS = p.User, p.UserNS
 	if spec.MemoryBytes == 0 {
 		spec.MemoryBytes = p.DefaultMemoryBytes

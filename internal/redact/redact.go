@@ -8,10 +8,14 @@
 // would mask ordinary words); a value the agent transforms (reversed, split
 // across two writes with other text between, encoded in a way not listed
 // here) can escape. Base64 is masked by the part of the encoding that depends
-// on the value alone, so one or two characters at either edge stay.
+// on the value alone, so one or two characters at either edge stay; it is
+// found across line breaks (base64 wraps at 76 columns), at any alignment.
+// A text cut before it is masked can leave part of a value at the cut: mask
+// at least Reach bytes more than is kept, and split streams where Cut says.
 package redact
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
@@ -49,67 +53,110 @@ var terminalSequences = regexp.MustCompile(`\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07
 // that needs it and drop it.
 type Redactor struct {
 	values *strings.Replacer
+	// needles are the forms of the values that are masked, longest first;
+	// encoded the base64 ones among them, which are looked for across line
+	// breaks too.
+	needles, encoded []string
 }
 
 // New returns a Redactor for these secret values.
 func New(values ...string) *Redactor {
-	var needles []string
+	r := &Redactor{}
 	for _, v := range values {
-		needles = append(needles, encodings(v)...)
+		for _, variant := range variants(v) {
+			r.needles = append(r.needles, encodings(variant)...)
+			r.encoded = append(r.encoded, base64Forms(variant)...)
+		}
 	}
 	// Longest first, so a value is masked whole rather than by a shorter
 	// needle that is part of it.
-	slices.SortFunc(needles, func(a, b string) int { return len(b) - len(a) })
-	needles = slices.Compact(needles)
-	pairs := make([]string, 0, 2*len(needles))
-	for _, n := range needles {
+	byLength := func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) }
+	slices.SortFunc(r.needles, byLength)
+	r.needles = slices.Compact(r.needles)
+	slices.SortFunc(r.encoded, byLength)
+	r.encoded = slices.Compact(r.encoded)
+	pairs := make([]string, 0, 2*len(r.needles))
+	for _, n := range r.needles {
 		pairs = append(pairs, n, Mask)
 	}
-	return &Redactor{values: strings.NewReplacer(pairs...)}
+	r.values = strings.NewReplacer(pairs...)
+	return r
 }
 
 // String returns s with secret values and token shapes masked and terminal
 // control characters removed. Values are masked before and after the control
 // characters go, so a value split by an escape sequence is caught too.
 func (r *Redactor) String(s string) string {
+	s = r.maskWrapped(s)
 	s = r.values.Replace(s)
 	s = stripControl(s)
 	s = r.values.Replace(s)
 	return tokenShapes.ReplaceAllString(s, Mask)
 }
 
+// shapeReach is the longest token shape a cut is kept clear of: the shapes
+// have no bound, and real tokens of those kinds (JWTs the longest) stay
+// within it.
+const shapeReach = 2048
+
+// Reach is how far before a cut in a text a masked value or token may start:
+// a text masked with at least Reach bytes before the part that is kept has
+// every value in that part masked whole. A value's base64 wrapped at one
+// column, with CRLF line ends, is three times its length.
+func (r *Redactor) Reach() int {
+	longest := 0
+	if len(r.needles) > 0 {
+		longest = len(r.needles[0])
+	}
+	return max(3*longest, shapeReach)
+}
+
+// variants are the strings of a value that are masked in each encoding: the
+// value as stored, without the line end it was stored with (echo "$TOKEN" |
+// podman secret create keeps echo's newline), and each of its lines.
+func variants(v string) []string {
+	out := []string{v, strings.TrimRight(v, "\r\n")}
+	if strings.ContainsAny(v, "\r\n") {
+		out = append(out, strings.FieldsFunc(v, func(r rune) bool { return r == '\n' || r == '\r' })...)
+	}
+	return out
+}
+
 // encodings lists the forms of a value an agent's output may carry: as is,
-// each of its lines, URL- and JSON-escaped, and base64 at every alignment.
+// URL- and JSON-escaped, and base64 at every alignment.
 func encodings(v string) []string {
 	if len(v) < MinSecretLength {
 		return nil
 	}
 	forms := []string{v, url.QueryEscape(v), url.PathEscape(v), jsonEscaped(v, true), jsonEscaped(v, false)}
-	if strings.ContainsAny(v, "\r\n") {
-		for _, line := range strings.FieldsFunc(v, func(r rune) bool { return r == '\n' || r == '\r' }) {
-			if len(line) >= MinSecretLength {
-				forms = append(forms, line)
-			}
+	forms = append(forms, base64Forms(v)...)
+	var out []string
+	for _, f := range forms {
+		if len(f) >= MinSecretLength {
+			out = append(out, f)
 		}
 	}
-	// Encoded at byte offset 0, 1 or 2 of a 3-byte group, a value's base64
-	// differs; the whole groups of v[k:] appear verbatim for one k whatever
-	// the offset.
+	return out
+}
+
+// base64Forms is the part of v's base64 that depends on v alone, in both
+// alphabets. Encoded at byte offset 0, 1 or 2 of a 3-byte group, a value's
+// base64 differs; the whole groups of v[k:] appear verbatim for one k
+// whatever the offset.
+func base64Forms(v string) []string {
+	if len(v) < MinSecretLength {
+		return nil
+	}
+	var out []string
 	for k := range 3 {
 		rest := v[k:]
 		whole := rest[:len(rest)/3*3]
 		if len(whole) < 3 {
 			continue
 		}
-		forms = append(forms,
+		out = append(out,
 			base64.StdEncoding.EncodeToString([]byte(whole)),
 			base64.URLEncoding.EncodeToString([]byte(whole)))
-	}
-	var out []string
-	for _, f := range forms {
-		if len(f) >= MinSecretLength {
-			out = append(out, f)
-		}
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -110,5 +111,97 @@ func TestRedactionIsLinearInTheOutput(t *testing.T) {
 	got := r.String(out)
 	if got != out {
 		t.Fatal("ordinary output must pass through unchanged")
+	}
+}
+
+// plainValue has no known token shape, so only knowing it masks it.
+const plainValue = "Zq8wLm3vRt7yKp2nXc5bHj9dFg4sAe6u"
+
+// A value stored with echo's newline is masked in the encodings of the
+// value without it, as an agent prints it.
+func TestValueStoredWithALineEndIsMaskedWithoutIt(t *testing.T) {
+	r := New(plainValue + "\n")
+	for prefix := range 3 {
+		text := strings.Repeat("x", prefix) + "Basic " + plainValue
+		for _, form := range []string{
+			"https://x/?t=" + url.QueryEscape(plainValue+"/"),
+			base64.StdEncoding.EncodeToString([]byte(text)),
+		} {
+			if got := r.String(form); !strings.Contains(got, Mask) || leaksBase64(got, plainValue) {
+				t.Errorf("%q -> %q", form, got)
+			}
+		}
+	}
+}
+
+// Base64 wrapped at 76 columns, as busybox and coreutils print it, is masked
+// across its line breaks, at every alignment and wrap position.
+func TestWrappedBase64IsMasked(t *testing.T) {
+	r := New(plainValue)
+	for prefix := range 80 {
+		text := "Authorization: Basic " + strings.Repeat("y", prefix) + plainValue
+		got := r.String("printed:\n" + wrap(base64.StdEncoding.EncodeToString([]byte(text)), 76) + "done\n")
+		if !strings.Contains(got, Mask) || leaksBase64(got, plainValue) {
+			t.Errorf("prefix %d: %q", prefix, got)
+		}
+	}
+}
+
+// wrap breaks s into lines of n characters.
+func wrap(s string, n int) string {
+	var b strings.Builder
+	for len(s) > n {
+		b.WriteString(s[:n] + "\n")
+		s = s[n:]
+	}
+	return b.String() + s + "\n"
+}
+
+// leaksBase64 tells whether any run of base64 characters in text, its line
+// breaks removed, decodes (at any of its four alignments) to bytes holding 8
+// bytes of value in a row.
+func leaksBase64(text, value string) bool {
+	joined := strings.NewReplacer("\r", "", "\n", "").Replace(text)
+	for _, run := range regexp.MustCompile(`[A-Za-z0-9+/_-]{11,}`).FindAllString(joined, -1) {
+		for k := range 4 {
+			part := run[k:]
+			part = part[:len(part)/4*4]
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+				decoded, _ := enc.DecodeString(part)
+				for i := 0; i+8 <= len(value); i++ {
+					if strings.Contains(string(decoded), value[i:i+8]) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Cut never splits a value so that each half is masked alone: a value in
+// the text, one that the text to come may complete, one wrapped across
+// lines, and a token shape.
+func TestCutKeepsValuesWhole(t *testing.T) {
+	r := New(plainValue)
+	encoded := wrap(base64.StdEncoding.EncodeToString([]byte("Authorization: Basic "+strings.Repeat("x", 19)+plainValue)), 76)
+	for name, tc := range map[string]struct {
+		text string
+		end  int
+	}{
+		"value in the text":     {"abc " + plainValue + " def", 10},
+		"value begun":           {"abc " + plainValue[:10], 8},
+		"wrapped base64":        {encoded[:90], 77},
+		"token shape":           {"x sk-ant-api03-AbCdEfGhIjKlMnOpQrSt y", 12},
+		"wrapped base64, whole": {encoded + "next\n", len(encoded) - 5},
+	} {
+		c := r.Cut(tc.text, tc.end)
+		got := r.String(tc.text[:c])
+		if strings.Contains(got, plainValue[:4]) || leaksBase64(got, plainValue) || strings.Contains(got, "sk-ant") || c > tc.end {
+			t.Errorf("%s: cut at %d of %d leaves %q", name, c, tc.end, got)
+		}
+	}
+	if c := r.Cut("ordinary text\nmore of it\n", 25); c != 25 {
+		t.Errorf("ordinary text is cut at %d, not 25", c)
 	}
 }

@@ -42,13 +42,42 @@ func Redactor(ctx context.Context, rt containers.Runtime, run *agentsv1alpha1.Ag
 	return redact.New(values...), nil
 }
 
+// Tail returns at most the last n bytes of container id's output, masked
+// by r. It masks more than it keeps, then cuts: a value that the cut splits
+// is masked whole first, so no part of it starts what is kept.
+func Tail(ctx context.Context, rt containers.Runtime, id string, r *redact.Redactor, n int) (string, error) {
+	// Logs may start up to a quarter of what it reads later, at a line's
+	// start: twice the window keeps Reach before the cut.
+	out, err := rt.Logs(ctx, id, 2*(n+r.Reach()))
+	if err != nil {
+		return "", err
+	}
+	return TruncateStart(r.String(out), n), nil
+}
+
+// TruncateStart keeps at most the last n bytes of s without splitting a
+// character.
+func TruncateStart(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := len(s) - n
+	for i < len(s) && s[i]&0xC0 == 0x80 {
+		i++
+	}
+	return s[i:]
+}
+
 // maxLine is the most a LineWriter holds while it waits for a line's end: a
 // process that never prints a newline still streams, in pieces this long.
 const maxLine = 64 << 10
 
 // LineWriter redacts a stream line by line: each whole line is masked and
 // written on at once, so a reader sees lines as the run prints them. Masking
-// whole lines catches a value the engine split across two frames.
+// whole lines catches a value the engine split across two frames. What may
+// begin a value that the next lines complete (a multi-line value, wrapped
+// base64) waits for them, and a line longer than maxLine is cut where no
+// value spans the cut (redact's Cut).
 type LineWriter struct {
 	w        io.Writer
 	redactor *redact.Redactor
@@ -64,8 +93,13 @@ func (l *LineWriter) Write(p []byte) (int, error) {
 	l.buf = append(l.buf, p...)
 	end := bytes.LastIndexByte(l.buf, '\n') + 1
 	if end == 0 && len(l.buf) >= maxLine {
-		end = len(l.buf)
+		// What may still join with the text to come stays.
+		end = len(l.buf) - l.redactor.Reach()
 	}
+	if end <= 0 {
+		return len(p), nil
+	}
+	end = l.redactor.Cut(string(l.buf), end)
 	if end == 0 {
 		return len(p), nil
 	}

@@ -24,6 +24,7 @@ func Policy() policy.Policy {
 		DefaultNanoCPUs:       1e9,
 		MaxNanoCPUs:           2e9,
 		PidsLimit:             256,
+		LogMaxBytes:           8 << 20,
 		Capabilities:          policy.DefaultCapabilities,
 	}
 }

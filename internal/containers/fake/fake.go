@@ -62,10 +62,15 @@ type chunk struct {
 	text string
 }
 
-// write appends to the container's output.
+// write appends to the container's output. Past spec.LogMaxBytes the log
+// starts afresh with text, as conmon truncates a k8s-file log that reached
+// its size.
 func (e *entry) write(at time.Time, text string) {
 	if text == "" {
 		return
+	}
+	if limit := e.spec.LogMaxBytes; limit > 0 && int64(len(e.output)+len(text)) > limit {
+		e.output = ""
 	}
 	e.output += text
 	e.chunks = append(e.chunks, chunk{at, text})
