@@ -129,6 +129,9 @@ func (r *AgentRunReconciler) callBack(ctx context.Context, key types.NamespacedN
 	if st.outcome == nil {
 		st.tries++
 		code, err := r.deliver(ctx, run)
+		if ctx.Err() != nil {
+			return // the host stops: its next process queues the run again
+		}
 		if err != nil && st.tries < r.NotifyAttempts {
 			wait := r.NotifyRetryBackoff << (st.tries - 1)
 			logger.Info("Completion callback failed; trying again", "try", st.tries, "after", wait, "failure", err.Error(), "detail", detail(err))

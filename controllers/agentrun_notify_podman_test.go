@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -246,15 +247,36 @@ var _ = Describe("A run's completion callback", func() {
 				WithContext(ctx).WithTimeout(30 * time.Second).Should(HaveField("Reason", agentsv1alpha1.ReasonDelivered))
 		})
 
+		It("is delivered by the host's next process when the one that queued it stopped first", func(ctx SpecContext) {
+			cfg := hostConfig(host, rt, false, 0)
+			cfg.NotifyWorkers, cfg.NotifyTimeout = 1, time.Hour
+			stop := startHostConfig(cfg)
+			keySecret := "agentrun-hook-" + rand.String(6)
+			createSecret(keySecret, "hook-key-"+rand.String(24))
+			tarpit := serveGate()
+			run := pinned(notifiedRun("notify-restart", tarpit.URL, keySecret))
+			Expect(k8s.Create(ctx, run)).To(Succeed())
+			cleanUp(run)
+			Eventually(tarpit.arrived).WithContext(ctx).WithTimeout(60 * time.Second).Should(Receive())
+
+			stop()
+			tarpit.release <- struct{}{} // the first process's try, which it no longer waits for
+			Expect(conditionOf(get(ctx, run), agentsv1alpha1.ConditionNotified).Type).To(BeEmpty(), "a stopping host records no outcome")
+			DeferCleanup(startHostConfig(cfg))
+			Eventually(tarpit.arrived).WithContext(ctx).WithTimeout(60*time.Second).Should(Receive(), "the next process tries again")
+		})
+
 		It("refuses the host's loopback and private networks, says only the class, and never shows the URL's token", func(ctx SpecContext) {
 			startNotifyHost(func(cfg *controllers.HostConfig) { cfg.NotifyAllowedCIDRs = nil }) // as by default
 			keySecret, token := "agentrun-hook-"+rand.String(6), "qz"+rand.String(20)
 			createSecret(keySecret, "hook-key-"+rand.String(24))
 			rc := serveReceiver(0)
-			port := rc.URL[strings.LastIndex(rc.URL, ":")+1:]
+			receiverURL, err := url.Parse(rc.URL)
+			Expect(err).NotTo(HaveOccurred())
+			port := receiverURL.Port()
 			var runs []*agentsv1alpha1.AgentRun
 			for _, url := range []string{
-				"http://localhost:" + port + "?token=" + token, // a name that resolves to loopback
+				"http://localhost:" + port + "/hooks?token=" + token, // a name that resolves to loopback
 				"https://10.0.0.7:22/hooks?token=" + token,
 				"https://169.254.169.254/latest/meta-data?sig=" + token,
 			} {
