@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -93,6 +94,7 @@ type options struct {
 	logsBindAddress       string
 	logsURL               string
 	logsCertDir           string
+	notifyAllowedCIDRs    string
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -160,6 +162,7 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.logsBindAddress, "logs-bind-address", "0", "host: address (host:port) of the HTTPS endpoint that streams this host's runs' output to callers allowed to get agentruns/log (kubectl agentrun logs); 0 disables it")
 	fs.StringVar(&o.logsURL, "logs-url", "", "host: the URL clients reach the log endpoint at, published in the PodmanHost (default: https:// and --logs-bind-address, when that names a host)")
 	fs.StringVar(&o.logsCertDir, "logs-cert-dir", "", "host: directory with the log endpoint's tls.crt, tls.key and ca.crt (default: a certificate the host makes at start for --logs-url's host)")
+	fs.StringVar(&o.notifyAllowedCIDRs, "notify-allowed-cidrs", "", "host: comma-separated CIDRs completion callbacks may reach although loopback, link-local, private or the host's own (for example 127.0.0.1/32 for a receiver on this host); empty: callbacks reach public addresses only")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -224,6 +227,9 @@ func (o *options) validate() error {
 			errs = append(errs, err)
 		}
 		if _, err := o.logEndpoint(); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := o.notifyAllowed(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -353,6 +359,7 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 	hostPolicy, _ := o.policy() // validated by parseOptions
 	hostLabels, _ := o.labels()
 	logs, _ := o.logEndpoint()
+	notifyAllowed, _ := o.notifyAllowed()
 	return controllers.HostConfig{
 		Host:               o.hostName,
 		Runtime:            containers.WithCallTimeout(rt, o.podmanCallTimeout),
@@ -378,7 +385,21 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 		RunRecordRetention: o.runRecordRetention,
 		SessionDir:         o.sessionDir,
 		LogEndpoint:        logs,
+		NotifyAllowedCIDRs: notifyAllowed,
 	}
+}
+
+// notifyAllowed parses --notify-allowed-cidrs.
+func (o *options) notifyAllowed() ([]netip.Prefix, error) {
+	var cidrs []netip.Prefix
+	for _, item := range list(o.notifyAllowedCIDRs) {
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("--notify-allowed-cidrs: %q is not a CIDR (such as 127.0.0.1/32 or 10.20.0.0/16)", item)
+		}
+		cidrs = append(cidrs, p.Masked())
+	}
+	return cidrs, nil
 }
 
 // logEndpoint is the host's log endpoint, nil when --logs-bind-address is 0.

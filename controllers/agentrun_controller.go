@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,9 +58,8 @@ type AgentRunReconciler struct {
 	// to look for the container by its name before creating it, never a
 	// reason to skip a pass.
 	launches launchHints
-	// notifyTries counts, by run UID, the failed tries of callbacks still
-	// being retried.
-	notifyTries sync.Map
+	// callbacks are the completion callbacks being delivered.
+	callbacks callbacks
 	// progress is what the ProgressReconciler last read and published of
 	// running runs' output; the final output is masked with the secret
 	// values it holds.
@@ -199,8 +197,8 @@ func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.A
 		return ctrl.Result{}, err
 	}
 	// The callback goes before the TTL can take the run.
-	if res, err := r.notifyFinished(ctx, run); err != nil || res.RequeueAfter > 0 {
-		return res, err
+	if r.awaitsCallback(ctx, run) {
+		return ctrl.Result{}, nil
 	}
 	left, ok := untilTTLExpiry(run, r.Clock.Now())
 	switch {

@@ -6,17 +6,26 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/notify"
 )
+
+// receiversNetwork is where the suite's receivers listen: the loopback, which
+// the suite's hosts allow callbacks to reach (a host refuses it by default).
+var receiversNetwork = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
 // receiver is a pipeline's endpoint for completion callbacks, on loopback.
 // It refuses the first failFirst callbacks with 503.
@@ -54,6 +63,28 @@ func (rc *receiver) received() []receivedCallback {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return append([]receivedCallback(nil), rc.callbacks...)
+}
+
+// gate is a receiver that holds every callback until the test lets one go,
+// which it then refuses with 503: a receiver that never answers, for as long
+// as the test wants.
+type gate struct {
+	URL     string
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func serveGate() *gate {
+	g := &gate{arrived: make(chan struct{}, 100), release: make(chan struct{})}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.arrived <- struct{}{}
+		<-g.release
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}))
+	DeferCleanup(srv.Close)
+	DeferCleanup(func() { close(g.release) }) // before srv.Close, which waits for the held callbacks
+	g.URL = srv.URL + "/hooks/agentrun"
+	return g
 }
 
 // verifies is the receiver's check: the HMAC-SHA256 of timestamp.body.
@@ -135,5 +166,141 @@ var _ = Describe("A run's completion callback", func() {
 			raw, _ := json.Marshal(runEvents(ctx, run))
 			return string(raw)
 		}).WithContext(ctx).WithTimeout(5 * time.Second).Should(ContainSubstring(agentsv1alpha1.ReasonNotifyFailed))
+	})
+
+	Context("on a host of its own", func() {
+		const host = "podman-notify"
+		// startNotifyHost runs a host whose callbacks are delivered by one
+		// worker and wait an hour for an answer, with cfg changed by mutate.
+		startNotifyHost := func(mutate func(*controllers.HostConfig)) {
+			cfg := hostConfig(host, rt, false, 0)
+			cfg.NotifyWorkers, cfg.NotifyTimeout, cfg.Workers = 1, time.Hour, 2
+			mutate(&cfg)
+			DeferCleanup(startHostConfig(cfg))
+		}
+		pinned := func(r *agentsv1alpha1.AgentRun) *agentsv1alpha1.AgentRun {
+			r.Spec.HostName = host
+			return r
+		}
+		queued := func(run *agentsv1alpha1.AgentRun) func() bool {
+			return func() bool {
+				for _, line := range strings.Split(managerLogs.String(), "\n") {
+					if strings.Contains(line, "Queued the completion callback") && strings.Contains(line, run.Name) {
+						return true
+					}
+				}
+				return false
+			}
+		}
+
+		It("never holds a reconcile worker, and serves namespaces in turn", func(ctx SpecContext) {
+			startNotifyHost(func(*controllers.HostConfig) {})
+			keySecret := "agentrun-hook-" + rand.String(6)
+			createSecret(keySecret, "hook-key-"+rand.String(24))
+			tarpit, rc := serveGate(), serveReceiver(0)
+			other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "notify-" + rand.String(6)}}
+			Expect(k8s.Create(ctx, other)).To(Succeed())
+
+			By("filling the delivery worker and the queue with one namespace's callbacks to a receiver that never answers")
+			var busy []*agentsv1alpha1.AgentRun
+			for range 5 {
+				run := pinned(notifiedRun("notify-busy", tarpit.URL, keySecret))
+				Expect(k8s.Create(ctx, run)).To(Succeed())
+				cleanUp(run)
+				busy = append(busy, run)
+			}
+			Eventually(tarpit.arrived).WithContext(ctx).WithTimeout(60 * time.Second).Should(Receive())
+			for _, run := range busy {
+				waitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 60*time.Second)
+				Eventually(queued(run)).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
+			}
+
+			By("launching and finishing other runs meanwhile, one of them with a callback from another namespace")
+			plain := pinned(newRun("notify-plain", nil))
+			quiet := pinned(notifiedRun("notify-quiet", rc.URL, keySecret))
+			quiet.Namespace = other.Name
+			for _, run := range []*agentsv1alpha1.AgentRun{plain, quiet} {
+				Expect(k8s.Create(ctx, run)).To(Succeed())
+				cleanUp(run)
+			}
+			waitForPhase(ctx, plain, agentsv1alpha1.PhaseSucceeded, 60*time.Second)
+			waitForPhase(ctx, quiet, agentsv1alpha1.PhaseSucceeded, 60*time.Second)
+			Eventually(queued(quiet)).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
+			Expect(tarpit.arrived).To(BeEmpty(), "the one delivery worker still waits for the first answer")
+			for _, run := range busy {
+				Expect(conditionOf(get(ctx, run), agentsv1alpha1.ConditionNotified).Type).To(BeEmpty())
+			}
+
+			By("delivering the other namespace's callback within a turn, not after the four queued before it")
+			released := 0
+			for len(rc.received()) == 0 {
+				Expect(released).To(BeNumerically("<", 2), "the other namespace's callback waits behind the busy one's")
+				tarpit.release <- struct{}{}
+				released++
+				Eventually(func() bool { return len(tarpit.arrived) > 0 || len(rc.received()) > 0 }).
+					WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
+				if len(rc.received()) == 0 {
+					<-tarpit.arrived
+				}
+			}
+			Eventually(func() metav1.Condition { return conditionOf(get(ctx, quiet), agentsv1alpha1.ConditionNotified) }).
+				WithContext(ctx).WithTimeout(30 * time.Second).Should(HaveField("Reason", agentsv1alpha1.ReasonDelivered))
+		})
+
+		It("is delivered by the host's next process when the one that queued it stopped first", func(ctx SpecContext) {
+			cfg := hostConfig(host, rt, false, 0)
+			cfg.NotifyWorkers, cfg.NotifyTimeout = 1, time.Hour
+			stop := startHostConfig(cfg)
+			keySecret := "agentrun-hook-" + rand.String(6)
+			createSecret(keySecret, "hook-key-"+rand.String(24))
+			tarpit := serveGate()
+			run := pinned(notifiedRun("notify-restart", tarpit.URL, keySecret))
+			Expect(k8s.Create(ctx, run)).To(Succeed())
+			cleanUp(run)
+			Eventually(tarpit.arrived).WithContext(ctx).WithTimeout(60 * time.Second).Should(Receive())
+
+			stop()
+			tarpit.release <- struct{}{} // the first process's try, which it no longer waits for
+			Expect(conditionOf(get(ctx, run), agentsv1alpha1.ConditionNotified).Type).To(BeEmpty(), "a stopping host records no outcome")
+			DeferCleanup(startHostConfig(cfg))
+			Eventually(tarpit.arrived).WithContext(ctx).WithTimeout(60*time.Second).Should(Receive(), "the next process tries again")
+		})
+
+		It("refuses the host's loopback and private networks, says only the class, and never shows the URL's token", func(ctx SpecContext) {
+			startNotifyHost(func(cfg *controllers.HostConfig) { cfg.NotifyAllowedCIDRs = nil }) // as by default
+			keySecret, token := "agentrun-hook-"+rand.String(6), "qz"+rand.String(20)
+			createSecret(keySecret, "hook-key-"+rand.String(24))
+			rc := serveReceiver(0)
+			receiverURL, err := url.Parse(rc.URL)
+			Expect(err).NotTo(HaveOccurred())
+			port := receiverURL.Port()
+			var runs []*agentsv1alpha1.AgentRun
+			for _, url := range []string{
+				"http://localhost:" + port + "/hooks?token=" + token, // a name that resolves to loopback
+				"https://10.0.0.7:22/hooks?token=" + token,
+				"https://169.254.169.254/latest/meta-data?sig=" + token,
+			} {
+				run := pinned(notifiedRun("notify-refused", url, keySecret))
+				Expect(k8s.Create(ctx, run)).To(Succeed())
+				cleanUp(run)
+				runs = append(runs, run)
+			}
+			for _, run := range runs {
+				Eventually(func() metav1.Condition { return conditionOf(get(ctx, run), agentsv1alpha1.ConditionNotified) }).
+					WithContext(ctx).WithTimeout(60 * time.Second).Should(And(
+					HaveField("Reason", agentsv1alpha1.ReasonNotifyFailed),
+					HaveField("Message", HaveSuffix(": "+notify.ClassNotAllowed))))
+				raw, err := json.Marshal(get(ctx, run).Status)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(string(raw)).NotTo(ContainSubstring(token))
+				Eventually(func() string {
+					raw, _ := json.Marshal(runEvents(ctx, run))
+					return string(raw)
+				}).WithContext(ctx).WithTimeout(5 * time.Second).Should(And(
+					ContainSubstring(notify.ClassNotAllowed), Not(ContainSubstring(token))))
+			}
+			Expect(rc.received()).To(BeEmpty())
+			Expect(managerLogs.String()).NotTo(ContainSubstring(token))
+		})
 	})
 })

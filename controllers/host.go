@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -66,6 +67,15 @@ type HostConfig struct {
 	// each further one (defaults 8 and 5s: about ten minutes in all).
 	NotifyAttempts     int
 	NotifyRetryBackoff time.Duration
+	// NotifyWorkers is how many callbacks are delivered at once (default
+	// 4), apart from the reconcile workers; NotifyTimeout bounds one try
+	// (default 10s).
+	NotifyWorkers int
+	NotifyTimeout time.Duration
+	// NotifyAllowedCIDRs are the loopback, link-local, private or host's
+	// own addresses callbacks may reach nonetheless; any other such
+	// destination is refused.
+	NotifyAllowedCIDRs []netip.Prefix
 	// KeepContainers leaves finished containers for inspection; they are
 	// removed when their AgentRun is deleted.
 	KeepContainers bool
@@ -146,6 +156,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	cfg.SessionGCPeriod = cmp.Or(cfg.SessionGCPeriod, 5*time.Minute)
 	cfg.NotifyAttempts = cmp.Or(cfg.NotifyAttempts, 8)
 	cfg.NotifyRetryBackoff = cmp.Or(cfg.NotifyRetryBackoff, 5*time.Second)
+	cfg.NotifyWorkers = cmp.Or(cfg.NotifyWorkers, 4)
+	cfg.NotifyTimeout = cmp.Or(cfg.NotifyTimeout, 10*time.Second)
 	cfg.Runtime = containers.Instrument(cfg.Runtime)
 	events := containerevents.NewSource(cfg.Runtime, cfg.Host, cfg.EventRetryPeriod)
 	if err := mgr.Add(events); err != nil {
@@ -159,6 +171,9 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		Exits:      events,
 	}
 	if err := indexQueues(mgr); err != nil {
+		return nil, err
+	}
+	if err := r.setupCallbacks(mgr); err != nil {
 		return nil, err
 	}
 	var err error

@@ -204,6 +204,7 @@ func hostConfig(host string, runtime containers.Runtime, keepContainers bool, ma
 		RunRecordRetention: time.Hour,
 		NotifyAttempts:     4,
 		NotifyRetryBackoff: 200 * time.Millisecond,
+		NotifyAllowedCIDRs: receiversNetwork, // the receivers listen on loopback
 	}
 }
 

@@ -43,7 +43,10 @@ const (
 	// ConditionNotified is True once the host delivered the finished run's
 	// status to spec.notify.url (the receiver answered 2xx), and False
 	// (reason NotifyFailed) once it gave up; the message has the HTTP status
-	// or the last error. Runs without spec.notify do not have it.
+	// or the class of the last failure (timeout, connection refused, TLS
+	// error, destination not allowed, ...), never Go's error text, and the
+	// receiver's scheme and host, never the rest of its URL. Runs without
+	// spec.notify do not have it.
 	ConditionNotified = "Notified"
 
 	// ConditionReady, ConditionReconciling and ConditionStalled are the

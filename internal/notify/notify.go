@@ -9,8 +9,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -26,11 +26,25 @@ const (
 	HeaderSignature = "X-Agentrun-Signature"
 )
 
-// Client is the HTTP client for callbacks. It follows no redirect: the URL
-// was validated, a redirect's target was not (an https receiver could send
-// the run's status on to plain http, or into the host's own network).
-var Client = &http.Client{
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+// NewClient is the HTTP client for callbacks, which connects only where to
+// allows. It follows no redirect: the URL was validated, a redirect's target
+// was not (an https receiver could send the run's status on to plain http).
+// It uses no proxy from the environment: a proxy would make the connection
+// the check sees the proxy's, and the destination the proxy's to reach.
+// timeout bounds each delivery, answer included.
+func NewClient(to Destinations, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: timeout, Control: to.control}
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext:         dialer.DialContext,
+			TLSHandshakeTimeout: timeout,
+			ForceAttemptHTTP2:   true,
+			MaxIdleConns:        16,
+			IdleConnTimeout:     30 * time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // Sign returns the HeaderSignature value of a body sent at timestamp.
@@ -43,11 +57,11 @@ func Sign(key []byte, timestamp string, body []byte) string {
 }
 
 // Deliver POSTs body (JSON) to url, signed with key at time now. It returns
-// the receiver's status code, and an error unless it was 2xx.
+// the receiver's status code, and a *Failure unless it was 2xx.
 func Deliver(ctx context.Context, client *http.Client, url string, key, body []byte, now time.Time) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, &Failure{Class: ClassBadURL}
 	}
 	timestamp := strconv.FormatInt(now.Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
@@ -56,14 +70,14 @@ func Deliver(ctx context.Context, client *http.Client, url string, key, body []b
 	req.Header.Set(HeaderSignature, Sign(key, timestamp, body))
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, fail(0, err)
 	}
 	defer resp.Body.Close()
 	// Read a little of the answer so the connection can be reused; the
 	// rest is not ours to keep.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, fmt.Errorf("the receiver answered %s", resp.Status)
+		return resp.StatusCode, fail(resp.StatusCode, nil)
 	}
 	return resp.StatusCode, nil
 }

@@ -58,7 +58,7 @@ func TestDeliverFollowsNoRedirect(t *testing.T) {
 	defer target.Close()
 	srv := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusTemporaryRedirect))
 	defer srv.Close()
-	code, err := Deliver(context.Background(), Client, srv.URL, []byte("k"), []byte("{}"), time.Now())
+	code, err := Deliver(context.Background(), NewClient(allowLoopback, time.Minute), srv.URL, []byte("k"), []byte("{}"), time.Now())
 	if followed || err == nil || code != http.StatusTemporaryRedirect {
 		t.Errorf("Deliver = %d, %v, redirect followed: %v; want the redirect refused as an answer", code, err, followed)
 	}
