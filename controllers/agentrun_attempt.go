@@ -408,13 +408,18 @@ func (r *AgentRunReconciler) notLaunched(run *agentsv1alpha1.AgentRun, err error
 
 // ensureFinalizer adds the finalizer before the run's first container is
 // created: from then on the run cannot go before its containers do, while a
-// run that never got a container is deleted at once.
+// run that never got a container is deleted at once. A host that keeps
+// records adds the fleet's RecordFinalizer with it: the run then cannot go
+// before the fleet recorded it.
 func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
 	if controllerutil.ContainsFinalizer(run, Finalizer) {
 		return nil
 	}
 	patch := client.MergeFrom(run.DeepCopy())
 	controllerutil.AddFinalizer(run, Finalizer)
+	if r.RunRecordRetention > 0 {
+		controllerutil.AddFinalizer(run, RecordFinalizer)
+	}
 	if err := r.Patch(ctx, run, patch); err != nil {
 		return fmt.Errorf("adding finalizer: %w", err)
 	}

@@ -282,11 +282,6 @@ func (r *AgentRunReconciler) removeContainersAndFinalizer(ctx context.Context, r
 }
 
 func (r *AgentRunReconciler) dropFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
-	if r.RunRecordRetention > 0 {
-		if err := recordRun(ctx, r.Client, r.APIReader, run); err != nil {
-			return err
-		}
-	}
 	patch := client.MergeFrom(run.DeepCopy())
 	controllerutil.RemoveFinalizer(run, Finalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, run, patch))

@@ -11,7 +11,9 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentrunrecords,verbs=get;list;watch;create;update;delete
+// Hosts read records (alreadyRan); only the fleet writes them, with the
+// ClusterRole of config/rbac/fleet_role.yaml, which hosts are not bound to.
+// +kubebuilder:rbac:groups=agents.agentrun.dev,resources=agentrunrecords,verbs=get;list;watch
 
 // alreadyRan looks, before a run's first launch, for the record of a run of
 // the same namespace, name and manifest that finished and was deleted. It is
@@ -49,19 +51,10 @@ func endAsRecorded(run *agentsv1alpha1.AgentRun, rec *agentsv1alpha1.AgentRunRec
 		agentsv1alpha1.AnnotationRerun)}
 }
 
-// recordRun writes how a finished run ended, before its finalizer goes: once
-// the run can be deleted, its record exists. A run that ended as recorded
-// is not recorded again: its record already says what ran. The run is read
-// from the API server: the cache's copy of a finished run lacks its spec's
-// settings, which its key hashes, and its message.
-func recordRun(ctx context.Context, c client.Client, reader client.Reader, cached *agentsv1alpha1.AgentRun) error {
-	if !cached.Status.Phase.IsFinished() {
-		return nil
-	}
-	run := &agentsv1alpha1.AgentRun{}
-	if err := reader.Get(ctx, client.ObjectKeyFromObject(cached), run); err != nil {
-		return recordError(client.IgnoreNotFound(err))
-	}
+// recordRun writes how a finished run ended, read from the API server (the
+// fleet's RunRecorderReconciler, before it lets the run go). A run that
+// ended as recorded is not recorded again: its record already says what ran.
+func recordRun(ctx context.Context, c client.Client, reader client.Reader, run *agentsv1alpha1.AgentRun) error {
 	st := stateOf(&run.Status)
 	if !st.phase.IsFinished() || st.reason == agentsv1alpha1.ReasonAlreadyRan {
 		return nil

@@ -2,14 +2,18 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
@@ -20,6 +24,31 @@ func recordingHarness(t *testing.T, objs ...client.Object) *harness {
 	h.r.RunRecordRetention = time.Hour
 	h.r.APIReader = h.r.Client
 	return h
+}
+
+// fleetRecords has the fleet's recorder, keeping records for retention,
+// pass over the run name, as its watch would once the run finished or is
+// being deleted.
+func (h *harness) fleetRecords(name string, retention time.Duration) {
+	h.t.Helper()
+	w := &RunRecorderReconciler{Client: h.r.Client, Reader: h.r.Client, Retention: retention}
+	if _, err := w.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "team", Name: name}}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// recordOf reads the record under the run's name, nil when there is none.
+func (h *harness) recordOf(run *agentsv1alpha1.AgentRun) *agentsv1alpha1.AgentRunRecord {
+	h.t.Helper()
+	rec := &agentsv1alpha1.AgentRunRecord{}
+	err := h.r.Get(context.Background(), client.ObjectKeyFromObject(run), rec)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return rec
 }
 
 // runToSuccess takes a run through one container that exits 0, and the pass
@@ -57,6 +86,7 @@ func TestARecreatedRunOfTheSameManifestEndsAsRecordedWithoutLaunching(t *testing
 	ttl := func(r *agentsv1alpha1.AgentRun) { r.Spec.TTLSecondsAfterFinished = ptr.To[int32](3600) }
 	h := recordingHarness(t, plainRun("once", ttl))
 	first := h.runToSuccess("once")
+	h.fleetRecords("once", time.Hour)
 
 	rec := &agentsv1alpha1.AgentRunRecord{}
 	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(first), rec); err != nil {
@@ -107,8 +137,10 @@ func TestARecreatedRunRunsAgainWhenItsManifestChanged(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			h := recordingHarness(t, plainRun("twice", nil))
 			first := h.runToSuccess("twice")
+			h.fleetRecords("twice", time.Hour)
 			h.recreate(first, tc.edit)
 			h.runToSuccess("twice")
+			h.fleetRecords("twice", time.Hour)
 			if n := h.podman.Calls("Create"); n != 2 {
 				t.Errorf("%d containers created; want one per run", n)
 			}
@@ -146,5 +178,79 @@ func TestACancelDoesNotChangeTheRunKey(t *testing.T) {
 	run.Spec.Timeout = &metav1.Duration{Duration: time.Minute}
 	if agentsv1alpha1.RunKey(run) == key {
 		t.Errorf("a different spec gave the same run key")
+	}
+}
+
+func TestTheHostWritesNoRecordAndADeletedRunWaitsForTheFleetsRecord(t *testing.T) {
+	ttl := func(r *agentsv1alpha1.AgentRun) { r.Spec.TTLSecondsAfterFinished = ptr.To[int32](0) }
+	h := recordingHarness(t, plainRun("held", ttl))
+	first := h.runToSuccess("held")
+	if rec := h.recordOf(first); rec != nil {
+		t.Fatalf("the host wrote a record: %+v", rec.Spec)
+	}
+	// The TTL deletes it and its container goes; the fleet is down: the
+	// run waits, held by the fleet's finalizer alone.
+	for range 2 {
+		h.reconcile("held")
+	}
+	held := &agentsv1alpha1.AgentRun{}
+	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(first), held); err != nil {
+		t.Fatalf("the run went before the fleet recorded it: %v", err)
+	}
+	if held.DeletionTimestamp.IsZero() || !slices.Equal(held.Finalizers, []string{RecordFinalizer}) {
+		t.Fatalf("deletion %v, finalizers %v; want the run being deleted, held by %s alone", held.DeletionTimestamp, held.Finalizers, RecordFinalizer)
+	}
+
+	h.fleetRecords("held", time.Hour)
+	rec := h.recordOf(first)
+	if rec == nil || rec.Spec.RunUID != first.UID || rec.Spec.RunKey != agentsv1alpha1.RunKey(first) ||
+		rec.Spec.Phase != agentsv1alpha1.PhaseSucceeded || rec.Spec.Host != testHost {
+		t.Fatalf("the fleet's record = %+v", rec)
+	}
+	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(first), held); !apierrors.IsNotFound(err) {
+		t.Errorf("the recorded run is still there (%v): %v", err, held.Finalizers)
+	}
+
+	// The same manifest, applied again, ends as the fleet recorded it.
+	again := plainRun("held", ttl)
+	again.UID = "uid-again"
+	if err := h.r.Create(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(h.reconcileUntil("held", agentsv1alpha1.PhaseSucceeded), agentsv1alpha1.ConditionFinished); c.Reason != agentsv1alpha1.ReasonAlreadyRan {
+		t.Errorf("Finished = %+v; want reason AlreadyRan", c)
+	}
+}
+
+func TestTheFleetLetsGoUnrecordedARunDeletedBeforeItFinishedOrWhenRecordsAreOff(t *testing.T) {
+	for _, tc := range []struct {
+		desc      string
+		retention time.Duration
+		finish    bool
+	}{
+		{"deleted while it runs", time.Hour, false},
+		{"finished, records off in the fleet", 0, true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			h := recordingHarness(t, plainRun("r", nil))
+			run := h.reconcileUntil("r", agentsv1alpha1.PhaseRunning)
+			if !controllerutil.ContainsFinalizer(run, RecordFinalizer) {
+				t.Fatalf("finalizers %v; the host adds %s with its own", run.Finalizers, RecordFinalizer)
+			}
+			if tc.finish {
+				run = h.runToSuccess("r")
+			} else if err := h.r.Delete(context.Background(), run); err != nil {
+				t.Fatal(err)
+			}
+			h.fleetRecords("r", tc.retention)
+			if rec := h.recordOf(run); rec != nil {
+				t.Errorf("recorded: %+v", rec.Spec)
+			}
+			got := &agentsv1alpha1.AgentRun{}
+			if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(run), got); client.IgnoreNotFound(err) != nil ||
+				controllerutil.ContainsFinalizer(got, RecordFinalizer) {
+				t.Errorf("the fleet kept its finalizer: %v, %v", got.Finalizers, err)
+			}
+		})
 	}
 }

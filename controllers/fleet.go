@@ -36,8 +36,8 @@ type FleetConfig struct {
 	Clock              clock.Clock
 }
 
-// SetupFleet adds the fleet's scheduler, host lifecycle controller and run
-// record collector to mgr, which must have been made with CacheOptions.
+// SetupFleet adds the fleet's scheduler, host lifecycle controller, run
+// recorder and run record collector to mgr, which must have been made with CacheOptions.
 func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -56,8 +56,14 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	}
 	if err := (&HostLifecycleReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder,
-		LeaseNamespace: cfg.LeaseNamespace, GracePeriod: cfg.GracePeriod, PinnedRunsWait: cfg.PinnedRunsWait,
-		RunRecordRetention: cfg.RunRecordRetention, Clock: cfg.Clock,
+		LeaseNamespace: cfg.LeaseNamespace, GracePeriod: cfg.GracePeriod, PinnedRunsWait: cfg.PinnedRunsWait, Clock: cfg.Clock,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	// Without records too: it removes the RecordFinalizer of hosts that
+	// keep them.
+	if err := (&RunRecorderReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Retention: cfg.RunRecordRetention,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

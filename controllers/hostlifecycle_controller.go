@@ -36,16 +36,12 @@ type HostLifecycleReconciler struct {
 	client.Client
 	// Reader reads the Leases from the API server: only the fleet reads
 	// them, once per host and grace period, which a cache would not save.
-	// It reads run records too, as hosts do.
 	Reader         client.Reader
 	Recorder       events.EventRecorder
 	LeaseNamespace string
 	GracePeriod    time.Duration
 	PinnedRunsWait bool
-	// RunRecordRetention, when positive, records the finished runs whose
-	// finalizer it drops for a lost host, as their host would have.
-	RunRecordRetention time.Duration
-	Clock              clock.Clock
+	Clock          clock.Clock
 
 	// watching holds, by host, when this process began to see the host's
 	// Lease: at its first read of it, and again after a read failed.
@@ -205,13 +201,8 @@ func (h *HostLifecycleReconciler) releaseRunsOfRemovedHost(ctx context.Context, 
 			!run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero() {
 			continue
 		}
-		// The host that finished the run did not get to record it.
-		if h.RunRecordRetention > 0 {
-			if err := recordRun(ctx, h.Client, h.Reader, run); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
+		// The fleet's RecordFinalizer, which the run keeps, holds it until
+		// it is recorded.
 		patch := client.MergeFrom(run.DeepCopy())
 		controllerutil.RemoveFinalizer(run, Finalizer)
 		if err := h.Patch(ctx, run, patch); client.IgnoreNotFound(err) != nil {

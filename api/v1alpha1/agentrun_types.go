@@ -33,6 +33,7 @@ type AgentRunSpec struct {
 	// default agent image.
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\x00-\\x1f\\x7f-\\x9f]')`,message="image must not contain control characters (rule: no control characters)"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 	Image string `json:"image,omitempty"`
 
@@ -149,6 +150,7 @@ type NotifySpec struct {
 	// (127.0.0.1, [::1] or localhost), which never leaves the host.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^(https://[^/?#@\s]+|http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?)([/?#]\S*)?$`
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\x00-\\x1f\\x7f-\\x9f]')`,message="url must not contain control characters (rule: no control characters)"
 	URL string `json:"url"`
 
 	// SecretName is the Podman secret on the run's host that holds the

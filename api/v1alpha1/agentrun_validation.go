@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -75,6 +76,7 @@ const (
 	ruleSessionsNeedCmd   = "sessions need the default command"
 	ruleRunName           = "run name"
 	ruleForkNeedsSession  = "fork needs continueFrom"
+	ruleNoControlChars    = "no control characters"
 )
 
 // Lengths and counts the CRD bounds with maxLength, maxItems and
@@ -267,6 +269,7 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 		errs = append(errs, validateAbsoluteCleanPath(p.Child("workdir"), spec.Workdir)...)
 	}
 	errs = append(errs, maxLength(p.Child("image"), spec.Image, maxImageLength)...)
+	errs = append(errs, noControlCharacters(p.Child("image"), spec.Image)...)
 	errs = append(errs, maxItems(p.Child("command"), len(spec.Command), maxCommandItems)...)
 	for i, arg := range spec.Command {
 		errs = append(errs, maxLength(p.Child("command").Index(i), arg, maxArgLength)...)
@@ -307,6 +310,7 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 	if n := spec.Notify; n != nil {
 		urlPath := p.Child("notify", "url")
 		errs = append(errs, maxLength(urlPath, n.URL, maxURLLength)...)
+		errs = append(errs, noControlCharacters(urlPath, n.URL)...)
 		if !notifyURLPattern.MatchString(n.URL) {
 			errs = append(errs, field.Invalid(urlPath, n.URL, rule(
 				"the URL must be https://, or http:// to 127.0.0.1, [::1] or localhost, without user information or spaces", ruleNotifyURL)))
@@ -446,6 +450,18 @@ func maxLength(p *field.Path, value string, n int) field.ErrorList {
 		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", l), rule(fmt.Sprintf("must be at most %d characters", n), ruleSizeLimits))}
 	}
 	return nil
+}
+
+// noControlCharacters refuses a value holding a control character (C0, DEL
+// or C1, as unicode.IsControl has them, and the CRD's rule): such a value
+// reaches status messages, events and the terminal of whoever runs kubectl
+// agentrun describe, where an escape sequence could rewrite what they see.
+// (field.Error quotes the value, so its controls show escaped.)
+func noControlCharacters(p *field.Path, value string) field.ErrorList {
+	if !strings.ContainsFunc(value, unicode.IsControl) {
+		return nil
+	}
+	return field.ErrorList{field.Invalid(p, value, rule("must not contain control characters", ruleNoControlChars))}
 }
 
 // maxItems refuses a list of more than n items.

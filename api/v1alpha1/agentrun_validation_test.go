@@ -382,6 +382,14 @@ func TestValidateAgentRunAppliesTheSchemaRules(t *testing.T) {
 		}, "spec.notify.url", "notify url"},
 		{"notify with user information", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://user@ci.example.com/", SecretName: "k"} }, "spec.notify.url", "notify url"},
 		{"notify without a key", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://ci.example.com/"} }, "spec.notify.secretName", "secret name"},
+		{"image with an escape sequence", func(s *AgentRunSpec) { s.Image = "registry.example.com/agent\x1b[2J:latest" }, "spec.image", "no control characters"},
+		{"image with a C1 control", func(s *AgentRunSpec) { s.Image = "registry.example.com/agent\u009b2J" }, "spec.image", "no control characters"},
+		{"image with a newline", func(s *AgentRunSpec) { s.Image = "agent\nlatest" }, "spec.image", "no control characters"},
+		{"image of non-ASCII letters", func(s *AgentRunSpec) { s.Image = "registry.example.com/agënt" }, "", ""},
+		{"notify url with an escape sequence", func(s *AgentRunSpec) {
+			s.Notify = &NotifySpec{URL: "https://ci.example.com/done\x1b]8;;https://evil.example/\x07", SecretName: "k"}
+		}, "spec.notify.url", "no control characters"},
+		{"notify url with DEL", func(s *AgentRunSpec) { s.Notify = &NotifySpec{URL: "https://ci.example.com/\x7f", SecretName: "k"} }, "spec.notify.url", "no control characters"},
 		{"system prompt addition of 16385 characters", func(s *AgentRunSpec) { s.Claude = &ClaudeSpec{AppendSystemPrompt: strings.Repeat("s", 16385)} }, "spec.claude.appendSystemPrompt", "size limits"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

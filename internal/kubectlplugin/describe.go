@@ -44,11 +44,12 @@ func (p *plugin) describe(ctx context.Context, name string) error {
 	return writeDescription(p.out(), run, events.Items, eventsErr)
 }
 
-// writeDescription prints the run as kubectl describe prints objects.
+// writeDescription prints the run as kubectl describe prints objects, every
+// value with its control characters escaped.
 func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []corev1.Event, eventsErr error) error {
 	w := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
 	field := func(name, format string, args ...any) {
-		fmt.Fprintf(w, "%s:\t%s\n", name, fmt.Sprintf(format, args...))
+		fmt.Fprintf(w, "%s:\t%s\n", name, printable(fmt.Sprintf(format, args...)))
 	}
 	st := &run.Status
 	field("Name", "%s", run.Name)
@@ -80,7 +81,7 @@ func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []core
 		field("  Cost (USD)", "%s", orNone(r.CostUSD))
 		field("  Is Error", "%t", r.IsError)
 		fmt.Fprintln(w, "  Result:")
-		fmt.Fprintln(w, indent(r.Result, "    "))
+		fmt.Fprintln(w, indent(printableLines(r.Result), "    "))
 	}
 	fmt.Fprintln(w, "Conditions:")
 	if len(st.Conditions) == 0 {
@@ -89,7 +90,8 @@ func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []core
 		fmt.Fprintln(w, "  Type\tStatus\tReason\tAge\tMessage")
 		fmt.Fprintln(w, "  ----\t------\t------\t---\t-------")
 		for _, c := range st.Conditions {
-			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, age(c.LastTransitionTime), c.Message)
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", printable(c.Type), printable(string(c.Status)), printable(c.Reason),
+				age(c.LastTransitionTime), printable(c.Message))
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -102,7 +104,7 @@ func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []core
 func writeEvents(out io.Writer, events []corev1.Event, listErr error) error {
 	switch {
 	case listErr != nil:
-		_, err := fmt.Fprintf(out, "Events:\t<cannot list: %s>\n", oneLine(listErr.Error()))
+		_, err := fmt.Fprintf(out, "Events:\t<cannot list: %s>\n", printable(oneLine(listErr.Error())))
 		return err
 	case len(events) == 0:
 		_, err := fmt.Fprintln(out, "Events:\t<none>")
@@ -119,7 +121,8 @@ func writeEvents(out io.Writer, events []corev1.Event, listErr error) error {
 		if from == "" {
 			from = e.Source.Component
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", e.Type, e.Reason, age(metav1.NewTime(eventTime(e))), from, oneLine(e.Message))
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", printable(e.Type), printable(e.Reason), age(metav1.NewTime(eventTime(e))),
+			printable(from), printable(oneLine(e.Message)))
 	}
 	return w.Flush()
 }

@@ -68,7 +68,8 @@ func (p *plugin) hosts(ctx context.Context, print *genericclioptions.PrintFlags)
 }
 
 // printList prints a list with kubectl's printers (-o yaml, json, name,
-// jsonpath, ...). The items of a typed list come without their kind, which
+// jsonpath, ...), with the control characters of what they print escaped
+// but newlines. The items of a typed list come without their kind, which
 // the printers need: set from the scheme. The name printer takes no typed
 // list: it gets the items one by one, as kubectl get gives them.
 func (p *plugin) printList(print *genericclioptions.PrintFlags, list runtime.Object) error {
@@ -87,15 +88,17 @@ func (p *plugin) printList(print *genericclioptions.PrintFlags, list runtime.Obj
 	if err != nil {
 		return err
 	}
-	if ptrValue(print.OutputFormat) != "name" {
-		return printer.PrintObj(list, p.out())
-	}
-	for _, item := range items {
-		if err := printer.PrintObj(item, p.out()); err != nil {
-			return err
+	return printEscaped(p.out(), func(out io.Writer) error {
+		if ptrValue(print.OutputFormat) != "name" {
+			return printer.PrintObj(list, out)
 		}
-	}
-	return nil
+		for _, item := range items {
+			if err := printer.PrintObj(item, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 type readiness struct{ status, reason string }
@@ -141,7 +144,7 @@ func ptrValue(s *string) string {
 }
 
 // table prints as kubectl get does: upper-case headers, columns aligned with
-// kubectl's own tab writer.
+// kubectl's own tab writer; each cell with its control characters escaped.
 type table struct {
 	header []string
 	rows   [][]string
@@ -151,7 +154,11 @@ func (t table) print(w io.Writer) error {
 	tw := printers.GetNewTabWriter(w)
 	fmt.Fprintln(tw, strings.Join(t.header, "\t"))
 	for _, r := range t.rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = printable(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }

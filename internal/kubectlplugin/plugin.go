@@ -80,7 +80,7 @@ func Main(streams genericiooptions.IOStreams, args []string) int {
 	case errors.As(err, &exit):
 		return exit.Code
 	default:
-		fmt.Fprintln(streams.ErrOut, "error: "+oneLine(err.Error()))
+		fmt.Fprintln(streams.ErrOut, "error: "+printable(oneLine(err.Error())))
 		return 1
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -218,5 +219,58 @@ var _ = Describe("kubectl agentrun list", func() {
 
 		r = plugin("-n", b, "list", "-o", "name")
 		Expect(r.out).To(Equal("agentrun.agents.agentrun.dev/second\n"), r.errOut)
+	})
+})
+
+// hostile holds what a terminal takes for commands: an ESC sequence that
+// clears the screen, an OSC 8 hyperlink ended by BEL, a C1 CSI (U+009B) and a
+// carriage return that would overwrite the line.
+const hostile = "ok\x1b[2J\x1b]8;;https://evil.example/\x07link\u009b31m\rSucceeded"
+
+// expectNoControls checks that out holds no control character but the
+// newlines between lines, and shows hostile's escaped.
+func expectNoControls(out string) {
+	GinkgoHelper()
+	Expect(strings.ContainsFunc(out, func(r rune) bool { return r != '\n' && unicode.IsControl(r) })).To(BeFalse(), "%q", out)
+	Expect(out).To(ContainSubstring(`ok\x1b[2J\x1b]8;;https://evil.example/\alink\u009b31m\rSucceeded`))
+}
+
+var _ = Describe("kubectl agentrun's output", func() {
+	It("escapes the control characters of every value it prints: describe, list, hosts, -o jsonpath", func(ctx SpecContext) {
+		ns := newNamespace()
+		Expect(plugin("-n", ns, "run", "hostile", "--prompt", "x").code).To(Equal(0))
+		run := &agentsv1alpha1.AgentRun{}
+		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "hostile"}, run)).To(Succeed())
+		// The status is any host's to write; the API does not refuse controls there.
+		run.Status = agentsv1alpha1.AgentRunStatus{
+			Phase: agentsv1alpha1.PhaseSucceeded, Host: "local-1", Message: hostile,
+			AgentResult: &agentsv1alpha1.AgentResult{Result: "line one\n" + hostile, SessionID: hostile},
+		}
+		meta.SetStatusCondition(&run.Status.Conditions, metav1.Condition{Type: "Succeeded", Status: metav1.ConditionTrue, Reason: "Completed", Message: hostile})
+		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
+		Expect(k8s.Create(ctx, &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{GenerateName: "hostile-", Namespace: ns},
+			InvolvedObject: corev1.ObjectReference{Kind: "AgentRun", Namespace: ns, Name: "hostile", UID: run.UID},
+			Reason:         "Launched", Message: hostile, Type: corev1.EventTypeNormal,
+			Source: corev1.EventSource{Component: "agentrun-local-1"}, LastTimestamp: metav1.Now(),
+		})).To(Succeed())
+		host := &agentsv1alpha1.PodmanHost{ObjectMeta: metav1.ObjectMeta{Name: "hostile-host"}}
+		Expect(k8s.Create(ctx, host)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) { Expect(k8s.Delete(ctx, host)).To(Succeed()) })
+		host.Status = agentsv1alpha1.PodmanHostStatus{PodmanVersion: hostile, Images: []string{hostile}}
+		Expect(k8s.Status().Update(ctx, host)).To(Succeed())
+
+		for _, args := range [][]string{
+			{"-n", ns, "describe", "hostile"},
+			{"-n", ns, "list", "-o", "wide"},
+			{"-n", ns, "list", "-o", "jsonpath={.items[0].status.message}"},
+			{"hosts"},
+		} {
+			r := plugin(args...)
+			Expect(r.code).To(Equal(0), "%v: %s", args, r.errOut)
+			expectNoControls(r.out)
+		}
+		// A multi-line result keeps its lines, indented.
+		Expect(plugin("-n", ns, "describe", "hostile").out).To(ContainSubstring("    line one\n    ok\\x1b[2J"))
 	})
 })

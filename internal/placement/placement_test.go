@@ -89,3 +89,28 @@ func TestHasImageResolvesAsPodmanDoes(t *testing.T) {
 		}
 	}
 }
+
+// The message is the run's: whoever may read the run reads it. It names
+// the secrets of the run a host lacks, never the other secrets hosts hold
+// (other teams' keys), nor which of the run's own a host has.
+func TestTheUnschedulableMessageNamesOnlyTheRunsOwnSecrets(t *testing.T) {
+	a, b := host("a", 0, 4), host("b", 4, 4)
+	a.Secrets = []string{"team-b-deploy-key", "run-key"}
+	b.Secrets = []string{"team-c-signing-key", "run-key", "notify-key"}
+	r := run("", map[string]agentsv1alpha1.SecretName{"TOKEN": "run-key", "OTHER": "absent-key"}, nil)
+	r.Spec.Notify = &agentsv1alpha1.NotifySpec{URL: "https://ci.example.com/", SecretName: "notify-key"}
+	got, why := Choose(r, []Host{a, b})
+	if got != "" {
+		t.Fatalf("Choose = %q; want none", got)
+	}
+	for _, want := range []string{"a: secret(s) absent-key", "b: secret(s) absent-key"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("message %q lacks %q", why, want)
+		}
+	}
+	for _, held := range []string{"team-b-deploy-key", "team-c-signing-key", "run-key", "notify-key"} {
+		if strings.Contains(why, held) {
+			t.Errorf("message %q names %s, which the host holds", why, held)
+		}
+	}
+}

@@ -385,6 +385,10 @@ var _ = Describe("The kubeconfig hack/host-identity.sh makes", func() {
 
 const recordsPolicy = "agentrun-host-records"
 
+// recordFinalizer is the fleet's (controllers.RecordFinalizer), written out
+// as finalizer is.
+const recordFinalizer = "agents.agentrun.dev/record"
+
 // record is the record of a run of host, named name, in the runs' namespace.
 func record(name, host string) *agentsv1alpha1.AgentRunRecord {
 	return &agentsv1alpha1.AgentRunRecord{
@@ -395,26 +399,68 @@ func record(name, host string) *agentsv1alpha1.AgentRunRecord {
 	}
 }
 
-var _ = Describe("A host writing AgentRunRecords", func() {
-	It("may record its own runs, and replace the record another host left under the same name", func(ctx SpecContext) {
-		rec := record("recorded-by-b", "b")
-		Expect(hostB.Create(ctx, rec)).To(Succeed())
-		rec.Spec.Host, rec.Spec.RunUID = "a", "4567"
-		Expect(hostA.Update(ctx, rec)).To(Succeed())
+// expectRefusedByRBAC checks that err is RBAC's refusal, which names no
+// policy: the request never reached admission.
+func expectRefusedByRBAC(err error) {
+	GinkgoHelper()
+	Expect(apierrors.IsForbidden(err)).To(BeTrue(), "not Forbidden: %v", err)
+	Expect(err.Error()).NotTo(ContainSubstring("ValidatingAdmissionPolicy"))
+}
+
+var _ = Describe("A host and AgentRunRecords", func() {
+	// Records are the fleet's: it writes them from the final status the
+	// run's host wrote. A host that wrote them could hold back any
+	// manifest of any namespace, ended AlreadyRan without running.
+	It("may not create, replace or delete a record, not even one naming itself; the fleet writes them", func(ctx SpecContext) {
+		// Host b has only the hosts' roles: RBAC refuses it.
+		expectRefusedByRBAC(hostB.Create(ctx, record("forged-by-b", "b")))
+		// Host a's role is wider: the policy refuses it.
+		expectRefused(hostA.Create(ctx, record("forged-by-a", "a")), recordsPolicy, "hosts do not write records")
+
+		rec := record("ran-on-a", "a")
+		Expect(fleet.Create(ctx, rec)).To(Succeed())
+		forged := rec.DeepCopy()
+		forged.Spec.Phase, forged.Spec.Reason = agentsv1alpha1.PhaseFailed, "ExitedNonZero"
+		expectRefusedByRBAC(hostB.Update(ctx, forged))
+		expectRefused(hostA.Update(ctx, forged), recordsPolicy, "hosts do not write records")
+		expectRefused(hostA.Patch(ctx, forged, client.MergeFrom(rec)), recordsPolicy, "hosts do not write records")
+		expectRefusedByRBAC(hostB.Delete(ctx, rec))
+		expectRefused(hostA.Delete(ctx, rec), recordsPolicy, "hosts do not write records")
+		Expect(fleet.Update(ctx, forged)).To(Succeed())
+		Expect(fleet.Delete(ctx, forged)).To(Succeed())
 	})
 
-	It("may not record a run as another host's", func(ctx SpecContext) {
-		expectRefused(hostA.Create(ctx, record("forged", "b")), recordsPolicy, "own records only")
-		rec := record("kept-by-a", "a")
-		Expect(hostA.Create(ctx, rec)).To(Succeed())
-		rec.Spec.Host = "b"
-		expectRefused(hostA.Update(ctx, rec), recordsPolicy, "own records only")
+	It("may read records: its run-once guard does", func(ctx SpecContext) {
+		rec := record("read-by-b", "a")
+		Expect(fleet.Create(ctx, rec)).To(Succeed())
+		Expect(hostB.Get(ctx, client.ObjectKeyFromObject(rec), &agentsv1alpha1.AgentRunRecord{})).To(Succeed())
 	})
 
-	It("may not delete a record, not even its own; the fleet may", func(ctx SpecContext) {
-		rec := record("deleted-by-the-fleet", "a")
-		Expect(hostA.Create(ctx, rec)).To(Succeed())
-		expectRefused(hostA.Delete(ctx, rec), recordsPolicy, "hosts do not delete records")
-		Expect(fleet.Delete(ctx, rec)).To(Succeed())
+	It("may add the fleet's record finalizer with its own to a run it holds, and never remove it", func(ctx SpecContext) {
+		key := newRun(ctx, "a", "a")
+		Expect(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) {
+			controllerutil.AddFinalizer(r, finalizer)
+			controllerutil.AddFinalizer(r, recordFinalizer)
+		})).To(Succeed())
+		expectRefused(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { controllerutil.RemoveFinalizer(r, recordFinalizer) }),
+			runsPolicy, "only the fleet removes the record finalizer")
+		expectRefused(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) {
+			controllerutil.RemoveFinalizer(r, finalizer)
+			controllerutil.RemoveFinalizer(r, recordFinalizer)
+		}), runsPolicy, "only the fleet removes the record finalizer")
+		// Its own finalizer goes; the run waits for the fleet's.
+		Expect(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { controllerutil.RemoveFinalizer(r, finalizer) })).To(Succeed())
+		Expect(admin.Delete(ctx, get(ctx, key))).To(Succeed())
+		Expect(get(ctx, key).Finalizers).To(ConsistOf(recordFinalizer))
+		Expect(writeRun(ctx, fleet, key, func(r *agentsv1alpha1.AgentRun) { controllerutil.RemoveFinalizer(r, recordFinalizer) })).To(Succeed())
+		Eventually(func() bool {
+			return admin.Get(ctx, key, &agentsv1alpha1.AgentRun{}) != nil
+		}).WithContext(ctx).Should(BeTrue(), "the run should be gone")
+	})
+
+	It("may not add the record finalizer to another host's run", func(ctx SpecContext) {
+		key := newRun(ctx, "b", "b")
+		expectRefused(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { controllerutil.AddFinalizer(r, recordFinalizer) }),
+			runsPolicy, "only this host's runs")
 	})
 })

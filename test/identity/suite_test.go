@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,10 @@ const (
 	// config/default names it: the policies must not select it.
 	fleetUser = "system:serviceaccount:agentrun-system:agentrun-controller-manager"
 )
+
+// The ClusterRoles of config/default the fleet controller is bound to; hosts
+// are bound to the first only.
+var fleetRoles = []string{"agentrun-manager-role", "agentrun-fleet-role"}
 
 // The policies config/host installs.
 var policies = []string{"agentrun-host-runs", "agentrun-host-podmanhosts", "agentrun-host-leases", "agentrun-host-records"}
@@ -99,8 +104,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	root := testenv.RepoRoot()
 	defaults := kubectl("kustomize", filepath.Join(root, "config", "default"))
 	applyAll(ctx, defaults, func(u *unstructured.Unstructured) bool {
-		return u.GetKind() == "ClusterRole" && u.GetName() == "agentrun-manager-role"
-	}, 1)
+		return u.GetKind() == "ClusterRole" && slices.Contains(fleetRoles, u.GetName())
+	}, len(fleetRoles))
 	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 9)
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
@@ -117,18 +122,23 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	}, 4)
 
 	// The fleet controller's RBAC is not config/host's: bind it here to the
-	// roles it needs for what these tests have it do.
-	Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "test-fleet"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "agentrun-manager-role"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "agentrun-controller-manager", Namespace: systemNamespace}},
-	})).To(Succeed())
+	// roles config/default binds it to.
+	for _, role := range fleetRoles {
+		Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "test-" + role},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "agentrun-controller-manager", Namespace: systemNamespace}},
+		})).To(Succeed())
+	}
 
-	// A role wider than the hosts': the policy, not RBAC, must then refuse
-	// host a's creating a run.
+	// A role wider than the hosts': the policies, not RBAC, must then refuse
+	// host a's creating a run and writing records.
 	Expect(admin.Create(ctx, &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "test-too-wide"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{agentsv1alpha1.GroupVersion.Group}, Resources: []string{"agentruns"}, Verbs: []string{"create"}}},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{agentsv1alpha1.GroupVersion.Group}, Resources: []string{"agentruns"}, Verbs: []string{"create"}},
+			{APIGroups: []string{agentsv1alpha1.GroupVersion.Group}, Resources: []string{"agentrunrecords"}, Verbs: []string{"create", "update", "patch", "delete"}},
+		},
 	})).To(Succeed())
 	Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "test-too-wide"},
