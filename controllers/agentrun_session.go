@@ -93,12 +93,16 @@ func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alp
 			"host %s keeps no Claude sessions (its --session-dir is empty, or its default command is not Claude Code)", r.Host)}, nil
 	}
 	dir := string(run.UID)
-	mount := containers.Mount{Source: filepath.Join(r.SessionDir, dir), Destination: sessionMountPath}
 	if !isRunUID(dir) {
 		return "", nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonLaunchFailed, fmt.Sprintf("the run's UID %q is not a UUID", dir)}, nil
 	}
-	if refused := r.Policy.CheckHostMount(mount); refused != nil {
-		return "", nil, &runState{agentsv1alpha1.PhaseFailed, refused.Reason, "the run's Claude session directory: " + refused.Message}, nil
+	// The run's directory is made below, by the host, in --session-dir: it
+	// is what the volume checks hold the mount to.
+	if err := os.MkdirAll(r.SessionDir, 0o700); err != nil {
+		return "", nil, nil, err
+	}
+	if refused := r.Policy.CheckHostMount(containers.Mount{Source: r.SessionDir, Destination: sessionMountPath}); refused != nil {
+		return "", nil, &runState{agentsv1alpha1.PhaseFailed, refused.Reason, "the host's Claude session directory: " + refused.Message}, nil
 	}
 	var earlier *agentsv1alpha1.AgentRun
 	if run.Spec.ContinueFrom != "" {
@@ -116,7 +120,7 @@ func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alp
 	if err != nil || st != nil {
 		return "", nil, st, err
 	}
-	spec.Mounts = append(spec.Mounts, mount)
+	spec.Mounts = append(spec.Mounts, containers.Mount{Source: filepath.Join(r.SessionDir, dir), Destination: sessionMountPath})
 	spec.Env[claudeConfigDirEnv] = sessionMountPath
 	if earlier != nil {
 		spec.Command = claudecli.InsertFlags(spec.Command, claudecli.ResumeFlags(earlier.Status.AgentResult.SessionID, run.Spec.Fork)...)
@@ -243,14 +247,11 @@ func (r *AgentRunReconciler) fillSessionDir(sessions *os.Root, name string, earl
 	return c.skipped, err
 }
 
-// openSessions opens the host's --session-dir, making it if need be, as the
-// root every operation on session directories goes through: a container
-// can rewrite what is in its own directory, and a link it leaves there
-// must not lead the host anywhere else.
+// openSessions opens the host's --session-dir as the root every operation
+// on session directories goes through: a container can rewrite what is in
+// its own directory, and a link it leaves there must not lead the host
+// anywhere else.
 func (r *AgentRunReconciler) openSessions() (*os.Root, error) {
-	if err := os.MkdirAll(r.SessionDir, 0o700); err != nil {
-		return nil, err
-	}
 	return os.OpenRoot(r.SessionDir)
 }
 
