@@ -33,8 +33,8 @@ type sessionCopy struct {
 	skipped []string
 }
 
-// beforeCopying runs between listing a directory and copying one of its
-// entries: tests change the entry there.
+// beforeCopying runs between looking at an entry (it is a directory, or a
+// regular file) and opening it to copy it: tests change the entry there.
 var beforeCopying = func(rel string) {}
 
 // sessionTooLargeError says a copy passed one of the host's limits.
@@ -62,7 +62,6 @@ func (c *sessionCopy) transcripts(src *os.Root) error {
 			c.skipSpecial(rel, e.Type())
 			continue
 		}
-		beforeCopying(rel)
 		if err := c.project(projects, e.Name(), rel); err != nil {
 			return err
 		}
@@ -90,7 +89,6 @@ func (c *sessionCopy) project(projects *os.Root, name, rel string) error {
 			c.skipSpecial(file, e.Type())
 			continue
 		}
-		beforeCopying(file)
 		if err := c.file(src, e.Name(), file); err != nil {
 			return err
 		}
@@ -111,6 +109,7 @@ func (c *sessionCopy) openDir(parent *os.Root, name, rel string) (*os.Root, bool
 		c.skip(rel)
 		return nil, false
 	}
+	beforeCopying(rel)
 	dir, err := parent.OpenRoot(name)
 	if err != nil {
 		c.skip(rel)
@@ -137,6 +136,7 @@ func (c *sessionCopy) file(src *os.Root, name, rel string) error {
 	if c.files++; c.maxFiles > 0 && c.files > c.maxFiles {
 		return &sessionTooLargeError{strconv.Itoa(c.maxFiles) + " files"}
 	}
+	beforeCopying(rel)
 	in, err := src.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		c.skip(rel)

@@ -122,7 +122,7 @@ func assertUntouched(t *testing.T, dir string) {
 	}
 }
 
-func TestAnEntrySwappedBetweenListingAndCopyingIsSkipped(t *testing.T) {
+func TestAnEntrySwappedAfterItsTypeWasCheckedIsSkipped(t *testing.T) {
 	outside := t.TempDir()
 	writeFiles(t, outside, map[string]string{sessionOne + ".jsonl": hostSecret})
 	for what, swap := range map[string]func(path string) error{
