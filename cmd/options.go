@@ -91,6 +91,8 @@ type options struct {
 	pinnedRunsWait        bool
 	runRecordRetention    time.Duration
 	sessionDir            string
+	sessionCopyMaxBytes   int64
+	sessionCopyMaxFiles   int
 	logsBindAddress       string
 	logsURL               string
 	logsCertDir           string
@@ -156,7 +158,9 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.StringVar(&o.leaseNamespace, "lease-namespace", controllers.DefaultLeaseNamespace, "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
 	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", controllers.DefaultHeartbeatPeriod, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
 	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", controllers.DefaultHostGracePeriod, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
-	fs.StringVar(&o.sessionDir, "session-dir", "/var/lib/agentrun/sessions", "where this host keeps the runs' Claude Code state, a directory per session, so that a later run can continue one (spec.continueFrom); each host needs its own; empty keeps none")
+	fs.StringVar(&o.sessionDir, "session-dir", controllers.DefaultSessionDir, "where this host keeps the runs' Claude Code state, a directory per session, so that a later run can continue one (spec.continueFrom); each host needs its own; empty keeps none")
+	fs.Int64Var(&o.sessionCopyMaxBytes, "session-copy-max-bytes", controllers.DefaultSessionCopyMaxBytes, "the most bytes of conversation transcripts a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
+	fs.IntVar(&o.sessionCopyMaxFiles, "session-copy-max-files", controllers.DefaultSessionCopyMaxFiles, "the most transcript files a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
 	fs.DurationVar(&o.runRecordRetention, "run-record-retention", controllers.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
 	fs.StringVar(&o.logsBindAddress, "logs-bind-address", "0", "host: address (host:port) of the HTTPS endpoint that streams this host's runs' output to callers allowed to get agentruns/log (kubectl agentrun logs); 0 disables it")
@@ -361,31 +365,33 @@ func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
 	logs, _ := o.logEndpoint()
 	notifyAllowed, _ := o.notifyAllowed()
 	return controllers.HostConfig{
-		Host:               o.hostName,
-		Runtime:            containers.WithCallTimeout(rt, o.podmanCallTimeout),
-		DiscardOutput:      !o.captureOutput,
-		Defaults:           controllers.Defaults{Image: o.defaultImage, Command: o.command()},
-		OutputTailBytes:    o.outputTailBytes,
-		ProgressPeriod:     o.progressPeriod,
-		KeepContainers:     o.keepContainers,
-		StopGracePeriod:    o.stopGracePeriod,
-		ResyncPeriod:       o.resyncPeriod,
-		RecheckPeriod:      o.recheckPeriod,
-		DefaultTimeout:     o.defaultTimeout,
-		RetryBackoff:       o.retryBackoff,
-		MaxRetryBackoff:    o.maxRetryBackoff,
-		MaxConcurrentRuns:  o.maxConcurrentRuns,
-		Policy:             hostPolicy,
-		Workers:            o.workers,
-		EventRetryPeriod:   2 * time.Second,
-		Labels:             hostLabels,
-		LeaseNamespace:     o.leaseNamespace,
-		HeartbeatPeriod:    o.heartbeatPeriod,
-		GracePeriod:        o.hostGracePeriod,
-		RunRecordRetention: o.runRecordRetention,
-		SessionDir:         o.sessionDir,
-		LogEndpoint:        logs,
-		NotifyAllowedCIDRs: notifyAllowed,
+		Host:                o.hostName,
+		Runtime:             containers.WithCallTimeout(rt, o.podmanCallTimeout),
+		DiscardOutput:       !o.captureOutput,
+		Defaults:            controllers.Defaults{Image: o.defaultImage, Command: o.command()},
+		OutputTailBytes:     o.outputTailBytes,
+		ProgressPeriod:      o.progressPeriod,
+		KeepContainers:      o.keepContainers,
+		StopGracePeriod:     o.stopGracePeriod,
+		ResyncPeriod:        o.resyncPeriod,
+		RecheckPeriod:       o.recheckPeriod,
+		DefaultTimeout:      o.defaultTimeout,
+		RetryBackoff:        o.retryBackoff,
+		MaxRetryBackoff:     o.maxRetryBackoff,
+		MaxConcurrentRuns:   o.maxConcurrentRuns,
+		Policy:              hostPolicy,
+		Workers:             o.workers,
+		EventRetryPeriod:    2 * time.Second,
+		Labels:              hostLabels,
+		LeaseNamespace:      o.leaseNamespace,
+		HeartbeatPeriod:     o.heartbeatPeriod,
+		GracePeriod:         o.hostGracePeriod,
+		RunRecordRetention:  o.runRecordRetention,
+		SessionDir:          o.sessionDir,
+		SessionCopyMaxBytes: o.sessionCopyMaxBytes,
+		SessionCopyMaxFiles: o.sessionCopyMaxFiles,
+		LogEndpoint:         logs,
+		NotifyAllowedCIDRs:  notifyAllowed,
 	}
 }
 

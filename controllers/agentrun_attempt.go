@@ -320,19 +320,6 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	if refused := r.Policy.Apply(&spec); refused != nil {
 		return runState{agentsv1alpha1.PhaseFailed, refused.Reason, refused.Message}, ctrl.Result{}, nil
 	}
-	// The session directory is the host's own mount: no run volume, so not
-	// held to the volume policy.
-	sessionDir, st, err := r.attachSession(ctx, run, &spec)
-	switch {
-	case err != nil:
-		// The host's own setup failed (its session directory cannot be
-		// written, say): retried with backoff, and said.
-		return runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, fmt.Sprintf(
-			"host %s cannot keep the run's Claude session (--session-dir %s): %v", r.Host, r.SessionDir, err)}, ctrl.Result{}, err
-	case st != nil:
-		return *st, ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
-	}
-
 	if r.admission != nil {
 		if err := r.admission(); hostagent.IsNotFenced(err) {
 			return pending(agentsv1alpha1.ReasonFencing, fmt.Sprintf("host %s launches this run once it has removed the containers of runs "+
@@ -362,6 +349,12 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	}
 	if err := r.ensureFinalizer(ctx, run); err != nil {
 		return stateOf(&run.Status), ctrl.Result{}, err
+	}
+	// Session handling comes last: what a container left in a session
+	// directory is touched only for a run that starts now.
+	sessionDir, st, res, err := r.prepareSession(ctx, run, &spec)
+	if st != nil {
+		return *st, res, err
 	}
 	// The image is not looked up first: Create's own answer says when it is
 	// missing, and the lookup was one more call per run for Podman, which is

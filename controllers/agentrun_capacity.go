@@ -254,7 +254,7 @@ func (r *AgentRunReconciler) releaseSlot(ctx context.Context, key types.Namespac
 // readyToStart tells whether a pending run waits only for a slot.
 func readyToStart(run *agentsv1alpha1.AgentRun) bool {
 	switch stateOf(&run.Status).reason {
-	case agentsv1alpha1.ReasonSecretNotFound, agentsv1alpha1.ReasonImageNotFound, agentsv1alpha1.ReasonBackOff:
+	case agentsv1alpha1.ReasonSecretNotFound, agentsv1alpha1.ReasonImageNotFound, agentsv1alpha1.ReasonBackOff, agentsv1alpha1.ReasonWaitingForSession:
 		return false
 	}
 	return true

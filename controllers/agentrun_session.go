@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -21,95 +24,235 @@ import (
 )
 
 // A run's Claude Code state (its configuration and its sessions) lives in a
-// directory of the host's --session-dir, mounted here; CLAUDE_CONFIG_DIR
-// points Claude Code at it.
+// directory of the host's --session-dir named by the run's UID, mounted
+// here; CLAUDE_CONFIG_DIR points Claude Code at it. Every run has a directory
+// of its own, mounted by no other run: a run that continues or forks a
+// session starts from a copy of the earlier run's conversation transcripts
+// (copyTranscripts), nothing else of it.
 const (
 	sessionMountPath   = "/agentrun/claude"
 	claudeConfigDirEnv = "CLAUDE_CONFIG_DIR"
 )
 
+// reasonSessionEntriesSkipped is the event that names what a session copy
+// left out for not being a regular file or a directory.
+const reasonSessionEntriesSkipped = "SessionEntriesSkipped"
+
+// keepsSession tells whether run gets a session directory: it runs this
+// host's default command, Claude Code, on a host that keeps sessions.
+func (r *AgentRunReconciler) keepsSession(run *agentsv1alpha1.AgentRun) bool {
+	return r.SessionDir != "" && len(run.Spec.Command) == 0 && claudecli.IsClaude(r.Defaults.Command)
+}
+
+// prepareSession is the session step of a launch, which comes after the
+// run has its slot and secrets: it waits for the run's image (a directory
+// is made, or a session copied, only for a run that can start), then
+// attaches the session. It returns the directory for status.sessionDir, or
+// the state the run waits or fails in.
+func (r *AgentRunReconciler) prepareSession(ctx context.Context, run *agentsv1alpha1.AgentRun, spec *containers.Spec) (string, *runState, ctrl.Result, error) {
+	if r.keepsSession(run) {
+		ok, err := r.Runtime.ImageExists(ctx, spec.Image)
+		if err != nil {
+			st, res, err := r.notLaunched(run, fmt.Errorf("looking up image %s: %w", spec.Image, err))
+			return "", &st, res, err
+		}
+		if !ok {
+			return "", &runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonImageNotFound, imageNotFoundMessage(r.Host, spec.Image)},
+				ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
+		}
+	}
+	dir, skipped, st, err := r.attachSession(ctx, run, spec)
+	switch {
+	case err != nil:
+		// The host's own setup failed (its session directory cannot be
+		// written, say): retried with backoff, and said.
+		return "", &runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonLaunchFailed, fmt.Sprintf(
+			"host %s cannot keep the run's Claude session (--session-dir %s): %v", r.Host, r.SessionDir, err)}, ctrl.Result{}, err
+	case st != nil:
+		return "", st, ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
+	}
+	if len(skipped) > 0 {
+		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, reasonSessionEntriesSkipped, "CopySession", "%s", truncateUTF8(fmt.Sprintf(
+			"the copy of AgentRun %s's session left out what is not a regular file or a directory: %s",
+			run.Spec.ContinueFrom, strings.Join(skipped, ", ")), maxEventNoteBytes))
+	}
+	return dir, nil, ctrl.Result{}, nil
+}
+
+// attachSession gives a run of the host's default command (Claude Code) its
+// session directory, new or with the earlier run's transcripts (continue,
+// fork), mounts it, and adds the flags that resume the earlier session. It
+// returns the directory's name for status.sessionDir and what a copy left
+// out, or the state the run waits or fails in.
+func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alpha1.AgentRun, spec *containers.Spec) (string, []string, *runState, error) {
+	if !r.keepsSession(run) {
+		if run.Spec.ContinueFrom == "" {
+			return "", nil, nil, nil
+		}
+		return "", nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(
+			"host %s keeps no Claude sessions (its --session-dir is empty, or its default command is not Claude Code)", r.Host)}, nil
+	}
+	dir := string(run.UID)
+	if !isRunUID(dir) {
+		return "", nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonLaunchFailed, fmt.Sprintf("the run's UID %q is not a UUID", dir)}, nil
+	}
+	// The run's directory is made below, by the host, in --session-dir: it
+	// is what the volume checks hold the mount to.
+	if err := os.MkdirAll(r.SessionDir, 0o700); err != nil {
+		return "", nil, nil, err
+	}
+	if refused := r.Policy.CheckHostMount(containers.Mount{Source: r.SessionDir, Destination: sessionMountPath}); refused != nil {
+		return "", nil, &runState{agentsv1alpha1.PhaseFailed, refused.Reason, "the host's Claude session directory: " + refused.Message}, nil
+	}
+	var earlier *agentsv1alpha1.AgentRun
+	if run.Spec.ContinueFrom != "" {
+		var st *runState
+		var err error
+		if earlier, st, err = sessionSource(ctx, r.Client, run); err != nil || st != nil {
+			return "", nil, st, err
+		}
+		if earlier.Status.Host != r.Host {
+			return "", nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(
+				"the Claude session of AgentRun %s is kept on host %s, not on %s", earlier.Name, earlier.Status.Host, r.Host)}, nil
+		}
+	}
+	skipped, st, err := r.makeSessionDir(dir, earlier)
+	if err != nil || st != nil {
+		return "", nil, st, err
+	}
+	spec.Mounts = append(spec.Mounts, containers.Mount{Source: filepath.Join(r.SessionDir, dir), Destination: sessionMountPath})
+	spec.Env[claudeConfigDirEnv] = sessionMountPath
+	if earlier != nil {
+		spec.Command = claudecli.InsertFlags(spec.Command, claudecli.ResumeFlags(earlier.Status.AgentResult.SessionID, run.Spec.Fork)...)
+	}
+	return dir, skipped, nil, nil
+}
+
 // sessionSource checks the earlier run whose session run continues. It
-// returns that run when its session can be continued now, or else the state
-// run waits (the earlier run has not finished) or fails in.
+// returns that run when its session can be continued now, or else
+// the state run waits (the earlier run has not finished) or fails in. What
+// the earlier run's status says of its session is checked before any use:
+// a host's identity can write any status, and the session ID comes from the
+// agent's own output.
 func sessionSource(ctx context.Context, c client.Reader, run *agentsv1alpha1.AgentRun) (*agentsv1alpha1.AgentRun, *runState, error) {
 	name := run.Spec.ContinueFrom
+	unavailable := func(format string, args ...any) (*agentsv1alpha1.AgentRun, *runState, error) {
+		return nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(format, args...)}, nil
+	}
 	earlier := &agentsv1alpha1.AgentRun{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: run.Namespace, Name: name}, earlier)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable,
-			fmt.Sprintf("AgentRun %s, whose Claude session this run continues, does not exist", name)}, nil
+		return unavailable("AgentRun %s, whose Claude session this run continues, does not exist", name)
 	case err != nil:
 		return nil, nil, err
 	case !earlier.Status.Phase.IsFinished():
 		return nil, &runState{agentsv1alpha1.PhasePending, agentsv1alpha1.ReasonWaitingForSession,
 			fmt.Sprintf("waiting for AgentRun %s to finish, to continue its Claude session", name)}, nil
 	case earlier.Status.SessionDir == "" || earlier.Status.Host == "" || earlier.Status.AgentResult == nil || earlier.Status.AgentResult.SessionID == "":
-		return nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable,
-			fmt.Sprintf("AgentRun %s ended (%s) without a Claude session to continue", name, earlier.Status.Phase)}, nil
+		return unavailable("AgentRun %s ended (%s) without a Claude session to continue", name, earlier.Status.Phase)
+	case earlier.Status.SessionDir != string(earlier.UID) || !isRunUID(earlier.Status.SessionDir):
+		return unavailable("AgentRun %s's status.sessionDir %q is not its UID %s, as every session directory's name is", name, earlier.Status.SessionDir, earlier.UID)
+	case !claudecli.IsSessionID(earlier.Status.AgentResult.SessionID):
+		return unavailable("AgentRun %s's session ID %q is not a UUID, as Claude Code's are", name, earlier.Status.AgentResult.SessionID)
 	}
 	return earlier, nil, nil
 }
 
-// attachSession gives a run of the host's default command (Claude Code) its
-// session directory: a new one, the earlier run's (continue), or a copy of
-// it (fork), with the flags that resume the earlier session, and returns the
-// directory's name for status.sessionDir. It returns instead the state the
-// run waits or fails in when the session cannot be had.
-func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alpha1.AgentRun, spec *containers.Spec) (string, *runState, error) {
-	if r.SessionDir == "" || len(run.Spec.Command) > 0 || !claudecli.IsClaude(r.Defaults.Command) {
-		if run.Spec.ContinueFrom == "" {
-			return "", nil, nil
-		}
-		return "", &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(
-			"host %s keeps no Claude sessions (its --session-dir is empty, or its default command is not Claude Code)", r.Host)}, nil
+// isRunUID tells whether s has the form of the UIDs the API server gives:
+// a UUID in its canonical form, which is safe to name a directory.
+func isRunUID(s string) bool {
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
+}
+
+// makeSessionDir makes the run's session directory, empty or with the
+// earlier run's transcripts, and gives it to the containers' user. It is
+// made under a temporary name and renamed once complete, so a directory
+// under the run's UID is always whole: a retry, or a pass after one that
+// made it but did not record it, uses it as it is. It returns what a copy
+// left out, or the state the run fails in when the earlier session is gone
+// or too large to copy.
+func (r *AgentRunReconciler) makeSessionDir(dir string, earlier *agentsv1alpha1.AgentRun) ([]string, *runState, error) {
+	sessions, err := r.openSessions()
+	if err != nil {
+		return nil, nil, err
 	}
-	dir, fresh := string(run.UID), true
-	var flags []string
-	if run.Spec.ContinueFrom != "" {
-		earlier, st, err := sessionSource(ctx, r.Client, run)
-		if err != nil || st != nil {
-			return "", st, err
-		}
-		if earlier.Status.Host != r.Host {
-			return "", &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(
-				"the Claude session of AgentRun %s is kept on host %s, not on %s", earlier.Name, earlier.Status.Host, r.Host)}, nil
-		}
-		from := filepath.Join(r.SessionDir, earlier.Status.SessionDir)
-		if _, err := os.Stat(from); err != nil {
-			return "", &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(
-				"host %s no longer has the Claude session of AgentRun %s (%v)", r.Host, earlier.Name, err)}, nil
-		}
-		flags = []string{"--resume", earlier.Status.AgentResult.SessionID}
-		if run.Spec.Fork {
-			flags = append(flags, "--fork-session")
-			// A retry, or a pass after one that copied but did not
-			// record it, finds its copy.
-			if _, err := os.Stat(filepath.Join(r.SessionDir, dir)); errors.Is(err, fs.ErrNotExist) {
-				if err := copyDir(from, filepath.Join(r.SessionDir, dir)); err != nil {
-					return "", nil, fmt.Errorf("copying the session of AgentRun %s: %w", earlier.Name, err)
-				}
-			}
-		} else {
-			dir, fresh = earlier.Status.SessionDir, false
-		}
+	defer sessions.Close()
+	if _, err := sessions.Lstat(dir); err == nil {
+		return nil, nil, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
 	}
-	path := filepath.Join(r.SessionDir, dir)
-	if fresh {
-		if err := os.MkdirAll(path, 0o700); err != nil {
-			return "", nil, fmt.Errorf("making the run's session directory: %w", err)
-		}
+	partial := dir + partialSuffix
+	if err := sessions.RemoveAll(partial); err != nil {
+		return nil, nil, fmt.Errorf("removing an unfinished session directory: %w", err)
 	}
-	// The container's user owns its state.
-	if uid, gid, ok := numericUser(r.Policy.User); ok {
-		if err := chownTree(path, uid, gid); err != nil {
-			return "", nil, fmt.Errorf("giving the session directory to the container's user: %w", err)
-		}
+	skipped, err := r.fillSessionDir(sessions, partial, earlier)
+	if err == nil {
+		err = sessions.Rename(partial, dir)
 	}
-	spec.Mounts = append(spec.Mounts, containers.Mount{Source: path, Destination: sessionMountPath})
-	spec.Env[claudeConfigDirEnv] = sessionMountPath
-	spec.Command = claudecli.InsertFlags(spec.Command, flags...)
-	return dir, nil, nil
+	if err == nil {
+		return skipped, nil, nil
+	}
+	if rmErr := sessions.RemoveAll(partial); rmErr != nil {
+		return nil, nil, errors.Join(err, rmErr)
+	}
+	var tooLarge *sessionTooLargeError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionTooLarge, fmt.Sprintf(
+			"the Claude session of AgentRun %s is too large to copy on host %s: %v; the partial copy was removed", earlier.Name, r.Host, err)}, nil
+	case errors.Is(err, errSessionGone):
+		return nil, &runState{agentsv1alpha1.PhaseFailed, agentsv1alpha1.ReasonSessionUnavailable, fmt.Sprintf(
+			"host %s no longer has the Claude session of AgentRun %s", r.Host, earlier.Name)}, nil
+	}
+	return nil, nil, err
+}
+
+// partialSuffix marks a session directory being made; one left behind by a
+// pass that stopped goes with the next try, or as unused.
+const partialSuffix = ".partial"
+
+// errSessionGone says the earlier run's session directory is not there.
+var errSessionGone = errors.New("the session directory is gone")
+
+// fillSessionDir makes the directory name in sessions, owned by the
+// containers' user, and copies the earlier run's transcripts into it.
+func (r *AgentRunReconciler) fillSessionDir(sessions *os.Root, name string, earlier *agentsv1alpha1.AgentRun) ([]string, error) {
+	if err := sessions.Mkdir(name, 0o700); err != nil {
+		return nil, err
+	}
+	dst, err := sessions.OpenRoot(name)
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close()
+	c := &sessionCopy{dst: dst, maxBytes: r.SessionCopyMaxBytes, maxFiles: r.SessionCopyMaxFiles}
+	c.uid, c.gid, c.chown = numericUser(r.Policy.User)
+	if err := c.own(dst, "."); err != nil {
+		return nil, err
+	}
+	if earlier == nil {
+		return nil, nil
+	}
+	src, err := sessions.OpenRoot(earlier.Status.SessionDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errSessionGone
+	} else if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	err = c.transcripts(src)
+	return c.skipped, err
+}
+
+// openSessions opens the host's --session-dir as the root every operation
+// on session directories goes through: a container can rewrite what is in
+// its own directory, and a link it leaves there must not lead the host
+// anywhere else.
+func (r *AgentRunReconciler) openSessions() (*os.Root, error) {
+	return os.OpenRoot(r.SessionDir)
 }
 
 // numericUser parses "uid:gid".
@@ -120,61 +263,21 @@ func numericUser(user string) (uid, gid int, ok bool) {
 	return uid, gid, found && errU == nil && errG == nil
 }
 
-func chownTree(root string, uid, gid int) error {
-	return filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, gid)
-	})
-}
-
-// copyDir copies a session directory: directories, regular files and
-// symbolic links, nothing else.
-func copyDir(from, to string) error {
-	return filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(from, p)
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(to, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(dst, info.Mode().Perm())
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(target, dst)
-		case d.Type().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(dst, data, info.Mode().Perm())
-		}
-		return nil
-	})
-}
-
 // collectSessions removes the session directories no run of this host
 // refers to any more (deleted runs, TTL included), once they are older than
 // SessionMinAge: a directory made for a launch whose status is not written
 // yet is younger. It works from the disk and the cluster, so it needs no
 // state of its own and picks up after a restart.
 func (r *AgentRunReconciler) collectSessions(ctx context.Context) error {
-	entries, err := os.ReadDir(r.SessionDir)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(r.SessionDir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	sessions, err := r.openSessions()
+	if err != nil {
+		return err
+	}
+	defer sessions.Close()
+	entries, err := fs.ReadDir(sessions.FS(), ".")
 	if err != nil {
 		return err
 	}
@@ -195,7 +298,7 @@ func (r *AgentRunReconciler) collectSessions(ctx context.Context) error {
 		if err != nil || !e.IsDir() || used[e.Name()] || now.Sub(info.ModTime()) < r.SessionMinAge {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(r.SessionDir, e.Name())); err != nil {
+		if err := sessions.RemoveAll(e.Name()); err != nil {
 			return err
 		}
 		log.FromContext(ctx).Info("Removed a Claude session no run refers to", "dir", e.Name())

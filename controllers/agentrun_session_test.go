@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,8 @@ func sessionHarness(t *testing.T, objs ...client.Object) *harness {
 	h.r.SessionDir = t.TempDir()
 	h.r.SessionMinAge = time.Minute
 	h.r.Policy.User = ""
+	// The session mount's link check looks at the real file system.
+	h.r.Policy.ResolveHostPath = nil
 	return h
 }
 
@@ -32,9 +35,44 @@ func claudeOutput(session string) string {
 
 func continuing(name, from string, fork bool) *agentsv1alpha1.AgentRun {
 	return plainRun(name, func(r *agentsv1alpha1.AgentRun) {
-		r.UID = types.UID("c0ffee00-0000-0000-0000-" + name[len(name)-1:] + "00000000000")
+		r.UID = types.UID(fmt.Sprintf("c0ffee00-0000-0000-0000-%012x", name))
 		r.Spec.ContinueFrom, r.Spec.Fork = from, fork
 	})
+}
+
+// sessionOne is the session ID of the first run's conversation.
+const sessionOne = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+// transcript is where Claude Code keeps a session's conversation in a
+// config dir, for a run in /workspace.
+func transcript(session string) string {
+	return filepath.Join("projects", "-workspace", session+".jsonl")
+}
+
+// writeFiles writes files (path: content) under dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// firstRunEnded runs "first" to success with the given files in its
+// session directory, and returns it.
+func firstRunEnded(t *testing.T, h *harness, files map[string]string) *agentsv1alpha1.AgentRun {
+	t.Helper()
+	first := h.reconcileUntil("first", agentsv1alpha1.PhaseRunning)
+	writeFiles(t, filepath.Join(h.r.SessionDir, first.Status.SessionDir), files)
+	if err := h.podman.Exit(first.Status.ContainerName, 0, claudeOutput(sessionOne)); err != nil {
+		t.Fatal(err)
+	}
+	return h.reconcileUntil("first", agentsv1alpha1.PhaseSucceeded)
 }
 
 func TestARunKeepsItsClaudeStateInASessionDirectory(t *testing.T) {
@@ -57,7 +95,7 @@ func TestARunKeepsItsClaudeStateInASessionDirectory(t *testing.T) {
 	}
 }
 
-func TestAContinuingRunWaitsThenResumesTheSessionInItsDirectory(t *testing.T) {
+func TestAContinuingRunWaitsThenResumesTheSessionInADirectoryOfItsOwn(t *testing.T) {
 	for _, fork := range []bool{false, true} {
 		t.Run(map[bool]string{false: "continue", true: "fork"}[fork], func(t *testing.T) {
 			h := sessionHarness(t, plainRun("first", nil), continuing("second", "first", fork))
@@ -66,32 +104,27 @@ func TestAContinuingRunWaitsThenResumesTheSessionInItsDirectory(t *testing.T) {
 			if c := condition(h.reconcileUntil("second", agentsv1alpha1.PhasePending), agentsv1alpha1.ConditionStarted); c.Reason != agentsv1alpha1.ReasonWaitingForSession {
 				t.Fatalf("while the first runs, Started = %+v; want WaitingForSession", c)
 			}
-			firstDir := filepath.Join(h.r.SessionDir, first.Status.SessionDir)
-			if err := os.WriteFile(filepath.Join(firstDir, "state"), []byte("conversation"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.podman.Exit(first.Status.ContainerName, 0, claudeOutput("session-1")); err != nil {
+			writeFiles(t, filepath.Join(h.r.SessionDir, first.Status.SessionDir), map[string]string{transcript(sessionOne): "conversation"})
+			if err := h.podman.Exit(first.Status.ContainerName, 0, claudeOutput(sessionOne)); err != nil {
 				t.Fatal(err)
 			}
 			h.reconcileUntil("first", agentsv1alpha1.PhaseSucceeded)
 
 			second := h.reconcileUntil("second", agentsv1alpha1.PhaseRunning)
 			spec, _ := h.podman.SpecOf(second.Status.ContainerName)
-			wantFlags := []string{"--resume", "session-1"}
-			wantDir := first.Status.SessionDir
+			wantFlags := []string{"--resume=" + sessionOne}
 			if fork {
 				wantFlags = append(wantFlags, "--fork-session")
-				wantDir = string(second.UID)
 			}
 			end := slices.Index(spec.Command, "--")
 			if end < len(wantFlags) || !slices.Equal(spec.Command[end-len(wantFlags):end], wantFlags) {
 				t.Errorf("command %q; want %q before --", spec.Command, wantFlags)
 			}
-			if second.Status.SessionDir != wantDir {
-				t.Errorf("status.sessionDir = %q, want %q", second.Status.SessionDir, wantDir)
+			if second.Status.SessionDir != string(second.UID) {
+				t.Errorf("status.sessionDir = %q, want the run's UID %s", second.Status.SessionDir, second.UID)
 			}
-			if data, err := os.ReadFile(filepath.Join(h.r.SessionDir, wantDir, "state")); err != nil || string(data) != "conversation" {
-				t.Errorf("the second run's directory lacks the first run's state: %q, %v", data, err)
+			if data, err := os.ReadFile(filepath.Join(h.r.SessionDir, second.Status.SessionDir, transcript(sessionOne))); err != nil || string(data) != "conversation" {
+				t.Errorf("the second run's directory lacks the first run's conversation: %q, %v", data, err)
 			}
 		})
 	}

@@ -33,6 +33,16 @@ const (
 	DefaultHostGracePeriod = 40 * time.Second
 )
 
+// Where a host keeps sessions by default (the host units make it
+// writable), and its limits for a session copy: far above the
+// transcripts of any conversation Claude Code can hold, far below what
+// fills a host's disk.
+const (
+	DefaultSessionDir          = "/var/lib/agentrun/sessions"
+	DefaultSessionCopyMaxBytes = 1 << 30
+	DefaultSessionCopyMaxFiles = 10000
+)
+
 // HostConfig is what one Podman host's reconciler is set up from: the
 // manager's flags, or a suite's settings.
 type HostConfig struct {
@@ -62,6 +72,11 @@ type HostConfig struct {
 	// SessionMinAge, looked for every SessionGCPeriod (defaults 10m, 5m).
 	SessionDir                     string
 	SessionMinAge, SessionGCPeriod time.Duration
+	// SessionCopyMaxBytes and SessionCopyMaxFiles bound the transcripts a
+	// run that continues or forks a session copies (defaults 1 GiB and
+	// 10,000 files); past them the run fails (SessionTooLarge).
+	SessionCopyMaxBytes int64
+	SessionCopyMaxFiles int
 	// NotifyAttempts is how many times a completion callback is tried, and
 	// NotifyRetryBackoff the pause after the first failed try, doubled after
 	// each further one (defaults 8 and 5s: about ten minutes in all).
@@ -154,6 +169,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	cfg.GracePeriod = cmp.Or(cfg.GracePeriod, DefaultHostGracePeriod)
 	cfg.SessionMinAge = cmp.Or(cfg.SessionMinAge, 10*time.Minute)
 	cfg.SessionGCPeriod = cmp.Or(cfg.SessionGCPeriod, 5*time.Minute)
+	cfg.SessionCopyMaxBytes = cmp.Or(cfg.SessionCopyMaxBytes, DefaultSessionCopyMaxBytes)
+	cfg.SessionCopyMaxFiles = cmp.Or(cfg.SessionCopyMaxFiles, DefaultSessionCopyMaxFiles)
 	cfg.NotifyAttempts = cmp.Or(cfg.NotifyAttempts, 8)
 	cfg.NotifyRetryBackoff = cmp.Or(cfg.NotifyRetryBackoff, 5*time.Second)
 	cfg.NotifyWorkers = cmp.Or(cfg.NotifyWorkers, 4)

@@ -142,6 +142,10 @@ const (
 	// had: the earlier run does not exist, has no Claude session, or its
 	// host no longer keeps it.
 	ReasonSessionUnavailable = "SessionUnavailable"
+	// ReasonSessionTooLarge: the transcripts of the session the run
+	// continues pass the host's limits for a copy (its
+	// --session-copy-max-bytes and --session-copy-max-files).
+	ReasonSessionTooLarge = "SessionTooLarge"
 	// ReasonNotFinished: the run has not reached a terminal phase.
 	ReasonNotFinished = "NotFinished"
 )

@@ -337,9 +337,12 @@ type AgentRunStatus struct {
 
 	// SessionDir names the directory, under its host's --session-dir, that
 	// holds the run's Claude Code state (its sessions), mounted into its
-	// container. Runs that continue a session share it; a fork has its own.
+	// container: the run's UID. Every run has its own; one that continues
+	// or forks a session starts with a copy of the earlier run's
+	// conversation transcripts.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`
 	SessionDir string `json:"sessionDir,omitempty"`
 
 	// Phase summarises the run: Pending, Running, Succeeded, Failed or

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
+
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
@@ -81,4 +83,41 @@ func InsertFlags(command []string, flags ...string) []string {
 		at = end
 	}
 	return slices.Concat(command[:at], flags, command[at:])
+}
+
+// IsSessionID tells whether id has the form of Claude Code's session IDs: a
+// UUID, written in its canonical lowercase form. The ID comes from the
+// agent's own output, so anything else (a string made to be read as a flag,
+// say) is refused rather than passed to the CLI.
+func IsSessionID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
+// ResumeFlags are the flags that resume the session id, in a form no value
+// can turn into another flag (--resume=<id>), with --fork-session when the
+// run branches it.
+func ResumeFlags(id string, fork bool) []string {
+	flags := []string{"--resume=" + id}
+	if fork {
+		flags = append(flags, "--fork-session")
+	}
+	return flags
+}
+
+// TranscriptsDir is the directory of Claude Code's config dir
+// (CLAUDE_CONFIG_DIR) that holds the conversation transcripts: one
+// directory per project (the working directory, its slashes made dashes),
+// and in it one <session ID>.jsonl file per session, which --resume reads.
+const TranscriptsDir = "projects"
+
+// IsTranscript tells whether a file of a project directory is a session's
+// conversation transcript, <session ID>.jsonl. Nothing else of a config dir
+// is conversation: settings.json (hooks, permission mode), .claude.json
+// (MCP servers, trusted folders), CLAUDE.md, commands/, agents/, plugins/,
+// credentials, and in a project directory the auto memory (memory/) and
+// the subagents' transcripts (<session ID>/), which --resume does not need.
+func IsTranscript(name string) bool {
+	id, ok := strings.CutSuffix(name, ".jsonl")
+	return ok && IsSessionID(id)
 }

@@ -68,3 +68,29 @@ func TestInsertFlagsGoBeforeTheEndOfOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestOnlyCanonicalUUIDsAreSessionIDs(t *testing.T) {
+	for id, want := range map[string]bool{
+		"0f8fad5b-d9cb-469f-a165-70867728950e":          true,
+		"--dangerously-skip-permissions":                false,
+		"0F8FAD5B-D9CB-469F-A165-70867728950E":          false,
+		"{0f8fad5b-d9cb-469f-a165-70867728950e}":        false,
+		"urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e": false,
+		"0f8fad5bd9cb469fa16570867728950e":              false,
+		"":                                              false,
+	} {
+		if got := IsSessionID(id); got != want {
+			t.Errorf("IsSessionID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestResumeFlagsKeepTheIDInTheFlag(t *testing.T) {
+	id := "0f8fad5b-d9cb-469f-a165-70867728950e"
+	if got, want := ResumeFlags(id, false), []string{"--resume=" + id}; !slices.Equal(got, want) {
+		t.Errorf("continue: %q, want %q", got, want)
+	}
+	if got, want := ResumeFlags(id, true), []string{"--resume=" + id, "--fork-session"}; !slices.Equal(got, want) {
+		t.Errorf("fork: %q, want %q", got, want)
+	}
+}

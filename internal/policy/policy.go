@@ -137,15 +137,39 @@ func (p Policy) CheckMounts(spec containers.Spec) *Refusal {
 }
 
 func (p Policy) checkMount(m containers.Mount) *Refusal {
-	volume := m.Source + ":" + m.Destination
-	refuse := func(format string, args ...any) *Refusal {
-		return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, "volume " + volume + ": " + fmt.Sprintf(format, args...)}
-	}
-	if under(m.Destination, p.BlockedContainerPaths) {
-		return refuse("mounts over %s in the container, which this host blocks (%s)", m.Destination, strings.Join(p.BlockedContainerPaths, ", "))
+	refuse := refuser(m)
+	if refused := p.checkPlace(m); refused != nil {
+		return refused
 	}
 	if changes := (agentsv1alpha1.Volume{Options: m.Options}).HostChanges(); len(changes) > 0 && !p.AllowVolumeRelabel {
 		return refuse("%s; this host does not allow that (--allow-volume-relabel)", strings.Join(changes, "; "))
+	}
+	if !under(m.Source, p.AllowedVolumePaths) {
+		if len(p.AllowedVolumePaths) == 0 {
+			return refuse("this host allows no volumes (its --allowed-volume-paths is empty)")
+		}
+		return refuse("host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))
+	}
+	return p.checkLinks(m)
+}
+
+// CheckHostMount holds a mount the host makes itself (a run's session
+// directory), which no allowlist names, to the checks every volume passes
+// besides the allowlist: no blocked container path, no forbidden host path,
+// no symbolic link on the way.
+func (p Policy) CheckHostMount(m containers.Mount) *Refusal {
+	if refused := p.checkPlace(m); refused != nil {
+		return refused
+	}
+	return p.checkLinks(m)
+}
+
+// checkPlace refuses a mount over a blocked container path or of a
+// forbidden host path.
+func (p Policy) checkPlace(m containers.Mount) *Refusal {
+	refuse := refuser(m)
+	if under(m.Destination, p.BlockedContainerPaths) {
+		return refuse("mounts over %s in the container, which this host blocks (%s)", m.Destination, strings.Join(p.BlockedContainerPaths, ", "))
 	}
 	forbidden := append(slices.Clone(AlwaysForbiddenVolumePaths), p.ForbiddenVolumePaths...)
 	for _, f := range forbidden {
@@ -154,18 +178,25 @@ func (p Policy) checkMount(m containers.Mount) *Refusal {
 			return refuse("host path %s is or holds %s, which no run may mount", m.Source, f)
 		}
 	}
-	if !under(m.Source, p.AllowedVolumePaths) {
-		if len(p.AllowedVolumePaths) == 0 {
-			return refuse("this host allows no volumes (its --allowed-volume-paths is empty)")
-		}
-		return refuse("host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))
-	}
+	return nil
+}
+
+// checkLinks refuses a mount whose host path goes through a symbolic link.
+func (p Policy) checkLinks(m containers.Mount) *Refusal {
 	if link, err := p.firstLink(m.Source); err != nil {
-		return refuse("host path %s: %v", m.Source, err)
+		return refuser(m)("host path %s: %v", m.Source, err)
 	} else if link != "" {
-		return refuse("%s is a symbolic link; volumes must name the real path, which is the one Podman mounts", link)
+		return refuser(m)("%s is a symbolic link; volumes must name the real path, which is the one Podman mounts", link)
 	}
 	return nil
+}
+
+// refuser makes the refusals of mount m.
+func refuser(m containers.Mount) func(format string, args ...any) *Refusal {
+	volume := m.Source + ":" + m.Destination
+	return func(format string, args ...any) *Refusal {
+		return &Refusal{agentsv1alpha1.ReasonVolumeNotAllowed, "volume " + volume + ": " + fmt.Sprintf(format, args...)}
+	}
 }
 
 // firstLink returns the first component of path that is a symbolic link,

@@ -86,3 +86,31 @@ func TestNetworksAndUser(t *testing.T) {
 		}
 	}
 }
+
+func TestAHostMountPassesTheVolumeChecksButTheAllowlist(t *testing.T) {
+	p := Policy{
+		ForbiddenVolumePaths:  []string{"/srv/podman"},
+		BlockedContainerPaths: []string{"/etc"},
+		ResolveHostPath: func(p string) (string, error) {
+			return strings.Replace(p, "/var/lib/linked", "/var/lib/real", 1), nil
+		},
+	}
+	for source, names := range map[string]string{
+		"/var/lib/agentrun/sessions/0f8fad5b-d9cb-469f-a165-70867728950e": "",
+		"/run/agentrun/sessions/x":                                        "/run, which no run may mount",
+		"/etc/agentrun":                                                   "/etc, which no run may mount",
+		"/srv/podman/sessions/x":                                          "/srv/podman, which no run may mount",
+		"/var/lib/linked/sessions/x":                                      "/var/lib/linked is a symbolic link",
+	} {
+		refused := p.CheckHostMount(containers.Mount{Source: source, Destination: "/agentrun/claude"})
+		switch {
+		case names == "" && refused != nil:
+			t.Errorf("%s refused: %v", source, refused)
+		case names != "" && (refused == nil || !strings.Contains(refused.Message, names)):
+			t.Errorf("%s: %v; want a refusal naming %q", source, refused, names)
+		}
+	}
+	if refused := p.CheckHostMount(containers.Mount{Source: "/var/lib/agentrun/sessions/x", Destination: "/etc/claude"}); refused == nil {
+		t.Error("a host mount over a blocked container path passes")
+	}
+}

@@ -3,6 +3,7 @@ package agent
 import (
 	"crypto/rand"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	names "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/utils/ptr"
@@ -154,13 +156,32 @@ var _ = Describe("Claude Code in the agent image", func() {
 		Expect(earlier.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "output:\n%s", earlier.Status.Output)
 		Expect(continued.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "message %s, output:\n%s", continued.Status.Message, continued.Status.Output)
 		Expect(continued.Status.AgentResult.SessionID).To(Equal(earlier.Status.AgentResult.SessionID), "the same session")
-		Expect(continued.Status.SessionDir).To(Equal(earlier.Status.SessionDir))
+		Expect(continued.Status.SessionDir).To(Equal(string(continued.UID)), "a directory of its own")
 		Expect(continued.Status.Host).To(Equal(earlier.Status.Host))
 		Expect(continued.Status.StartTime.Time).NotTo(BeTemporally("<", earlier.Status.CompletionTime.Time), "it waited for the first run")
+
+		By("carrying over nothing but the conversation")
+		dirOf := func(run *agentsv1alpha1.AgentRun) string { return filepath.Join(sessionDir, run.Status.SessionDir) }
+		Expect(os.WriteFile(filepath.Join(dirOf(earlier), "settings.json"), []byte(`{"permissions":{"defaultMode":"bypassPermissions"}}`), 0o600)).To(Succeed())
+		Expect(filepath.Glob(filepath.Join(dirOf(continued), "projects", "*", earlier.Status.AgentResult.SessionID+".jsonl"))).To(HaveLen(1))
+
+		By("touching no session before the run has its secrets")
+		waiting := standInRun("Never sent.", "absent-"+names.String(5), api)
+		// Pinned: the fleet places a run only on a host that has its secret.
+		waiting.Spec.ContinueFrom, waiting.Spec.HostName = first.Name, hostName
+		Expect(k8s.Create(ctx, waiting)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			g.Expect(meta.FindStatusCondition(waiting.Status.Conditions, agentsv1alpha1.ConditionStarted)).To(
+				HaveField("Reason", agentsv1alpha1.ReasonSecretNotFound))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
+		Expect(filepath.Join(sessionDir, string(waiting.UID))).NotTo(BeAnExistingFile())
+		deleteRun(ctx, waiting)
 
 		fork := standInRun("Forget it and pick another word.", secret, api)
 		fork.Spec.ContinueFrom, fork.Spec.Fork = first.Name, true
 		forked := runToEnd(ctx, fork)
+		Expect(filepath.Join(dirOf(forked), "settings.json")).NotTo(BeAnExistingFile(), "what the earlier run wrote to configure Claude Code")
 		Expect(forked.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), "output:\n%s", forked.Status.Output)
 		Expect(forked.Status.AgentResult.SessionID).NotTo(BeEmpty())
 		Expect(forked.Status.AgentResult.SessionID).NotTo(Equal(earlier.Status.AgentResult.SessionID), "a session of its own")
@@ -175,18 +196,12 @@ var _ = Describe("Claude Code in the agent image", func() {
 		Expect(api.Conversations()).To(carries("Which word did I ask you to remember?"))
 		Expect(api.Conversations()).To(carries("Forget it and pick another word."))
 
-		By("removing each session directory once no run refers to it")
-		dirOf := func(run *agentsv1alpha1.AgentRun) string { return filepath.Join(sessionDir, run.Status.SessionDir) }
-		Expect(dirOf(forked)).To(BeADirectory())
-		Expect(dirOf(earlier)).To(BeADirectory())
-		deleteRun(ctx, forked)
-		Eventually(dirOf).WithArguments(forked).WithTimeout(30 * time.Second).ShouldNot(BeAnExistingFile())
-		deleteRun(ctx, first)
-		// Longer than a directory must be unused before it goes, and than
-		// the host's collection period.
-		Consistently(dirOf).WithArguments(earlier).WithTimeout(3*sessionMinAge).Should(BeADirectory(), "the continuing run still refers to it")
-		deleteRun(ctx, second)
-		Eventually(dirOf).WithArguments(earlier).WithTimeout(30 * time.Second).ShouldNot(BeAnExistingFile())
+		By("removing each session directory once its run is gone")
+		for _, run := range []*agentsv1alpha1.AgentRun{forked, earlier, continued} {
+			Expect(dirOf(run)).To(BeADirectory())
+			deleteRun(ctx, run)
+			Eventually(dirOf).WithArguments(run).WithTimeout(30 * time.Second).ShouldNot(BeAnExistingFile())
+		}
 	})
 
 	It("passes spec.claude's options to the CLI as its flags", func(ctx SpecContext) {
