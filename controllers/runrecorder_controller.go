@@ -63,7 +63,10 @@ func (w *RunRecorderReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := w.Patch(ctx, run, patch); err != nil {
 		return ctrl.Result{}, fmt.Errorf("removing the record finalizer: %w", client.IgnoreNotFound(err))
 	}
-	log.FromContext(ctx).V(1).Info("Recorded the finished AgentRun", "agentrun", req.NamespacedName, "phase", run.Status.Phase)
+	// A run deleted unfinished, or ended AlreadyRan, has no record of its
+	// own; the phase says which.
+	log.FromContext(ctx).V(1).Info("Removed the record finalizer", "agentrun", req.NamespacedName,
+		"phase", run.Status.Phase, "recordsKept", w.Retention > 0)
 	return ctrl.Result{}, nil
 }
 

@@ -136,6 +136,14 @@ var documentedRules = []TableEntry{
 	Entry("relative workdir (ours)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Workdir = "workspace" },
 		"spec.workdir", "(rule: absolute paths)"}),
+	Entry("image with a terminal escape sequence (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) { r.Spec.Image = "localhost/agent\x1b[2J:1" },
+		"spec.image", "(rule: no control characters)"}),
+	Entry("notify URL with a C1 control (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.Notify = &agentsv1alpha1.NotifySpec{URL: "https://ci.example.com/done\u009b2J", SecretName: "hook-key"}
+		},
+		"spec.notify.url", "(rule: no control characters)"}),
 }
 
 var _ = Describe("Creating an AgentRun", func() {
