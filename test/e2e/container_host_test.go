@@ -62,7 +62,7 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 	yes := true
 	sg.User = "0"
 	sg.CapDrop = []string{"ALL"}
-	sg.CapAdd = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER"}
+	sg.CapAdd = []string{"CHOWN", "DAC_OVERRIDE"}
 	sg.NoNewPrivileges = &yes
 	sg.ReadOnlyFilesystem = &yes
 	sg.ReadWriteTmpfs = &yes // ReadOnly=true in a unit is podman run --read-only, whose default this is
@@ -163,7 +163,7 @@ var _ = Describe("A Podman host whose manager runs in a container (as agentrun-h
 		Expect(data.HostConfig.ReadonlyRootfs).To(BeTrue())
 		Expect(data.HostConfig.NetworkMode).To(Equal("host"))
 		Expect(data.HostConfig.SecurityOpt).To(ContainElement("no-new-privileges"))
-		Expect(data.EffectiveCaps).To(ConsistOf("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"), "the session directories' capabilities and no other")
+		Expect(data.EffectiveCaps).To(ConsistOf("CAP_CHOWN", "CAP_DAC_OVERRIDE"), "the session directories' capabilities and no other")
 
 		// It joins the fleet: its PodmanHost is Ready and reports the
 		// Podman service it reaches through the mounted socket.
