@@ -266,35 +266,46 @@ func TestNoTwoRunningRunsMountOneSessionDirectory(t *testing.T) {
 }
 
 func TestNoSessionHandlingBeforeTheRunHasASlotItsSecretsAndItsImage(t *testing.T) {
-	for what, block := range map[string]func(h *harness, run *agentsv1alpha1.AgentRun){
-		"slot": func(h *harness, _ *agentsv1alpha1.AgentRun) {
+	for what, block := range map[string]struct {
+		edit func(run *agentsv1alpha1.AgentRun)
+		// hold runs once the run is claimed: a host claims only a run it
+		// has a slot for, so the slot goes after that.
+		hold func(h *harness)
+	}{
+		"slot": {hold: func(h *harness) {
 			h.r.MaxConcurrentRuns = 1
 			if !h.r.slots.lineUp(plainRun("holder", nil), nil, testHost, 1, true) {
 				h.t.Fatal("no slot for the holder")
 			}
-		},
-		"secret": func(_ *harness, run *agentsv1alpha1.AgentRun) {
+		}},
+		"secret": {edit: func(run *agentsv1alpha1.AgentRun) {
 			run.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"KEY": "not-created"}
-		},
-		"image": func(_ *harness, run *agentsv1alpha1.AgentRun) { run.Spec.Image = "localhost/not-pulled:1" },
+		}},
+		"image": {edit: func(run *agentsv1alpha1.AgentRun) { run.Spec.Image = "localhost/not-pulled:1" }},
 	} {
 		t.Run(what, func(t *testing.T) {
 			h := sessionHarness(t)
 			h.r.Policy.User = "1000:1000"
 			first := firstRunEndedAsCreated(t, h)
 			second := continuing("second", "first", true)
-			block(h, second)
+			if block.edit != nil {
+				block.edit(second)
+			}
 			if err := h.r.Create(context.Background(), second); err != nil {
 				t.Fatal(err)
+			}
+			if run, _, err := h.reconcile("second"); err != nil || run.Status.Host != testHost {
+				t.Fatalf("the host did not claim the run: %v", err)
+			}
+			if block.hold != nil {
+				block.hold(h)
 			}
 			watched := filepath.Join(h.r.SessionDir, first.Status.SessionDir)
 			if err := os.Chown(watched, 4242, 4242); err != nil {
 				t.Fatal(err)
 			}
-			for range 3 {
-				h.reconcile("second")
-			}
 			run := h.reconcileUntil("second", agentsv1alpha1.PhasePending)
+			h.reconcile("second")
 			if entries, _ := os.ReadDir(h.r.SessionDir); len(entries) != 1 {
 				t.Errorf("while the run waits (%s), the session directory holds %v", condition(run, agentsv1alpha1.ConditionStarted).Reason, entries)
 			}
