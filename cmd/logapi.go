@@ -15,9 +15,9 @@ import (
 
 // The fleet's aggregated log API asks the API server whether a user may
 // read a run's output, and reads the front-proxy settings the API server
-// publishes (config/rbac binds system:auth-delegator and
-// extension-apiserver-authentication-reader, as for metrics-server).
-// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// publishes: config/logapi binds system:auth-delegator and
+// extension-apiserver-authentication-reader, as for metrics-server. Hosts
+// need neither any more: they check no one but the fleet.
 
 // setupLogAPI adds the fleet's aggregated log API to mgr.
 func setupLogAPI(mgr ctrl.Manager, o logAPIOptions) error {
@@ -36,5 +36,11 @@ func setupLogAPI(mgr ctrl.Manager, o logAPIOptions) error {
 		return err
 	}
 	srv := &logapi.Server{Reader: mgr.GetClient(), Auth: auth, ClientCertificate: fleet, Limits: logapi.DefaultLimits, Log: mgr.GetLogger().WithName("logapi")}
-	return mgr.Add(&logserver.Endpoint{BindAddress: o.BindAddress, Certificate: serving, Handler: srv.Handler()})
+	return mgr.Add(everyReplica{&logserver.Endpoint{BindAddress: o.BindAddress, Certificate: serving, Handler: srv.Handler()}})
 }
+
+// everyReplica runs the log API on every replica, leader or not: its
+// Service sends requests to all of them, and it keeps no state to elect for.
+type everyReplica struct{ *logserver.Endpoint }
+
+func (everyReplica) NeedLeaderElection() bool { return false }
