@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -17,6 +19,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/logserver"
+	"github.com/agentrun/agentrun/internal/logserver/logservertest"
 )
 
 func newNamespace(ctx context.Context) string {
@@ -120,6 +123,23 @@ var _ = Describe("The aggregated log API", func() {
 		err = open(dave, "dave-over")
 		Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "past the per-host cap: %v", err)
 		Expect(err.Error()).To(ContainSubstring("host " + hostName + " already serves"))
+	})
+
+	It("refuses a host that publishes a plain http:// endpoint, and sends it nothing", func(ctx SpecContext) {
+		var got atomic.Int32
+		plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1) }))
+		DeferCleanup(plain.Close)
+		Expect(logservertest.PublishHost(ctx, k8s, "plain-http", plain.URL, []byte("unused"))).To(Succeed())
+		ns := newNamespace(ctx)
+		run := &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "run"}, Spec: agentsv1alpha1.AgentRunSpec{Prompt: "x"}}
+		Expect(k8s.Create(ctx, run)).To(Succeed())
+		run.Status = agentsv1alpha1.AgentRunStatus{Phase: agentsv1alpha1.PhaseRunning, Host: "plain-http", ContainerID: "c1", Attempts: 1}
+		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
+		grantLogs(ctx, ns, "erin")
+		_, err := follow(ctx, userConfig("erin"), ns, "run")
+		Expect(apierrors.IsServiceUnavailable(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).To(ContainSubstring("is not an https:// URL"))
+		Expect(got.Load()).To(BeZero())
 	})
 
 	It("refuses callers that go around the API server, whatever credentials they show", func(ctx SpecContext) {
