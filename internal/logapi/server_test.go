@@ -129,7 +129,8 @@ var _ = Describe("The aggregated log API", func() {
 		var got atomic.Int32
 		plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1) }))
 		DeferCleanup(plain.Close)
-		Expect(logservertest.PublishHost(ctx, k8s, "plain-http", plain.URL, []byte("unused"))).To(Succeed())
+		// A CA that would pass, so that only the scheme is wrong.
+		Expect(logservertest.PublishHost(ctx, k8s, "plain-http", plain.URL, fleet.CA.CertPEM)).To(Succeed())
 		ns := newNamespace(ctx)
 		run := &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "run"}, Spec: agentsv1alpha1.AgentRunSpec{Prompt: "x"}}
 		Expect(k8s.Create(ctx, run)).To(Succeed())
