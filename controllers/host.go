@@ -174,7 +174,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		Clock: cfg.Clock,
 	}
 	if cfg.LogEndpoint != nil {
-		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg); err != nil {
+		r.logReaders = &logserver.Readers{}
+		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg, r.logReaders); err != nil {
 			return nil, fmt.Errorf("setting up the log endpoint: %w", err)
 		}
 		agent.LogEndpoint = cfg.LogEndpoint.URL
@@ -209,7 +210,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 // bundle the fleet verifies it with. It serves the fleet alone (a client
 // certificate from ClientCAFile): users reach it through the fleet's
 // aggregated API, so no user's credential reaches the host.
-func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig) ([]byte, error) {
+func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig, readers *logserver.Readers) ([]byte, error) {
 	endpoint, err := url.Parse(cfg.LogEndpoint.URL)
 	if err != nil || endpoint.Scheme != "https" || endpoint.Hostname() == "" {
 		return nil, fmt.Errorf("the endpoint's URL %q is not https://HOST:PORT", cfg.LogEndpoint.URL)
@@ -222,7 +223,7 @@ func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the serving certificate: %w", err)
 	}
-	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Log: mgr.GetLogger().WithName("logs")}
+	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Readers: readers, Log: mgr.GetLogger().WithName("logs")}
 	return ca, mgr.Add(&logserver.Endpoint{BindAddress: cfg.LogEndpoint.BindAddress, Certificate: cert, ClientCAs: fleet, Handler: srv.Handler()})
 }
 

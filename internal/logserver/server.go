@@ -76,7 +76,10 @@ type Server struct {
 	Runtime containers.Runtime
 	// Reader reads AgentRuns.
 	Reader client.Reader
-	Log    logr.Logger
+	// Readers, when set, counts the streams by container, for the
+	// reconciler, which keeps a finished run's container while they read.
+	Readers *Readers
+	Log     logr.Logger
 }
 
 // Handler is the endpoint's HTTP handler.
@@ -173,6 +176,7 @@ func (s *Server) stream(w http.ResponseWriter, req *http.Request, r Request, log
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()
 	out := runoutput.NewLineWriter(FlushWriter(w), redactor)
+	defer s.Readers.Open(c.ID)()
 	err = s.Runtime.StreamLogs(ctx, c.ID, opts, out)
 	if cerr := out.Close(); err == nil {
 		err = cerr
