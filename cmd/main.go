@@ -20,6 +20,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/podman"
 	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
@@ -69,6 +70,12 @@ func run(opts *options) error {
 			return fmt.Errorf("setting up the fleet controllers: %w", err)
 		}
 		log.Info("Placing runs on Podman hosts and watching their heartbeats", "leaseNamespace", opts.leaseNamespace, "gracePeriod", opts.hostGracePeriod)
+		if api, ok, _ := opts.logAPI(); ok {
+			if err := setupLogAPI(mgr, api); err != nil {
+				return fmt.Errorf("setting up the log API: %w", err)
+			}
+			log.Info("Serving runs' live output to the API server", "group", logapi.GroupVersion, "address", api.BindAddress)
+		}
 	}
 	if opts.runsReconciler() {
 		r, err := controllers.SetupHost(mgr, opts.hostConfig(podman.New(opts.podmanSocket)))

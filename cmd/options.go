@@ -97,6 +97,10 @@ type options struct {
 	logsURL               string
 	logsCertDir           string
 	notifyAllowedCIDRs    string
+	logsClientCAFile      string
+	logsAPIBindAddress    string
+	logsAPICertDir        string
+	logsClientCertDir     string
 }
 
 // parseOptions reads the flags in args; hostname supplies the default host
@@ -163,10 +167,14 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.IntVar(&o.sessionCopyMaxFiles, "session-copy-max-files", controllers.DefaultSessionCopyMaxFiles, "the most transcript files a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
 	fs.DurationVar(&o.runRecordRetention, "run-record-retention", controllers.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
-	fs.StringVar(&o.logsBindAddress, "logs-bind-address", "0", "host: address (host:port) of the HTTPS endpoint that streams this host's runs' output to callers allowed to get agentruns/log (kubectl agentrun logs); 0 disables it")
+	fs.StringVar(&o.logsBindAddress, "logs-bind-address", "0", "host: address (host:port) of the HTTPS endpoint that streams this host's runs' output to the fleet (which serves it to users through the API server: kubectl agentrun logs); 0 disables it")
 	fs.StringVar(&o.logsURL, "logs-url", "", "host: the URL clients reach the log endpoint at, published in the PodmanHost (default: https:// and --logs-bind-address, when that names a host)")
 	fs.StringVar(&o.logsCertDir, "logs-cert-dir", "", "host: directory with the log endpoint's tls.crt, tls.key and ca.crt (default: a certificate the host makes at start for --logs-url's host)")
 	fs.StringVar(&o.notifyAllowedCIDRs, "notify-allowed-cidrs", "", "host: comma-separated CIDRs completion callbacks may reach although loopback, link-local, private or the host's own (for example 127.0.0.1/32 for a receiver on this host); empty: callbacks reach public addresses only")
+	fs.StringVar(&o.logsClientCAFile, "logs-client-ca-file", "", "host: PEM file of the CA that signs the fleet's client certificate (--logs-client-cert-dir), the only caller the log endpoint accepts; required with --logs-bind-address")
+	fs.StringVar(&o.logsAPIBindAddress, "logs-api-bind-address", "0", "fleet: address (host:port) of the aggregated API logs.agentrun.dev that the API server proxies users' log requests to (an APIService); 0 disables it")
+	fs.StringVar(&o.logsAPICertDir, "logs-api-cert-dir", "", "fleet: directory with the aggregated API's serving tls.crt and tls.key (the APIService's caBundle signs them)")
+	fs.StringVar(&o.logsClientCertDir, "logs-client-cert-dir", "", "fleet: directory with the tls.crt and tls.key the fleet shows hosts' log endpoints (signed by their --logs-client-ca-file)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -197,6 +205,9 @@ func (o *options) validate() error {
 	}
 	if msgs := validation.IsDNS1123Label(o.leaseNamespace); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--lease-namespace %q: %s", o.leaseNamespace, strings.Join(msgs, "; ")))
+	}
+	if _, _, err := o.logAPI(); err != nil && o.runsFleet() {
+		errs = append(errs, err)
 	}
 	if o.runsReconciler() {
 		switch msgs := validation.IsDNS1123Subdomain(o.leaderElectionID()); {
@@ -424,7 +435,27 @@ func (o *options) logEndpoint() (*controllers.LogEndpoint, error) {
 		}
 		u = "https://" + net.JoinHostPort(host, port)
 	}
-	return &controllers.LogEndpoint{BindAddress: o.logsBindAddress, URL: u, CertDir: o.logsCertDir}, nil
+	if o.logsClientCAFile == "" {
+		return nil, errors.New("--logs-client-ca-file is needed with --logs-bind-address: the log endpoint serves the fleet alone")
+	}
+	return &controllers.LogEndpoint{BindAddress: o.logsBindAddress, URL: u, CertDir: o.logsCertDir, ClientCAFile: o.logsClientCAFile}, nil
+}
+
+// logAPI is where the fleet serves the aggregated log API; ok is false when
+// --logs-api-bind-address is 0.
+func (o *options) logAPI() (l logAPIOptions, ok bool, err error) {
+	if o.logsAPIBindAddress == "0" {
+		return l, false, nil
+	}
+	if o.logsAPICertDir == "" || o.logsClientCertDir == "" {
+		return l, false, errors.New("--logs-api-bind-address needs --logs-api-cert-dir and --logs-client-cert-dir")
+	}
+	return logAPIOptions{BindAddress: o.logsAPIBindAddress, CertDir: o.logsAPICertDir, ClientCertDir: o.logsClientCertDir}, true, nil
+}
+
+// logAPIOptions are the fleet's aggregated log API's settings.
+type logAPIOptions struct {
+	BindAddress, CertDir, ClientCertDir string
 }
 
 // fleetConfig is the configuration of the fleet's controllers.

@@ -123,14 +123,17 @@ func TestLogEndpointOptions(t *testing.T) {
 	if err != nil || o.hostConfig(nil).LogEndpoint != nil {
 		t.Fatalf("default: err %v, endpoint %+v; want none", err, o.hostConfig(nil).LogEndpoint)
 	}
-	o, err = parse(t, "--mode=host", "--logs-bind-address=10.203.1.2:18082")
+	if _, err := parse(t, "--mode=host", "--logs-bind-address=10.203.1.2:18082"); err == nil {
+		t.Error("a log endpoint without --logs-client-ca-file was accepted: it would not know the fleet")
+	}
+	o, err = parse(t, "--mode=host", "--logs-bind-address=10.203.1.2:18082", "--logs-client-ca-file=/etc/agentrun/fleet-ca.crt")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := o.hostConfig(nil).LogEndpoint; got.URL != "https://10.203.1.2:18082" || got.BindAddress != "10.203.1.2:18082" {
 		t.Errorf("endpoint %+v; want its URL from the bind address", got)
 	}
-	o, err = parse(t, "--mode=host", "--logs-bind-address=:18082", "--logs-url=https://podman-01.example.com:18082", "--logs-cert-dir=/etc/agentrun/logs")
+	o, err = parse(t, "--mode=host", "--logs-bind-address=:18082", "--logs-url=https://podman-01.example.com:18082", "--logs-cert-dir=/etc/agentrun/logs", "--logs-client-ca-file=/etc/agentrun/fleet-ca.crt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +141,12 @@ func TestLogEndpointOptions(t *testing.T) {
 		t.Errorf("endpoint %+v; want the URL and certificates given", got)
 	}
 	for _, bind := range []string{":18082", "0.0.0.0:18082", "no-port"} {
-		if _, err := parse(t, "--mode=host", "--logs-bind-address="+bind); err == nil {
+		if _, err := parse(t, "--mode=host", "--logs-bind-address="+bind, "--logs-client-ca-file=/ca.crt"); err == nil {
 			t.Errorf("--logs-bind-address=%s without --logs-url was accepted", bind)
 		}
+	}
+	if _, err := parse(t, "--mode=fleet", "--logs-api-bind-address=:8443"); err == nil {
+		t.Error("the fleet's log API without its certificates was accepted")
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/logserver"
 )
 
 // Finalizer keeps an AgentRun whose container was created until its host has
@@ -43,6 +44,9 @@ type AgentRunReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	HostConfig
+	// logReaders counts the host's log streams by container; nil without a
+	// log endpoint.
+	logReaders *logserver.Readers
 	// Exits, when set, awaits the end of each running container, so its
 	// run's pass comes as soon as it exits, whether or not Podman's event log
 	// keeps up, and tells what the wait or Podman's died event said of the
@@ -193,6 +197,9 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 // finished handles a run that reached a terminal phase: its containers go
 // once the result is stored, and the run itself once its TTL expires.
 func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
+	if wait := r.logStreamGrace(run); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	if err := r.cleanUpFinished(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -237,6 +244,21 @@ func markFinished(status *agentsv1alpha1.AgentRunStatus, now time.Time) {
 	if status.StartTime != nil {
 		status.Duration = formatDuration(status.StartTime.Time, status.CompletionTime.Time)
 	}
+}
+
+// maxLogStreamGrace bounds how long a finished run's container is kept for
+// the log streams still reading it: they need a moment to read its last
+// lines, and a reader that stalls must not keep it.
+const maxLogStreamGrace = 30 * time.Second
+
+// logStreamGrace is how long to wait before removing a finished run's
+// container, which a log stream still reads (zero: remove it now).
+func (r *AgentRunReconciler) logStreamGrace(run *agentsv1alpha1.AgentRun) time.Duration {
+	if !r.logReaders.Reading(run.Status.ContainerID) || run.Status.CompletionTime == nil ||
+		r.Clock.Since(run.Status.CompletionTime.Time) > maxLogStreamGrace {
+		return 0
+	}
+	return time.Second
 }
 
 // cleanUpFinished removes a finished run's containers once its result is

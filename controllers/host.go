@@ -142,6 +142,9 @@ type LogEndpoint struct {
 	// CertDir holds its tls.crt and tls.key (and ca.crt); empty: a
 	// certificate the host makes for URL's host.
 	CertDir string
+	// ClientCAFile is the CA bundle that signs the fleet's client
+	// certificate: the endpoint serves no one else.
+	ClientCAFile string
 }
 
 // CacheOptions are the manager cache settings a host's reconciler and the
@@ -203,7 +206,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		Clock: cfg.Clock,
 	}
 	if cfg.LogEndpoint != nil {
-		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg); err != nil {
+		r.logReaders = &logserver.Readers{}
+		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg, r.logReaders); err != nil {
 			return nil, fmt.Errorf("setting up the log endpoint: %w", err)
 		}
 		agent.LogEndpoint = cfg.LogEndpoint.URL
@@ -234,36 +238,25 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	return r, nil
 }
 
-// The log endpoint asks the API server who calls and whether they may; it
-// reads the cluster's client CA to accept client certificates (hosts get
-// the built-in Role extension-apiserver-authentication-reader for that).
-// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
-// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
-
 // setupLogEndpoint adds the host's log endpoint to mgr and returns the CA
-// bundle clients verify it with.
-func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig) ([]byte, error) {
-	log := mgr.GetLogger().WithName("logs")
+// bundle the fleet verifies it with. It serves the fleet alone (a client
+// certificate from ClientCAFile): users reach it through the fleet's
+// aggregated API, so no user's credential reaches the host.
+func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig, readers *logserver.Readers) ([]byte, error) {
 	endpoint, err := url.Parse(cfg.LogEndpoint.URL)
 	if err != nil || endpoint.Scheme != "https" || endpoint.Hostname() == "" {
 		return nil, fmt.Errorf("the endpoint's URL %q is not https://HOST:PORT", cfg.LogEndpoint.URL)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	clientCA, err := logserver.ClusterClientCA(ctx, mgr.GetAPIReader())
+	fleet, err := logserver.ReadClientCAs(cfg.LogEndpoint.ClientCAFile)
 	if err != nil {
-		log.Info("Accepting bearer tokens only, no client certificates: the cluster's client CA is unreadable", "error", err.Error())
-	}
-	auth, err := logserver.NewDelegatingAuth(mgr.GetConfig(), mgr.GetHTTPClient(), clientCA)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the fleet's client CA: %w", err)
 	}
 	cert, ca, err := logserver.ServingCertificate(cfg.LogEndpoint.CertDir, endpoint.Hostname())
 	if err != nil {
 		return nil, fmt.Errorf("the serving certificate: %w", err)
 	}
-	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Auth: auth, Log: log}
-	return ca, mgr.Add(&logserver.Endpoint{BindAddress: cfg.LogEndpoint.BindAddress, Certificate: cert, Handler: srv.Handler()})
+	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Readers: readers, Log: mgr.GetLogger().WithName("logs")}
+	return ca, mgr.Add(&logserver.Endpoint{BindAddress: cfg.LogEndpoint.BindAddress, Certificate: cert, ClientCAs: fleet, Handler: srv.Handler()})
 }
 
 // registeredWhileLeading serves a collector on the manager's /metrics while

@@ -100,28 +100,6 @@ subjects:
   - kind: ServiceAccount
     name: $sa
     namespace: $NAMESPACE
----
-# The cluster's client CA, which the API server publishes for the servers
-# that delegate to it: the host's log endpoint accepts users' client
-# certificates signed by it (the built-in Role, as aggregated API servers
-# are given it).
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: $sa
-  namespace: kube-system
-  labels:
-    app.kubernetes.io/name: agentrun
-    app.kubernetes.io/component: host
-    agents.agentrun.dev/host: $name
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: Role
-  name: extension-apiserver-authentication-reader
-subjects:
-  - kind: ServiceAccount
-    name: $sa
-    namespace: $NAMESPACE
 EOF
   if [[ $token_secret == 1 ]]; then
     cat <<EOF

@@ -280,6 +280,10 @@ fleet_flags() {
 cluster_manager_flags() {
   local mode=webhook
   fleet_flags && mode=webhook,fleet
+  # The fleet serves runs' live output to the API server (an APIService the
+  # localstack registered for 127.0.0.1:$LOGS_API_PORT).
+  [[ $mode == *fleet* ]] && printf '%s\n' --logs-api-bind-address "127.0.0.1:$LOGS_API_PORT" \
+    --logs-api-cert-dir "$STATE/logs-api" --logs-client-cert-dir "$STATE/logs-client"
   printf '%s\n' "--mode=$mode" \
     --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook" \
     --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
@@ -298,7 +302,7 @@ host_manager_flags() {
   fi
   printf '%s\n' --host-name "$host" --podman-socket "$dir/podman.sock" "${RUN_FLAGS[@]}" \
     --session-dir "$dir/sessions" \
-    --logs-bind-address "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" \
+    --logs-bind-address "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" --logs-client-ca-file "$STATE/logs-client/ca.crt" \
     --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
 }
@@ -657,7 +661,7 @@ up() {
   if ((start_control_plane)); then
     stop "$main"
     stop_control_plane
-    rm -rf "${STATE:?}"/{webhook,kubeconfig,stack.env,fleet.env,localstack.pid,"$main".pid}
+    rm -rf "${STATE:?}"/{webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,localstack.pid,"$main".pid}
     local bind=() where=127.0.0.1
     if [[ -n $HOSTS ]]; then
       api_address
@@ -683,7 +687,8 @@ up() {
       flags=(--host-name "$HOST_NAME" --podman-socket "$AGENTRUN_PODMAN_SOCKET" "${RUN_FLAGS[@]}"
         --session-dir "$STATE/sessions"
         --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook"
-        --logs-bind-address "127.0.0.1:$LOGS_PORT"
+        --logs-bind-address "127.0.0.1:$LOGS_PORT" --logs-client-ca-file "$STATE/logs-client/ca.crt"
+        --logs-api-bind-address "127.0.0.1:$LOGS_API_PORT" --logs-api-cert-dir "$STATE/logs-api" --logs-client-cert-dir "$STATE/logs-client"
         --metrics-bind-address "127.0.0.1:$METRICS_PORT"
         --health-probe-bind-address "127.0.0.1:$PROBE_PORT")
     else
@@ -753,7 +758,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,localstack.log,localstack.pid,apiserver.log}
+  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,localstack.log,localstack.pid,apiserver.log}
   rmdir "$STATE" 2>/dev/null || true
 }
 

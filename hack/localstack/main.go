@@ -10,6 +10,14 @@
 // plane, removing its data. It also creates the namespace agentrun-system,
 // where the hosts' heartbeat Leases and the fleet controller's election live.
 //
+// The API server fronts aggregated APIs (testenv.EnableAggregator) and routes
+// the fleet's log API, logs.agentrun.dev, to 127.0.0.1:LOGS_API_PORT (an
+// APIService and an ExternalName Service for localhost). It writes the
+// certificates the manager needs for it into --dir: logs-api/ (the API's
+// serving pair, which the APIService's caBundle signs) and logs-client/ (the
+// fleet's client pair for hosts' log endpoints, and ca.crt, the CA that
+// signs it, each host's --logs-client-ca-file).
+//
 // The API server listens on 127.0.0.1, or on --bind-address: the local fleet
 // (hack/local-stack.sh with AGENTRUN_HOSTS) gives it an address that the
 // hosts' network namespaces reach over their veths. Its serving certificate
@@ -55,6 +63,13 @@ func run(dir, bind string) error {
 		return err
 	}
 	env.WebhookInstallOptions.LocalServingHost = "127.0.0.1"
+	aggregator := filepath.Join(dir, "aggregator")
+	if err := os.MkdirAll(aggregator, 0o700); err != nil {
+		return err
+	}
+	if err := testenv.EnableAggregator(env, aggregator); err != nil {
+		return err
+	}
 	if bind != "" {
 		// envtest picks a free port on loopback unless given both an address
 		// and a port; the address also goes into the serving certificate.
@@ -80,7 +95,14 @@ func run(dir, bind string) error {
 		return fmt.Errorf("creating the namespace %s: %w", systemNamespace, err)
 	}
 
-	if err := writeState(env, dir); err != nil {
+	logsAPIPort, err := freePort("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	if err := setUpLogAPI(c, dir, logsAPIPort); err != nil {
+		return err
+	}
+	if err := writeState(env, dir, logsAPIPort); err != nil {
 		return err
 	}
 	stop := make(chan os.Signal, 1)
@@ -103,7 +125,7 @@ func freePort(addr string) (int, error) {
 
 // writeState writes what clients and the manager need; stack.env comes last,
 // so its presence means the stack is ready.
-func writeState(env *envtest.Environment, dir string) error {
+func writeState(env *envtest.Environment, dir string, logsAPIPort int) error {
 	user, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return fmt.Errorf("adding the admin user: %w", err)
@@ -129,6 +151,56 @@ func writeState(env *envtest.Environment, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600); err != nil {
 		return err
 	}
-	stackEnv := fmt.Sprintf("WEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\nAPI_SERVER=%s\n", wh.LocalServingHost, wh.LocalServingPort, env.Config.Host)
+	stackEnv := fmt.Sprintf("WEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\nAPI_SERVER=%s\nLOGS_API_PORT=%d\n", wh.LocalServingHost, wh.LocalServingPort, env.Config.Host, logsAPIPort)
 	return os.WriteFile(filepath.Join(dir, "stack.env"), []byte(stackEnv), 0o600)
+}
+
+// The fleet's log API's Service, as config/default names it.
+const (
+	logsAPIService = "agentrun-logs"
+)
+
+// setUpLogAPI makes the certificates of the fleet's log API and of the
+// fleet's identity to hosts, writes them into dir, and registers the API
+// at 127.0.0.1:port with the API server.
+func setUpLogAPI(c client.Client, dir string, port int) error {
+	apiCA, err := testenv.NewCA("agentrun-logs-api-ca")
+	if err != nil {
+		return err
+	}
+	cert, key, err := apiCA.Issue(logsAPIService, testenv.ServiceName(systemNamespace, logsAPIService))
+	if err != nil {
+		return err
+	}
+	if err := writeFiles(filepath.Join(dir, "logs-api"), map[string][]byte{"tls.crt": cert, "tls.key": key}); err != nil {
+		return err
+	}
+	fleetCA, err := testenv.NewCA("agentrun-fleet-ca")
+	if err != nil {
+		return err
+	}
+	cert, key, err = fleetCA.Issue("agentrun-fleet")
+	if err != nil {
+		return err
+	}
+	if err := writeFiles(filepath.Join(dir, "logs-client"), map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": fleetCA.CertPEM}); err != nil {
+		return err
+	}
+	return testenv.RegisterAPIService(context.Background(), c, testenv.APIServiceTarget{
+		Group: "logs.agentrun.dev", Version: "v1alpha1", Port: port, CABundle: apiCA.CertPEM,
+		Namespace: systemNamespace, Name: logsAPIService,
+	})
+}
+
+// writeFiles writes files (name: content) into dir, readable by the owner.
+func writeFiles(dir string, files map[string][]byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/logserver"
 )
 
@@ -80,12 +80,14 @@ func (p *plugin) logs(ctx context.Context, o *logsOptions, name string) error {
 	return err
 }
 
-// streamFromHost copies the run's live output from its host's log endpoint,
-// with the caller's own credentials, to stdout.
+// streamFromHost copies the run's live output to stdout. It asks the API
+// server (the fleet's aggregated API, logs.agentrun.dev), never the host:
+// the caller's credentials go to the API server only, and the fleet fetches
+// the stream from the host with its own identity.
 func (p *plugin) streamFromHost(ctx context.Context, c client.Client, run *agentsv1alpha1.AgentRun, r logserver.Request) error {
 	host := &agentsv1alpha1.PodmanHost{}
 	if err := c.Get(ctx, client.ObjectKey{Name: run.Status.Host}, host); err != nil {
-		return fmt.Errorf("reading where host %s serves logs: %w", run.Status.Host, err)
+		return fmt.Errorf("reading whether host %s serves logs: %w", run.Status.Host, err)
 	}
 	if host.Status.LogEndpoint == "" {
 		return errNoEndpoint
@@ -94,28 +96,16 @@ func (p *plugin) streamFromHost(ctx context.Context, c client.Client, run *agent
 	if err != nil {
 		return err
 	}
-	hc, err := logserver.Client(caller, host.Status.LogCABundle)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL(host.Status.LogEndpoint), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("host %s: %w", host.Name, err)
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		_, err := io.Copy(p.out(), resp.Body)
-		return err
-	case http.StatusGone:
+	stream, err := logapi.Stream(ctx, caller, r)
+	switch {
+	case apierrors.IsGone(err):
 		return errContainerGone
+	case err != nil:
+		return fmt.Errorf("agentrun/%s on host %s: %w", r.Name, host.Name, err)
 	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	return fmt.Errorf("host %s: %s: %s", host.Name, http.StatusText(resp.StatusCode), strings.TrimSpace(string(msg)))
+	defer stream.Close()
+	_, err = io.Copy(p.out(), stream)
+	return err
 }
 
 // storedOutput prints the tail of the output the run's status keeps, after

@@ -2,12 +2,21 @@ package kubectlplugin_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -109,9 +118,90 @@ var _ = Describe("kubectl agentrun logs", func() {
 		})).To(Succeed())
 		r := pluginAs(writeKubeconfig(envtest.User{Name: "runs-reader"}), "-n", ns, "logs", "private")
 		Expect(r.code).To(Equal(1))
-		Expect(r.errOut).To(Equal(`error: host ` + logsHost + `: Forbidden: User "runs-reader" cannot get agentruns/log in the namespace "` + ns + `"` + "\n"))
+		Expect(r.errOut).To(HavePrefix(`error: agentrun/private on host ` + logsHost + `: `))
+		Expect(r.errOut).To(ContainSubstring(`User "runs-reader" cannot get`))
+		Expect(r.errOut).To(ContainSubstring(`agentruns/log`))
+	})
+
+	It("sends no credential the API server accepts to the run's host, whatever the host records", func(ctx SpecContext) {
+		Expect(plugin("-n", ns, "run", "watched", "--prompt", "x").code).To(Equal(0))
+		run := &agentsv1alpha1.AgentRun{}
+		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "watched"}, run)).To(Succeed())
+		run.Status = agentsv1alpha1.AgentRunStatus{Phase: agentsv1alpha1.PhaseRunning, Host: recordingHost, ContainerID: "c1", Attempts: 1}
+		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
+		before := len(recorder.Requests())
+		// An administrator with a bearer token, and one with a client
+		// certificate, follow the run.
+		for _, kc := range []string{tokenKubeconfig(ctx, ns), kubeconfig} {
+			r := pluginAs(kc, "-n", ns, "logs", "watched")
+			Expect(r.code).To(Equal(0), r.errOut)
+			Expect(r.out).To(Equal("recorded\n"))
+		}
+		got := recorder.Requests()[before:]
+		Expect(got).To(HaveLen(2))
+		for _, req := range got {
+			Expect(replay(ctx, req, "/apis/agents.agentrun.dev/v1alpha1/namespaces/"+ns+"/agentruns")).To(BeAnonymous(),
+				"the host's record of %s, replayed against the API server", req.URL)
+			Expect(req.TLS.PeerCertificates).NotTo(BeEmpty())
+			Expect(req.TLS.PeerCertificates[0].Subject.CommonName).To(Equal("agentrun-fleet"), "the fleet's identity, not the user's")
+		}
 	})
 })
+
+// tokenKubeconfig writes a kubeconfig whose user is a service account of
+// ns, allowed everything, by a bearer token.
+func tokenKubeconfig(ctx context.Context, ns string) string {
+	GinkgoHelper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "admin-bot"}}
+	Expect(k8s.Create(ctx, sa)).To(Succeed())
+	Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "admin-bot-"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa.Name}},
+	})).To(Succeed())
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
+	Expect(k8s.SubResource("token").Create(ctx, sa, tr)).To(Succeed())
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
+	cfg.AuthInfos["bot"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["bot"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "bot"}
+	cfg.CurrentContext = "bot"
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(clientcmd.WriteToFile(*cfg, path)).To(Succeed())
+	return path
+}
+
+// BeAnonymous matches the API server's answer to a request it
+// authenticated as no one: 401, or 403 to system:anonymous where the API
+// server lets anonymous requests in (envtest's does).
+func BeAnonymous() OmegaMatcher {
+	return Or(HaveField("Code", http.StatusUnauthorized),
+		And(HaveField("Code", http.StatusForbidden), HaveField("Body", ContainSubstring("system:anonymous"))))
+}
+
+// answer is an HTTP answer's status code and body.
+type answer struct {
+	Code int
+	Body string
+}
+
+// replay sends a recorded request's headers to the API server at path,
+// as someone holding the record would (with no key of their own).
+func replay(ctx context.Context, recorded *http.Request, path string) answer {
+	GinkgoHelper()
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM(env.Config.CAData)).To(BeTrue())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(env.Config.Host, "/")+path, nil)
+	Expect(err).NotTo(HaveOccurred())
+	req.Header = recorded.Header.Clone()
+	resp, err := c.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	return answer{resp.StatusCode, string(body)}
+}
 
 var _ = Describe("kubectl agentrun run --follow", func() {
 	It("creates the run, streams its output live and exits with its exit code", func(ctx SpecContext) {

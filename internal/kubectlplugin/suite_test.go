@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers/fake"
 	"github.com/agentrun/agentrun/internal/kubectlplugin"
+	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/logserver/logservertest"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
@@ -34,11 +34,15 @@ var (
 	kubeconfig string
 	// rt is the engine of logsHost, whose log endpoint the suite serves.
 	rt = fake.New(testImage)
+	// recorder is recordingHost's endpoint.
+	recorder = &logservertest.Recorder{}
 )
 
 const (
-	logsHost  = "plugin-logs-host"
-	testImage = "localhost/agentrun-test:latest"
+	logsHost = "plugin-logs-host"
+	// recordingHost is a hostile host: its endpoint keeps what it gets.
+	recordingHost = "plugin-recording-host"
+	testImage     = "localhost/agentrun-test:latest"
 )
 
 func TestKubectlPlugin(t *testing.T) {
@@ -49,19 +53,26 @@ func TestKubectlPlugin(t *testing.T) {
 var _ = BeforeSuite(func() {
 	var cfg *rest.Config
 	var err error
-	env, cfg, k8s, err = testenv.StartWithClient()
+	env, cfg, k8s, err = testenv.StartWithAggregator(GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(env.Stop)
 	kubeconfig = writeKubeconfig(envtest.User{Name: "admin", Groups: []string{"system:masters"}})
 
+	// The cluster's log path: the host's endpoint, which serves the fleet
+	// alone, and the fleet's aggregated API, which the API server proxies to.
 	ctx, cancel := context.WithCancel(context.Background())
 	DeferCleanup(cancel)
-	endpoint, ca, err := logservertest.Serve(ctx, cfg, k8s, logsHost, rt, zap.New(zap.WriteTo(GinkgoWriter)))
+	log := zap.New(zap.WriteTo(GinkgoWriter))
+	fleet, err := logservertest.NewFleet()
 	Expect(err).NotTo(HaveOccurred())
-	host := &agentsv1alpha1.PodmanHost{ObjectMeta: metav1.ObjectMeta{Name: logsHost}}
-	Expect(k8s.Create(ctx, host)).To(Succeed())
-	host.Status.LogEndpoint, host.Status.LogCABundle = endpoint, ca
-	Expect(k8s.Status().Update(ctx, host)).To(Succeed())
+	endpoint, ca, err := logservertest.ServeHost(ctx, k8s, logsHost, rt, fleet.CA.Pool(), log)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(logservertest.PublishHost(ctx, k8s, logsHost, endpoint, ca)).To(Succeed())
+	endpoint, ca, err = logservertest.ServeRecorder(ctx, recorder, log)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(logservertest.PublishHost(ctx, k8s, recordingHost, endpoint, ca)).To(Succeed())
+	_, err = logservertest.ServeAPI(ctx, cfg, k8s, fleet.Certificate, logapi.DefaultLimits, log)
+	Expect(err).NotTo(HaveOccurred())
 })
 
 // writeKubeconfig writes a kubeconfig for a user of the control plane, as a

@@ -3,6 +3,7 @@ package logserver
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,7 +22,12 @@ import (
 type Endpoint struct {
 	BindAddress string
 	Certificate tls.Certificate
-	Handler     http.Handler
+	// ClientCAs, when set, are the only CAs whose client certificates the
+	// TLS handshake accepts (a host's endpoint: the fleet's CA); without,
+	// a client certificate is asked for and left to the handler to check
+	// (the fleet's API: the aggregator's front-proxy certificate).
+	ClientCAs *x509.CertPool
+	Handler   http.Handler
 }
 
 // Start serves until ctx ends.
@@ -37,10 +43,11 @@ func (e *Endpoint) Start(ctx context.Context) error {
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{e.Certificate},
 			MinVersion:   tls.VersionTLS12,
-			// Asked for, not required: a caller shows a client certificate
-			// or a bearer token, and the authenticator checks either.
-			ClientAuth: tls.RequestClientCert,
+			ClientAuth:   tls.RequestClientCert,
 		},
+	}
+	if e.ClientCAs != nil {
+		srv.TLSConfig.ClientAuth, srv.TLSConfig.ClientCAs = tls.RequireAndVerifyClientCert, e.ClientCAs
 	}
 	go func() {
 		<-ctx.Done()
@@ -85,4 +92,18 @@ func ServingCertificate(certDir, host string) (tls.Certificate, []byte, error) {
 		return cert, pem.EncodeToMemory(block), nil
 	}
 	return cert, certPEM, nil
+}
+
+// ReadClientCAs reads the PEM bundle of the CAs that sign the fleet's client
+// certificate, the only callers a host's endpoint accepts.
+func ReadClientCAs(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }

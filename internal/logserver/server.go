@@ -1,12 +1,14 @@
 // Package logserver is a host's log endpoint: it streams a run's container
-// output from Podman, masked as status.output is, to callers the API server
-// authenticates and allows to get agentruns/log in the run's namespace, as
-// the kubelet serves a pod's logs.
+// output from Podman, masked as status.output is, to the fleet only (a
+// client certificate its CA signed, checked by the TLS handshake), as the
+// kubelet serves a pod's logs to the API server. The fleet's aggregated API
+// (internal/logapi) authorises users; no user's credential reaches a host.
 package logserver
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,7 +16,6 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -42,9 +43,8 @@ type Request struct {
 	Since time.Duration
 }
 
-// URL is the request's address at endpoint (a PodmanHost's
-// status.logEndpoint).
-func (r Request) URL(endpoint string) string {
+// Query is the request's query parameters.
+func (r Request) Query() url.Values {
 	q := url.Values{}
 	if r.Follow {
 		q.Set(paramFollow, "true")
@@ -55,6 +55,13 @@ func (r Request) URL(endpoint string) string {
 	if r.Since > 0 {
 		q.Set(paramSinceSeconds, strconv.Itoa(int(r.Since.Seconds())))
 	}
+	return q
+}
+
+// URL is the request's address at endpoint (a PodmanHost's
+// status.logEndpoint).
+func (r Request) URL(endpoint string) string {
+	q := r.Query()
 	u := fmt.Sprintf("%s/namespaces/%s/agentruns/%s/log", endpoint, url.PathEscape(r.Namespace), url.PathEscape(r.Name))
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -69,8 +76,10 @@ type Server struct {
 	Runtime containers.Runtime
 	// Reader reads AgentRuns.
 	Reader client.Reader
-	Auth   Auth
-	Log    logr.Logger
+	// Readers, when set, counts the streams by container, for the
+	// reconciler, which keeps a finished run's container while they read.
+	Readers *Readers
+	Log     logr.Logger
 }
 
 // Handler is the endpoint's HTTP handler.
@@ -81,41 +90,23 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) serveLog(w http.ResponseWriter, req *http.Request) {
-	ns, name := req.PathValue("namespace"), req.PathValue("name")
-	log := s.Log.WithValues("agentrun", ns+"/"+name)
-	res, ok, err := s.Auth.Authenticator.AuthenticateRequest(req)
-	if err != nil || !ok {
-		// A bad certificate or token, or none, or an API server the host
-		// cannot reach to check them: refused all the same.
-		log.V(1).Info("Refused a log request: not authenticated", "error", err)
-		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+	if req.TLS == nil || len(req.TLS.VerifiedChains) == 0 {
+		// The endpoint's TLS settings require the fleet's certificate; this
+		// holds even if they were ever loosened.
+		http.Error(w, "only the fleet may call a host's log endpoint", http.StatusUnauthorized)
 		return
 	}
-	user := res.User
-	decision, reason, err := s.Auth.Authorizer.Authorize(req.Context(), authorizer.AttributesRecord{
-		User: user, Verb: "get", Namespace: ns, Name: name, ResourceRequest: true,
-		APIGroup: agentsv1alpha1.GroupVersion.Group, APIVersion: agentsv1alpha1.GroupVersion.Version,
-		Resource: "agentruns", Subresource: "log",
-	})
-	switch {
-	case err != nil:
-		log.Error(err, "Could not authorise a log request", "user", user.GetName())
-		http.Error(w, "the host could not check the caller's permission with the API server", http.StatusServiceUnavailable)
-		return
-	case decision != authorizer.DecisionAllow:
-		log.V(1).Info("Refused a log request: forbidden", "user", user.GetName(), "reason", reason)
-		http.Error(w, fmt.Sprintf("User %q cannot get agentruns/log in the namespace %q", user.GetName(), ns), http.StatusForbidden)
-		return
-	}
-	r, err := parseRequest(req)
+	r, err := ParseRequest(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	s.stream(w, req, r, log)
+	s.stream(w, req, r, s.Log.WithValues("agentrun", r.Namespace+"/"+r.Name))
 }
 
-func parseRequest(req *http.Request) (Request, error) {
+// ParseRequest reads a Request from an HTTP request whose route names the
+// {namespace} and {name}.
+func ParseRequest(req *http.Request) (Request, error) {
 	q := req.URL.Query()
 	r := Request{Namespace: req.PathValue("namespace"), Name: req.PathValue("name"), TailLines: -1}
 	var err error
@@ -184,7 +175,8 @@ func (s *Server) stream(w http.ResponseWriter, req *http.Request, r Request, log
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()
-	out := runoutput.NewLineWriter(flushWriter{w}, redactor)
+	out := runoutput.NewLineWriter(FlushWriter(w), redactor)
+	defer s.Readers.Open(c.ID)()
 	err = s.Runtime.StreamLogs(ctx, c.ID, opts, out)
 	if cerr := out.Close(); err == nil {
 		err = cerr
@@ -194,7 +186,9 @@ func (s *Server) stream(w http.ResponseWriter, req *http.Request, r Request, log
 	}
 }
 
-// flushWriter flushes each write to the client, so lines arrive as printed.
+// FlushWriter flushes each write to the client, so lines arrive as printed.
+func FlushWriter(w http.ResponseWriter) io.Writer { return flushWriter{w} }
+
 type flushWriter struct{ w http.ResponseWriter }
 
 func (f flushWriter) Write(p []byte) (int, error) {

@@ -3,22 +3,20 @@ package logserver_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/logserver"
+	"github.com/agentrun/agentrun/internal/testenv"
 )
 
 const secretValue = "s3cr3t-v4lue-of-the-token"
@@ -53,27 +51,24 @@ func newNamespace(ctx context.Context) string {
 	return ns.Name
 }
 
-// grantLogs binds the shipped log viewer role to a subject in ns.
-func grantLogs(ctx context.Context, ns string, subject rbacv1.Subject) {
-	GinkgoHelper()
-	Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "logs-"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "log-viewer-role"},
-		Subjects:   []rbacv1.Subject{subject},
-	})).To(Succeed())
-}
-
-// get asks the endpoint for a run's output as caller (nil: no credentials).
-func get(ctx context.Context, caller *rest.Config, r logserver.Request) *http.Response {
-	GinkgoHelper()
-	if caller == nil {
-		caller = &rest.Config{}
+// call asks the endpoint for a run's output showing cert (nil: none).
+func call(ctx context.Context, cert *tls.Certificate, r logserver.Request) (*http.Response, error) {
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM(caBundle)).To(BeTrue())
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	c, err := logserver.Client(caller, caBundle)
-	Expect(err).NotTo(HaveOccurred())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL(endpoint), nil)
 	Expect(err).NotTo(HaveOccurred())
-	resp, err := c.Do(req)
+	return c.Do(req)
+}
+
+// get asks the endpoint for a run's output as the fleet.
+func get(ctx context.Context, r logserver.Request) *http.Response {
+	GinkgoHelper()
+	resp, err := call(ctx, &fleet.Certificate, r)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(resp.Body.Close)
 	return resp
@@ -87,13 +82,12 @@ func body(resp *http.Response) string {
 }
 
 var _ = Describe("The log endpoint", func() {
-	It("streams a run's output live to a user with the role, masked, until the container exits", func(ctx SpecContext) {
+	It("streams a run's output live to the fleet, masked, until the container exits, reading the secret values once", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		_, id := runningRun(ctx, ns, "counter")
-		grantLogs(ctx, ns, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "reader"})
 		Expect(rt.Print(id, "line 1 token="+secretValue+"\n")).To(Succeed())
-
-		resp := get(ctx, userConfig("reader"), logserver.Request{Namespace: ns, Name: "counter", Follow: true, TailLines: -1})
+		reads := rt.Calls("SecretValues")
+		resp := get(ctx, logserver.Request{Namespace: ns, Name: "counter", Follow: true, TailLines: -1})
 		Expect(resp.StatusCode).To(Equal(http.StatusOK))
 		lines := bufio.NewReader(resp.Body)
 		Expect(lines.ReadString('\n')).To(Equal("line 1 token=***\n"))
@@ -108,54 +102,34 @@ var _ = Describe("The log endpoint", func() {
 		Consistently(ended, "500ms").ShouldNot(Receive(), "the stream ended while the container ran")
 		Expect(rt.Exit(id, 0, "last, with "+secretValue)).To(Succeed())
 		Eventually(ended, "10s").Should(Receive(BeNil()))
+		Expect(rt.Calls("SecretValues")).To(Equal(reads+1), "the secret values are read once per stream, not per line")
 	})
 
 	It("sends the last lines with tailLines, and says 410 once the container is gone", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		_, id := runningRun(ctx, ns, "tail")
-		grantLogs(ctx, ns, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "tailer"})
 		Expect(rt.Exit(id, 0, "one\ntwo\nthree\n")).To(Succeed())
-		tailer := userConfig("tailer")
-		resp := get(ctx, tailer, logserver.Request{Namespace: ns, Name: "tail", TailLines: 2})
+		resp := get(ctx, logserver.Request{Namespace: ns, Name: "tail", TailLines: 2})
 		Expect(resp.StatusCode).To(Equal(http.StatusOK))
 		Expect(body(resp)).To(Equal("two\nthree\n"))
 
 		Expect(rt.Remove(ctx, id)).To(Succeed())
-		resp = get(ctx, tailer, logserver.Request{Namespace: ns, Name: "tail", TailLines: -1})
+		resp = get(ctx, logserver.Request{Namespace: ns, Name: "tail", TailLines: -1})
 		Expect(resp.StatusCode).To(Equal(http.StatusGone))
 	})
 
-	It("refuses a user without the role with 403, in the run's namespace only", func(ctx SpecContext) {
-		ns, other := newNamespace(ctx), newNamespace(ctx)
-		runningRun(ctx, ns, "private")
-		grantLogs(ctx, other, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "outsider"})
-		resp := get(ctx, userConfig("outsider"), logserver.Request{Namespace: ns, Name: "private", TailLines: -1})
-		Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
-		Expect(body(resp)).To(ContainSubstring(`User "outsider" cannot get agentruns/log`))
-		Expect(body(resp)).NotTo(ContainSubstring(secretValue))
-	})
-
-	It("refuses a request without credentials, or with a token the API server does not know, with 401", func(ctx SpecContext) {
+	It("refuses callers without the fleet's certificate: none, or one another CA signed", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		runningRun(ctx, ns, "anonymous")
-		resp := get(ctx, nil, logserver.Request{Namespace: ns, Name: "anonymous", TailLines: -1})
-		Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
-		resp = get(ctx, &rest.Config{BearerToken: "made-up"}, logserver.Request{Namespace: ns, Name: "anonymous", TailLines: -1})
-		Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
-	})
-
-	It("accepts a service account's bearer token, checked by TokenReview", func(ctx SpecContext) {
-		ns := newNamespace(ctx)
-		_, id := runningRun(ctx, ns, "bot")
-		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bot"}}
-		Expect(k8s.Create(ctx, sa)).To(Succeed())
-		grantLogs(ctx, ns, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "bot"})
-		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
-		Expect(k8s.SubResource("token").Create(ctx, sa, tr)).To(Succeed())
-		Expect(rt.Exit(id, 0, "done\n")).To(Succeed())
-		resp := get(ctx, &rest.Config{BearerToken: tr.Status.Token, Timeout: 30 * time.Second}, logserver.Request{Namespace: ns, Name: "bot", TailLines: -1})
-		Expect(resp.StatusCode).To(Equal(http.StatusOK))
-		Expect(body(resp)).To(Equal("done\n"))
+		r := logserver.Request{Namespace: ns, Name: "anonymous", TailLines: -1}
+		_, err := call(ctx, nil, r)
+		Expect(err).To(HaveOccurred(), "the handshake needs a client certificate")
+		other, err := testenv.NewCA("not-the-fleet")
+		Expect(err).NotTo(HaveOccurred())
+		impostor, err := other.IssueTLS("agentrun-fleet")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = call(ctx, &impostor, r)
+		Expect(err).To(HaveOccurred(), "a certificate of the same name from another CA")
 	})
 
 	It("serves only this host's runs", func(ctx SpecContext) {
@@ -163,8 +137,7 @@ var _ = Describe("The log endpoint", func() {
 		run, _ := runningRun(ctx, ns, "elsewhere")
 		run.Status.Host = "host-b"
 		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
-		grantLogs(ctx, ns, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "wanderer"})
-		resp := get(ctx, userConfig("wanderer"), logserver.Request{Namespace: ns, Name: "elsewhere", TailLines: -1})
+		resp := get(ctx, logserver.Request{Namespace: ns, Name: "elsewhere", TailLines: -1})
 		Expect(resp.StatusCode).To(Equal(http.StatusNotFound))
 		Expect(body(resp)).To(ContainSubstring("does not run on host host-a"))
 	})

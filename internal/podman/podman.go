@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -567,57 +566,6 @@ func (r *Runtime) Logs(ctx context.Context, id string, maxBytes int) (string, er
 				return "", r.classify(err, "logs of container "+id)
 			}
 			return tail(string(b), maxBytes), nil
-		}
-	}
-}
-
-// StreamLogs writes the container's output to w frame by frame (conmon writes
-// a frame per line, or per part of a long line), stdout and stderr in the
-// order the service sends them. When w fails (the reader went away) the
-// request is cancelled, and the frames already on their way are drained so
-// that the bindings' goroutine, which blocks on its channels, ends.
-func (r *Runtime) StreamLogs(ctx context.Context, id string, o rt.LogOptions, w io.Writer) error {
-	c, err := r.connect(ctx)
-	if err != nil {
-		return err
-	}
-	c, cancel := context.WithCancel(c)
-	defer cancel()
-	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(o.Follow)
-	if o.TailLines >= 0 {
-		opts = opts.WithTail(strconv.Itoa(o.TailLines))
-	}
-	if !o.Since.IsZero() {
-		opts = opts.WithSince(o.Since.Format(time.RFC3339Nano))
-	}
-	stdout, stderr := make(chan string), make(chan string)
-	done := make(chan error, 1)
-	go func() { done <- containers.Logs(c, id, opts, stdout, stderr) }()
-	var writeErr error
-	write := func(s string) {
-		if writeErr != nil {
-			return
-		}
-		if _, writeErr = io.WriteString(w, s); writeErr != nil {
-			cancel()
-		}
-	}
-	for {
-		select {
-		case s := <-stdout:
-			write(s)
-		case s := <-stderr:
-			write(s)
-		case err := <-done:
-			switch {
-			case writeErr != nil:
-				return writeErr
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case err != nil:
-				return r.classify(err, "logs of container "+id)
-			}
-			return nil
 		}
 	}
 }

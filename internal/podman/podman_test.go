@@ -403,3 +403,34 @@ func TestLogIsBoundedAndKeepsItsEnd(t *testing.T) {
 		t.Fatalf("the log's end is lost: %q", all[max(0, len(all)-100):])
 	}
 }
+
+// A follow sends every line up to the container's exit, the one printed
+// right before it too: Podman's own follow may stop without it (see
+// StreamLogs), which a fresh clone's e2e run saw once on Podman 5. Several
+// containers at once, each printing its last line as it exits, make the
+// race Podman loses likely; the assertion holds whatever the timing.
+func TestFollowSendsTheLastLineBeforeTheExit(t *testing.T) {
+	r := newRuntime(t)
+	const followers = 6
+	errs := make(chan error, followers)
+	for i := range followers {
+		id, _ := run(t, r, fmt.Sprintf("echo first %d; sleep 1; echo last %d", i, i), nil)
+		go func() {
+			var out strings.Builder
+			if err := r.StreamLogs(context.Background(), id, rt.LogOptions{Follow: true, TailLines: -1}, &out); err != nil {
+				errs <- err
+				return
+			}
+			if want := fmt.Sprintf("first %d\nlast %d\n", i, i); out.String() != want {
+				errs <- fmt.Errorf("followed %q, want %q", out.String(), want)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range followers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

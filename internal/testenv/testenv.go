@@ -122,15 +122,32 @@ func WaitForWebhookServer(env *envtest.Environment, timeout time.Duration) error
 // returns it with its admin configuration and a client that knows the core
 // types and agentrun's. The caller stops it (env.Stop).
 func StartWithClient() (*envtest.Environment, *rest.Config, client.Client, error) {
+	env, err := New(false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return startWithClient(env)
+}
+
+// StartWithAggregator is StartWithClient with the API server a front proxy
+// for aggregated APIs (EnableAggregator, its files in dir).
+func StartWithAggregator(dir string) (*envtest.Environment, *rest.Config, client.Client, error) {
+	env, err := New(false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := EnableAggregator(env, dir); err != nil {
+		return nil, nil, nil, err
+	}
+	return startWithClient(env)
+}
+
+func startWithClient(env *envtest.Environment) (*envtest.Environment, *rest.Config, client.Client, error) {
 	scheme := k8sruntime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
-		return nil, nil, nil, err
-	}
-	env, err := New(false)
-	if err != nil {
 		return nil, nil, nil, err
 	}
 	cfg, err := env.Start()

@@ -60,11 +60,21 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred(), out)
 })
 
+// aSpecFailed: the suite's logs are worth printing (in AfterSuite,
+// CurrentSpecReport is AfterSuite's own, which has not failed).
+var aSpecFailed bool
+
+var _ = AfterEach(func() {
+	if CurrentSpecReport().Failed() {
+		aSpecFailed = true
+	}
+})
+
 var _ = AfterSuite(func() {
 	if stateDir == "" {
 		return
 	}
-	if CurrentSpecReport().Failed() {
+	if aSpecFailed || CurrentSpecReport().Failed() {
 		for _, f := range []string{"manager.log", "localstack.log"} {
 			if data, err := os.ReadFile(filepath.Join(stateDir, f)); err == nil {
 				GinkgoWriter.Printf("--- %s\n%s\n", f, data)

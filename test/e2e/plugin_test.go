@@ -36,7 +36,7 @@ func exitCode(err error) int {
 }
 
 var _ = Describe("kubectl agentrun", func() {
-	It("logs -f shows a run's lines while it runs, and returns when it exits", func() {
+	It("logs -f shows a run's lines while it runs, through the API server, and returns when it exits", func() {
 		ns := newNamespace()
 		out, err := kubectlPlugin("-n", ns, "run", "ticker", "--prompt", "tick", "--",
 			"sh", "-c", "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done").CombinedOutput()
@@ -53,6 +53,9 @@ var _ = Describe("kubectl agentrun", func() {
 		Expect(lines.Text()).To(Equal("tick 1"))
 		Expect(kubectlOK("get", "agentrun", "ticker", "-n", ns, "-o", "jsonpath={.status.phase}")).To(Equal("Running"),
 			"the first line arrived before the run ended")
+		// The same output through the API server with plain kubectl: the
+		// fleet's aggregated API is what the plugin calls.
+		Expect(kubectlOK("get", "--raw", "/apis/logs.agentrun.dev/v1alpha1/namespaces/"+ns+"/agentruns/ticker/log")).To(HavePrefix("tick 1\n"))
 		var rest []string
 		for lines.Scan() {
 			rest = append(rest, lines.Text())

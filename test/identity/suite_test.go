@@ -109,17 +109,17 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 9)
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
-	applyAll(ctx, identities, nil, 12)
+	applyAll(ctx, identities, nil, 9)
 	movedIdentity := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "m")
 	movedIdentity.Env = append(os.Environ(), "AGENTRUN_NAMESPACE="+movedNamespace)
 	identities, err = movedIdentity.Output()
 	Expect(err).NotTo(HaveOccurred(), "AGENTRUN_NAMESPACE=%s hack/host-identity.sh: %s", movedNamespace, stderrOf(err))
 	applyAll(ctx, identities, func(u *unstructured.Unstructured) bool {
 		// host-identity.sh puts every namespaced object of the account in
-		// AGENTRUN_NAMESPACE, apart from the client CA reader's binding.
-		Expect(u.GetNamespace()).To(BeElementOf("", movedNamespace, "kube-system"), "%s %s", u.GetKind(), u.GetName())
+		// AGENTRUN_NAMESPACE (a host reads nothing in kube-system any more).
+		Expect(u.GetNamespace()).To(BeElementOf("", movedNamespace), "%s %s", u.GetKind(), u.GetName())
 		return true
-	}, 4)
+	}, 3)
 
 	// The fleet controller's RBAC is not config/host's: bind it here to the
 	// roles config/default binds it to.
