@@ -189,6 +189,12 @@ func (p *progressReads) hold(key types.NamespacedName, id string, r *redact.Reda
 	p.put(key, read)
 }
 
+// held returns the redactor held for the run's container id since it
+// started, or nil.
+func (p *progressReads) held(key types.NamespacedName, id string) *redact.Redactor {
+	return p.of(key, id).redactor
+}
+
 func (p *progressReads) put(key types.NamespacedName, read progressRead) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -22,6 +22,7 @@ import (
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/logserver"
 	"github.com/agentrun/agentrun/internal/policy"
+	"github.com/agentrun/agentrun/internal/redact"
 )
 
 // The defaults of the fleet's settings, as Kubernetes has them for Nodes: a
@@ -207,7 +208,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	}
 	if cfg.LogEndpoint != nil {
 		r.logReaders = &logserver.Readers{}
-		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg, r.logReaders); err != nil {
+		if agent.LogCABundle, err = setupLogEndpoint(mgr, cfg, r.logReaders, r.progress.held); err != nil {
 			return nil, fmt.Errorf("setting up the log endpoint: %w", err)
 		}
 		agent.LogEndpoint = cfg.LogEndpoint.URL
@@ -242,7 +243,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 // bundle the fleet verifies it with. It serves the fleet alone (a client
 // certificate from ClientCAFile): users reach it through the fleet's
 // aggregated API, so no user's credential reaches the host.
-func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig, readers *logserver.Readers) ([]byte, error) {
+func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig, readers *logserver.Readers, held func(types.NamespacedName, string) *redact.Redactor) ([]byte, error) {
 	endpoint, err := url.Parse(cfg.LogEndpoint.URL)
 	if err != nil || endpoint.Scheme != "https" || endpoint.Hostname() == "" {
 		return nil, fmt.Errorf("the endpoint's URL %q is not https://HOST:PORT", cfg.LogEndpoint.URL)
@@ -255,7 +256,7 @@ func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig, readers *logserver.Reade
 	if err != nil {
 		return nil, fmt.Errorf("the serving certificate: %w", err)
 	}
-	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Readers: readers, Log: mgr.GetLogger().WithName("logs")}
+	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Readers: readers, Held: held, Log: mgr.GetLogger().WithName("logs")}
 	return ca, mgr.Add(&logserver.Endpoint{BindAddress: cfg.LogEndpoint.BindAddress, Certificate: cert, ClientCAs: fleet, Handler: srv.Handler()})
 }
 

@@ -6,6 +6,7 @@
 package logserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +17,12 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/redact"
 	"github.com/agentrun/agentrun/internal/runoutput"
 )
 
@@ -79,7 +82,12 @@ type Server struct {
 	// Readers, when set, counts the streams by container, for the
 	// reconciler, which keeps a finished run's container while they read.
 	Readers *Readers
-	Log     logr.Logger
+	// Held, when set, returns the secret values the host read as a run's
+	// container started, or nil when it holds none: Podman 5 shows a
+	// secret's value as it is now, so a secret replaced during the run
+	// would be masked with its new value, not the one the container has.
+	Held func(run types.NamespacedName, containerID string) *redact.Redactor
+	Log  logr.Logger
 }
 
 // Handler is the endpoint's HTTP handler.
@@ -130,6 +138,17 @@ func ParseRequest(req *http.Request) (Request, error) {
 	return r, nil
 }
 
+// redactor masks the output of run's container c: with the values held
+// since it started when there are, else with the values Podman shows now.
+func (s *Server) redactor(ctx context.Context, run *agentsv1alpha1.AgentRun, c containers.Container) (*redact.Redactor, error) {
+	if s.Held != nil {
+		if held := s.Held(client.ObjectKeyFromObject(run), c.ID); held != nil {
+			return held, nil
+		}
+	}
+	return runoutput.Redactor(ctx, s.Runtime, run, c)
+}
+
 // stream sends the run's current container's output, masked.
 func (s *Server) stream(w http.ResponseWriter, req *http.Request, r Request, log logr.Logger) {
 	ctx := req.Context()
@@ -160,7 +179,7 @@ func (s *Server) stream(w http.ResponseWriter, req *http.Request, r Request, log
 		http.Error(w, "Podman: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	redactor, err := runoutput.Redactor(ctx, s.Runtime, run, c)
+	redactor, err := s.redactor(ctx, run, c)
 	if err != nil {
 		// Never unmasked: without the values there is no stream.
 		log.Error(err, "Could not read the run's secret values to mask its output")

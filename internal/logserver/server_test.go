@@ -7,15 +7,20 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
+	"net/http/httptest"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/logserver"
+	"github.com/agentrun/agentrun/internal/redact"
+	"github.com/agentrun/agentrun/internal/runoutput"
 	"github.com/agentrun/agentrun/internal/testenv"
 )
 
@@ -103,6 +108,38 @@ var _ = Describe("The log endpoint", func() {
 		Expect(rt.Exit(id, 0, "last, with "+secretValue)).To(Succeed())
 		Eventually(ended, "10s").Should(Receive(BeNil()))
 		Expect(rt.Calls("SecretValues")).To(Equal(reads+1), "the secret values are read once per stream, not per line")
+	})
+
+	It("masks with the values its container started with, though the secret was replaced since", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		run, id := runningRun(ctx, ns, "replaced")
+		c, err := rt.Inspect(ctx, id)
+		Expect(err).NotTo(HaveOccurred())
+		// What the host holds from the container's start.
+		held, err := runoutput.Redactor(ctx, rt, run, c)
+		Expect(err).NotTo(HaveOccurred())
+		// Replaced during the run: the engine (as Podman 5 does) now shows
+		// the new value, while the container still has the old one.
+		rt.SetSecret("gh-"+ns, "an0ther-v4lue-set-after-the-start")
+		Expect(rt.Print(id, "token="+secretValue+"\n")).To(Succeed())
+		Expect(rt.Exit(id, 0, "")).To(Succeed())
+
+		srv := &logserver.Server{Host: hostName, Runtime: rt, Reader: k8s, Log: GinkgoLogr,
+			Held: func(key types.NamespacedName, containerID string) *redact.Redactor {
+				if key == client.ObjectKeyFromObject(run) && containerID == id {
+					return held
+				}
+				return nil
+			}}
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet,
+			logserver.Request{Namespace: ns, Name: "replaced", TailLines: -1}.URL("https://host.invalid"), nil)
+		// What the endpoint's TLS settings let through: a verified chain.
+		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		Expect(rec.Code).To(Equal(http.StatusOK), rec.Body.String())
+		Expect(rec.Body.String()).To(ContainSubstring("token=***"))
+		Expect(rec.Body.String()).NotTo(ContainSubstring(secretValue))
 	})
 
 	It("sends the last lines with tailLines, and says 410 once the container is gone", func(ctx SpecContext) {
