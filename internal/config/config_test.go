@@ -1,0 +1,124 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// load decodes, defaults and validates a file's content, as the manager does.
+func load(t *testing.T, body string, s Sections) field.ErrorList {
+	t.Helper()
+	cfg, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\n" + body))
+	if err != nil {
+		t.Fatalf("decoding:\n%s\n%v", body, err)
+	}
+	Default(cfg)
+	return Validate(cfg, s)
+}
+
+var both = Sections{Host: true, Fleet: true}
+
+func TestDefaultsAreValid(t *testing.T) {
+	if errs := load(t, "", both); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+}
+
+// Every invalid file is refused with the path of the field at fault, and
+// each message says what would be valid.
+func TestInvalidFilesNameTheField(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, field, says string
+	}{
+		{"relative allowed path", "host:\n  volumes:\n    allowedPaths: [/srv/a, /srv/b, srv/c]\n", "host.volumes.allowedPaths[2]", "absolute"},
+		{"relative blocked path", "host:\n  volumes:\n    blockedContainerPaths: [proc]\n", "host.volumes.blockedContainerPaths[0]", "absolute"},
+		{"lease namespace", "leaseNamespace: Agentrun_System\n", "leaseNamespace", "RFC 1123"},
+		{"grace not past the period", "host:\n  heartbeat:\n    period: 40s\n", "host.heartbeat.gracePeriod", "longer than period"},
+		{"period zero", "host:\n  heartbeat:\n    period: 0s\n", "host.heartbeat.period", "positive"},
+		{"lease duration", "leaderElection:\n  leaseDuration: 10s\n", "leaderElection.leaseDuration", "longer than renewDeadline"},
+		{"retry period", "leaderElection:\n  retryPeriod: 9s\n", "leaderElection.renewDeadline", "1.2 times retryPeriod"},
+		{"negative retention", "fleet:\n  runRecordRetention: -1h\n", "fleet.runRecordRetention", "0 keeps no records"},
+		{"log API without certificates", "fleet:\n  logsAPI:\n    bindAddress: :8443\n    certDir: /certs\n", "fleet.logsAPI.clientCertDir", "client certificate"},
+		{"label key", "host:\n  labels:\n    bad key: \"1\"\n", "host.labels[bad key]", "valid label"},
+		{"empty command", "host:\n  runs:\n    defaultCommand: []\n", "host.runs.defaultCommand", "Required"},
+		{"tail bytes", "host:\n  output:\n    tailBytes: 70000\n", "host.output.tailBytes", "between 0 and 65536"},
+		{"resync zero", "host:\n  runs:\n    resyncPeriod: 0s\n", "host.runs.resyncPeriod", "positive"},
+		{"progress negative", "host:\n  output:\n    progressPeriod: -1s\n", "host.output.progressPeriod", "negative"},
+		{"max backoff", "host:\n  runs:\n    maxRetryBackoff: 1s\n", "host.runs.maxRetryBackoff", "at least retryBackoff"},
+		{"call timeout", "host:\n  podmanCallTimeout: 0s\n", "host.podmanCallTimeout", "positive"},
+		{"workers", "host:\n  runs:\n    workers: 0\n", "host.runs.workers", "at least 1"},
+		{"max concurrent", "host:\n  runs:\n    maxConcurrent: -1\n", "host.runs.maxConcurrent", "negative"},
+		{"pids", "host:\n  containers:\n    pidsLimit: -1\n", "host.containers.pidsLimit", "negative"},
+		{"log size", "host:\n  containers:\n    logMaxSize: 512Ki\n", "host.containers.logMaxSize", "at least 1Mi"},
+		{"memory over max", "host:\n  resources:\n    defaultMemory: 16Gi\n", "host.resources.defaultMemory", "maxMemory"},
+		{"CPUs over max", "host:\n  resources:\n    defaultCPUs: \"8\"\n", "host.resources.defaultCPUs", "maxCPUs"},
+		{"negative CPUs", "host:\n  resources:\n    maxCPUs: \"-1\"\n", "host.resources.maxCPUs", "negative"},
+		{"CIDR", "host:\n  notify:\n    allowedCIDRs: [127.0.0.1/32, localhost/8]\n", "host.notify.allowedCIDRs[1]", "not a CIDR"},
+		{"log endpoint without CA", "host:\n  logs:\n    bindAddress: 10.0.0.2:18082\n", "host.logs.clientCAFile", "serves the fleet alone"},
+		{"log endpoint without URL", "host:\n  logs:\n    bindAddress: 0.0.0.0:18082\n    clientCAFile: /ca.crt\n", "host.logs.url", "no host clients can reach"},
+		{"log endpoint address", "host:\n  logs:\n    bindAddress: no-port\n    clientCAFile: /ca.crt\n", "host.logs.bindAddress", "port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := load(t, tc.body, both)
+			if len(errs) != 1 {
+				t.Fatalf("%d errors, want 1 at %s: %v", len(errs), tc.field, errs)
+			}
+			if errs[0].Field != tc.field || !strings.Contains(errs[0].Error(), tc.says) {
+				t.Errorf("error %q; want it at %s, saying %q", errs[0].Error(), tc.field, tc.says)
+			}
+		})
+	}
+}
+
+// A process checks the sections it runs: a fleet does not refuse a host
+// section it never reads, as the flags' checks never did.
+func TestOnlyTheSectionsRunAreChecked(t *testing.T) {
+	host := "host:\n  output:\n    tailBytes: 70000\n"
+	if errs := load(t, host, Sections{Fleet: true}); len(errs) > 0 {
+		t.Errorf("a fleet refused the host section: %v", errs)
+	}
+	fleet := "fleet:\n  logsAPI:\n    bindAddress: :8443\n"
+	if errs := load(t, fleet, Sections{Host: true}); len(errs) > 0 {
+		t.Errorf("a host refused the fleet section: %v", errs)
+	}
+}
+
+func TestDecodingIsStrict(t *testing.T) {
+	for name, body := range map[string]string{
+		"unknown field":  "apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  volumes:\n    allowedPath: [/srv]\n",
+		"duplicate":      "apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nleaseNamespace: a\nleaseNamespace: b\n",
+		"other version":  "apiVersion: config.agentrun.dev/v1beta9\nkind: Configuration\n",
+		"other kind":     "apiVersion: config.agentrun.dev/v1alpha1\nkind: Setup\n",
+		"no apiVersion":  "kind: Configuration\n",
+		"wrong type":     "apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  runs:\n    workers: many\n",
+		"bad quantity":   "apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  resources:\n    maxMemory: lots\n",
+		"bad duration":   "apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  runs:\n    defaultTimeout: 30\n",
+		"list as string": "apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  volumes:\n    allowedPaths: /srv,/home\n",
+	} {
+		if _, err := Decode([]byte(body)); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+	_, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  volumes:\n    allowedPath: [/srv]\n"))
+	if !strings.Contains(err.Error(), `unknown field "host.volumes.allowedPath"`) {
+		t.Errorf("unknown field: %v; want its path named", err)
+	}
+}
+
+// A list the file gives empty says "none"; a list it leaves out gets its
+// default.
+func TestEmptyListsStayEmpty(t *testing.T) {
+	cfg, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  containers:\n    allowedNetworks: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	Default(cfg)
+	if n := cfg.Host.Containers.AllowedNetworks; n == nil || len(n) != 0 {
+		t.Errorf("allowedNetworks: [] became %v", n)
+	}
+	if got := strings.Join(cfg.Host.Containers.AllowedImages, ","); got != "localhost/*" {
+		t.Errorf("allowedImages left out became %q", got)
+	}
+}

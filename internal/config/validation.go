@@ -1,0 +1,260 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/leaderelection"
+
+	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
+)
+
+// Sections says which of the file's process sections the process runs: the
+// others are not read, so not checked either.
+type Sections struct {
+	Host, Fleet bool
+}
+
+// maxOutputTailBytes bounds host.output.tailBytes: status.output is part of
+// an object the API server stores.
+const maxOutputTailBytes = 65536
+
+// minLogMaxSize is the smallest host.containers.logMaxSize: smaller, a log
+// started afresh near the run's end could hold less than the host reads for
+// the agent's result.
+var minLogMaxSize = resource.MustParse("1Mi")
+
+// Validate checks a defaulted configuration, the shared sections and those
+// the process runs; every error names its field's path.
+func Validate(c *configv1alpha1.Configuration, s Sections) field.ErrorList {
+	var errs field.ErrorList
+	if msgs := validation.IsDNS1123Label(c.LeaseNamespace); len(msgs) > 0 {
+		errs = append(errs, field.Invalid(field.NewPath("leaseNamespace"), c.LeaseNamespace, strings.Join(msgs, "; ")))
+	}
+	errs = append(errs, validateLeaderElection(&c.LeaderElection, field.NewPath("leaderElection"))...)
+	host := field.NewPath("host")
+	errs = append(errs, validateHeartbeat(&c.Host.Heartbeat, host.Child("heartbeat"))...)
+	fleet := field.NewPath("fleet")
+	errs = append(errs, notNegative(c.Fleet.RunRecordRetention, fleet.Child("runRecordRetention"), "0 keeps no records")...)
+	if s.Fleet {
+		errs = append(errs, validateLogsAPI(&c.Fleet.LogsAPI, fleet.Child("logsAPI"))...)
+	}
+	if s.Host {
+		errs = append(errs, validateHost(&c.Host, host)...)
+	}
+	return errs
+}
+
+// validateLeaderElection says in advance what client-go's leader election
+// would refuse at start, naming the fields.
+func validateLeaderElection(le *configv1alpha1.LeaderElectionConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	retry, renew, lease := le.RetryPeriod.Duration, le.RenewDeadline.Duration, le.LeaseDuration.Duration
+	if retry <= 0 {
+		errs = append(errs, field.Invalid(p.Child("retryPeriod"), le.RetryPeriod.String(), "must be positive"))
+	}
+	if renew <= time.Duration(leaderelection.JitterFactor*float64(retry)) {
+		errs = append(errs, field.Invalid(p.Child("renewDeadline"), le.RenewDeadline.String(),
+			fmt.Sprintf("must be longer than %.1f times retryPeriod (%s)", leaderelection.JitterFactor, le.RetryPeriod.Duration)))
+	}
+	if lease <= renew {
+		errs = append(errs, field.Invalid(p.Child("leaseDuration"), le.LeaseDuration.String(),
+			fmt.Sprintf("must be longer than renewDeadline (%s)", le.RenewDeadline.Duration)))
+	}
+	return errs
+}
+
+func validateHeartbeat(hb *configv1alpha1.HeartbeatConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if hb.Period.Duration <= 0 {
+		errs = append(errs, field.Invalid(p.Child("period"), hb.Period.String(), "must be positive"))
+	}
+	if hb.GracePeriod.Duration <= hb.Period.Duration {
+		errs = append(errs, field.Invalid(p.Child("gracePeriod"), hb.GracePeriod.String(),
+			fmt.Sprintf("must be longer than period (%s)", hb.Period.Duration)))
+	}
+	return errs
+}
+
+func validateLogsAPI(l *configv1alpha1.LogsAPIConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if l.BindAddress == "" {
+		return nil
+	}
+	if l.CertDir == "" {
+		errs = append(errs, field.Required(p.Child("certDir"), "the log API's serving certificate is needed with bindAddress"))
+	}
+	if l.ClientCertDir == "" {
+		errs = append(errs, field.Required(p.Child("clientCertDir"), "the fleet's client certificate for hosts is needed with bindAddress"))
+	}
+	return errs
+}
+
+func validateHost(h *configv1alpha1.HostConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for k, v := range h.Labels {
+		if msgs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(p.Child("labels").Key(k), v, "not a valid label: "+strings.Join(msgs, "; ")))
+		}
+	}
+	errs = append(errs, positive(h.PodmanCallTimeout, p.Child("podmanCallTimeout"))...)
+	errs = append(errs, validateRuns(&h.Runs, p.Child("runs"))...)
+	errs = append(errs, validateOutput(&h.Output, p.Child("output"))...)
+	errs = append(errs, validateContainers(&h.Containers, p.Child("containers"))...)
+	errs = append(errs, validateResources(&h.Resources, p.Child("resources"))...)
+	errs = append(errs, absolutePaths(h.Volumes.AllowedPaths, p.Child("volumes", "allowedPaths"))...)
+	errs = append(errs, absolutePaths(h.Volumes.BlockedContainerPaths, p.Child("volumes", "blockedContainerPaths"))...)
+	if _, err := LogEndpoint(&h.Logs); err != nil {
+		errs = append(errs, err)
+	}
+	_, cidrErrs := notifyAllowed(h.Notify.AllowedCIDRs, p.Child("notify", "allowedCIDRs"))
+	return append(errs, cidrErrs...)
+}
+
+func validateRuns(r *configv1alpha1.RunsConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if strings.TrimSpace(r.DefaultImage) == "" {
+		errs = append(errs, field.Required(p.Child("defaultImage"), "runs that set no spec.image need one"))
+	}
+	if len(r.DefaultCommand) == 0 {
+		errs = append(errs, field.Required(p.Child("defaultCommand"), "runs that set no spec.command need one"))
+	}
+	errs = append(errs, positive(r.DefaultTimeout, p.Child("defaultTimeout"))...)
+	errs = append(errs, positive(r.RetryBackoff, p.Child("retryBackoff"))...)
+	if r.MaxRetryBackoff.Duration < r.RetryBackoff.Duration {
+		errs = append(errs, field.Invalid(p.Child("maxRetryBackoff"), r.MaxRetryBackoff.String(),
+			fmt.Sprintf("must be at least retryBackoff (%s)", r.RetryBackoff.Duration)))
+	}
+	errs = append(errs, notNegative(r.StopGracePeriod, p.Child("stopGracePeriod"), "")...)
+	errs = append(errs, positive(r.ResyncPeriod, p.Child("resyncPeriod"))...)
+	errs = append(errs, positive(r.RecheckPeriod, p.Child("recheckPeriod"))...)
+	if *r.MaxConcurrent < 0 {
+		errs = append(errs, field.Invalid(p.Child("maxConcurrent"), *r.MaxConcurrent, "must not be negative (0: no cap)"))
+	}
+	if *r.Workers < 1 {
+		errs = append(errs, field.Invalid(p.Child("workers"), *r.Workers, "must be at least 1"))
+	}
+	return errs
+}
+
+func validateOutput(o *configv1alpha1.OutputConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if *o.TailBytes < 0 || *o.TailBytes > maxOutputTailBytes {
+		errs = append(errs, field.Invalid(p.Child("tailBytes"), *o.TailBytes, fmt.Sprintf("must be between 0 and %d", maxOutputTailBytes)))
+	}
+	return append(errs, notNegative(o.ProgressPeriod, p.Child("progressPeriod"), "0 leaves status.output to the run's end")...)
+}
+
+func validateContainers(c *configv1alpha1.ContainersConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if *c.PidsLimit < 0 {
+		errs = append(errs, field.Invalid(p.Child("pidsLimit"), *c.PidsLimit, "must not be negative"))
+	}
+	if c.LogMaxSize.Cmp(minLogMaxSize) < 0 {
+		errs = append(errs, field.Invalid(p.Child("logMaxSize"), c.LogMaxSize.String(), "must be at least 1Mi"))
+	}
+	return errs
+}
+
+func validateResources(r *configv1alpha1.ResourcesConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, q := range []struct {
+		name string
+		q    *resource.Quantity
+	}{{"defaultMemory", r.DefaultMemory}, {"maxMemory", r.MaxMemory}, {"defaultCPUs", r.DefaultCPUs}, {"maxCPUs", r.MaxCPUs}} {
+		if q.q.Sign() < 0 {
+			errs = append(errs, field.Invalid(p.Child(q.name), q.q.String(), "must not be negative (0: no limit)"))
+		}
+	}
+	if r.MaxMemory.Sign() > 0 && r.DefaultMemory.Cmp(*r.MaxMemory) > 0 {
+		errs = append(errs, field.Invalid(p.Child("defaultMemory"), r.DefaultMemory.String(), fmt.Sprintf("must not exceed maxMemory (%s)", r.MaxMemory)))
+	}
+	if r.MaxCPUs.Sign() > 0 && r.DefaultCPUs.Cmp(*r.MaxCPUs) > 0 {
+		errs = append(errs, field.Invalid(p.Child("defaultCPUs"), r.DefaultCPUs.String(), fmt.Sprintf("must not exceed maxCPUs (%s)", r.MaxCPUs)))
+	}
+	return errs
+}
+
+// absolutePaths refuses relative paths: a relative entry would never match a
+// mount, and the operator meant something by it.
+func absolutePaths(paths []string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, path := range paths {
+		if !filepath.IsAbs(path) {
+			errs = append(errs, field.Invalid(p.Index(i), path, "must be an absolute path"))
+		}
+	}
+	return errs
+}
+
+func positive(d *metav1.Duration, p *field.Path) field.ErrorList {
+	if d.Duration <= 0 {
+		return field.ErrorList{field.Invalid(p, d.String(), "must be positive")}
+	}
+	return nil
+}
+
+func notNegative(d *metav1.Duration, p *field.Path, zero string) field.ErrorList {
+	if d.Duration < 0 {
+		msg := "must not be negative"
+		if zero != "" {
+			msg += " (" + zero + ")"
+		}
+		return field.ErrorList{field.Invalid(p, d.String(), msg)}
+	}
+	return nil
+}
+
+// notifyAllowed parses host.notify.allowedCIDRs, masked.
+func notifyAllowed(cidrs []string, p *field.Path) ([]netip.Prefix, field.ErrorList) {
+	var out []netip.Prefix
+	var errs field.ErrorList
+	for i, item := range cidrs {
+		prefix, err := netip.ParsePrefix(strings.TrimSpace(item))
+		if err != nil {
+			errs = append(errs, field.Invalid(p.Index(i), item, "not a CIDR (such as 127.0.0.1/32 or 10.20.0.0/16)"))
+			continue
+		}
+		out = append(out, prefix.Masked())
+	}
+	return out, errs
+}
+
+// logsPath is where a log endpoint's settings are in the file.
+var logsPath = field.NewPath("host", "logs")
+
+// LogEndpoint is the host's log endpoint, nil when host.logs.bindAddress is
+// empty.
+func LogEndpoint(l *configv1alpha1.LogEndpointConfiguration) (*Endpoint, *field.Error) {
+	if l.BindAddress == "" {
+		return nil, nil
+	}
+	host, port, err := net.SplitHostPort(l.BindAddress)
+	if err != nil {
+		return nil, field.Invalid(logsPath.Child("bindAddress"), l.BindAddress, err.Error())
+	}
+	u := l.URL
+	if u == "" {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return nil, field.Required(logsPath.Child("url"), fmt.Sprintf("bindAddress (%q) names no host clients can reach", l.BindAddress))
+		}
+		u = "https://" + net.JoinHostPort(host, port)
+	}
+	if l.ClientCAFile == "" {
+		return nil, field.Required(logsPath.Child("clientCAFile"), "needed with bindAddress: the log endpoint serves the fleet alone")
+	}
+	return &Endpoint{BindAddress: l.BindAddress, URL: u, CertDir: l.CertDir, ClientCAFile: l.ClientCAFile}, nil
+}
+
+// Endpoint is a host's log endpoint, as the host serves and publishes it.
+type Endpoint struct {
+	BindAddress, URL, CertDir, ClientCAFile string
+}
