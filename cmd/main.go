@@ -34,6 +34,7 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	opts.warnDeprecated(ctrl.Log.WithName("setup"))
 	if err := run(opts); err != nil {
 		ctrl.Log.Error(err, "Manager stopped")
 		os.Exit(1)
@@ -69,8 +70,8 @@ func run(opts *options) error {
 		if err := controllers.SetupFleet(mgr, opts.fleetConfig()); err != nil {
 			return fmt.Errorf("setting up the fleet controllers: %w", err)
 		}
-		log.Info("Placing runs on Podman hosts and watching their heartbeats", "leaseNamespace", opts.leaseNamespace, "gracePeriod", opts.hostGracePeriod)
-		if api, ok, _ := opts.logAPI(); ok {
+		log.Info("Placing runs on Podman hosts and watching their heartbeats", "leaseNamespace", opts.cfg.LeaseNamespace)
+		if api, ok := opts.logAPI(); ok {
 			if err := setupLogAPI(mgr, api); err != nil {
 				return fmt.Errorf("setting up the log API: %w", err)
 			}
@@ -78,14 +79,18 @@ func run(opts *options) error {
 		}
 	}
 	if opts.runsReconciler() {
-		r, err := controllers.SetupHost(mgr, opts.hostConfig(podman.New(opts.podmanSocket)))
+		cfg, err := opts.hostConfig(podman.New(opts.cfg.Host.PodmanSocket))
+		if err != nil {
+			return err
+		}
+		r, err := controllers.SetupHost(mgr, cfg)
 		if err != nil {
 			return fmt.Errorf("setting up the reconciler: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("podman", podmanReachable(r.Runtime)); err != nil {
 			return err
 		}
-		log.Info("Running AgentRuns on this Podman host", "host", opts.hostName, "podmanSocket", opts.podmanSocket)
+		log.Info("Running AgentRuns on this Podman host", "host", opts.hostName, "podmanSocket", opts.cfg.Host.PodmanSocket)
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

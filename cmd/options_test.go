@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/policy"
 )
@@ -25,17 +26,17 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.hostName != "podman-01.example.com" || o.podmanSocket != "/run/podman/podman.sock" {
-		t.Errorf("host %q socket %q", o.hostName, o.podmanSocket)
+	if o.hostName != "podman-01.example.com" || o.cfg.Host.PodmanSocket != "/run/podman/podman.sock" {
+		t.Errorf("host %q socket %q", o.hostName, o.cfg.Host.PodmanSocket)
 	}
 	if !o.runsReconciler() || !o.servesWebhook() || !o.runsFleet() {
 		t.Errorf("the default mode must do all three")
 	}
-	if got := strings.Join(o.command(), "|"); got != "claude|-p|--output-format|json|--" {
+	if got := strings.Join(mustHostConfig(t, o, nil).Defaults.Command, "|"); got != "claude|-p|--output-format|json|--" {
 		t.Errorf("default command = %s", got)
 	}
-	if !strings.HasPrefix(o.metricsAddr, "127.0.0.1:") || !strings.HasPrefix(o.probeAddr, "127.0.0.1:") {
-		t.Errorf("metrics and probes must listen on loopback by default: %s %s", o.metricsAddr, o.probeAddr)
+	if !strings.HasPrefix(o.cfg.Metrics.BindAddress, "127.0.0.1:") || !strings.HasPrefix(o.cfg.Health.BindAddress, "127.0.0.1:") {
+		t.Errorf("metrics and probes must listen on loopback by default: %s %s", o.cfg.Metrics.BindAddress, o.cfg.Health.BindAddress)
 	}
 	if got := o.leaderElectionID(); got != "agentrun-host-podman-01.example.com" {
 		t.Errorf("leader election ID = %s", got)
@@ -47,7 +48,7 @@ func TestParseOptionsDefaults(t *testing.T) {
 	if !mo.LeaderElection || !mo.LeaderElectionReleaseOnCancel {
 		t.Errorf("leader election must be on by default (two managers of one host would each count its slots), its lease released on shutdown")
 	}
-	if got := o.hostConfig(nil).Policy.LogMaxBytes; got != 64<<20 {
+	if got := mustHostConfig(t, o, nil).Policy.LogMaxBytes; got != 64<<20 {
 		t.Errorf("a container's log is bounded to %d bytes by default, want 64 MiB", got)
 	}
 	if *mo.LeaseDuration != 15*time.Second || *mo.RenewDeadline != 10*time.Second || *mo.RetryPeriod != 2*time.Second {
@@ -84,7 +85,7 @@ func TestParseOptionsModes(t *testing.T) {
 			t.Errorf("%s mode: %+v, %v", mode, o, err)
 			continue
 		}
-		if cfg := o.hostConfig(nil); cfg.Labels["gpu"] != "true" || cfg.Labels["zone"] != "a" || cfg.LeaseNamespace != "agentrun-system" {
+		if cfg := mustHostConfig(t, o, nil); cfg.Labels["gpu"] != "true" || cfg.Labels["zone"] != "a" || cfg.LeaseNamespace != "agentrun-system" {
 			t.Errorf("%s mode: labels %v, lease namespace %q", mode, cfg.Labels, cfg.LeaseNamespace)
 		}
 	}
@@ -120,8 +121,8 @@ func TestParseOptionsRefusesBadValues(t *testing.T) {
 
 func TestLogEndpointOptions(t *testing.T) {
 	o, err := parse(t, "--mode=host")
-	if err != nil || o.hostConfig(nil).LogEndpoint != nil {
-		t.Fatalf("default: err %v, endpoint %+v; want none", err, o.hostConfig(nil).LogEndpoint)
+	if err != nil || mustHostConfig(t, o, nil).LogEndpoint != nil {
+		t.Fatalf("default: err %v, endpoint %+v; want none", err, mustHostConfig(t, o, nil).LogEndpoint)
 	}
 	if _, err := parse(t, "--mode=host", "--logs-bind-address=10.203.1.2:18082"); err == nil {
 		t.Error("a log endpoint without --logs-client-ca-file was accepted: it would not know the fleet")
@@ -130,14 +131,14 @@ func TestLogEndpointOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := o.hostConfig(nil).LogEndpoint; got.URL != "https://10.203.1.2:18082" || got.BindAddress != "10.203.1.2:18082" {
+	if got := mustHostConfig(t, o, nil).LogEndpoint; got.URL != "https://10.203.1.2:18082" || got.BindAddress != "10.203.1.2:18082" {
 		t.Errorf("endpoint %+v; want its URL from the bind address", got)
 	}
 	o, err = parse(t, "--mode=host", "--logs-bind-address=:18082", "--logs-url=https://podman-01.example.com:18082", "--logs-cert-dir=/etc/agentrun/logs", "--logs-client-ca-file=/etc/agentrun/fleet-ca.crt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := o.hostConfig(nil).LogEndpoint; got.URL != "https://podman-01.example.com:18082" || got.CertDir != "/etc/agentrun/logs" {
+	if got := mustHostConfig(t, o, nil).LogEndpoint; got.URL != "https://podman-01.example.com:18082" || got.CertDir != "/etc/agentrun/logs" {
 		t.Errorf("endpoint %+v; want the URL and certificates given", got)
 	}
 	for _, bind := range []string{":18082", "0.0.0.0:18082", "no-port"} {
@@ -168,7 +169,7 @@ func TestHostPolicyDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := o.hostConfig(nil).Policy
+	p := mustHostConfig(t, o, nil).Policy
 	if got := strings.Join(p.ForbiddenVolumePaths, ","); got != "/run/podman" {
 		t.Errorf("forbidden volume paths %q; want the Podman socket's directory", got)
 	}
@@ -183,8 +184,8 @@ func TestHostPolicyDefaults(t *testing.T) {
 		t.Errorf("container user %q, capabilities added %v, dropped %v, no-new-privileges %t; want 1000:1000, none, ALL, true",
 			spec.User, spec.CapAdd, spec.CapDrop, spec.NoNewPrivileges)
 	}
-	if o.podmanCallTimeout != 2*time.Minute {
-		t.Errorf("Podman call deadline %s, want 2m", o.podmanCallTimeout)
+	if o.cfg.Host.PodmanCallTimeout.Duration != 2*time.Minute {
+		t.Errorf("Podman call deadline %s, want 2m", o.cfg.Host.PodmanCallTimeout)
 	}
 }
 
@@ -195,7 +196,7 @@ func TestHostPolicyForbidsTheSocketDirectoryWhereverItIs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := o.hostConfig(nil).Policy
+	p := mustHostConfig(t, o, nil).Policy
 	for _, source := range []string{"/srv/podman", "/srv"} {
 		if got := mountRefusal(t, p, source); !strings.Contains(got, "is or holds /srv/podman, which no run may mount") {
 			t.Errorf("volume %s: %q; want it refused for holding the Podman socket", source, got)
@@ -219,7 +220,16 @@ func TestHostRuntimeHasTheCallDeadline(t *testing.T) {
 	// The outer deadline only ends the test when the host's own is missing.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := o.hostConfig(stalledPodman{}).Runtime.Ping(ctx); !errors.Is(err, containers.ErrUnavailable) {
+	if err := mustHostConfig(t, o, stalledPodman{}).Runtime.Ping(ctx); !errors.Is(err, containers.ErrUnavailable) {
 		t.Errorf("a ping Podman never answers: %v; want ErrUnavailable after --podman-call-timeout", err)
 	}
+}
+
+func mustHostConfig(t *testing.T, o *options, rt containers.Runtime) controllers.HostConfig {
+	t.Helper()
+	cfg, err := o.hostConfig(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
