@@ -45,8 +45,11 @@
 # started when it does not answer. Only a dead control plane is replaced, by a
 # new, empty one (its state died with it). down is the one way to wipe.
 #
-# State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository);
-# $AGENTRUN_MANAGER_ARGS adds flags to every manager, and
+# State lives in $AGENTRUN_LOCAL_DIR (default .local/ in the repository).
+# Every manager reads a configuration file the stack writes there
+# (manager.yaml, cluster-manager.yaml, hosts/HOST/manager.yaml);
+# $AGENTRUN_MANAGER_CONFIG is merged over each (a JSON merge patch, see
+# write_config), $AGENTRUN_MANAGER_ARGS adds flags to every manager, and
 # $AGENTRUN_MANAGER_ENV variables to its environment only (GOMEMLIMIT=100MiB,
 # say, which the control plane's Go programs must not get). Progress lines go to
 # stderr; the build's output goes to ~/.cache/agentrun/logs/local-stack.log.
@@ -254,40 +257,83 @@ start_apiserver() {
   step "the kube-apiserver runs again (pid $(pid_of apiserver))"
 }
 
-# --- The managers' flags, in one place. ---------------------------------------
+# --- The managers' configuration files, in one place. ------------------------
 
-# The flags every manager that runs AgentRuns gets: the test image and its fake
-# agent, and the one host directory the samples mount (the reference sample's
-# /home/user/myrepo), named rather than left to the manager's default, which
-# is a real host's choice and may allow none. $AGENTRUN_MANAGER_ARGS comes
-# last (see start_manager), so it can widen this (the last
-# --allowed-volume-paths wins).
-RUN_FLAGS=(--default-image "$TEST_IMAGE" --default-command fake-agent --allowed-volume-paths /home/user/myrepo)
+# write_config FILE: writes a manager's configuration file from the YAML on
+# stdin (the stack's settings, without apiVersion and kind), with
+# $AGENTRUN_MANAGER_CONFIG merged over it: a JSON merge patch, in JSON or
+# YAML, that the suites use to change settings of every manager (for example
+# {"host":{"heartbeat":{"period":"2s","gracePeriod":"6s"}}}; a list it gives
+# replaces the stack's). Every manager reads its file with --config.
+write_config() {
+  local file=$1
+  {
+    printf 'apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\n'
+    cat
+  } >"$file.base"
+  if [[ -n ${AGENTRUN_MANAGER_CONFIG:-} ]]; then
+    "$STATE/bin/kubectl" patch --local -f "$file.base" --type merge -p "$AGENTRUN_MANAGER_CONFIG" -o yaml >"$file"
+    rm -f "$file.base"
+  else
+    mv "$file.base" "$file"
+  fi
+}
 
-# fleet_flags: whether the built manager has the fleet's flags (--mode with a
-# list, --host-labels, the heartbeat Leases). Until it does, the fleet runs
-# the hosts as plain reconcilers and the cluster-side manager as the webhook
-# only: the namespaces, Podman services and faults work all the same.
-# Read whole, not piped into grep -q: grep's early exit would kill the
-# manager with SIGPIPE, and pipefail would take that for "no".
-fleet_flags() {
-  local help
-  help=$("$ROOT/bin/manager" --help 2>&1 || true)
-  [[ $help == *-host-labels* ]]
+# endpoints_config: the metrics and probe ports of a manager (on 127.0.0.1,
+# which is a fleet host's own in its namespace).
+endpoints_config() {
+  cat <<EOF
+metrics:
+  bindAddress: "127.0.0.1:$METRICS_PORT"
+health:
+  bindAddress: "127.0.0.1:$PROBE_PORT"
+EOF
+}
+
+# cluster_config: the webhook and the fleet's log API, which the localstack
+# registered (an APIService for 127.0.0.1:$LOGS_API_PORT).
+cluster_config() {
+  cat <<EOF
+webhook:
+  host: "$WEBHOOK_HOST"
+  port: $WEBHOOK_PORT
+  certDir: "$STATE/webhook"
+fleet:
+  logsAPI:
+    bindAddress: "127.0.0.1:$LOGS_API_PORT"
+    certDir: "$STATE/logs-api"
+    clientCertDir: "$STATE/logs-client"
+EOF
+}
+
+# host_config SOCKET SESSIONS LOGS_ADDRESS [LABELS]: what every manager that
+# runs AgentRuns gets: the test image and its fake agent, and the one host
+# directory the samples mount (the reference sample's /home/user/myrepo),
+# named rather than left to the default, which is a real host's choice and
+# allows none; LABELS is a YAML flow mapping.
+host_config() {
+  local labels=${4:-"{}"}
+  cat <<EOF
+host:
+  podmanSocket: "$1"
+  labels: $labels
+  runs:
+    defaultImage: "$TEST_IMAGE"
+    defaultCommand: [fake-agent]
+  volumes:
+    allowedPaths: [/home/user/myrepo]
+  sessions:
+    dir: "$2"
+  logs:
+    bindAddress: "$3"
+    clientCAFile: "$STATE/logs-client/ca.crt"
+EOF
 }
 
 # cluster_manager_flags: the cluster-side manager of a fleet, on the machine.
 cluster_manager_flags() {
-  local mode=webhook
-  fleet_flags && mode=webhook,fleet
-  # The fleet serves runs' live output to the API server (an APIService the
-  # localstack registered for 127.0.0.1:$LOGS_API_PORT).
-  [[ $mode == *fleet* ]] && printf '%s\n' --logs-api-bind-address "127.0.0.1:$LOGS_API_PORT" \
-    --logs-api-cert-dir "$STATE/logs-api" --logs-client-cert-dir "$STATE/logs-client"
-  printf '%s\n' "--mode=$mode" \
-    --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook" \
-    --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
-    --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
+  { endpoints_config; cluster_config; } | write_config "$STATE/cluster-manager.yaml"
+  printf '%s\n' --mode=webhook,fleet --config "$STATE/cluster-manager.yaml"
 }
 
 # host_manager_flags HOST: a fleet host's manager, inside the host's network
@@ -295,16 +341,22 @@ cluster_manager_flags() {
 host_manager_flags() {
   local host=$1 dir=$STATE/hosts/$1 podman=4
   [[ $host == "$PODMAN5_HOST" ]] && podman=5
-  if fleet_flags; then
-    printf '%s\n' --mode=host --host-labels "host=$host,podman=$podman"
-  else
-    printf '%s\n' --mode=reconciler
-  fi
-  printf '%s\n' --host-name "$host" --podman-socket "$dir/podman.sock" "${RUN_FLAGS[@]}" \
-    --session-dir "$dir/sessions" \
-    --logs-bind-address "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" --logs-client-ca-file "$STATE/logs-client/ca.crt" \
-    --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
-    --health-probe-bind-address "127.0.0.1:$PROBE_PORT"
+  {
+    endpoints_config
+    host_config "$dir/podman.sock" "$dir/sessions" "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" "{host: $host, podman: \"$podman\"}"
+  } | write_config "$dir/manager.yaml"
+  printf '%s\n' --mode=host --host-name "$host" --config "$dir/manager.yaml"
+}
+
+# single_manager_flags: the single host's manager, which is also the
+# cluster side (the default mode, all).
+single_manager_flags() {
+  {
+    endpoints_config
+    cluster_config
+    host_config "$AGENTRUN_PODMAN_SOCKET" "$STATE/sessions" "127.0.0.1:$LOGS_PORT"
+  } | write_config "$STATE/manager.yaml"
+  printf '%s\n' --host-name "$HOST_NAME" --config "$STATE/manager.yaml"
 }
 
 # start_manager NAME KUBECONFIG [nsenter --net=...] -- FLAGS...: starts
@@ -684,13 +736,7 @@ up() {
     local flags=()
     if [[ -z $HOSTS ]]; then
       step "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
-      flags=(--host-name "$HOST_NAME" --podman-socket "$AGENTRUN_PODMAN_SOCKET" "${RUN_FLAGS[@]}"
-        --session-dir "$STATE/sessions"
-        --webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$STATE/webhook"
-        --logs-bind-address "127.0.0.1:$LOGS_PORT" --logs-client-ca-file "$STATE/logs-client/ca.crt"
-        --logs-api-bind-address "127.0.0.1:$LOGS_API_PORT" --logs-api-cert-dir "$STATE/logs-api" --logs-client-cert-dir "$STATE/logs-client"
-        --metrics-bind-address "127.0.0.1:$METRICS_PORT"
-        --health-probe-bind-address "127.0.0.1:$PROBE_PORT")
+      mapfile -t flags < <(single_manager_flags)
     else
       step "starting the cluster-side manager (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
       mapfile -t flags < <(cluster_manager_flags)
@@ -758,7 +804,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,localstack.log,localstack.pid,apiserver.log}
+  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log}
   rmdir "$STATE" 2>/dev/null || true
 }
 
