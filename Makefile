@@ -44,8 +44,9 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests und
 		output:webhook:artifacts:config=config/webhook
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods.
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods and docs/configuration.md (from the configuration file's types).
 	$(CONTROLLER_GEN) object paths="./api/..."
+	go run ./hack/configdoc -o docs/configuration.md
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail when generated files differ from what the markers produce.
