@@ -36,6 +36,7 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 		{"relative blocked path", "host:\n  volumes:\n    blockedContainerPaths: [proc]\n", "host.volumes.blockedContainerPaths[0]", "absolute"},
 		{"lease namespace", "leaseNamespace: Agentrun_System\n", "leaseNamespace", "RFC 1123"},
 		{"grace not past the period", "host:\n  heartbeat:\n    period: 40s\n", "host.heartbeat.gracePeriod", "longer than period"},
+		{"grace in parts of seconds", "host:\n  heartbeat:\n    gracePeriod: 40500ms\n", "host.heartbeat.gracePeriod", "whole number of seconds"},
 		{"period zero", "host:\n  heartbeat:\n    period: 0s\n", "host.heartbeat.period", "positive"},
 		{"lease duration", "leaderElection:\n  leaseDuration: 10s\n", "leaderElection.leaseDuration", "longer than renewDeadline"},
 		{"retry period", "leaderElection:\n  retryPeriod: 9s\n", "leaderElection.renewDeadline", "1.2 times retryPeriod"},

@@ -77,9 +77,14 @@ func validateHeartbeat(hb *configv1alpha1.HeartbeatConfiguration, p *field.Path)
 	if hb.Period.Duration <= 0 {
 		errs = append(errs, field.Invalid(p.Child("period"), hb.Period.String(), "must be positive"))
 	}
-	if hb.GracePeriod.Duration <= hb.Period.Duration {
+	switch grace := hb.GracePeriod.Duration; {
+	case grace <= hb.Period.Duration:
 		errs = append(errs, field.Invalid(p.Child("gracePeriod"), hb.GracePeriod.String(),
 			fmt.Sprintf("must be longer than period (%s)", hb.Period.Duration)))
+	case grace%time.Second != 0:
+		// The fleet reads it from the host's Lease, which has seconds.
+		errs = append(errs, field.Invalid(p.Child("gracePeriod"), hb.GracePeriod.String(),
+			"must be a whole number of seconds: the host's Lease tells the fleet in seconds (spec.leaseDurationSeconds)"))
 	}
 	return errs
 }

@@ -202,7 +202,8 @@ type HeartbeatConfiguration struct {
 	// GracePeriod is how long the host may go without renewing its
 	// heartbeat before the fleet declares it lost and fails its runs over
 	// (a host cut off this long fences itself when it comes back). Longer
-	// than period. Default: 40s.
+	// than period, in whole seconds: the host's Lease carries it to the
+	// fleet (spec.leaseDurationSeconds). Default: 40s.
 	// +optional
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 }
