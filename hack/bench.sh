@@ -29,7 +29,8 @@ export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
 export AGENTRUN_HOST_NAME=bench
 export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
 export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
-export AGENTRUN_MANAGER_ARGS="--max-concurrent-runs=$C --workers=$((2 * C)) --resync-period=$RESYNC --pprof-bind-address=127.0.0.1:$PPROF_PORT"
+# Merged over the stack's configuration file (hack/local-stack.sh write_config).
+export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}},\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
 
 # The stack is the bench's own, so down is right here: it wipes only
 # .local/bench-stack.
