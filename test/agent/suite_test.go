@@ -29,7 +29,7 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/fleet"
 	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/podman"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 const (

@@ -16,7 +16,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 func NewRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha1.AgentRun {

@@ -37,7 +37,7 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/fleet"
 	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/podman"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 

@@ -7,7 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/agentrun/agentrun/internal/controller/controllertest"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // The suite's specs run against controllertest's API server, fleet and two

@@ -17,7 +17,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/controllertest"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 var _ = Describe("Run controls and hardening, with real containers", func() {

@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/argocdhealth"
 	"github.com/agentrun/agentrun/internal/controller/controllertest"
+	"github.com/agentrun/agentrun/internal/testing/argocdhealth"
 )
 
 // gitopsView is what Flux (kstatus) and Argo CD (the shipped health script)

@@ -15,7 +15,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/controller/controllertest"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // plainToken is a secret value of no known token shape: only the host's

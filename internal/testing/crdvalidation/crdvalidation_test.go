@@ -7,7 +7,7 @@ import (
 )
 
 // The repository's AgentRun CRD, read as the fuzz targets read it.
-const agentRunCRD = "../../config/crd/bases/agents.agentrun.dev_agentruns.yaml"
+const agentRunCRD = "../../../config/crd/bases/agents.agentrun.dev_agentruns.yaml"
 
 func run(spec map[string]any) map[string]any {
 	return map[string]any{

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-const scriptPath = "../../config/gitops/argocd/health.lua"
+const scriptPath = "../../../config/gitops/argocd/health.lua"
 
 func shippedScript(t *testing.T) string {
 	t.Helper()

@@ -58,7 +58,7 @@ func ManagerImage() string {
 // that tests in any package can reach config/.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // New describes a control plane with agentrun's CRDs and, when withWebhook is
