@@ -65,7 +65,7 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
 .PHONY: lint-imports
-lint-imports: ## Fail when a package imports across the layers (api, internal, controllers, the Podman bindings).
+lint-imports: ## Fail when a package imports across the layers (api, internal, the host and the fleet, the Podman bindings, test helpers).
 	@hack/lint-imports.sh
 
 .PHONY: podman
