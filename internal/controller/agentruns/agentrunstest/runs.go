@@ -1,3 +1,6 @@
+// Package agentrunstest builds the AgentRuns that the host's and the fleet's
+// unit tests share (over fake API servers and the fake runtime). Tests only:
+// product code never imports it (make lint-imports).
 package agentrunstest
 
 import (
@@ -7,6 +10,8 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
 
+// Host is the host the unit tests' reconciler runs as, and Image the default
+// image the hosts report.
 const (
 	Host  = "host-a"
 	Image = "localhost/agent:test"
@@ -32,6 +37,7 @@ func Run(name string) *agentsv1alpha1.AgentRun {
 	}
 }
 
+// Condition is run's condition of type t, or the zero condition.
 func Condition(run *agentsv1alpha1.AgentRun, t string) metav1.Condition {
 	if c := meta.FindStatusCondition(run.Status.Conditions, t); c != nil {
 		return *c
