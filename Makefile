@@ -38,7 +38,7 @@ all: build
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests under config/.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="{./api/...,./controllers/...,./internal/webhook/...}" \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="{./api/...,./internal/controller/host,./internal/controller/fleet,./internal/webhook/...}" \
 		output:crd:artifacts:config=config/crd/bases \
 		output:rbac:artifacts:config=config/rbac \
 		output:webhook:artifacts:config=config/webhook
@@ -66,7 +66,7 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
 .PHONY: lint-imports
-lint-imports: ## Fail when a package imports across the layers (api, internal, controllers, the Podman bindings).
+lint-imports: ## Fail when a package imports across the layers (api, internal, the host and the fleet, the Podman bindings, test helpers).
 	@hack/lint-imports.sh
 
 .PHONY: podman
@@ -81,7 +81,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 # envtest + Podman suites, the real agent, end to end): make test runs them
 # against the host's Podman (4.3.1 on Debian 12) with the rest, then again
 # against Podman 5 (hack/podman5.sh). Their suites' names say which version.
-PODMAN_PACKAGES := ./internal/podman/... ./controllers/... ./test/agent/... ./test/e2e/...
+PODMAN_PACKAGES := ./internal/podman/... ./internal/controller/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
 test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.

@@ -18,8 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/controller/fleet"
+	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/podman"
 	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
@@ -67,7 +68,7 @@ func run(opts *options) error {
 		}
 	}
 	if opts.runsFleet() {
-		if err := controllers.SetupFleet(mgr, opts.fleetConfig()); err != nil {
+		if err := fleet.SetupFleet(mgr, opts.fleetConfig()); err != nil {
 			return fmt.Errorf("setting up the fleet controllers: %w", err)
 		}
 		log.Info("Placing runs on Podman hosts and watching their heartbeats", "leaseNamespace", opts.cfg.LeaseNamespace)
@@ -83,7 +84,7 @@ func run(opts *options) error {
 		if err != nil {
 			return err
 		}
-		r, err := controllers.SetupHost(mgr, cfg)
+		r, err := host.SetupHost(mgr, cfg)
 		if err != nil {
 			return fmt.Errorf("setting up the reconciler: %w", err)
 		}

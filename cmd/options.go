@@ -19,9 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/config"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/controller/fleet"
+	"github.com/agentrun/agentrun/internal/controller/host"
 )
 
 // What one manager process does, as a comma-separated --mode. The webhook
@@ -200,7 +202,7 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		LeaseDuration:                 &c.LeaderElection.LeaseDuration.Duration,
 		RenewDeadline:                 &c.LeaderElection.RenewDeadline.Duration,
 		RetryPeriod:                   &c.LeaderElection.RetryPeriod.Duration,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         agentruns.CacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    c.Webhook.Host,
 			Port:    int(*c.Webhook.Port),
@@ -222,25 +224,25 @@ func list(s string) []string {
 
 // hostConfig is the reconciler's configuration for this host, over rt, built
 // from the file's typed host section.
-func (o *options) hostConfig(rt containers.Runtime) (controllers.HostConfig, error) {
+func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 	h := &o.cfg.Host
 	notifyAllowed, err := config.NotifyAllowed(h)
 	if err != nil {
-		return controllers.HostConfig{}, err
+		return host.HostConfig{}, err
 	}
 	endpoint, fieldErr := config.LogEndpoint(&h.Logs)
 	if fieldErr != nil {
-		return controllers.HostConfig{}, fieldErr
+		return host.HostConfig{}, fieldErr
 	}
-	var logs *controllers.LogEndpoint
+	var logs *host.LogEndpoint
 	if endpoint != nil {
-		logs = &controllers.LogEndpoint{BindAddress: endpoint.BindAddress, URL: endpoint.URL, CertDir: endpoint.CertDir, ClientCAFile: endpoint.ClientCAFile}
+		logs = &host.LogEndpoint{BindAddress: endpoint.BindAddress, URL: endpoint.URL, CertDir: endpoint.CertDir, ClientCAFile: endpoint.ClientCAFile}
 	}
-	return controllers.HostConfig{
+	return host.HostConfig{
 		Host:                o.hostName,
 		Runtime:             containers.WithCallTimeout(rt, h.PodmanCallTimeout.Duration),
 		DiscardOutput:       !*h.Output.Capture,
-		Defaults:            controllers.Defaults{Image: h.Runs.DefaultImage, Command: h.Runs.DefaultCommand},
+		Defaults:            host.Defaults{Image: h.Runs.DefaultImage, Command: h.Runs.DefaultCommand},
 		OutputTailBytes:     int(*h.Output.TailBytes),
 		ProgressPeriod:      h.Output.ProgressPeriod.Duration,
 		KeepContainers:      h.Runs.KeepContainers,
@@ -280,8 +282,8 @@ type logAPIOptions struct {
 }
 
 // fleetConfig is the configuration of the fleet's controllers.
-func (o *options) fleetConfig() controllers.FleetConfig {
-	return controllers.FleetConfig{
+func (o *options) fleetConfig() fleet.FleetConfig {
+	return fleet.FleetConfig{
 		LeaseNamespace:     o.cfg.LeaseNamespace,
 		GracePeriod:        o.cfg.Host.Heartbeat.GracePeriod.Duration,
 		PinnedRunsWait:     o.cfg.Fleet.PinnedRunsWaitForLostHost,

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
@@ -225,7 +225,7 @@ func TestHostRuntimeHasTheCallDeadline(t *testing.T) {
 	}
 }
 
-func mustHostConfig(t *testing.T, o *options, rt containers.Runtime) controllers.HostConfig {
+func mustHostConfig(t *testing.T, o *options, rt containers.Runtime) host.HostConfig {
 	t.Helper()
 	cfg, err := o.hostConfig(rt)
 	if err != nil {
