@@ -260,7 +260,7 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 		LeaseNamespace:      o.cfg.LeaseNamespace,
 		HeartbeatPeriod:     h.Heartbeat.Period.Duration,
 		GracePeriod:         h.Heartbeat.GracePeriod.Duration,
-		RunRecordRetention:  o.cfg.Fleet.RunRecordRetention.Duration,
+		RecordRuns:          true,
 		SessionDir:          *h.Sessions.Dir,
 		SessionCopyMaxBytes: h.Sessions.CopyMaxBytes.Value(),
 		SessionCopyMaxFiles: int(*h.Sessions.CopyMaxFiles),
@@ -285,7 +285,6 @@ type logAPIOptions struct {
 func (o *options) fleetConfig() fleet.FleetConfig {
 	return fleet.FleetConfig{
 		LeaseNamespace:     o.cfg.LeaseNamespace,
-		GracePeriod:        o.cfg.Host.Heartbeat.GracePeriod.Duration,
 		PinnedRunsWait:     o.cfg.Fleet.PinnedRunsWaitForLostHost,
 		RecheckPeriod:      time.Minute,
 		RunRecordRetention: o.cfg.Fleet.RunRecordRetention.Duration,

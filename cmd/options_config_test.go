@@ -116,13 +116,13 @@ func TestNoConfigKeepsTheFlagsDefaults(t *testing.T) {
 	p := c.Policy
 	got := []any{c.Defaults.Image, c.OutputTailBytes, c.ProgressPeriod, c.KeepContainers, c.StopGracePeriod, c.ResyncPeriod, c.RecheckPeriod,
 		c.DefaultTimeout, c.RetryBackoff, c.MaxRetryBackoff, c.MaxConcurrentRuns, c.Workers, c.DiscardOutput, c.HeartbeatPeriod, c.GracePeriod,
-		c.SessionDir, c.SessionCopyMaxBytes, c.SessionCopyMaxFiles, c.RunRecordRetention, c.LogEndpoint == nil, c.LeaseNamespace,
+		c.SessionDir, c.SessionCopyMaxBytes, c.SessionCopyMaxFiles, c.RecordRuns, c.LogEndpoint == nil, c.LeaseNamespace,
 		strings.Join(p.AllowedVolumePaths, ","), p.AllowVolumeRelabel, strings.Join(p.AllowedNetworks, ","), p.User, p.UserNS,
 		strings.Join(p.BlockedContainerPaths, ","), strings.Join(p.AllowedImages, ","), p.DefaultMemoryBytes, p.MaxMemoryBytes,
 		p.DefaultNanoCPUs, p.MaxNanoCPUs, p.PidsLimit, p.LogMaxBytes, len(p.Capabilities)}
 	want := []any{agentimage.Image, 4096, 10 * time.Second, false, 10 * time.Second, time.Minute, 3 * time.Second,
 		30 * time.Minute, 10 * time.Second, 5 * time.Minute, 4, 16, false, 10 * time.Second, 40 * time.Second,
-		"/var/lib/agentrun/sessions", int64(1 << 30), 10000, 30 * 24 * time.Hour, true, "agentrun-system",
+		"/var/lib/agentrun/sessions", int64(1 << 30), 10000, true, true, "agentrun-system",
 		"", false, "bridge,podman,none", "1000:1000", "",
 		"/proc,/sys,/dev,/etc,/usr,/bin,/sbin,/lib,/lib64,/boot,/run/secrets", "localhost/*", int64(512 << 20), int64(8 << 30),
 		int64(1e9), int64(4e9), int64(1024), int64(64 << 20), 0}
@@ -134,5 +134,26 @@ func TestNoConfigKeepsTheFlagsDefaults(t *testing.T) {
 	mo := o.managerOptions(nil)
 	if mo.Metrics.BindAddress != "127.0.0.1:8080" || mo.HealthProbeBindAddress != "127.0.0.1:8081" || mo.LeaderElectionNamespace != "agentrun-system" {
 		t.Errorf("metrics %s, probes %s, leader election namespace %s", mo.Metrics.BindAddress, mo.HealthProbeBindAddress, mo.LeaderElectionNamespace)
+	}
+}
+
+// Settings both sides need have one source. A host holds its runs for the
+// fleet's recorder whatever its file says of records (retention is the
+// fleet's alone), and the fleet is not told the hosts' grace period: it
+// reads each host's from its Lease.
+func TestTheFleetAndTheHostsAreNotToldTheSameSettingTwice(t *testing.T) {
+	file := writeConfig(t, "fleet:\n  runRecordRetention: 0s\nhost:\n  heartbeat:\n    gracePeriod: 90s\n")
+	o, err := parse(t, "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !mustHostConfig(t, o, nil).RecordRuns {
+		t.Error("a host whose file keeps no records does not hold its runs for the fleet's recorder: the fleet's setting would be the host's too")
+	}
+	if got := o.fleetConfig().GracePeriod; got != 0 {
+		t.Errorf("the fleet was told a grace period (%s): it must read each host's from its Lease", got)
+	}
+	if got := mustHostConfig(t, o, nil).GracePeriod; got != 90*time.Second {
+		t.Errorf("the host's grace period %s, want the file's 90s (which it writes into its Lease)", got)
 	}
 }

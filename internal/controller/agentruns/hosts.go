@@ -1,14 +1,13 @@
 package agentruns
 
 import (
-	"time"
+	"github.com/agentrun/agentrun/internal/config"
 )
 
-// The defaults of the fleet's settings, as Kubernetes has them for Nodes: a
-// Lease renewed every 10 s in a namespace of its own, and 40 s of silence
-// before a host is declared lost.
+// The defaults of the hosts' heartbeat, those of the configuration file
+// (internal/config says why), for suites that leave a setting zero.
 const (
-	DefaultLeaseNamespace  = "agentrun-system"
-	DefaultHeartbeatPeriod = 10 * time.Second
-	DefaultHostGracePeriod = 40 * time.Second
+	DefaultLeaseNamespace  = config.DefaultLeaseNamespace
+	DefaultHeartbeatPeriod = config.DefaultHeartbeatPeriod
+	DefaultHostGracePeriod = config.DefaultHostGracePeriod
 )

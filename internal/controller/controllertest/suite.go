@@ -211,7 +211,7 @@ func HostConfig(name string, runtime containers.Runtime, keepContainers bool, ma
 		LeaseNamespace:     LeaseNamespace,
 		HeartbeatPeriod:    HeartbeatPeriod,
 		GracePeriod:        HostGracePeriod,
-		RunRecordRetention: time.Hour,
+		RecordRuns:         true,
 		NotifyAttempts:     4,
 		NotifyRetryBackoff: 200 * time.Millisecond,
 		NotifyAllowedCIDRs: ReceiversNetwork, // the receivers listen on loopback

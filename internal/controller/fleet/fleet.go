@@ -16,12 +16,6 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 )
 
-// DefaultRunRecordRetention is how long a run's record outlives the last run
-// of its name and manifest by default: long enough for a manifest to stay in
-// Git for weeks after its run was deleted, small in the API server (a record
-// is a few hundred bytes).
-const DefaultRunRecordRetention = 30 * 24 * time.Hour
-
 // FleetConfig is what the fleet's controllers (placement and host lifecycle)
 // are set up from. They run once per cluster, not per host: in the cluster's
 // manager (--mode=webhook,fleet), elected among its replicas.
@@ -29,8 +23,10 @@ type FleetConfig struct {
 	// LeaseNamespace holds the hosts' heartbeat Leases. Zero values mean
 	// the defaults (DefaultLeaseNamespace, DefaultHostGracePeriod, 1m).
 	LeaseNamespace string
-	// GracePeriod is how long a host may go without renewing its Lease
-	// before it is declared lost.
+	// GracePeriod is how long a host whose Lease gives no duration may go
+	// without renewing it before it is declared lost; every other host's
+	// grace period is its Lease's spec.leaseDurationSeconds, which the host
+	// writes from its own setting.
 	GracePeriod time.Duration
 	// PinnedRunsWait keeps the runs pinned to a lost host waiting for it,
 	// instead of failing them.
@@ -39,7 +35,10 @@ type FleetConfig struct {
 	// watched changes.
 	RecheckPeriod time.Duration
 	// RunRecordRetention is how long an AgentRunRecord outlives the last
-	// run of its name and manifest; 0 keeps no records (and deletes none).
+	// run of its name and manifest; 0 keeps no records, and deletes those
+	// left from before, which hosts would otherwise still honour. It is
+	// the fleet's alone: hosts hold every run for the recorder, which
+	// writes a record or not.
 	RunRecordRetention time.Duration
 	Clock              clock.Clock
 }
@@ -74,9 +73,6 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Retention: cfg.RunRecordRetention,
 	}).SetupWithManager(mgr); err != nil {
 		return err
-	}
-	if cfg.RunRecordRetention <= 0 {
-		return nil
 	}
 	return (&RunRecordReconciler{Client: mgr.GetClient(), Retention: cfg.RunRecordRetention, Clock: cfg.Clock}).SetupWithManager(mgr)
 }

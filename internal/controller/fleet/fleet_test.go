@@ -310,3 +310,35 @@ func TestARunLostBeforeItsLaunchWasRecordedMovesOnToTheNextAttempt(t *testing.T)
 		})
 	}
 }
+
+// A host's grace period is the one it writes in its Lease, whatever the
+// fleet's own default: a host that fences itself after 100 s is not declared
+// lost after 40, and one that fences after 10 s is declared lost after 10,
+// not left with its runs for 40.
+func TestEachHostsGracePeriodIsItsLeases(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	slow, fast := lease("slow", now), lease("fast", now)
+	slow.Spec.LeaseDurationSeconds = ptr.To(int32(100))
+	fast.Spec.LeaseDurationSeconds = ptr.To(int32(10))
+	f := newFleetHarness(t, readyHost("slow", 4), readyHost("fast", 4), slow, fast)
+	for _, step := range []struct {
+		host  string
+		at    time.Duration // since the last renewal
+		lost  bool
+		label string
+	}{
+		{"fast", 0, false, "renewed just now"},
+		{"slow", 0, false, "renewed just now"},
+		{"fast", 11 * time.Second, true, "past its Lease's 10 s"},
+		{"slow", 41 * time.Second, false, "past the fleet's default 40 s, within its Lease's 100 s"},
+		{"slow", 101 * time.Second, true, "past its Lease's 100 s"},
+	} {
+		reason, err := f.lifecycleAt(step.host, now.Add(step.at).Sub(f.clock.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lost := reason == agentsv1alpha1.ReasonHeartbeatLost; lost != step.lost {
+			t.Errorf("host %s %s: Ready reason %q; lost %t, want %t", step.host, step.label, reason, lost, step.lost)
+		}
+	}
+}

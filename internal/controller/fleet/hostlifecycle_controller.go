@@ -27,7 +27,7 @@ import (
 
 // HostLifecycleReconciler declares hosts lost, as the node lifecycle
 // controller does for Nodes: a host whose heartbeat Lease was not renewed
-// within the grace period gets Ready False (reason HeartbeatLost), and each of
+// within its grace period gets Ready False (reason HeartbeatLost), and each of
 // its unfinished runs the condition HostLost. An unpinned run is taken from
 // it, to be placed again as an attempt that does not count against its
 // backoffLimit; a pinned run fails with reason HostLost, or waits for its host
@@ -40,6 +40,11 @@ type HostLifecycleReconciler struct {
 	Reader         client.Reader
 	Recorder       events.EventRecorder
 	LeaseNamespace string
+	// GracePeriod is the grace of a host whose Lease gives none (a host
+	// that never renewed one). Every other host's is its Lease's
+	// spec.leaseDurationSeconds, which the host writes from its own
+	// setting and past which it fences itself: the fleet is not told a
+	// second time, so the two cannot disagree.
 	GracePeriod    time.Duration
 	PinnedRunsWait bool
 	Clock          clock.Clock
@@ -62,7 +67,7 @@ func (h *HostLifecycleReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		return ctrl.Result{}, err
 	}
-	renewed, err := h.lastRenewal(ctx, host)
+	renewed, grace, err := h.lastRenewal(ctx, host)
 	if err != nil {
 		h.watching.Delete(host.Name)
 		return ctrl.Result{}, err
@@ -74,33 +79,39 @@ func (h *HostLifecycleReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	// the hosts could not make meanwhile, for lost hosts, as the node
 	// lifecycle controller counts from when it observed a Node's Lease.
 	since, _ := h.watching.LoadOrStore(host.Name, h.Clock.Now())
-	overdue := latest(renewed, since.(time.Time)).Add(h.GracePeriod)
+	overdue := latest(renewed, since.(time.Time)).Add(grace)
 	if left := overdue.Sub(h.Clock.Now()); left > 0 {
 		return ctrl.Result{RequeueAfter: left + 100*time.Millisecond}, nil
 	}
 	lost := fmt.Sprintf("host %s has not renewed its heartbeat since %s (grace period %s)",
-		host.Name, renewed.UTC().Format(time.RFC3339), h.GracePeriod)
+		host.Name, renewed.UTC().Format(time.RFC3339), grace)
 	if err := h.markLost(ctx, host, lost); err != nil {
 		return ctrl.Result{}, err
 	}
 	// Look again while it stays lost: a run pinned to it may turn up.
-	return ctrl.Result{RequeueAfter: h.GracePeriod}, h.failOver(ctx, host.Name, lost)
+	return ctrl.Result{RequeueAfter: grace}, h.failOver(ctx, host.Name, lost)
 }
 
 // lastRenewal is when the host last renewed its Lease, or when its
-// PodmanHost was made if it never did.
-func (h *HostLifecycleReconciler) lastRenewal(ctx context.Context, host *agentsv1alpha1.PodmanHost) (time.Time, error) {
+// PodmanHost was made if it never did, and the grace period the host's
+// Lease gives (GracePeriod when it gives none).
+func (h *HostLifecycleReconciler) lastRenewal(ctx context.Context, host *agentsv1alpha1.PodmanHost) (time.Time, time.Duration, error) {
 	lease := &coordinationv1.Lease{}
 	err := h.Reader.Get(ctx, types.NamespacedName{Namespace: h.LeaseNamespace, Name: host.Name}, lease)
 	switch {
 	case apierrors.IsNotFound(err):
-		return host.CreationTimestamp.Time, nil
+		return host.CreationTimestamp.Time, h.GracePeriod, nil
 	case err != nil:
-		return time.Time{}, fmt.Errorf("reading host %s's Lease: %w", host.Name, err)
-	case lease.Spec.RenewTime == nil:
-		return lease.CreationTimestamp.Time, nil
+		return time.Time{}, 0, fmt.Errorf("reading host %s's Lease: %w", host.Name, err)
 	}
-	return lease.Spec.RenewTime.Time, nil
+	grace := h.GracePeriod
+	if d := lease.Spec.LeaseDurationSeconds; d != nil && *d > 0 {
+		grace = time.Duration(*d) * time.Second
+	}
+	if lease.Spec.RenewTime == nil {
+		return lease.CreationTimestamp.Time, grace, nil
+	}
+	return lease.Spec.RenewTime.Time, grace, nil
 }
 
 func latest(a, b time.Time) time.Time {

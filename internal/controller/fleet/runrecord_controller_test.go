@@ -65,3 +65,22 @@ func TestARecordGoesOnlyOnceItsRunHasBeenGoneForTheRetention(t *testing.T) {
 		t.Fatalf("the record outlived its retention")
 	}
 }
+
+// Hosts honour every record they find, so a fleet that keeps none (a
+// retention of 0) deletes those left from when it kept some, at once.
+func TestAFleetThatKeepsNoRecordsDeletesThoseLeft(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	rec := &agentsv1alpha1.AgentRunRecord{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "gone"},
+		Spec: agentsv1alpha1.AgentRunRecordSpec{RunKey: "k", RunUID: "u", Phase: agentsv1alpha1.PhaseSucceeded}}
+	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(rec).Build()
+	g := &RunRecordReconciler{Client: c, Retention: 0, Clock: clocktesting.NewFakeClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))}
+	if _, err := g.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rec)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(rec), &agentsv1alpha1.AgentRunRecord{}); err == nil {
+		t.Error("a record left from before outlived a retention of 0: hosts would still end its manifest AlreadyRan")
+	}
+}

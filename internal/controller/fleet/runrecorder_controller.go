@@ -26,13 +26,14 @@ import (
 // (a cancel). Hosts do not write records: a host could then hold back any
 // manifest of any namespace. It runs with the fleet, once per cluster, and
 // also when records are off (Retention 0), to remove the finalizers hosts
-// that keep records added.
+// add whatever the fleet's setting.
 type RunRecorderReconciler struct {
 	client.Client
 	// Reader reads each run to record from the API server: the cache's
 	// copy lacks its spec's settings, which its key hashes, and its message.
 	Reader client.Reader
-	// Retention is the fleet's --run-record-retention; 0 writes no records.
+	// Retention is the fleet's fleet.runRecordRetention; 0 writes no
+	// records.
 	Retention time.Duration
 }
 

@@ -411,7 +411,7 @@ func (r *AgentRunReconciler) ensureFinalizer(ctx context.Context, run *agentsv1a
 	}
 	patch := client.MergeFrom(run.DeepCopy())
 	controllerutil.AddFinalizer(run, agentruns.Finalizer)
-	if r.RunRecordRetention > 0 {
+	if r.RecordRuns {
 		controllerutil.AddFinalizer(run, agentruns.RecordFinalizer)
 	}
 	if err := r.Patch(ctx, run, patch); err != nil {

@@ -21,7 +21,7 @@ import (
 // the earlier run could go, and a cache that has not caught up would let the
 // run launch a second time.
 func (r *AgentRunReconciler) alreadyRan(ctx context.Context, run *agentsv1alpha1.AgentRun) (*agentsv1alpha1.AgentRunRecord, error) {
-	if r.RunRecordRetention <= 0 {
+	if !r.RecordRuns {
 		return nil, nil
 	}
 	rec := &agentsv1alpha1.AgentRunRecord{}

@@ -24,7 +24,7 @@ import (
 // recordingHarness is a harness whose host keeps run records.
 func recordingHarness(t *testing.T, objs ...client.Object) *harness {
 	h := newHarness(t, objs...)
-	h.r.RunRecordRetention = time.Hour
+	h.r.RecordRuns = true
 	h.r.APIReader = h.r.Client
 	return h
 }

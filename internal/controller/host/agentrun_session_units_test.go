@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentrun/agentrun/internal/config"
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
 )
 
@@ -44,19 +45,28 @@ func unitSettings(t *testing.T, name string) map[string][]string {
 	return settings
 }
 
-// unitSessionDir is the --session-dir of the manager's command line.
-func unitSessionDir(exec []string) string {
+// unitSessionDir is host.sessions.dir of the configuration file the
+// manager's command line names (--config, installed from config/host),
+// defaults applied.
+func unitSessionDir(t *testing.T, exec []string) string {
+	t.Helper()
 	for _, arg := range strings.Fields(strings.Join(exec, " ")) {
-		if dir, ok := strings.CutPrefix(arg, "--session-dir="); ok {
-			return dir
+		if file, ok := strings.CutPrefix(arg, "--config="); ok {
+			cfg, err := config.Load(filepath.Join("..", "..", "..", "config", "host", filepath.Base(file)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			config.Default(cfg)
+			return *cfg.Host.Sessions.Dir
 		}
 	}
-	return DefaultSessionDir
+	t.Fatalf("the unit's command line %q names no --config file", exec)
+	return ""
 }
 
 func TestTheBinaryUnitLetsTheManagerWriteTheSessionDirectory(t *testing.T) {
 	unit := unitSettings(t, "agentrun-host.service")
-	dir := unitSessionDir(unit["ExecStart"])
+	dir := unitSessionDir(t, unit["ExecStart"])
 	if slices.Contains(unit["ProtectSystem"], "strict") {
 		var writable []string
 		for _, paths := range unit["ReadWritePaths"] {
@@ -68,7 +78,7 @@ func TestTheBinaryUnitLetsTheManagerWriteTheSessionDirectory(t *testing.T) {
 			}
 		}
 		if !slices.ContainsFunc(writable, func(w string) bool { return dir == w || strings.HasPrefix(dir, strings.TrimSuffix(w, "/")+"/") }) {
-			t.Errorf("ProtectSystem=strict leaves --session-dir %s read-only: writable are %q", dir, writable)
+			t.Errorf("ProtectSystem=strict leaves host.sessions.dir %s read-only: writable are %q", dir, writable)
 		}
 	}
 	if chown := syscallsAllowed(unit["SystemCallFilter"], "@chown"); !chown {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/agentrun/agentrun/internal/config"
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
@@ -23,18 +24,17 @@ import (
 	"github.com/agentrun/agentrun/internal/redact"
 )
 
-// Where a host keeps sessions by default (the host units make it
-// writable), and its limits for a session copy: far above the
-// transcripts of any conversation Claude Code can hold, far below what
-// fills a host's disk.
+// Where a host keeps sessions by default, and its limits for a session
+// copy: those of the configuration file (internal/config says why), for
+// suites that leave a setting zero.
 const (
-	DefaultSessionDir          = "/var/lib/agentrun/sessions"
-	DefaultSessionCopyMaxBytes = 1 << 30
-	DefaultSessionCopyMaxFiles = 10000
+	DefaultSessionDir          = config.DefaultSessionDir
+	DefaultSessionCopyMaxBytes = config.DefaultSessionCopyMaxBytes
+	DefaultSessionCopyMaxFiles = config.DefaultSessionCopyMaxFiles
 )
 
 // HostConfig is what one Podman host's reconciler is set up from: the
-// manager's flags, or a suite's settings.
+// manager's configuration file (host section), or a suite's settings.
 type HostConfig struct {
 	// Host is this host's name: runs pinned to it or claimed by it are its.
 	Host string
@@ -48,14 +48,17 @@ type HostConfig struct {
 	// only when it changed. Zero leaves status.output to the run's end.
 	ProgressPeriod time.Duration
 	// DiscardOutput keeps a run's output and its agent result out of status
-	// altogether (--capture-output=false), for hosts where even masked
+	// altogether (host.output.capture: false), for hosts where even masked
 	// output may not leave the host.
 	DiscardOutput bool
-	// RunRecordRetention, when positive, makes the host record each run
-	// that finishes (an AgentRunRecord) and end a new run whose manifest a
+	// RecordRuns holds each run the host launches for the fleet's run
+	// recorder (RecordFinalizer), and ends a new run whose manifest a
 	// deleted run already ran as that run ended (reason AlreadyRan),
-	// instead of launching it again.
-	RunRecordRetention time.Duration
+	// instead of launching it again. The manager always sets it: whether
+	// the fleet writes records, and how long it keeps them, is the fleet's
+	// setting alone (fleet.runRecordRetention), which hosts are not told.
+	// Suites that run no fleet leave it off.
+	RecordRuns bool
 	// SessionDir holds the runs' Claude Code state, a directory per
 	// session, so that a later run can continue one (spec.continueFrom);
 	// empty keeps none. Directories no run refers to go after
