@@ -11,11 +11,26 @@ import (
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
 	"github.com/agentrun/agentrun/test/fleet"
 )
+
+// managerRuns is the configuration the benchmark's stacks merge over their
+// managers' files: the runs a host runs at once, its workers, its resync
+// period and, when not nil, its progress period.
+func managerRuns(maxConcurrent, workers int32, resync time.Duration, progress *metav1.Duration) *configv1alpha1.Configuration {
+	return &configv1alpha1.Configuration{Host: configv1alpha1.HostConfiguration{
+		Runs: configv1alpha1.RunsConfiguration{
+			MaxConcurrent: ptr.To(maxConcurrent), Workers: ptr.To(workers), ResyncPeriod: &metav1.Duration{Duration: resync},
+		},
+		Output: configv1alpha1.OutputConfiguration{ProgressPeriod: progress},
+	}}
+}
 
 // fleetRepetition is one fleet step: the raw baseline on every host's
 // Podman service at once, then as many unpinned AgentRuns through the fleet.
@@ -30,7 +45,7 @@ type fleetRepetition struct {
 func fleetStep(ctx context.Context, cfg config) (reps []fleetRepetition, err error) {
 	f, k8s, stop, err := startStack("fleet", fleet.Options{
 		Hosts: cfg.fleetHosts, HostPrefix: "benchf", Net: "10.206",
-		ManagerArgs: fmt.Sprintf("--max-concurrent-runs=%d --workers=%d --resync-period=%s", cfg.c, 2*cfg.c, cfg.resyncPeriod),
+		ManagerConfig: managerRuns(int32(cfg.c), int32(2*cfg.c), cfg.resyncPeriod, nil),
 	})
 	defer stopStack(stop, &err)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -39,8 +40,7 @@ type progressRepetition struct {
 func progressStep(ctx context.Context, cfg config) (reps []progressRepetition, err error) {
 	f, k8s, stop, err := startStack("progress", fleet.Options{
 		Hosts: 1, HostPrefix: "benchp", Net: "10.207", Podman5Host: "none",
-		ManagerArgs: fmt.Sprintf("--max-concurrent-runs=%d --workers=%d --resync-period=%s --progress-period=%s",
-			cfg.progressRuns, 2*cfg.c, cfg.resyncPeriod, progressPeriod),
+		ManagerConfig: managerRuns(int32(cfg.progressRuns), int32(2*cfg.c), cfg.resyncPeriod, &metav1.Duration{Duration: progressPeriod}),
 	})
 	defer stopStack(stop, &err)
 	if err != nil {

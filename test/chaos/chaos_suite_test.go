@@ -25,9 +25,11 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
@@ -79,8 +81,10 @@ var _ = BeforeSuite(func() {
 	// Names and addresses of its own, so that it runs beside make up's fleet
 	// (local, 10.203) and test/fleet's (smoke, 10.204).
 	f, err = fleet.New(fleet.Options{StateDir: dir, Hosts: 3, HostPrefix: "chaos", Net: "10.205",
-		ManagerArgs: "--heartbeat-period=2s --host-grace-period=" + gracePeriod.String() +
-			" --allowed-volume-paths=/home/user/myrepo," + flagsDir})
+		ManagerConfig: &configv1alpha1.Configuration{Host: configv1alpha1.HostConfiguration{
+			Heartbeat: configv1alpha1.HeartbeatConfiguration{Period: &metav1.Duration{Duration: 2 * time.Second}, GracePeriod: &metav1.Duration{Duration: gracePeriod}},
+			Volumes:   configv1alpha1.VolumesConfiguration{AllowedPaths: []string{"/home/user/myrepo", flagsDir}},
+		}}})
 	Expect(err).NotTo(HaveOccurred())
 	// Registered before up: a fleet that came up halfway is brought down too.
 	DeferCleanup(func() {

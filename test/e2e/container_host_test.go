@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -23,11 +25,12 @@ import (
 // containerHostName is the Podman host whose manager runs in a container.
 const containerHostName = "e2e-container"
 
-// The socket and kubeconfig paths inside the manager's container, as in
-// config/host/agentrun-host.container.
+// The socket, kubeconfig and configuration paths inside the manager's
+// container, as in config/host/agentrun-host.container.
 const (
 	containerSocket     = "/run/podman/podman.sock"
 	containerKubeconfig = "/etc/agentrun/kubeconfig"
+	containerConfig     = "/etc/agentrun/agentrun-host.yaml"
 )
 
 // startContainerHost starts a second host's manager the way the Quadlet unit
@@ -46,18 +49,15 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 	// mounts /var/lib/agentrun/sessions (here under /tmp, which the Podman 5
 	// service sees too).
 	sessions := GinkgoT().TempDir()
+	config := hostConfig(probeAddr, sessions)
 	sg := specgen.NewSpecGenerator(testenv.ManagerImage(), false)
 	sg.Name = "agentrun-e2e-host-" + rand.String(6)
+	// The unit's Exec= line.
 	sg.Command = []string{
 		"--mode=host",
+		"--config=" + containerConfig,
 		"--host-name=" + containerHostName,
-		"--podman-socket=" + containerSocket,
 		"--kubeconfig=" + containerKubeconfig,
-		"--default-image", "localhost/agentrun-test:latest",
-		"--default-command", "fake-agent",
-		"--metrics-bind-address=0",
-		"--health-probe-bind-address=" + probeAddr,
-		"--session-dir=" + sessions,
 	}
 	yes := true
 	sg.User = "0"
@@ -73,6 +73,7 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 		// starts go to the service that started it, as on a real host.
 		{Type: "bind", Source: testenv.PodmanSocket(), Destination: containerSocket, Options: []string{"rbind"}},
 		{Type: "bind", Source: filepath.Join(stateDir, "kubeconfig"), Destination: containerKubeconfig, Options: []string{"rbind", "ro"}},
+		{Type: "bind", Source: config, Destination: containerConfig, Options: []string{"rbind", "ro"}},
 		{Type: "bind", Source: sessions, Destination: sessions, Options: []string{"rbind"}},
 	}
 	sg.Labels = map[string]string{"agentrun.e2e": "container-host"}
@@ -106,6 +107,25 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 	}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
 	return id, probeAddr
+}
+
+// hostConfig writes the manager's configuration file: the shipped
+// config/host/agentrun-host.yaml, with what this test needs merged over it
+// (the test image and its fake agent, its own probe port and session
+// directory, no metrics), and returns its path.
+func hostConfig(probeAddr, sessions string) string {
+	GinkgoHelper()
+	patch := fmt.Sprintf(`{"metrics":{"bindAddress":"0"},"health":{"bindAddress":%q},`+
+		`"host":{"runs":{"defaultImage":"localhost/agentrun-test:latest","defaultCommand":["fake-agent"]},"sessions":{"dir":%q}}}`, probeAddr, sessions)
+	var stderr strings.Builder
+	cmd := exec.Command(filepath.Join(stateDir, "bin", "kubectl"), "patch", "--local", "-f", filepath.Join(root, "config", "host", "agentrun-host.yaml"),
+		"--type", "merge", "-p", patch, "-o", "yaml")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	Expect(err).NotTo(HaveOccurred(), "merging the test's settings over config/host/agentrun-host.yaml: %s", stderr.String())
+	file := filepath.Join(GinkgoT().TempDir(), "agentrun-host.yaml")
+	Expect(os.WriteFile(file, out, 0o644)).To(Succeed())
+	return file
 }
 
 // containerLogs returns a container's stdout and stderr, interleaved.

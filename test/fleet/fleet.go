@@ -17,6 +17,7 @@ package fleet
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
 )
 
 // Options say which fleet to start. Only StateDir and Hosts are required.
@@ -54,8 +57,10 @@ type Options struct {
 	// host's manager uses the same ports in its own namespace). Zero: free
 	// ports, so that a suite runs beside a stack make up started.
 	MetricsPort, ProbePort int
-	// ManagerArgs are extra flags for every manager (AGENTRUN_MANAGER_ARGS).
-	ManagerArgs string
+	// ManagerConfig is merged over every manager's configuration file
+	// (AGENTRUN_MANAGER_CONFIG, a JSON merge patch): each field it sets
+	// replaces the stack's, a list as a whole.
+	ManagerConfig *configv1alpha1.Configuration
 	// Env is added to the script's environment (after the above).
 	Env []string
 }
@@ -110,13 +115,19 @@ func New(o Options) (*Fleet, error) {
 			}
 		}
 	}
+	var patch []byte
+	if o.ManagerConfig != nil {
+		if patch, err = json.Marshal(o.ManagerConfig); err != nil {
+			return nil, err
+		}
+	}
 	env := append(os.Environ(),
 		"AGENTRUN_LOCAL_DIR="+o.StateDir,
 		"AGENTRUN_HOSTS="+strconv.Itoa(o.Hosts),
 		"AGENTRUN_HOST_NAME="+o.HostPrefix,
 		"AGENTRUN_FLEET_NET="+o.Net,
 		"AGENTRUN_PODMAN5_HOST="+o.Podman5Host,
-		"AGENTRUN_MANAGER_ARGS="+o.ManagerArgs,
+		"AGENTRUN_MANAGER_CONFIG="+string(patch),
 		"AGENTRUN_METRICS_PORT="+strconv.Itoa(o.MetricsPort),
 		"AGENTRUN_PROBE_PORT="+strconv.Itoa(o.ProbePort),
 	)

@@ -7,9 +7,11 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
@@ -22,7 +24,9 @@ const gracePeriod = 10 * time.Second
 // The suite's fleet has names and addresses of its own, so that it runs
 // beside a fleet make up HOSTS=3 started (local-N, 10.203.0.0/16).
 var opts = fleet.Options{Hosts: 3, HostPrefix: "smoke", Net: "10.204",
-	ManagerArgs: "--heartbeat-period=2s --host-grace-period=" + gracePeriod.String()}
+	ManagerConfig: &configv1alpha1.Configuration{Host: configv1alpha1.HostConfiguration{
+		Heartbeat: configv1alpha1.HeartbeatConfiguration{Period: &metav1.Duration{Duration: 2 * time.Second}, GracePeriod: &metav1.Duration{Duration: gracePeriod}},
+	}}}
 
 var f *fleet.Fleet
 
