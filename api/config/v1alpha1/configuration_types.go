@@ -442,8 +442,10 @@ type FleetConfiguration struct {
 	// RunRecordRetention is how long the record of a finished AgentRun
 	// outlives the last run of its name and manifest; while it exists, that
 	// manifest applied again (a GitOps sync recreating a deleted run) is
-	// not run again but ends AlreadyRan; 0 keeps no records. Default: 720h
-	// (30 days).
+	// not run again but ends AlreadyRan; 0 keeps no records, and deletes
+	// those left from before. The fleet's alone: hosts hold each run they
+	// launch until the fleet has recorded it (or not), and honour every
+	// record they find. Default: 720h (30 days).
 	// +optional
 	RunRecordRetention *metav1.Duration `json:"runRecordRetention,omitempty"`
 
