@@ -86,11 +86,12 @@ pid_of() { if [[ -f $STATE/$1.pid ]]; then cat "$STATE/$1.pid"; fi; }
 
 # alive NAME [ARG]: the process recorded in $STATE/NAME.pid runs, and is
 # this stack's: its command line has ARG, or names this state folder (the
-# localstack's --dir, the manager's --webhook-cert-dir). The check keeps a
+# localstack's --dir) or the main manager's configuration file (its
+# --config). The check keeps a
 # recycled pid from passing for a process that died, and a zombie, whose
 # command line is empty, counts as dead.
 alive() {
-  local pid marks=(-e "$STATE" -e "$STATE/webhook")
+  local pid marks=(-e "$STATE" -e "$STATE/manager.yaml" -e "$STATE/cluster-manager.yaml")
   [[ -z ${2:-} ]] || marks=(-e "$2")
   pid=$(pid_of "$1")
   [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
@@ -541,7 +542,7 @@ kill_mentioning() {
 # they left, their mounts, its namespace and veth, and its folder.
 host_down() {
   local host=$1 dir=$STATE/hosts/$1 m
-  stop "hosts/$host/manager" "$dir/podman.sock"
+  stop "hosts/$host/manager" "$dir/manager.yaml"
   if is_podman5 "$host" || [[ -f $dir/service.pid ]]; then
     # Removes its containers, stops the service and whatever shares its mount
     # namespace, and netavark's table in the host's namespace.
@@ -603,9 +604,9 @@ fleet_up() {
   source "$STATE/stack.env"
   for host in $(fleet_hosts); do
     local dir=$STATE/hosts/$host
-    if alive "hosts/$host/manager" "$dir/podman.sock"; then
+    if alive "hosts/$host/manager" "$dir/manager.yaml"; then
       ((start_managers)) || continue
-      stop "hosts/$host/manager" "$dir/podman.sock"
+      stop "hosts/$host/manager" "$dir/manager.yaml"
     elif [[ -f $dir/manager.pid ]]; then
       step "host $host's manager (pid $(pid_of "hosts/$host/manager")) is not running: restarting it"
     fi
@@ -821,7 +822,7 @@ fault() {
     kill-host)
       # A crash that nothing restarts until up: the supervisor goes first.
       stop_supervisor "hosts/$host/manager"
-      if alive "hosts/$host/manager" "$STATE/hosts/$host/podman.sock"; then
+      if alive "hosts/$host/manager" "$STATE/hosts/$host/manager.yaml"; then
         kill -KILL "$(pid_of "hosts/$host/manager")"
         step "killed host $host's manager (SIGKILL); make up restarts it"
       else
