@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -44,10 +45,15 @@ var _ = Describe("The manager's configuration file", func() {
 	manager := func() string { return filepath.Join(root, "bin", "manager") }
 	kubeconfig := func() string { return "--kubeconfig=" + filepath.Join(stateDir, "kubeconfig") }
 
-	It("is refused at start when invalid, with the field's path named", func() {
+	It("is refused at start when invalid, with the field's path named", func(ctx SpecContext) {
 		file := writeConfigFile("host:\n  volumes:\n    allowedPaths: [/srv/a, /srv/b, repos]\n")
-		cmd := exec.Command(manager(), "--mode=host", "--host-name=e2e-refused", "--config="+file, kubeconfig())
+		// A manager that accepted the file would run until killed: 30 s
+		// are far more than a refusal takes.
+		run, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(run, manager(), "--mode=host", "--host-name=e2e-refused", "--config="+file, kubeconfig())
 		out, err := cmd.CombinedOutput()
+		Expect(run.Err()).NotTo(HaveOccurred(), "the manager started with an invalid file:\n%s", out)
 		var exit *exec.ExitError
 		Expect(err).To(BeAssignableToTypeOf(exit), "the manager started with an invalid file:\n%s", out)
 		Expect(string(out)).To(ContainSubstring(`host.volumes.allowedPaths[2]: Invalid value: "repos": must be an absolute path`))
