@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // writeConfigFile writes a configuration file with body after its header.
@@ -21,24 +21,6 @@ func writeConfigFile(body string) string {
 	file := filepath.Join(GinkgoT().TempDir(), "agentrun.yaml")
 	Expect(os.WriteFile(file, []byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\n"+body), 0o644)).To(Succeed())
 	return file
-}
-
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var _ = Describe("The manager's configuration file", func() {
@@ -78,7 +60,7 @@ webhook:
   port: %d
   certDir: %q
 `, fromFile, freePort(), filepath.Join(stateDir, "webhook")))
-		var out lockedBuffer
+		var out testenv.SyncBuffer
 		cmd := exec.Command(manager(), "--mode=webhook", "--config="+file, kubeconfig(), "--health-probe-bind-address="+fromFlag)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		Expect(cmd.Start()).To(Succeed())
