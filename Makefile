@@ -97,6 +97,15 @@ test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman
 	@echo "test-podman5: the Podman-facing packages against Podman 5 (hack/podman5.sh), apart from the run above against $(AGENTRUN_PODMAN_SOCKET)"
 	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1 -timeout 30m
 
+# The inner loop's tier: every package's tests but the local fleet's, the
+# fault suite's and the end-to-end suite's (which start whole stacks), against
+# the host's Podman only. make test stays the gate.
+SLOW_PACKAGES := ./test/e2e ./test/fleet ./test/chaos ./test/bench
+
+.PHONY: test-fast
+test-fast: k8s-binaries podman agent-image ## Run the unit tests, the envtest suites and the real-Podman suites on the host's Podman; no fleet, chaos or end-to-end suites.
+	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $$(go list ./... | grep -v $(foreach p,$(SLOW_PACKAGES),-e '/$(patsubst ./%,%,$(p))$$')) -count=1 -timeout 10m
+
 .PHONY: podman5-stop
 podman5-stop: ## Stop the Podman 5 API service and remove what it set up (its storage stays in the cache).
 	@hack/podman5.sh stop
