@@ -64,6 +64,10 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
+.PHONY: lint
+lint: ## Run golangci-lint (.golangci.yml: govet, staticcheck, errcheck, gocritic, ..., and the Kubernetes API conventions over api/), built and cached by hack/golangci-lint.sh.
+	@lint=$$(hack/golangci-lint.sh) && "$$lint" run ./...
+
 .PHONY: lint-imports
 lint-imports: ## Fail when a package imports across the layers (api, internal, controllers, the Podman bindings).
 	@hack/lint-imports.sh
