@@ -113,7 +113,3 @@ type AgentRunRecordList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AgentRunRecord `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AgentRunRecord{}, &AgentRunRecordList{})
-}
