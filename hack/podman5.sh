@@ -117,7 +117,7 @@ build_rootfs() {
   # shellcheck disable=SC2016 # ${Version} is dpkg-query's field, not the shell's
   got=$(chroot "$tmp" dpkg-query -W -f '${Version}' podman | sed -E 's/^[0-9]+://; s/[+~-].*//')
   if [[ $got != "$VERSION" ]]; then
-    step "Debian 13 now ships Podman $got, not $VERSION: set AGENTRUN_PODMAN5_VERSION=$got (and update the README)"
+    step "Debian 13 now ships Podman $got, not $VERSION: set AGENTRUN_PODMAN5_VERSION=$got (and update docs/development.md)"
     exit 1
   fi
   rm -rf "$ROOTFS"

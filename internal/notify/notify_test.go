@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// A receiver's check, as the README writes it in shell with openssl.
+// A receiver's check, as docs/sessions-and-callbacks.md writes it in shell with openssl.
 func verify(key []byte, r *http.Request, body []byte) bool {
 	want := Sign(key, r.Header.Get(HeaderTimestamp), body)
 	return hmac.Equal([]byte(r.Header.Get(HeaderSignature)), []byte(want))

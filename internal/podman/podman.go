@@ -253,6 +253,10 @@ func (r *Runtime) SecretValues(ctx context.Context, id string, secretEnv map[str
 	return values, nil
 }
 
+// secretReadCleanupTimeout bounds the removal of the container SecretValue
+// reads through, which runs whatever became of the caller's context.
+const secretReadCleanupTimeout = 30 * time.Second
+
 // SecretValue reads one secret's value for the host's own use. Podman 5 shows
 // it through the secrets API. Podman 4.3.1's API has no way to show it, but
 // once a container with the secret as an env secret is initialised (its OCI
@@ -285,13 +289,19 @@ func (r *Runtime) SecretValue(ctx context.Context, name string) (string, error) 
 	sg.Entrypoint = []string{}
 	sg.EnvSecrets = map[string]string{variable: name}
 	sg.Labels = map[string]string{rt.LabelSecretRead: name}
+	// The removal outlives the caller's context: a caller that gives up
+	// mid-read (a stopping host, a call's deadline) would otherwise leave the
+	// container and its network namespace behind. By name, so that a create
+	// whose answer was lost is removed too.
+	defer func() {
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(c), secretReadCleanupTimeout)
+		defer cancel()
+		_, _ = containers.Remove(cleanup, sg.Name, new(containers.RemoveOptions).WithForce(true).WithIgnore(true))
+	}()
 	resp, err := containers.CreateWithSpec(c, sg, nil)
 	if err != nil {
 		return "", r.classify(err, "creating a container to read secret "+name)
 	}
-	defer func() {
-		_, _ = containers.Remove(c, resp.ID, new(containers.RemoveOptions).WithForce(true).WithIgnore(true))
-	}()
 	if err := containers.ContainerInit(c, resp.ID, nil); err != nil {
 		return "", r.classify(err, "initialising the container that reads secret "+name)
 	}

@@ -1,7 +1,7 @@
 // Package fleet drives the local fleet for test suites: several Podman hosts
 // on one machine, each in a network namespace of its own with its own Podman
 // API service and manager, around one control plane and a cluster-side
-// manager (hack/local-stack.sh with AGENTRUN_HOSTS; the README's "A local
+// manager (hack/local-stack.sh with AGENTRUN_HOSTS; docs/fleet.md's "A local
 // fleet"). The script does the work; this package runs it with a state folder
 // of the suite's, and says where each host's pieces are.
 //

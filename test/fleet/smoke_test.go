@@ -122,7 +122,7 @@ var _ = Describe("the local fleet", Ordered, ContinueOnFailure, func() {
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 
-	It("keeps a secret created on one host off the others (with the podman CLI, as the README says)", func() {
+	It("keeps a secret created on one host off the others (with the podman CLI, as docs/fleet.md says)", func() {
 		for _, h := range []string{f.Host(2), f.Podman5Host()} {
 			name := "smoke-" + rand.String(6)
 			out, err := f.Podman(h, "not-a-real-token", "secret", "create", name, "-")

@@ -17,7 +17,7 @@ import (
 // disagreement is a class of inputs on which the webhook and the CRD's
 // schema and CEL rules disagree on purpose. The fuzz targets accept a
 // disagreement only when each error of the stricter side belongs to a class
-// listed here; the README's Validation section lists the same classes for users.
+// listed here; docs/validation.md lists the same classes for users.
 type disagreement struct {
 	class  string
 	reason string
