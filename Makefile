@@ -38,7 +38,7 @@ all: build
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests under config/.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="{./api/...,./controllers/...,./internal/webhook/...}" \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="{./api/...,./internal/controller/host,./internal/controller/fleet,./internal/webhook/...}" \
 		output:crd:artifacts:config=config/crd/bases \
 		output:rbac:artifacts:config=config/rbac \
 		output:webhook:artifacts:config=config/webhook
@@ -69,7 +69,7 @@ lint: ## Run golangci-lint (.golangci.yml: govet, staticcheck, errcheck, gocriti
 	@lint=$$(hack/golangci-lint.sh) && "$$lint" run ./...
 
 .PHONY: lint-imports
-lint-imports: ## Fail when a package imports across the layers (api, internal, controllers, the Podman bindings).
+lint-imports: ## Fail when a package imports across the layers (api, internal, the host and the fleet, the Podman bindings, test helpers).
 	@hack/lint-imports.sh
 
 .PHONY: podman
@@ -84,7 +84,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 # envtest + Podman suites, the real agent, end to end): make test runs them
 # against the host's Podman (4.3.1 on Debian 12) with the rest, then again
 # against Podman 5 (hack/podman5.sh). Their suites' names say which version.
-PODMAN_PACKAGES := ./internal/podman/... ./controllers/... ./test/agent/... ./test/e2e/...
+PODMAN_PACKAGES := ./internal/podman/... ./internal/controller/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
 test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.

@@ -18,8 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/controller/fleet"
+	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/podman"
 	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
@@ -66,7 +67,7 @@ func run(opts *options) error {
 		}
 	}
 	if opts.runsFleet() {
-		if err := controllers.SetupFleet(mgr, opts.fleetConfig()); err != nil {
+		if err := fleet.SetupFleet(mgr, opts.fleetConfig()); err != nil {
 			return fmt.Errorf("setting up the fleet controllers: %w", err)
 		}
 		log.Info("Placing runs on Podman hosts and watching their heartbeats", "leaseNamespace", opts.leaseNamespace, "gracePeriod", opts.hostGracePeriod)
@@ -78,7 +79,7 @@ func run(opts *options) error {
 		}
 	}
 	if opts.runsReconciler() {
-		r, err := controllers.SetupHost(mgr, opts.hostConfig(podman.New(opts.podmanSocket)))
+		r, err := host.SetupHost(mgr, opts.hostConfig(podman.New(opts.podmanSocket)))
 		if err != nil {
 			return fmt.Errorf("setting up the reconciler: %w", err)
 		}

@@ -19,9 +19,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/agentimage"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/controller/fleet"
+	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
@@ -159,13 +161,13 @@ func parseOptions(fs *flag.FlagSet, args []string, hostname func() (string, erro
 	fs.BoolVar(&o.captureOutput, "capture-output", true, "keep the tail of each run's output and its agent result in status, with secret values masked; false keeps both on the host only")
 	fs.DurationVar(&o.podmanCallTimeout, "podman-call-timeout", 2*time.Minute, "how long one Podman API call may take before it fails and Podman counts as unavailable (a stop gets its grace period on top)")
 	fs.StringVar(&o.hostLabels, "host-labels", "", "comma-separated key=value labels of this host's PodmanHost, for runs' spec.hostSelector (for example gpu=true,zone=a)")
-	fs.StringVar(&o.leaseNamespace, "lease-namespace", controllers.DefaultLeaseNamespace, "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
-	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", controllers.DefaultHeartbeatPeriod, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
-	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", controllers.DefaultHostGracePeriod, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
-	fs.StringVar(&o.sessionDir, "session-dir", controllers.DefaultSessionDir, "where this host keeps the runs' Claude Code state, a directory per session, so that a later run can continue one (spec.continueFrom); each host needs its own; empty keeps none")
-	fs.Int64Var(&o.sessionCopyMaxBytes, "session-copy-max-bytes", controllers.DefaultSessionCopyMaxBytes, "the most bytes of conversation transcripts a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
-	fs.IntVar(&o.sessionCopyMaxFiles, "session-copy-max-files", controllers.DefaultSessionCopyMaxFiles, "the most transcript files a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
-	fs.DurationVar(&o.runRecordRetention, "run-record-retention", controllers.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
+	fs.StringVar(&o.leaseNamespace, "lease-namespace", agentruns.DefaultLeaseNamespace, "namespace of the hosts' heartbeat Leases (and of the leader election leases, unless --leader-election-namespace says otherwise)")
+	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", agentruns.DefaultHeartbeatPeriod, "how often a host renews its heartbeat Lease and refreshes its PodmanHost (its secret names are listed then)")
+	fs.DurationVar(&o.hostGracePeriod, "host-grace-period", agentruns.DefaultHostGracePeriod, "how long a host may go without renewing its heartbeat before the fleet declares it lost and fails its runs over (a host cut off this long fences itself when it comes back)")
+	fs.StringVar(&o.sessionDir, "session-dir", host.DefaultSessionDir, "where this host keeps the runs' Claude Code state, a directory per session, so that a later run can continue one (spec.continueFrom); each host needs its own; empty keeps none")
+	fs.Int64Var(&o.sessionCopyMaxBytes, "session-copy-max-bytes", host.DefaultSessionCopyMaxBytes, "the most bytes of conversation transcripts a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
+	fs.IntVar(&o.sessionCopyMaxFiles, "session-copy-max-files", host.DefaultSessionCopyMaxFiles, "the most transcript files a run that continues or forks a session copies; past it the run fails (SessionTooLarge)")
+	fs.DurationVar(&o.runRecordRetention, "run-record-retention", fleet.DefaultRunRecordRetention, "how long the record of a finished AgentRun outlives the last run of its name and manifest; while it exists, that manifest applied again (a GitOps sync recreating a deleted run) is not run again but ends AlreadyRan; 0 keeps no records")
 	fs.BoolVar(&o.pinnedRunsWait, "pinned-runs-wait-for-lost-host", false, "fleet: keep runs pinned to a lost host (spec.hostName) waiting for it instead of failing them with reason HostLost")
 	fs.StringVar(&o.logsBindAddress, "logs-bind-address", "0", "host: address (host:port) of the HTTPS endpoint that streams this host's runs' output to the fleet (which serves it to users through the API server: kubectl agentrun logs); 0 disables it")
 	fs.StringVar(&o.logsURL, "logs-url", "", "host: the URL clients reach the log endpoint at, published in the PodmanHost (default: https:// and --logs-bind-address, when that names a host)")
@@ -303,7 +305,7 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		LeaseDuration:                 &o.leaseDuration,
 		RenewDeadline:                 &o.renewDeadline,
 		RetryPeriod:                   &o.retryPeriod,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         agentruns.CacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    o.webhookHost,
 			Port:    o.webhookPort,
@@ -370,16 +372,16 @@ func list(s string) []string {
 }
 
 // hostConfig is the reconciler's configuration for this host, over rt.
-func (o *options) hostConfig(rt containers.Runtime) controllers.HostConfig {
+func (o *options) hostConfig(rt containers.Runtime) host.HostConfig {
 	hostPolicy, _ := o.policy() // validated by parseOptions
 	hostLabels, _ := o.labels()
 	logs, _ := o.logEndpoint()
 	notifyAllowed, _ := o.notifyAllowed()
-	return controllers.HostConfig{
+	return host.HostConfig{
 		Host:                o.hostName,
 		Runtime:             containers.WithCallTimeout(rt, o.podmanCallTimeout),
 		DiscardOutput:       !o.captureOutput,
-		Defaults:            controllers.Defaults{Image: o.defaultImage, Command: o.command()},
+		Defaults:            host.Defaults{Image: o.defaultImage, Command: o.command()},
 		OutputTailBytes:     o.outputTailBytes,
 		ProgressPeriod:      o.progressPeriod,
 		KeepContainers:      o.keepContainers,
@@ -420,25 +422,25 @@ func (o *options) notifyAllowed() ([]netip.Prefix, error) {
 }
 
 // logEndpoint is the host's log endpoint, nil when --logs-bind-address is 0.
-func (o *options) logEndpoint() (*controllers.LogEndpoint, error) {
+func (o *options) logEndpoint() (*host.LogEndpoint, error) {
 	if o.logsBindAddress == "0" {
 		return nil, nil
 	}
-	host, port, err := net.SplitHostPort(o.logsBindAddress)
+	bindHost, port, err := net.SplitHostPort(o.logsBindAddress)
 	if err != nil {
 		return nil, fmt.Errorf("--logs-bind-address %q: %w", o.logsBindAddress, err)
 	}
 	u := o.logsURL
 	if u == "" {
-		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if ip := net.ParseIP(bindHost); bindHost == "" || ip != nil && ip.IsUnspecified() {
 			return nil, fmt.Errorf("--logs-url is needed when --logs-bind-address (%q) names no host clients can reach", o.logsBindAddress)
 		}
-		u = "https://" + net.JoinHostPort(host, port)
+		u = "https://" + net.JoinHostPort(bindHost, port)
 	}
 	if o.logsClientCAFile == "" {
 		return nil, errors.New("--logs-client-ca-file is needed with --logs-bind-address: the log endpoint serves the fleet alone")
 	}
-	return &controllers.LogEndpoint{BindAddress: o.logsBindAddress, URL: u, CertDir: o.logsCertDir, ClientCAFile: o.logsClientCAFile}, nil
+	return &host.LogEndpoint{BindAddress: o.logsBindAddress, URL: u, CertDir: o.logsCertDir, ClientCAFile: o.logsClientCAFile}, nil
 }
 
 // logAPI is where the fleet serves the aggregated log API; ok is false when
@@ -459,8 +461,8 @@ type logAPIOptions struct {
 }
 
 // fleetConfig is the configuration of the fleet's controllers.
-func (o *options) fleetConfig() controllers.FleetConfig {
-	return controllers.FleetConfig{
+func (o *options) fleetConfig() fleet.FleetConfig {
+	return fleet.FleetConfig{
 		LeaseNamespace:     o.leaseNamespace,
 		GracePeriod:        o.hostGracePeriod,
 		PinnedRunsWait:     o.pinnedRunsWait,

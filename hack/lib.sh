@@ -9,7 +9,7 @@
 # AGENTRUN_PODMAN_SOCKET: the Podman API socket the tests and the local stack
 # use (hack/podman-setup.sh starts the service there). This line is its only
 # definition: the Makefile exports it to every script and test it runs, the
-# scripts source this file, and internal/testenv refuses to guess it. In a
+# scripts source this file, and internal/testing/testenv refuses to guess it. In a
 # directory of its own under /run that only root may enter (podman-setup.sh
 # makes it 0700 and checks it is no link), never under /tmp, which any user
 # can write into and which runs are allowed to mount in the test suites; and

@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
 # make lint-imports: fails when a package imports across agentrun's layers.
 #
-#   1. api/ imports nothing under internal/ or controllers/ (direct imports,
-#      test files included): the API types are what clients import, and must
-#      not drag the implementation with them;
+#   1. api/ imports nothing under internal/ (direct imports, test files
+#      included): the API types are what clients import, and must not drag
+#      the implementation with them;
 #   2. api/ does not depend, even through other packages, on controller-runtime's
 #      webhook packages (sigs.k8s.io/controller-runtime/pkg/webhook/...): the
 #      admission validator lives in internal/webhook, and a client of the types
 #      must not get a webhook server with them;
-#   3. internal/ imports nothing under controllers/ (direct imports, test files
-#      included): the reconciler builds on internal/, not the other way round;
-#   4. only internal/podman imports Podman's Go module
+#   3. nothing under internal/ outside internal/controller imports
+#      internal/controller/... (direct imports, test files included): the
+#      controllers build on internal/, not the other way round;
+#   4. the host's reconciler (internal/controller/host) and the fleet's
+#      controllers (internal/controller/fleet) never import each other, and
+#      what both share (internal/controller/agentruns) imports neither: they
+#      run in different processes (a host's manager on each Podman host, the
+#      fleet's once per cluster), and a call across would run on the wrong
+#      side or pull one side's setup into the other's binary. Their tests may:
+#      the suites run a host and the fleet together, as a cluster does;
+#   5. only internal/podman imports Podman's Go module
 #      (github.com/containers/podman/v5/...), so the rest of agentrun sees the
 #      containers.Runtime interface, not the bindings. Two tests are the
 #      exceptions, on purpose: test/bench, whose raw baseline drives the
 #      bindings directly, and test/e2e, which starts a host's manager in a
 #      container as the Quadlet unit does (host network, user 0), settings
-#      agentrun's containers.Spec has no reason to express.
+#      agentrun's containers.Spec has no reason to express;
+#   6. no product package (the non-test files of cmd/, api/ and internal/)
+#      imports a test helper, and the manager binary does not depend on one
+#      even through other packages (go list -deps ./cmd/...): fakes, envtest
+#      and Podman harnesses must never run in a user's process. A test helper
+#      is a package under internal/testing/ (the helpers of many suites), or
+#      one beside the package it serves whose name ends in "test"
+#      (podmantest, runtimetest, logservertest, controllertest, ...) or is
+#      "fake" (Kubernetes' habit: client-go's kubernetes/fake); test helpers
+#      may import each other.
 #
 # Run it through make, which sets the build tags the Podman bindings need
 # (GOFLAGS): without them go list sees a different set of files.
@@ -30,26 +47,65 @@ if [[ ${GOFLAGS:-} != *remote* ]]; then
 fi
 mod=$(go list -m)
 
-# Rules 1, 3 and 4: every package's direct imports, its tests' included.
-direct=$(go list -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... |
-  awk -v mod="$mod" '
+# Rules 1, 3, 4, 5 and 6 (direct): every package's direct imports, and
+# apart its tests' imports.
+direct=$(go list -f '{{.ImportPath}}|{{join .Imports " "}}|{{join .TestImports " "}} {{join .XTestImports " "}}' ./... |
+  awk -F'|' -v mod="$mod" '
     function under(path, dir) { return path == mod "/" dir || index(path, mod "/" dir "/") == 1 }
+    function helper(path,   n, parts) {
+      if (index(path, mod "/internal/") != 1) return 0
+      if (under(path, "internal/testing")) return 1
+      n = split(path, parts, "/")
+      return parts[n] ~ /test$/ || parts[n] == "fake"
+    }
+    function check(pkg, imp, product) {
+      if (under(pkg, "api") && under(imp, "internal"))
+        print pkg " imports " imp ": api/ must not import internal/"
+      if (under(pkg, "internal") && !under(pkg, "internal/controller") && under(imp, "internal/controller"))
+        print pkg " imports " imp ": only internal/controller/... may import internal/controller/..."
+      if (product && under(pkg, "internal/controller/host") && under(imp, "internal/controller/fleet"))
+        print pkg " imports " imp ": the host (internal/controller/host) must not import the fleet (internal/controller/fleet)"
+      if (product && under(pkg, "internal/controller/fleet") && under(imp, "internal/controller/host"))
+        print pkg " imports " imp ": the fleet (internal/controller/fleet) must not import the host (internal/controller/host)"
+      if (pkg == mod "/internal/controller/agentruns" && (under(imp, "internal/controller/host") || under(imp, "internal/controller/fleet")))
+        print pkg " imports " imp ": internal/controller/agentruns, which the host and the fleet share, must import neither"
+      if ((imp == "github.com/containers/podman/v5" || index(imp, "github.com/containers/podman/v5/") == 1) &&
+          !under(pkg, "internal/podman") && pkg != mod "/test/bench" && pkg != mod "/test/e2e")
+        print pkg " imports " imp ": only internal/podman (and test/bench, test/e2e) may import the Podman bindings"
+      if (product && (under(pkg, "cmd") || under(pkg, "api") || under(pkg, "internal")) && !helper(pkg) && helper(imp))
+        print pkg " imports " imp ": product code must not import a test helper"
+    }
     {
       pkg = $1
       delete seen
-      for (i = 2; i <= NF; i++) {
-        imp = $i
-        if (imp in seen) continue
-        seen[imp] = 1
-        if (under(pkg, "api") && (under(imp, "internal") || under(imp, "controllers")))
-          print pkg " imports " imp ": api/ must not import internal/ or controllers/"
-        if (under(pkg, "internal") && under(imp, "controllers"))
-          print pkg " imports " imp ": internal/ must not import controllers/"
-        if ((imp == "github.com/containers/podman/v5" || index(imp, "github.com/containers/podman/v5/") == 1) &&
-            !under(pkg, "internal/podman") && pkg != mod "/test/bench" && pkg != mod "/test/e2e")
-          print pkg " imports " imp ": only internal/podman (and test/bench, test/e2e) may import the Podman bindings"
+      n = split($2, imports, " ")
+      for (i = 1; i <= n; i++) {
+        seen[imports[i]] = 1
+        check(pkg, imports[i], 1)
+      }
+      n = split($3, imports, " ")
+      for (i = 1; i <= n; i++) {
+        if (imports[i] in seen) continue
+        seen[imports[i]] = 1
+        check(pkg, imports[i], 0)
       }
     }')
+
+# Rule 6 (transitive): the test helpers the manager binary depends on, and
+# through which of its packages.
+binary=$(go list -deps -f '{{.ImportPath}} {{join .Imports " "}}' ./cmd/... |
+  awk -v mod="$mod" '
+    function helper(path,   n, parts) {
+      if (index(path, mod "/internal/") != 1) return 0
+      if (index(path, mod "/internal/testing/") == 1) return 1
+      n = split(path, parts, "/")
+      return parts[n] ~ /test$/ || parts[n] == "fake"
+    }
+    {
+      for (i = 2; i <= NF; i++)
+        if (helper($i) && !helper($1))
+          print "./cmd/... depends on the test helper " $i " (imported by " $1 "): the manager binary must not depend on a test helper, even through other packages"
+    }' | sort -u)
 
 # Rule 2: every package api/ depends on, and through which of its direct
 # imports, so that the message says where to cut.
@@ -77,11 +133,12 @@ transitive=$(go list -deps -f '{{.ImportPath}}|{{join .Imports " "}}|{{join .Dep
       }
     }')
 
-if [[ -n $direct$transitive ]]; then
+if [[ -n $direct$transitive$binary ]]; then
   {
     echo "lint-imports: imports that cross agentrun's layers:"
     [[ -z $direct ]] || sed 's/^/  /' <<<"$direct"
     [[ -z $transitive ]] || sort <<<"$transitive" | sed 's/^/  /'
+    [[ -z $binary ]] || sed 's/^/  /' <<<"$binary"
   } >&2
   exit 1
 fi

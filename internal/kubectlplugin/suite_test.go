@@ -22,7 +22,7 @@ import (
 	"github.com/agentrun/agentrun/internal/kubectlplugin"
 	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/logserver/logservertest"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // The suite drives the plugin's commands, as a user runs them, against a real

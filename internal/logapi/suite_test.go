@@ -20,7 +20,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containers/fake"
 	"github.com/agentrun/agentrun/internal/logapi"
 	"github.com/agentrun/agentrun/internal/logserver/logservertest"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // The suite runs a cluster's log path: a kube-apiserver that fronts

@@ -21,7 +21,7 @@ import (
 	"github.com/agentrun/agentrun/internal/logserver"
 	"github.com/agentrun/agentrun/internal/redact"
 	"github.com/agentrun/agentrun/internal/runoutput"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 const secretValue = "s3cr3t-v4lue-of-the-token"

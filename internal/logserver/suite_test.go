@@ -12,7 +12,7 @@ import (
 
 	"github.com/agentrun/agentrun/internal/containers/fake"
 	"github.com/agentrun/agentrun/internal/logserver/logservertest"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // The suite serves one host's log endpoint as the manager does (the fleet's

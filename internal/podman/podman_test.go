@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	rt "github.com/agentrun/agentrun/internal/containers"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 // These tests drive the machine's real Podman API service (started by

@@ -24,10 +24,12 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/controllers"
 	"github.com/agentrun/agentrun/internal/agentimage"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/controller/fleet"
+	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/podman"
-	"github.com/agentrun/agentrun/internal/testenv"
+	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 const (
@@ -92,18 +94,18 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   controllers.CacheOptions(),
+		Cache:   agentruns.CacheOptions(),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	// The fleet's controllers too, as --mode=all runs them: the run is
 	// placed on this host once its PodmanHost lists the run's secret.
-	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controllers.DefaultLeaseNamespace}})).To(Succeed())
-	Expect(controllers.SetupFleet(mgr, controllers.FleetConfig{})).To(Succeed())
-	_, err = controllers.SetupHost(mgr, controllers.HostConfig{
+	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: agentruns.DefaultLeaseNamespace}})).To(Succeed())
+	Expect(fleet.SetupFleet(mgr, fleet.FleetConfig{})).To(Succeed())
+	_, err = host.SetupHost(mgr, host.HostConfig{
 		HeartbeatPeriod: time.Second,
 		Host:            hostName,
 		Runtime:         rt,
-		Defaults:        controllers.Defaults{Image: agentImage, Command: agentCommand},
+		Defaults:        host.Defaults{Image: agentImage, Command: agentCommand},
 		OutputTailBytes: 4096,
 		StopGracePeriod: 5 * time.Second,
 		ResyncPeriod:    time.Minute,

@@ -4,7 +4,7 @@
 // (the bindings), never the host's podman CLI, which talks to the host's own
 // store and, being 4.3.1 on Debian 12, cannot read everything a 5.x service
 // sends. It is apart from internal/podman so that package's own tests can use
-// it through internal/testenv without an import cycle.
+// it through internal/testing/testenv without an import cycle.
 package podmantest
 
 import (

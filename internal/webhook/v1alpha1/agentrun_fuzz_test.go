@@ -2,8 +2,8 @@ package v1alpha1_test
 
 // Fuzz targets holding the webhook against the CRD: every input is admitted
 // twice, once by AgentRunValidator (after decoding it as the webhook server
-// does) and once by the generated CRD's schema and CEL rules evaluated with
-// the API server's own libraries (internal/crdvalidation), and the two must
+// does) and once by the generated CRD's schema and CEL rules evaluated with the
+// API server's own libraries (internal/testing/crdvalidation), and the two must
 // agree on accept or reject, but for the disagreements listed, with their
 // reasons, in agentrun_disagreements_test.go. make test runs the seed corpus
 // (testdata/fuzz); make fuzz runs each target for FUZZTIME.
@@ -26,7 +26,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/crdvalidation"
+	"github.com/agentrun/agentrun/internal/testing/crdvalidation"
 	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
 

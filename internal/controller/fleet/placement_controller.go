@@ -1,0 +1,225 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/placement"
+)
+
+// PlacementReconciler is the fleet's scheduler: it places each unpinned run
+// on the Ready host that has what the run needs (its secrets, its image, the
+// labels its hostSelector asks for, a free slot) and is the least loaded, by
+// writing status.host, as the kube-scheduler binds a Pod to a Node. A run no
+// host can take stays Pending with reason Unschedulable and a message naming,
+// per host, what it lacks; it is placed as soon as a host gains it.
+type PlacementReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// RecheckPeriod bounds how long an unschedulable run waits when no
+	// watched change wakes it.
+	RecheckPeriod ctrl.Result
+
+	// assumed holds the runs placed by this process whose placement the
+	// cache does not show yet, so that the next run's load counts them.
+	mu      sync.Mutex
+	assumed map[types.NamespacedName]string
+}
+
+// +kubebuilder:rbac:groups=agents.agentrun.dev,resources=podmanhosts,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=agents.agentrun.dev,resources=podmanhosts/status,verbs=get;update;patch
+
+// Reconcile places one run. Runs are placed one at a time (one worker), so
+// that each placement counts the ones before it.
+func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	run := &agentsv1alpha1.AgentRun{}
+	if err := p.Get(ctx, req.NamespacedName, run); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !awaitsPlacement(run) {
+		return ctrl.Result{}, nil
+	}
+	hosts, err := p.candidates(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	base := run.DeepCopy()
+	if run.Spec.ContinueFrom != "" {
+		// A continuing run goes where its session is kept, once the run
+		// it continues has finished.
+		earlier, st, err := agentruns.SessionSource(ctx, p.Client, run)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if st != nil {
+			if st.Phase.IsFinished() {
+				agentruns.MarkFinished(&run.Status, time.Now())
+			}
+			agentruns.ApplyState(&run.Status, run.Generation, *st)
+			if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+			}
+			return p.RecheckPeriod, nil
+		}
+		hosts = slices.DeleteFunc(hosts, func(h placement.Host) bool { return h.Name != earlier.Status.Host })
+	}
+	chosen, why := placement.Choose(run, hosts)
+	if chosen == "" {
+		before := agentruns.StateOf(&run.Status)
+		st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonUnschedulable, Message: why}
+		agentruns.ApplyState(&run.Status, run.Generation, st)
+		if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+		}
+		if before.Reason != st.Reason {
+			p.Recorder.Eventf(run, nil, corev1.EventTypeWarning, st.Reason, "Place", "%s", agentruns.TruncateUTF8(why, agentruns.MaxEventNoteBytes))
+		}
+		return p.RecheckPeriod, nil
+	}
+	run.Status.Host = chosen
+	agentruns.ApplyState(&run.Status, run.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonClaimed, Message: "placed on host " + chosen})
+	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			// Changed or gone since the cache's copy; the watch brings it.
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	p.mu.Lock()
+	p.assumed[req.NamespacedName] = chosen
+	p.mu.Unlock()
+	log.FromContext(ctx).V(1).Info("Placed AgentRun", "agentrun", req.NamespacedName, "host", chosen)
+	return ctrl.Result{}, nil
+}
+
+// awaitsPlacement tells whether a run is the scheduler's: unpinned,
+// unplaced, unfinished and not being deleted.
+func awaitsPlacement(run *agentsv1alpha1.AgentRun) bool {
+	return run.Spec.HostName == "" && run.Status.Host == "" && !run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero()
+}
+
+// candidates reads every PodmanHost with its load: the unfinished runs it
+// holds or that are pinned to it, counted from the runs themselves (fresher
+// than the host's own report), plus the placements the cache does not show
+// yet.
+func (p *PlacementReconciler) candidates(ctx context.Context) ([]placement.Host, error) {
+	list := &agentsv1alpha1.PodmanHostList{}
+	if err := p.List(ctx, list); err != nil {
+		return nil, fmt.Errorf("listing PodmanHosts: %w", err)
+	}
+	pending := p.unseenPlacements(ctx)
+	hosts := make([]placement.Host, 0, len(list.Items))
+	for i := range list.Items {
+		h := &list.Items[i]
+		line, err := agentruns.InLine(ctx, p.Client, h.Name)
+		if err != nil {
+			return nil, err
+		}
+		hosts = append(hosts, placement.FromPodmanHost(h, len(line)+pending[h.Name]))
+	}
+	return hosts, nil
+}
+
+// unseenPlacements counts, per host, the runs this process placed that the
+// cache does not show placed yet, forgetting the others.
+func (p *PlacementReconciler) unseenPlacements(ctx context.Context) map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for key, host := range p.assumed {
+		run := &agentsv1alpha1.AgentRun{}
+		if err := p.Get(ctx, key, run); err != nil || run.Status.Host != "" || !awaitsPlacement(run) {
+			delete(p.assumed, key)
+			continue
+		}
+		out[host]++
+	}
+	return out
+}
+
+// SetupWithManager watches unplaced runs, and wakes them all when a host
+// changes (it may have gained a secret, an image or a heartbeat) or a placed
+// run ends (its host has a free slot).
+func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	p.assumed = map[types.NamespacedName]string{}
+	wakeAll := handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			p.enqueueUnplaced(ctx, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			p.enqueueUnplaced(ctx, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			p.enqueueUnplaced(ctx, q)
+		},
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			run, ok := o.(*agentsv1alpha1.AgentRun)
+			return ok && awaitsPlacement(run)
+		}))).
+		Watches(&agentsv1alpha1.PodmanHost{}, wakeAll).
+		Watches(&agentsv1alpha1.AgentRun{}, wakeAll, builder.WithPredicates(slotFreed())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Named("placement").
+		Complete(p)
+}
+
+// slotFreed passes the events that free a host's slot: a placed run that
+// finishes or goes.
+func slotFreed() predicate.Predicate {
+	placed := func(o client.Object) bool {
+		run, ok := o.(*agentsv1alpha1.AgentRun)
+		return ok && run.Status.Host != ""
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return placed(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			oldRun, ok1 := e.ObjectOld.(*agentsv1alpha1.AgentRun)
+			newRun, ok2 := e.ObjectNew.(*agentsv1alpha1.AgentRun)
+			return ok1 && ok2 && placed(oldRun) && !oldRun.Status.Phase.IsFinished() && newRun.Status.Phase.IsFinished()
+		},
+	}
+}
+
+func (p *PlacementReconciler) enqueueUnplaced(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	waiting, err := agentruns.InLine(ctx, p.Client, agentruns.AnyHost)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Listing the runs that wait for a host")
+		return
+	}
+	for i := range waiting {
+		if awaitsPlacement(&waiting[i]) {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&waiting[i])})
+		}
+	}
+}
+
+func ignoreConflict(err error) error {
+	if apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,133 @@
+package host
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/claudecli"
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/policy"
+	"github.com/agentrun/agentrun/internal/runoutput"
+)
+
+// Defaults are the host's settings for what a run leaves out.
+type Defaults struct {
+	Image   string
+	Command []string
+}
+
+// maxNamePart bounds the namespace-and-name part of a container name so
+// names stay readable in `podman ps`; the UID suffix keeps them unique.
+const maxNamePart = 80
+
+// containerName is deterministic for a run and attempt, so a second create
+// after a crash fails with "already exists" instead of running twice.
+func containerName(run *agentsv1alpha1.AgentRun, attempt int32) string {
+	part := run.Namespace + "-" + run.Name
+	if len(part) > maxNamePart {
+		part = part[:maxNamePart]
+	}
+	uid := strings.ReplaceAll(string(run.UID), "-", "")
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	return fmt.Sprintf("agentrun-%s-%s-%d", strings.TrimRight(part, "-."), uid, attempt)
+}
+
+// runLabels selects every container of a run on one host.
+func runLabels(run *agentsv1alpha1.AgentRun, host string) map[string]string {
+	return map[string]string{
+		agentsv1alpha1.LabelNamespace: run.Namespace,
+		agentsv1alpha1.LabelName:      run.Name,
+		agentsv1alpha1.LabelUID:       string(run.UID),
+		agentsv1alpha1.LabelHost:      host,
+	}
+}
+
+// containerSpec builds the container for one attempt of a run. The prompt is
+// the command's last argument and AGENT_PROMPT; secrets stay names, for
+// Podman to resolve.
+func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attempt int32) (containers.Spec, error) {
+	p := run.Spec.Podman
+	spec := containers.Spec{
+		Name:    containerName(run, attempt),
+		Image:   run.Spec.Image,
+		Command: append([]string{}, run.Spec.Command...),
+		Workdir: run.Spec.Workdir,
+		Env:     map[string]string{},
+		Labels:  runLabels(run, host),
+		Network: p.Network,
+	}
+	spec.Labels[agentsv1alpha1.LabelAttempt] = strconv.Itoa(int(attempt))
+	if spec.Image == "" {
+		spec.Image = d.Image
+	}
+	if len(spec.Command) == 0 {
+		command, err := claudecli.Command(d.Command, run.Spec.Claude)
+		if err != nil {
+			return containers.Spec{}, err
+		}
+		spec.Command = command
+	}
+	spec.Command = append(spec.Command, run.Spec.Prompt)
+
+	for k, v := range p.Env {
+		// What the controller sets (the prompt, the secrets) wins over env,
+		// should validation ever have let such a name through.
+		if _, secret := p.SecretsEnv[k]; !secret {
+			spec.Env[k] = string(v)
+		}
+	}
+	spec.Env[agentsv1alpha1.PromptEnvVar] = run.Spec.Prompt
+	secretsPath := field.NewPath("spec", "podman", "secretsEnv")
+	for k, v := range p.SecretsEnv {
+		// Admission checks this too; the host checks again, since a run
+		// admitted under older rules may still be launched.
+		if errs := agentsv1alpha1.ValidateSecretName(secretsPath.Key(k), string(v)); len(errs) > 0 {
+			return containers.Spec{}, errs.ToAggregate()
+		}
+	}
+	spec.SecretEnv = runoutput.SecretEnv(run)
+	for i, v := range p.Volumes {
+		vol, err := agentsv1alpha1.ParseVolume(v)
+		if err != nil {
+			return containers.Spec{}, fmt.Errorf("spec.podman.volumes[%d]: %w", i, err)
+		}
+		spec.Mounts = append(spec.Mounts, containers.Mount{Source: vol.HostPath, Destination: vol.ContainerPath, Options: vol.Options})
+	}
+	var err error
+	if spec.MemoryBytes, err = policy.ParseMemory(p.Memory); err != nil {
+		return containers.Spec{}, fmt.Errorf("spec.podman.memory: %w", err)
+	}
+	if spec.NanoCPUs, err = policy.ParseCPUs(p.CPUs); err != nil {
+		return containers.Spec{}, fmt.Errorf("spec.podman.cpus: %w", err)
+	}
+	return spec, nil
+}
+
+// latestAttempt picks, among a run's containers, the one of its latest
+// attempt (by the attempt label).
+func latestAttempt(owned []containers.Container) (c containers.Container, attempt int32, ok bool) {
+	for _, o := range owned {
+		n, err := strconv.ParseInt(o.Labels[agentsv1alpha1.LabelAttempt], 10, 32)
+		if err == nil && int32(n) > attempt {
+			c, attempt, ok = o, int32(n), true
+		}
+	}
+	return c, attempt, ok
+}
+
+// secretNames lists the Podman secrets a run needs, sorted, without repeats.
+func secretNames(run *agentsv1alpha1.AgentRun) []string {
+	set := map[string]bool{}
+	for _, name := range run.Spec.Podman.SecretsEnv {
+		set[string(name)] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
