@@ -87,7 +87,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 PODMAN_PACKAGES := ./internal/podman/... ./internal/controller/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
-test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
+test: verify-generated check-fmt vet lint lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1 -timeout 30m
 	@$(MAKE) --no-print-directory test-podman5
 
