@@ -28,5 +28,8 @@ func Stream(ctx context.Context, cfg *rest.Config, r logserver.Request) (io.Read
 	for k, v := range r.Query() {
 		req = req.Param(k, v[0])
 	}
-	return req.Stream(ctx)
+	// A stream refused over a cap answers 429 with Retry-After, which
+	// client-go would otherwise retry ten times: the user would wait 50 s in
+	// silence for the refusal. It is theirs to read at once.
+	return req.MaxRetries(0).Stream(ctx)
 }

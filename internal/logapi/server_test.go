@@ -22,6 +22,10 @@ import (
 	"github.com/agentrun/agentrun/internal/logserver/logservertest"
 )
 
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
 func newNamespace(ctx context.Context) string {
 	GinkgoHelper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "logapi-"}}
@@ -114,9 +118,21 @@ var _ = Describe("The aggregated log API", func() {
 		for i := range limits.PerUser {
 			Expect(open(carol, "carol-"+string(rune('a'+i)))).To(Succeed())
 		}
-		err := open(carol, "carol-over")
+		// The refusal reaches the user at once: one request, not the ten
+		// retries client-go makes on a Retry-After by default (50 s of
+		// silence in kubectl agentrun logs).
+		var asked atomic.Int32
+		counted := rest.CopyConfig(carol)
+		counted.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				asked.Add(1)
+				return rt.RoundTrip(req)
+			})
+		}
+		err := open(counted, "carol-over")
 		Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "past the per-user cap: %v", err)
 		Expect(err.Error()).To(ContainSubstring(`user "carol" already follows`))
+		Expect(asked.Load()).To(BeEquivalentTo(1), "requests sent for one refused stream")
 		for i := range limits.PerHost - limits.PerUser {
 			Expect(open(dave, "dave-"+string(rune('a'+i)))).To(Succeed())
 		}
