@@ -64,6 +64,10 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
+.PHONY: lint
+lint: ## Run golangci-lint (.golangci.yml: govet, staticcheck, errcheck, gocritic, ..., and the Kubernetes API conventions over api/), built and cached by hack/golangci-lint.sh.
+	@lint=$$(hack/golangci-lint.sh) && "$$lint" run ./...
+
 .PHONY: lint-imports
 lint-imports: ## Fail when a package imports across the layers (api, internal, the host and the fleet, the Podman bindings, test helpers).
 	@hack/lint-imports.sh
@@ -83,7 +87,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 PODMAN_PACKAGES := ./internal/podman/... ./internal/controller/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
-test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
+test: verify-generated check-fmt vet lint lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1 -timeout 30m
 	@$(MAKE) --no-print-directory test-podman5
 
