@@ -65,6 +65,10 @@ check-fmt: ## Fail when a Go file is not gofmt-formatted.
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted: $$out"; exit 1; fi
 
+.PHONY: lint
+lint: ## Run golangci-lint (.golangci.yml: govet, staticcheck, errcheck, gocritic, ..., and the Kubernetes API conventions over api/), built and cached by hack/golangci-lint.sh.
+	@lint=$$(hack/golangci-lint.sh) && "$$lint" run ./...
+
 .PHONY: lint-imports
 lint-imports: ## Fail when a package imports across the layers (api, internal, the host and the fleet, the Podman bindings, test helpers).
 	@hack/lint-imports.sh
@@ -84,7 +88,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 PODMAN_PACKAGES := ./internal/podman/... ./internal/controller/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
-test: verify-generated check-fmt vet lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
+test: verify-generated check-fmt vet lint lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1 -timeout 30m
 	@$(MAKE) --no-print-directory test-podman5
 
@@ -97,6 +101,15 @@ podman5: podman agent-image image ## Start (or reuse) the Podman 5 API service b
 test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman 5 only.
 	@echo "test-podman5: the Podman-facing packages against Podman 5 (hack/podman5.sh), apart from the run above against $(AGENTRUN_PODMAN_SOCKET)"
 	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1 -timeout 30m
+
+# The inner loop's tier: every package's tests but the local fleet's, the
+# fault suite's and the end-to-end suite's (which start whole stacks), against
+# the host's Podman only. make test stays the gate.
+SLOW_PACKAGES := ./test/e2e ./test/fleet ./test/chaos ./test/bench
+
+.PHONY: test-fast
+test-fast: k8s-binaries podman agent-image ## Run the unit tests, the envtest suites and the real-Podman suites on the host's Podman; no fleet, chaos or end-to-end suites.
+	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $$(go list ./... | grep -v $(foreach p,$(SLOW_PACKAGES),-e '/$(patsubst ./%,%,$(p))$$')) -count=1 -timeout 10m
 
 .PHONY: podman5-stop
 podman5-stop: ## Stop the Podman 5 API service and remove what it set up (its storage stays in the cache).

@@ -15,6 +15,7 @@ import (
 type AgentRunSpec struct {
 	// Prompt is the task given to the agent. It is passed as the last argument
 	// of the command and as the environment variable AGENT_PROMPT.
+	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=65536
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
@@ -148,6 +149,7 @@ type AgentRunSpec struct {
 type NotifySpec struct {
 	// URL receives the POST: https, or http to the host's loopback only
 	// (127.0.0.1, [::1] or localhost), which never leaves the host.
+	// +required
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^(https://[^/?#@\s]+|http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?)([/?#]\S*)?$`
 	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\x00-\\x1f\\x7f-\\x9f]')`,message="url must not contain control characters (rule: no control characters)"
@@ -155,6 +157,7 @@ type NotifySpec struct {
 
 	// SecretName is the Podman secret on the run's host that holds the
 	// signing key. Its value never enters the API.
+	// +required
 	SecretName SecretName `json:"secretName"`
 }
 
@@ -493,8 +496,4 @@ type AgentRunList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AgentRun `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&AgentRun{}, &AgentRunList{})
 }

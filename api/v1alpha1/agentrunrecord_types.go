@@ -63,21 +63,26 @@ type AgentRunRecord struct {
 // AgentRunRecordSpec is how one AgentRun ended.
 type AgentRunRecordSpec struct {
 	// RunKey identifies the manifest that ran (RunKey).
+	// +required
 	// +kubebuilder:validation:MaxLength=128
 	RunKey string `json:"runKey"`
 
 	// RunUID is the UID of the AgentRun that ran.
+	// +required
 	RunUID types.UID `json:"runUID"`
 
 	// Host is the Podman host that ran it.
+	// +required
 	// +kubebuilder:validation:MaxLength=253
 	Host string `json:"host"`
 
 	// Phase is the terminal phase it reached.
+	// +required
 	// +kubebuilder:validation:Enum=Succeeded;Failed;Cancelled
 	Phase AgentRunPhase `json:"phase"`
 
 	// Reason is its final reason (Completed, ExitedNonZero, ...).
+	// +required
 	// +kubebuilder:validation:MaxLength=128
 	Reason string `json:"reason"`
 
@@ -107,8 +112,4 @@ type AgentRunRecordList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AgentRunRecord `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&AgentRunRecord{}, &AgentRunRecordList{})
 }

@@ -133,7 +133,3 @@ type PodmanHostList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PodmanHost `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&PodmanHost{}, &PodmanHostList{})
-}

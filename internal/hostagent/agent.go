@@ -333,7 +333,8 @@ func (a *Agent) podmanHost(ctx context.Context) (*agentsv1alpha1.PodmanHost, err
 	case err != nil:
 		return nil, err
 	}
-	if !maps.Equal(host.Labels, a.Labels) && !(len(host.Labels) == 0 && len(a.Labels) == 0) {
+	// maps.Equal takes no labels (nil) and an empty map as equal.
+	if !maps.Equal(host.Labels, a.Labels) {
 		labelled := host.DeepCopy()
 		labelled.Labels = maps.Clone(a.Labels)
 		if err := a.Client.Patch(ctx, labelled, client.MergeFrom(host)); err != nil {

@@ -66,7 +66,7 @@ func TestBeatPublishesTheHostAndItsHeartbeat(t *testing.T) {
 	if ready == nil || ready.Status != metav1.ConditionTrue || host.Labels["gpu"] != "true" || st.Capacity != 4 || st.Running != 2 ||
 		st.PodmanVersion != "fake" || strings.Join(st.Secrets, ",") != "github-token" || strings.Join(st.Images, ",") != image ||
 		st.DefaultImage != image || st.LastHeartbeatTime == nil {
-		t.Fatalf("PodmanHost = %+v %+v", host.ObjectMeta.Labels, st)
+		t.Fatalf("PodmanHost = %+v %+v", host.Labels, st)
 	}
 	lease := &coordinationv1.Lease{}
 	if err := a.Reader.Get(context.Background(), types.NamespacedName{Namespace: "agentrun-system", Name: "h1"}, lease); err != nil || lease.Spec.RenewTime == nil {

@@ -122,9 +122,13 @@ func (p *plugin) run(ctx context.Context, o *runOptions, name string, command []
 	}
 	switch o.dryRun {
 	case "client":
-		o.print.Complete("%s (dry run)")
+		if err := o.print.Complete("%s (dry run)"); err != nil {
+			return err
+		}
 	case "server":
-		o.print.Complete("%s (server dry run)")
+		if err := o.print.Complete("%s (server dry run)"); err != nil {
+			return err
+		}
 		if err := c.Create(ctx, run, client.DryRunAll); err != nil {
 			return err
 		}

@@ -116,6 +116,7 @@ func (s *Server) serveLog(w http.ResponseWriter, req *http.Request, open *stream
 		writeStatus(w, apierrors.NewServiceUnavailable("the fleet could not check the caller's permission with the API server"))
 		return
 	case decision != authorizer.DecisionAllow:
+		//nolint:staticcheck // ST1005: the API server's own wording for a refusal ("User \"x\" cannot get ..."), which kubectl shows as it is.
 		writeStatus(w, apierrors.NewForbidden(agentRuns, name, fmt.Errorf("User %q cannot get agentruns/log in the namespace %q", user.GetName(), ns)))
 		return
 	}
@@ -194,6 +195,7 @@ func (s *Server) proxy(w http.ResponseWriter, req *http.Request, r logserver.Req
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusGone:
+		//nolint:staticcheck // SA1019: its replacement, NewResourceExpired, says reason Expired; the plugin reads reason Gone (apierrors.IsGone) as the container being gone.
 		writeStatus(w, apierrors.NewGone(fmt.Sprintf("the container of agentrun %s/%s is gone", r.Namespace, r.Name)))
 		return
 	default:

@@ -189,8 +189,12 @@ func TestPinnedRunsMayWaitForTheirLostHost(t *testing.T) {
 	f := newFleetHarness(t, readyHost("a", 4), pinned)
 	f.lifecycle.PinnedRunsWait = true
 	f.clock.Step(time.Hour) // no Lease at all: counted from the host's creation
-	f.lifecycleAt("a", 0)
-	f.lifecycleAt("a", 41*time.Second)
+	if _, err := f.lifecycleAt("a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.lifecycleAt("a", 41*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	got := &agentsv1alpha1.AgentRun{}
 	f.get(client.ObjectKeyFromObject(pinned), got)
 	if got.Status.Phase != agentsv1alpha1.PhaseRunning || agentrunstest.Condition(got, agentsv1alpha1.ConditionHostLost).Status != metav1.ConditionTrue {
@@ -297,7 +301,9 @@ func TestARunLostBeforeItsLaunchWasRecordedMovesOnToTheNextAttempt(t *testing.T)
 				agentruns.ApplyState(&run.Status, 1, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonBackOff, Message: "retry soon"})
 			}
 			f := newFleetHarness(t, readyHost("a", 4), lease("a", now), run)
-			f.lifecycleAt("a", 0)
+			if _, err := f.lifecycleAt("a", 0); err != nil {
+				t.Fatal(err)
+			}
 			if reason, _ := f.lifecycleAt("a", 41*time.Second); reason != agentsv1alpha1.ReasonHeartbeatLost {
 				t.Fatalf("host a: %s", reason)
 			}

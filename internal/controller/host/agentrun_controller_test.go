@@ -98,6 +98,15 @@ func (h *harness) reconcile(name string) (*agentsv1alpha1.AgentRun, ctrl.Result,
 	return run, res, err
 }
 
+// pass runs one pass whose outcome the test reads elsewhere (the fake Podman,
+// the stored run), failing the test if the pass returns an error.
+func (h *harness) pass(name string) {
+	h.t.Helper()
+	if _, _, err := h.reconcile(name); err != nil {
+		h.t.Fatalf("reconcile %s: %v", name, err)
+	}
+}
+
 // reconcileUntil runs passes until the run reaches phase, failing after a few.
 func (h *harness) reconcileUntil(name string, phase agentsv1alpha1.AgentRunPhase) *agentsv1alpha1.AgentRun {
 	h.t.Helper()
@@ -152,8 +161,8 @@ func TestReconcileLaunchesAndRecordsSuccess(t *testing.T) {
 		t.Errorf("a secret variable must reach Podman as a secret reference, not a plain value")
 	}
 
-	h.reconcile("ok")
-	h.reconcile("ok")
+	h.pass("ok")
+	h.pass("ok")
 
 	if err := h.podman.Exit(run.Status.ContainerName, 0, "thinking...\nall 3 PRs look good\n"); err != nil {
 		t.Fatal(err)
@@ -181,7 +190,7 @@ func TestReconcileLaunchesAndRecordsSuccess(t *testing.T) {
 		t.Fatalf("container or finalizer left: %v, %v", h.podman.All(), run.Finalizers)
 	}
 	calls := h.podman.Calls("List") + h.podman.Calls("Inspect") + h.podman.Calls("Remove")
-	h.reconcile("ok")
+	h.pass("ok")
 	if after := h.podman.Calls("List") + h.podman.Calls("Inspect") + h.podman.Calls("Remove"); after != calls {
 		t.Errorf("a finished run made %d more Podman calls", after-calls)
 	}
@@ -261,7 +270,7 @@ func TestReconcileSurvivesPodmanOutage(t *testing.T) {
 	run := agentrunstest.Run("down")
 	run.Spec.Podman.SecretsEnv = nil
 	h := newHarness(t, run)
-	h.reconcile("down") // claim
+	h.pass("down") // claim
 	h.podman.SetUnavailable(true)
 	run, _, err := h.reconcile("down")
 	if err == nil {
@@ -303,7 +312,7 @@ func TestReconcileAdoptsContainerOfEarlierPass(t *testing.T) {
 	run := agentrunstest.Run("adopt")
 	run.Spec.Podman.SecretsEnv = nil
 	h := newHarness(t, run)
-	h.reconcile("adopt") // claim
+	h.pass("adopt") // claim
 	// A manager that crashed after creating the container, before recording it.
 	spec, err := containerSpec(run, h.r.Defaults, agentrunstest.Host, 1)
 	if err != nil {

@@ -19,9 +19,9 @@ func TestDeadlineStopsTheContainer(t *testing.T) {
 	h := newHarness(t, agentrunstest.PlainRun("slow", func(r *agentsv1alpha1.AgentRun) {
 		r.Spec.Timeout = &metav1.Duration{Duration: 20 * time.Millisecond}
 	}))
-	run := h.reconcileUntil("slow", agentsv1alpha1.PhaseRunning)
+	h.reconcileUntil("slow", agentsv1alpha1.PhaseRunning)
 	h.clock.Step(30 * time.Millisecond)
-	run = h.reconcileUntil("slow", agentsv1alpha1.PhaseFailed)
+	run := h.reconcileUntil("slow", agentsv1alpha1.PhaseFailed)
 	if c := agentrunstest.Condition(run, agentsv1alpha1.ConditionFailed); c.Reason != agentsv1alpha1.ReasonDeadlineExceeded {
 		t.Fatalf("Failed = %+v, want DeadlineExceeded", c)
 	}
@@ -90,7 +90,7 @@ func TestRetriesExhausted(t *testing.T) {
 		if err := h.podman.Exit(run.Status.ContainerName, 2, "no\n"); err != nil {
 			t.Fatal(err)
 		}
-		h.reconcile("bad")
+		h.pass("bad")
 		h.clock.Step(5 * time.Millisecond)
 	}
 	run := h.reconcileUntil("bad", agentsv1alpha1.PhaseFailed)
@@ -107,7 +107,7 @@ func TestTTLDeletesFinishedRun(t *testing.T) {
 	}
 	h.reconcileUntil("short-lived", agentsv1alpha1.PhaseSucceeded)
 	for range 3 {
-		h.reconcile("short-lived")
+		h.pass("short-lived")
 	}
 	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(run), &agentsv1alpha1.AgentRun{}); err == nil {
 		t.Fatalf("the run should be deleted once its TTL expired")

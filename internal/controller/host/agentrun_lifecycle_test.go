@@ -57,9 +57,9 @@ func TestCancelledByNamesTheLatestClient(t *testing.T) {
 	t1 := metav1.NewTime(t0.Add(time.Minute))
 	run := &agentsv1alpha1.AgentRun{}
 	run.ManagedFields = []metav1.ManagedFieldsEntry{
-		{Manager: "kubectl-client-side-apply", Time: &t0, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:prompt":{}}}`)}},
-		{Manager: "argocd-controller", Time: &t1, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:cancel":{}}}`)}},
-		{Manager: "agentrun-host-a", Time: &t1, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{"f:phase":{}}}`)}},
+		{Manager: "kubectl-client-side-apply", Time: &t0, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:prompt":{}}}`)},
+		{Manager: "argocd-controller", Time: &t1, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:cancel":{}}}`)},
+		{Manager: "agentrun-host-a", Time: &t1, FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:phase":{}}}`)},
 	}
 	if got := cancelledBy(run); got != "argocd-controller" {
 		t.Errorf("cancelledBy = %q", got)

@@ -117,7 +117,7 @@ func TestARecreatedRunOfTheSameManifestEndsAsRecordedWithoutLaunching(t *testing
 	// Its TTL does not delete it: the next sync would only create it again.
 	h.clock.Step(2 * time.Hour)
 	for range 2 {
-		h.reconcile("once")
+		h.pass("once")
 	}
 	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(first), &agentsv1alpha1.AgentRun{}); err != nil {
 		t.Errorf("the AlreadyRan run was deleted: %v", err)
@@ -194,7 +194,7 @@ func TestTheHostWritesNoRecordAndADeletedRunWaitsForTheFleetsRecord(t *testing.T
 	// The TTL deletes it and its container goes; the fleet is down: the
 	// run waits, held by the fleet's finalizer alone.
 	for range 2 {
-		h.reconcile("held")
+		h.pass("held")
 	}
 	held := &agentsv1alpha1.AgentRun{}
 	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(first), held); err != nil {

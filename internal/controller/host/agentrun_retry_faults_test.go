@@ -74,7 +74,7 @@ func secondAttemptSucceeds(t *testing.T, h *harness, name, first string) {
 	if run.Status.Attempts != 2 || *run.Status.ExitCode != 0 {
 		t.Fatalf("the second attempt's result must stand: %+v", run.Status)
 	}
-	h.reconcile(name) // cleanup
+	h.pass(name) // cleanup
 	if left := h.podman.All(); len(left) != 0 {
 		t.Errorf("containers left after the run finished: %+v", left)
 	}
@@ -128,7 +128,7 @@ func TestFailedAttemptsContainerGoesWithTheRunWhenItsRemovalFailed(t *testing.T)
 		t.Fatal(err)
 	}
 	h.reconcileUntil("sticky", agentsv1alpha1.PhaseSucceeded)
-	h.reconcile("sticky")
+	h.pass("sticky")
 	if left := h.podman.All(); len(left) != 0 {
 		t.Errorf("containers left after the run finished (the first was %s): %+v", first, left)
 	}

@@ -116,7 +116,7 @@ func (c *sessionCopy) openDir(parent *os.Root, name, rel string) (*os.Root, bool
 		return nil, false
 	}
 	if opened, err := dir.Stat("."); err != nil || !os.SameFile(info, opened) {
-		dir.Close()
+		_ = dir.Close() // only looked at: a failed Close loses nothing
 		c.skip(rel)
 		return nil, false
 	}

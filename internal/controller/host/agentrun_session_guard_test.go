@@ -306,7 +306,7 @@ func TestNoSessionHandlingBeforeTheRunHasASlotItsSecretsAndItsImage(t *testing.T
 				t.Fatal(err)
 			}
 			run := h.reconcileUntil("second", agentsv1alpha1.PhasePending)
-			h.reconcile("second")
+			h.pass("second")
 			if entries, _ := os.ReadDir(h.r.SessionDir); len(entries) != 1 {
 				t.Errorf("while the run waits (%s), the session directory holds %v", agentrunstest.Condition(run, agentsv1alpha1.ConditionStarted).Reason, entries)
 			}

@@ -101,7 +101,7 @@ func TestAContinuingRunWaitsThenResumesTheSessionInADirectoryOfItsOwn(t *testing
 		t.Run(map[bool]string{false: "continue", true: "fork"}[fork], func(t *testing.T) {
 			h := sessionHarness(t, agentrunstest.PlainRun("first", nil), continuing("second", "first", fork))
 			first := h.reconcileUntil("first", agentsv1alpha1.PhaseRunning)
-			h.reconcile("second") // claims it
+			h.pass("second") // claims it
 			if c := agentrunstest.Condition(h.reconcileUntil("second", agentsv1alpha1.PhasePending), agentsv1alpha1.ConditionStarted); c.Reason != agentsv1alpha1.ReasonWaitingForSession {
 				t.Fatalf("while the first runs, Started = %+v; want WaitingForSession", c)
 			}

@@ -24,24 +24,24 @@ var statuses = []string{"Healthy", "Progressing", "Degraded", "Suspended", "Miss
 
 // Evaluate runs script against obj (an object as unstructured JSON).
 func Evaluate(script string, obj map[string]any) (Health, error) {
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer L.Close()
+	state := lua.NewState(lua.Options{SkipOpenLibs: true})
+	defer state.Close()
 	// Argo CD gives health scripts these libraries and no os or io.
 	for _, lib := range []struct {
 		name string
 		open lua.LGFunction
 	}{{lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.StringLibName, lua.OpenString}, {lua.MathLibName, lua.OpenMath}} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
+		state.Push(state.NewFunction(lib.open))
+		state.Push(lua.LString(lib.name))
+		state.Call(1, 0)
 	}
-	L.SetGlobal("obj", toLua(L, obj))
-	if err := L.DoString(script); err != nil {
+	state.SetGlobal("obj", toLua(state, obj))
+	if err := state.DoString(script); err != nil {
 		return Health{}, err
 	}
-	table, ok := L.Get(-1).(*lua.LTable)
+	table, ok := state.Get(-1).(*lua.LTable)
 	if !ok {
-		return Health{}, fmt.Errorf("the script returned %s, not a table", L.Get(-1).Type())
+		return Health{}, fmt.Errorf("the script returned %s, not a table", state.Get(-1).Type())
 	}
 	h := Health{Status: lua.LVAsString(table.RawGetString("status")), Message: lua.LVAsString(table.RawGetString("message"))}
 	if !slices.Contains(statuses, h.Status) {
@@ -52,18 +52,18 @@ func Evaluate(script string, obj map[string]any) (Health, error) {
 
 // toLua converts unstructured JSON (maps, slices, strings, numbers, bools) to
 // Lua values; lists become 1-based tables, as in Argo CD.
-func toLua(L *lua.LState, v any) lua.LValue {
+func toLua(state *lua.LState, v any) lua.LValue {
 	switch v := v.(type) {
 	case map[string]any:
-		t := L.NewTable()
+		t := state.NewTable()
 		for k, e := range v {
-			t.RawSetString(k, toLua(L, e))
+			t.RawSetString(k, toLua(state, e))
 		}
 		return t
 	case []any:
-		t := L.NewTable()
+		t := state.NewTable()
 		for _, e := range v {
-			t.Append(toLua(L, e))
+			t.Append(toLua(state, e))
 		}
 		return t
 	case string:
