@@ -15,9 +15,9 @@ import (
 	"go/doc"
 	"go/parser"
 	"go/token"
-	"io/fs"
 	"log"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 
@@ -54,27 +54,31 @@ type goType struct {
 // readTypes parses the package's Go files (not its tests or generated code)
 // and returns its struct types by name.
 func readTypes(dir string) (map[string]goType, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, dir, func(fi fs.FileInfo) bool {
-		return !strings.HasSuffix(fi.Name(), "_test.go") && !strings.HasPrefix(fi.Name(), "zz_generated")
-	}, parser.ParseComments)
+	var files []*ast.File
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") || strings.HasPrefix(name, "zz_generated") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, parser.ParseComments)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	p, err := doc.NewFromFiles(fset, files, "github.com/agentrun/agentrun/"+dir)
 	if err != nil {
 		return nil, err
 	}
 	types := map[string]goType{}
-	for _, pkg := range pkgs {
-		var files []*ast.File
-		for _, f := range pkg.Files {
-			files = append(files, f)
-		}
-		p, err := doc.NewFromFiles(fset, files, "github.com/agentrun/agentrun/"+dir)
-		if err != nil {
-			return nil, err
-		}
-		for _, t := range p.Types {
-			if st, ok := t.Decl.Specs[0].(*ast.TypeSpec).Type.(*ast.StructType); ok {
-				types[t.Name] = goType{doc: t.Doc, fields: st.Fields.List}
-			}
+	for _, t := range p.Types {
+		if st, ok := t.Decl.Specs[0].(*ast.TypeSpec).Type.(*ast.StructType); ok {
+			types[t.Name] = goType{doc: t.Doc, fields: st.Fields.List}
 		}
 	}
 	if _, ok := types[rootType]; !ok {
