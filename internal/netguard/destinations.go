@@ -20,6 +20,22 @@ var ErrNotAllowed = errors.New("destination not allowed")
 // as private.
 var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
 
+// IPv6 prefixes whose addresses a translator or a relay turns into IPv4
+// addresses: what such an address reaches is the IPv4 address inside it.
+var (
+	// nat64 is NAT64's well-known prefix (RFC 6052): the IPv4 address is
+	// the last 32 bits.
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+	// nat64Local is for a network's own NAT64 (RFC 8215). Where the IPv4
+	// address sits depends on the prefix length that network chose (RFC
+	// 6052 allows /32 to /96), which the host cannot know, and IANA lists
+	// the range as not globally reachable: refused whole, as a private
+	// range is.
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	// sixToFour is 6to4 (RFC 3056): the IPv4 address is bits 16 to 47.
+	sixToFour = netip.MustParsePrefix("2002::/16")
+)
+
 // Destinations says where the host may connect for a run. A run's author
 // chooses the name, and the host connects from its own network: without
 // this check a connection reaches the host's loopback services, the cloud's
@@ -45,8 +61,13 @@ func (d Destinations) Check(ip netip.Addr) error {
 	// Not global unicast: loopback, link-local (169.254.0.0/16 holds the
 	// clouds' metadata services, fe80::/10), multicast, and the unspecified
 	// address, which a dial sends to the host itself.
-	if !ip.IsGlobalUnicast() || ip.IsPrivate() || sharedAddressSpace.Contains(ip) {
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() || sharedAddressSpace.Contains(ip) || nat64Local.Contains(ip) {
 		return fmt.Errorf("%w: %s is not a public address", ErrNotAllowed, ip)
+	}
+	if v4, ok := embeddedIPv4(ip); ok {
+		if err := d.Check(v4); err != nil {
+			return fmt.Errorf("%w (%s carries it)", err, ip)
+		}
 	}
 	own, err := d.hostAddresses()
 	if err != nil {
@@ -58,6 +79,19 @@ func (d Destinations) Check(ip netip.Addr) error {
 		}
 	}
 	return nil
+}
+
+// embeddedIPv4 is the IPv4 address that a NAT64 translator or a 6to4 relay
+// sends ip's packets to.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	b := ip.As16()
+	switch {
+	case nat64.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 func (d Destinations) hostAddresses() ([]netip.Addr, error) {

@@ -34,3 +34,28 @@ func TestDestinationsRefuseTheHostsNetworks(t *testing.T) {
 		}
 	}
 }
+
+// An IPv6 address that a translator (NAT64) or a tunnel (6to4) turns into an
+// IPv4 address reaches that IPv4 address: it is refused when that one is.
+func TestDestinationsRefuseTheHostsNetworksBehindIPv6Translation(t *testing.T) {
+	own := func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("203.0.113.5")}, nil }
+	d := Destinations{ownAddresses: own}
+	for _, ip := range []string{
+		"64:ff9b::127.0.0.1", "64:ff9b::169.254.169.254", "64:ff9b::10.0.0.7", "64:ff9b::203.0.113.5", // NAT64's well-known prefix
+		"64:ff9b:1::8.8.8.8", "64:ff9b:1:ffff::a00:7", // local-use NAT64: where the IPv4 address sits is the network's choice
+		"2002:7f00:1::1", "2002:a9fe:a9fe::", "2002:c0a8:101::1", "2002:cb00:7105::1", // 6to4
+	} {
+		if err := d.Check(netip.MustParseAddr(ip)); !errors.Is(err, ErrNotAllowed) {
+			t.Errorf("%s: %v, want it refused", ip, err)
+		}
+	}
+	for _, ip := range []string{"64:ff9b::8.8.8.8", "2002:808:808::1"} {
+		if err := d.Check(netip.MustParseAddr(ip)); err != nil {
+			t.Errorf("%s: %v, want it allowed", ip, err)
+		}
+	}
+	d.Allowed = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	if err := d.Check(netip.MustParseAddr("64:ff9b::10.0.0.7")); err != nil {
+		t.Errorf("64:ff9b::10.0.0.7 with 10.0.0.0/8 allowed: %v", err)
+	}
+}
