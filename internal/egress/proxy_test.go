@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -63,6 +64,30 @@ func TestPlainHTTPForwardsNeitherProxyCredentialsNorHopByHopHeaders(t *testing.T
 	}
 }
 
+// A plain-HTTP request's Host header cannot name another site than its URL,
+// the name checked.
+func TestPlainHTTPSendsTheNameChecked(t *testing.T) {
+	up := startUpstreams(t)
+	p := newProxy(Config{Resolver: resolve(names), Destinations: allowLoopback}, up, nil)
+	_, sock := serve(t, p, nil, "allowed.example.com")
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET http://allowed.example.com/ HTTP/1.1\r\nHost: denied.example.com\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if body, err := io.ReadAll(resp.Body); err != nil || string(body) != "reached allowed.example.com" {
+		t.Errorf("a request for allowed.example.com with Host: denied.example.com: %q %v", body, err)
+	}
+}
+
 func TestADeniedNameIsRefusedCountedAndNeverShowsTheURL(t *testing.T) {
 	const token = "tok-q7Zx2vLm9Rw4"
 	up := startUpstreams(t)
@@ -99,7 +124,8 @@ func TestADeniedNameIsRefusedCountedAndNeverShowsTheURL(t *testing.T) {
 func TestAnIPAddressIsRefusedAsATarget(t *testing.T) {
 	up := startUpstreams(t)
 	p := newProxy(Config{Resolver: resolve(names), Destinations: allowLoopback}, up, nil)
-	s, sock := serve(t, p, nil, "allowed.example.com")
+	var seen attempts
+	s, sock := serve(t, p, seen.observe, "allowed.example.com")
 	for _, authority := range []string{"127.0.0.1:443", "[::1]:443", "127.0.0.1:80", "2130706433:443"} {
 		if _, code := connect(t, sock, authority); code != http.StatusForbidden {
 			t.Errorf("CONNECT %s: %d, want 403", authority, code)
@@ -110,6 +136,11 @@ func TestAnIPAddressIsRefusedAsATarget(t *testing.T) {
 	}
 	if st := s.Stats(); st.RefusedNames != 5 || up.connections.Load() != 0 {
 		t.Errorf("stats %+v, upstream connections %d: want 5 refused names, no connection", st, up.connections.Load())
+	}
+	for _, a := range seen.all() {
+		if a.Target != "(not a host name):443" && !strings.Contains(a.Reason, "IP address") {
+			t.Errorf("observed %+v, want the reason to say it is an IP address", a)
+		}
 	}
 }
 
@@ -254,14 +285,16 @@ func TestCloseCutsARunsTunnelsAndSocket(t *testing.T) {
 	if _, err := io.ReadFull(tunnel, buf); code != http.StatusOK || err != nil || string(buf) != "ping" {
 		t.Fatalf("the tunnel: %d %q %v", code, buf, err)
 	}
-	if err := s.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
 	if err := tunnel.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil { // bounds a failure only
 		t.Fatal(err)
 	}
 	if _, err := tunnel.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("the tunnel after Close: %v, want it cut", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
 	}
 	if c, err := net.Dial("unix", sock); err == nil {
 		c.Close()
