@@ -14,7 +14,7 @@ import (
 // forwarder is the run's plain-HTTP forwarding: absolute-form requests
 // ("GET http://host/path"), each checked against the run's list.
 func (s *Server) forwarder() http.Handler {
-	transport := &http.Transport{
+	s.transport = &http.Transport{
 		// Proxy stays nil: a proxy from the manager's environment would
 		// take the requests past these checks.
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -40,7 +40,7 @@ func (s *Server) forwarder() http.Handler {
 			pr.Out.Host = strings.TrimSuffix(pr.Out.URL.Host, ":80")
 			pr.Out.URL.User = nil
 		},
-		Transport: transport,
+		Transport: s.transport,
 		ModifyResponse: func(r *http.Response) error {
 			s.decide(Attempt{Outcome: Allowed, Target: r.Request.URL.Host})
 			return nil

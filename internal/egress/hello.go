@@ -26,6 +26,8 @@ var errHelloRead = errors.New("client hello read")
 // records what it reads and sends nothing back, stopped by
 // GetConfigForClient, which sees the parsed hello before anything is
 // answered. Bytes that are not a ClientHello fail the handshake before.
+// crypto/tls reads at most one handshake message of 64 KiB, which bounds
+// what is kept.
 func readClientHello(c net.Conn, in io.Reader, timeout time.Duration) (clientHello, error) {
 	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return clientHello{}, err

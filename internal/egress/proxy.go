@@ -115,8 +115,11 @@ type Server struct {
 	slots   chan struct{}
 	http    *http.Server
 	forward http.Handler
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// transport keeps plain HTTP's upstream connections for reuse, this
+	// run's only.
+	transport *http.Transport
+	ctx       context.Context
+	cancel    context.CancelFunc
 
 	mu     sync.Mutex
 	closed bool
@@ -169,6 +172,7 @@ func (s *Server) Close() error {
 		_ = c.Close()
 	}
 	s.wg.Wait()
+	s.transport.CloseIdleConnections()
 	return err
 }
 
