@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/url"
 	"syscall"
+
+	"github.com/agentrun/agentrun/internal/netguard"
 )
 
 // The classes of failed deliveries.
@@ -66,7 +68,7 @@ func classify(code int, err error) string {
 	switch {
 	case code != 0:
 		return fmt.Sprintf("HTTP status %d", code)
-	case errors.Is(err, ErrDestinationNotAllowed):
+	case errors.Is(err, netguard.ErrNotAllowed):
 		return ClassNotAllowed
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
 		return ClassTimeout

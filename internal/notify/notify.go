@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/agentrun/agentrun/internal/netguard"
 )
 
 // The headers of a callback.
@@ -32,8 +34,8 @@ const (
 // It uses no proxy from the environment: a proxy would make the connection
 // the check sees the proxy's, and the destination the proxy's to reach.
 // timeout bounds each delivery, answer included.
-func NewClient(to Destinations, timeout time.Duration) *http.Client {
-	dialer := &net.Dialer{Timeout: timeout, Control: to.control}
+func NewClient(to netguard.Destinations, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: timeout, Control: to.Control}
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{

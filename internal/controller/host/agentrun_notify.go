@@ -21,6 +21,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/netguard"
 	"github.com/agentrun/agentrun/internal/notify"
 )
 
@@ -82,7 +83,7 @@ type callbackState struct {
 // leads, as its reconciler is.
 func (r *AgentRunReconciler) setupCallbacks(mgr ctrl.Manager) error {
 	r.callbacks.queue = notify.NewQueue(r.Clock)
-	r.callbacks.client = notify.NewClient(notify.Destinations{Allowed: r.NotifyAllowedCIDRs}, r.NotifyTimeout)
+	r.callbacks.client = notify.NewClient(netguard.Destinations{Allowed: r.NotifyAllowedCIDRs}, r.NotifyTimeout)
 	return mgr.Add(manager.RunnableFunc(r.deliverCallbacks))
 }
 
