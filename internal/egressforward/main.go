@@ -47,7 +47,6 @@ const usage = `usage:
       if the forwarder cannot start, COMMAND is not run (exit code 121)
   agentrun-forward serve [flags]
       run the forwarder in the foreground
-flags:
 `
 
 // Main runs the binary with args (without the program's name) and returns
@@ -55,7 +54,7 @@ flags:
 // process has become the command.
 func Main(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		_, _ = fmt.Fprint(stderr, usage)
 		return ExitUsage
 	}
 	switch args[0] {
@@ -64,7 +63,8 @@ func Main(args []string, stderr io.Writer) int {
 	case "serve":
 		return serveRole(args[1:], stderr)
 	}
-	fmt.Fprintf(stderr, "agentrun-forward: unknown role %q\n%s", args[0], usage)
+	complain(stderr, "unknown role %q", args[0])
+	_, _ = fmt.Fprint(stderr, usage)
 	return ExitUsage
 }
 
@@ -73,7 +73,7 @@ func Main(args []string, stderr io.Writer) int {
 func flags(role string, c *Config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("agentrun-forward "+role, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.Usage = func() { _, _ = fmt.Fprint(stderr, usage+"flags:\n"); fs.PrintDefaults() }
 	*c = Defaults
 	fs.StringVar(&c.Listen, "listen", c.Listen, "the TCP address to listen on")
 	fs.StringVar(&c.Socket, "socket", c.Socket, "the egress proxy's Unix socket")
@@ -93,12 +93,12 @@ func execRole(args []string, stderr io.Writer) int {
 	// that cannot run.
 	path, err := exec.LookPath(command[0])
 	if err != nil {
-		fmt.Fprintf(stderr, "agentrun-forward: %v\n", err)
+		complain(stderr, "%v", err)
 		return ExitNotFound
 	}
 	self, err := os.Executable()
 	if err != nil {
-		fmt.Fprintf(stderr, "agentrun-forward: finding its own binary: %v\n", err)
+		complain(stderr, "finding its own binary: %v", err)
 		return ExitNoForwarder
 	}
 	// Start ties the forwarder's life to this thread; Exec must replace the
@@ -106,12 +106,12 @@ func execRole(args []string, stderr io.Writer) int {
 	runtime.LockOSThread()
 	addr, err := Start(self, c)
 	if err != nil {
-		fmt.Fprintf(stderr, "agentrun-forward: the egress forwarder did not start (%v); "+
-			"not running %s, which would have no network\n", err, command[0])
+		complain(stderr, "the egress forwarder did not start (%v); "+
+			"not running %s, which would have no network", err, command[0])
 		return ExitNoForwarder
 	}
 	err = syscall.Exec(path, command, ProxyEnv(os.Environ(), addr))
-	fmt.Fprintf(stderr, "agentrun-forward: running %s: %v\n", command[0], err)
+	complain(stderr, "running %s: %v", command[0], err)
 	return ExitCannotRun
 }
 
@@ -128,16 +128,22 @@ func serveRole(args []string, stderr io.Writer) int {
 		if *readyFD > 0 {
 			signalFailure(*readyFD, err)
 		} else {
-			fmt.Fprintf(stderr, "agentrun-forward: %v\n", err)
+			complain(stderr, "%v", err)
 		}
 		return 1
 	}
 	if *readyFD > 0 {
 		if err := signalReady(*readyFD, l.Addr().String()); err != nil {
-			fmt.Fprintf(stderr, "agentrun-forward: signalling readiness: %v\n", err)
+			complain(stderr, "signalling readiness: %v", err)
 			return 1
 		}
 	}
 	Serve(l, c.Socket, c.MaxConns)
 	return 0
+}
+
+// complain writes one line about a failure of the binary's own to stderr,
+// which in a run's container is the run's output.
+func complain(stderr io.Writer, format string, args ...any) {
+	_, _ = fmt.Fprintf(stderr, "agentrun-forward: "+format+"\n", args...)
 }
