@@ -37,7 +37,11 @@ type Config struct {
 }
 
 // Defaults are the settings the host's reconciler relies on when it mounts
-// the proxy's socket and sets nothing else.
+// the proxy's socket and sets nothing else. The host mounts the socket's
+// directory at /run/agentrun, not the socket itself: a mount of the file
+// would keep pointing at the old socket once a restarted proxy made a new
+// one. The container's user must be able to search that directory and
+// write to the socket (connecting is writing); the mount may be read-only.
 var Defaults = Config{Listen: "127.0.0.1:3128", Socket: "/run/agentrun/egress.sock", MaxConns: 512}
 
 const usage = `usage:
