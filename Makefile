@@ -142,10 +142,13 @@ chaos: k8s-binaries podman podman5 ## Run the fault suite (test/chaos) at full s
 
 ##@ Build
 
+# bin/agentrun-forward is mounted into every run's container: static (CGO off,
+# above), standard library only (make lint-imports) and stripped.
 .PHONY: build
-build: ## Build the manager binary and the kubectl plugin (bin/kubectl-agentrun: on PATH, kubectl agentrun).
+build: ## Build the manager binary, the kubectl plugin (bin/kubectl-agentrun: on PATH, kubectl agentrun) and the runs' egress forwarder (bin/agentrun-forward).
 	go build -o $(LOCALBIN)/manager ./cmd
 	go build -o $(LOCALBIN)/kubectl-agentrun ./cmd/kubectl-agentrun
+	go build -trimpath -ldflags='-s -w' -o $(LOCALBIN)/agentrun-forward ./cmd/agentrun-forward
 
 .PHONY: image
 image: build podman ## Build (or reuse) the image localhost/agentrun-manager:VERSION (and :latest) from bin/manager, FROM scratch, with Podman.

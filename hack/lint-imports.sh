@@ -33,7 +33,11 @@
 #      one beside the package it serves whose name ends in "test"
 #      (podmantest, runtimetest, logservertest, controllertest, ...) or is
 #      "fake" (Kubernetes' habit: client-go's kubernetes/fake); test helpers
-#      may import each other.
+#      may import each other;
+#   7. the egress forwarder (cmd/agentrun-forward) depends, even through
+#      other packages, on the standard library and internal/egressforward
+#      alone: the binary is mounted into every run's container, where it
+#      must stay small, static, and carry no code a run has no use for.
 #
 # Run it through make, which sets the build tags the Podman bindings need
 # (GOFLAGS): without them go list sees a different set of files.
@@ -107,6 +111,18 @@ binary=$(go list -deps -f '{{.ImportPath}} {{join .Imports " "}}' ./cmd/... |
           print "./cmd/... depends on the test helper " $i " (imported by " $1 "): the manager binary must not depend on a test helper, even through other packages"
     }' | sort -u)
 
+# Rule 7: what the forwarder's binary depends on beyond the standard library
+# and its own package, and through which package.
+forwarder=$(go list -deps -f '{{.ImportPath}} {{.Standard}} {{join .Imports " "}}' ./cmd/agentrun-forward |
+  awk -v mod="$mod" '
+    function allowed(p) { return p == mod "/cmd/agentrun-forward" || p == mod "/internal/egressforward" }
+    { standard[$1] = ($2 == "true"); for (i = 3; i <= NF; i++) importers[$i] = importers[$i] " " $1 }
+    END {
+      for (p in standard)
+        if (!standard[p] && !allowed(p))
+          print "./cmd/agentrun-forward depends on " p " (imported by" importers[p] "): the forwarder in every run'"'"'s container may use only the standard library and internal/egressforward"
+    }' | sort)
+
 # Rule 2: every package api/ depends on, and through which of its direct
 # imports, so that the message says where to cut.
 transitive=$(go list -deps -f '{{.ImportPath}}|{{join .Imports " "}}|{{join .Deps " "}}' ./api/... |
@@ -133,12 +149,13 @@ transitive=$(go list -deps -f '{{.ImportPath}}|{{join .Imports " "}}|{{join .Dep
       }
     }')
 
-if [[ -n $direct$transitive$binary ]]; then
+if [[ -n $direct$transitive$binary$forwarder ]]; then
   {
     echo "lint-imports: imports that cross agentrun's layers:"
     [[ -z $direct ]] || sed 's/^/  /' <<<"$direct"
     [[ -z $transitive ]] || sort <<<"$transitive" | sed 's/^/  /'
     [[ -z $binary ]] || sed 's/^/  /' <<<"$binary"
+    [[ -z $forwarder ]] || sed 's/^/  /' <<<"$forwarder"
   } >&2
   exit 1
 fi
