@@ -10,8 +10,11 @@ import (
 // Configuration is the manager's settings file, given with --config. One file
 // serves every mode: a process reads the shared sections and the section of
 // what it runs (host, fleet) and ignores the other. What an operator passes
-// per machine stays on the command line: --mode, --host-name, --kubeconfig and
-// the logging flags.
+// per machine stays on the command line: --mode (comma-separated webhook,
+// fleet and host, the last also called reconciler; default all, the three),
+// --host-name (a lower-case DNS name, which names the host's PodmanHost and
+// heartbeat Lease; default the machine's host name, lower-cased),
+// --kubeconfig and the logging flags.
 type Configuration struct {
 	metav1.TypeMeta `json:",inline"`
 
@@ -84,10 +87,12 @@ type PprofConfiguration struct {
 // leaseDuration is not longer than renewDeadline, or renewDeadline not longer
 // than 1.2 times retryPeriod.
 type LeaderElectionConfiguration struct {
-	// LeaderElect turns leader election on. Two managers started for one
-	// host without it would each count the host's slots and launch runs on
-	// their own: false only when a single manager can ever run. Default:
-	// true.
+	// LeaderElect turns leader election on: one active manager per host
+	// (lease agentrun-host-NAME for host NAME), or one active fleet among the
+	// cluster's replicas (lease agentrun-cluster), released on shutdown.
+	// Two managers started for one host without it would each count the
+	// host's slots and launch runs on their own: false only when a single
+	// manager can ever run. Default: true.
 	// +optional
 	LeaderElect *bool `json:"leaderElect,omitempty"`
 
@@ -97,8 +102,11 @@ type LeaderElectionConfiguration struct {
 	ResourceNamespace string `json:"resourceNamespace,omitempty"`
 
 	// LeaseDuration is how long a standby waits, after the leader's last
-	// renewal, before it takes over (a crashed leader's successor waits
-	// this long; a stopped leader releases its lease at once). Default: 15s.
+	// renewal, before it takes over (a crashed leader's successor, or the
+	// same manager restarted, waits this long before it launches or fences;
+	// a stopped leader releases its lease at once). The host's heartbeat
+	// does not wait for it, so the fleet does not take a restart for the
+	// host's loss. Default: 15s.
 	// +optional
 	LeaseDuration *metav1.Duration `json:"leaseDuration,omitempty"`
 
@@ -211,7 +219,9 @@ type HeartbeatConfiguration struct {
 // RunsConfiguration is how the host runs AgentRuns.
 type RunsConfiguration struct {
 	// DefaultImage is the image of runs that set no spec.image. Default:
-	// the agent image make agent-image builds.
+	// the agent image make agent-image builds
+	// (localhost/agentrun-claude, tagged with the Claude Code version it
+	// holds).
 	// +optional
 	DefaultImage string `json:"defaultImage,omitempty"`
 
@@ -283,7 +293,10 @@ type OutputConfiguration struct {
 
 	// ProgressPeriod is how often, at most, a running run's status.output
 	// is refreshed with its output so far (masked), written only when it
-	// changed; 0 leaves status.output to the run's end. Default: 10s.
+	// changed; 0 leaves status.output to the run's end. Each refresh is a
+	// Podman logs call, made by a controller of its own (agentrun-progress,
+	// 2 workers) so that refreshes do not wait behind launches. Default:
+	// 10s.
 	// +optional
 	ProgressPeriod *metav1.Duration `json:"progressPeriod,omitempty"`
 }
@@ -324,9 +337,9 @@ type ContainersConfiguration struct {
 	PidsLimit *int64 `json:"pidsLimit,omitempty"`
 
 	// LogMaxSize is the most a container's log takes on the host, at least
-	// 1Mi: past it, Podman starts the log afresh, so a run that prints
-	// without end keeps only its latest output, and reading its end stays
-	// quick. Default: 64Mi.
+	// 1Mi: past it, Podman starts its k8s-file log afresh, so a run that
+	// prints without end keeps only its latest output, and reading its end
+	// stays quick. Default: 64Mi.
 	// +optional
 	LogMaxSize *resource.Quantity `json:"logMaxSize,omitempty"`
 }
@@ -376,8 +389,11 @@ type VolumesConfiguration struct {
 // SessionsConfiguration is where and how much session state the host keeps.
 type SessionsConfiguration struct {
 	// Dir is where the host keeps the runs' Claude Code state, a directory
-	// per session; each host needs its own; empty keeps none. The host
-	// units make the default writable. Default: /var/lib/agentrun/sessions.
+	// per session; each host needs its own; empty keeps none. The Podman
+	// API mounts it into runs by this path, so a manager in a container
+	// mounts it at the same path. The host units make the default writable
+	// (agentrun-host.service with StateDirectory=): change both together.
+	// Default: /var/lib/agentrun/sessions.
 	// +optional
 	Dir *string `json:"dir,omitempty"`
 
