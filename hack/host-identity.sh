@@ -26,7 +26,7 @@
 # AGENTRUN_NAMESPACE is the namespace of the accounts (default
 # agentrun-system, config/default's): an install in another namespace makes
 # its hosts' accounts there, and their managers take
-# --lease-namespace=<that namespace>. KUBECTL names the kubectl to use
+# leaseNamespace: <that namespace> in their files. KUBECTL names the kubectl to use
 # (default: kubectl).
 set -euo pipefail
 

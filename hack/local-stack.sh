@@ -908,7 +908,7 @@ demo() {
       created=("dir:$dir" "${created[@]}")
     fi
   done
-  # Containers run as 1000:1000 (--container-user), not root: the agent's
+  # Containers run as 1000:1000 (host.containers.user), not root: the agent's
   # workdir is its user's to write.
   if [[ " ${created[*]} " == *" dir:/home/user/myrepo "* ]]; then
     chown 1000:1000 /home/user/myrepo

@@ -144,7 +144,7 @@ const (
 	ReasonSessionUnavailable = "SessionUnavailable"
 	// ReasonSessionTooLarge: the transcripts of the session the run
 	// continues pass the host's limits for a copy (its
-	// --session-copy-max-bytes and --session-copy-max-files).
+	// host.sessions.copyMaxBytes and host.sessions.copyMaxFiles).
 	ReasonSessionTooLarge = "SessionTooLarge"
 	// ReasonNotFinished: the run has not reached a terminal phase.
 	ReasonNotFinished = "NotFinished"

@@ -58,7 +58,7 @@ type AgentRunSpec struct {
 	HostName string `json:"hostName,omitempty"`
 
 	// HostSelector restricts the hosts an unpinned run may be placed on to
-	// those whose PodmanHost labels (the managers' --host-labels) match, as a
+	// those whose PodmanHost labels (each host's host.labels) match, as a
 	// Pod's nodeSelector does for Nodes. Empty means any host.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="hostSelector operators must be In, NotIn, Exists or DoesNotExist (rule: label selector)"
@@ -105,8 +105,8 @@ type AgentRunSpec struct {
 	// Timeout bounds how long the run may take from its first container's
 	// start, retries included, as a duration such as "30m" or "1h30m". Past
 	// it the container is stopped and the run fails with reason
-	// DeadlineExceeded, without a retry. Empty means the host's default (the
-	// manager's --default-timeout, 30m).
+	// DeadlineExceeded, without a retry. Empty means the host's default (its
+	// host.runs.defaultTimeout, 30m).
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
@@ -338,7 +338,7 @@ type AgentRunStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// SessionDir names the directory, under its host's --session-dir, that
+	// SessionDir names the directory, under its host's host.sessions.dir, that
 	// holds the run's Claude Code state (its sessions), mounted into its
 	// container: the run's UID. Every run has its own; one that continues
 	// or forks a session starts with a copy of the earlier run's

@@ -157,7 +157,7 @@ var volumeOptionKinds = map[string]string{
 // hostChangingVolumeOptions are the volume options with which Podman changes
 // the files of the host directory themselves, not only the container's view
 // of them, and what each does. They are valid, but a host applies them only
-// when its operator allows it (--allow-volume-relabel), so the webhook warns
+// when its operator allows it (host.volumes.allowRelabel), so the webhook warns
 // about them when a run is created.
 var hostChangingVolumeOptions = map[string]string{
 	"U": "changes the owner of every file under the host path to the container's user",

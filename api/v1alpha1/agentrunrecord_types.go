@@ -48,8 +48,9 @@ func RunKey(run *AgentRun) string {
 // deleted, under the run's namespace and name, so that the same manifest
 // applied again (a GitOps sync recreating a run its TTL deleted) does not run
 // twice: it ends at once, reason AlreadyRan, with the recorded outcome. The
-// host writes it when the run finishes; the fleet deletes it once no run of
-// that name and manifest has existed for --run-record-retention.
+// fleet writes it, from the final status the run's host wrote, and deletes it
+// once no run of that name and manifest has existed for its
+// fleet.runRecordRetention; hosts only read it.
 type AgentRunRecord struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional

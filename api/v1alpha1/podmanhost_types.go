@@ -5,7 +5,7 @@ import (
 )
 
 // PodmanHostSpec is what an operator sets on a host. The host's manager owns
-// everything else: its labels (--host-labels) and its status.
+// everything else: its labels (host.labels) and its status.
 type PodmanHostSpec struct {
 	// Unschedulable keeps new unpinned runs off the host, as kubectl cordon
 	// does for a Node; runs already on it go on, and pinned runs still run.
@@ -28,8 +28,8 @@ type PodmanHostStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	PodmanVersion string `json:"podmanVersion,omitempty"`
 
-	// Capacity is how many runs the host runs at once (its manager's
-	// --max-concurrent-runs); 0 means no cap.
+	// Capacity is how many runs the host runs at once (its
+	// host.runs.maxConcurrent); 0 means no cap.
 	// +optional
 	Capacity int32 `json:"capacity"`
 

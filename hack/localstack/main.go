@@ -5,7 +5,7 @@
 // at 127.0.0.1, with a CA and serving certificate generated at start.
 //
 // Once ready it writes into --dir: kubeconfig (an admin user), webhook/tls.crt
-// and webhook/tls.key (for the manager's --webhook-cert-dir) and stack.env
+// and webhook/tls.key (for the manager's webhook.certDir) and stack.env
 // (WEBHOOK_PORT=...), then runs until SIGINT or SIGTERM and stops the control
 // plane, removing its data. It also creates the namespace agentrun-system,
 // where the hosts' heartbeat Leases and the fleet controller's election live.
@@ -16,7 +16,7 @@
 // certificates the manager needs for it into --dir: logs-api/ (the API's
 // serving pair, which the APIService's caBundle signs) and logs-client/ (the
 // fleet's client pair for hosts' log endpoints, and ca.crt, the CA that
-// signs it, each host's --logs-client-ca-file).
+// signs it, each host's host.logs.clientCAFile).
 //
 // The API server listens on 127.0.0.1, or on --bind-address: the local fleet
 // (hack/local-stack.sh with AGENTRUN_HOSTS) gives it an address that the
@@ -54,7 +54,7 @@ func main() {
 }
 
 // systemNamespace holds the hosts' heartbeat Leases and the fleet
-// controller's election (the manager's --lease-namespace default).
+// controller's election (the default of the manager's leaseNamespace).
 const systemNamespace = "agentrun-system"
 
 func run(dir, bind string) error {

@@ -1,6 +1,6 @@
 // Package agentimage names the Claude Code image that hack/agent-image.sh
 // builds. Its Version constant is the one place the pinned Claude Code version
-// is written: the manager's --default-image and the agent suite use Image, and
+// is written: the manager's host.runs.defaultImage and the agent suite use Image, and
 // hack/agent-image.sh reads Version from this file. The package's test fails
 // when the script's reading or the documentation disagree with it.
 package agentimage

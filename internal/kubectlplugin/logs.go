@@ -21,8 +21,8 @@ import (
 // is in the run's status.
 var errContainerGone = errors.New("the container is gone")
 
-// errNoEndpoint: the run's host serves no live output (its manager runs
-// without --logs-bind-address).
+// errNoEndpoint: the run's host serves no live output (its configuration
+// file sets no host.logs.bindAddress).
 var errNoEndpoint = errors.New("its host serves no live output (its manager runs without --logs-bind-address)")
 
 type logsOptions struct {

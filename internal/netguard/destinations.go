@@ -44,7 +44,7 @@ var (
 type Destinations struct {
 	// Allowed are the ranges that may be reached although they are
 	// loopback, link-local, private or the host's own
-	// (--notify-allowed-cidrs; a local stack allows loopback).
+	// (host.notify.allowedCIDRs; a local stack allows loopback).
 	Allowed []netip.Prefix
 	// ownAddresses lists the host's addresses; nil: its interfaces'.
 	ownAddresses func() ([]netip.Addr, error)

@@ -75,7 +75,7 @@ var DefaultNetworks = []string{"bridge", "podman", "none"}
 // non-root user's ambient set, so any capability kept here would be held in
 // full by the agent's processes: with SETUID one becomes root, with CHOWN or
 // FOWNER one takes over files in a bind mount. A host that runs containers
-// as root and needs some lists them with --capabilities.
+// as root and needs some lists them in host.containers.capabilities.
 var DefaultCapabilities []string
 
 // Refusal says why a host will not run a container; Reason is one of the API's

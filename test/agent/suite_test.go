@@ -37,11 +37,11 @@ const (
 	// on the shared Podman.
 	hostName = "agent-suite"
 	// agentImage is what hack/agent-image.sh builds and the manager's
-	// --default-image.
+	// host.runs.defaultImage.
 	agentImage = agentimage.Image
 )
 
-// agentCommand is the manager's --default-command.
+// agentCommand is the manager's host.runs.defaultCommand.
 var agentCommand = []string{"claude", "-p", "--output-format", "json", "--"}
 
 // sessionMinAge is how long the host leaves a session directory no run
@@ -53,7 +53,7 @@ var (
 	env       *envtest.Environment
 	k8s       client.Client
 	cancelMgr context.CancelFunc
-	// sessionDir is the host's --session-dir.
+	// sessionDir is the host's host.sessions.dir.
 	sessionDir string
 )
 

@@ -12,7 +12,7 @@
 //  4. raw and agentrun again, with those finished runs still present;
 //  5. fleet: raw Podman on three hosts at once against as many runs through
 //     a local fleet of its own;
-//  6. progress: what refreshing running runs' output (--progress-period)
+//  6. progress: what refreshing running runs' output (host.output.progressPeriod)
 //     costs the API server, on a host of its own running -progress-runs runs
 //     at once.
 //

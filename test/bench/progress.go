@@ -14,7 +14,7 @@ import (
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
-// progressPeriod is the --progress-period the progress step measures: the
+// progressPeriod is the host.output.progressPeriod the progress step measures: the
 // manager's default.
 const progressPeriod = 10 * time.Second
 

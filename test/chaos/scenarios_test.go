@@ -288,8 +288,8 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 			if err := waitUntil(ctx, 2*time.Minute, "the first attempts failing", firstAttemptsFailed(onFull)); err != nil {
 				return err
 			}
-			// Four runs take every slot (--max-concurrent-runs 4) before the
-			// retries come due (--retry-backoff 10 s).
+			// Four runs take every slot (host.runs.maxConcurrent 4) before the
+			// retries come due (host.runs.retryBackoff 10 s).
 			for range 4 {
 				if err := s.create(ctx, sleeper("blocker", 25, 26, pinned(fullHost))); err != nil {
 					return err

@@ -14,7 +14,7 @@ import (
 )
 
 // electedHost is one of several managers started for the same host with
-// leader election, as --leader-elect runs them (short lease times, to keep
+// leader election, as leaderElection.leaderElect runs them (short lease times, to keep
 // the test quick).
 type electedHost struct {
 	mgr  ctrl.Manager

@@ -49,7 +49,7 @@ type ProgressReconciler struct {
 
 // progressReconciler is the reconciler that publishes r's running runs'
 // output, or nil when the host publishes none while runs run
-// (--progress-period=0, or --capture-output=false).
+// (host.output.progressPeriod 0, or host.output.capture false).
 func (r *AgentRunReconciler) progressReconciler() *ProgressReconciler {
 	if r.ProgressPeriod <= 0 || r.DiscardOutput {
 		return nil

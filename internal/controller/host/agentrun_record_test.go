@@ -160,7 +160,7 @@ func TestWithoutRecordsARecreatedRunRunsAgain(t *testing.T) {
 	h.r.APIReader = h.r.Client
 	first := h.runToSuccess("plain")
 	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(first), &agentsv1alpha1.AgentRunRecord{}); err == nil {
-		t.Errorf("a record was written with --run-record-retention=0")
+		t.Errorf("a record was written with fleet.runRecordRetention 0")
 	}
 	h.recreate(first, nil)
 	h.runToSuccess("plain")

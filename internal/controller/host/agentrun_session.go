@@ -22,7 +22,7 @@ import (
 )
 
 // A run's Claude Code state (its configuration and its sessions) lives in a
-// directory of the host's --session-dir named by the run's UID, mounted
+// directory of the host's host.sessions.dir named by the run's UID, mounted
 // here; CLAUDE_CONFIG_DIR points Claude Code at it. Every run has a directory
 // of its own, mounted by no other run: a run that continues or forks a
 // session starts from a copy of the earlier run's conversation transcripts
@@ -96,7 +96,7 @@ func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alp
 	if !agentruns.IsRunUID(dir) {
 		return "", nil, &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonLaunchFailed, Message: fmt.Sprintf("the run's UID %q is not a UUID", dir)}, nil
 	}
-	// The run's directory is made below, by the host, in --session-dir: it
+	// The run's directory is made below, by the host, in host.sessions.dir: it
 	// is what the volume checks hold the mount to.
 	if err := os.MkdirAll(r.SessionDir, 0o700); err != nil {
 		return "", nil, nil, err
@@ -212,7 +212,7 @@ func (r *AgentRunReconciler) fillSessionDir(sessions *os.Root, name string, earl
 	return c.skipped, err
 }
 
-// openSessions opens the host's --session-dir as the root every operation
+// openSessions opens the host's host.sessions.dir as the root every operation
 // on session directories goes through: a container can rewrite what is in
 // its own directory, and a link it leaves there must not lead the host
 // anywhere else.
