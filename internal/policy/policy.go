@@ -142,11 +142,11 @@ func (p Policy) checkMount(m containers.Mount) *Refusal {
 		return refused
 	}
 	if changes := (agentsv1alpha1.Volume{Options: m.Options}).HostChanges(); len(changes) > 0 && !p.AllowVolumeRelabel {
-		return refuse("%s; this host does not allow that (--allow-volume-relabel)", strings.Join(changes, "; "))
+		return refuse("%s; this host does not allow that (host.volumes.allowRelabel)", strings.Join(changes, "; "))
 	}
 	if !under(m.Source, p.AllowedVolumePaths) {
 		if len(p.AllowedVolumePaths) == 0 {
-			return refuse("this host allows no volumes (its --allowed-volume-paths is empty)")
+			return refuse("this host allows no volumes (its host.volumes.allowedPaths is empty)")
 		}
 		return refuse("host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))
 	}

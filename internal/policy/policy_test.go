@@ -52,7 +52,7 @@ func TestMountChecks(t *testing.T) {
 		{containers.Mount{Source: "/srv/link", Destination: "/work"}, "/srv/link is a symbolic link"},
 		{containers.Mount{Source: "/srv/dirlink/repo", Destination: "/work"}, "/srv/dirlink is a symbolic link"},
 		{containers.Mount{Source: "/srv/repo", Destination: "/work", Options: []string{"U"}}, "option U changes the owner"},
-		{containers.Mount{Source: "/srv/repo", Destination: "/work", Options: []string{"Z"}}, "--allow-volume-relabel"},
+		{containers.Mount{Source: "/srv/repo", Destination: "/work", Options: []string{"Z"}}, "host.volumes.allowRelabel"},
 		{containers.Mount{Source: "/srv/repo", Destination: "/etc/ssl"}, "mounts over /etc/ssl"},
 	} {
 		refused := p.CheckMounts(containers.Spec{Mounts: []containers.Mount{tc.mount}})

@@ -151,7 +151,7 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 			volume:  {agentsv1alpha1.ReasonVolumeNotAllowed, "/root"},
 			socket:  {agentsv1alpha1.ReasonVolumeNotAllowed, "host path " + socketDir + " is or holds ", ", which no run may mount"},
 			symlink: {agentsv1alpha1.ReasonVolumeNotAllowed, link + " is a symbolic link"},
-			relabel: {agentsv1alpha1.ReasonVolumeNotAllowed, "--allow-volume-relabel"},
+			relabel: {agentsv1alpha1.ReasonVolumeNotAllowed, "host.volumes.allowRelabel"},
 			hostNet: {agentsv1alpha1.ReasonNetworkNotAllowed, `"host"`},
 			image:   {agentsv1alpha1.ReasonImageNotAllowed, "quay.io/someone/agent:1"},
 		} {

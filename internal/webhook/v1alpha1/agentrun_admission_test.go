@@ -284,7 +284,7 @@ var _ = Describe("Volume options that change files on the host", func() {
 			HavePrefix("spec.podman.volumes[3]: option z relabels every file under the host path for SELinux"),
 		))
 		for _, w := range warnings {
-			Expect(w).To(HaveSuffix("hosts refuse it at launch unless started with --allow-volume-relabel"))
+			Expect(w).To(HaveSuffix("hosts refuse it at launch unless their configuration sets host.volumes.allowRelabel"))
 		}
 	})
 

@@ -72,7 +72,7 @@ var _ = Describe("kubectl apply of an AgentRun with a relabelling volume", func(
 		Expect(err).NotTo(HaveOccurred(), out)
 		GinkgoWriter.Println(out)
 		Expect(out).To(ContainSubstring("Warning: spec.podman.volumes[0]: option Z relabels every file under the host path for SELinux, " +
-			"private to this container; hosts refuse it at launch unless started with --allow-volume-relabel"))
+			"private to this container; hosts refuse it at launch unless their configuration sets host.volumes.allowRelabel"))
 		Expect(out).To(ContainSubstring("agentrun.agents.agentrun.dev/relabel-run created"))
 	})
 })

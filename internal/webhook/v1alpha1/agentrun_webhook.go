@@ -88,7 +88,7 @@ func hostChangeWarnings(run *agentsv1alpha1.AgentRun) admission.Warnings {
 		}
 		for _, change := range vol.HostChanges() {
 			warnings = append(warnings, fmt.Sprintf(
-				"spec.podman.volumes[%d]: %s; hosts refuse it at launch unless started with --allow-volume-relabel", i, change))
+				"spec.podman.volumes[%d]: %s; hosts refuse it at launch unless their configuration sets host.volumes.allowRelabel", i, change))
 		}
 	}
 	return warnings
