@@ -108,8 +108,10 @@ func hardenAsARun(t *testing.T, s *rt.Spec) {
 // second forwarder that cannot start (the port is the first one's), the
 // first forwarder killed, the same request again, and an exit code of its own.
 // (No wget -T: busybox 1.35's wget crashes when a connect with a timeout
-// fails.)
-const forwardScript = `
+// fails.) Everything goes to stdout: the log keeps stdout's and stderr's
+// lines in no fixed order between the two, and the checks read wget's error
+// beside the line after it.
+const forwardScript = `exec 2>&1
 wget -q -O- http://example.test/through-the-forwarder; echo " first=$?"
 agentrun-forward exec -- sh -c 'echo ran without a forwarder'; echo "second forwarder=$?"
 pid=$(pidof agentrun-forward); kill "$pid"
