@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/agentrun/agentrun/internal/egress"
@@ -58,6 +59,10 @@ type egressRepetition struct {
 	// download are how long the whole download took in each round, by
 	// path, from the request (its connection included) to the last byte.
 	download [3][]time.Duration
+	// downloadCPU is the CPU the bench's process (client, proxy, forwarder
+	// and upstream alike) spent on each of them: what a path costs,
+	// whatever else loads the machine.
+	downloadCPU [3][]time.Duration
 	// firstByte are the small requests' times to first byte, by path.
 	firstByte [3][]time.Duration
 	// concurrent is the connections held at once through the forwarders
@@ -102,13 +107,19 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 	defer func() { _ = os.RemoveAll(dir) }()
 	perRun := (cfg.egressConns + cfg.egressRuns - 1) / cfg.egressRuns
 	b := &egressBench{up: up, dir: dir, resolver: tableResolver{upstreamName: addr}}
-	b.proxy = egress.New(egress.Config{
-		Resolver: b.resolver,
-		// The upstream is on loopback, which the proxy refuses unless the
-		// host allows it, as a test host does.
+	// The upstream is on loopback, which the proxy refuses unless the host
+	// allows it, as a test host does.
+	proxyConfig := egress.Config{
+		Resolver:     b.resolver,
 		Destinations: netguard.Destinations{Allowed: []netip.Prefix{netip.PrefixFrom(addr, 32)}},
 		MaxConns:     perRun,
-	})
+	}
+	b.bounded = egress.New(proxyConfig)
+	// The download and the small requests go through a run with the
+	// default bound: a connection just closed by the client may hold its
+	// slot a moment longer, and its successor must not meet the bound.
+	proxyConfig.MaxConns = 0
+	b.single = egress.New(proxyConfig)
 	var reps []egressRepetition
 	for i := range cfg.reps {
 		step("egress (%d/%d): a %d MiB download, %d requests on new connections, %d connections at once from %d runs (bound %d a run); direct and through the proxy",
@@ -130,6 +141,12 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 // path p.
 func (r egressRepetition) mibPerS(p egressPath, cfg config) float64 {
 	return spreadOf(r.download[p], func(d time.Duration) float64 { return float64(cfg.egressMiB) / d.Seconds() }).Median
+}
+
+// cpuMsPerMiB is the median CPU a MiB of the download cost on path p, over
+// the rounds.
+func (r egressRepetition) cpuMsPerMiB(p egressPath, cfg config) float64 {
+	return spreadOf(r.downloadCPU[p], func(d time.Duration) float64 { return ms(d) / float64(cfg.egressMiB) }).Median
 }
 
 // downloadRatio is the median over the rounds of p's throughput over the
@@ -165,15 +182,22 @@ const downloadRounds = 5
 type egressBench struct {
 	up       *upstream
 	resolver tableResolver
-	proxy    *egress.Proxy
-	dir      string // the runs' sockets
+	// bounded serves the runs of connections at once, single the run of
+	// the download and the small requests.
+	bounded, single *egress.Proxy
+	dir             string // the runs' sockets
 }
 
 // repetition starts the runs' servers and forwarders afresh, so that each
 // repetition's bounds and counts start empty, and measures.
 func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
-	runs, err := startEgressRuns(b.proxy, b.dir, cfg.egressRuns)
+	runs, err := startEgressRuns(b.bounded, b.dir, "run", cfg.egressRuns)
 	defer stopEgressRuns(runs)
+	if err != nil {
+		return rep, err
+	}
+	one, err := startEgressRuns(b.single, b.dir, "single", 1)
+	defer stopEgressRuns(one)
 	if err != nil {
 		return rep, err
 	}
@@ -185,16 +209,17 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	size := int64(cfg.egressMiB) << 20
 	for range downloadRounds {
 		for _, p := range egressPaths {
-			d, err := download(b.transport(p, runs[0], false), size)
+			d, cpu, err := download(b.transport(p, one[0], false), size)
 			if err != nil {
 				return rep, fmt.Errorf("the download %s: %w", p, err)
 			}
 			rep.download[p] = append(rep.download[p], d)
+			rep.downloadCPU[p] = append(rep.downloadCPU[p], cpu)
 		}
 	}
 	clients := make([]*http.Client, len(egressPaths))
 	for _, p := range egressPaths {
-		clients[p] = &http.Client{Transport: b.transport(p, runs[0], false), Timeout: time.Minute}
+		clients[p] = &http.Client{Transport: b.transport(p, one[0], false), Timeout: time.Minute}
 	}
 	for range cfg.egressRequests {
 		for _, p := range egressPaths {
@@ -208,12 +233,15 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	// Every connection through the proxy must have been counted as allowed:
 	// a figure from connections that went around it would measure nothing.
 	// (A failed connection at once is reported as such.)
+	if allowed, want := one[0].server.Stats().Allowed, int64(2*downloadRounds+2*cfg.egressRequests); allowed != want {
+		return rep, fmt.Errorf("the proxy allowed %d connections, the bench made %d through it", allowed, want)
+	}
 	var allowed int64
 	for _, r := range runs {
 		allowed += r.server.Stats().Allowed
 	}
-	if want := int64(rep.concurrent.ok + 2*downloadRounds + 2*cfg.egressRequests); rep.concurrent.failed == 0 && allowed != want {
-		return rep, fmt.Errorf("the proxy allowed %d connections, the bench made %d through it", allowed, want)
+	if want := int64(rep.concurrent.ok); rep.concurrent.failed == 0 && allowed != want {
+		return rep, fmt.Errorf("the proxy allowed %d connections at once, the bench held %d through it", allowed, want)
 	}
 	return rep, nil
 }
@@ -288,18 +316,26 @@ func heldGet(c *http.Client, path string) error {
 	return nil
 }
 
-// download fetches size bytes through t and returns how long it took.
-func download(t *http.Transport, size int64) (time.Duration, error) {
+// download fetches size bytes through t and returns how long it took and
+// the CPU the process spent meanwhile.
+func download(t *http.Transport, size int64) (wall, cpu time.Duration, err error) {
 	defer t.CloseIdleConnections()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute}, "/bytes?n="+strconv.FormatInt(size, 10))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if n != size {
-		return 0, fmt.Errorf("got %d bytes of %d", n, size)
+		return 0, 0, fmt.Errorf("got %d bytes of %d", n, size)
 	}
-	return time.Since(start), nil
+	return time.Since(start), processCPU() - cpu0, nil
+}
+
+// processCPU is the user and system CPU time the bench's process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // firstByte makes a small request and returns the time from the start of
@@ -477,14 +513,17 @@ type egressRun struct {
 	forwarder net.Listener
 }
 
-func startEgressRuns(p *egress.Proxy, dir string, n int) ([]egressRun, error) {
+// startEgressRuns starts n runs on p, named prefix-0 to prefix-(n-1), each
+// allowed the upstream and a name of its own.
+func startEgressRuns(p *egress.Proxy, dir, prefix string, n int) ([]egressRun, error) {
 	var runs []egressRun
 	for i := range n {
-		policy, err := egress.ParsePolicy(upstreamName, fmt.Sprintf("run-%d.bench.test", i))
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		policy, err := egress.ParsePolicy(upstreamName, name+".bench.test")
 		if err != nil {
 			return runs, err
 		}
-		socket := filepath.Join(dir, fmt.Sprintf("run-%d.sock", i))
+		socket := filepath.Join(dir, name+".sock")
 		_ = os.Remove(socket) // the previous repetition's
 		l, err := net.Listen("unix", socket)
 		if err != nil {
@@ -520,6 +559,9 @@ type namedSpread struct {
 func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 	of := func(f func(egressRepetition) float64) spread { return spreadOf(reps, f) }
 	mibPerS := func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }) }
+	cpuPerMiB := func(p egressPath) spread {
+		return of(func(r egressRepetition) float64 { return r.cpuMsPerMiB(p, cfg) })
+	}
 	p99 := func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) }) }
 	added := func(p egressPath) spread {
 		return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) - r.firstByteMs(direct, 99) })
@@ -530,6 +572,9 @@ func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 		{"egress_download_direct_mib_per_s", mibPerS(direct)},
 		{"egress_download_proxy_mib_per_s", mibPerS(viaProxy)},
 		{"egress_download_forwarder_mib_per_s", mibPerS(viaForwarder)},
+		{"egress_download_cpu_ms_per_mib_direct", cpuPerMiB(direct)},
+		{"egress_download_cpu_ms_per_mib_proxy", cpuPerMiB(viaProxy)},
+		{"egress_download_cpu_ms_per_mib_forwarder", cpuPerMiB(viaForwarder)},
 		{"egress_first_byte_p99_added_ms", added(viaProxy)},
 		{"egress_first_byte_p99_added_forwarder_ms", added(viaForwarder)},
 		{"egress_first_byte_p99_direct_ms", p99(direct)},
@@ -545,9 +590,10 @@ func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 func printEgress(reps []egressRepetition, cfg config) {
 	fmt.Printf("\negress: a %d MiB download (%d rounds a repetition, the paths in turn) and %d small requests on new connections, by path, %d repetition(s); median [min, max]\n",
 		cfg.egressMiB, downloadRounds, cfg.egressRequests, len(reps))
-	fmt.Printf("%-46s %26s %26s %26s %26s\n", "path", "download MiB/s", "first byte p50 ms", "p95 ms", "p99 ms")
+	fmt.Printf("%-46s %26s %26s %26s %26s %26s\n", "path", "download MiB/s", "CPU ms a MiB", "first byte p50 ms", "p95 ms", "p99 ms")
 	for _, p := range egressPaths {
-		fmt.Printf("%-46s %26s", p, spreadOf(reps, func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }))
+		fmt.Printf("%-46s %26s %26s", p, spreadOf(reps, func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }),
+			spreadOf(reps, func(r egressRepetition) float64 { return r.cpuMsPerMiB(p, cfg) }))
 		for _, pct := range []float64{50, 95, 99} {
 			fmt.Printf(" %26s", spreadOf(reps, func(r egressRepetition) float64 { return r.firstByteMs(p, pct) }))
 		}
