@@ -36,7 +36,8 @@ if [[ ${BENCH_ONLY_EGRESS:-0} == 1 ]]; then
   cd "$ROOT"
   step "building the benchmark, test/bench (seconds)"
   logged go build -o "$ROOT/bin/bench" ./test/bench
-  exec "$ROOT/bin/bench" -only-egress -reps "$REPS" "${EGRESS_FLAGS[@]}"
+  "$ROOT/bin/bench" -only-egress -reps "$REPS" "${EGRESS_FLAGS[@]}"
+  exit 0
 fi
 
 export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
