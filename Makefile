@@ -163,7 +163,7 @@ agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun
 	@hack/agent-image.sh
 
 .PHONY: bench
-bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000), a 3-host fleet, and the status writes of live output at BENCH_PROGRESS_RUNS=200 runs at once; BENCH_QUICK=1: one short repetition; BENCH_ONLY_PROGRESS=1: the last step alone.
+bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000), a 3-host fleet, and the status writes of live output at BENCH_PROGRESS_RUNS=200 runs at once; BENCH_QUICK=1: one short repetition; BENCH_ONLY_PROGRESS=1: that step alone; the egress proxy against direct HTTPS (BENCH_EGRESS_MIB=100, BENCH_EGRESS_REQUESTS=1000), BENCH_ONLY_EGRESS=1: that step alone, no stack.
 	@hack/bench.sh
 
 ##@ Local stack

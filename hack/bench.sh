@@ -11,19 +11,34 @@ log_setup bench
 # The progress step's runs print a line a second, all at once, on a host of
 # its own: BENCH_PROGRESS_RUNS of them (0 skips the step) for
 # BENCH_PROGRESS_DURATION; BENCH_ONLY_PROGRESS=1 runs that step alone.
+# The egress step (the egress proxy against direct HTTPS, in the bench's
+# own process, no stack needed) downloads BENCH_EGRESS_MIB (0 skips the step)
+# and makes BENCH_EGRESS_REQUESTS small requests on each path;
+# BENCH_ONLY_EGRESS=1 runs that step alone, without starting a stack.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s}
   PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-20} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-40s}
+  EGRESS_MIB=${BENCH_EGRESS_MIB:-20} EGRESS_REQUESTS=${BENCH_EGRESS_REQUESTS:-200}
 else
   N=${BENCH_N:-200} SCALE=${BENCH_SCALE:-10000} REPS=${BENCH_REPS:-3} SETTLE=${BENCH_SETTLE:-20s}
   PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-200} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-4m}
+  EGRESS_MIB=${BENCH_EGRESS_MIB:-100} EGRESS_REQUESTS=${BENCH_EGRESS_REQUESTS:-1000}
 fi
+EGRESS_FLAGS=(-egress-mib "$EGRESS_MIB" -egress-requests "$EGRESS_REQUESTS" -json "$ROOT/.local/bench.json")
 C=${BENCH_C:-8}
 # The fleet step's hosts (a local fleet of its own, BENCH_N runs on each); 0
 # skips it.
 FLEET_HOSTS=${BENCH_FLEET_HOSTS:-3}
 RESYNC=${BENCH_RESYNC:-10s}
 PPROF_PORT=${BENCH_PPROF_PORT:-18092}
+
+if [[ ${BENCH_ONLY_EGRESS:-0} == 1 ]]; then
+  cd "$ROOT"
+  step "building the benchmark, test/bench (seconds)"
+  logged go build -o "$ROOT/bin/bench" ./test/bench
+  "$ROOT/bin/bench" -only-egress -reps "$REPS" "${EGRESS_FLAGS[@]}"
+  exit 0
+fi
 
 export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
 export AGENTRUN_HOST_NAME=bench
@@ -46,4 +61,4 @@ logged go build -o "$ROOT/bin/bench" ./test/bench
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \
   -metrics-url "http://127.0.0.1:$AGENTRUN_METRICS_PORT/metrics" \
   -pprof-url "http://127.0.0.1:$PPROF_PORT/debug/pprof/" \
-  -json "$ROOT/.local/bench.json"
+  "${EGRESS_FLAGS[@]}"

@@ -43,7 +43,8 @@ type Config struct {
 	// DialTimeout bounds a lookup and its dials; 0: 10 seconds.
 	DialTimeout time.Duration
 	// IdleTimeout closes a tunnel or a kept-alive connection that carried
-	// nothing for this long, and bounds the wait for a request's header
+	// nothing for this long (a tunnel whose download the kernel splices:
+	// up to half as long again), and bounds the wait for a request's header
 	// and for a ClientHello; 0: 5 minutes.
 	IdleTimeout time.Duration
 	// MaxConns bounds the connections one run has open through the proxy;

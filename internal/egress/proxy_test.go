@@ -328,3 +328,32 @@ func TestRefusedTargetsAreKeptInBoundedMemoryMostRefusedFirst(t *testing.T) {
 		t.Errorf("kept %d, the most refused %v", len(top), most)
 	}
 }
+
+func TestASplicedDownloadIsNotCutByItsSilentUpload(t *testing.T) {
+	// A splice that never waits for its upstream cannot say it carries
+	// bytes until it ends: meanwhile the silent direction must leave the
+	// tunnel open, and close it once the splice is over and idle.
+	proxySide, client := net.Pipe()
+	defer client.Close()
+	upstream, far := net.Pipe()
+	defer far.Close()
+	tn := &tunnel{idle: 20 * time.Millisecond}
+	tn.touch()
+	tn.splicing.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tn.copy(upstream, proxySide, proxySide)
+	}()
+	select {
+	case <-done:
+		t.Fatal("the silent direction closed the tunnel while the download was spliced")
+	case <-time.After(10 * tn.idle):
+	}
+	tn.splicing.Store(false)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second): // bounds a failure only
+		t.Fatal("the tunnel stayed open, idle, after the splice ended")
+	}
+}

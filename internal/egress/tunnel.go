@@ -24,7 +24,9 @@ func (s *Server) pipe(client net.Conn, in io.Reader, upstream net.Conn) {
 		defer close(done)
 		t.copy(upstream, client, in)
 	}()
-	t.copy(client, upstream, upstream)
+	if !t.splice(client, upstream) {
+		t.copy(client, upstream, upstream)
+	}
 	<-done
 }
 
@@ -32,6 +34,9 @@ func (s *Server) pipe(client net.Conn, in io.Reader, upstream net.Conn) {
 type tunnel struct {
 	idle       time.Duration
 	lastActive atomic.Int64 // Unix nanoseconds
+	// splicing is set while splice carries the upstream's bytes: it
+	// watches that direction's idleness itself.
+	splicing atomic.Bool
 }
 
 func (t *tunnel) touch() { t.lastActive.Store(time.Now().UnixNano()) }
@@ -40,6 +45,52 @@ func (t *tunnel) touch() { t.lastActive.Store(time.Now().UnixNano()) }
 // idle time: a download is not idle because its client sends nothing.
 func (t *tunnel) activeWithin() bool {
 	return time.Since(time.Unix(0, t.lastActive.Load())) < t.idle
+}
+
+// splice carries the upstream's bytes to the client inside the kernel
+// (splice(2), which TCPConn.WriteTo uses for a Unix socket) when the
+// upstream is TCP and the client the run's Unix socket, as a run's are, and
+// tells whether it could. The bytes of a download then never come up to
+// the proxy: copied through it, they cost about a fifth more CPU than the
+// same download direct, both TLS ends included, and on a busy host as much
+// throughput (make bench's egress step); spliced, no more than the noise.
+//
+// WriteTo returns only at the upstream's end, on an error, or when the
+// upstream has nothing to read after a deadline: so the deadline comes
+// every half idle time, and the direction counts as idle only when a whole
+// one passed without a byte from either side (at most half as long again
+// as copy takes to see it). Meanwhile the other direction leaves the
+// decision to it (splicing), since a busy WriteTo cannot say it is busy.
+func (t *tunnel) splice(client, upstream net.Conn) bool {
+	sc, ok := client.(*slotConn)
+	if !ok {
+		return false
+	}
+	dst, toUnix := sc.Conn.(*net.UnixConn)
+	src, fromTCP := upstream.(*net.TCPConn)
+	if !toUnix || !fromTCP {
+		return false
+	}
+	t.splicing.Store(true)
+	defer t.splicing.Store(false)
+	for {
+		deadline := time.Now().Add(t.idle / 2)
+		_ = src.SetReadDeadline(deadline)
+		_ = dst.SetWriteDeadline(deadline)
+		n, err := src.WriteTo(dst)
+		if n > 0 {
+			t.touch()
+		}
+		switch {
+		case err == nil:
+			closeWrite(client)
+			return true
+		case errors.Is(err, os.ErrDeadlineExceeded) && t.activeWithin():
+		default:
+			closeBoth(client, upstream)
+			return true
+		}
+	}
 }
 
 // copy carries src (read from in) to dst. At the source's end it closes
@@ -61,7 +112,7 @@ func (t *tunnel) copy(dst, src net.Conn, in io.Reader) {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded) && t.activeWithin():
+		case errors.Is(err, os.ErrDeadlineExceeded) && (t.activeWithin() || t.splicing.Load()):
 		case errors.Is(err, io.EOF):
 			closeWrite(dst)
 			return

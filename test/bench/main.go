@@ -14,9 +14,13 @@
 //     a local fleet of its own;
 //  6. progress: what refreshing running runs' output (host.output.progressPeriod)
 //     costs the API server, on a host of its own running -progress-runs runs
-//     at once.
+//     at once;
+//  7. egress: the host's egress proxy against the same HTTPS traffic sent
+//     directly, in the bench's process (it needs no stack; run first, while
+//     the stack is idle): a large download, time to first byte on new
+//     connections, and many connections at once from several runs.
 //
-// Steps 1, 2, 4, 5 and 6 run -reps times; each figure is reported as the median of
+// Steps 1, 2, 4, 5, 6 and 7 run -reps times; each figure is reported as the median of
 // the repetitions, with their min and max. It prints a table and, last, one
 // line of key=value figures (the medians), and writes them as JSON.
 package main
@@ -71,6 +75,13 @@ type config struct {
 	settle           time.Duration
 	resyncPeriod     time.Duration
 	outputJSONPath   string
+
+	// egressMiB, egressRequests, egressConns and egressRuns shape the
+	// egress step; 0 MiB skip it. onlyEgress runs it alone.
+	egressMiB, egressRequests int
+	egressConns, egressRuns   int
+	egressAddress             string
+	onlyEgress                bool
 }
 
 func main() {
@@ -83,6 +94,12 @@ func main() {
 	flag.IntVar(&cfg.progressRuns, "progress-runs", 200, "runs at once of the progress step, on a host of its own; 0 skips it")
 	flag.DurationVar(&cfg.progressDuration, "progress-duration", 4*time.Minute, "how long each run of the progress step prints a line a second")
 	flag.BoolVar(&cfg.onlyProgress, "only-progress", false, "run the progress step alone")
+	flag.IntVar(&cfg.egressMiB, "egress-mib", 100, "MiB of the egress step's download, through the egress proxy and directly; 0 skips the step")
+	flag.IntVar(&cfg.egressRequests, "egress-requests", 1000, "small HTTPS requests of the egress step, each on a new connection, on each path")
+	flag.IntVar(&cfg.egressConns, "egress-conns", 200, "connections at once of the egress step, spread over -egress-runs runs (each run's bound is its share)")
+	flag.IntVar(&cfg.egressRuns, "egress-runs", 8, "runs of the egress step: proxy servers with a policy of their own")
+	flag.StringVar(&cfg.egressAddress, "egress-address", "127.0.77.1", "loopback address whose port 443 the egress step's simulated upstream listens on")
+	flag.BoolVar(&cfg.onlyEgress, "only-egress", false, "run the egress step alone (no stack needed)")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
 	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
 	flag.StringVar(&cfg.image, "image", "localhost/agentrun-test:latest", "image of the short containers")
@@ -102,6 +119,14 @@ func main() {
 }
 
 func run(cfg config) error {
+	var res results
+	var err error
+	if cfg.onlyEgress {
+		if res.egress, err = egressStep(cfg); err != nil {
+			return err
+		}
+		return report(res, cfg)
+	}
 	ctx := context.Background()
 	conn, err := bindings.NewConnection(ctx, "unix://"+cfg.socket)
 	if err != nil {
@@ -111,12 +136,16 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	var res results
 	if cfg.onlyProgress {
 		if res.progress, err = progressStep(ctx, cfg); err != nil {
 			return err
 		}
 		return report(res, cfg)
+	}
+	if cfg.egressMiB > 0 {
+		if res.egress, err = egressStep(cfg); err != nil {
+			return err
+		}
 	}
 	for i := range cfg.reps {
 		rep, err := sideBySide(ctx, conn, k8s, cfg, fmt.Sprintf("%d/%d", i+1, cfg.reps))
@@ -645,6 +674,12 @@ func report(r results, cfg config) error {
 		add("progress_peak_writes_per_s", spreadOf(r.progress, func(rep progressRepetition) float64 { return rep.peakWritesPerS }))
 		add("progress_live_pct", spreadOf(r.progress, func(rep progressRepetition) float64 { return rep.livePct }))
 	}
+	if len(r.egress) > 0 {
+		printEgress(r.egress, cfg)
+		for _, f := range egressFigures(r.egress, cfg) {
+			add(f.key, f.spread)
+		}
+	}
 	fmt.Println()
 	for _, k := range keys {
 		fmt.Printf("%-46s %26s\n", k, figures[k].String())
@@ -665,6 +700,7 @@ func report(r results, cfg config) error {
 	data, err := json.MarshalIndent(map[string]any{
 		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
 		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
+		"egress_mib": cfg.egressMiB, "egress_requests": cfg.egressRequests, "egress_conns": cfg.egressConns, "egress_runs": cfg.egressRuns,
 		"figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
 		"per_run": map[string]any{
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
@@ -729,6 +765,7 @@ type results struct {
 	scale             scaleResult
 	fleet             []fleetRepetition
 	progress          []progressRepetition
+	egress            []egressRepetition
 }
 
 func (r rawResult) throughput(n int) float64 { return float64(n) / r.wall.Seconds() }
