@@ -164,7 +164,8 @@ func (n *Internet) Serve(name string, h http.Handler) netip.Addr {
 // Resolve makes the DNS server answer name with addrs (A records for the
 // IPv4 ones, AAAA for the IPv6 ones), wherever they are: a name that
 // points at the machine's loopback, the cloud metadata address, a site's
-// address. Nothing is served for it.
+// address. Nothing is served for it. With no addrs the name exists with no
+// record: an empty answer, not NXDOMAIN.
 func (n *Internet) Resolve(name string, addrs ...netip.Addr) {
 	n.t.Helper()
 	name = strings.ToLower(name)
