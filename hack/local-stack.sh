@@ -462,18 +462,13 @@ host_network() {
   # shellcheck disable=SC2174 # the sockets' folders are root's only
   mkdir -p -m 0700 "$STATE/hosts" "$dir"
   if [[ ! -e $(netns_path "$host") ]]; then
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
+    "$ROOT/hack/netns.sh" add "$ns"
   fi
   touch "$dir/netns"
   if ! ip link show "$veth" >/dev/null 2>&1; then
-    ip link add "$veth" type veth peer name eth0 netns "$ns"
-    ip addr add "$FLEET_NET.$i.1/30" dev "$veth"
-    ip -n "$ns" addr add "$FLEET_NET.$i.2/30" dev eth0
-    ip link set "$veth" up
-    ip -n "$ns" link set eth0 up
-    # Everything beyond the /30 (the API server's address) goes to the machine.
-    ip -n "$ns" route add default via "$FLEET_NET.$i.1"
+    # Everything beyond the /30 (the API server's address) goes to the
+    # machine: netns.sh routes the namespace's default there.
+    "$ROOT/hack/netns.sh" link "$ns" "$veth" "$FLEET_NET.$i.1/30" "$FLEET_NET.$i.2/30"
   fi
 }
 
@@ -567,10 +562,8 @@ host_down() {
   while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done < <(awk -v d="$dir/" -v r="$runroot/" 'index($2, d) == 1 || index($2, r) == 1 { print $2 }' /proc/self/mounts | sort -r)
-  # The namespace takes its eth0, and with it the veth pair, when it goes.
   if [[ -f $dir/netns ]]; then
-    ip netns del "$(netns_of "$host")" 2>/dev/null || true
-    ip link del "$(veth_of "$host")" 2>/dev/null || true
+    "$ROOT/hack/netns.sh" del "$(netns_of "$host")" "$(veth_of "$host")"
   fi
   rm -rf "$dir" "$runroot"
 }

@@ -1,0 +1,191 @@
+package internet
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// Query is one message the DNS server received.
+type Query struct {
+	// Network is "udp" or "tcp".
+	Network string
+	// Name is the name asked for, in lower case without the final dot; ""
+	// when the message held no question it could read.
+	Name string
+	// Type is the record type asked for: "A", "AAAA", ...
+	Type string
+}
+
+// dnsServer answers A and AAAA questions for the names the internet knows,
+// NXDOMAIN for the others, over UDP and TCP, and records every message it
+// receives, readable or not.
+type dnsServer struct {
+	lookup func(name string) ([]netip.Addr, bool)
+	udp    net.PacketConn
+	tcp    net.Listener
+
+	mu      sync.Mutex
+	queries []Query
+	conns   map[net.Conn]struct{}
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+func (d *dnsServer) serve() {
+	d.conns = map[net.Conn]struct{}{}
+	d.wg.Add(2)
+	go d.serveUDP()
+	go d.serveTCP()
+}
+
+func (d *dnsServer) serveUDP() {
+	defer d.wg.Done()
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := d.udp.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if resp := d.answer("udp", buf[:n]); resp != nil {
+			_, _ = d.udp.WriteTo(resp, from)
+		}
+	}
+}
+
+func (d *dnsServer) serveTCP() {
+	defer d.wg.Done()
+	for {
+		c, err := d.tcp.Accept()
+		if err != nil {
+			return
+		}
+		if !d.track(c) {
+			_ = c.Close()
+			return
+		}
+		d.wg.Add(1)
+		go d.serveConn(c)
+	}
+}
+
+// serveConn answers the messages of one TCP connection, each after its
+// two-byte length (RFC 1035 4.2.2), until the client closes it.
+func (d *dnsServer) serveConn(c net.Conn) {
+	defer d.wg.Done()
+	defer d.untrack(c)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var size [2]byte
+		if _, err := io.ReadFull(c, size[:]); err != nil {
+			return
+		}
+		msg := make([]byte, binary.BigEndian.Uint16(size[:]))
+		if _, err := io.ReadFull(c, msg); err != nil {
+			d.record(Query{Network: "tcp"})
+			return
+		}
+		resp := d.answer("tcp", msg)
+		if resp == nil {
+			continue
+		}
+		if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...)); err != nil {
+			return
+		}
+	}
+}
+
+func (d *dnsServer) track(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.conns[c] = struct{}{}
+	return true
+}
+
+func (d *dnsServer) untrack(c net.Conn) {
+	d.mu.Lock()
+	delete(d.conns, c)
+	d.mu.Unlock()
+	_ = c.Close()
+}
+
+// answer records the message and returns the answer to it, nil when it is
+// no question.
+func (d *dnsServer) answer(network string, msg []byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(msg)
+	if err != nil {
+		d.record(Query{Network: network})
+		return nil
+	}
+	q, err := p.Question()
+	if err != nil || h.Response {
+		d.record(Query{Network: network})
+		return nil
+	}
+	name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
+	d.record(Query{Network: network, Name: name, Type: strings.TrimPrefix(q.Type.String(), "Type")})
+	addrs, known := d.lookup(name)
+	// Authoritative, and recursion available: Go's resolver takes an
+	// answer with neither for a referral it cannot follow.
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	if b.StartQuestions() != nil || b.Question(q) != nil || b.StartAnswers() != nil {
+		return nil
+	}
+	rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}
+	for _, a := range addrs {
+		switch {
+		case a.Is4() && q.Type == dnsmessage.TypeA:
+			err = b.AResource(rr, dnsmessage.AResource{A: a.As4()})
+		case a.Is6() && q.Type == dnsmessage.TypeAAAA:
+			err = b.AAAAResource(rr, dnsmessage.AAAAResource{AAAA: a.As16()})
+		}
+		if err != nil {
+			return nil
+		}
+	}
+	resp, err := b.Finish()
+	if err != nil {
+		return nil
+	}
+	return resp
+}
+
+func (d *dnsServer) record(q Query) {
+	d.mu.Lock()
+	d.queries = append(d.queries, q)
+	d.mu.Unlock()
+}
+
+func (d *dnsServer) received() []Query {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Query(nil), d.queries...)
+}
+
+func (d *dnsServer) close() error {
+	d.mu.Lock()
+	d.closed = true
+	for c := range d.conns {
+		_ = c.Close()
+	}
+	d.mu.Unlock()
+	err := errors.Join(d.udp.Close(), d.tcp.Close())
+	d.wg.Wait()
+	return err
+}
