@@ -25,13 +25,15 @@ func TestContract(t *testing.T) {
 			// The output and code go in as arguments, so no quoting can
 			// change them.
 			s.Command = []string{"sh", "-c", `printf %s "$1"; exit "$2"`, "sh", output, strconv.Itoa(int(code))}
-			id, err := r.Create(t.Context(), s)
-			if err != nil {
-				t.Fatalf("Create(%s) = %v", s.Name, err)
-			}
-			if err := r.Start(t.Context(), id); err != nil {
-				t.Fatalf("Start(%s) = %v", s.Name, err)
-			}
+			return runtimetest.CreateAndStart(t, r, s)
+		},
+		Running: func(t *testing.T, r rt.Runtime, s rt.Spec) string {
+			t.Helper()
+			// Printed by the process under the container's init, which
+			// set up its signal handling before it started the process.
+			s.Command = []string{"sh", "-c", "echo running; exec sleep 300"}
+			id := runtimetest.CreateAndStart(t, r, s)
+			waitOutput(t, r.(*Runtime), id, "running\n")
 			return id
 		},
 		Unavailable: func(t *testing.T) rt.Runtime { return New(filepath.Join(t.TempDir(), "absent.sock")) },

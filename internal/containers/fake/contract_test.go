@@ -20,18 +20,14 @@ func TestContract(t *testing.T) {
 		},
 		RunToExit: func(t *testing.T, r containers.Runtime, s containers.Spec, code int32, output string) string {
 			t.Helper()
-			id, err := r.Create(t.Context(), s)
-			if err != nil {
-				t.Fatalf("Create(%s) = %v", s.Name, err)
-			}
-			if err := r.Start(t.Context(), id); err != nil {
-				t.Fatalf("Start(%s) = %v", s.Name, err)
-			}
+			id := runtimetest.CreateAndStart(t, r, s)
 			if err := r.(*fake.Runtime).Exit(id, code, output); err != nil {
 				t.Fatalf("Exit(%s) = %v", s.Name, err)
 			}
 			return id
 		},
+		// The fake's process runs, and takes a stop, as soon as it starts.
+		Running: runtimetest.CreateAndStart,
 		Unavailable: func(*testing.T) containers.Runtime {
 			r := fake.New(image)
 			r.SetUnavailable(true)

@@ -49,8 +49,27 @@ type Harness struct {
 	// may replace) whose process writes output to stdout and exits with
 	// code; it returns the container's ID, possibly before the exit.
 	RunToExit func(t *testing.T, r containers.Runtime, spec containers.Spec, code int32, output string) string
+	// Running creates and starts a container from spec (whose Command it
+	// may replace) whose process runs until stopped, and returns its ID
+	// once that process runs: a container's init sets up its signal
+	// handling as it starts, and a SIGTERM that comes before is lost (the
+	// stop then ends in a SIGKILL after its grace period).
+	Running func(t *testing.T, r containers.Runtime, spec containers.Spec) string
 	// Unavailable returns a runtime whose engine does not answer.
 	Unavailable func(t *testing.T) containers.Runtime
+}
+
+// CreateAndStart creates and starts a container from spec, for harnesses.
+func CreateAndStart(t *testing.T, r containers.Runtime, spec containers.Spec) string {
+	t.Helper()
+	id, err := r.Create(t.Context(), spec)
+	if err != nil {
+		t.Fatalf("Create(%s) = %v", spec.Name, err)
+	}
+	if err := r.Start(t.Context(), id); err != nil {
+		t.Fatalf("Start(%s) = %v", spec.Name, err)
+	}
+	return id
 }
 
 // Contract runs every behaviour against the harness's engine.
@@ -126,11 +145,8 @@ func (c *tc) create(s containers.Spec) string {
 
 func (c *tc) running(s containers.Spec) string {
 	c.Helper()
-	id := c.create(s)
-	if err := c.r.Start(c.ctx, id); err != nil {
-		c.Fatalf("Start(%s) = %v", s.Name, err)
-	}
-	return id
+	c.removeAtEnd(s.Name)
+	return c.h.Running(c.T, c.r, s)
 }
 
 // exited runs a container to its exit and returns it as inspected then.
