@@ -94,3 +94,39 @@ logged() {
   fi
   return "$rc"
 }
+
+# Podman API sockets. A service is started on a socket only when nothing
+# listens there. One that listens but is slow to answer is a live service on a
+# loaded machine (the suites run side by side on two cores), and removing its
+# socket cuts off every client it has: at stop 34 the e2e suite's
+# podman-setup.sh, under make test-podman5, took two seconds without an answer
+# for "dead" and put a Podman 4 service on the Podman 5 tests' socket.
+#
+# podman_socket_state SOCKET prints answers, dead (no socket, or the
+# connection refused: nothing listens) or busy (connected, but no answer
+# within two seconds, or an answer that is not Podman's).
+podman_socket_state() {
+  local rc=0
+  curl -fsS --max-time 2 --unix-socket "$1" http://d/_ping >/dev/null 2>&1 || rc=$?
+  case $rc in
+    0) echo answers ;;
+    7) echo dead ;;
+    *) echo busy ;;
+  esac
+}
+
+# podman_socket_live SOCKET: true when a service answers there, waiting up to
+# a minute while it is busy; false when nothing listens (the caller may start
+# one). One that listens and never answers is not replaced: the script stops.
+podman_socket_live() {
+  local end=$((SECONDS + 60))
+  while ((SECONDS < end)); do
+    case $(podman_socket_state "$1") in
+      answers) return 0 ;;
+      dead) return 1 ;;
+    esac
+    sleep 1
+  done
+  step "something listens on unix://$1 but has not answered for a minute; not replacing it (stop that service first)"
+  exit 1
+}

@@ -482,7 +482,7 @@ host_podman_up() {
     podman5 "$host" load "$TEST_IMAGE"
     return
   fi
-  if ! host_podman_answers "$host"; then
+  if ! podman_socket_live "$dir/podman.sock"; then
     stop "hosts/$host/podman" "unix://$dir/podman.sock"
     rm -f "$dir/podman.sock"
     step "starting host $host's Podman API service on $dir/podman.sock"

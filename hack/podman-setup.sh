@@ -59,7 +59,7 @@ if [[ "$current_hash" != "$image_hash" ]]; then
   logged import_test_image
 fi
 
-if ! curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
+if ! podman_socket_live "$SOCKET"; then
   step "starting the Podman API service on unix://$SOCKET (about a second)"
   socket_dir=$(dirname "$SOCKET")
   # The socket is the whole host: its directory must be root's alone, and a

@@ -62,10 +62,17 @@ fi
 
 ping_socket() { curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; }
 
+# service_pid: the pid in the pid file, while that process is this instance's
+# service (its command line names the socket; "__serve" until it execs Podman).
+# A pid is reused once the service is gone (pid_max is 32768 here and the
+# suites start thousands of processes), and stop kills the pid's whole mount
+# namespace: a stranger's must never pass.
 service_pid() {
-  local pid
+  local pid cmdline
   pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
-  [[ -n $pid && -d /proc/$pid ]] || return 1
+  [[ -n $pid ]] || return 1
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+  [[ $cmdline == *" unix://$SOCKET"* || $cmdline == *"podman5.sh __serve"* ]] || return 1
   echo "$pid"
 }
 
@@ -174,7 +181,7 @@ serve() {
 }
 
 start() {
-  if ping_socket; then
+  if podman_socket_live "$SOCKET"; then
     echo "$SOCKET"
     return 0
   fi
