@@ -98,6 +98,16 @@ const (
 	// ReasonNetworkNotAllowed: the run asks for a network (host, say) the
 	// host does not list among those runs may use.
 	ReasonNetworkNotAllowed = "NetworkNotAllowed"
+	// ReasonEgressNotPermitted: the run asks to reach names beyond its
+	// host's egress ceiling (host.egress.permitted), or for egress on a host
+	// that gives runs none.
+	ReasonEgressNotPermitted = "EgressNotPermitted"
+	// ReasonEgressUnavailable: the run's egress proxy could not be started,
+	// or its forwarder found no proxy (the container exits 121).
+	ReasonEgressUnavailable = "EgressUnavailable"
+	// ReasonEgressDenied: the run's proxy refused a connection (an event,
+	// rate-limited).
+	ReasonEgressDenied = "EgressDenied"
 	// ReasonBackOff: an attempt failed and the next one starts after a
 	// backoff.
 	ReasonBackOff = "BackOff"

@@ -96,6 +96,15 @@ type AgentRunSpec struct {
 	// +optional
 	Podman PodmanSpec `json:"podman,omitempty"`
 
+	// Egress is where the run's connections may go. A run that sets it goes
+	// through its host's egress proxy, which lets through only connections
+	// to the host's default names (by default the agent's own API) and to
+	// the names listed here; everything else is refused. A run without it
+	// gets its host's egress mode (host.egress.mode, proxy by default).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+	Egress *EgressSpec `json:"egress,omitempty"`
+
 	// Notify has the run's host call a URL when the run finishes, with the
 	// run's final status signed with a key from a Podman secret on the host.
 	// +optional
@@ -410,6 +419,11 @@ type AgentRunStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	Duration string `json:"duration,omitempty"`
 
+	// Egress is the run's network egress: its mode and, through the proxy,
+	// the connections let through and refused.
+	// +optional
+	Egress *EgressStatus `json:"egress,omitempty"`
+
 	// AgentResult holds what the agent reported when its output ended with a
 	// Claude Code JSON result object (claude -p --output-format json).
 	// +optional
@@ -425,6 +439,79 @@ type AgentRunStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Message string `json:"message,omitempty"`
+}
+
+// EgressSpec lists the names a run may reach beyond its host's defaults.
+type EgressSpec struct {
+	// Allow are the host names the run may connect to, each a DNS name
+	// with an optional port (github.com, registry.npmjs.org:443); a leading
+	// "*." matches every name below the one after it, not that name itself
+	// (*.githubusercontent.com). Without a port, 443 and 80. No IP
+	// addresses, schemes or paths. Each must be within the ceiling of the
+	// host the run goes to (its host.egress.permitted), or the run does not
+	// start (EgressNotPermitted).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=259
+	Allow []string `json:"allow,omitempty"`
+}
+
+// EgressMode is how a run's container reaches the network.
+// +kubebuilder:validation:Enum=proxy;none;open
+type EgressMode string
+
+const (
+	// EgressProxy: the container has no network of its own, only the
+	// host's egress proxy, which lets through the names the run may reach.
+	EgressProxy EgressMode = "proxy"
+	// EgressNone: the container has no network at all.
+	EgressNone EgressMode = "none"
+	// EgressOpen: the container is on a Podman network (spec.podman.network,
+	// or Podman's default bridge) and reaches whatever that network does.
+	EgressOpen EgressMode = "open"
+)
+
+// EgressStatus is what the run's egress is and what it tried.
+type EgressStatus struct {
+	// Mode is how the run's container reaches the network: proxy
+	// (restricted to the names it may reach), none, or open.
+	// +optional
+	Mode EgressMode `json:"mode,omitempty"`
+
+	// Allow are the names the run may reach through the proxy: its host's
+	// defaults and its spec.egress.allow.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=200
+	// +kubebuilder:validation:items:MaxLength=259
+	Allow []string `json:"allow,omitempty"`
+
+	// Allowed is how many connections the proxy let through.
+	// +optional
+	Allowed int64 `json:"allowed,omitempty"`
+
+	// Refused is how many connections the proxy refused, in all.
+	// +optional
+	Refused int64 `json:"refused,omitempty"`
+
+	// TopRefused are the destinations refused most often, at most ten,
+	// the most refused first.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	TopRefused []EgressRefusal `json:"topRefused,omitempty"`
+}
+
+// EgressRefusal is a destination the proxy refused and how often.
+type EgressRefusal struct {
+	// Destination is the name (or address) the run tried, with its port.
+	// +kubebuilder:validation:MaxLength=300
+	Destination string `json:"destination"`
+
+	// Count is how many times it was refused.
+	Count int64 `json:"count"`
 }
 
 // AgentResult is the agent's own report of a run, from the JSON result object
@@ -460,6 +547,7 @@ type AgentResult struct {
 // +kubebuilder:printcolumn:name="Attempts",type=integer,JSONPath=`.status.attempts`
 // +kubebuilder:printcolumn:name="Exit",type=integer,JSONPath=`.status.exitCode`
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
+// +kubebuilder:printcolumn:name="Egress",type=string,JSONPath=`.status.egress.mode`,priority=1
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`,priority=1
 // +kubebuilder:printcolumn:name="Started",type=date,JSONPath=`.status.startTime`,priority=1
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completionTime`,priority=1

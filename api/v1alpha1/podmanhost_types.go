@@ -74,6 +74,11 @@ type PodmanHostStatus struct {
 	// +kubebuilder:validation:MaxLength=16384
 	LogCABundle []byte `json:"logCABundle,omitempty"`
 
+	// Egress is the host's egress policy, which placement checks runs
+	// against.
+	// +optional
+	Egress *HostEgress `json:"egress,omitempty"`
+
 	// LastHeartbeatTime is when the host last renewed its heartbeat Lease,
 	// as last written here; the Lease holds the exact time.
 	// +optional
@@ -132,4 +137,28 @@ type PodmanHostList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PodmanHost `json:"items"`
+}
+
+// HostEgress is what a host lets its runs reach.
+type HostEgress struct {
+	// Mode is the egress of runs that set neither spec.egress nor
+	// spec.podman.network.
+	// +optional
+	Mode EgressMode `json:"mode,omitempty"`
+
+	// Default are the names every run on the host may reach through the
+	// proxy without asking.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=259
+	Default []string `json:"default,omitempty"`
+
+	// Permitted are the patterns a run's spec.egress.allow must stay
+	// within on this host; empty: none beyond the defaults.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=259
+	Permitted []string `json:"permitted,omitempty"`
 }

@@ -196,6 +196,12 @@ type HostConfiguration struct {
 	// Notify is what completion callbacks may reach.
 	// +optional
 	Notify NotifyConfiguration `json:"notify,omitempty"`
+
+	// Egress is where runs' connections may go: the host's egress proxy,
+	// the names every run may reach, and the ceiling of names runs may ask
+	// for.
+	// +optional
+	Egress EgressConfiguration `json:"egress,omitempty"`
 }
 
 // HeartbeatConfiguration is the host's heartbeat Lease. The host writes its
@@ -443,6 +449,78 @@ type NotifyConfiguration struct {
 	// callbacks reach public addresses only.
 	// +optional
 	AllowedCIDRs []string `json:"allowedCIDRs,omitempty"`
+}
+
+// EgressConfiguration is the host's egress policy and its proxy. A run in
+// proxy mode has no network of its own (Podman's network none): a forwarder
+// of agentrun's, mounted read-only into its container, carries each
+// connection over a Unix socket to this host's proxy, which lets through
+// only the names the run may reach, resolves them itself and refuses
+// loopback, link-local, private and the host's own addresses.
+type EgressConfiguration struct {
+	// Mode is the egress of runs that set neither spec.egress nor
+	// spec.podman.network: proxy (the names in default only), none (no
+	// network) or open (Podman's default network, unrestricted: the
+	// behaviour before egress control). A run that sets spec.egress always
+	// goes through the proxy; one that names a network is open, within
+	// host.containers.allowedNetworks. Default: proxy.
+	// +optional
+	Mode string `json:"mode,omitempty"`
+
+	// Default are the names every proxied run may reach without asking,
+	// in spec.egress.allow's form. Default: [api.anthropic.com].
+	// +optional
+	Default []string `json:"default,omitempty"`
+
+	// Permitted is the ceiling of what runs may ask for in
+	// spec.egress.allow: patterns in the same form (*.example.com covers
+	// every name below example.com; a pattern without a port covers any
+	// port the run names). A run asking beyond it does not start
+	// (EgressNotPermitted). Default: none, so runs reach only the defaults.
+	// +optional
+	Permitted []string `json:"permitted,omitempty"`
+
+	// AllowedCIDRs are the CIDRs the proxy may connect to although they
+	// are loopback, link-local, private or the host's own (a package
+	// mirror on the local network, say). Default: none.
+	// +optional
+	AllowedCIDRs []string `json:"allowedCIDRs,omitempty"`
+
+	// MaxConnectionsPerRun is the most connections a run may hold open
+	// through the proxy at once; past it the proxy answers 429. Default:
+	// 256.
+	// +optional
+	MaxConnectionsPerRun *int32 `json:"maxConnectionsPerRun,omitempty"`
+
+	// DialTimeout bounds the proxy's connection to a destination.
+	// Default: 10s.
+	// +optional
+	DialTimeout *metav1.Duration `json:"dialTimeout,omitempty"`
+
+	// IdleTimeout closes a connection through the proxy that carried
+	// nothing either way for this long. Default: 10m.
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// SocketDir is where the proxy's per-run sockets are, a directory per
+	// run; the Podman API mounts them into runs by this path, so a manager
+	// in a container mounts it at the same path. Default:
+	// /var/lib/agentrun/egress.
+	// +optional
+	SocketDir *string `json:"socketDir,omitempty"`
+
+	// Forwarder is the path of agentrun-forward on the host, mounted
+	// read-only into proxied runs (it must be readable and executable by
+	// the containers' user). Default:
+	// /usr/local/libexec/agentrun/agentrun-forward.
+	// +optional
+	Forwarder *string `json:"forwarder,omitempty"`
+
+	// Resolver is the DNS server (host:port) the proxy resolves names
+	// with; empty: the host's own resolver. For tests, which simulate the
+	// internet with a resolver of their own: a host should use its own.
+	// +optional
+	Resolver string `json:"resolver,omitempty"`
 }
 
 // FleetConfiguration is the fleet's settings: once per cluster, in the
