@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -159,4 +160,37 @@ func (policy Policy) Allows(host string, port uint16) bool {
 		}
 	}
 	return false
+}
+
+// Covers tells whether p matches every host and port q matches: the host's
+// ceiling (host.egress.permitted) covering what a run asks for.
+func (p Pattern) Covers(q Pattern) bool {
+	if !p.coversPort(q.Port) {
+		return false
+	}
+	if !p.Wildcard {
+		return !q.Wildcard && q.Name == p.Name
+	}
+	return q.Wildcard && q.Name == p.Name || strings.HasSuffix(q.Name, "."+p.Name)
+}
+
+// coversPort tells whether p allows every port a pattern with port allows
+// (0: 443 and 80).
+func (p Pattern) coversPort(port uint16) bool {
+	if p.Port == 0 {
+		return port == 0 || port == 443 || port == 80
+	}
+	return port == p.Port
+}
+
+// Uncovered are the patterns of asked that no pattern of the ceiling covers,
+// in their order.
+func (ceiling Policy) Uncovered(asked Policy) Policy {
+	var out Policy
+	for _, q := range asked {
+		if !slices.ContainsFunc(ceiling, func(p Pattern) bool { return p.Covers(q) }) {
+			out = append(out, q)
+		}
+	}
+	return out
 }

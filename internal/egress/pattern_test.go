@@ -70,3 +70,44 @@ func TestParsePolicyNamesTheEntryItRefuses(t *testing.T) {
 		t.Errorf("ParsePolicy with a URL: %v", err)
 	}
 }
+
+// A ceiling covers what a run asks for only when it allows every host and
+// port the run's pattern does: the run can never reach more than the host's
+// owner permitted.
+func TestCeilingCoversOnlyWhatItAllowsInFull(t *testing.T) {
+	for _, tc := range []struct {
+		ceiling, asked string
+		want           bool
+	}{
+		{"github.com", "github.com", true},
+		{"github.com", "github.com:443", true},
+		{"github.com", "github.com:80", true},
+		{"github.com", "github.com:22", false}, // no port: the web only
+		{"github.com:443", "github.com", false}, // the run's means 80 too
+		{"github.com:443", "github.com:443", true},
+		{"github.com:22", "github.com:22", true},
+		{"github.com", "api.github.com", false},
+		{"github.com", "*.github.com", false},
+		{"*.github.com", "api.github.com", true},
+		{"*.github.com", "a.b.github.com:443", true},
+		{"*.github.com", "*.github.com", true},
+		{"*.github.com", "*.api.github.com", true},
+		{"*.github.com", "github.com", false}, // strictly below
+		{"*.github.com", "*.evilgithub.com", false},
+		{"*.github.com", "api.evilgithub.com", false},
+		{"*.api.github.com", "*.github.com", false},
+		{"*.github.com:443", "api.github.com", false},
+	} {
+		ceiling, err := ParsePolicy(tc.ceiling)
+		if err != nil {
+			t.Fatal(err)
+		}
+		asked, err := ParsePolicy(tc.asked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(ceiling.Uncovered(asked)) == 0; got != tc.want {
+			t.Errorf("ceiling %s covers %s: %v, want %v", tc.ceiling, tc.asked, got, tc.want)
+		}
+	}
+}

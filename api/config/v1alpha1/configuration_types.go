@@ -473,10 +473,11 @@ type EgressConfiguration struct {
 	Default []string `json:"default,omitempty"`
 
 	// Permitted is the ceiling of what runs may ask for in
-	// spec.egress.allow: patterns in the same form (*.example.com covers
-	// every name below example.com; a pattern without a port covers any
-	// port the run names). A run asking beyond it does not start
-	// (EgressNotPermitted). Default: none, so runs reach only the defaults.
+	// spec.egress.allow: patterns in the same form, each covering what it
+	// matches (*.example.com covers every name below example.com;
+	// example.com covers example.com on 443 and 80, example.com:22 on 22
+	// only). A run asking beyond it does not start (EgressNotPermitted).
+	// Default: none, so runs reach only the defaults.
 	// +optional
 	Permitted []string `json:"permitted,omitempty"`
 
