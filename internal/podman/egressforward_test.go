@@ -186,7 +186,9 @@ func TestANetworkNoneContainerReachesNothingOnTheHostWithoutTheForwarder(t *test
 	}
 	host := serveHTTP(t, l)
 	port := l.Addr().(*net.TCPAddr).Port
-	script := `ip -o link | cut -d: -f2; for a in "$@"; do wget -q -O- "http://$a:` + fmt.Sprint(port) + `/direct" && echo " reached $a"; done; echo tried`
+	// One stream: conmon logs stdout and stderr apart, so their lines can
+	// come out of order.
+	script := `exec 2>&1; ip -o link | cut -d: -f2; for a in "$@"; do wget -q -O- "http://$a:` + fmt.Sprint(port) + `/direct" && echo " reached $a"; done; echo tried`
 	addrs := hostAddresses(t)
 	id, _ := run(t, r, script, func(s *rt.Spec) {
 		hardenAsARun(t, s)
