@@ -82,7 +82,7 @@ func TestCeilingCoversOnlyWhatItAllowsInFull(t *testing.T) {
 		{"github.com", "github.com", true},
 		{"github.com", "github.com:443", true},
 		{"github.com", "github.com:80", true},
-		{"github.com", "github.com:22", false}, // no port: the web only
+		{"github.com", "github.com:22", false},  // no port: the web only
 		{"github.com:443", "github.com", false}, // the run's means 80 too
 		{"github.com:443", "github.com:443", true},
 		{"github.com:22", "github.com:22", true},
