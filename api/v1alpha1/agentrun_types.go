@@ -512,10 +512,12 @@ type EgressStatus struct {
 // EgressRefusal is a destination the proxy refused and how often.
 type EgressRefusal struct {
 	// Destination is the name (or address) the run tried, with its port.
+	// +required
 	// +kubebuilder:validation:MaxLength=300
 	Destination string `json:"destination"`
 
 	// Count is how many times it was refused.
+	// +required
 	Count int64 `json:"count"`
 }
 
