@@ -7,11 +7,12 @@ import (
 // AgentRunSpec describes one run of an AI coding agent in a Podman container.
 // Everything but cancel is fixed once the run is created: a run is a record of
 // what was executed, so a change means a new AgentRun.
-// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude) && has(self.notify) == has(oldSelf.notify) && has(self.continueFrom) == has(oldSelf.continueFrom) && has(self.fork) == has(oldSelf.fork)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
+// +kubebuilder:validation:XValidation:rule="has(self.workdir) == has(oldSelf.workdir) && has(self.image) == has(oldSelf.image) && has(self.command) == has(oldSelf.command) && has(self.hostName) == has(oldSelf.hostName) && has(self.hostSelector) == has(oldSelf.hostSelector) && has(self.podman) == has(oldSelf.podman) && has(self.timeout) == has(oldSelf.timeout) && has(self.backoffLimit) == has(oldSelf.backoffLimit) && has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && has(self.claude) == has(oldSelf.claude) && has(self.notify) == has(oldSelf.notify) && has(self.continueFrom) == has(oldSelf.continueFrom) && has(self.fork) == has(oldSelf.fork) && has(self.egress) == has(oldSelf.egress)",message="spec is immutable after creation except spec.cancel (rule: immutable spec)"
 // +kubebuilder:validation:XValidation:rule="!oldSelf.?cancel.orValue(false) || self.?cancel.orValue(false)",message="spec.cancel cannot be set back to false once a run is cancelled (rule: cancel is final)"
 // +kubebuilder:validation:XValidation:rule="!has(self.continueFrom) || !has(self.command) || size(self.command) == 0",message="spec.continueFrom resumes a Claude Code session, which needs the host's default command (Claude Code), not spec.command (rule: sessions need the default command)"
 // +kubebuilder:validation:XValidation:rule="!has(self.fork) || !self.fork || has(self.continueFrom)",message="spec.fork branches the session of spec.continueFrom, which is not set (rule: fork needs continueFrom)"
 // +kubebuilder:validation:XValidation:rule="!has(self.claude) || !has(self.command) || size(self.command) == 0",message="spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command (rule: claude options need the default command)"
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || !has(self.podman) || !has(self.podman.network) || size(self.podman.network) == 0",message="spec.egress needs the host's egress proxy, which a run on a Podman network of its own bypasses: leave spec.podman.network empty (rule: egress without network)",fieldPath=".podman.network"
 type AgentRunSpec struct {
 	// Prompt is the task given to the agent. It is passed as the last argument
 	// of the command and as the environment variable AGENT_PROMPT.
@@ -454,7 +455,11 @@ type EgressSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MinLength=1
-	// +kubebuilder:validation:items:MaxLength=259
+	// +kubebuilder:validation:items:MaxLength=261
+	// +kubebuilder:validation:items:XValidation:rule=`!self.matches('[/?#@]')`,message="a host name with an optional port, not a URL: no scheme, path, query or user (rule: egress name)"
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$')`,message="each entry is a lower-case DNS name (labels of a to z, 0 to 9 and inner hyphens, 1 to 63 characters), optionally with a leading '*.' and a port from 1 to 65535 without leading zeros: github.com, *.githubusercontent.com, registry.npmjs.org:443 (rule: egress name)"
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^(\\*\\.)?[^:]{1,253}(:[^:]*)?$')`,message="the name is at most 253 characters (rule: egress name)"
+	// +kubebuilder:validation:items:XValidation:rule=`!self.matches('(^|[.])[0-9]+(:[^:]*)?$')`,message="the last label of the name is not all digits: an IP address is not a host name (rule: egress name)"
 	Allow []string `json:"allow,omitempty"`
 }
 
@@ -485,7 +490,7 @@ type EgressStatus struct {
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=200
-	// +kubebuilder:validation:items:MaxLength=259
+	// +kubebuilder:validation:items:MaxLength=261
 	Allow []string `json:"allow,omitempty"`
 
 	// Allowed is how many connections the proxy let through.
@@ -507,10 +512,12 @@ type EgressStatus struct {
 // EgressRefusal is a destination the proxy refused and how often.
 type EgressRefusal struct {
 	// Destination is the name (or address) the run tried, with its port.
+	// +required
 	// +kubebuilder:validation:MaxLength=300
 	Destination string `json:"destination"`
 
 	// Count is how many times it was refused.
+	// +required
 	Count int64 `json:"count"`
 }
 

@@ -77,6 +77,13 @@ const (
 	ruleRunName           = "run name"
 	ruleForkNeedsSession  = "fork needs continueFrom"
 	ruleNoControlChars    = "no control characters"
+	ruleUniqueEgress      = "unique egress names"
+	ruleEgressNoNetwork   = "egress without network"
+	// RuleEgressName is the rule each entry of spec.egress.allow is held
+	// to. The webhook checks it with internal/egress's parser, which the
+	// hosts and placement read the entries with, and which this package
+	// cannot import.
+	RuleEgressName = "egress name"
 )
 
 // Lengths and counts the CRD bounds with maxLength, maxItems and
@@ -103,6 +110,10 @@ const (
 	maxToolLength        = 256
 	maxSystemPromptAdd   = 16384
 	maxURLLength         = 2048
+	maxEgressEntries     = 100
+	// MaxEgressEntryLength is the longest entry of spec.egress.allow: "*.",
+	// a name of 253 characters and ":65535".
+	MaxEgressEntryLength = 2 + 253 + 6
 )
 
 // The CRD's patterns, for the fields the webhook checks in the same words.
@@ -247,10 +258,10 @@ func ValidateAgentRunUpdate(old, run *AgentRun) field.ErrorList {
 	oldSpec, newSpec := old.Spec, run.Spec
 	oldSpec.Cancel, newSpec.Cancel = false, false
 	if !equality.Semantic.DeepEqual(oldSpec, newSpec) {
-		errs = append(errs, field.Forbidden(specPath, rule("spec is immutable after creation except spec.cancel", ruleImmutableSpec)))
+		errs = append(errs, field.Forbidden(specPath, Rule("spec is immutable after creation except spec.cancel", ruleImmutableSpec)))
 	}
 	if old.Spec.Cancel && !run.Spec.Cancel {
-		errs = append(errs, field.Forbidden(specPath.Child("cancel"), rule("spec.cancel cannot be set back to false once a run is cancelled", ruleCancelIsFinal)))
+		errs = append(errs, field.Forbidden(specPath.Child("cancel"), Rule("spec.cancel cannot be set back to false once a run is cancelled", ruleCancelIsFinal)))
 	}
 	return errs
 }
@@ -259,10 +270,10 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	switch {
 	case spec.Prompt == "":
-		errs = append(errs, field.Required(p.Child("prompt"), rule("the prompt must be non-empty", rulePromptRequired)))
+		errs = append(errs, field.Required(p.Child("prompt"), Rule("the prompt must be non-empty", rulePromptRequired)))
 	case len(spec.Prompt) > MaxPromptLength:
 		errs = append(errs, field.Invalid(p.Child("prompt"), fmt.Sprintf("%d bytes", len(spec.Prompt)),
-			rule(fmt.Sprintf("the prompt must be at most %d bytes", MaxPromptLength), rulePromptSize)))
+			Rule(fmt.Sprintf("the prompt must be at most %d bytes", MaxPromptLength), rulePromptSize)))
 	}
 	if spec.Workdir != "" {
 		errs = append(errs, maxLength(p.Child("workdir"), spec.Workdir, maxWorkdirLength)...)
@@ -279,19 +290,19 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 		"host names must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", ruleHostName)...)
 	if spec.Timeout != nil && spec.Timeout.Duration <= 0 {
 		errs = append(errs, field.Invalid(p.Child("timeout"), spec.Timeout.Duration.String(),
-			rule("timeout must be a positive duration such as 30m", rulePositiveTimeout)))
+			Rule("timeout must be a positive duration such as 30m", rulePositiveTimeout)))
 	}
 	if n := spec.BackoffLimit; n != nil && (*n < 0 || *n > MaxBackoffLimit) {
 		errs = append(errs, field.Invalid(p.Child("backoffLimit"), *n,
-			rule(fmt.Sprintf("backoffLimit must be between 0 and %d", MaxBackoffLimit), ruleBackoffLimit)))
+			Rule(fmt.Sprintf("backoffLimit must be between 0 and %d", MaxBackoffLimit), ruleBackoffLimit)))
 	}
 	if n := spec.TTLSecondsAfterFinished; n != nil && *n < 0 {
 		errs = append(errs, field.Invalid(p.Child("ttlSecondsAfterFinished"), *n,
-			rule("ttlSecondsAfterFinished must not be negative", ruleNonNegativeTTL)))
+			Rule("ttlSecondsAfterFinished must not be negative", ruleNonNegativeTTL)))
 	}
 	if spec.HostSelector != nil {
 		for _, e := range metav1validation.ValidateLabelSelector(spec.HostSelector, metav1validation.LabelSelectorValidationOptions{}, p.Child("hostSelector")) {
-			e.Detail = rule(e.Detail, ruleLabelSelector)
+			e.Detail = Rule(e.Detail, ruleLabelSelector)
 			errs = append(errs, e)
 		}
 	}
@@ -301,25 +312,28 @@ func validateSpec(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 		errs = append(errs, matchPattern(p.Child("continueFrom"), spec.ContinueFrom, hostNamePattern,
 			"AgentRun names are lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", ruleRunName)...)
 		if len(spec.Command) > 0 {
-			errs = append(errs, field.Forbidden(p.Child("continueFrom"), rule(
+			errs = append(errs, field.Forbidden(p.Child("continueFrom"), Rule(
 				"spec.continueFrom resumes a Claude Code session, which needs the host's default command (Claude Code), not spec.command", ruleSessionsNeedCmd)))
 		}
 	} else if spec.Fork {
-		errs = append(errs, field.Forbidden(p.Child("fork"), rule("spec.fork branches the session of spec.continueFrom, which is not set", ruleForkNeedsSession)))
+		errs = append(errs, field.Forbidden(p.Child("fork"), Rule("spec.fork branches the session of spec.continueFrom, which is not set", ruleForkNeedsSession)))
 	}
 	if n := spec.Notify; n != nil {
 		urlPath := p.Child("notify", "url")
 		errs = append(errs, maxLength(urlPath, n.URL, maxURLLength)...)
 		errs = append(errs, noControlCharacters(urlPath, n.URL)...)
 		if !notifyURLPattern.MatchString(n.URL) {
-			errs = append(errs, field.Invalid(urlPath, n.URL, rule(
+			errs = append(errs, field.Invalid(urlPath, n.URL, Rule(
 				"the URL must be https://, or http:// to 127.0.0.1, [::1] or localhost, without user information or spaces", ruleNotifyURL)))
 		}
 		errs = append(errs, ValidateSecretName(p.Child("notify", "secretName"), string(n.SecretName))...)
 	}
+	if spec.Egress != nil {
+		errs = append(errs, validateEgress(spec, p)...)
+	}
 	if spec.Claude != nil {
 		if len(spec.Command) > 0 {
-			errs = append(errs, field.Forbidden(p.Child("claude"), rule(
+			errs = append(errs, field.Forbidden(p.Child("claude"), Rule(
 				"spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command", ruleClaudeNeedsCmd)))
 		}
 		errs = append(errs, validateClaude(spec.Claude, p.Child("claude"))...)
@@ -333,14 +347,14 @@ func validateClaude(c *ClaudeSpec, p *field.Path) field.ErrorList {
 	errs = append(errs, matchPattern(p.Child("model"), c.Model, modelPattern,
 		"model names start with a letter or digit and contain only letters, digits, '.', '_', ':', '[', ']' and '-'", ruleModelName)...)
 	if n := c.MaxTurns; n != nil && (*n < 1 || *n > maxTurns) {
-		errs = append(errs, field.Invalid(p.Child("maxTurns"), *n, rule(fmt.Sprintf("maxTurns must be between 1 and %d", maxTurns), ruleTurns)))
+		errs = append(errs, field.Invalid(p.Child("maxTurns"), *n, Rule(fmt.Sprintf("maxTurns must be between 1 and %d", maxTurns), ruleTurns)))
 	}
 	if b := c.MaxBudgetUSD; b != "" {
 		budgetPath := p.Child("maxBudgetUSD")
 		errs = append(errs, maxLength(budgetPath, b, maxBudgetLength)...)
 		errs = append(errs, matchPattern(budgetPath, b, budgetPattern, "maxBudgetUSD must be a decimal number of dollars such as 5 or 0.50", ruleBudgetFormat)...)
 		if zeroBudgetPattern.MatchString(b) {
-			errs = append(errs, field.Invalid(budgetPath, b, rule("maxBudgetUSD must be more than 0", rulePositiveBudget)))
+			errs = append(errs, field.Invalid(budgetPath, b, Rule("maxBudgetUSD must be more than 0", rulePositiveBudget)))
 		}
 	}
 	for _, tools := range []struct {
@@ -353,24 +367,48 @@ func validateClaude(c *ClaudeSpec, p *field.Path) field.ErrorList {
 			errs = append(errs, maxLength(toolsPath.Index(i), r, maxToolLength)...)
 			if !toolRulePattern.MatchString(r) {
 				errs = append(errs, field.Invalid(toolsPath.Index(i), r,
-					rule("tool rules start with a letter or '_' and contain no control characters", ruleToolRule)))
+					Rule("tool rules start with a letter or '_' and contain no control characters", ruleToolRule)))
 			}
 		}
 	}
 	if m := c.PermissionMode; m != "" && !slices.Contains(PermissionModes, m) {
 		errs = append(errs, field.Invalid(p.Child("permissionMode"), m,
-			rule("permissionMode must be one of "+strings.Join(PermissionModes, ", "), rulePermissionMode)))
+			Rule("permissionMode must be one of "+strings.Join(PermissionModes, ", "), rulePermissionMode)))
 	}
 	errs = append(errs, maxLength(p.Child("appendSystemPrompt"), c.AppendSystemPrompt, maxSystemPromptAdd)...)
 	return errs
 }
 
+// validateEgress checks the form of spec.egress: its size, no name twice,
+// and no Podman network of the run's own, which would bypass the host's
+// proxy. Each entry's own rule (RuleEgressName) is the webhook's.
+func validateEgress(spec *AgentRunSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	allowPath := p.Child("egress", "allow")
+	errs = append(errs, maxItems(allowPath, len(spec.Egress.Allow), maxEgressEntries)...)
+	seen := make(map[string]bool, len(spec.Egress.Allow))
+	for i, entry := range spec.Egress.Allow {
+		errs = append(errs, maxLength(allowPath.Index(i), entry, MaxEgressEntryLength)...)
+		if seen[entry] {
+			dup := field.Duplicate(allowPath.Index(i), entry)
+			dup.Detail = Rule("each name is listed once", ruleUniqueEgress)
+			errs = append(errs, dup)
+		}
+		seen[entry] = true
+	}
+	if spec.Podman.Network != "" {
+		errs = append(errs, field.Forbidden(p.Child("podman", "network"), Rule(
+			"spec.egress needs the host's egress proxy, which a run on a Podman network of its own bypasses: leave spec.podman.network empty", ruleEgressNoNetwork)))
+	}
+	return errs
+}
+
 func validateAbsoluteCleanPath(p *field.Path, value string) field.ErrorList {
 	if !strings.HasPrefix(value, "/") {
-		return field.ErrorList{field.Invalid(p, value, rule("must be an absolute path", ruleAbsolutePaths))}
+		return field.ErrorList{field.Invalid(p, value, Rule("must be an absolute path", ruleAbsolutePaths))}
 	}
 	if path.Clean(value) != value {
-		return field.ErrorList{field.Invalid(p, value, rule("must be a clean path, without '..', '.', '//' or a trailing '/'", ruleCleanPaths))}
+		return field.ErrorList{field.Invalid(p, value, Rule("must be a clean path, without '..', '.', '//' or a trailing '/'", ruleCleanPaths))}
 	}
 	return nil
 }
@@ -380,7 +418,7 @@ func validatePodman(spec *PodmanSpec, p *field.Path) field.ErrorList {
 
 	secretsPath := p.Child("secretsEnv")
 	if n := len(spec.SecretsEnv); n > MaxSecretsPerRun {
-		errs = append(errs, field.Invalid(secretsPath, n, rule(fmt.Sprintf("at most %d secrets per run", MaxSecretsPerRun), ruleMaxPerRun)))
+		errs = append(errs, field.Invalid(secretsPath, n, Rule(fmt.Sprintf("at most %d secrets per run", MaxSecretsPerRun), ruleMaxPerRun)))
 	}
 	for _, name := range sortedKeys(spec.SecretsEnv) {
 		keyPath := secretsPath.Key(name)
@@ -390,14 +428,14 @@ func validatePodman(spec *PodmanSpec, p *field.Path) field.ErrorList {
 
 	envPath := p.Child("env")
 	if n := len(spec.Env); n > maxEnvVars {
-		errs = append(errs, field.Invalid(envPath, n, rule(fmt.Sprintf("at most %d variables", maxEnvVars), ruleSizeLimits)))
+		errs = append(errs, field.Invalid(envPath, n, Rule(fmt.Sprintf("at most %d variables", maxEnvVars), ruleSizeLimits)))
 	}
 	for _, name := range sortedKeys(spec.Env) {
 		keyPath := envPath.Key(name)
 		errs = append(errs, ValidateEnvName(keyPath, name)...)
 		errs = append(errs, maxLength(keyPath, string(spec.Env[name]), maxEnvValueLength)...)
 		if _, dup := spec.SecretsEnv[name]; dup {
-			errs = append(errs, field.Invalid(keyPath, name, rule("a variable may be set in env or in secretsEnv, not both", ruleOneSource)))
+			errs = append(errs, field.Invalid(keyPath, name, Rule("a variable may be set in env or in secretsEnv, not both", ruleOneSource)))
 		}
 	}
 
@@ -416,7 +454,7 @@ func validatePodman(spec *PodmanSpec, p *field.Path) field.ErrorList {
 		}
 		if first, dup := mounted[v.ContainerPath]; dup {
 			errs = append(errs, field.Invalid(volumesPath.Index(i), entry,
-				rule(fmt.Sprintf("container path %s is already mounted by volumes[%d]", v.ContainerPath, first), ruleUniqueMountPaths)))
+				Rule(fmt.Sprintf("container path %s is already mounted by volumes[%d]", v.ContainerPath, first), ruleUniqueMountPaths)))
 			continue
 		}
 		mounted[v.ContainerPath] = i
@@ -438,7 +476,7 @@ func validateCPUs(p *field.Path, cpus string) field.ErrorList {
 		return append(errs, format...)
 	}
 	if n, err := strconv.ParseFloat(cpus, 64); cpus != "" && (err != nil || n <= 0) {
-		errs = append(errs, field.Invalid(p, cpus, rule("cpus must be greater than 0", rulePositiveCPUs)))
+		errs = append(errs, field.Invalid(p, cpus, Rule("cpus must be greater than 0", rulePositiveCPUs)))
 	}
 	return errs
 }
@@ -447,7 +485,7 @@ func validateCPUs(p *field.Path, cpus string) field.ErrorList {
 // repeated in the error: it may be long.
 func maxLength(p *field.Path, value string, n int) field.ErrorList {
 	if l := utf8.RuneCountInString(value); l > n {
-		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", l), rule(fmt.Sprintf("must be at most %d characters", n), ruleSizeLimits))}
+		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", l), Rule(fmt.Sprintf("must be at most %d characters", n), ruleSizeLimits))}
 	}
 	return nil
 }
@@ -461,13 +499,13 @@ func noControlCharacters(p *field.Path, value string) field.ErrorList {
 	if !strings.ContainsFunc(value, unicode.IsControl) {
 		return nil
 	}
-	return field.ErrorList{field.Invalid(p, value, rule("must not contain control characters", ruleNoControlChars))}
+	return field.ErrorList{field.Invalid(p, value, Rule("must not contain control characters", ruleNoControlChars))}
 }
 
 // maxItems refuses a list of more than n items.
 func maxItems(p *field.Path, items, n int) field.ErrorList {
 	if items > n {
-		return field.ErrorList{field.Invalid(p, items, rule(fmt.Sprintf("at most %d items", n), ruleSizeLimits))}
+		return field.ErrorList{field.Invalid(p, items, Rule(fmt.Sprintf("at most %d items", n), ruleSizeLimits))}
 	}
 	return nil
 }
@@ -478,7 +516,7 @@ func matchPattern(p *field.Path, value string, pattern *regexp.Regexp, message, 
 	if value == "" || pattern.MatchString(value) {
 		return nil
 	}
-	return field.ErrorList{field.Invalid(p, value, rule(message, ruleName))}
+	return field.ErrorList{field.Invalid(p, value, Rule(message, ruleName))}
 }
 
 // ValidateEnvName applies the reference API's env var rules (format, blocked
@@ -486,11 +524,11 @@ func matchPattern(p *field.Path, value string, pattern *regexp.Regexp, message, 
 func ValidateEnvName(p *field.Path, name string) field.ErrorList {
 	switch {
 	case !envNamePattern.MatchString(name):
-		return field.ErrorList{field.Invalid(p, name, rule("env var names must start with a letter or underscore and contain only [A-Za-z0-9_]", ruleEnvVarFormat))}
+		return field.ErrorList{field.Invalid(p, name, Rule("env var names must start with a letter or underscore and contain only [A-Za-z0-9_]", ruleEnvVarFormat))}
 	case slices.Contains(blockedEnvVars, name):
-		return field.ErrorList{field.Forbidden(p, rule(name+" is not allowed: it would load code into the agent's processes", ruleBlockedVars))}
+		return field.ErrorList{field.Forbidden(p, Rule(name+" is not allowed: it would load code into the agent's processes", ruleBlockedVars))}
 	case name == PromptEnvVar:
-		return field.ErrorList{field.Forbidden(p, rule(PromptEnvVar+" is set by the controller", ruleReservedVars))}
+		return field.ErrorList{field.Forbidden(p, Rule(PromptEnvVar+" is set by the controller", ruleReservedVars))}
 	}
 	return nil
 }
@@ -503,19 +541,20 @@ func ValidateEnvName(p *field.Path, name string) field.ErrorList {
 func ValidateSecretName(p *field.Path, name string) field.ErrorList {
 	switch {
 	case name == "":
-		return field.ErrorList{field.Required(p, rule("secret names must be non-empty", ruleSecretName))}
+		return field.ErrorList{field.Required(p, Rule("secret names must be non-empty", ruleSecretName))}
 	case len(name) > MaxSecretNameLength:
 		return field.ErrorList{field.Invalid(p, fmt.Sprintf("%d characters", len(name)),
-			rule(fmt.Sprintf("secret names must be at most %d characters", MaxSecretNameLength), ruleSecretName))}
+			Rule(fmt.Sprintf("secret names must be at most %d characters", MaxSecretNameLength), ruleSecretName))}
 	case !secretNamePattern.MatchString(name):
 		return field.ErrorList{field.Invalid(p, name,
-			rule("secret names must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", rulePodmanSecretName))}
+			Rule("secret names must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", rulePodmanSecretName))}
 	}
 	return nil
 }
 
-// rule appends the rule's name to a message, as every message here ends.
-func rule(message, name string) string {
+// Rule appends the rule's name to a message, as every validation message
+// ends (the webhook's RuleEgressName too).
+func Rule(message, name string) string {
 	return fmt.Sprintf("%s (rule: %s)", message, name)
 }
 

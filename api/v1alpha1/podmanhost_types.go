@@ -151,7 +151,7 @@ type HostEgress struct {
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=100
-	// +kubebuilder:validation:items:MaxLength=259
+	// +kubebuilder:validation:items:MaxLength=261
 	Default []string `json:"default,omitempty"`
 
 	// Permitted are the patterns a run's spec.egress.allow must stay
@@ -159,6 +159,6 @@ type HostEgress struct {
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=100
-	// +kubebuilder:validation:items:MaxLength=259
+	// +kubebuilder:validation:items:MaxLength=261
 	Permitted []string `json:"permitted,omitempty"`
 }

@@ -1,7 +1,7 @@
 // Package hostagent is a Podman host's presence in the cluster, as the
 // kubelet's node status and lease are a Node's: it keeps the host's
-// PodmanHost (labels, Podman version, capacity, load, secret and image names)
-// and its heartbeat Lease current, and, after the host was cut off long
+// PodmanHost (labels, Podman version, capacity, load, secret and image names,
+// egress policy) and its heartbeat Lease current, and, after the host was cut off long
 // enough to be declared lost, fences it: it removes the containers of runs
 // the fleet gave to other hosts meanwhile before the host takes any run.
 package hostagent
@@ -58,6 +58,11 @@ type Agent struct {
 	LeaseNamespace string
 	Capacity       int
 	DefaultImage   string
+	// Egress is the host's egress policy (host.egress: mode, default
+	// names, ceiling), published for placement, which sends a run with
+	// spec.egress only where the ceiling covers it; nil publishes none, as
+	// a host from before egress did.
+	Egress *agentsv1alpha1.HostEgress
 	// LogEndpoint and LogCABundle are where the host serves its runs'
 	// output and the CA of that endpoint's certificate; empty: nowhere.
 	LogEndpoint string
@@ -356,6 +361,7 @@ func (a *Agent) writeStatus(ctx context.Context, host *agentsv1alpha1.PodmanHost
 	st.Capacity = int32(a.Capacity)
 	st.DefaultImage = a.DefaultImage
 	st.LogEndpoint, st.LogCABundle = a.LogEndpoint, a.LogCABundle
+	st.Egress = a.Egress.DeepCopy()
 	if invOK {
 		st.PodmanVersion = inv.Version
 		st.Secrets = sortedUnique(inv.Secrets)

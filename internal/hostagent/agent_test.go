@@ -41,6 +41,7 @@ func newAgent(t *testing.T, objs ...client.Object) (*Agent, *fake.Runtime, *cloc
 		Client: c, Reader: c, Recorder: recorder, Runtime: rt,
 		Host: "h1", Labels: map[string]string{"gpu": "true"}, LeaseNamespace: "agentrun-system",
 		Capacity: 4, DefaultImage: image, HeartbeatPeriod: 10 * time.Second, GracePeriod: 40 * time.Second,
+		Egress:  &agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.github.com"}},
 		Running: func(context.Context) (int, error) { return 2, nil },
 		Clock:   clock,
 	}
@@ -65,7 +66,9 @@ func TestBeatPublishesTheHostAndItsHeartbeat(t *testing.T) {
 	ready := meta.FindStatusCondition(st.Conditions, agentsv1alpha1.HostConditionReady)
 	if ready == nil || ready.Status != metav1.ConditionTrue || host.Labels["gpu"] != "true" || st.Capacity != 4 || st.Running != 2 ||
 		st.PodmanVersion != "fake" || strings.Join(st.Secrets, ",") != "github-token" || strings.Join(st.Images, ",") != image ||
-		st.DefaultImage != image || st.LastHeartbeatTime == nil {
+		st.DefaultImage != image || st.LastHeartbeatTime == nil ||
+		st.Egress == nil || st.Egress.Mode != agentsv1alpha1.EgressProxy || strings.Join(st.Egress.Default, ",") != "api.anthropic.com" ||
+		strings.Join(st.Egress.Permitted, ",") != "*.github.com" {
 		t.Fatalf("PodmanHost = %+v %+v", host.Labels, st)
 	}
 	lease := &coordinationv1.Lease{}

@@ -74,6 +74,7 @@ func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []core
 		field("Cancel", "requested")
 	}
 	field("Message", "%s", orNone(st.Message))
+	describeEgress(field, run)
 	if r := st.AgentResult; r != nil {
 		fmt.Fprintln(w, "Agent Result:")
 		field("  Session", "%s", orNone(r.SessionID))
@@ -98,6 +99,32 @@ func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []core
 		return err
 	}
 	return writeEvents(out, events, eventsErr)
+}
+
+// describeEgress prints the run's egress as its host applied it
+// (status.egress): the mode and, through the proxy, the names it may reach
+// and what it tried; before that, the names the run asks for.
+func describeEgress(field func(name, format string, args ...any), run *agentsv1alpha1.AgentRun) {
+	st := run.Status.Egress
+	if st == nil {
+		if run.Spec.Egress != nil {
+			field("Egress", "proxy, asking for %s", listOrNone(run.Spec.Egress.Allow))
+		}
+		return
+	}
+	field("Egress", "%s", st.Mode)
+	if st.Mode != agentsv1alpha1.EgressProxy {
+		return
+	}
+	field("  Allow", "%s", listOrNone(st.Allow))
+	field("  Connections", "%d allowed, %d refused", st.Allowed, st.Refused)
+	if len(st.TopRefused) > 0 {
+		refused := make([]string, len(st.TopRefused))
+		for i, r := range st.TopRefused {
+			refused[i] = fmt.Sprintf("%s (%d)", r.Destination, r.Count)
+		}
+		field("  Top Refused", "%s", strings.Join(refused, ", "))
+	}
 }
 
 // writeEvents prints the latest events last, as kubectl describe does.

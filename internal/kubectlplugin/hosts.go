@@ -23,7 +23,7 @@ func (p *plugin) hostsCommand() *cobra.Command {
 	print := genericclioptions.NewPrintFlags("").WithTypeSetter(scheme)
 	cmd := &cobra.Command{
 		Use:   "hosts",
-		Short: "List the Podman hosts: readiness, load, Podman version, secrets and images",
+		Short: "List the Podman hosts: readiness, load, Podman version, secrets and images (and with -o wide, egress)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return p.hosts(cmd.Context(), print)
@@ -54,13 +54,14 @@ func (p *plugin) hosts(ctx context.Context, print *genericclioptions.PrintFlags)
 	t := table{header: []string{"NAME", "READY", "LOAD", "PODMAN", "SECRETS", "IMAGES", "AGE"}}
 	wide := format == "wide"
 	if wide {
-		t.header = append(t.header, "REASON", "LABELS")
+		t.header = append(t.header, "REASON", "LABELS", "EGRESS", "PERMITTED")
 	}
 	for _, h := range hosts.Items {
 		row := []string{h.Name, hostReady(&h).status, load(&h), h.Status.PodmanVersion,
 			listOrNone(h.Status.Secrets), listOrNone(h.Status.Images), age(h.CreationTimestamp)}
 		if wide {
 			row = append(row, hostReady(&h).reason, labels(h.Labels))
+			row = append(row, hostEgress(&h)...)
 		}
 		t.rows = append(t.rows, row)
 	}
@@ -118,6 +119,16 @@ func load(h *agentsv1alpha1.PodmanHost) string {
 		return fmt.Sprintf("%d", h.Status.Running)
 	}
 	return fmt.Sprintf("%d/%d", h.Status.Running, h.Status.Capacity)
+}
+
+// hostEgress is the host's egress mode and the names runs may ask for
+// beyond its defaults, as it publishes them; a host that publishes none
+// (from before egress) takes no run with spec.egress.
+func hostEgress(h *agentsv1alpha1.PodmanHost) []string {
+	if h.Status.Egress == nil {
+		return []string{"<none>", "<none>"}
+	}
+	return []string{orNone(string(h.Status.Egress.Mode)), listOrNone(h.Status.Egress.Permitted)}
 }
 
 func listOrNone(items []string) string {

@@ -133,6 +133,8 @@ var _ = Describe("kubectl agentrun describe", func() {
 			Phase: agentsv1alpha1.PhaseSucceeded, Host: "local-2", Attempts: 2, DisruptedAttempts: 1,
 			ExitCode: ptr.To[int32](0), Duration: "12s", Message: "container c exited 0",
 			AgentResult: &agentsv1alpha1.AgentResult{Result: "Three sentences.\nSecond line.", SessionID: "s-1", NumTurns: 4, CostUSD: "0.0123"},
+			Egress: &agentsv1alpha1.EgressStatus{Mode: agentsv1alpha1.EgressProxy, Allow: []string{"api.anthropic.com", "github.com"},
+				Allowed: 12, Refused: 4, TopRefused: []agentsv1alpha1.EgressRefusal{{Destination: "evil.test:443", Count: 3}, {Destination: "10.0.0.1:80", Count: 1}}},
 		}
 		meta.SetStatusCondition(&run.Status.Conditions, metav1.Condition{Type: "Succeeded", Status: metav1.ConditionTrue, Reason: "Completed", Message: "container c exited 0"})
 		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
@@ -149,6 +151,7 @@ var _ = Describe("kubectl agentrun describe", func() {
 			"Name:", "summary", "Phase:", "Succeeded", "Host:", "local-2", "Attempts:", "2 (disrupted: 1)",
 			"Exit Code:", "Turns:", "4", "Cost (USD):", "0.0123", "Session:", "s-1",
 			"    Three sentences.\n    Second line.", "Completed", "Launched", "agentrun-local-2", "started container c on local-2",
+			"Egress:", "proxy", "api.anthropic.com,github.com", "12 allowed, 4 refused", "Top Refused:", "evil.test:443 (3), 10.0.0.1:80 (1)",
 		} {
 			Expect(r.out).To(ContainSubstring(want))
 		}
@@ -163,6 +166,7 @@ var _ = Describe("kubectl agentrun hosts", func() {
 		host.Status = agentsv1alpha1.PodmanHostStatus{
 			PodmanVersion: "5.4.2", Capacity: 4, Running: 1,
 			Secrets: []string{"github-token", "anthropic-key"}, Images: []string{"localhost/agentrun-test:latest"},
+			Egress: &agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.github.com", "registry.npmjs.org"}},
 		}
 		meta.SetStatusCondition(&host.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.HostConditionReady, Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonHostReady})
 		Expect(k8s.Status().Update(ctx, host)).To(Succeed())
@@ -173,7 +177,9 @@ var _ = Describe("kubectl agentrun hosts", func() {
 		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "READY", "LOAD", "PODMAN", "SECRETS", "IMAGES", "AGE"}))
 		Expect(lines).To(ContainElement(WithTransform(func(l string) []string { return strings.Fields(l)[:6] },
 			Equal([]string{"plugin-host", "True", "1/4", "5.4.2", "github-token,anthropic-key", "localhost/agentrun-test:latest"}))))
-		Expect(plugin("hosts", "-o", "wide").out).To(ContainSubstring("podman=5"))
+		wide := plugin("hosts", "-o", "wide").out
+		Expect(wide).To(ContainSubstring("podman=5"))
+		Expect(wide).To(MatchRegexp(`(?m)^plugin-host .*podman=5 +proxy +\*\.github\.com,registry\.npmjs\.org$`))
 
 		r = plugin("hosts", "-o", "json")
 		list := &agentsv1alpha1.PodmanHostList{}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/egress"
 )
 
 // Host is one Podman host as placement sees it.
@@ -28,6 +29,9 @@ type Host struct {
 	Secrets      []string
 	Images       []string
 	DefaultImage string
+	// Egress is the host's published egress policy; nil for a host from
+	// before egress, which would not hold a run to its spec.egress.
+	Egress *agentsv1alpha1.HostEgress
 }
 
 // FromPodmanHost reads a PodmanHost; load is counted by the caller, from
@@ -38,6 +42,7 @@ func FromPodmanHost(h *agentsv1alpha1.PodmanHost, load int) Host {
 		Unschedulable: h.Spec.Unschedulable,
 		Capacity:      int(h.Status.Capacity), Load: load,
 		Secrets: h.Status.Secrets, Images: h.Status.Images, DefaultImage: h.Status.DefaultImage,
+		Egress: h.Status.Egress,
 	}
 }
 
@@ -76,10 +81,43 @@ func Lacks(run *agentsv1alpha1.AgentRun, h Host) string {
 	if image != "" && !HasImage(h.Images, image) {
 		lacks = append(lacks, "image "+image)
 	}
+	if run.Spec.Egress != nil {
+		if why := egressLacks(run.Spec.Egress.Allow, h.Egress); why != "" {
+			lacks = append(lacks, why)
+		}
+	}
 	if h.Capacity > 0 && h.Load >= h.Capacity {
 		lacks = append(lacks, fmt.Sprintf("a free slot (%d/%d runs)", h.Load, h.Capacity))
 	}
 	return strings.Join(lacks, ", ")
+}
+
+// egressLacks says which names of a run's spec.egress.allow a host does not
+// let a run ask for, or "" when it lets it ask for all: its ceiling
+// (permitted) and its default names, which every run reaches anyway, must
+// cover each. A host that publishes no policy takes no such run: it would
+// not hold the run to its list.
+func egressLacks(allow []string, published *agentsv1alpha1.HostEgress) string {
+	if published == nil {
+		return "an egress proxy (it publishes no status.egress: an agentrun release from before egress)"
+	}
+	asked, err := egress.ParsePolicy(allow...)
+	if err != nil {
+		return "spec.egress.allow is invalid: " + err.Error()
+	}
+	ceiling, err := egress.ParsePolicy(slices.Concat(published.Permitted, published.Default)...)
+	if err != nil {
+		return "a readable status.egress: " + err.Error()
+	}
+	uncovered := ceiling.Uncovered(asked)
+	if len(uncovered) == 0 {
+		return ""
+	}
+	names := make([]string, len(uncovered))
+	for i, p := range uncovered {
+		names[i] = p.String()
+	}
+	return "egress to " + strings.Join(names, ", ") + " not permitted"
 }
 
 // Choose picks the host for run: among the hosts that lack nothing, the one

@@ -114,3 +114,53 @@ func TestTheUnschedulableMessageNamesOnlyTheRunsOwnSecrets(t *testing.T) {
 		}
 	}
 }
+
+func egressRun(allow ...string) *agentsv1alpha1.AgentRun {
+	r := run("", nil, nil)
+	r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: allow}
+	return r
+}
+
+func egressHost(name string, permitted ...string) Host {
+	h := host(name, 0, 4)
+	h.Egress = &agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: permitted}
+	return h
+}
+
+func TestARunWithEgressGoesOnlyWhereTheCeilingCoversEveryName(t *testing.T) {
+	github, example, old := egressHost("github", "*.github.com"), egressHost("example", "api.example.com"), host("old", 0, 4)
+	hosts := []Host{github, example, old}
+	// The default names need no ceiling; a wildcard covers the names below it.
+	if got, why := Choose(egressRun("api.github.com", "api.anthropic.com"), hosts); got != "github" {
+		t.Fatalf("Choose = %q, %q; want github", got, why)
+	}
+	if got, why := Choose(egressRun("api.example.com"), hosts); got != "example" {
+		t.Fatalf("Choose = %q, %q; want example", got, why)
+	}
+	got, why := Choose(egressRun("api.example.com", "*.foo.test", "github.com:22"), hosts)
+	if got != "" {
+		t.Fatalf("Choose = %q; want none", got)
+	}
+	for _, want := range []string{
+		"example: egress to *.foo.test, github.com:22 not permitted",
+		"github: egress to api.example.com, *.foo.test, github.com:22 not permitted",
+		"old: an egress proxy (it publishes no status.egress",
+	} {
+		if !strings.Contains(why, want) {
+			t.Errorf("message %q lacks %q", why, want)
+		}
+	}
+}
+
+func TestAHostThatPublishesNoEgressTakesOnlyRunsWithoutIt(t *testing.T) {
+	old := host("old", 0, 4)
+	if got, why := Choose(egressRun(), []Host{old}); got != "" || !strings.Contains(why, "old: an egress proxy") {
+		t.Fatalf("a run with an empty spec.egress: Choose = %q, %q; want none, the host lacking an egress proxy", got, why)
+	}
+	if got, why := Choose(egressRun(), []Host{old, egressHost("new")}); got != "new" {
+		t.Fatalf("Choose = %q, %q; want new", got, why)
+	}
+	if got, why := Choose(run("", nil, nil), []Host{old}); got != "old" {
+		t.Fatalf("a run without spec.egress: Choose = %q, %q; want old", got, why)
+	}
+}

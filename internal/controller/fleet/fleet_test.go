@@ -120,6 +120,27 @@ func TestPlacementSaysWhyNoHostFitsAndPlacesOnceOneDoes(t *testing.T) {
 	}
 }
 
+func TestPlacementSendsARunWithEgressOnlyWhereTheHostPermitsItsNames(t *testing.T) {
+	old, a := readyHost("old", 4, "github-token", "gitlab-token"), readyHost("a", 4, "github-token", "gitlab-token")
+	a.Status.Egress = &agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"github.com"}}
+	r := unplacedRun("r")
+	r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: []string{"github.com", "registry.npmjs.org"}}
+	f := newFleetHarness(t, old, a, r)
+	run := f.place("r")
+	if run.Status.Host != "" || agentrunstest.Condition(run, agentsv1alpha1.ConditionStarted).Reason != agentsv1alpha1.ReasonUnschedulable ||
+		!strings.Contains(run.Status.Message, "a: egress to registry.npmjs.org not permitted") ||
+		!strings.Contains(run.Status.Message, "old: an egress proxy") {
+		t.Fatalf("status = %+v; want Unschedulable, naming the name host a does not permit and host old's missing proxy", run.Status)
+	}
+	a.Status.Egress.Permitted = append(a.Status.Egress.Permitted, "*.npmjs.org")
+	if err := f.c.Status().Update(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if run := f.place("r"); run.Status.Host != "a" {
+		t.Fatalf("placed on %q once a permits every name; want a", run.Status.Host)
+	}
+}
+
 func TestPlacementSpreadsByLoadAndCountsItsOwnPlacements(t *testing.T) {
 	objs := []client.Object{readyHost("a", 4, "github-token", "gitlab-token"), readyHost("b", 4, "github-token", "gitlab-token")}
 	names := []string{"r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"}

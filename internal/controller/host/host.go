@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/config"
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -123,6 +124,12 @@ type HostConfig struct {
 	HeartbeatPeriod, GracePeriod time.Duration
 	// LogEndpoint serves the host's runs' output live; nil: none.
 	LogEndpoint *LogEndpoint
+	// PublishedEgress is the host's egress policy as its PodmanHost
+	// publishes it (status.egress: host.egress's mode, default names and
+	// ceiling), for placement to send runs with spec.egress only where the
+	// ceiling covers them; nil publishes none, and such a host takes no run
+	// with spec.egress.
+	PublishedEgress *agentsv1alpha1.HostEgress
 }
 
 // LogEndpoint is where a host serves its runs' output, over HTTPS.
@@ -183,7 +190,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	agent := &hostagent.Agent{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: r.Recorder, Runtime: cfg.Runtime,
 		Host: cfg.Host, Labels: cfg.Labels, LeaseNamespace: cfg.LeaseNamespace,
-		Capacity: cfg.MaxConcurrentRuns, DefaultImage: cfg.Defaults.Image,
+		Capacity: cfg.MaxConcurrentRuns, DefaultImage: cfg.Defaults.Image, Egress: cfg.PublishedEgress,
 		HeartbeatPeriod: cfg.HeartbeatPeriod, GracePeriod: cfg.GracePeriod, StopGracePeriod: cfg.StopGracePeriod,
 		Running: r.running, Released: func(key types.NamespacedName) { r.forget(context.Background(), key) },
 		Clock: cfg.Clock,

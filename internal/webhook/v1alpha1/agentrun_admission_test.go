@@ -66,6 +66,11 @@ type invalidCase struct {
 var webhookWords = map[string][2]string{
 	"may not be more than 253 bytes": {"spec.podman.secretsEnv[GH_TOKEN]", "(rule: secret name)"},
 	"must have at most 50 items":     {"spec.podman.secretsEnv", "(rule: max per run)"},
+	"Duplicate value":                {"spec.egress.allow[1]", "(rule: unique egress names)"},
+}
+
+func egressAllow(names ...string) func(*agentsv1alpha1.AgentRun) {
+	return func(r *agentsv1alpha1.AgentRun) { r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: names} }
 }
 
 var documentedRules = []TableEntry{
@@ -144,12 +149,32 @@ var documentedRules = []TableEntry{
 			r.Spec.Notify = &agentsv1alpha1.NotifySpec{URL: "https://ci.example.com/done\u009b2J", SecretName: "hook-key"}
 		},
 		"spec.notify.url", "(rule: no control characters)"}),
+	Entry("an IP address in egress.allow (ours)", invalidCase{egressAllow("github.com", "169.254.169.254:80"), "spec.egress.allow[1]", "(rule: egress name)"}),
+	Entry("a URL in egress.allow (ours)", invalidCase{egressAllow("https://github.com/org"), "spec.egress.allow[0]", "(rule: egress name)"}),
+	Entry("a wildcard inside a name in egress.allow (ours)", invalidCase{egressAllow("api.*.example.com"), "spec.egress.allow[0]", "(rule: egress name)"}),
+	Entry("a port with a leading zero in egress.allow (ours)", invalidCase{egressAllow("github.com:0443"), "spec.egress.allow[0]", "(rule: egress name)"}),
+	// A list of type set answers duplicates in the API server's own words.
+	Entry("a name twice in egress.allow (ours)", invalidCase{egressAllow("github.com", "github.com"), "spec.egress.allow[1]", "Duplicate value"}),
+	Entry("egress with a network of the run's own (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			egressAllow("github.com")(r)
+			r.Spec.Podman.Network = "bridge"
+		},
+		"spec.podman.network", "(rule: egress without network)"}),
 }
 
 var _ = Describe("Creating an AgentRun", func() {
 	It("accepts the reference example, with and without the webhook", func(sctx SpecContext) {
 		for _, c := range []client.Client{webhookClient, celOnlyClient} {
 			Expect(c.Create(sctx, referenceRun())).To(Succeed())
+		}
+	})
+
+	It("accepts a run with spec.egress, with and without the webhook", func(sctx SpecContext) {
+		for _, c := range []client.Client{webhookClient, celOnlyClient} {
+			run := referenceRun()
+			egressAllow("github.com", "*.githubusercontent.com", "registry.npmjs.org:443")(run)
+			Expect(c.Create(sctx, run)).To(Succeed())
 		}
 	})
 

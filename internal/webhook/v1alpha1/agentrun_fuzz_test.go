@@ -85,6 +85,8 @@ const (
 	withNotify                   // notify {url: Timeout, secretName: Secret}
 	withContinueFrom             // continueFrom HostName
 	withFork                     // fork: true
+	withEgress                   // egress.allow [Value]
+	withExtraEgress              // egress.allow, Extra more names
 )
 
 // specInput is a run as the fuzzer builds it: a few strings and numbers put
@@ -93,7 +95,7 @@ const (
 // typed client never writes (an explicit "", a timeout spelled "90m") is
 // fuzzed too.
 type specInput struct {
-	Mask                                         uint32
+	Mask                                         uint64
 	Extra                                        uint8
 	Prompt, Workdir, Image, HostName             string
 	Key, Value, Secret, Volume1, Volume2         string
@@ -103,14 +105,14 @@ type specInput struct {
 	Command                                      string
 }
 
-func (in specInput) has(bit uint32) bool { return in.Mask&bit != 0 }
+func (in specInput) has(bit uint64) bool { return in.Mask&bit != 0 }
 
 // object returns the AgentRun as the API server holds it after decoding the
 // request: JSON-decoded, so strings are valid UTF-8 and integers int64.
 func (in specInput) object() map[string]any {
 	spec := map[string]any{"prompt": in.prompt()}
 	for _, s := range []struct {
-		bit         uint32
+		bit         uint64
 		key         string
 		value       any
 		inPodmanMap bool
@@ -146,6 +148,14 @@ func (in specInput) object() map[string]any {
 	if in.has(withNotify) {
 		spec["notify"] = map[string]any{"url": in.Timeout, "secretName": in.Secret}
 	}
+	if in.has(withEgress) || in.has(withExtraEgress) {
+		allow := []any{}
+		if in.has(withEgress) {
+			allow = append(allow, in.Value)
+		}
+		allow = append(allow, in.extras(withExtraEgress, func(i int) any { return fmt.Sprintf("n%d.example.test", i) })...)
+		spec["egress"] = map[string]any{"allow": allow}
+	}
 	if podman := in.podman(); len(podman) > 0 || in.has(withPodman) {
 		spec["podman"] = podman
 	}
@@ -162,7 +172,7 @@ func (in specInput) object() map[string]any {
 func (in specInput) claude() map[string]any {
 	var claude map[string]any
 	for _, c := range []struct {
-		bit   uint32
+		bit   uint64
 		key   string
 		value any
 	}{
@@ -214,7 +224,7 @@ func (in specInput) podman() map[string]any {
 	if in.has(withVolume1) || in.has(withVolume2) || in.has(withExtraVolumes) {
 		volumes := []any{}
 		for _, v := range []struct {
-			bit   uint32
+			bit   uint64
 			value string
 		}{{withVolume1, in.Volume1}, {withVolume2, in.Volume2}} {
 			if in.has(v.bit) {
@@ -225,7 +235,7 @@ func (in specInput) podman() map[string]any {
 		podman["volumes"] = volumes
 	}
 	for _, s := range []struct {
-		bit        uint32
+		bit        uint64
 		key, value string
 	}{{withMemory, "memory", in.Memory}, {withCPUs, "cpus", in.CPUs}, {withNetwork, "network", in.Network}} {
 		if in.has(s.bit) {
@@ -254,7 +264,7 @@ func (in specInput) selector() map[string]any {
 }
 
 // extras returns Extra generated entries when bit is set.
-func (in specInput) extras(bit uint32, entry func(int) any) []any {
+func (in specInput) extras(bit uint64, entry func(int) any) []any {
 	if !in.has(bit) {
 		return nil
 	}
@@ -265,7 +275,7 @@ func (in specInput) extras(bit uint32, entry func(int) any) []any {
 	return out
 }
 
-func (in specInput) extraMap(bit uint32, value string) map[string]any {
+func (in specInput) extraMap(bit uint64, value string) map[string]any {
 	m := map[string]any{}
 	for i := range in.extras(bit, func(int) any { return nil }) {
 		m[fmt.Sprintf("EXTRA_%d", i)] = value
@@ -405,15 +415,16 @@ func mustJSON(obj map[string]any) string {
 }
 
 // FuzzRuleFunctions fuzzes the rule functions one value at a time: an env var
-// name, a secret name and a volume entry. Each function must not panic, must
-// end each message with its rule, and must agree with the CRD on a run that
-// holds the value and is otherwise valid.
+// name, a secret name, a volume entry and an entry of spec.egress.allow.
+// Each function must not panic, must end each message with its rule, and
+// must agree with the CRD on a run that holds the value and is otherwise
+// valid.
 func FuzzRuleFunctions(f *testing.F) {
-	f.Add("GH_TOKEN", "github-token", "/home/user/repo:/workspace:ro,Z")
-	f.Fuzz(func(t *testing.T, name, secret, volume string) {
+	f.Add("GH_TOKEN", "github-token", "/home/user/repo:/workspace:ro,Z", "*.githubusercontent.com:443")
+	f.Fuzz(func(t *testing.T, name, secret, volume, egressName string) {
 		// The API server only ever sees valid UTF-8: JSON decoding replaces
 		// the rest, so the functions are held to what it decodes.
-		name, secret, volume = validUTF8(name), validUTF8(secret), validUTF8(volume)
+		name, secret, volume, egressName = validUTF8(name), validUTF8(secret), validUTF8(volume), validUTF8(egressName)
 
 		p := field.NewPath("spec", "podman", "env").Key(name)
 		for _, errs := range []field.ErrorList{
@@ -439,6 +450,7 @@ func FuzzRuleFunctions(f *testing.F) {
 			{Mask: withSecret | withSecretKey, Prompt: "p", Key: name, Secret: "tok"},
 			{Mask: withSecret, Prompt: "p", Secret: secret},
 			{Mask: withVolume1, Prompt: "p", Volume1: volume},
+			{Mask: withEgress, Prompt: "p", Value: egressName},
 		} {
 			requireAgreement(t, admit(t, in.object(), nil))
 		}
@@ -471,13 +483,13 @@ func formatVolume(v agentsv1alpha1.Volume) string {
 
 // FuzzAgentRunCreate fuzzes whole runs being created.
 func FuzzAgentRunCreate(f *testing.F) {
-	f.Add(uint32(withSecret|withVolume1|withWorkdir), uint8(0), "Review the open PRs using gh CLI", "/workspace", "", "",
+	f.Add(uint64(withSecret|withVolume1|withWorkdir), uint8(0), "Review the open PRs using gh CLI", "/workspace", "", "",
 		"", "", "github-token", "/home/user/myrepo:/workspace", "", "", "", "", "", int64(0), int64(0), "", "", "", "")
-	f.Add(uint32(withClaudeModel|withClaudeBudget|withClaudeTools|withClaudeMode|withClaudeTurns), uint8(0), "Fix the bug", "", "", "",
+	f.Add(uint64(withClaudeModel|withClaudeBudget|withClaudeTools|withClaudeMode|withClaudeTurns), uint8(0), "Fix the bug", "", "", "",
 		"", "claude-sonnet-4-5", "Bash(git diff:*)", "", "", "0.50", "", "", "", int64(30), int64(0), "", "", "acceptEdits", "")
-	f.Add(uint32(withNotify), uint8(0), "Report back", "", "", "",
+	f.Add(uint64(withNotify), uint8(0), "Report back", "", "", "",
 		"", "", "hook-key", "", "", "", "", "", "http://127.0.0.1:8080/done", int64(0), int64(0), "", "", "", "")
-	f.Fuzz(func(t *testing.T, mask uint32, extra uint8, prompt, workdir, image, hostName,
+	f.Fuzz(func(t *testing.T, mask uint64, extra uint8, prompt, workdir, image, hostName,
 		key, value, secret, volume1, volume2, memory, cpus, network, timeout string,
 		backoffLimit, ttl int64, selectorKey, selectorOperator, selectorValue, command string,
 	) {
@@ -518,6 +530,7 @@ var specChanges = []func(spec map[string]any, newValue string){
 	func(s map[string]any, v string) { delete(podmanOf(s), v) },
 	func(s map[string]any, v string) { s["claude"] = map[string]any{"model": v} },
 	func(s map[string]any, v string) { s["notify"] = map[string]any{"url": v, "secretName": "k"} },
+	func(s map[string]any, v string) { s["egress"] = map[string]any{"allow": []any{v}} },
 }
 
 func podmanOf(spec map[string]any) map[string]any { return mapOf(spec, "podman") }
@@ -536,10 +549,10 @@ func mapOf(parent map[string]any, key string) map[string]any {
 // not required to pass today's create rules, as a run stored under older ones
 // would not.
 func FuzzAgentRunUpdate(f *testing.F) {
-	f.Add(uint32(withSecret|withVolume1|withWorkdir), uint8(0), "Review the open PRs using gh CLI", "/workspace", "", "",
+	f.Add(uint64(withSecret|withVolume1|withWorkdir), uint8(0), "Review the open PRs using gh CLI", "/workspace", "", "",
 		"", "", "github-token", "/home/user/myrepo:/workspace", "", "", "", "", "", int64(0), int64(0), "", "", "", "",
 		uint8(0), "", uint8(1))
-	f.Fuzz(func(t *testing.T, mask uint32, extra uint8, prompt, workdir, image, hostName,
+	f.Fuzz(func(t *testing.T, mask uint64, extra uint8, prompt, workdir, image, hostName,
 		key, value, secret, volume1, volume2, memory, cpus, network, timeout string,
 		backoffLimit, ttl int64, selectorKey, selectorOperator, selectorValue, command string,
 		change uint8, newValue string, newCancel uint8,

@@ -31,6 +31,25 @@ var seedVerdicts = map[string]map[string]seedVerdict{
 		"command-65":                    bothRefuse,
 		"command-arg-too-long":          bothRefuse,
 		"cpus-leading-dot":              bothAccept,
+		"egress-100":                    bothAccept,
+		"egress-101":                    bothRefuse,
+		"egress-allowed":                bothAccept,
+		"egress-duplicate":              bothRefuse,
+		"egress-empty-list":             bothAccept,
+		"egress-inner-wildcard":         bothRefuse,
+		"egress-ip":                     bothRefuse,
+		"egress-ip-port":                bothRefuse,
+		"egress-ipv6":                   bothRefuse,
+		"egress-label-64":               bothRefuse,
+		"egress-last-label-digits":      bothRefuse,
+		"egress-name-253-wildcard-port": bothAccept,
+		"egress-name-254":               bothRefuse,
+		"egress-port-65535":             bothAccept,
+		"egress-port-65536":             bothRefuse,
+		"egress-port-leading-zero":      bothRefuse,
+		"egress-upper-case":             bothRefuse,
+		"egress-url":                    bothRefuse,
+		"egress-with-network":           bothRefuse,
 		"cpus-zero":                     bothRefuse,
 		"empty-podman":                  bothAccept,
 		"env-129":                       bothRefuse,
@@ -73,6 +92,9 @@ var seedVerdicts = map[string]map[string]seedVerdict{
 		"cancel":                              bothAccept,
 		"cancel-cleared":                      bothRefuse,
 		"cancel-removed":                      bothRefuse,
+		"egress-added":                        bothRefuse,
+		"egress-changed":                      bothRefuse,
+		"egress-run-cancelled":                bothAccept,
 		"env-added":                           bothRefuse,
 		"invalid-stored-run-cancelled":        bothAccept,
 		"memory-empty-added":                  onlyCRDRefuses,
@@ -166,10 +188,8 @@ func readCorpusFile(path string) ([]any, error) {
 			var r rune
 			r, _, _, err = strconv.UnquoteChar(strings.Trim(literal, "'"), '\'')
 			v = uint8(r)
-		case "uint32":
-			var n uint64
-			n, err = strconv.ParseUint(literal, 0, 32)
-			v = uint32(n)
+		case "uint64":
+			v, err = strconv.ParseUint(literal, 0, 64)
 		case "int64":
 			v, err = strconv.ParseInt(literal, 0, 64)
 		default:

@@ -54,7 +54,7 @@ func (v *AgentRunValidator) SetupWithManager(mgr ctrl.Manager) error {
 // ValidateCreate refuses a new run that breaks any rule, listing every
 // violation, and warns about volume options that change files on the host.
 func (v *AgentRunValidator) ValidateCreate(_ context.Context, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
-	errs := agentsv1alpha1.ValidateAgentRun(run)
+	errs := append(agentsv1alpha1.ValidateAgentRun(run), validateEgressNames(run)...)
 	for _, extra := range v.ExtraCreateRules {
 		errs = append(errs, extra(run)...)
 	}
