@@ -14,10 +14,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/config"
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/egressgate"
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/logserver"
 	"github.com/agentrun/agentrun/internal/policy"
@@ -123,6 +125,13 @@ type HostConfig struct {
 	HeartbeatPeriod, GracePeriod time.Duration
 	// LogEndpoint serves the host's runs' output live; nil: none.
 	LogEndpoint *LogEndpoint
+	// Egress is the host's egress policy: the mode of runs that set
+	// neither spec.egress nor spec.podman.network (empty: proxy), the
+	// names every proxied run may reach, and the ceiling of those a run
+	// may ask for.
+	Egress agentsv1alpha1.HostEgress
+	// EgressProxy is the proxy that proxied runs reach the network through.
+	EgressProxy EgressProxy
 }
 
 // LogEndpoint is where a host serves its runs' output, over HTTPS.
@@ -173,6 +182,9 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		HostConfig: cfg,
 		Exits:      events,
 	}
+	if err := r.setupEgress(mgr); err != nil {
+		return nil, err
+	}
 	if err := agentruns.IndexQueues(mgr); err != nil {
 		return nil, err
 	}
@@ -219,6 +231,25 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// setupEgress opens the host's egress socket directory, whose runs' sockets
+// are served while the manager leads the host and stop with it: a run's
+// network is closed while no manager serves it, never open.
+func (r *AgentRunReconciler) setupEgress(mgr ctrl.Manager) error {
+	r.egress = egressRuns{host: r.Host, recorder: r.Recorder, clock: r.Clock}
+	if r.EgressProxy.SocketDir == "" {
+		return nil
+	}
+	gate, err := egressgate.New(r.EgressProxy.SocketDir, r.EgressProxy.Proxy)
+	if err != nil {
+		return err
+	}
+	r.egress.gate = gate
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		return gate.Close()
+	}))
 }
 
 // setupLogEndpoint adds the host's log endpoint to mgr and returns the CA
