@@ -40,7 +40,7 @@ type proxiedRun struct {
 	ref *agentsv1alpha1.AgentRun
 	// before are the counts status held when this process began serving
 	// the run: an earlier process's, which this one's add to.
-	before agentsv1alpha1.EgressStatus
+	before  agentsv1alpha1.EgressStatus
 	denials denials
 }
 
