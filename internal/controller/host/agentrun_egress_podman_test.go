@@ -29,7 +29,7 @@ import (
 // refuses by default).
 var _ = Describe("A proxied run", func() {
 	var (
-		web     *internet.Internet
+		web      *internet.Internet
 		hostName string
 		cfg      host.HostConfig
 	)
