@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,14 +10,15 @@ import (
 )
 
 var forwarder = sync.OnceValues(func() (string, error) {
-	// In the checkout: the Podman 5 service sees only /tmp, /home and the
-	// checkout of the machine's file system. Built aside and renamed, as
-	// test processes run at once.
-	bin := filepath.Join(RepoRoot(), "bin")
+	// Under /tmp: the Podman 5 service sees only /tmp, /home and the main
+	// checkout of the machine's file system. One directory per checkout,
+	// whose sources may differ; built aside and renamed, as test processes
+	// of one checkout run at once.
+	bin := fmt.Sprintf("/tmp/agentrun-forward-%x", sha256.Sum256([]byte(RepoRoot())))[:35]
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(bin, ".agentrun-forward-")
+	tmp, err := os.MkdirTemp(bin, "build-")
 	if err != nil {
 		return "", err
 	}
@@ -27,7 +29,7 @@ var forwarder = sync.OnceValues(func() (string, error) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building the egress forwarder: %v\n%s", err, msg)
 	}
-	out := filepath.Join(bin, "agentrun-forward-test")
+	out := filepath.Join(bin, "agentrun-forward")
 	return out, os.Rename(filepath.Join(tmp, "agentrun-forward"), out)
 })
 
