@@ -22,7 +22,7 @@ var forwarder = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(tmp, "agentrun-forward"), "./cmd/agentrun-forward")
 	cmd.Dir = RepoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
