@@ -101,9 +101,18 @@ func TestAProxiedRunHasNoNetworkButTheForwarderAndItsSocket(t *testing.T) {
 		t.Errorf("status.egress = %+v; want mode proxy, the host's defaults and the run's names once each", e)
 	}
 
+	// The run ends while a new process, which never served it, runs the
+	// host: its directory goes all the same.
 	if err := h.podman.Exit(run.Status.ContainerName, 0, "done\n"); err != nil {
 		t.Fatal(err)
 	}
+	_ = h.r.egress.gate.Close()
+	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gate.Close() })
+	h.r.egress = egressRuns{gate: gate, host: agentrunstest.Host, recorder: h.recorder, clock: h.clock}
 	h.reconcileUntil("proxied", agentsv1alpha1.PhaseSucceeded)
 	h.pass("proxied")
 	if _, err := os.Stat(runDir); !os.IsNotExist(err) {
