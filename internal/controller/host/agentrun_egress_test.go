@@ -1,8 +1,13 @@
 package host
 
 import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -194,5 +199,38 @@ func TestDeniedEventsComeAtMostOnceAMinuteAndCountEveryRefusal(t *testing.T) {
 	}
 	if _, due := d.flush(); due {
 		t.Error("nothing refused since the last event, yet flush has a message")
+	}
+}
+
+// A running run's counts are published with its output, before it ends.
+func TestARunningRunsEgressCountsArePublishedWithItsProgress(t *testing.T) {
+	run := agentrunstest.PlainRun("counted", nil)
+	h := proxyingHarness(t, nil, run)
+	h.r.ProgressPeriod = 10 * time.Second
+	run = h.reconcileUntil("counted", agentsv1alpha1.PhaseRunning)
+
+	c, err := net.Dial("unix", filepath.Join(h.r.EgressProxy.SocketDir, string(run.UID), egressgate.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprint(c, "GET http://denied.test/ HTTP/1.1\r\nHost: denied.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("denied.test answered %d, want 403", resp.StatusCode)
+	}
+
+	h.clock.Step(10 * time.Second)
+	run, _ = h.publish("counted")
+	want := &agentsv1alpha1.EgressStatus{Mode: agentsv1alpha1.EgressProxy, Allow: []string{"api.anthropic.com"}, Refused: 1,
+		TopRefused: []agentsv1alpha1.EgressRefusal{{Destination: "denied.test:80", Count: 1}}}
+	if !reflect.DeepEqual(run.Status.Egress, want) {
+		t.Errorf("status.egress while running = %+v, want %+v", run.Status.Egress, want)
 	}
 }
