@@ -234,6 +234,10 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 	if fieldErr != nil {
 		return host.HostConfig{}, fieldErr
 	}
+	proxy, err := config.EgressProxy(h)
+	if err != nil {
+		return host.HostConfig{}, err
+	}
 	var logs *host.LogEndpoint
 	if endpoint != nil {
 		logs = &host.LogEndpoint{BindAddress: endpoint.BindAddress, URL: endpoint.URL, CertDir: endpoint.CertDir, ClientCAFile: endpoint.ClientCAFile}
@@ -266,6 +270,8 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 		SessionCopyMaxFiles: int(*h.Sessions.CopyMaxFiles),
 		LogEndpoint:         logs,
 		NotifyAllowedCIDRs:  notifyAllowed,
+		Egress:              config.HostEgress(h),
+		EgressProxy:         host.EgressProxy{SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy},
 	}, nil
 }
 

@@ -311,7 +311,9 @@ EOF
 # runs AgentRuns gets: the test image and its fake agent, and the one host
 # directory the samples mount (the reference sample's /home/user/myrepo),
 # named rather than left to the default, which is a real host's choice and
-# allows none; LABELS is a YAML flow mapping.
+# allows none; the egress forwarder make build writes, and the egress
+# sockets beside the sessions (both in the checkout or its state folder,
+# which Podman 5 sees too); LABELS is a YAML flow mapping.
 host_config() {
   local labels=${4:-"{}"}
   cat <<EOF
@@ -325,6 +327,9 @@ host:
     allowedPaths: [/home/user/myrepo]
   sessions:
     dir: "$2"
+  egress:
+    socketDir: "$(dirname "$2")/egress"
+    forwarder: "$ROOT/bin/agentrun-forward"
   logs:
     bindAddress: "$3"
     clientCAFile: "$STATE/logs-client/ca.crt"
@@ -699,7 +704,7 @@ up() {
     targets+=(localstack)
     what+=" and the local control plane"
   fi
-  if ((start_control_plane)) || ! alive "$main" || [[ ! -x $ROOT/bin/manager ]]; then
+  if ((start_control_plane)) || ! alive "$main" || [[ ! -x $ROOT/bin/manager || ! -x $ROOT/bin/agentrun-forward ]]; then
     step "building $what (seconds; about 3 minutes with a cold Go build cache)"
     logged make -s --no-print-directory -C "$ROOT" "${targets[@]}"
   fi

@@ -59,6 +59,18 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 		{"CIDR", "host:\n  notify:\n    allowedCIDRs: [127.0.0.1/32, localhost/8]\n", "host.notify.allowedCIDRs[1]", "not a CIDR"},
 		{"log endpoint without CA", "host:\n  logs:\n    bindAddress: 10.0.0.2:18082\n", "host.logs.clientCAFile", "serves the fleet alone"},
 		{"log endpoint without URL", "host:\n  logs:\n    bindAddress: 0.0.0.0:18082\n    clientCAFile: /ca.crt\n", "host.logs.url", "no host clients can reach"},
+		{"egress mode", "host:\n  egress:\n    mode: bridge\n", "host.egress.mode", `"proxy", "none", "open"`},
+		{"egress pattern", "host:\n  egress:\n    permitted: [github.com, \"*.npmjs.org\", https://x.test/]\n", "host.egress.permitted[2]", "no scheme"},
+		{"egress default IP", "host:\n  egress:\n    default: [10.0.0.1]\n", "host.egress.default[0]", "IP address"},
+		{"egress CIDR", "host:\n  egress:\n    allowedCIDRs: [10.0.0.0]\n", "host.egress.allowedCIDRs[0]", "not a CIDR"},
+		{"egress connections", "host:\n  egress:\n    maxConnectionsPerRun: 0\n", "host.egress.maxConnectionsPerRun", "at least 1"},
+		{"egress dial timeout", "host:\n  egress:\n    dialTimeout: 0s\n", "host.egress.dialTimeout", "positive"},
+		{"egress idle timeout", "host:\n  egress:\n    idleTimeout: -1s\n", "host.egress.idleTimeout", "positive"},
+		{"relative socket dir", "host:\n  egress:\n    socketDir: egress\n", "host.egress.socketDir", "absolute"},
+		{"long socket dir", "host:\n  egress:\n    socketDir: /" + strings.Repeat("d", 70) + "\n", "host.egress.socketDir", "Unix socket"},
+		{"relative forwarder", "host:\n  egress:\n    forwarder: agentrun-forward\n", "host.egress.forwarder", "absolute"},
+		{"forwarder under /run", "host:\n  egress:\n    forwarder: /run/agentrun/agentrun-forward\n", "host.egress.forwarder", "must not be under"},
+		{"resolver", "host:\n  egress:\n    resolver: dns.test\n", "host.egress.resolver", "IP address and port"},
 		{"log endpoint address", "host:\n  logs:\n    bindAddress: no-port\n    clientCAFile: /ca.crt\n", "host.logs.bindAddress", "port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,5 +133,26 @@ func TestEmptyListsStayEmpty(t *testing.T) {
 	}
 	if got := strings.Join(cfg.Host.Containers.AllowedImages, ","); got != "localhost/*" {
 		t.Errorf("allowedImages left out became %q", got)
+	}
+}
+
+// A host left to its defaults sends runs through the proxy, to the agent's
+// API alone, and lets them ask for nothing more.
+func TestEgressDefaultsFailClosed(t *testing.T) {
+	cfg, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	Default(cfg)
+	e := HostEgress(&cfg.Host)
+	if e.Mode != "proxy" || strings.Join(e.Default, ",") != "api.anthropic.com" || e.Permitted == nil || len(e.Permitted) != 0 {
+		t.Errorf("host.egress defaulted to %+v; want mode proxy, default [api.anthropic.com], permitted []", e)
+	}
+	proxy, err := EgressProxy(&cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(proxy.Destinations.Allowed) != 0 || proxy.Resolver != nil || proxy.MaxConns != 256 {
+		t.Errorf("the proxy's defaults are %+v; want no private range allowed, the host's resolver, 256 connections", proxy)
 	}
 }

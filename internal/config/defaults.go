@@ -8,6 +8,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/agentimage"
 	"github.com/agentrun/agentrun/internal/policy"
 )
@@ -28,7 +29,13 @@ const (
 	DefaultSessionCopyMaxBytes = 1 << 30
 	DefaultSessionCopyMaxFiles = 10000
 	DefaultRunRecordRetention  = 30 * 24 * time.Hour
+	DefaultEgressSocketDir     = "/var/lib/agentrun/egress"
+	DefaultEgressForwarder     = "/usr/local/libexec/agentrun/agentrun-forward"
 )
+
+// defaultEgress are the names every proxied run may reach unless the file
+// says otherwise: the agent's own API, without which Claude Code does nothing.
+var defaultEgress = []string{"api.anthropic.com"}
 
 // defaultBlockedContainerPaths are the container paths volumes may not mount
 // over unless the file says otherwise.
@@ -85,6 +92,21 @@ func defaultHost(h *configv1alpha1.HostConfiguration) {
 	val(&h.Sessions.Dir, DefaultSessionDir)
 	qty(&h.Sessions.CopyMaxBytes, "1Gi")
 	val(&h.Sessions.CopyMaxFiles, DefaultSessionCopyMaxFiles)
+	defaultEgressConfiguration(&h.Egress)
+}
+
+// defaultEgressConfiguration fills host.egress: runs go through the proxy,
+// reach the agent's API and ask for nothing beyond it.
+func defaultEgressConfiguration(e *configv1alpha1.EgressConfiguration) {
+	str(&e.Mode, string(agentsv1alpha1.EgressProxy))
+	list(&e.Default, defaultEgress)
+	list(&e.Permitted, []string{})
+	list(&e.AllowedCIDRs, []string{})
+	val(&e.MaxConnectionsPerRun, 256)
+	dur(&e.DialTimeout, 10*time.Second)
+	dur(&e.IdleTimeout, 10*time.Minute)
+	val(&e.SocketDir, DefaultEgressSocketDir)
+	val(&e.Forwarder, DefaultEgressForwarder)
 }
 
 func str(s *string, def string) {

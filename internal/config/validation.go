@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 
 	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/egress"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // Sections says which of the file's process sections the process runs: the
@@ -120,8 +124,66 @@ func validateHost(h *configv1alpha1.HostConfiguration, p *field.Path) field.Erro
 	if _, err := LogEndpoint(&h.Logs); err != nil {
 		errs = append(errs, err)
 	}
-	_, cidrErrs := notifyAllowed(h.Notify.AllowedCIDRs, p.Child("notify", "allowedCIDRs"))
-	return append(errs, cidrErrs...)
+	_, cidrErrs := parseCIDRs(h.Notify.AllowedCIDRs, p.Child("notify", "allowedCIDRs"))
+	errs = append(errs, cidrErrs...)
+	return append(errs, validateEgress(&h.Egress, p.Child("egress"))...)
+}
+
+// maxSocketDir bounds host.egress.socketDir: a Unix socket's path has at
+// most 107 bytes, and a run's is <socketDir>/<UID, 36>/egress.sock.
+const maxSocketDir = 107 - len("/123e4567-e89b-12d3-a456-426614174000/egress.sock")
+
+func validateEgress(e *configv1alpha1.EgressConfiguration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	modes := []string{string(agentsv1alpha1.EgressProxy), string(agentsv1alpha1.EgressNone), string(agentsv1alpha1.EgressOpen)}
+	if !slices.Contains(modes, e.Mode) {
+		errs = append(errs, field.NotSupported(p.Child("mode"), e.Mode, modes))
+	}
+	errs = append(errs, egressPatterns(e.Default, p.Child("default"))...)
+	errs = append(errs, egressPatterns(e.Permitted, p.Child("permitted"))...)
+	_, cidrErrs := parseCIDRs(e.AllowedCIDRs, p.Child("allowedCIDRs"))
+	errs = append(errs, cidrErrs...)
+	if *e.MaxConnectionsPerRun < 1 {
+		errs = append(errs, field.Invalid(p.Child("maxConnectionsPerRun"), *e.MaxConnectionsPerRun, "must be at least 1"))
+	}
+	errs = append(errs, positive(e.DialTimeout, p.Child("dialTimeout"))...)
+	errs = append(errs, positive(e.IdleTimeout, p.Child("idleTimeout"))...)
+	switch dir := *e.SocketDir; {
+	case !filepath.IsAbs(dir):
+		errs = append(errs, field.Invalid(p.Child("socketDir"), dir, "must be an absolute path"))
+	case len(filepath.Clean(dir)) > maxSocketDir:
+		errs = append(errs, field.Invalid(p.Child("socketDir"), dir,
+			fmt.Sprintf("must have at most %d characters: a run's socket, <socketDir>/<run UID>/egress.sock, must fit a Unix socket's 107", maxSocketDir)))
+	}
+	switch fwd := *e.Forwarder; {
+	case !filepath.IsAbs(fwd):
+		errs = append(errs, field.Invalid(p.Child("forwarder"), fwd, "must be an absolute path"))
+	case underAny(filepath.Clean(fwd), policy.AlwaysForbiddenVolumePaths):
+		errs = append(errs, field.Invalid(p.Child("forwarder"), fwd,
+			"must not be under "+strings.Join(policy.AlwaysForbiddenVolumePaths, ", ")+": no run's container may mount from there"))
+	}
+	if e.Resolver != "" {
+		if _, err := netip.ParseAddrPort(e.Resolver); err != nil {
+			errs = append(errs, field.Invalid(p.Child("resolver"), e.Resolver, "not an IP address and port (such as 10.0.0.53:53)"))
+		}
+	}
+	return errs
+}
+
+// underAny tells whether path is one of dirs or below one of them.
+func underAny(path string, dirs []string) bool {
+	return slices.ContainsFunc(dirs, func(d string) bool { return path == d || strings.HasPrefix(path, d+"/") })
+}
+
+// egressPatterns checks entries in spec.egress.allow's form.
+func egressPatterns(patterns []string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, s := range patterns {
+		if _, err := egress.ParsePattern(s); err != nil {
+			errs = append(errs, field.Invalid(p.Index(i), s, err.Error()))
+		}
+	}
+	return errs
 }
 
 func validateRuns(r *configv1alpha1.RunsConfiguration, p *field.Path) field.ErrorList {
@@ -218,8 +280,9 @@ func notNegative(d *metav1.Duration, p *field.Path, zero string) field.ErrorList
 	return nil
 }
 
-// notifyAllowed parses host.notify.allowedCIDRs, masked.
-func notifyAllowed(cidrs []string, p *field.Path) ([]netip.Prefix, field.ErrorList) {
+// parseCIDRs parses a list of CIDRs (host.notify.allowedCIDRs,
+// host.egress.allowedCIDRs), masked.
+func parseCIDRs(cidrs []string, p *field.Path) ([]netip.Prefix, field.ErrorList) {
 	var out []netip.Prefix
 	var errs field.ErrorList
 	for i, item := range cidrs {

@@ -48,7 +48,8 @@ const usage = `usage:
   agentrun-forward exec [flags] -- COMMAND [ARG...]
       start the forwarder in the background, wait until it listens, then run
       COMMAND in this process with HTTPS_PROXY, HTTP_PROXY and NO_PROXY set;
-      if the forwarder cannot start, COMMAND is not run (exit code 121)
+      if the forwarder cannot start, or no proxy answers on the socket,
+      COMMAND is not run (exit code 121)
   agentrun-forward serve [flags]
       run the forwarder in the foreground
 `
@@ -114,6 +115,12 @@ func execRole(args []string, stderr io.Writer) int {
 			"not running %s, which would have no network", err, command[0])
 		return ExitNoForwarder
 	}
+	// A proxy that does not answer now would refuse every connection: the
+	// run ends at once, saying so, rather than run without a network.
+	if err := probe(c.Socket); err != nil {
+		complain(stderr, "no egress proxy answers on %s (%v); not running %s, which would have no network", c.Socket, err, command[0])
+		return ExitNoForwarder
+	}
 	err = syscall.Exec(path, command, ProxyEnv(os.Environ(), addr))
 	complain(stderr, "running %s: %v", command[0], err)
 	return ExitCannotRun
@@ -144,6 +151,15 @@ func serveRole(args []string, stderr io.Writer) int {
 	}
 	Serve(l, c.Socket, c.MaxConns)
 	return 0
+}
+
+// probe connects to the proxy's socket once, and closes the connection.
+func probe(socket string) error {
+	c, err := net.DialTimeout("unix", socket, dialTimeout)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // complain writes one line about a failure of the binary's own to stderr,

@@ -161,3 +161,20 @@ func TestExecDoesNotRunTheCommandWithoutTheForwarder(t *testing.T) {
 		t.Errorf("stderr = %q, want it to say the forwarder did not start and why", msg)
 	}
 }
+
+func TestExecDoesNotRunTheCommandWhenNoProxyAnswers(t *testing.T) {
+	cmd := binary("exec", "--listen", "127.0.0.1:0", "--socket", t.TempDir()+"/egress.sock", "--", "sh", "-c", "echo ran")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != ExitNoForwarder {
+		t.Fatalf("exec with no proxy on its socket = %v, want exit code %d", err, ExitNoForwarder)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("the command ran with no proxy: it printed %q", stdout.String())
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "no egress proxy answers") {
+		t.Errorf("stderr = %q, want it to say no proxy answers", msg)
+	}
+}

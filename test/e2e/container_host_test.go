@@ -49,7 +49,15 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 	// mounts /var/lib/agentrun/sessions (here under /tmp, which the Podman 5
 	// service sees too).
 	sessions := GinkgoT().TempDir()
-	config := hostConfig(probeAddr, sessions)
+	// The egress sockets' directory and the forwarder, likewise, as the
+	// unit mounts /var/lib/agentrun/egress and the forwarder; the
+	// directory's path is short, for the sockets' paths below it.
+	egressDir, err := os.MkdirTemp("/tmp", "e2e-egress-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(os.RemoveAll, egressDir)
+	forwarder, err := testenv.Forwarder()
+	Expect(err).NotTo(HaveOccurred())
+	config := hostConfig(probeAddr, sessions, egressDir, forwarder)
 	sg := specgen.NewSpecGenerator(testenv.ManagerImage(), false)
 	sg.Name = "agentrun-e2e-host-" + rand.String(6)
 	// The unit's Exec= line.
@@ -75,6 +83,8 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 		{Type: "bind", Source: filepath.Join(stateDir, "kubeconfig"), Destination: containerKubeconfig, Options: []string{"rbind", "ro"}},
 		{Type: "bind", Source: config, Destination: containerConfig, Options: []string{"rbind", "ro"}},
 		{Type: "bind", Source: sessions, Destination: sessions, Options: []string{"rbind"}},
+		{Type: "bind", Source: egressDir, Destination: egressDir, Options: []string{"rbind"}},
+		{Type: "bind", Source: forwarder, Destination: forwarder, Options: []string{"rbind", "ro"}},
 	}
 	sg.Labels = map[string]string{"agentrun.e2e": "container-host"}
 
@@ -111,12 +121,13 @@ func startContainerHost(conn context.Context) (id, probeAddr string) {
 
 // hostConfig writes the manager's configuration file: the shipped
 // config/host/agentrun-host.yaml, with what this test needs merged over it
-// (the test image and its fake agent, its own probe port and session
-// directory, no metrics), and returns its path.
-func hostConfig(probeAddr, sessions string) string {
+// (the test image and its fake agent, its own probe port, session and
+// egress socket directories and forwarder, no metrics), and returns its path.
+func hostConfig(probeAddr, sessions, egressDir, forwarder string) string {
 	GinkgoHelper()
 	patch := fmt.Sprintf(`{"metrics":{"bindAddress":"0"},"health":{"bindAddress":%q},`+
-		`"host":{"runs":{"defaultImage":"localhost/agentrun-test:latest","defaultCommand":["fake-agent"]},"sessions":{"dir":%q}}}`, probeAddr, sessions)
+		`"host":{"runs":{"defaultImage":"localhost/agentrun-test:latest","defaultCommand":["fake-agent"]},"sessions":{"dir":%q},`+
+		`"egress":{"socketDir":%q,"forwarder":%q}}}`, probeAddr, sessions, egressDir, forwarder)
 	var stderr strings.Builder
 	cmd := exec.Command(filepath.Join(stateDir, "bin", "kubectl"), "patch", "--local", "-f", filepath.Join(root, "config", "host", "agentrun-host.yaml"),
 		"--type", "merge", "-p", patch, "-o", "yaml")

@@ -10,6 +10,8 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -121,6 +123,7 @@ func Stop() {
 	if env != nil {
 		Expect(env.Stop()).To(Succeed())
 	}
+	_ = os.RemoveAll(egressDir())
 }
 
 // HostManagerOptions are the options of a manager for one more simulated
@@ -215,7 +218,29 @@ func HostConfig(name string, runtime containers.Runtime, keepContainers bool, ma
 		NotifyAttempts:     4,
 		NotifyRetryBackoff: 200 * time.Millisecond,
 		NotifyAllowedCIDRs: ReceiversNetwork, // the receivers listen on loopback
+		// The product's default: runs that ask for no network go through
+		// the proxy, which lets them reach nothing here.
+		Egress:      agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy},
+		EgressProxy: EgressProxy(name),
 	}
+}
+
+// egressDir holds the suite's hosts' egress socket directories, under /tmp
+// (Podman 5 sees no other directory of the machine's but /home and the
+// checkout) and short: a socket's path has at most 107 bytes.
+var egressDir = sync.OnceValue(func() string {
+	dir, err := os.MkdirTemp("/tmp", "egress-")
+	Expect(err).NotTo(HaveOccurred())
+	return dir
+})
+
+// EgressProxy is the egress proxy of the suite's host name: the forwarder
+// built from the checkout and a socket directory of the host's own.
+func EgressProxy(name string) host.EgressProxy {
+	GinkgoHelper()
+	forwarder, err := testenv.Forwarder()
+	Expect(err).NotTo(HaveOccurred())
+	return host.EgressProxy{SocketDir: filepath.Join(egressDir(), name), Forwarder: forwarder}
 }
 
 // HostCreates are the container creates each simulated host asked for, by

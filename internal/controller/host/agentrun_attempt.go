@@ -16,6 +16,7 @@ import (
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/egressforward"
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/policy"
 	"github.com/agentrun/agentrun/internal/runoutput"
@@ -107,6 +108,9 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 		if refused := r.recheckVolumes(run); refused != nil {
 			return agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: refused.Reason, Message: refused.Message}, ctrl.Result{}, nil
 		}
+		if st := r.serveEgress(run); st != nil {
+			return *st, ctrl.Result{}, nil
+		}
 		if err := r.Runtime.Start(ctx, c.ID); err != nil {
 			return agentruns.StateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
 		}
@@ -122,6 +126,13 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	}
 	if r.Exits != nil {
 		r.Exits.Await(c.ID, client.ObjectKeyFromObject(run))
+	}
+	if proxied(run) {
+		// Served again by a process that did not serve it (the manager
+		// restarted): until then its connections were refused.
+		if err := r.egress.serve(run); err != nil {
+			return agentruns.StateOf(&run.Status), ctrl.Result{}, fmt.Errorf("serving the run's egress socket: %w", err)
+		}
 	}
 	running := agentruns.State{Phase: agentsv1alpha1.PhaseRunning, Reason: agentsv1alpha1.ReasonLaunched, Message: fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
 
@@ -218,6 +229,11 @@ func (r *AgentRunReconciler) attemptEnded(ctx context.Context, run *agentsv1alph
 	}
 	code, result := c.ExitCode, run.Status.AgentResult
 	switch {
+	case code == egressforward.ExitNoForwarder && proxied(run):
+		return agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
+				"the run's egress forwarder found no proxy on host %s, or could not start (container %s exited %d without running the command; see status.output): "+
+					"the host's egress proxy did not serve the run's socket", r.Host, c.Name, code)},
+			ctrl.Result{}, nil
 	case code == 0 && result != nil && result.IsError:
 		return agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonAgentError, Message: fmt.Sprintf("container %s exited 0 but the agent reported an error: %s", c.Name, agentruns.TruncateUTF8(result.Result, 512))},
 			ctrl.Result{}, nil
@@ -320,6 +336,13 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	if refused := r.Policy.Apply(&spec); refused != nil {
 		return agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: refused.Reason, Message: refused.Message}, ctrl.Result{}, nil
 	}
+	plan, refused := r.planEgress(run)
+	if refused == nil {
+		refused = r.withEgress(&spec, run, plan.Mode)
+	}
+	if refused != nil {
+		return agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: refused.Reason, Message: refused.Message}, ctrl.Result{}, nil
+	}
 	if r.admission != nil {
 		if err := r.admission(); hostagent.IsNotFenced(err) {
 			return pending(agentsv1alpha1.ReasonFencing, fmt.Sprintf("host %s launches this run once it has removed the containers of runs "+
@@ -360,6 +383,13 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	// missing, and the lookup was one more call per run for Podman, which is
 	// CPU-bound here. A secret removed since missingSecrets looked is a
 	// plain ErrNotFound: the retry's check names it.
+	// The run's socket is served before its container exists: Podman
+	// wants the mount's directory there, and the forwarder finds the proxy
+	// as soon as the container starts.
+	run.Status.Egress = plan
+	if st := r.serveEgress(run); st != nil {
+		return *st, ctrl.Result{}, nil
+	}
 	c, err := r.createOrAdopt(ctx, run, spec, attempt)
 	switch {
 	case errors.Is(err, containers.ErrImageNotFound):
@@ -376,6 +406,25 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	run.Status.ContainerID, run.Status.ContainerName, run.Status.Attempts = c.ID, c.Name, attempt
 	run.Status.SessionDir = sessionDir
 	return r.follow(ctx, run, c)
+}
+
+// serveEgress serves a proxied run's socket, or says why the run cannot
+// start: without it the run would have no network.
+func (r *AgentRunReconciler) serveEgress(run *agentsv1alpha1.AgentRun) *agentruns.State {
+	if !proxied(run) {
+		return nil
+	}
+	if err := r.egress.serve(run); err != nil {
+		return &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
+			"host %s could not serve the run's egress proxy socket: %v", r.Host, err)}
+	}
+	return nil
+}
+
+// proxied tells whether the run's container reaches the network through
+// the host's egress proxy, as it was launched.
+func proxied(run *agentsv1alpha1.AgentRun) bool {
+	return run.Status.Egress != nil && run.Status.Egress.Mode == agentsv1alpha1.EgressProxy
 }
 
 // noSlot is the state of a run that cannot start for want of a slot.

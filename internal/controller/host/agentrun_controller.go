@@ -74,6 +74,8 @@ type AgentRunReconciler struct {
 	superseded supersededReads
 	// wake brings runs waiting for a slot to the queue when one frees.
 	wake chan event.TypedGenericEvent[*agentsv1alpha1.AgentRun]
+	// egress are the proxied runs this process serves.
+	egress egressRuns
 	// admission says why the host may not launch runs now (it has not
 	// fenced, or Podman does not answer); nil, or a nil func, means it may.
 	admission func() error
@@ -113,16 +115,17 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return r.claim(ctx, run)
 	}
 	if !run.DeletionTimestamp.IsZero() {
-		r.forget(ctx, req.NamespacedName)
+		r.letGo(ctx, run)
 		return ctrl.Result{}, r.finalize(ctx, run)
 	}
 	if run.Status.Phase.IsFinished() {
-		r.forget(ctx, req.NamespacedName)
+		r.letGo(ctx, run)
 		return r.finished(ctx, run)
 	}
 
 	base := run.DeepCopy()
 	st, result, err := r.advance(ctx, run)
+	r.egress.count(run)
 	podmanChanged := setPodmanAvailable(&run.Status, run.Generation, r.Host, err)
 	if st.Phase.IsFinished() {
 		agentruns.MarkFinished(&run.Status, r.Clock.Now())
@@ -315,12 +318,23 @@ func (r *AgentRunReconciler) recordTransition(run *agentsv1alpha1.AgentRun, befo
 }
 
 // forget drops what this process keeps of a run that has finished or gone:
-// its slot (waking the runs in line for it) and its launch hint.
+// its slot (waking the runs in line for it), its launch hint, its egress
+// proxy's serving.
 func (r *AgentRunReconciler) forget(ctx context.Context, key types.NamespacedName) {
 	r.releaseSlot(ctx, key)
 	r.launches.forget(key)
 	r.superseded.forget(key)
 	r.progress.forget(key)
+	r.egress.stop(key)
+}
+
+// letGo forgets a run that has finished or is being deleted, and removes
+// its egress socket directory, which an earlier process may have left.
+func (r *AgentRunReconciler) letGo(ctx context.Context, run *agentsv1alpha1.AgentRun) {
+	r.forget(ctx, client.ObjectKeyFromObject(run))
+	if err := r.egress.remove(run); err != nil {
+		log.FromContext(ctx).Error(err, "Removing a finished run's egress socket directory", "agentrun", client.ObjectKeyFromObject(run))
+	}
 }
 
 // isUnavailable tells whether err says the container engine did not answer.

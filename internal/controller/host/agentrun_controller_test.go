@@ -80,9 +80,13 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 				Capabilities:          policy.DefaultCapabilities,
 				ResolveHostPath:       func(p string) (string, error) { return p, nil },
 			},
-			Clock: clock,
+			// The harness's runs are about everything but egress:
+			// agentrun_egress_test.go proxies them.
+			Egress: agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressOpen},
+			Clock:  clock,
 		},
 	}
+	h.r.egress = egressRuns{host: agentrunstest.Host, recorder: h.recorder, clock: clock}
 	return h
 }
 

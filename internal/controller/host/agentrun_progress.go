@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,7 +31,7 @@ const progressWorkers = 2
 // ProgressReconciler publishes the end of a running run's output so far in
 // status.output, masked as the final output is, once ProgressPeriod has passed
 // since it was last read (or since the container started), and only when it
-// changed. It is a controller of its own, with workers of its own: a
+// changed; with it, a proxied run's egress counts. It is a controller of its own, with workers of its own: a
 // refresh does not wait behind launches, which hold the AgentRun
 // controller's workers for as long as Podman takes to create and start a
 // container (minutes, on a saturated host).
@@ -45,6 +46,9 @@ type ProgressReconciler struct {
 	// reads is shared with the AgentRunReconciler, which masks the final
 	// output with the secret values read here and forgets a run it lets go.
 	reads *progressReads
+	// egress are the proxied runs the AgentRunReconciler serves, whose
+	// counts are refreshed with the output.
+	egress *egressRuns
 }
 
 // progressReconciler is the reconciler that publishes r's running runs'
@@ -54,7 +58,7 @@ func (r *AgentRunReconciler) progressReconciler() *ProgressReconciler {
 	if r.ProgressPeriod <= 0 || r.DiscardOutput {
 		return nil
 	}
-	return &ProgressReconciler{Client: r.Client, HostConfig: r.HostConfig, reads: &r.progress}
+	return &ProgressReconciler{Client: r.Client, HostConfig: r.HostConfig, reads: &r.progress, egress: &r.egress}
 }
 
 // Reconcile reads a running run's output when a period has passed, and
@@ -76,7 +80,8 @@ func (r *ProgressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	base := run.DeepCopy()
 	next := r.refresh(ctx, run)
-	if run.Status.Output == base.Status.Output {
+	r.egress.count(run)
+	if run.Status.Output == base.Status.Output && equality.Semantic.DeepEqual(run.Status.Egress, base.Status.Egress) {
 		return ctrl.Result{RequeueAfter: next}, nil
 	}
 	// Against the version read: a run that ended meanwhile keeps its final

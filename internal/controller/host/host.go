@@ -19,6 +19,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/egressgate"
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/logserver"
 	"github.com/agentrun/agentrun/internal/policy"
@@ -124,12 +125,15 @@ type HostConfig struct {
 	HeartbeatPeriod, GracePeriod time.Duration
 	// LogEndpoint serves the host's runs' output live; nil: none.
 	LogEndpoint *LogEndpoint
-	// PublishedEgress is the host's egress policy as its PodmanHost
-	// publishes it (status.egress: host.egress's mode, default names and
-	// ceiling), for placement to send runs with spec.egress only where the
-	// ceiling covers them; nil publishes none, and such a host takes no run
-	// with spec.egress.
-	PublishedEgress *agentsv1alpha1.HostEgress
+	// Egress is the host's egress policy: the mode of runs that set
+	// neither spec.egress nor spec.podman.network (empty: proxy), the
+	// names every proxied run may reach, and the ceiling of those a run
+	// may ask for. The PodmanHost publishes it (status.egress), for
+	// placement to send runs with spec.egress only where the ceiling
+	// covers them.
+	Egress agentsv1alpha1.HostEgress
+	// EgressProxy is the proxy that proxied runs reach the network through.
+	EgressProxy EgressProxy
 }
 
 // LogEndpoint is where a host serves its runs' output, over HTTPS.
@@ -180,6 +184,9 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		HostConfig: cfg,
 		Exits:      events,
 	}
+	if err := r.setupEgress(mgr); err != nil {
+		return nil, err
+	}
 	if err := agentruns.IndexQueues(mgr); err != nil {
 		return nil, err
 	}
@@ -190,7 +197,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 	agent := &hostagent.Agent{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: r.Recorder, Runtime: cfg.Runtime,
 		Host: cfg.Host, Labels: cfg.Labels, LeaseNamespace: cfg.LeaseNamespace,
-		Capacity: cfg.MaxConcurrentRuns, DefaultImage: cfg.Defaults.Image, Egress: cfg.PublishedEgress,
+		Capacity: cfg.MaxConcurrentRuns, DefaultImage: cfg.Defaults.Image, Egress: &cfg.Egress,
 		HeartbeatPeriod: cfg.HeartbeatPeriod, GracePeriod: cfg.GracePeriod, StopGracePeriod: cfg.StopGracePeriod,
 		Running: r.running, Released: func(key types.NamespacedName) { r.forget(context.Background(), key) },
 		Clock: cfg.Clock,
@@ -226,6 +233,25 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// setupEgress opens the host's egress socket directory, whose runs' sockets
+// are served while the manager leads the host and stop with it: a run's
+// network is closed while no manager serves it, never open.
+func (r *AgentRunReconciler) setupEgress(mgr ctrl.Manager) error {
+	r.egress = egressRuns{host: r.Host, recorder: r.Recorder, clock: r.Clock}
+	if r.EgressProxy.SocketDir == "" {
+		return nil
+	}
+	gate, err := egressgate.New(r.EgressProxy.SocketDir, r.EgressProxy.Proxy)
+	if err != nil {
+		return err
+	}
+	r.egress.gate = gate
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		return gate.Close()
+	}))
 }
 
 // setupLogEndpoint adds the host's log endpoint to mgr and returns the CA

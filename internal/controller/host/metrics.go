@@ -10,6 +10,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/egress"
 )
 
 // Metrics beyond controller-runtime's, served on the manager's /metrics.
@@ -24,10 +25,29 @@ var (
 		Help:    "Time from a run's container start to the run's end, by final phase.",
 		Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200},
 	}, []string{"phase"})
+	// egressConnections has no run label: a host runs thousands of runs,
+	// and status.egress counts each one's.
+	egressConnections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentrun_egress_connections_total",
+		Help: "Connections of proxied runs through the host's egress proxy, by outcome: allowed, refused_name, refused_address, over_limit.",
+	}, []string{"host", "outcome"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(launchLatency, runDuration)
+	metrics.Registry.MustRegister(launchLatency, runDuration, egressConnections)
+}
+
+// outcomeLabel is an egress outcome's value of the outcome label.
+func outcomeLabel(o egress.Outcome) string {
+	switch o {
+	case egress.Allowed:
+		return "allowed"
+	case egress.RefusedName:
+		return "refused_name"
+	case egress.RefusedAddress:
+		return "refused_address"
+	}
+	return "over_limit"
 }
 
 // observeTransition records the latency and duration histograms when a run

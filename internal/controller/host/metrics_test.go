@@ -8,6 +8,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
+	"github.com/agentrun/agentrun/internal/egress"
 )
 
 func TestRunsCollectorCountsThisHostsRunsByPhase(t *testing.T) {
@@ -27,5 +28,30 @@ agentrun_runs{host="host-a",phase="Succeeded"} 1
 `
 	if err := testutil.CollectAndCompare(NewRunsCollector(h.r.Client, agentrunstest.Host), strings.NewReader(want)); err != nil {
 		t.Error(err)
+	}
+}
+
+// Each attempt through a run's proxy is counted by host and outcome, and a
+// refusal is told in the run's EgressDenied event.
+func TestEgressAttemptsAreCountedByHostAndOutcome(t *testing.T) {
+	h := newHarness(t)
+	p := &proxiedRun{uid: "u", ref: agentrunstest.Run("r")}
+	host := "host-metrics"
+	h.r.egress.host = host
+	for _, a := range []egress.Attempt{
+		{Outcome: egress.Allowed, Target: "github.com:443"},
+		{Outcome: egress.RefusedName, Target: "evil.test:443", Reason: "not on the run's egress list"},
+		{Outcome: egress.RefusedAddress, Target: "metadata.test:80"},
+		{Outcome: egress.OverLimit},
+	} {
+		h.r.egress.observed(p, a)
+	}
+	for outcome, want := range map[string]float64{"allowed": 1, "refused_name": 1, "refused_address": 1, "over_limit": 1} {
+		if got := testutil.ToFloat64(egressConnections.WithLabelValues(host, outcome)); got != want {
+			t.Errorf("agentrun_egress_connections_total{outcome=%q} = %g, want %g", outcome, got, want)
+		}
+	}
+	if got := h.events(); len(got) != 1 || !strings.Contains(got[0], "Warning EgressDenied the egress proxy refused 1 connection(s) of this run: evil.test:443 (1)") {
+		t.Errorf("events %q; want one EgressDenied for the first refusal, the others within the minute held back", got)
 	}
 }

@@ -1,0 +1,151 @@
+package host
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/egress"
+	"github.com/agentrun/agentrun/internal/egressforward"
+	"github.com/agentrun/agentrun/internal/egressgate"
+	"github.com/agentrun/agentrun/internal/policy"
+)
+
+// EgressProxy is the host's egress proxy: where it serves proxied runs'
+// sockets, the forwarder it mounts into their containers, and the proxy's
+// own settings.
+type EgressProxy struct {
+	// SocketDir holds a directory per proxied run with the run's socket;
+	// empty: the host runs no proxy, and a run that needs one fails
+	// (EgressUnavailable).
+	SocketDir string
+	// Forwarder is the path of agentrun-forward on the host.
+	Forwarder string
+	// Proxy are the proxy's settings, the same for every run.
+	Proxy egress.Config
+}
+
+// Where a proxied run's container finds the forwarder and the directory of
+// its socket, whatever the host's paths: the forwarder dials
+// egressforward.Defaults.Socket.
+const (
+	forwarderInContainer = "/usr/libexec/agentrun/agentrun-forward"
+	proxyURL             = "http://127.0.0.1:3128"
+)
+
+var socketDirInContainer = strings.TrimSuffix(egressforward.Defaults.Socket, "/"+egressgate.SocketName)
+
+// egressMode is how a run's container reaches the network on a host whose
+// mode for runs that ask nothing is hostMode (empty: proxy): through the
+// proxy when the run lists names, on its network when it names one (none
+// is no network), else the host's way.
+func egressMode(run *agentsv1alpha1.AgentRun, hostMode agentsv1alpha1.EgressMode) agentsv1alpha1.EgressMode {
+	switch network := run.Spec.Podman.Network; {
+	case run.Spec.Egress != nil:
+		return agentsv1alpha1.EgressProxy
+	case network == "none":
+		return agentsv1alpha1.EgressNone
+	case network != "":
+		return agentsv1alpha1.EgressOpen
+	}
+	return cmp.Or(hostMode, agentsv1alpha1.EgressProxy)
+}
+
+// planEgress is the run's egress on this host as it launches: its mode and,
+// through the proxy, the names it may reach (the host's defaults and its
+// own). A run asking beyond the host's ceiling, or for names on a host
+// that gives runs no network, is refused.
+func (r *AgentRunReconciler) planEgress(run *agentsv1alpha1.AgentRun) (*agentsv1alpha1.EgressStatus, *policy.Refusal) {
+	plan := &agentsv1alpha1.EgressStatus{Mode: egressMode(run, r.Egress.Mode)}
+	if plan.Mode != agentsv1alpha1.EgressProxy {
+		return plan, nil
+	}
+	var asked []string
+	if run.Spec.Egress != nil {
+		asked = run.Spec.Egress.Allow
+	}
+	if len(asked) > 0 && r.Egress.Mode == agentsv1alpha1.EgressNone {
+		return nil, &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressNotPermitted, Message: fmt.Sprintf(
+			"spec.egress.allow asks for %s, but host %s gives runs no network (host.egress.mode: none)", strings.Join(asked, ", "), r.Host)}
+	}
+	askedPolicy, err := egress.ParsePolicy(asked...)
+	if err != nil {
+		return nil, &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressNotPermitted, Message: "spec.egress.allow: " + err.Error()}
+	}
+	// What every run may reach, a run may also ask for.
+	ceiling, err := egress.ParsePolicy(slices.Concat(r.Egress.Permitted, r.Egress.Default)...)
+	if err != nil {
+		return nil, &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf("host %s's host.egress: %v", r.Host, err)}
+	}
+	if uncovered := ceiling.Uncovered(askedPolicy); len(uncovered) > 0 {
+		return nil, &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressNotPermitted, Message: fmt.Sprintf(
+			"spec.egress.allow asks for %s, beyond what host %s permits (host.egress.permitted: %s)",
+			patternList(uncovered), r.Host, orNone(r.Egress.Permitted))}
+	}
+	for _, name := range slices.Concat(r.Egress.Default, asked) {
+		if !slices.Contains(plan.Allow, name) {
+			plan.Allow = append(plan.Allow, name)
+		}
+	}
+	return plan, nil
+}
+
+func patternList(p egress.Policy) string {
+	names := make([]string, len(p))
+	for i, q := range p {
+		names[i] = q.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
+}
+
+// withEgress gives a run's container its egress: no network but loopback
+// in modes none and proxy, and through the proxy the forwarder and the
+// run's socket directory, read-only, the command started by the forwarder
+// and the proxy variables set. The host adds these mounts: the run's
+// volume rules do not apply to them.
+func (r *AgentRunReconciler) withEgress(spec *containers.Spec, run *agentsv1alpha1.AgentRun, mode agentsv1alpha1.EgressMode) *policy.Refusal {
+	switch mode {
+	case agentsv1alpha1.EgressNone:
+		spec.Network = "none"
+		return nil
+	case agentsv1alpha1.EgressOpen:
+		return nil
+	}
+	if r.egress.gate == nil {
+		return &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
+			"host %s runs no egress proxy (host.egress.socketDir is empty), and this run's egress goes through one", r.Host)}
+	}
+	if info, err := os.Stat(r.EgressProxy.Forwarder); err != nil || !info.Mode().IsRegular() {
+		return &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
+			"host %s's egress forwarder %s is missing (host.egress.forwarder): install agentrun-forward there (docs/deploy.md)", r.Host, r.EgressProxy.Forwarder)}
+	}
+	for _, m := range spec.Mounts {
+		if m.Destination == socketDirInContainer || m.Destination == forwarderInContainer {
+			return &policy.Refusal{Reason: agentsv1alpha1.ReasonVolumeNotAllowed, Message: fmt.Sprintf(
+				"a volume mounts at %s, where a proxied run gets its egress", m.Destination)}
+		}
+	}
+	spec.Network = "none"
+	spec.Mounts = append(spec.Mounts,
+		containers.Mount{Source: r.EgressProxy.Forwarder, Destination: forwarderInContainer, Options: []string{"ro"}},
+		containers.Mount{Source: r.egress.gate.RunDir(string(run.UID)), Destination: socketDirInContainer, Options: []string{"ro"}})
+	spec.Command = slices.Concat([]string{forwarderInContainer, "exec", "--"}, spec.Command)
+	for _, name := range []string{"HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"} {
+		spec.Env[name] = proxyURL
+	}
+	spec.Env["NO_PROXY"], spec.Env["no_proxy"] = "localhost,127.0.0.1", "localhost,127.0.0.1"
+	// Claude Code's telemetry and update checks would only be refused.
+	spec.Env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+	return nil
+}

@@ -1,0 +1,179 @@
+// Package egressgate keeps a host's egress proxy serving its proxied runs:
+// a directory per run under the host's socket directory, holding the Unix
+// socket the run's container reaches the proxy through, served with the
+// run's list of names for as long as the run runs.
+//
+// A run's container mounts its directory, not the socket: a socket served
+// anew (after the manager restarted) is then the one the container sees. The
+// directory outlives the process for that reason, and goes only when the run
+// ends. While no process serves a run's socket, its connections are refused:
+// the run's network is closed, never open.
+package egressgate
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/agentrun/agentrun/internal/egress"
+)
+
+// SocketName is the socket's name in a run's directory, the name the
+// forwarder dials (egressforward.Defaults.Socket) once the directory is
+// mounted at /run/agentrun.
+const SocketName = "egress.sock"
+
+// The modes of what a run's container must reach: its user is not the
+// host's, so the directory lets everyone through and the socket lets
+// everyone connect (connecting is writing). The directory is mounted
+// read-only: nobody in the container can put anything there.
+const (
+	dirMode    fs.FileMode = 0o755
+	socketMode fs.FileMode = 0o666
+)
+
+// Gate serves the proxied runs of one host, each on its own socket.
+type Gate struct {
+	dir   string
+	root  *os.Root
+	proxy *egress.Proxy
+
+	mu      sync.Mutex
+	servers map[string]*egress.Server // by run UID
+}
+
+// New opens the host's socket directory dir, made if missing, for a proxy
+// built from cfg.
+func New(dir string, cfg egress.Config) (*Gate, error) {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, fmt.Errorf("making the egress socket directory: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the egress socket directory: %w", err)
+	}
+	return &Gate{dir: dir, root: root, proxy: egress.New(cfg), servers: map[string]*egress.Server{}}, nil
+}
+
+// RunDir is the host path of a run's directory, which its container mounts.
+func (g *Gate) RunDir(uid string) string { return filepath.Join(g.dir, uid) }
+
+// Serve serves the run's socket with policy, observe told of every attempt
+// (see egress.Proxy.Serve), unless this process serves it already. A socket
+// an earlier process left is replaced; the directory stays, so a running
+// container's mount of it sees the new socket.
+func (g *Gate) Serve(uid string, policy egress.Policy, observe func(egress.Attempt)) error {
+	if err := validUID(uid); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.servers[uid]; ok {
+		return nil
+	}
+	if err := g.makeRunDir(uid); err != nil {
+		return err
+	}
+	rel := filepath.Join(uid, SocketName)
+	if err := g.root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing the run's old egress socket: %w", err)
+	}
+	// The directory was checked to be one, not a link, just now, under a
+	// directory only the host writes: listening by path stays in it.
+	l, err := net.Listen("unix", filepath.Join(g.dir, rel))
+	if err != nil {
+		return fmt.Errorf("listening on the run's egress socket: %w", err)
+	}
+	if err := g.root.Chmod(rel, socketMode); err != nil {
+		_ = l.Close()
+		return fmt.Errorf("opening the run's egress socket to its container: %w", err)
+	}
+	g.servers[uid] = g.proxy.Serve(l, policy, observe)
+	return nil
+}
+
+// makeRunDir makes the run's directory, or checks that the one there is a
+// directory.
+func (g *Gate) makeRunDir(uid string) error {
+	err := g.root.Mkdir(uid, dirMode)
+	if errors.Is(err, fs.ErrExist) {
+		info, lerr := g.root.Lstat(uid)
+		if lerr != nil {
+			return fmt.Errorf("the run's egress directory: %w", lerr)
+		}
+		if !info.IsDir() {
+			return fmt.Errorf("the run's egress directory %s is not a directory", g.RunDir(uid))
+		}
+	} else if err != nil {
+		return fmt.Errorf("making the run's egress directory: %w", err)
+	}
+	// Mkdir's mode passes through the umask.
+	return g.root.Chmod(uid, dirMode)
+}
+
+// Serving tells whether this process serves the run's socket.
+func (g *Gate) Serving(uid string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.servers[uid]
+	return ok
+}
+
+// Stats are the run's counts since this process began serving it; ok is
+// false when it does not.
+func (g *Gate) Stats(uid string) (egress.Stats, bool) {
+	g.mu.Lock()
+	s, ok := g.servers[uid]
+	g.mu.Unlock()
+	if !ok {
+		return egress.Stats{}, false
+	}
+	return s.Stats(), true
+}
+
+// Stop ends the run's serving, cutting its connections, and removes its
+// directory, whether or not this process served it (an earlier one may
+// have).
+func (g *Gate) Stop(uid string) error {
+	if err := validUID(uid); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	s, ok := g.servers[uid]
+	delete(g.servers, uid)
+	g.mu.Unlock()
+	if ok {
+		_ = s.Close() // the listener's close error says nothing of use
+	}
+	if err := g.root.RemoveAll(uid); err != nil {
+		return fmt.Errorf("removing the run's egress directory: %w", err)
+	}
+	return nil
+}
+
+// Close ends every run's serving, keeping their directories for the
+// process that serves them next, and closes the socket directory.
+func (g *Gate) Close() error {
+	g.mu.Lock()
+	servers := g.servers
+	g.servers = map[string]*egress.Server{}
+	g.mu.Unlock()
+	for _, s := range servers {
+		_ = s.Close()
+	}
+	return g.root.Close()
+}
+
+// validUID refuses what is not one name of a directory: a run's UID is the
+// API server's, but the directory's name must never be a path.
+func validUID(uid string) error {
+	if uid == "" || uid == "." || uid == ".." || strings.ContainsAny(uid, "/\x00") {
+		return fmt.Errorf("%q is not a run's UID", uid)
+	}
+	return nil
+}
