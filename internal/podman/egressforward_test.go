@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,12 +30,9 @@ const forwarderPath = "/usr/local/bin/agentrun-forward"
 // returns its path.
 func buildForwarder(t *testing.T) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "agentrun-forward")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/agentrun-forward")
-	cmd.Dir = testenv.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the forwarder: %v\n%s", err, msg)
+	out, err := testenv.BuildForwarder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
