@@ -358,7 +358,7 @@ var _ = Describe("A run's egress through the host's proxy", func() {
 		})
 		By("letting the second run reach its name and not the first's, and a run without spec.egress only the host's defaults")
 		hold(done[1], want{"curl": {"rc=0", "other.test says hello"}, "matrix-run": {"rc=56", refusedConnect}})
-		hold(done[2], want{"default": {"rc=0", "not_found_error"}, "matrix-run": {"rc=56", refusedConnect}})
+		hold(done[2], want{"default": {"rc=0", "invalid x-api-key"}, "matrix-run": {"rc=56", refusedConnect}})
 
 		By("sending nothing to the refused names, the host's service or the internet's resolver")
 		Expect(inet.Connections(deniedName)).To(BeZero())
