@@ -107,8 +107,13 @@ at_exit 'rm -rf "$work"'
 rootfs=$work/rootfs
 mkdir -p "$CACHE/debs" "$CACHE/npm"
 
-step "debootstrap --variant=minbase $SUITE from $mirror (about a minute; less with the packages cached)"
-logged debootstrap --variant=minbase --include=git,ca-certificates --cache-dir="$CACHE/debs" \
+# The tools an agent reaches the network with besides the CLI: git (over
+# HTTPS: a proxied run has no route for SSH), curl and gh. Each honours the
+# HTTPS_PROXY/HTTP_PROXY/NO_PROXY variables a proxied run gets, which
+# test/agent's egress spec checks through the host's proxy. (Not npm: Debian's
+# needs Node.js and some 250 packages that debootstrap fails to configure.)
+step "debootstrap --variant=minbase $SUITE from $mirror (one to two minutes; less with the packages cached)"
+logged debootstrap --variant=minbase --include=git,ca-certificates,curl,gh --cache-dir="$CACHE/debs" \
   "$SUITE" "$rootfs" "$mirror"
 logged chroot "$rootfs" useradd --create-home --home-dir /home/agent --uid 1000 --user-group --shell /bin/bash agent
 install -d -o 1000 -g 1000 "$rootfs/workspace"

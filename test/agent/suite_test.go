@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"net/netip"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +30,10 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/controller/fleet"
 	"github.com/agentrun/agentrun/internal/controller/host"
+	"github.com/agentrun/agentrun/internal/egress"
+	"github.com/agentrun/agentrun/internal/netguard"
 	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/testing/internet"
 	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
@@ -55,9 +60,16 @@ var (
 	cancelMgr context.CancelFunc
 	// sessionDir is the host's host.sessions.dir.
 	sessionDir string
+	// inet is the simulated internet the host's egress proxy resolves
+	// names in and reaches; nil when not run as root.
+	inet *internet.Internet
 )
 
 func TestAgent(t *testing.T) {
+	// Made here, not in BeforeSuite: it lives as long as t.
+	if os.Geteuid() == 0 {
+		simulateInternet(t)
+	}
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Claude Code agent suite (envtest + Podman "+testenv.PodmanVersion()+" + the real CLI)")
 }
@@ -90,6 +102,24 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _ = os.RemoveAll(sessionDir) })
 
+	// The host's egress proxy, whose internet is the simulated one (its
+	// addresses are allowed although netguard refuses 198.18.0.0/15), and
+	// the forwarder and the runs' sockets where either Podman sees them.
+	hostEgress := agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.test"}}
+	var proxy host.EgressProxy
+	if inet != nil {
+		egressDir, err := os.MkdirTemp("/tmp", "agentrun-agent-egress-")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(os.RemoveAll, egressDir)
+		Expect(os.Chmod(egressDir, 0o755)).To(Succeed())
+		forwarder, err := testenv.Forwarder()
+		Expect(err).NotTo(HaveOccurred())
+		proxy = host.EgressProxy{SocketDir: egressDir + "/sockets", Forwarder: forwarder, Proxy: egress.Config{
+			Resolver:     inet.Resolver(),
+			Destinations: netguard.Destinations{Allowed: []netip.Prefix{inet.Prefix()}},
+		}}
+	}
+
 	// One host's manager, set up as the manager binary sets it up.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
@@ -120,6 +150,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		SessionDir:       sessionDir,
 		SessionMinAge:    sessionMinAge,
 		SessionGCPeriod:  time.Second,
+		Egress:           hostEgress,
+		EgressProxy:      proxy,
 	})
 	Expect(err).NotTo(HaveOccurred())
 
