@@ -106,7 +106,8 @@ func TestAnInvalidDeprecatedFlagIsNamed(t *testing.T) {
 }
 
 // Without --config, a host runs as it did with the flags' defaults before
-// the file existed: these are the values the flags declared.
+// the file existed: these are the values the flags declared, but for the
+// networks runs may name, none only since egress control (issue 27).
 func TestNoConfigKeepsTheFlagsDefaults(t *testing.T) {
 	o, err := parse(t)
 	if err != nil {
@@ -123,7 +124,7 @@ func TestNoConfigKeepsTheFlagsDefaults(t *testing.T) {
 	want := []any{agentimage.Image, 4096, 10 * time.Second, false, 10 * time.Second, time.Minute, 3 * time.Second,
 		30 * time.Minute, 10 * time.Second, 5 * time.Minute, 4, 16, false, 10 * time.Second, 40 * time.Second,
 		"/var/lib/agentrun/sessions", int64(1 << 30), 10000, true, true, "agentrun-system",
-		"", false, "bridge,podman,none", "1000:1000", "",
+		"", false, "none", "1000:1000", "",
 		"/proc,/sys,/dev,/etc,/usr,/bin,/sbin,/lib,/lib64,/boot,/run/secrets", "localhost/*", int64(512 << 20), int64(8 << 30),
 		int64(1e9), int64(4e9), int64(1024), int64(64 << 20), 0}
 	for i := range want {

@@ -67,9 +67,11 @@ var AlwaysForbiddenVolumePaths = []string{"/proc", "/sys", "/dev", "/run", "/etc
 // into a bind mount; the agent image's own user has this ID.
 const DefaultUser = "1000:1000"
 
-// DefaultNetworks are the networks runs may use unless the host says
-// otherwise: Podman's default bridge (by mode and by name) and none.
-var DefaultNetworks = []string{"bridge", "podman", "none"}
+// DefaultNetworks are the networks runs may name unless the host says
+// otherwise: none only. A run on a Podman network (bridge, say) reaches
+// whatever that network does, past the egress proxy, so it is the host
+// owner's choice (host.containers.allowedNetworks), not a run's.
+var DefaultNetworks = []string{"none"}
 
 // DefaultCapabilities is none. Podman hands the capabilities it adds to a
 // non-root user's ambient set, so any capability kept here would be held in
@@ -106,7 +108,8 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 	}
 	if spec.Network != "" && !slices.Contains(p.AllowedNetworks, spec.Network) {
 		return &Refusal{agentsv1alpha1.ReasonNetworkNotAllowed, fmt.Sprintf(
-			"network %q is not allowed on this host; allowed: %s", spec.Network, strings.Join(p.AllowedNetworks, ", "))}
+			"network %q is not allowed on this host (host.containers.allowedNetworks: %s); a run on a network bypasses the egress proxy: "+
+				"leave spec.podman.network empty and list the names the run needs in spec.egress.allow", spec.Network, strings.Join(p.AllowedNetworks, ", "))}
 	}
 	if p.MaxMemoryBytes > 0 && spec.MemoryBytes > p.MaxMemoryBytes {
 		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(

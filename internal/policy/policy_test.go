@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 )
 
@@ -73,17 +74,27 @@ func TestMountChecks(t *testing.T) {
 	}
 }
 
-func TestNetworksAndUser(t *testing.T) {
+// A run naming a network gets it unproxied: by default only none, so that
+// bridge (the old default) is the host owner's choice.
+func TestPolicyRefusesANetworkTheHostDoesNotList(t *testing.T) {
 	p := Policy{AllowedImages: []string{"*"}, AllowedNetworks: DefaultNetworks, User: DefaultUser}
-	for network, allowed := range map[string]bool{"": true, "none": true, "bridge": true, "podman": true, "host": false, "mynet": false} {
+	for network, allowed := range map[string]bool{"": true, "none": true, "bridge": false, "podman": false, "host": false, "mynet": false} {
 		spec := containers.Spec{Image: "i", Network: network}
 		refused := p.Apply(&spec)
 		if (refused == nil) != allowed {
 			t.Errorf("network %q: refused = %v, want allowed = %v", network, refused, allowed)
 		}
+		if refused != nil && (refused.Reason != agentsv1alpha1.ReasonNetworkNotAllowed ||
+			!strings.Contains(refused.Message, "host.containers.allowedNetworks: none") || !strings.Contains(refused.Message, "spec.egress.allow")) {
+			t.Errorf("network %q: the refusal must name the host's setting and spec.egress.allow: %+v", network, refused)
+		}
 		if refused == nil && spec.User != DefaultUser {
 			t.Errorf("the container must run as %s, got %q", DefaultUser, spec.User)
 		}
+	}
+	p.AllowedNetworks = []string{"bridge", "none"}
+	if refused := p.Apply(&containers.Spec{Image: "i", Network: "bridge"}); refused != nil {
+		t.Errorf("a host that lists bridge must allow it: %v", refused)
 	}
 }
 

@@ -316,8 +316,10 @@ type ContainersConfiguration struct {
 	AllowedImages []string `json:"allowedImages,omitempty"`
 
 	// AllowedNetworks are the networks (or network modes) runs may ask
-	// for; add host only to give runs the host's network. Default:
-	// [bridge, podman, none].
+	// for in spec.podman.network. A run on a network is not proxied: it
+	// reaches whatever the network does (egress mode open). Add bridge to
+	// let runs have Podman's default network, host only to give them the
+	// host's. Default: [none].
 	// +optional
 	AllowedNetworks []string `json:"allowedNetworks,omitempty"`
 
