@@ -189,3 +189,14 @@ func (d *dnsServer) close() error {
 	d.wg.Wait()
 	return err
 }
+
+// ServeDNS answers the DNS messages that arrive on udp and tcp as an
+// internet's server does, with lookup's addresses (NXDOMAIN for a name it
+// does not know), until the returned function closes both: a resolver
+// outside a test, the local stack's stand-in for the internet
+// (hack/demointernet).
+func ServeDNS(udp net.PacketConn, tcp net.Listener, lookup func(name string) ([]netip.Addr, bool)) (closeAll func() error) {
+	d := &dnsServer{lookup: lookup, udp: udp, tcp: tcp}
+	d.serve()
+	return d.close
+}
