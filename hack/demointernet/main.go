@@ -63,7 +63,7 @@ func serve(addr netip.Addr, names []string) error {
 		Addr:              netip.AddrPortFrom(addr, 80).String(),
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s (the local stack's stand-in for the internet)\n", strings.ToLower(r.Host))
+			_, _ = fmt.Fprintf(w, "hello from %s (the local stack's stand-in for the internet)\n", strings.ToLower(r.Host))
 		}),
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
