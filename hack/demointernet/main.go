@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentrun/agentrun/internal/testing/internet"
+	"github.com/agentrun/agentrun/internal/testing/internet/dnsserver"
 )
 
 func main() {
@@ -53,7 +53,7 @@ func serve(addr netip.Addr, names []string) error {
 	if err != nil {
 		return errors.Join(err, udp.Close())
 	}
-	closeDNS := internet.ServeDNS(udp, tcp, func(name string) ([]netip.Addr, bool) {
+	dnsServer := dnsserver.Serve(udp, tcp, func(name string) ([]netip.Addr, bool) {
 		if slices.Contains(names, name) {
 			return []netip.Addr{addr}, true
 		}
@@ -76,5 +76,5 @@ func serve(addr netip.Addr, names []string) error {
 	case <-ctx.Done():
 		err = web.Close()
 	}
-	return errors.Join(err, closeDNS())
+	return errors.Join(err, dnsServer.Close())
 }
