@@ -858,7 +858,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid}
+  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid,egress}
   rmdir "$STATE" 2>/dev/null || true
 }
 
