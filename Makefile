@@ -158,6 +158,10 @@ image: build podman ## Build (or reuse) the image localhost/agentrun-manager:VER
 localstack: ## Build the local control plane used by make up and make demo.
 	go build -o $(LOCALBIN)/localstack ./hack/localstack
 
+.PHONY: demointernet
+demointernet: ## Build the single host's stand-in for the internet (hack/demointernet), which make up and make demo start.
+	go build -o $(LOCALBIN)/demointernet ./hack/demointernet
+
 .PHONY: agent-image
 agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun-claude, without any registry.
 	@hack/agent-image.sh

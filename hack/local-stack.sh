@@ -313,7 +313,8 @@ EOF
 # named rather than left to the default, which is a real host's choice and
 # allows none; the egress forwarder make build writes, and the egress
 # sockets beside the sessions (both in the checkout or its state folder,
-# which Podman 5 sees too); LABELS is a YAML flow mapping.
+# which Podman 5 sees too), and for the single host the stand-in internet
+# (web_egress_config); LABELS is a YAML flow mapping.
 host_config() {
   local labels=${4:-"{}"}
   cat <<EOF
@@ -330,6 +331,7 @@ host:
   egress:
     socketDir: "$(dirname "$2")/egress"
     forwarder: "$ROOT/bin/agentrun-forward"
+$(web_egress_config)
   logs:
     bindAddress: "$3"
     clientCAFile: "$STATE/logs-client/ca.crt"
@@ -394,6 +396,54 @@ start_manager() {
   # stops the stack in one shell, would print "Killed" for it.
   disown $!
   wait_for "the $name's start" 10 "$STATE/$name.log" test -s "$STATE/$name.pid"
+}
+
+# --- The single host's stand-in for the internet. ----------------------------
+
+# The machine may have no internet, and the demo shows a run reaching a name
+# it may and refused another: the single host's egress proxy resolves names
+# with hack/demointernet, which answers WEB_NAMES with its own address and
+# serves "hello from NAME" on port 80, from a network namespace of its own
+# joined to the machine by a veth (hack/netns.sh), on a /24 of
+# 198.18.0.0/15 picked by the state folder (the tests' simulated internet
+# skips a /24 the machine has an address in). The host may reach it
+# (allowedCIDRs: the proxy refuses 198.18.0.0/15 by default) and permits
+# example.com, which the egress sample lists; example.org it does not.
+WEB_KEY=$(printf %s "$STATE" | sha256sum | cut -c1-8)
+WEB_SLOT=$((16#${WEB_KEY:0:4} % 512))
+WEB_NET=198.$((18 + WEB_SLOT / 256)).$((WEB_SLOT % 256))
+WEB_NS=arweb-$WEB_KEY
+WEB_VETH=arweb$WEB_KEY
+WEB_NAMES=(example.com example.org)
+
+# web_egress_config: the single host's egress settings for the stand-in
+# (under host.egress); nothing for a fleet's hosts.
+web_egress_config() {
+  [[ -z $HOSTS ]] || return 0
+  cat <<EOF
+    resolver: "$WEB_NET.2:53"
+    allowedCIDRs: ["$WEB_NET.0/24"]
+    permitted: [example.com]
+EOF
+}
+
+# web_up: the stand-in's namespace, veth and server, each made when missing.
+web_up() {
+  alive web "$ROOT/bin/demointernet" && return 0
+  if [[ ! -e /var/run/netns/$WEB_NS ]]; then "$ROOT/hack/netns.sh" add "$WEB_NS"; fi
+  if ! ip link show "$WEB_VETH" >/dev/null 2>&1; then
+    "$ROOT/hack/netns.sh" link "$WEB_NS" "$WEB_VETH" "$WEB_NET.1/24" "$WEB_NET.2/24"
+  fi
+  # nsenter execs it: the pid is the server's.
+  nohup nsenter --net="/var/run/netns/$WEB_NS" -- "$ROOT/bin/demointernet" --addr "$WEB_NET.2" "${WEB_NAMES[@]}" >>"$STATE/web.log" 2>&1 &
+  echo $! >"$STATE/web.pid"
+  disown $!
+  wait_for "the stand-in internet answering on $WEB_NET.2" 10 "$STATE/web.log" curl -fsS --max-time 2 "http://$WEB_NET.2/"
+}
+
+web_down() {
+  stop web "$ROOT/bin/demointernet"
+  "$ROOT/hack/netns.sh" del "$WEB_NS" "$WEB_VETH"
 }
 
 # --- The fleet's hosts. --------------------------------------------------------
@@ -694,17 +744,20 @@ up() {
       step "the $main (pid $(pid_of "$main")) is not running: restarting it; the control plane and its AgentRuns are kept"
     fi
   elif [[ -z $HOSTS ]]; then
+    web_up
     step "already up"
     usage
     return
   fi
 
   local targets=(build) what="the manager"
+  [[ -n $HOSTS ]] || targets+=(demointernet)
   if ((start_control_plane)); then
     targets+=(localstack)
     what+=" and the local control plane"
   fi
-  if ((start_control_plane)) || ! alive "$main" || [[ ! -x $ROOT/bin/manager || ! -x $ROOT/bin/agentrun-forward ]]; then
+  if ((start_control_plane)) || ! alive "$main" || [[ ! -x $ROOT/bin/manager || ! -x $ROOT/bin/agentrun-forward ]] ||
+    [[ -z $HOSTS && ! -x $ROOT/bin/demointernet ]]; then
     step "building $what (seconds; about 3 minutes with a cold Go build cache)"
     logged make -s --no-print-directory -C "$ROOT" "${targets[@]}"
   fi
@@ -734,6 +787,7 @@ up() {
   if ! alive "$main"; then
     local flags=()
     if [[ -z $HOSTS ]]; then
+      web_up
       step "starting the manager as Podman host '$HOST_NAME' (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT, metrics on 127.0.0.1:$METRICS_PORT; a few seconds)"
       mapfile -t flags < <(single_manager_flags)
     else
@@ -796,6 +850,7 @@ down() {
   done
   each_host host_down "${hosts[@]}" || true
   stop_control_plane
+  web_down
   if [[ -f $STATE/fleet.env ]]; then
     ip addr del "$API_ADDR/32" dev lo 2>/dev/null || true
   fi
@@ -803,7 +858,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log}
+  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid,egress}
   rmdir "$STATE" 2>/dev/null || true
 }
 
@@ -915,20 +970,29 @@ demo() {
   step "kubectl apply -k config/samples"
   kubectl apply -k "$ROOT/config/samples"
   step "waiting for the runs to finish"
-  kubectl wait --for=condition=Finished agentrun/hello agentrun/review-prs --timeout=120s
+  kubectl wait --for=condition=Finished agentrun/hello agentrun/review-prs agentrun/fetch-pages --timeout=120s
   echo
   kubectl get agentruns -o wide
   echo
   step "the output of review-prs (status.output):"
   kubectl get agentrun review-prs -o jsonpath='{.status.output}'
   echo
+  step "fetch-pages may reach example.com only (spec.egress.allow); its output, then status.egress:"
+  local fetched egress
+  fetched=$(kubectl get agentrun fetch-pages -o jsonpath='{.status.output}')
+  egress=$(kubectl get agentrun fetch-pages -o jsonpath='{.status.egress}')
+  printf '%s\n%s\n' "$fetched" "$egress"
+  if [[ $fetched != *"hello from example.com"* || $fetched != *"403 Forbidden"* || $fetched == *"hello from example.org"* ]]; then
+    step "fetch-pages did not reach example.com and get refused example.org"
+    return 1
+  fi
   step "an invalid run is refused: kubectl apply -f hack/demo/invalid-agentrun.yaml"
   if kubectl apply -f "$ROOT/hack/demo/invalid-agentrun.yaml"; then
     step "the invalid run was accepted: this is a bug"
     return 1
   fi
   echo
-  for run in review-prs hello; do
+  for run in review-prs hello fetch-pages; do
     [[ $(kubectl get agentrun "$run" -o jsonpath='{.status.phase}') == Succeeded ]] || {
       step "run $run did not succeed"
       return 1
@@ -948,8 +1012,8 @@ demo() {
   }
   # The records too: a demo run again on this stack runs the samples again.
   kubectl delete agentrun hello --wait=true >/dev/null
-  kubectl delete agentrunrecords hello review-prs --ignore-not-found >/dev/null
-  step "demo done: both sample runs Succeeded, and hello applied again did not run twice"
+  kubectl delete agentrunrecords hello review-prs fetch-pages --ignore-not-found >/dev/null
+  step "demo done: the sample runs Succeeded, fetch-pages reached example.com and was refused example.org, and hello applied again did not run twice"
 }
 
 case ${1:-} in

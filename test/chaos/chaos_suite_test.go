@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testing/internet"
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
@@ -59,6 +60,9 @@ var (
 	// first attempt leaves a file there and fails, the next one finds it
 	// and succeeds.
 	flagsDir string
+	// web is the simulated internet the runs' egress goes to (the egress
+	// scenario).
+	web *internet.Internet
 	// table is every scenario's figures, in order.
 	table      []*figures
 	suiteStart time.Time
@@ -78,12 +82,19 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	// The containers run as 1000:1000.
 	Expect(os.Chmod(flagsDir, 0o777)).To(Succeed())
+	// Before the fleet, whose hosts' proxies resolve names with its DNS
+	// and may reach its addresses (198.18.0.0/15, which they refuse by
+	// default): each host's namespace routes it through the machine. Its
+	// cleanup, registered first, runs after the fleet's.
+	web = startInternet()
 	// Names and addresses of its own, so that it runs beside make up's fleet
 	// (local, 10.203) and test/fleet's (smoke, 10.204).
 	f, err = fleet.New(fleet.Options{StateDir: dir, Hosts: 3, HostPrefix: "chaos", Net: "10.205",
 		ManagerConfig: &configv1alpha1.Configuration{Host: configv1alpha1.HostConfiguration{
 			Heartbeat: configv1alpha1.HeartbeatConfiguration{Period: &metav1.Duration{Duration: 2 * time.Second}, GracePeriod: &metav1.Duration{Duration: gracePeriod}},
 			Volumes:   configv1alpha1.VolumesConfiguration{AllowedPaths: []string{"/home/user/myrepo", flagsDir}},
+			Egress: configv1alpha1.EgressConfiguration{Resolver: web.DNSAddr().String(), AllowedCIDRs: []string{web.Prefix().String()},
+				Permitted: []string{allowedName}},
 		}}})
 	Expect(err).NotTo(HaveOccurred())
 	// Registered before up: a fleet that came up halfway is brought down too.
@@ -137,7 +148,7 @@ func render(rows []*figures, took time.Duration) string {
 	var b strings.Builder
 	b.WriteString("\n")
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\truns\tsucceeded\tduplicate_containers\tlost_results\torphans\tstuck\tpanics\tfailovers\treruns\tduration\tresult\t")
+	fmt.Fprintln(w, "scenario\truns\tsucceeded\tduplicate_containers\tlost_results\torphans\tstuck\tpanics\tunchecked\tfailovers\treruns\tduration\tresult\t")
 	var t figures
 	failed := 0
 	for _, r := range rows {
@@ -146,8 +157,8 @@ func render(rows []*figures, took time.Duration) string {
 			result = "FAIL"
 			failed++
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", r.Scenario, r.Runs, r.Succeeded, r.DuplicateContainers,
-			r.LostResults, r.Orphans, r.Stuck, r.Panics, r.Failovers, r.Reruns, r.duration(), result)
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", r.Scenario, r.Runs, r.Succeeded, r.DuplicateContainers,
+			r.LostResults, r.Orphans, r.Stuck, r.Panics, r.Unchecked, r.Failovers, r.Reruns, r.duration(), result)
 		t.Runs += r.Runs
 		t.Succeeded += r.Succeeded
 		t.DuplicateContainers += r.DuplicateContainers
@@ -155,12 +166,13 @@ func render(rows []*figures, took time.Duration) string {
 		t.Orphans += r.Orphans
 		t.Stuck += r.Stuck
 		t.Panics += r.Panics
+		t.Unchecked += r.Unchecked
 		t.Failovers += r.Failovers
 		t.Reruns += r.Reruns
 	}
 	_ = w.Flush()
-	fmt.Fprintf(&b, "chaos: scale=%s scenarios=%d failed=%d runs=%d succeeded=%d duplicate_containers=%d lost_results=%d orphans=%d stuck=%d panics=%d failovers=%d reruns=%d duration=%s\n",
-		scale("short", "full"), len(rows), failed, t.Runs, t.Succeeded, t.DuplicateContainers, t.LostResults, t.Orphans, t.Stuck, t.Panics, t.Failovers, t.Reruns,
+	fmt.Fprintf(&b, "chaos: scale=%s scenarios=%d failed=%d runs=%d succeeded=%d duplicate_containers=%d lost_results=%d orphans=%d stuck=%d panics=%d unchecked_connections=%d failovers=%d reruns=%d duration=%s\n",
+		scale("short", "full"), len(rows), failed, t.Runs, t.Succeeded, t.DuplicateContainers, t.LostResults, t.Orphans, t.Stuck, t.Panics, t.Unchecked, t.Failovers, t.Reruns,
 		took.Round(time.Second))
 	return b.String()
 }

@@ -62,6 +62,10 @@ type figures struct {
 	Stuck int `json:"stuck"`
 	// Panics: lines with "panic" that the managers logged meanwhile.
 	Panics int `json:"panics"`
+	// Unchecked: connections that reached a destination the runs may not
+	// reach (the simulated internet's servers count what they accepted):
+	// each went past the egress proxy's check.
+	Unchecked int `json:"unchecked_connections"`
 	// Failovers: attempts that were given to another host after theirs was
 	// declared lost (status.disruptedAttempts): legal, shown for context.
 	Failovers int `json:"failovers"`

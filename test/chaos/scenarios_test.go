@@ -106,6 +106,13 @@ var _ = Describe("Under faults, agentrun", Ordered, ContinueOnFailure, func() {
 		check(s.finish(ctx))
 	}, SpecTimeout(30*time.Minute))
 
+	It("lets no connection past a run's egress proxy and opens no network when the host managers serving the proxies are SIGKILLed, and serves the running runs' proxies again after", func(ctx SpecContext) {
+		if !full {
+			Skip("make chaos only: each manager's restart takes about 30 s")
+		}
+		egressScenario(ctx)
+	}, SpecTimeout(20*time.Minute))
+
 	It("runs every run once when a host's Podman API service restarts mid-run", func(ctx SpecContext) {
 		s := begin("podman-restart", 3*time.Minute)
 		host := f.Host(1) // Podman 4: its service stops without its containers

@@ -38,6 +38,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentrun/agentrun/internal/testing/internet/dnsserver"
 	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
@@ -47,7 +48,7 @@ type Internet struct {
 	ns     netns
 	ca     *testenv.CA
 	caFile string
-	dns    *dnsServer
+	dns    *dnsserver.Server
 	web    *webServer
 
 	mu    sync.Mutex
@@ -118,11 +119,10 @@ func (n *Internet) startServers() error {
 		}
 		return err
 	}
-	n.dns = &dnsServer{lookup: n.lookup, udp: udp, tcp: tcp}
-	n.dns.serve()
+	n.dns = dnsserver.Serve(udp, tcp, n.lookup)
 	n.web = n.startWeb(tlsL, plain)
 	n.t.Cleanup(func() {
-		if err := errors.Join(n.web.close(), n.dns.close()); err != nil {
+		if err := errors.Join(n.web.close(), n.dns.Close()); err != nil {
 			n.t.Errorf("internet: closing the servers: %v", err)
 		}
 	})
@@ -253,7 +253,10 @@ func (n *Internet) Resolver() *net.Resolver {
 
 // Queries are the messages the DNS server has received, in order: a test
 // that nothing may have asked asserts that there are none.
-func (n *Internet) Queries() []Query { return n.dns.received() }
+func (n *Internet) Queries() []Query { return n.dns.Queries() }
+
+// Query is one message the DNS server received.
+type Query = dnsserver.Query
 
 // CAPEM is the CA's certificate, PEM-encoded, for a trust store.
 func (n *Internet) CAPEM() []byte { return n.ca.CertPEM }

@@ -1,4 +1,8 @@
-package internet
+// Package dnsserver is the simulated internet's DNS server
+// (internal/testing/internet), in a package of its own so that a stand-in
+// outside the tests (the local stack's, hack/demointernet) serves names
+// without the tests' harness.
+package dnsserver
 
 import (
 	"encoding/binary"
@@ -24,10 +28,10 @@ type Query struct {
 	Type string
 }
 
-// dnsServer answers A and AAAA questions for the names the internet knows,
+// Server answers A and AAAA questions for the names its lookup knows,
 // NXDOMAIN for the others, over UDP and TCP, and records every message it
 // receives, readable or not.
-type dnsServer struct {
+type Server struct {
 	lookup func(name string) ([]netip.Addr, bool)
 	udp    net.PacketConn
 	tcp    net.Listener
@@ -39,14 +43,22 @@ type dnsServer struct {
 	wg      sync.WaitGroup
 }
 
-func (d *dnsServer) serve() {
+// Serve answers the messages that arrive on udp and tcp with lookup's
+// addresses until Close.
+func Serve(udp net.PacketConn, tcp net.Listener, lookup func(name string) ([]netip.Addr, bool)) *Server {
+	d := &Server{lookup: lookup, udp: udp, tcp: tcp}
+	d.serve()
+	return d
+}
+
+func (d *Server) serve() {
 	d.conns = map[net.Conn]struct{}{}
 	d.wg.Add(2)
 	go d.serveUDP()
 	go d.serveTCP()
 }
 
-func (d *dnsServer) serveUDP() {
+func (d *Server) serveUDP() {
 	defer d.wg.Done()
 	buf := make([]byte, 65535)
 	for {
@@ -60,7 +72,7 @@ func (d *dnsServer) serveUDP() {
 	}
 }
 
-func (d *dnsServer) serveTCP() {
+func (d *Server) serveTCP() {
 	defer d.wg.Done()
 	for {
 		c, err := d.tcp.Accept()
@@ -78,7 +90,7 @@ func (d *dnsServer) serveTCP() {
 
 // serveConn answers the messages of one TCP connection, each after its
 // two-byte length (RFC 1035 4.2.2), until the client closes it.
-func (d *dnsServer) serveConn(c net.Conn) {
+func (d *Server) serveConn(c net.Conn) {
 	defer d.wg.Done()
 	defer d.untrack(c)
 	for {
@@ -102,7 +114,7 @@ func (d *dnsServer) serveConn(c net.Conn) {
 	}
 }
 
-func (d *dnsServer) track(c net.Conn) bool {
+func (d *Server) track(c net.Conn) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -112,7 +124,7 @@ func (d *dnsServer) track(c net.Conn) bool {
 	return true
 }
 
-func (d *dnsServer) untrack(c net.Conn) {
+func (d *Server) untrack(c net.Conn) {
 	d.mu.Lock()
 	delete(d.conns, c)
 	d.mu.Unlock()
@@ -121,7 +133,7 @@ func (d *dnsServer) untrack(c net.Conn) {
 
 // answer records the message and returns the answer to it, nil when it is
 // no question.
-func (d *dnsServer) answer(network string, msg []byte) []byte {
+func (d *Server) answer(network string, msg []byte) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(msg)
 	if err != nil {
@@ -166,19 +178,22 @@ func (d *dnsServer) answer(network string, msg []byte) []byte {
 	return resp
 }
 
-func (d *dnsServer) record(q Query) {
+func (d *Server) record(q Query) {
 	d.mu.Lock()
 	d.queries = append(d.queries, q)
 	d.mu.Unlock()
 }
 
-func (d *dnsServer) received() []Query {
+// Queries are the messages received so far, in order.
+func (d *Server) Queries() []Query {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]Query(nil), d.queries...)
 }
 
-func (d *dnsServer) close() error {
+// Close closes the sockets and the open TCP connections, and waits for
+// the server's goroutines.
+func (d *Server) Close() error {
 	d.mu.Lock()
 	d.closed = true
 	for c := range d.conns {
