@@ -126,7 +126,7 @@ var _ = Describe("agentrun on the local stack", func() {
 		ns := newNamespace()
 		ensureSampleNeeds()
 		kubectlOK("apply", "-n", ns, "-k", filepath.Join(root, "config", "samples"))
-		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/hello", "agentrun/review-prs", "--timeout=90s")
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/hello", "agentrun/review-prs", "agentrun/fetch-pages", "--timeout=90s")
 
 		table := kubectlOK("get", "agentruns", "-n", ns)
 		Expect(strings.Fields(strings.SplitN(table, "\n", 2)[0])).To(Equal([]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "AGE"}))
@@ -135,8 +135,20 @@ var _ = Describe("agentrun on the local stack", func() {
 
 		wide := kubectlOK("get", "ar", "-n", ns, "-o", "wide")
 		Expect(strings.Fields(strings.SplitN(wide, "\n", 2)[0])).To(Equal(
-			[]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "CONTAINER", "STARTED", "COMPLETED", "TURNS", "COST", "MESSAGE", "AGE"}))
+			[]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "EGRESS", "CONTAINER", "STARTED", "COMPLETED", "TURNS", "COST", "MESSAGE", "AGE"}))
 		Expect(wide).To(MatchRegexp(`(?m)^review-prs\s.*\s1\s+0\.0012\s+container `), "the fake agent's turns and cost")
+		Expect(wide).To(MatchRegexp(`(?m)^review-prs\s+Succeeded\s+e2e\s+1\s+0\s+\d+s\s+proxy\s`), "a run that asks nothing is proxied on this host")
+
+		// The stack's stand-in internet answers both names; the run may
+		// reach example.com only.
+		fetched := kubectlOK("get", "agentrun", "fetch-pages", "-n", ns, "-o", "jsonpath={.status.output}")
+		Expect(fetched).To(ContainSubstring("hello from example.com"))
+		Expect(fetched).To(ContainSubstring("example.com: fetched"))
+		Expect(fetched).To(ContainSubstring("403"), "the proxy refuses example.org")
+		Expect(fetched).To(ContainSubstring("example.org: refused"))
+		Expect(fetched).NotTo(ContainSubstring("hello from example.org"))
+		Expect(kubectlOK("get", "agentrun", "fetch-pages", "-n", ns, "-o", "jsonpath={.status.egress.mode} {.status.egress.allowed} {.status.egress.refused}")).
+			To(Equal("proxy 1 1"))
 
 		Expect(kubectlOK("get", "agentrun", "review-prs", "-n", ns, "-o", "jsonpath={.status.agentResult.result}")).
 			To(Equal("Done: Review the open PRs using gh CLI"), "the fake agent's JSON result is parsed into status")
