@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"syscall"
+	"time"
 )
 
 // Exit codes of the binary's own failures. ExitNoForwarder is the one a run's
@@ -48,8 +49,8 @@ const usage = `usage:
   agentrun-forward exec [flags] -- COMMAND [ARG...]
       start the forwarder in the background, wait until it listens, then run
       COMMAND in this process with HTTPS_PROXY, HTTP_PROXY and NO_PROXY set;
-      if the forwarder cannot start, or no proxy answers on the socket,
-      COMMAND is not run (exit code 121)
+      if the forwarder cannot start, or no proxy answers on the socket
+      within --proxy-wait, COMMAND is not run (exit code 121)
   agentrun-forward serve [flags]
       run the forwarder in the foreground
 `
@@ -86,9 +87,16 @@ func flags(role string, c *Config, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// defaultProxyWait is how long exec waits for the proxy to answer: longer
+// than a host manager's restart, during which no process serves the run's
+// socket (about 25 s in the local fleet), so that a container started just
+// before its manager restarted runs once the new one serves it.
+const defaultProxyWait = time.Minute
+
 func execRole(args []string, stderr io.Writer) int {
 	var c Config
 	fs := flags("exec", &c, stderr)
+	wait := fs.Duration("proxy-wait", defaultProxyWait, "how long to wait for the proxy to answer on the socket before giving up")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 || c.MaxConns < 1 {
 		fs.Usage()
 		return ExitUsage
@@ -115,10 +123,10 @@ func execRole(args []string, stderr io.Writer) int {
 			"not running %s, which would have no network", err, command[0])
 		return ExitNoForwarder
 	}
-	// A proxy that does not answer now would refuse every connection: the
-	// run ends at once, saying so, rather than run without a network.
-	if err := probe(c.Socket); err != nil {
-		complain(stderr, "no egress proxy answers on %s (%v); not running %s, which would have no network", c.Socket, err, command[0])
+	// Without a proxy every connection would be refused: the run ends,
+	// saying so, rather than run without a network.
+	if err := awaitProxy(c.Socket, *wait); err != nil {
+		complain(stderr, "no egress proxy answers on %s after %s (%v); not running %s, which would have no network", c.Socket, *wait, err, command[0])
 		return ExitNoForwarder
 	}
 	err = syscall.Exec(path, command, ProxyEnv(os.Environ(), addr))
@@ -151,6 +159,18 @@ func serveRole(args []string, stderr io.Writer) int {
 	}
 	Serve(l, c.Socket, c.MaxConns)
 	return 0
+}
+
+// awaitProxy probes the proxy's socket until it answers or wait has passed.
+func awaitProxy(socket string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := probe(socket)
+		if err == nil || !time.Now().Before(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // probe connects to the proxy's socket once, and closes the connection.

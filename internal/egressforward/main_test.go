@@ -163,7 +163,7 @@ func TestExecDoesNotRunTheCommandWithoutTheForwarder(t *testing.T) {
 }
 
 func TestExecDoesNotRunTheCommandWhenNoProxyAnswers(t *testing.T) {
-	cmd := binary("exec", "--listen", "127.0.0.1:0", "--socket", t.TempDir()+"/egress.sock", "--", "sh", "-c", "echo ran")
+	cmd := binary("exec", "--listen", "127.0.0.1:0", "--socket", t.TempDir()+"/egress.sock", "--proxy-wait", "500ms", "--", "sh", "-c", "echo ran")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -176,5 +176,42 @@ func TestExecDoesNotRunTheCommandWhenNoProxyAnswers(t *testing.T) {
 	}
 	if msg := stderr.String(); !strings.Contains(msg, "no egress proxy answers") {
 		t.Errorf("stderr = %q, want it to say no proxy answers", msg)
+	}
+}
+
+// A container started just before its host's manager restarted finds no
+// proxy for a while: it waits for the new one, and runs the command only
+// once the socket answers.
+func TestExecWaitsForAProxyThatComesLate(t *testing.T) {
+	socket := t.TempDir() + "/egress.sock"
+	cmd := binary("exec", "--listen", "127.0.0.1:0", "--socket", socket, "--", "sh", "-c", "echo ran")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the command must not have run by now
+	if stdout.Len() != 0 {
+		t.Fatalf("the command ran before any proxy answered: %q", stdout.String())
+	}
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exec with a proxy that came late: %v\n%s", err, stderr.String())
+	}
+	if got := stdout.String(); got != "ran\n" {
+		t.Errorf("stdout = %q, want the command's output", got)
 	}
 }

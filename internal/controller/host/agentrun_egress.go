@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
@@ -27,6 +28,10 @@ type EgressProxy struct {
 	Forwarder string
 	// Proxy are the proxy's settings, the same for every run.
 	Proxy egress.Config
+	// ProxyWait is how long a run's forwarder waits for the proxy to
+	// answer before the run ends EgressUnavailable; 0: the forwarder's own
+	// default (a minute, longer than a manager's restart).
+	ProxyWait time.Duration
 }
 
 // Where a proxied run's container finds the forwarder and the directory of
@@ -140,7 +145,11 @@ func (r *AgentRunReconciler) withEgress(spec *containers.Spec, run *agentsv1alph
 	spec.Mounts = append(spec.Mounts,
 		containers.Mount{Source: r.EgressProxy.Forwarder, Destination: forwarderInContainer, Options: []string{"ro"}},
 		containers.Mount{Source: r.egress.gate.RunDir(string(run.UID)), Destination: socketDirInContainer, Options: []string{"ro"}})
-	spec.Command = slices.Concat([]string{forwarderInContainer, "exec", "--"}, spec.Command)
+	prefix := []string{forwarderInContainer, "exec"}
+	if r.EgressProxy.ProxyWait > 0 {
+		prefix = append(prefix, "--proxy-wait="+r.EgressProxy.ProxyWait.String())
+	}
+	spec.Command = slices.Concat(prefix, []string{"--"}, spec.Command)
 	for _, name := range []string{"HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"} {
 		spec.Env[name] = proxyURL
 	}

@@ -115,6 +115,8 @@ await up; wget -q -O- http://allowed.test/up; echo " up=$?"`, sync+":/sync")
 
 	It("ends EgressUnavailable when its forwarder finds no proxy", func(ctx SpecContext) {
 		cfg.Runtime = socketRemovedAtStart{Runtime: cfg.Runtime, dir: cfg.EgressProxy.SocketDir}
+		// Not the minute a manager's restart is given.
+		cfg.EgressProxy.ProxyWait = 2 * time.Second
 		DeferCleanup(controllertest.StartHostConfig(cfg))
 		run := proxiedRun(`echo ran`)
 		Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
