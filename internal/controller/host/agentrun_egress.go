@@ -62,8 +62,10 @@ func egressMode(run *agentsv1alpha1.AgentRun, hostMode agentsv1alpha1.EgressMode
 
 // planEgress is the run's egress on this host as it launches: its mode and,
 // through the proxy, the names it may reach (the host's defaults and its
-// own). A run asking beyond the host's ceiling, or for names on a host
-// that gives runs no network, is refused.
+// own). A run asking beyond the host's ceiling is refused. The host's mode
+// is for runs that ask nothing: on a host whose mode is none, a run that
+// lists names within the ceiling is proxied (a host that lets no run out
+// permits nothing and has no defaults).
 func (r *AgentRunReconciler) planEgress(run *agentsv1alpha1.AgentRun) (*agentsv1alpha1.EgressStatus, *policy.Refusal) {
 	plan := &agentsv1alpha1.EgressStatus{Mode: egressMode(run, r.Egress.Mode)}
 	if plan.Mode != agentsv1alpha1.EgressProxy {
@@ -72,10 +74,6 @@ func (r *AgentRunReconciler) planEgress(run *agentsv1alpha1.AgentRun) (*agentsv1
 	var asked []string
 	if run.Spec.Egress != nil {
 		asked = run.Spec.Egress.Allow
-	}
-	if len(asked) > 0 && r.Egress.Mode == agentsv1alpha1.EgressNone {
-		return nil, &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressNotPermitted, Message: fmt.Sprintf(
-			"spec.egress.allow asks for %s, but host %s gives runs no network (host.egress.mode: none)", strings.Join(asked, ", "), r.Host)}
 	}
 	askedPolicy, err := egress.ParsePolicy(asked...)
 	if err != nil {

@@ -135,8 +135,7 @@ func TestARunAskingBeyondItsHostsCeilingDoesNotStart(t *testing.T) {
 		{"beyond the ceiling", agentsv1alpha1.EgressProxy, []string{"github.com"},
 			"asks for *.githubusercontent.com, evil.test:22, beyond what host host-a permits (host.egress.permitted: github.com)"},
 		{"no ceiling", agentsv1alpha1.EgressProxy, nil, "beyond what host host-a permits (host.egress.permitted: none)"},
-		{"a host without network", agentsv1alpha1.EgressNone, []string{"*.githubusercontent.com", "evil.test:22", "github.com"},
-			"host host-a gives runs no network (host.egress.mode: none)"},
+		{"no ceiling on a host whose runs get no network", agentsv1alpha1.EgressNone, nil, "beyond what host host-a permits (host.egress.permitted: none)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			run := agentrunstest.PlainRun("greedy", func(r *agentsv1alpha1.AgentRun) {
@@ -232,5 +231,22 @@ func TestARunningRunsEgressCountsArePublishedWithItsProgress(t *testing.T) {
 		TopRefused: []agentsv1alpha1.EgressRefusal{{Destination: "denied.test:80", Count: 1}}}
 	if !reflect.DeepEqual(run.Status.Egress, want) {
 		t.Errorf("status.egress while running = %+v, want %+v", run.Status.Egress, want)
+	}
+}
+
+// A host's mode is for runs that ask nothing: on a host whose mode is none,
+// a run that lists names within the ceiling is proxied, not refused.
+func TestAHostWhoseRunsGetNoNetworkProxiesARunThatAsksWithinItsCeiling(t *testing.T) {
+	run := agentrunstest.PlainRun("asks", func(r *agentsv1alpha1.AgentRun) {
+		r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: []string{"github.com"}}
+	})
+	h := proxyingHarness(t, []string{"github.com"}, run)
+	h.r.Egress.Mode = agentsv1alpha1.EgressNone
+	run = h.reconcileUntil("asks", agentsv1alpha1.PhaseRunning)
+	if run.Status.Egress == nil || run.Status.Egress.Mode != agentsv1alpha1.EgressProxy {
+		t.Fatalf("status.egress %+v, want mode proxy", run.Status.Egress)
+	}
+	if n := h.podman.Calls("Create"); n != 1 {
+		t.Errorf("%d containers created, want the run's one", n)
 	}
 }
