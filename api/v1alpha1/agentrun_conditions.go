@@ -99,8 +99,7 @@ const (
 	// host does not list among those runs may use.
 	ReasonNetworkNotAllowed = "NetworkNotAllowed"
 	// ReasonEgressNotPermitted: the run asks to reach names beyond its
-	// host's egress ceiling (host.egress.permitted), or for egress on a host
-	// that gives runs none.
+	// host's egress ceiling (host.egress.permitted and host.egress.default).
 	ReasonEgressNotPermitted = "EgressNotPermitted"
 	// ReasonEgressUnavailable: the run's egress proxy could not be started,
 	// or its forwarder found no proxy (the container exits 121).
