@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentrun/agentrun/internal/egress"
 )
@@ -154,6 +155,31 @@ func (g *Gate) Stop(uid string) error {
 		return fmt.Errorf("removing the run's egress directory: %w", err)
 	}
 	return nil
+}
+
+// Collect removes the directories of runs that keep does not name and this
+// process does not serve, last changed before olderThan (a directory made
+// for a launch whose status is not written yet is younger): those of runs
+// deleted while no manager ran, which no pass of the reconciler sees again.
+// It returns the UIDs removed.
+func (g *Gate) Collect(keep func(uid string) bool, olderThan time.Time) ([]string, error) {
+	entries, err := fs.ReadDir(g.root.FS(), ".")
+	if err != nil {
+		return nil, fmt.Errorf("reading the egress socket directory: %w", err)
+	}
+	var removed []string
+	for _, e := range entries {
+		uid := e.Name()
+		info, err := e.Info()
+		if err != nil || !e.IsDir() || keep(uid) || g.Serving(uid) || !info.ModTime().Before(olderThan) {
+			continue
+		}
+		if err := g.Stop(uid); err != nil {
+			return removed, err
+		}
+		removed = append(removed, uid)
+	}
+	return removed, nil
 }
 
 // Close ends every run's serving, keeping their directories for the

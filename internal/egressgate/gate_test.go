@@ -11,8 +11,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentrun/agentrun/internal/egress"
 	"github.com/agentrun/agentrun/internal/netguard"
@@ -197,5 +199,42 @@ func TestALinkInPlaceOfARunsDirectoryIsNotFollowed(t *testing.T) {
 		if err := g.Serve(bad, nil, nil); err == nil {
 			t.Errorf("Serve(%q) accepted a path for a UID", bad)
 		}
+	}
+}
+
+// A run deleted while no manager ran leaves its directory: Collect removes
+// it, and only it: not a run's that is kept or served, nor one made for a
+// launch a moment ago.
+func TestCollectRemovesOnlyTheDirectoriesOfRunsGone(t *testing.T) {
+	dir := shortDir(t)
+	g, port := newGate(t, dir)
+	for _, u := range []string{"gone", "kept", "young"} {
+		if err := os.Mkdir(filepath.Join(dir, u), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for _, u := range []string{"gone", "kept", uid} {
+		if err := os.Chtimes(filepath.Join(dir, u), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := g.Collect(func(uid string) bool { return uid == "kept" }, time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(removed, []string{"gone"}) {
+		t.Errorf("removed %q, want only the gone run's", removed)
+	}
+	for _, u := range []string{"kept", "young", uid} {
+		if _, err := os.Lstat(filepath.Join(dir, u)); err != nil {
+			t.Errorf("%s's directory: %v", u, err)
+		}
+	}
+	if code, err := get(t, g, "allowed.test", port); err != nil || code != http.StatusOK {
+		t.Errorf("the served run's socket after Collect: %d, %v", code, err)
 	}
 }

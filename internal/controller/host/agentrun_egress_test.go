@@ -2,6 +2,7 @@ package host
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -248,5 +249,38 @@ func TestAHostWhoseRunsGetNoNetworkProxiesARunThatAsksWithinItsCeiling(t *testin
 	}
 	if n := h.podman.Calls("Create"); n != 1 {
 		t.Errorf("%d containers created, want the run's one", n)
+	}
+}
+
+// A run deleted while no manager ran leaves its socket directory, which no
+// pass of the reconciler sees again: the host's collector removes it once
+// old enough, and keeps the directories of its runs and of launches.
+func TestTheEgressDirectoriesOfRunsGoneGoOnceOldEnough(t *testing.T) {
+	h := proxyingHarness(t, nil, agentrunstest.PlainRun("kept", nil))
+	h.r.SessionMinAge = time.Minute
+	kept := h.reconcileUntil("kept", agentsv1alpha1.PhaseRunning)
+	dir := h.r.EgressProxy.SocketDir
+	gone, young, keptDir := filepath.Join(dir, "deleted-run-uid"), filepath.Join(dir, "launching-run-uid"), filepath.Join(dir, string(kept.UID))
+	for _, d := range []string{gone, young} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := h.clock.Now().Add(-2 * time.Minute)
+	for _, d := range []string{gone, keptDir} {
+		if err := os.Chtimes(d, past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chtimes(young, h.clock.Now(), h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.r.collectEgressDirs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for d, want := range map[string]bool{gone: false, young: true, keptDir: true} {
+		if _, err := os.Stat(d); (err == nil) != want {
+			t.Errorf("%s exists: %v, want %v", filepath.Base(d), err == nil, want)
+		}
 	}
 }

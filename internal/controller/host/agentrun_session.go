@@ -246,16 +246,9 @@ func (r *AgentRunReconciler) collectSessions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	runs := &agentsv1alpha1.AgentRunList{}
-	if err := r.List(ctx, runs); err != nil {
+	used, err := r.hostRunDirs(ctx)
+	if err != nil {
 		return err
-	}
-	used := map[string]bool{}
-	for _, run := range runs.Items {
-		if run.Status.Host == r.Host || run.Spec.HostName == r.Host {
-			used[run.Status.SessionDir] = true
-			used[string(run.UID)] = true
-		}
 	}
 	now := r.Clock.Now()
 	for _, e := range entries {
@@ -271,14 +264,54 @@ func (r *AgentRunReconciler) collectSessions(ctx context.Context) error {
 	return nil
 }
 
-// sessionCollector runs collectSessions every SessionGCPeriod while this
-// manager leads its host.
-func (r *AgentRunReconciler) sessionCollector(ctx context.Context) error {
+// hostRunDirs are the names of the directories the runs of this host refer
+// to: their UIDs and session directories.
+func (r *AgentRunReconciler) hostRunDirs(ctx context.Context) (map[string]bool, error) {
+	runs := &agentsv1alpha1.AgentRunList{}
+	if err := r.List(ctx, runs); err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, run := range runs.Items {
+		if run.Status.Host == r.Host || run.Spec.HostName == r.Host {
+			used[run.Status.SessionDir] = true
+			used[string(run.UID)] = true
+		}
+	}
+	return used, nil
+}
+
+// collectEgressDirs removes the egress socket directories of runs gone
+// while no manager ran (the reconciler removes the others as their runs
+// end), once older than SessionMinAge, as session directories are.
+func (r *AgentRunReconciler) collectEgressDirs(ctx context.Context) error {
+	used, err := r.hostRunDirs(ctx)
+	if err != nil {
+		return err
+	}
+	removed, err := r.egress.gate.Collect(func(uid string) bool { return used[uid] }, r.Clock.Now().Add(-r.SessionMinAge))
+	for _, uid := range removed {
+		log.FromContext(ctx).Info("Removed the egress socket directory of a run that is gone", "uid", uid)
+	}
+	return err
+}
+
+// collector removes, every SessionGCPeriod while this manager leads its
+// host, what runs gone left on it: session directories and egress socket
+// directories.
+func (r *AgentRunReconciler) collector(ctx context.Context) error {
 	t := time.NewTicker(r.SessionGCPeriod)
 	defer t.Stop()
 	for {
-		if err := r.collectSessions(ctx); err != nil {
-			log.FromContext(ctx).Error(err, "Removing unused Claude sessions")
+		if r.SessionDir != "" {
+			if err := r.collectSessions(ctx); err != nil {
+				log.FromContext(ctx).Error(err, "Removing unused Claude sessions")
+			}
+		}
+		if r.egress.gate != nil {
+			if err := r.collectEgressDirs(ctx); err != nil {
+				log.FromContext(ctx).Error(err, "Removing the egress socket directories of runs gone")
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -64,7 +64,8 @@ type HostConfig struct {
 	// SessionDir holds the runs' Claude Code state, a directory per
 	// session, so that a later run can continue one (spec.continueFrom);
 	// empty keeps none. Directories no run refers to go after
-	// SessionMinAge, looked for every SessionGCPeriod (defaults 10m, 5m).
+	// SessionMinAge, looked for every SessionGCPeriod (defaults 10m, 5m);
+	// so do the egress socket directories of runs gone while no manager ran.
 	SessionDir                     string
 	SessionMinAge, SessionGCPeriod time.Duration
 	// SessionCopyMaxBytes and SessionCopyMaxFiles bound the transcripts a
@@ -216,8 +217,8 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		return nil, err
 	}
 	r.admission = agent.Admission
-	if cfg.SessionDir != "" {
-		if err := mgr.Add(manager.RunnableFunc(r.sessionCollector)); err != nil {
+	if cfg.SessionDir != "" || r.egress.gate != nil {
+		if err := mgr.Add(manager.RunnableFunc(r.collector)); err != nil {
 			return nil, err
 		}
 	}
