@@ -191,3 +191,13 @@ func stripControl(s string) string {
 func isControl(r rune) bool {
 	return r != '\n' && r != '\t' && unicode.IsControl(r)
 }
+
+// Values returns s with the secret values masked, in every encoding and
+// across base64's line breaks, and nothing else changed: no token shape is
+// masked and no control character removed. It is for text that is not
+// shown on a terminal and must otherwise arrive byte for byte: an HTTP
+// response on its way to the agent, which may carry tokens of its own (an
+// API that makes one) and binary data.
+func (r *Redactor) Values(s string) string {
+	return r.values.Replace(r.maskWrapped(s))
+}

@@ -205,3 +205,12 @@ func TestCutKeepsValuesWhole(t *testing.T) {
 		t.Errorf("ordinary text is cut at %d, not 25", c)
 	}
 }
+
+func TestValuesMasksOnlyTheValuesAndKeepsAllElse(t *testing.T) {
+	r := New("s3cr3t-value")
+	in := "\x1b[31mghp_abcdefghijklmnopqrstuvwxyz s3cr3t-value czNjcjN0LXZhbHVl\x00"
+	want := "\x1b[31mghp_abcdefghijklmnopqrstuvwxyz *** ***\x00"
+	if got := r.Values(in); got != want {
+		t.Errorf("Values(%q) = %q; want %q", in, got, want)
+	}
+}
