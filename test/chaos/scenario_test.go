@@ -181,7 +181,7 @@ func (s *scenario) create(ctx context.Context, run *agentsv1alpha1.AgentRun) err
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		err := c.Create(ctx, run)
+		err := fleet.Create(ctx, c, run)
 		if err == nil {
 			break
 		}

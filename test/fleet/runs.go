@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -54,6 +56,45 @@ func NewRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha
 		mutate(run)
 	}
 	return run
+}
+
+// createToken marks the object a Create sent, so that the suite knows its
+// own object from another of the same name.
+const createToken = "test.agentrun.dev/create-token"
+
+// Create creates run, and takes an AlreadyExists for what it is. client-go
+// sends a create again when the API server answered a 5xx or 429 with
+// Retry-After, although the first may have been stored (seen under make
+// test's load: "race-pk7pt already exists" from the suite's own create):
+// the object there then carries this create's token, and the create
+// succeeded. Another object of the same name (a random suffix that came up
+// twice) gets the run a longer name.
+func Create(ctx context.Context, c client.Client, run *agentsv1alpha1.AgentRun) error {
+	if run.Annotations == nil {
+		run.Annotations = map[string]string{}
+	}
+	// Kept across a caller's retries of the same run.
+	token := run.Annotations[createToken]
+	if token == "" {
+		token = rand.String(16)
+		run.Annotations[createToken] = token
+	}
+	for range 3 {
+		err := c.Create(ctx, run)
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		there := &agentsv1alpha1.AgentRun{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(run), there); err != nil {
+			return err
+		}
+		if there.Annotations[createToken] == token {
+			there.DeepCopyInto(run)
+			return nil
+		}
+		run.Name += "-" + rand.String(3)
+	}
+	return fmt.Errorf("creating run %s: three names taken", run.Name)
 }
 
 // RaceRuns are n unpinned runs that exit 0 at once (command true): created

@@ -33,7 +33,7 @@ func newRun(prefix string, mutate func(*agentsv1alpha1.AgentRun)) *agentsv1alpha
 
 func create(ctx context.Context, c client.Client, run *agentsv1alpha1.AgentRun) {
 	GinkgoHelper()
-	Expect(c.Create(ctx, run)).To(Succeed())
+	Expect(fleet.Create(ctx, c, run)).To(Succeed())
 	DeferCleanup(func(ctx SpecContext) { _ = c.Delete(ctx, run) })
 }
 
