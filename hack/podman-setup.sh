@@ -78,7 +78,10 @@ if ! podman_socket_live "$SOCKET"; then
   # Started from /: the service and every conmon it starts inherit its working
   # directory, and conmon fails ("Failed to get working directory") once that
   # directory is deleted, as a CI clone that started the service is.
-  (cd / && exec nohup podman system service --time=0 "unix://$SOCKET" >"$(dirname "$SOCKET")/service.log" 2>&1) &
+  # Appended to, with a dated line: a service that died leaves its last
+  # words there for whoever looks after it was replaced.
+  echo "=== hack/podman-setup.sh: Podman $(podman --version | cut -d' ' -f3) starting at $(date -u +%FT%TZ)" >>"$(dirname "$SOCKET")/service.log"
+  (cd / && exec nohup podman system service --time=0 "unix://$SOCKET" >>"$(dirname "$SOCKET")/service.log" 2>&1) &
   for _ in $(seq 100); do
     curl -fsS --max-time 1 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
     sleep 0.1

@@ -212,7 +212,10 @@ start() {
   # nsenter and unshare exec what they run: the pid is the service's.
   local enter=()
   [[ -z $NETNS ]] || enter=(nsenter "--net=$NETNS" --)
-  nohup "${enter[@]}" unshare --mount --propagation private -- bash "$0" __serve >"$RUN_DIR/service.log" 2>&1 &
+  # Appended to, with a dated line: a service that died leaves its last
+  # words there for whoever looks after it was replaced.
+  echo "=== hack/podman5.sh: Podman $VERSION starting at $(date -u +%FT%TZ)" >>"$RUN_DIR/service.log"
+  nohup "${enter[@]}" unshare --mount --propagation private -- bash "$0" __serve >>"$RUN_DIR/service.log" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 100); do
     ping_socket && break
