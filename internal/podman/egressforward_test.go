@@ -103,6 +103,9 @@ func hardenAsARun(t *testing.T, s *rt.Spec) {
 // forwardScript is the run's command: a request through the forwarder, a
 // second forwarder that cannot start (the port is the first one's), the
 // first forwarder killed, the same request again, and an exit code of its own.
+// The forwarder's sockets close only when its last thread has exited: its
+// main thread shows as a zombie while the others are still exiting, so the
+// wait is for a zombie with one thread left (or none at all).
 // (No wget -T: busybox 1.35's wget crashes when a connect with a timeout
 // fails.) Everything goes to stdout: the log keeps stdout's and stderr's
 // lines in no fixed order between the two, and the checks read wget's error
@@ -111,7 +114,7 @@ const forwardScript = `exec 2>&1
 wget -q -O- http://example.test/through-the-forwarder; echo " first=$?"
 agentrun-forward exec -- sh -c 'echo ran without a forwarder'; echo "second forwarder=$?"
 pid=$(pidof agentrun-forward); kill "$pid"
-while [ -e /proc/$pid ] && ! grep -qs '^State:.*Z' /proc/$pid/status; do sleep 0.1; done
+until [ ! -e /proc/$pid ] || { grep -qs '^State:.*Z' /proc/$pid/status && grep -qs '^Threads:[[:space:]]*1$' /proc/$pid/status; }; do sleep 0.1; done
 wget -q -O- http://example.test/after-the-kill; echo " after the kill=$?"
 echo still running; exit 7`
 
