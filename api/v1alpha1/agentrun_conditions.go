@@ -107,6 +107,10 @@ const (
 	// ReasonEgressDenied: the run's proxy refused a connection (an event,
 	// rate-limited).
 	ReasonEgressDenied = "EgressDenied"
+	// ReasonCredentialRejected: a host the proxy added a credential to
+	// answered 401 or 403 (an event): the secret's token is likely expired
+	// or revoked.
+	ReasonCredentialRejected = "CredentialRejected"
 	// ReasonBackOff: an attempt failed and the next one starts after a
 	// backoff.
 	ReasonBackOff = "BackOff"

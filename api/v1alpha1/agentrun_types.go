@@ -461,7 +461,65 @@ type EgressSpec struct {
 	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^(\\*\\.)?[^:]{1,253}(:[^:]*)?$')`,message="the name is at most 253 characters (rule: egress name)"
 	// +kubebuilder:validation:items:XValidation:rule=`!self.matches('(^|[.])[0-9]+(:[^:]*)?$')`,message="the last label of the name is not all digits: an IP address is not a host name (rule: egress name)"
 	Allow []string `json:"allow,omitempty"`
+
+	// Credentials are added by the host's egress proxy to the run's HTTPS
+	// requests to their hosts, so the agent never holds them: the proxy
+	// ends the TLS of those hosts' connections with a certificate from a CA
+	// made for the run (which the container trusts), removes any header of
+	// the credential's name the agent sent, adds the secret's value in the
+	// declared form, and masks the value in what comes back. At most one
+	// credential a host.
+	// +optional
+	// +listType=map
+	// +listMapKey=host
+	// +kubebuilder:validation:MaxItems=16
+	Credentials []EgressCredential `json:"credentials,omitempty"`
 }
+
+// EgressCredential is a Podman secret the proxy adds to a host's requests.
+type EgressCredential struct {
+	// Host is the name whose HTTPS requests (port 443) get the credential:
+	// a DNS name without wildcard or port, which spec.egress.allow must
+	// let the run reach.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Host string `json:"host"`
+
+	// SecretName is the Podman secret on the run's host that holds the
+	// credential. The host reads its value for the run, in memory; it never
+	// reaches the container or the API.
+	// +required
+	SecretName SecretName `json:"secretName"`
+
+	// Header is the request header the credential goes in. Default:
+	// Authorization.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Header string `json:"header,omitempty"`
+
+	// Format is the header's value, with {} standing for the secret's
+	// value: "Bearer {}" (the default), "token {}", "{}", or
+	// "Basic base64(USER:{})" for HTTP basic authentication (git over
+	// HTTPS: "Basic base64(x-access-token:{})").
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Format string `json:"format,omitempty"`
+
+	// PlaceholderEnv are environment variables set to the placeholder
+	// "agentrun-injected", for tools that will not send a request without a
+	// token of their own (GH_TOKEN for gh, ANTHROPIC_API_KEY for Claude
+	// Code); the proxy replaces what they send.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=256
+	PlaceholderEnv []string `json:"placeholderEnv,omitempty"`
+}
+
+// CredentialPlaceholder is the value of a credential's placeholder
+// variables.
+const CredentialPlaceholder = "agentrun-injected"
 
 // EgressMode is how a run's container reaches the network.
 // +kubebuilder:validation:Enum=proxy;none;open
@@ -507,6 +565,33 @@ type EgressStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=10
 	TopRefused []EgressRefusal `json:"topRefused,omitempty"`
+
+	// Credentials are the run's credentials and how the proxy used them.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Credentials []EgressCredentialStatus `json:"credentials,omitempty"`
+}
+
+// EgressCredentialStatus is how often the proxy added a credential, and how
+// often its host refused it.
+type EgressCredentialStatus struct {
+	// Host is the credential's host.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Host string `json:"host"`
+
+	// SecretName is the credential's Podman secret.
+	// +required
+	SecretName SecretName `json:"secretName"`
+
+	// Requests is how many requests the proxy added it to.
+	// +optional
+	Requests int64 `json:"requests,omitempty"`
+
+	// Rejected is how many of them the host answered 401 or 403.
+	// +optional
+	Rejected int64 `json:"rejected,omitempty"`
 }
 
 // EgressRefusal is a destination the proxy refused and how often.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/agentrun/agentrun/internal/egress"
+	"github.com/agentrun/agentrun/internal/intercept"
 )
 
 // SocketName is the socket's name in a run's directory, the name the
@@ -64,11 +65,26 @@ func New(dir string, cfg egress.Config) (*Gate, error) {
 // RunDir is the host path of a run's directory, which its container mounts.
 func (g *Gate) RunDir(uid string) string { return filepath.Join(g.dir, uid) }
 
-// Serve serves the run's socket with policy, observe told of every attempt
-// (see egress.Proxy.Serve), unless this process serves it already. A socket
-// an earlier process left is replaced; the directory stays, so a running
-// container's mount of it sees the new socket.
-func (g *Gate) Serve(uid string, policy egress.Policy, observe func(egress.Attempt)) error {
+// Run is what a run's socket is served with.
+type Run struct {
+	// Policy is the names the run may reach.
+	Policy egress.Policy
+	// Credentials are added to the run's requests to their hosts, keyed by
+	// host name. Without any, the proxy ends no TLS for the run.
+	// TODO(i28): served by the gate (CA files in the run's directory).
+	Credentials map[string]intercept.Credential
+	// Observe is told of every attempt (see egress.Proxy.Serve); may be nil.
+	Observe func(egress.Attempt)
+	// Rejected is told of every 401 or 403 answer of a credentialed host;
+	// may be nil.
+	Rejected func(host string, status int)
+}
+
+// Serve serves the run's socket, unless this process serves it already. A
+// socket an earlier process left is replaced; the directory stays, so a
+// running container's mount of it sees the new socket.
+func (g *Gate) Serve(uid string, run Run) error {
+	policy, observe := run.Policy, run.Observe
 	if err := validUID(uid); err != nil {
 		return err
 	}

@@ -93,7 +93,7 @@ func policy(t *testing.T, patterns ...string) egress.Policy {
 
 func TestARunsSocketServesItsListAndCountsWhatItRefused(t *testing.T) {
 	g, port := newGate(t, shortDir(t))
-	if err := g.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+	if err := g.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -122,7 +122,7 @@ func TestARunsSocketServesItsListAndCountsWhatItRefused(t *testing.T) {
 
 func TestAStoppedRunHasNoSocketNorDirectory(t *testing.T) {
 	g, port := newGate(t, shortDir(t))
-	if err := g.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+	if err := g.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Stop(uid); err != nil {
@@ -144,7 +144,7 @@ func TestAStoppedRunHasNoSocketNorDirectory(t *testing.T) {
 func TestARestartedHostServesARunInTheDirectoryItsContainerMounted(t *testing.T) {
 	dir := shortDir(t)
 	first, port := newGate(t, dir)
-	if err := first.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+	if err := first.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(first.RunDir(uid))
@@ -156,7 +156,7 @@ func TestARestartedHostServesARunInTheDirectoryItsContainerMounted(t *testing.T)
 		t.Fatal("a socket still answers while no process serves it")
 	}
 	second, _ := newGate(t, dir)
-	if err := second.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+	if err := second.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)}); err != nil {
 		t.Fatal(err)
 	}
 	after, err := os.Stat(second.RunDir(uid))
@@ -169,7 +169,7 @@ func TestARestartedHostServesARunInTheDirectoryItsContainerMounted(t *testing.T)
 	if code, err := get(t, second, "allowed.test", port); err != nil || code != http.StatusOK {
 		t.Errorf("after the restart: %d, %v; want 200", code, err)
 	}
-	if err := second.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+	if err := second.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)}); err != nil {
 		t.Errorf("serving a run served already: %v", err)
 	}
 }
@@ -182,7 +182,7 @@ func TestALinkInPlaceOfARunsDirectoryIsNotFollowed(t *testing.T) {
 	if err := os.Symlink(elsewhere, filepath.Join(dir, uid)); err != nil {
 		t.Fatal(err)
 	}
-	err := g.Serve(uid, policy(t, "allowed.test:"+port), nil)
+	err := g.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("serving through a link: %v; want it refused", err)
 	}
@@ -196,7 +196,7 @@ func TestALinkInPlaceOfARunsDirectoryIsNotFollowed(t *testing.T) {
 		t.Errorf("stopping removed the link's target: %v", err)
 	}
 	for _, bad := range []string{"", "..", "../" + uid, "a/b"} {
-		if err := g.Serve(bad, nil, nil); err == nil {
+		if err := g.Serve(bad, Run{}); err == nil {
 			t.Errorf("Serve(%q) accepted a path for a UID", bad)
 		}
 	}
@@ -213,7 +213,7 @@ func TestCollectRemovesOnlyTheDirectoriesOfRunsGone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := g.Serve(uid, policy(t, "allowed.test:"+port), nil); err != nil {
+	if err := g.Serve(uid, Run{Policy: policy(t, "allowed.test:"+port)}); err != nil {
 		t.Fatal(err)
 	}
 	old := time.Now().Add(-time.Hour)

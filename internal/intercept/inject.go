@@ -164,3 +164,12 @@ func (b *maskedBody) Read(p []byte) (int, error) {
 }
 
 func (b *maskedBody) Close() error { return b.src.Close() }
+
+// Counts are how a run's credential for one host was used.
+// TODO(i28): counted by the injector.
+type Counts struct {
+	// Requests is how many requests the credential was added to.
+	Requests int64
+	// Rejected is how many of them the host answered 401 or 403.
+	Rejected int64
+}

@@ -519,6 +519,21 @@ type EgressConfiguration struct {
 	// +optional
 	Forwarder *string `json:"forwarder,omitempty"`
 
+	// UpstreamCAFile is a PEM file of CA certificates the proxy trusts
+	// beside the host's system roots when it opens its own TLS connection
+	// to a credentialed host (spec.egress.credentials); runs that trust
+	// the run's CA trust these too. Default: none.
+	// +optional
+	UpstreamCAFile string `json:"upstreamCAFile,omitempty"`
+
+	// CABundlePaths are the paths in a run's container, besides the files
+	// named by SSL_CERT_FILE and its kin, where the host mounts, read-only,
+	// the bundle of CA certificates the run trusts (the system roots and
+	// its own CA) when the run has credentials: the system bundles of the
+	// agent images. Default: [/etc/ssl/certs/ca-certificates.crt].
+	// +optional
+	CABundlePaths []string `json:"caBundlePaths,omitempty"`
+
 	// Resolver is the DNS server (host:port) the proxy resolves names
 	// with; empty: the host's own resolver. For tests, which simulate the
 	// internet with a resolver of their own: a host should use its own.

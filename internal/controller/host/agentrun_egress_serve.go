@@ -62,7 +62,7 @@ func (e *egressRuns) serve(run *agentsv1alpha1.AgentRun) error {
 	p := &proxiedRun{uid: uid, before: *run.Status.Egress.DeepCopy(),
 		ref: &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Namespace: run.Namespace, Name: run.Name, UID: run.UID}}}
 	p.ref.SetGroupVersionKind(agentsv1alpha1.GroupVersion.WithKind("AgentRun"))
-	if err := e.gate.Serve(uid, policy, func(a egress.Attempt) { e.observed(p, a) }); err != nil {
+	if err := e.gate.Serve(uid, egressgate.Run{Policy: policy, Observe: func(a egress.Attempt) { e.observed(p, a) }}); err != nil {
 		return err
 	}
 	e.mu.Lock()
