@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,8 +110,8 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 		if refused := r.recheckVolumes(run); refused != nil {
 			return agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: refused.Reason, Message: refused.Message}, ctrl.Result{}, nil
 		}
-		if st := r.serveEgress(run); st != nil {
-			return *st, ctrl.Result{}, nil
+		if st, res, err := r.serveEgress(ctx, run); st != nil {
+			return *st, res, err
 		}
 		if err := r.Runtime.Start(ctx, c.ID); err != nil {
 			return agentruns.StateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
@@ -130,7 +132,7 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	if proxied(run) {
 		// Served again by a process that did not serve it (the manager
 		// restarted): until then its connections were refused.
-		if err := r.egress.serve(run); err != nil {
+		if err := r.egress.serve(ctx, run, r.Runtime); err != nil {
 			return agentruns.StateOf(&run.Status), ctrl.Result{}, fmt.Errorf("serving the run's egress socket: %w", err)
 		}
 	}
@@ -363,12 +365,13 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 			r.slots.release(client.ObjectKeyFromObject(run))
 		}
 	}()
-	missing, err := r.missingSecrets(ctx, run)
+	uses := secretUses(run)
+	missing, err := r.missingSecrets(ctx, uses)
 	if err != nil {
 		return r.notLaunched(run, err)
 	}
 	if len(missing) > 0 {
-		return pending(agentsv1alpha1.ReasonSecretNotFound, secretNotFoundMessage(r.Host, missing))
+		return pending(agentsv1alpha1.ReasonSecretNotFound, secretNotFoundMessage(r.Host, missing, uses))
 	}
 	if err := r.ensureFinalizer(ctx, run); err != nil {
 		return agentruns.StateOf(&run.Status), ctrl.Result{}, err
@@ -387,8 +390,8 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	// wants the mount's directory there, and the forwarder finds the proxy
 	// as soon as the container starts.
 	run.Status.Egress = plan
-	if st := r.serveEgress(run); st != nil {
-		return *st, ctrl.Result{}, nil
+	if st, res, err := r.serveEgress(ctx, run); st != nil {
+		return *st, res, err
 	}
 	c, err := r.createOrAdopt(ctx, run, spec, attempt)
 	switch {
@@ -408,17 +411,27 @@ func (r *AgentRunReconciler) launch(ctx context.Context, run *agentsv1alpha1.Age
 	return r.follow(ctx, run, c)
 }
 
-// serveEgress serves a proxied run's socket, or says why the run cannot
-// start: without it the run would have no network.
-func (r *AgentRunReconciler) serveEgress(run *agentsv1alpha1.AgentRun) *agentruns.State {
+// serveEgress serves a proxied run's socket with its credentials, or says
+// why the run cannot start (a nil state: it can): without the socket the
+// run would have no network. A credential's secret removed since
+// missingSecrets looked keeps the run waiting for it, as a missing one does.
+func (r *AgentRunReconciler) serveEgress(ctx context.Context, run *agentsv1alpha1.AgentRun) (*agentruns.State, ctrl.Result, error) {
 	if !proxied(run) {
-		return nil
+		return nil, ctrl.Result{}, nil
 	}
-	if err := r.egress.serve(run); err != nil {
-		return &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
-			"host %s could not serve the run's egress proxy socket: %v", r.Host, err)}
+	err := r.egress.serve(ctx, run, r.Runtime)
+	switch {
+	case err == nil:
+		return nil, ctrl.Result{}, nil
+	case errors.Is(err, containers.ErrNotFound):
+		return &agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonSecretNotFound, Message: fmt.Sprintf(
+			"host %s: %v; create it there and the run starts", r.Host, err)}, ctrl.Result{RequeueAfter: r.RecheckPeriod}, nil
+	case isUnavailable(err):
+		st, res, err := r.notLaunched(run, err)
+		return &st, res, err
 	}
-	return nil
+	return &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
+		"host %s could not serve the run's egress proxy socket: %v", r.Host, err)}, ctrl.Result{}, nil
 }
 
 // proxied tells whether the run's container reaches the network through
@@ -498,9 +511,11 @@ func (r *AgentRunReconciler) createOrAdopt(ctx context.Context, run *agentsv1alp
 	return c, nil
 }
 
-func (r *AgentRunReconciler) missingSecrets(ctx context.Context, run *agentsv1alpha1.AgentRun) ([]string, error) {
+// missingSecrets are the secrets of uses that do not exist on the host,
+// sorted.
+func (r *AgentRunReconciler) missingSecrets(ctx context.Context, uses map[string][]string) ([]string, error) {
 	var missing []string
-	for _, name := range secretNames(run) {
+	for _, name := range slices.Sorted(maps.Keys(uses)) {
 		ok, err := r.Runtime.SecretExists(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("looking up secret %s: %w", name, err)
@@ -512,14 +527,16 @@ func (r *AgentRunReconciler) missingSecrets(ctx context.Context, run *agentsv1al
 	return missing, nil
 }
 
-func secretNotFoundMessage(host string, missing []string) string {
+// secretNotFoundMessage names the missing secrets, the fields that name
+// them (uses), and the commands that create them.
+func secretNotFoundMessage(host string, missing []string, uses map[string][]string) string {
 	var fix []string
 	for _, name := range missing {
 		fix = append(fix, fmt.Sprintf(`printf %%s "$VALUE" | podman secret create %s -`, shellQuote(name)))
 	}
 	quoted := make([]string, len(missing))
 	for i, name := range missing {
-		quoted[i] = shellQuote(name)
+		quoted[i] = fmt.Sprintf("%s (%s)", shellQuote(name), strings.Join(uses[name], ", "))
 	}
 	return fmt.Sprintf("Podman secret(s) %s not found on host %s; create them there and the run starts: %s",
 		strings.Join(quoted, ", "), host, strings.Join(fix, "; "))

@@ -123,11 +123,20 @@ func latestAttempt(owned []containers.Container) (c containers.Container, attemp
 	return c, attempt, ok
 }
 
-// secretNames lists the Podman secrets a run needs, sorted, without repeats.
-func secretNames(run *agentsv1alpha1.AgentRun) []string {
-	set := map[string]bool{}
-	for _, name := range run.Spec.Podman.SecretsEnv {
-		set[string(name)] = true
+// secretUses maps each Podman secret a run needs to the fields that name
+// it, sorted: its env secrets' and its credentials'.
+func secretUses(run *agentsv1alpha1.AgentRun) map[string][]string {
+	uses := map[string][]string{}
+	env := field.NewPath("spec", "podman", "secretsEnv")
+	for _, variable := range slices.Sorted(maps.Keys(run.Spec.Podman.SecretsEnv)) {
+		name := string(run.Spec.Podman.SecretsEnv[variable])
+		uses[name] = append(uses[name], env.Key(variable).String())
 	}
-	return slices.Sorted(maps.Keys(set))
+	if run.Spec.Egress != nil {
+		creds := field.NewPath("spec", "egress", "credentials")
+		for i, c := range run.Spec.Egress.Credentials {
+			uses[string(c.SecretName)] = append(uses[string(c.SecretName)], creds.Index(i).Child("secretName").String())
+		}
+	}
+	return uses
 }

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -66,11 +67,16 @@ func TestContainerSpecRefusesBadVolume(t *testing.T) {
 	}
 }
 
-func TestSecretNamesAreSortedAndUnique(t *testing.T) {
+func TestSecretUsesNameEachSecretOnceWithTheFieldsThatNameIt(t *testing.T) {
 	run := agentrunstest.Run("s")
 	run.Spec.Podman.SecretsEnv = map[string]agentsv1alpha1.SecretName{"A": "zeta", "B": "alpha", "C": "zeta"}
-	if got := strings.Join(secretNames(run), ","); got != "alpha,zeta" {
-		t.Errorf("secretNames = %s", got)
+	run.Spec.Egress = &agentsv1alpha1.EgressSpec{Credentials: []agentsv1alpha1.EgressCredential{{Host: "api.test", SecretName: "zeta"}}}
+	want := map[string][]string{
+		"alpha": {"spec.podman.secretsEnv[B]"},
+		"zeta":  {"spec.podman.secretsEnv[A]", "spec.podman.secretsEnv[C]", "spec.egress.credentials[0].secretName"},
+	}
+	if got := secretUses(run); !reflect.DeepEqual(got, want) {
+		t.Errorf("secretUses = %v, want %v", got, want)
 	}
 }
 

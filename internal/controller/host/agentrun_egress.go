@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,11 @@ type EgressProxy struct {
 	// answer before the run ends EgressUnavailable; 0: the forwarder's own
 	// default (a minute, longer than a manager's restart).
 	ProxyWait time.Duration
+	// CABundlePaths are where a run with credentials finds the bundle of
+	// CAs it trusts, its own CA among them, besides the files its TLS
+	// variables name: the agent images' system bundles
+	// (host.egress.caBundlePaths, whose default the configuration fills).
+	CABundlePaths []string
 }
 
 // Where a proxied run's container finds the forwarder and the directory of
@@ -43,6 +49,20 @@ const (
 )
 
 var socketDirInContainer = strings.TrimSuffix(egressforward.Defaults.Socket, "/"+egressgate.SocketName)
+
+// caBundleName is the bundle the gate writes into a run's directory when the
+// run has credentials.
+// TODO(i28): egressgate's constant, once the proxy's part is merged.
+const caBundleName = "ca-bundle.pem"
+
+// caBundleInContainer is the bundle as the container sees it, in the run's
+// directory mounted at socketDirInContainer.
+var caBundleInContainer = socketDirInContainer + "/" + caBundleName
+
+// caBundleVariables name the file of trusted CAs for OpenSSL, git, Python's
+// requests, curl and Node.js. Node adds its file to its own roots; the
+// others take it instead of theirs, and the bundle holds the system roots.
+var caBundleVariables = []string{"SSL_CERT_FILE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"}
 
 // egressMode is how a run's container reaches the network on a host whose
 // mode for runs that ask nothing is hostMode (empty: proxy): through the
@@ -67,7 +87,7 @@ func egressMode(run *agentsv1alpha1.AgentRun, hostMode agentsv1alpha1.EgressMode
 // lists names within the ceiling is proxied (a host that lets no run out
 // permits nothing and has no defaults).
 func (r *AgentRunReconciler) planEgress(run *agentsv1alpha1.AgentRun) (*agentsv1alpha1.EgressStatus, *policy.Refusal) {
-	plan := &agentsv1alpha1.EgressStatus{Mode: egressMode(run, r.Egress.Mode)}
+	plan := &agentsv1alpha1.EgressStatus{Mode: egressMode(run, r.Egress.Mode), Credentials: plannedCredentials(run)}
 	if plan.Mode != agentsv1alpha1.EgressProxy {
 		return plan, nil
 	}
@@ -133,16 +153,21 @@ func (r *AgentRunReconciler) withEgress(spec *containers.Spec, run *agentsv1alph
 		return &policy.Refusal{Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
 			"host %s's egress forwarder %s is missing (host.egress.forwarder): install agentrun-forward there (docs/deploy.md)", r.Host, r.EgressProxy.Forwarder)}
 	}
+	hostMounts := []string{socketDirInContainer, forwarderInContainer}
+	if hasCredentials(run) {
+		hostMounts = append(hostMounts, r.EgressProxy.CABundlePaths...)
+	}
 	for _, m := range spec.Mounts {
-		if m.Destination == socketDirInContainer || m.Destination == forwarderInContainer {
+		if slices.Contains(hostMounts, m.Destination) {
 			return &policy.Refusal{Reason: agentsv1alpha1.ReasonVolumeNotAllowed, Message: fmt.Sprintf(
 				"a volume mounts at %s, where a proxied run gets its egress", m.Destination)}
 		}
 	}
+	runDir := r.egress.gate.RunDir(string(run.UID))
 	spec.Network = "none"
 	spec.Mounts = append(spec.Mounts,
 		containers.Mount{Source: r.EgressProxy.Forwarder, Destination: forwarderInContainer, Options: []string{"ro"}},
-		containers.Mount{Source: r.egress.gate.RunDir(string(run.UID)), Destination: socketDirInContainer, Options: []string{"ro"}})
+		containers.Mount{Source: runDir, Destination: socketDirInContainer, Options: []string{"ro"}})
 	prefix := []string{forwarderInContainer, "exec"}
 	if r.EgressProxy.ProxyWait > 0 {
 		prefix = append(prefix, "--proxy-wait="+r.EgressProxy.ProxyWait.String())
@@ -154,5 +179,36 @@ func (r *AgentRunReconciler) withEgress(spec *containers.Spec, run *agentsv1alph
 	spec.Env["NO_PROXY"], spec.Env["no_proxy"] = "localhost,127.0.0.1", "localhost,127.0.0.1"
 	// Claude Code's telemetry and update checks would only be refused.
 	spec.Env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+	if hasCredentials(run) {
+		r.trustRunCA(spec, run, runDir)
+	}
 	return nil
+}
+
+// hasCredentials tells whether the proxy adds credentials to the run's
+// requests, and so ends the TLS of their hosts with the run's CA.
+func hasCredentials(run *agentsv1alpha1.AgentRun) bool {
+	return run.Spec.Egress != nil && len(run.Spec.Egress.Credentials) > 0
+}
+
+// trustRunCA makes the container trust the run's CA, whose certificates the
+// proxy shows for credentialed hosts, and sets the credentials'
+// placeholders. The bundle is the file the gate writes into the run's
+// directory, mounted read-only over the images' system bundles. The TLS
+// variables override the run's own env: a run that named another bundle
+// would fail every request to a credentialed host, and the bundle holds
+// the system roots besides the run's CA.
+func (r *AgentRunReconciler) trustRunCA(spec *containers.Spec, run *agentsv1alpha1.AgentRun, runDir string) {
+	bundle := filepath.Join(runDir, caBundleName)
+	for _, path := range r.EgressProxy.CABundlePaths {
+		spec.Mounts = append(spec.Mounts, containers.Mount{Source: bundle, Destination: path, Options: []string{"ro"}})
+	}
+	for _, name := range caBundleVariables {
+		spec.Env[name] = caBundleInContainer
+	}
+	for _, c := range run.Spec.Egress.Credentials {
+		for _, name := range c.PlaceholderEnv {
+			spec.Env[name] = agentsv1alpha1.CredentialPlaceholder
+		}
+	}
 }

@@ -2,6 +2,7 @@ package host
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -42,12 +43,17 @@ type proxiedRun struct {
 	// the run: an earlier process's, which this one's add to.
 	before  agentsv1alpha1.EgressStatus
 	denials denials
+	// secrets are the Podman secrets of the run's credentials, by host,
+	// for CredentialRejected events.
+	secrets    map[string]string
+	rejections rejections
 }
 
 // serve serves the run's socket with the names status.egress.allow gives
-// it, unless this process serves it already: before its container starts,
-// and again after a restart while it runs.
-func (e *egressRuns) serve(run *agentsv1alpha1.AgentRun) error {
+// it and its credentials, read from secrets, unless this process serves it
+// already: before its container starts, and again after a restart while it
+// runs.
+func (e *egressRuns) serve(ctx context.Context, run *agentsv1alpha1.AgentRun, secrets secretReader) error {
 	if e.gate == nil {
 		return fmt.Errorf("host %s runs no egress proxy (host.egress.socketDir is empty)", e.host)
 	}
@@ -59,10 +65,20 @@ func (e *egressRuns) serve(run *agentsv1alpha1.AgentRun) error {
 	if err != nil {
 		return fmt.Errorf("status.egress.allow: %w", err)
 	}
-	p := &proxiedRun{uid: uid, before: *run.Status.Egress.DeepCopy(),
+	creds, err := readCredentials(ctx, secrets, run)
+	if err != nil {
+		return err
+	}
+	p := &proxiedRun{uid: uid, before: *run.Status.Egress.DeepCopy(), secrets: map[string]string{},
 		ref: &agentsv1alpha1.AgentRun{ObjectMeta: metav1.ObjectMeta{Namespace: run.Namespace, Name: run.Name, UID: run.UID}}}
 	p.ref.SetGroupVersionKind(agentsv1alpha1.GroupVersion.WithKind("AgentRun"))
-	if err := e.gate.Serve(uid, egressgate.Run{Policy: policy, Observe: func(a egress.Attempt) { e.observed(p, a) }}); err != nil {
+	for _, c := range plannedCredentials(run) {
+		p.secrets[c.Host] = string(c.SecretName)
+	}
+	if err := e.gate.Serve(uid, egressgate.Run{Policy: policy, Credentials: creds,
+		Observe:  func(a egress.Attempt) { e.observed(p, a) },
+		Rejected: func(host string, status int) { e.rejected(p, host, status) },
+	}); err != nil {
 		return err
 	}
 	e.mu.Lock()
@@ -86,6 +102,16 @@ func (e *egressRuns) observed(p *proxiedRun, a egress.Attempt) {
 	}
 }
 
+// rejected tells of a credentialed host's 401 or 403 in an event, at most
+// one a period per run.
+func (e *egressRuns) rejected(p *proxiedRun, host string, status int) {
+	if !p.rejections.due(e.clock.Now()) {
+		return
+	}
+	e.recorder.Eventf(p.ref, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonCredentialRejected, "Request", "%s",
+		rejectedMessage(p.secrets[host], host, status))
+}
+
 // count writes the counts of a run this process serves into its
 // status.egress.
 func (e *egressRuns) count(run *agentsv1alpha1.AgentRun) {
@@ -106,6 +132,7 @@ func (e *egressRuns) count(run *agentsv1alpha1.AgentRun) {
 	out.Allowed = p.before.Allowed + st.Allowed
 	out.Refused = p.before.Refused + st.RefusedNames + st.RefusedAddresses + st.OverLimit
 	out.TopRefused = mergeRefused(p.before.TopRefused, st.TopRefused)
+	out.Credentials = addCredentialCounts(p.before.Credentials, e.gate.CredentialStats(p.uid))
 }
 
 // mergeRefused adds a process's most refused targets to an earlier one's,
