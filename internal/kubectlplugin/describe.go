@@ -102,13 +102,17 @@ func writeDescription(out io.Writer, run *agentsv1alpha1.AgentRun, events []core
 }
 
 // describeEgress prints the run's egress as its host applied it
-// (status.egress): the mode and, through the proxy, the names it may reach
-// and what it tried; before that, the names the run asks for.
+// (status.egress): the mode and, through the proxy, the names it may reach,
+// what it tried and how its credentials were used; before that, what the
+// run asks for.
 func describeEgress(field func(name, format string, args ...any), run *agentsv1alpha1.AgentRun) {
 	st := run.Status.Egress
 	if st == nil {
 		if run.Spec.Egress != nil {
 			field("Egress", "proxy, asking for %s", listOrNone(run.Spec.Egress.Allow))
+			for _, c := range run.Spec.Egress.Credentials {
+				field("  Credential", "%s from Podman secret %s", c.Host, c.SecretName)
+			}
 		}
 		return
 	}
@@ -124,6 +128,10 @@ func describeEgress(field func(name, format string, args ...any), run *agentsv1a
 			refused[i] = fmt.Sprintf("%s (%d)", r.Destination, r.Count)
 		}
 		field("  Top Refused", "%s", strings.Join(refused, ", "))
+	}
+	for _, c := range st.Credentials {
+		field("  Credential", "%s from Podman secret %s: added to %d request(s), %d refused (HTTP 401/403)",
+			c.Host, c.SecretName, c.Requests, c.Rejected)
 	}
 }
 

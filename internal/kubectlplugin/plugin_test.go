@@ -134,7 +134,8 @@ var _ = Describe("kubectl agentrun describe", func() {
 			ExitCode: ptr.To[int32](0), Duration: "12s", Message: "container c exited 0",
 			AgentResult: &agentsv1alpha1.AgentResult{Result: "Three sentences.\nSecond line.", SessionID: "s-1", NumTurns: 4, CostUSD: "0.0123"},
 			Egress: &agentsv1alpha1.EgressStatus{Mode: agentsv1alpha1.EgressProxy, Allow: []string{"api.anthropic.com", "github.com"},
-				Allowed: 12, Refused: 4, TopRefused: []agentsv1alpha1.EgressRefusal{{Destination: "evil.test:443", Count: 3}, {Destination: "10.0.0.1:80", Count: 1}}},
+				Allowed: 12, Refused: 4, TopRefused: []agentsv1alpha1.EgressRefusal{{Destination: "evil.test:443", Count: 3}, {Destination: "10.0.0.1:80", Count: 1}},
+				Credentials: []agentsv1alpha1.EgressCredentialStatus{{Host: "api.anthropic.com", SecretName: "anthropic-key", Requests: 9, Rejected: 2}}},
 		}
 		meta.SetStatusCondition(&run.Status.Conditions, metav1.Condition{Type: "Succeeded", Status: metav1.ConditionTrue, Reason: "Completed", Message: "container c exited 0"})
 		Expect(k8s.Status().Update(ctx, run)).To(Succeed())
@@ -152,6 +153,7 @@ var _ = Describe("kubectl agentrun describe", func() {
 			"Exit Code:", "Turns:", "4", "Cost (USD):", "0.0123", "Session:", "s-1",
 			"    Three sentences.\n    Second line.", "Completed", "Launched", "agentrun-local-2", "started container c on local-2",
 			"Egress:", "proxy", "api.anthropic.com,github.com", "12 allowed, 4 refused", "Top Refused:", "evil.test:443 (3), 10.0.0.1:80 (1)",
+			"Credential:", "api.anthropic.com from Podman secret anthropic-key: added to 9 request(s), 2 refused (HTTP 401/403)",
 		} {
 			Expect(r.out).To(ContainSubstring(want))
 		}
