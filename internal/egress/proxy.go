@@ -112,6 +112,7 @@ type Server struct {
 	proxy   *Proxy
 	policy  Policy
 	observe func(Attempt)
+	term    Terminator
 	stats   counters
 	slots   chan struct{}
 	http    *http.Server
@@ -131,12 +132,14 @@ type Server struct {
 // Serve serves one run on l (the run's socket) with its policy until Close.
 // observe, when not nil, is told of every attempt, allowed or refused, on
 // the connection's goroutine: it must not block (an event recorder or a
-// metric counter).
-func (p *Proxy) Serve(l net.Listener, policy Policy, observe func(Attempt)) *Server {
+// metric counter). term, when not nil, serves the TLS connections to the
+// names it terminates; every other name is tunnelled.
+func (p *Proxy) Serve(l net.Listener, policy Policy, observe func(Attempt), term Terminator) *Server {
 	s := &Server{
 		proxy:   p,
 		policy:  policy,
 		observe: observe,
+		term:    term,
 		slots:   make(chan struct{}, p.cfg.MaxConns),
 		open:    map[net.Conn]struct{}{},
 	}

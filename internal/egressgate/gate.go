@@ -110,7 +110,7 @@ func (g *Gate) Serve(uid string, run Run) error {
 		_ = l.Close()
 		return fmt.Errorf("opening the run's egress socket to its container: %w", err)
 	}
-	g.servers[uid] = g.proxy.Serve(l, policy, observe)
+	g.servers[uid] = g.proxy.Serve(l, policy, observe, nil)
 	return nil
 }
 
