@@ -95,8 +95,8 @@ func (c *replayConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 // terminator runs sets deadlines of its own.
 type idleConn struct {
 	net.Conn
-	idle  time.Duration
-	last  atomic.Int64 // Unix nanoseconds
+	idle   time.Duration
+	last   atomic.Int64 // Unix nanoseconds
 	timer  *time.Timer
 	closed atomic.Bool
 }
