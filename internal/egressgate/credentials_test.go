@@ -1,11 +1,13 @@
 package egressgate
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentrun/agentrun/internal/credential"
 	"github.com/agentrun/agentrun/internal/egress"
@@ -131,6 +134,29 @@ func (c *credentialed) client(t *testing.T) *http.Client {
 		TLSClientConfig:   &tls.Config{RootCAs: pool},
 		DisableKeepAlives: true,
 	}}
+}
+
+// terminated is a TLS connection to name through the run's socket, open
+// and idle, as a client keeps one alive.
+func (c *credentialed) terminated(t *testing.T, name string) *tls.Conn {
+	t.Helper()
+	conn, err := net.Dial("unix", filepath.Join(c.g.RunDir(uid), SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_, _ = io.WriteString(conn, "CONNECT "+name+":443 HTTP/1.1\r\nHost: "+name+":443\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, len("HTTP/1.1 200 Connection established\r\n\r\n")), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %v", name, err)
+	}
+	cfg := c.client(t).Transport.(*http.Transport).TLSClientConfig.Clone()
+	cfg.ServerName = name
+	tc := tls.Client(conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return tc
 }
 
 // do sends the agent's request, with its own Authorization header, and
@@ -254,8 +280,15 @@ func TestAStoppedRunsCredentialsAreGone(t *testing.T) {
 	c := serveCredentialed(t, n, shortDir(t), n.CAFile())
 	client := c.client(t)
 	do(t, client, http.MethodGet, "https://cred.test/", "")
+	open := c.terminated(t, "cred.test")
 	if err := c.g.Stop(uid); err != nil {
 		t.Fatal(err)
+	}
+	if err := open.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil { // bounds a failure only
+		t.Fatal(err)
+	}
+	if _, err := open.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a terminated connection after Stop: %v; want it cut", err)
 	}
 	if st := c.g.CredentialStats(uid); st != nil {
 		t.Errorf("a stopped run's credential stats: %+v", st)
@@ -281,6 +314,9 @@ func TestARestartedHostRewritesTheBundleInPlace(t *testing.T) {
 	}
 	old, _ := os.ReadFile(bundle)
 	_ = first.g.Close()
+	if err := os.Chmod(bundle, 0o600); err != nil { // as an older file may have it
+		t.Fatal(err)
+	}
 	second := serveCredentialed(t, n, dir, n.CAFile())
 	after, err := os.Stat(bundle)
 	if err != nil {
@@ -288,6 +324,9 @@ func TestARestartedHostRewritesTheBundleInPlace(t *testing.T) {
 	}
 	if now, _ := os.ReadFile(bundle); !os.SameFile(before, after) || string(now) == string(old) {
 		t.Errorf("the bundle after a restart: same file %v, rewritten %v; want a new CA in the same file", os.SameFile(before, after), string(now) != string(old))
+	}
+	if after.Mode().Perm() != 0o644 {
+		t.Errorf("the rewritten bundle has mode %v; want 0644 for the container's user", after.Mode().Perm())
 	}
 	if resp, _ := do(t, second.client(t), http.MethodGet, "https://cred.test/", ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the restart: %d", resp.StatusCode)

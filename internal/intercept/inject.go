@@ -93,9 +93,8 @@ func (in *Injector) Handler(host string) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme, out.URL.Host, out.Host = "https", host, host
-			// Del first: the agent's own header of that name is replaced,
-			// not sent beside ours.
-			out.Header.Del(h[0])
+			// Set, not Add: the agent's own header of that name is
+			// replaced, not sent beside ours.
 			out.Header.Set(h[0], h[1])
 			out.Header.Del("Accept-Encoding")
 			n.requests.Add(1)
