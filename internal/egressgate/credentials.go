@@ -152,4 +152,3 @@ func joinPEM(files ...[]byte) []byte {
 	}
 	return out
 }
-

@@ -64,11 +64,9 @@ func (s *site) got() [][]string {
 // credentialed is a run on a gate whose proxy reaches the simulated
 // internet: cred.test has its credential, echo.test is only allowed.
 type credentialed struct {
-	n          *internet.Internet
-	g          *Gate
-	cred, echo *site
-	mu         sync.Mutex
-	rejected   []string
+	g        *Gate
+	mu       sync.Mutex
+	rejected []string
 }
 
 // serveCredentialed serves the run on a gate that trusts upstreamCAFile
@@ -84,7 +82,7 @@ func serveCredentialed(t *testing.T, n *internet.Internet, dir, upstreamCAFile s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = g.Close() })
-	c := &credentialed{n: n, g: g}
+	c := &credentialed{g: g}
 	format, err := credential.ParseFormat("Bearer {}")
 	if err != nil {
 		t.Fatal(err)
