@@ -7,8 +7,11 @@
 // itself, and dials by address through netguard, which refuses the host's
 // loopback, link-local, private and own addresses on the address actually
 // dialled. A CONNECT to port 443 must send a TLS ClientHello naming the
-// CONNECT name. It logs nothing: what it refuses is counted per run and
-// told to an optional observer, by host and port only, never a URL.
+// CONNECT name. A run's Terminator, when it has one, serves the TLS
+// connections to the names it terminates (package intercept: the host adds
+// a credential); every other name is tunnelled untouched. It logs
+// nothing: what it refuses is counted per run and told to an optional
+// observer, by host and port only, never a URL.
 package egress
 
 import (

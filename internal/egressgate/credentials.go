@@ -44,7 +44,7 @@ type Roots struct {
 }
 
 // systemBundles are the files Go reads the system roots from on Linux, in
-// its order (crypto/x509's root_linux.go); SSL_CERT_FILE comes first.
+// its order (crypto/x509's root_linux.go), when SSL_CERT_FILE is not set.
 var systemBundles = []string{
 	"/etc/ssl/certs/ca-certificates.crt",
 	"/etc/pki/tls/certs/ca-bundle.crt",
@@ -56,19 +56,21 @@ var systemBundles = []string{
 
 // SystemRoots are the host's system roots and the certificates in
 // upstreamCAFile (host.egress.upstreamCAFile; "": none). The pool is Go's
-// (crypto/x509.SystemCertPool); the PEM is the first system bundle file
-// that exists, the way Go picks it: roots Go reads only from a directory
-// (SSL_CERT_DIR) are trusted by the proxy, not by the runs.
+// (crypto/x509.SystemCertPool); the PEM is the file Go reads it from:
+// SSL_CERT_FILE when set, else the first of the system bundles that
+// exists. Roots Go reads only from a directory (/etc/ssl/certs's single
+// files, SSL_CERT_DIR) are trusted by the proxy, not by the runs.
 func SystemRoots(upstreamCAFile string) (Roots, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		return Roots{}, fmt.Errorf("the host's system roots: %w", err)
 	}
+	files := systemBundles
+	if f := os.Getenv("SSL_CERT_FILE"); f != "" {
+		files = []string{f}
+	}
 	var system []byte
-	for _, f := range append([]string{os.Getenv("SSL_CERT_FILE")}, systemBundles...) {
-		if f == "" {
-			continue
-		}
+	for _, f := range files {
 		if system, err = os.ReadFile(f); err == nil {
 			break
 		}
@@ -102,7 +104,7 @@ func (g *Gate) credentials(uid string, run Run) (egress.Terminator, *intercept.I
 	if until.IsZero() {
 		until = time.Now().Add(caValidity)
 	}
-	ca, err := intercept.NewAuthority(names, time.Until(until)+caMargin)
+	ca, err := intercept.NewAuthority(names, max(time.Until(until), 0)+caMargin)
 	if err != nil {
 		return nil, nil, fmt.Errorf("making the run's CA: %w", err)
 	}

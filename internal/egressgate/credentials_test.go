@@ -353,3 +353,15 @@ func TestACredentialForAHostOffTheRunsListIsRefused(t *testing.T) {
 		t.Error("the run is served")
 	}
 }
+
+func TestAnUpstreamCAFileWithoutACertificateIsRefused(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(f, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{f, filepath.Join(t.TempDir(), "missing.pem")} {
+		if _, err := SystemRoots(file); err == nil || !strings.Contains(err.Error(), "host.egress.upstreamCAFile") {
+			t.Errorf("SystemRoots(%s): %v; want an error naming the setting", file, err)
+		}
+	}
+}

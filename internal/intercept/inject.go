@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/agentrun/agentrun/internal/credential"
 	"github.com/agentrun/agentrun/internal/redact"
@@ -40,6 +41,9 @@ type Injector struct {
 	counts   map[string]*counts
 	rejected func(host string, status int)
 }
+
+// upstreamIdle is how long an upstream connection is kept for reuse.
+const upstreamIdle = 90 * time.Second
 
 // Dialer opens the connection to an upstream: the egress proxy's, which
 // looks the name up itself and refuses private addresses.
@@ -73,6 +77,9 @@ func NewInjector(creds map[string]Credential, roots *x509.CertPool, dial Dialer,
 		// transport asks for gzip and decodes it, so bodies are masked as
 		// plain text.
 		DisableCompression: false,
+		// An upstream connection kept for reuse is the run's: it goes
+		// when unused, as a tunnel does when idle.
+		IdleConnTimeout: upstreamIdle,
 	}
 	return in, nil
 }
