@@ -132,7 +132,7 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	if proxied(run) {
 		// Served again by a process that did not serve it (the manager
 		// restarted): until then its connections were refused.
-		if err := r.egress.serve(ctx, run, r.Runtime); err != nil {
+		if err := r.egress.serve(ctx, run, r.Runtime, r.egressDeadline(run)); err != nil {
 			return agentruns.StateOf(&run.Status), ctrl.Result{}, fmt.Errorf("serving the run's egress socket: %w", err)
 		}
 	}
@@ -419,7 +419,7 @@ func (r *AgentRunReconciler) serveEgress(ctx context.Context, run *agentsv1alpha
 	if !proxied(run) {
 		return nil, ctrl.Result{}, nil
 	}
-	err := r.egress.serve(ctx, run, r.Runtime)
+	err := r.egress.serve(ctx, run, r.Runtime, r.egressDeadline(run))
 	switch {
 	case err == nil:
 		return nil, ctrl.Result{}, nil
@@ -432,6 +432,13 @@ func (r *AgentRunReconciler) serveEgress(ctx context.Context, run *agentsv1alpha
 	}
 	return &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
 		"host %s could not serve the run's egress proxy socket: %v", r.Host, err)}, ctrl.Result{}, nil
+}
+
+// egressDeadline bounds the validity of the run's CA (for credentialed
+// hosts): its timeout from now, which is no earlier than the deadline of
+// an attempt that starts now or started before (a restart serves it again).
+func (r *AgentRunReconciler) egressDeadline(run *agentsv1alpha1.AgentRun) time.Time {
+	return r.Clock.Now().Add(timeoutOf(run, r.DefaultTimeout))
 }
 
 // proxied tells whether the run's container reaches the network through

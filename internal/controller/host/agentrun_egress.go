@@ -54,14 +54,9 @@ const (
 
 var socketDirInContainer = strings.TrimSuffix(egressforward.Defaults.Socket, "/"+egressgate.SocketName)
 
-// caBundleName is the bundle the gate writes into a run's directory when the
-// run has credentials.
-// TODO(i28): egressgate's constant, once the proxy's part is merged.
-const caBundleName = "ca-bundle.pem"
-
 // caBundleInContainer is the bundle as the container sees it, in the run's
 // directory mounted at socketDirInContainer.
-var caBundleInContainer = socketDirInContainer + "/" + caBundleName
+var caBundleInContainer = socketDirInContainer + "/" + egressgate.CABundleName
 
 // caBundleVariables name the file of trusted CAs for OpenSSL, git, Python's
 // requests, curl and Node.js. Node adds its file to its own roots; the
@@ -203,7 +198,7 @@ func hasCredentials(run *agentsv1alpha1.AgentRun) bool {
 // would fail every request to a credentialed host, and the bundle holds
 // the system roots besides the run's CA.
 func (r *AgentRunReconciler) trustRunCA(spec *containers.Spec, run *agentsv1alpha1.AgentRun, runDir string) {
-	bundle := filepath.Join(runDir, caBundleName)
+	bundle := filepath.Join(runDir, egressgate.CABundleName)
 	for _, path := range r.EgressProxy.CABundlePaths {
 		spec.Mounts = append(spec.Mounts, containers.Mount{Source: bundle, Destination: path, Options: []string{"ro"}})
 	}

@@ -1,8 +1,16 @@
 package host
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,6 +26,7 @@ import (
 	"github.com/agentrun/agentrun/internal/egress"
 	"github.com/agentrun/agentrun/internal/egressgate"
 	"github.com/agentrun/agentrun/internal/intercept"
+	"github.com/agentrun/agentrun/internal/testing/internet"
 )
 
 // Secret values of no known token shape, so that nothing recognises them
@@ -93,6 +102,9 @@ func TestACredentialedRunsContainerTrustsItsCAAndHoldsOnlyPlaceholders(t *testin
 	}
 	if n := h.podman.Calls("SecretValue"); n != 2 {
 		t.Errorf("%d secret reads, want one a credential", n)
+	}
+	if _, err := os.Stat(bundle); err != nil {
+		t.Errorf("the gate wrote no bundle, so it serves the run without its credentials: %v", err)
 	}
 }
 
@@ -192,7 +204,7 @@ func TestARestartedHostReadsTheCredentialsAgain(t *testing.T) {
 	run := h.reconcileUntil("again", agentsv1alpha1.PhaseRunning)
 	reads := h.podman.Calls("SecretValue")
 	_ = h.r.egress.gate.Close()
-	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{})
+	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{}, egressgate.Roots{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +241,82 @@ func TestARejectedCredentialIsToldAtMostOnceAMinute(t *testing.T) {
 	if evs := h.events(); len(evs) != 1 || !strings.Contains(evs[0], "secret api-token was refused by api.test (HTTP 403)") {
 		t.Errorf("a minute on: events %q, want one for api.test", evs)
 	}
+}
+
+// What the proxy counts and a host's refusal reach the run: requests
+// through the run's socket to a stand-in that takes the credential once and
+// refuses it once, as a service does a revoked token.
+func TestTheProxysCountsReachStatusAndARefusalMakesAnEvent(t *testing.T) {
+	n := internet.Start(t)
+	n.Serve("api.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ok" || r.Header.Get("X-Api-Key") != apiValue {
+			http.Error(w, "bad credentials", http.StatusUnauthorized)
+		}
+	}))
+	h := credentialHarness(t, credentialedRun("used"))
+	h.r.ProgressPeriod = 10 * time.Second
+	_ = h.r.egress.gate.Close()
+	roots, err := egressgate.SystemRoots(n.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{Resolver: n.Resolver()}, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gate.Close() })
+	h.r.egress.gate = gate
+	run := h.reconcileUntil("used", agentsv1alpha1.PhaseRunning)
+	_ = h.events()
+
+	c := runClient(t, gate.RunDir(string(run.UID)))
+	for path, want := range map[string]int{"/ok": http.StatusOK, "/stale": http.StatusUnauthorized} {
+		resp, err := c.Get("https://api.test" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	evs := h.events()
+	if len(evs) != 1 || !strings.Contains(evs[0], "Warning CredentialRejected the token in Podman secret api-token was refused by api.test (HTTP 401)") {
+		t.Errorf("events %q, want one CredentialRejected for api-token and api.test", evs)
+	}
+	want := []agentsv1alpha1.EgressCredentialStatus{{Host: "api.test", SecretName: "api-token", Requests: 2, Rejected: 1}, {Host: "git.test", SecretName: "git-token"}}
+	h.clock.Step(10 * time.Second)
+	run, _ = h.publish("used")
+	if !reflect.DeepEqual(run.Status.Egress.Credentials, want) {
+		t.Errorf("status.egress.credentials after a progress refresh = %+v, want %+v", run.Status.Egress.Credentials, want)
+	}
+	run, _, _ = h.reconcile("used")
+	if !reflect.DeepEqual(run.Status.Egress.Credentials, want) {
+		t.Errorf("status.egress.credentials after a pass too = %+v, want %+v: counted twice?", run.Status.Egress.Credentials, want)
+	}
+}
+
+// runClient is a client as the run's container has one: through its
+// socket, trusting its bundle.
+func runClient(t *testing.T, runDir string) *http.Client {
+	t.Helper()
+	bundle, err := os.ReadFile(filepath.Join(runDir, egressgate.CABundleName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		t.Fatal("the run's bundle holds no certificate")
+	}
+	return &http.Client{Transport: &http.Transport{
+		Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: "egress"}),
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join(runDir, egressgate.SocketName))
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DisableKeepAlives: true,
+	}}
 }
 
 // This process's counts are added to an earlier one's, and setting them

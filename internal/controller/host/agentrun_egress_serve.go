@@ -52,8 +52,8 @@ type proxiedRun struct {
 // serve serves the run's socket with the names status.egress.allow gives
 // it and its credentials, read from secrets, unless this process serves it
 // already: before its container starts, and again after a restart while it
-// runs.
-func (e *egressRuns) serve(ctx context.Context, run *agentsv1alpha1.AgentRun, secrets secretReader) error {
+// runs. The run's CA is valid until a margin past deadline.
+func (e *egressRuns) serve(ctx context.Context, run *agentsv1alpha1.AgentRun, secrets secretReader, deadline time.Time) error {
 	if e.gate == nil {
 		return fmt.Errorf("host %s runs no egress proxy (host.egress.socketDir is empty)", e.host)
 	}
@@ -75,7 +75,7 @@ func (e *egressRuns) serve(ctx context.Context, run *agentsv1alpha1.AgentRun, se
 	for _, c := range plannedCredentials(run) {
 		p.secrets[c.Host] = string(c.SecretName)
 	}
-	if err := e.gate.Serve(uid, egressgate.Run{Policy: policy, Credentials: creds,
+	if err := e.gate.Serve(uid, egressgate.Run{Policy: policy, Credentials: creds, Deadline: deadline,
 		Observe:  func(a egress.Attempt) { e.observed(p, a) },
 		Rejected: func(host string, status int) { e.rejected(p, host, status) },
 	}); err != nil {
