@@ -117,6 +117,29 @@ await up; wget -q -O- http://allowed.test/up; echo " up=$?"`, sync+":/sync")
 		Expect(done.Status.Egress.Allowed).To(Equal(int64(1)))
 	}, SpecTimeout(2*time.Minute))
 
+	It("with a credential trusts its run's CA at the image's bundle path and holds only the placeholder", func(ctx SpecContext) {
+		cfg.EgressProxy.CABundlePaths = []string{"/etc/ssl/certs/ca-certificates.crt"}
+		cfg.EgressProxy.UpstreamCAFile = web.CAFile()
+		DeferCleanup(controllertest.StartHostConfig(cfg))
+		secret, value := "agentrun-cred-"+rand.String(5), "mq3-copper-"+rand.String(12)
+		controllertest.CreateSecret(secret, value)
+		run := proxiedRun(`exec 2>&1
+cmp /etc/ssl/certs/ca-certificates.crt /run/agentrun/ca-bundle.pem && echo bundle=mounted
+awk '$5 == "/etc/ssl/certs/ca-certificates.crt" { split($6, o, ","); print "bundle=" o[1] }' /proc/self/mountinfo
+echo "ssl=$SSL_CERT_FILE git=$GIT_SSL_CAINFO node=$NODE_EXTRA_CA_CERTS key=$API_KEY"
+env; cat /proc/self/environ`)
+		run.Spec.Egress.Credentials = []agentsv1alpha1.EgressCredential{{Host: "allowed.test", SecretName: agentsv1alpha1.SecretName(secret), PlaceholderEnv: []string{"API_KEY"}}}
+		Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
+		controllertest.CleanUp(run)
+		done := controllertest.WaitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 60*time.Second)
+
+		Expect(done.Status.Output).To(ContainSubstring("bundle=mounted\n"))
+		Expect(done.Status.Output).To(ContainSubstring("bundle=ro\n"))
+		Expect(done.Status.Output).To(ContainSubstring("ssl=/run/agentrun/ca-bundle.pem git=/run/agentrun/ca-bundle.pem node=/run/agentrun/ca-bundle.pem key=agentrun-injected\n"))
+		Expect(done.Status.Output).NotTo(ContainSubstring(value))
+		Expect(done.Status.Egress.Credentials).To(Equal([]agentsv1alpha1.EgressCredentialStatus{{Host: "allowed.test", SecretName: agentsv1alpha1.SecretName(secret)}}))
+	}, SpecTimeout(2*time.Minute))
+
 	It("ends EgressUnavailable when its forwarder finds no proxy", func(ctx SpecContext) {
 		cfg.Runtime = socketRemovedAtStart{Runtime: cfg.Runtime, dir: cfg.EgressProxy.SocketDir}
 		// Not the minute a manager's restart is given.
