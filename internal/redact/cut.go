@@ -46,7 +46,13 @@ func (r *Redactor) cutBefore(s string, c int, shapes bool) int {
 	}
 	// Only the text within reach of c can hold a value that spans it.
 	lo := max(0, c-r.Reach())
-	joined, at := unwrap(s[lo:min(len(s), c+r.Reach())])
+	window := s[lo:min(len(s), c+r.Reach())]
+	if !strings.ContainsAny(window, "\r\n") {
+		// Unbroken, the base64 forms are among the needles looked for
+		// above.
+		return c
+	}
+	joined, at := unwrap(window)
 	j := len(joined) // the first byte of joined at or after c
 	for k, i := range at {
 		if lo+i >= c {

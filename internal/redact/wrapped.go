@@ -117,13 +117,13 @@ func (r *Redactor) maskRun(run string) (string, bool) {
 // unwrap returns s without its line breaks, and where in s each of its bytes
 // is.
 func unwrap(s string) (string, []int) {
-	var b strings.Builder
+	b := make([]byte, 0, len(s))
 	at := make([]int, 0, len(s))
 	for i := 0; i < len(s); i++ {
 		if s[i] != '\n' && s[i] != '\r' {
-			b.WriteByte(s[i])
+			b = append(b, s[i])
 			at = append(at, i)
 		}
 	}
-	return b.String(), at
+	return string(b), at
 }
