@@ -115,7 +115,8 @@ func (c concurrentResult) refusedOther() int { return c.failed - int(c.overLimit
 // egressStep measures the egress proxy against the same HTTPS traffic sent
 // directly, -reps times: a download of -egress-mib MiB, -egress-requests
 // small requests each on a new connection (as a command-line tool makes
-// them: no keep-alive, no TLS session resumed), and -egress-conns
+// them: no keep-alive, no TLS session resumed), both also to a host the
+// run holds a credential for, and -egress-conns
 // connections at once spread over -egress-runs runs, each run a proxy server
 // with a policy of its own.
 func egressStep(cfg config) ([]egressRepetition, error) {
