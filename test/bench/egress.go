@@ -84,18 +84,29 @@ func (p egressPath) url(path string) string {
 
 // egressRepetition is one egress step's figures.
 type egressRepetition struct {
-	// download are how long the whole download took in each round, by
-	// path, from the request (its connection included) to the last byte.
-	download [pathCount][]time.Duration
-	// downloadCPU is the CPU the bench's process (client, proxy, forwarder
-	// and upstream alike) spent on each of them: what a path costs,
-	// whatever else loads the machine.
-	downloadCPU [pathCount][]time.Duration
+	// download is the download as fast as the machine goes: on loopback,
+	// bound by the CPU of the paths' TLS ends and hops, which it measures.
+	download downloads
+	// atLink is the same download with the upstream's answer paced at
+	// -egress-link-mbit, as a real upstream's comes over the host's link
+	// (empty at 0): what a run waits for.
+	atLink downloads
 	// firstByte are the small requests' times to first byte, by path.
 	firstByte [pathCount][]time.Duration
 	// concurrent is the connections held at once through the forwarders
 	// and the proxy, concurrentDirect the same to the upstream directly.
 	concurrent, concurrentDirect concurrentResult
+}
+
+// downloads are a repetition's downloads of one kind, by path.
+type downloads struct {
+	// wall are how long the whole download took in each round, from the
+	// request (its connection included) to the last byte.
+	wall [pathCount][]time.Duration
+	// cpu is the CPU the bench's process (client, proxy, forwarder and
+	// upstream alike) spent on each of them: what a path costs, whatever
+	// else loads the machine.
+	cpu [pathCount][]time.Duration
 }
 
 // concurrentResult is what became of connections opened all at once.
@@ -162,8 +173,13 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 		if err != nil {
 			return nil, err
 		}
-		step("egress (%d/%d): download %.0f MiB/s direct, %.0f through the proxy, %.0f with the forwarder, %.0f with a credential added; first byte p99 %.2f ms direct, %.2f, %.2f, %.2f; at once: %d of %d held, %d refused by the bound, %d otherwise%s",
-			i+1, cfg.reps, rep.mibPerS(direct, cfg), rep.mibPerS(viaProxy, cfg), rep.mibPerS(viaForwarder, cfg), rep.mibPerS(viaCredential, cfg),
+		for _, k := range downloadKinds(cfg) {
+			d := k.of(rep)
+			step("egress (%d/%d): download%s %.1f MiB/s direct, %.1f through the proxy, %.1f with the forwarder, %.1f with a credential added",
+				i+1, cfg.reps, k.name, d.mibPerS(direct, cfg), d.mibPerS(viaProxy, cfg), d.mibPerS(viaForwarder, cfg), d.mibPerS(viaCredential, cfg))
+		}
+		step("egress (%d/%d): first byte p99 %.2f ms direct, %.2f, %.2f, %.2f; at once: %d of %d held, %d refused by the bound, %d otherwise%s",
+			i+1, cfg.reps,
 			rep.firstByteMs(direct, 99), rep.firstByteMs(viaProxy, 99), rep.firstByteMs(viaForwarder, 99), rep.firstByteMs(viaCredential, 99),
 			rep.concurrent.ok, cfg.egressConns, rep.concurrent.overLimit, rep.concurrent.refusedOther(), rep.concurrent.firstErrorSuffix())
 		reps = append(reps, rep)
@@ -195,26 +211,25 @@ func (b *egressBench) credentialed() (*intercept.Injector, error) {
 	return in, nil
 }
 
-// mibPerS is the median download throughput of the repetition's rounds on
-// path p.
-func (r egressRepetition) mibPerS(p egressPath, cfg config) float64 {
-	return spreadOf(r.download[p], func(d time.Duration) float64 { return float64(cfg.egressMiB) / d.Seconds() }).Median
+// mibPerS is the median download throughput of the rounds on path p.
+func (d downloads) mibPerS(p egressPath, cfg config) float64 {
+	return spreadOf(d.wall[p], func(w time.Duration) float64 { return float64(cfg.egressMiB) / w.Seconds() }).Median
 }
 
 // cpuMsPerMiB is the median CPU a MiB of the download cost on path p, over
 // the rounds.
-func (r egressRepetition) cpuMsPerMiB(p egressPath, cfg config) float64 {
-	return spreadOf(r.downloadCPU[p], func(d time.Duration) float64 { return ms(d) / float64(cfg.egressMiB) }).Median
+func (d downloads) cpuMsPerMiB(p egressPath, cfg config) float64 {
+	return spreadOf(d.cpu[p], func(c time.Duration) float64 { return ms(c) / float64(cfg.egressMiB) }).Median
 }
 
-// downloadRatio is the median over the rounds of p's throughput over the
-// direct one.
-func (r egressRepetition) downloadRatio(p egressPath) float64 {
-	rounds := make([]int, len(r.download[p]))
+// ratio is the median over the rounds of p's throughput over the direct
+// one.
+func (d downloads) ratio(p egressPath) float64 {
+	rounds := make([]int, len(d.wall[p]))
 	for i := range rounds {
 		rounds[i] = i
 	}
-	return spreadOf(rounds, func(i int) float64 { return r.download[direct][i].Seconds() / r.download[p][i].Seconds() }).Median
+	return spreadOf(rounds, func(i int) float64 { return d.wall[direct][i].Seconds() / d.wall[p][i].Seconds() }).Median
 }
 
 func (r egressRepetition) firstByteMs(p egressPath, pct float64) float64 {
@@ -235,6 +250,12 @@ func (c concurrentResult) firstErrorSuffix() string {
 // rounds' own ratios (the two downloads of a round are next to each other
 // in time).
 const downloadRounds = 5
+
+// linkRounds is the same for the download paced at the link's speed: each
+// of its downloads takes the link's time (0.84 s for 100 MiB at 1 Gbit/s),
+// which the machine's load moves far less, and five rounds would add 17
+// seconds a repetition.
+const linkRounds = 3
 
 // egressBench is what the repetitions share: the upstream and the proxy.
 type egressBench struct {
@@ -268,16 +289,22 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	rep.concurrent = b.concurrent(viaForwarder, runs, perRun)
 	// The paths take turns, so that whatever else loads the machine weighs
 	// on each alike.
-	size := int64(cfg.egressMiB) << 20
 	credentialed := b.up.credentialed.Load()
-	for range downloadRounds {
+	if rep.download, err = b.downloads(one[0], cfg, downloadRounds, 0); err != nil {
+		return rep, err
+	}
+	if cfg.egressLinkMbit > 0 {
+		if rep.atLink, err = b.downloads(one[0], cfg, linkRounds, cfg.egressLinkMbit); err != nil {
+			return rep, err
+		}
+		// The paced figures are of a link only if the upstream kept to
+		// it: no download faster (a pacing that did not hold), and the
+		// direct one near it, which the step prints.
+		link := linkMiBPerS(cfg)
 		for _, p := range egressPaths {
-			d, cpu, err := download(b.transport(p, one[0], false), p, size)
-			if err != nil {
-				return rep, fmt.Errorf("the download %s: %w", p, err)
+			if got := rep.atLink.mibPerS(p, cfg); got > 1.01*link {
+				return rep, fmt.Errorf("the download %s at %d Mbit/s ran at %.1f MiB/s, over the link's %.1f: the upstream did not pace it", p, cfg.egressLinkMbit, got, link)
 			}
-			rep.download[p] = append(rep.download[p], d)
-			rep.downloadCPU[p] = append(rep.downloadCPU[p], cpu)
 		}
 	}
 	clients := make([]*http.Client, len(egressPaths))
@@ -296,7 +323,7 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	// Every connection through the proxy must have been counted as allowed:
 	// a figure from connections that went around it would measure nothing.
 	// (A failed connection at once is reported as such.)
-	proxied := int64(downloadRounds + cfg.egressRequests)
+	proxied := int64(len(rep.download.wall[direct]) + len(rep.atLink.wall[direct]) + cfg.egressRequests)
 	if allowed, want := one[0].server.Stats().Allowed, int64(len(egressPaths)-1)*proxied; allowed != want {
 		return rep, fmt.Errorf("the proxy allowed %d connections, the bench made %d through it", allowed, want)
 	}
@@ -315,6 +342,27 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	}
 	return rep, nil
 }
+
+// downloads downloads -egress-mib on each path through run, rounds times
+// with the paths in turn (so that whatever else loads the machine weighs on
+// each alike), the upstream's answer paced at mbit Mbit/s (0: not paced).
+func (b *egressBench) downloads(run egressRun, cfg config, rounds, mbit int) (d downloads, err error) {
+	size := int64(cfg.egressMiB) << 20
+	for range rounds {
+		for _, p := range egressPaths {
+			wall, cpu, err := download(b.transport(p, run, false), p, size, mbit)
+			if err != nil {
+				return d, fmt.Errorf("the download %s (paced at %d Mbit/s, 0: not paced): %w", p, mbit, err)
+			}
+			d.wall[p] = append(d.wall[p], wall)
+			d.cpu[p] = append(d.cpu[p], cpu)
+		}
+	}
+	return d, nil
+}
+
+// linkMiBPerS is -egress-link-mbit in MiB/s of the answer's body.
+func linkMiBPerS(cfg config) float64 { return float64(cfg.egressLinkMbit) * 1e6 / 8 / (1 << 20) }
 
 // concurrent opens perRun connections for each run all at once (through
 // the run's forwarder, or directly), each with a small request, holds them
@@ -386,12 +434,14 @@ func heldGet(c *http.Client, url string) error {
 	return nil
 }
 
-// download fetches size bytes on path p through t and returns how long it
-// took and the CPU the process spent meanwhile.
-func download(t *http.Transport, p egressPath, size int64) (wall, cpu time.Duration, err error) {
+// download fetches size bytes on path p through t, paced at mbit Mbit/s by
+// the upstream (0: not paced), and returns how long it took and the CPU
+// the process spent meanwhile.
+func download(t *http.Transport, p egressPath, size int64, mbit int) (wall, cpu time.Duration, err error) {
 	defer t.CloseIdleConnections()
 	start, cpu0 := time.Now(), processCPU()
-	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute}, p.url("/bytes?n="+strconv.FormatInt(size, 10)))
+	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute},
+		p.url("/bytes?n="+strconv.FormatInt(size, 10)+"&mbit="+strconv.Itoa(mbit)))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -521,7 +571,8 @@ func (t tableResolver) dial(ctx context.Context, d *net.Dialer, network, address
 }
 
 // upstream is the simulated site: HTTPS on port 443 of a loopback address,
-// /small answering a few bytes and /bytes?n=N answering N bytes.
+// /small answering a few bytes and /bytes?n=N&mbit=M answering N bytes at
+// M Mbit/s (0 or none: as fast as it can).
 type upstream struct {
 	srv   *http.Server
 	roots *x509.CertPool
@@ -572,9 +623,16 @@ func (up *upstream) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "n: a number of bytes", http.StatusBadRequest)
 			return
 		}
+		mbit, err := strconv.Atoi(r.URL.Query().Get("mbit"))
+		if err != nil || mbit < 0 {
+			mbit = 0
+		}
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		link := newLink(mbit)
 		for n > 0 {
-			k, err := w.Write(chunk[:min(n, int64(len(chunk)))])
+			piece := chunk[:min(n, link.write)]
+			link.wait(len(piece))
+			k, err := w.Write(piece)
 			if err != nil {
 				return
 			}
@@ -582,6 +640,48 @@ func (up *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+// link paces an answer's writes at a link's speed: a token bucket over
+// wall time, filled at the link's rate up to linkBurst bytes, which each
+// write takes from, waiting while the bucket holds too few. A write that
+// waited longer than it had to (a timer's slack, a busy core, a slow
+// reader) is made up for by the next ones, up to the bucket's size: a link
+// does not send faster after a pause, and its pace stays the rate, not the
+// rate less the timers' slack.
+type link struct {
+	bytesPerS float64 // 0: not paced
+	// write is the most a write sends.
+	write  int64
+	tokens float64
+	last   time.Time
+}
+
+// linkWrite and linkBurst are a paced answer's writes and its bucket's
+// size: 64 KiB, half a millisecond at 1 Gbit/s, and four of them.
+const (
+	linkWrite = 64 << 10
+	linkBurst = 4 * linkWrite
+)
+
+func newLink(mbit int) *link {
+	if mbit == 0 {
+		return &link{write: int64(len(chunk))}
+	}
+	return &link{bytesPerS: float64(mbit) * 1e6 / 8, write: linkWrite, last: time.Now()}
+}
+
+// wait returns when the link may send n bytes.
+func (l *link) wait(n int) {
+	if l.bytesPerS == 0 {
+		return
+	}
+	now := time.Now()
+	l.tokens = min(linkBurst, l.tokens+now.Sub(l.last).Seconds()*l.bytesPerS) - float64(n)
+	l.last = now
+	if l.tokens < 0 {
+		time.Sleep(time.Duration(-l.tokens / l.bytesPerS * float64(time.Second)))
 	}
 }
 
@@ -635,15 +735,32 @@ type namedSpread struct {
 	spread spread
 }
 
+// downloadKind is one of a repetition's downloads, as the figures name it.
+type downloadKind struct {
+	of func(egressRepetition) downloads
+	// key ends its figures' keys, name its table rows' paths.
+	key, name string
+}
+
+// downloadKinds are the download as fast as the machine goes and, unless
+// -egress-link-mbit is 0, the one paced at the link's speed.
+func downloadKinds(cfg config) []downloadKind {
+	kinds := []downloadKind{{of: func(r egressRepetition) downloads { return r.download }}}
+	if cfg.egressLinkMbit > 0 {
+		kinds = append(kinds, downloadKind{
+			of:   func(r egressRepetition) downloads { return r.atLink },
+			key:  "_at_link",
+			name: fmt.Sprintf(" at %d Mbit/s", cfg.egressLinkMbit),
+		})
+	}
+	return kinds
+}
+
 // egressFigures are the egress step's figures: each proxied one beside the
 // direct one of the same repetitions, and their ratio or difference taken
 // within each repetition.
 func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 	of := func(f func(egressRepetition) float64) spread { return spreadOf(reps, f) }
-	mibPerS := func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }) }
-	cpuPerMiB := func(p egressPath) spread {
-		return of(func(r egressRepetition) float64 { return r.cpuMsPerMiB(p, cfg) })
-	}
 	p99 := func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) }) }
 	added := func(p egressPath) spread {
 		return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) - r.firstByteMs(direct, 99) })
@@ -663,10 +780,18 @@ func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 		}
 	}
 	proxied := egressPaths[1:]
-	each(proxied, func(p egressPath) string { return "egress_download_ratio" + suffix(p) },
-		func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.downloadRatio(p) }) })
-	each(egressPaths, func(p egressPath) string { return "egress_download_" + p.key() + "_mib_per_s" }, mibPerS)
-	each(egressPaths, func(p egressPath) string { return "egress_download_cpu_ms_per_mib_" + p.key() }, cpuPerMiB)
+	for _, k := range downloadKinds(cfg) {
+		each(proxied, func(p egressPath) string { return "egress_download_ratio" + suffix(p) + k.key },
+			func(p egressPath) spread { return of(func(r egressRepetition) float64 { return k.of(r).ratio(p) }) })
+		each(egressPaths, func(p egressPath) string { return "egress_download_" + p.key() + "_mib_per_s" + k.key },
+			func(p egressPath) spread {
+				return of(func(r egressRepetition) float64 { return k.of(r).mibPerS(p, cfg) })
+			})
+		each(egressPaths, func(p egressPath) string { return "egress_download_cpu_ms_per_mib_" + p.key() + k.key },
+			func(p egressPath) spread {
+				return of(func(r egressRepetition) float64 { return k.of(r).cpuMsPerMiB(p, cfg) })
+			})
+	}
 	each(proxied, func(p egressPath) string { return "egress_first_byte_p99_added" + suffix(p) + "_ms" }, added)
 	each(egressPaths, func(p egressPath) string { return "egress_first_byte_p99_" + p.key() + "_ms" }, p99)
 	return append(figures, []namedSpread{
@@ -680,14 +805,24 @@ func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 func printEgress(reps []egressRepetition, cfg config) {
 	fmt.Printf("\negress: a %d MiB download (%d rounds a repetition, the paths in turn) and %d small requests on new connections, by path, %d repetition(s); median [min, max]\n",
 		cfg.egressMiB, downloadRounds, cfg.egressRequests, len(reps))
-	fmt.Printf("%-46s %26s %26s %26s %26s %26s\n", "path", "download MiB/s", "CPU ms a MiB", "first byte p50 ms", "p95 ms", "p99 ms")
-	for _, p := range egressPaths {
-		fmt.Printf("%-46s %26s %26s", p, spreadOf(reps, func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }),
-			spreadOf(reps, func(r egressRepetition) float64 { return r.cpuMsPerMiB(p, cfg) }))
-		for _, pct := range []float64{50, 95, 99} {
-			fmt.Printf(" %26s", spreadOf(reps, func(r egressRepetition) float64 { return r.firstByteMs(p, pct) }))
+	if cfg.egressLinkMbit > 0 {
+		fmt.Printf("the same download with the upstream's answer paced at %d Mbit/s (%.1f MiB/s), %d rounds a repetition: the rows \"at %d Mbit/s\"\n",
+			cfg.egressLinkMbit, linkMiBPerS(cfg), linkRounds, cfg.egressLinkMbit)
+	}
+	fmt.Printf("%-52s %26s %26s %26s %26s %26s\n", "path", "download MiB/s", "CPU ms a MiB", "first byte p50 ms", "p95 ms", "p99 ms")
+	for _, k := range downloadKinds(cfg) {
+		for _, p := range egressPaths {
+			fmt.Printf("%-52s %26s %26s", p.String()+k.name, spreadOf(reps, func(r egressRepetition) float64 { return k.of(r).mibPerS(p, cfg) }),
+				spreadOf(reps, func(r egressRepetition) float64 { return k.of(r).cpuMsPerMiB(p, cfg) }))
+			// The small requests are not paced: their figures are on the
+			// unpaced rows.
+			if k.key == "" {
+				for _, pct := range []float64{50, 95, 99} {
+					fmt.Printf(" %26s", spreadOf(reps, func(r egressRepetition) float64 { return r.firstByteMs(p, pct) }))
+				}
+			}
+			fmt.Println()
 		}
-		fmt.Println()
 	}
 	wall := func(c func(egressRepetition) concurrentResult) spread {
 		return spreadOf(reps, func(r egressRepetition) float64 { return ms(c(r).wall) })

@@ -82,8 +82,11 @@ type config struct {
 	// egress step; 0 MiB skip it. onlyEgress runs it alone.
 	egressMiB, egressRequests int
 	egressConns, egressRuns   int
-	egressAddress             string
-	onlyEgress                bool
+	// egressLinkMbit paces the upstream's answer of a second download at
+	// a link's speed; 0 skips it.
+	egressLinkMbit int
+	egressAddress  string
+	onlyEgress     bool
 }
 
 func main() {
@@ -100,6 +103,7 @@ func main() {
 	flag.IntVar(&cfg.egressRequests, "egress-requests", 1000, "small HTTPS requests of the egress step, each on a new connection, on each path")
 	flag.IntVar(&cfg.egressConns, "egress-conns", 200, "connections at once of the egress step, spread over -egress-runs runs (each run's bound is its share)")
 	flag.IntVar(&cfg.egressRuns, "egress-runs", 8, "runs of the egress step: proxy servers with a policy of their own")
+	flag.IntVar(&cfg.egressLinkMbit, "egress-link-mbit", 1000, "Mbit/s of the link the egress step's second download comes over (the upstream paces its answer; 1000: a host's 1 Gbit/s NIC), beside the unpaced one; 0 skips it")
 	flag.StringVar(&cfg.egressAddress, "egress-address", "127.0.77.1", "loopback address whose port 443 the egress step's simulated upstream listens on")
 	flag.BoolVar(&cfg.onlyEgress, "only-egress", false, "run the egress step alone (no stack needed)")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
@@ -684,7 +688,7 @@ func report(r results, cfg config) error {
 	}
 	fmt.Println()
 	for _, k := range keys {
-		fmt.Printf("%-46s %26s\n", k, figures[k].String())
+		fmt.Printf("%-50s %26s\n", k, figures[k].String())
 	}
 	if len(r.reps) > 0 {
 		printScale(r.scale, cfg)
@@ -703,7 +707,7 @@ func report(r results, cfg config) error {
 		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
 		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
 		"egress_mib": cfg.egressMiB, "egress_requests": cfg.egressRequests, "egress_conns": cfg.egressConns, "egress_runs": cfg.egressRuns,
-		"figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
+		"egress_link_mbit": cfg.egressLinkMbit, "figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
 		"per_run": map[string]any{
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
 			"api_writes_by_verb":        perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.apiWrites }),
