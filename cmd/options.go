@@ -238,6 +238,10 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 	if err != nil {
 		return host.HostConfig{}, err
 	}
+	upstreamCA, fieldErr := config.UpstreamCA(&h.Egress)
+	if fieldErr != nil {
+		return host.HostConfig{}, fieldErr
+	}
 	var logs *host.LogEndpoint
 	if endpoint != nil {
 		logs = &host.LogEndpoint{BindAddress: endpoint.BindAddress, URL: endpoint.URL, CertDir: endpoint.CertDir, ClientCAFile: endpoint.ClientCAFile}
@@ -271,7 +275,10 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 		LogEndpoint:         logs,
 		NotifyAllowedCIDRs:  notifyAllowed,
 		Egress:              config.HostEgress(h),
-		EgressProxy:         host.EgressProxy{SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy},
+		EgressProxy: host.EgressProxy{
+			SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy,
+			UpstreamCA: upstreamCA, CABundlePaths: slices.Clone(h.Egress.CABundlePaths),
+		},
 	}, nil
 }
 

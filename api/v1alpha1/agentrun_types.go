@@ -485,15 +485,11 @@ type EgressSpec struct {
 	Credentials []EgressCredential `json:"credentials,omitempty"`
 }
 
-// EgressCredential is a Podman secret the proxy adds to a host's requests,
-// for example GitHub's API and git over HTTPS with one token:
-//
-//	- host: api.github.com
-//	  secretName: github-token
-//	  placeholderEnv: [GH_TOKEN]
-//	- host: github.com
-//	  secretName: github-token
-//	  format: "Basic base64(x-access-token:{})"
+// EgressCredential is a Podman secret the proxy adds to a host's requests.
+// GitHub's API and git over HTTPS with one token, for example, are
+// {host: api.github.com, secretName: github-token, placeholderEnv:
+// [GH_TOKEN]} and {host: github.com, secretName: github-token, format:
+// "Basic base64(x-access-token:{})"}.
 type EgressCredential struct {
 	// Host is the name whose HTTPS requests (port 443) get the credential:
 	// a lower-case DNS name without wildcard or port (api.github.com),

@@ -32,6 +32,13 @@ type EgressProxy struct {
 	// answer before the run ends EgressUnavailable; 0: the forwarder's own
 	// default (a minute, longer than a manager's restart).
 	ProxyWait time.Duration
+	// UpstreamCA is PEM certificates (host.egress.upstreamCAFile) trusted
+	// beside the system roots for credentialed hosts' upstream TLS, and
+	// added to the bundle credentialed runs trust; nil: none.
+	UpstreamCA []byte
+	// CABundlePaths are where a credentialed run's container gets its CA
+	// bundle mounted read-only (host.egress.caBundlePaths).
+	CABundlePaths []string
 }
 
 // Where a proxied run's container finds the forwarder and the directory of
