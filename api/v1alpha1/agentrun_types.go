@@ -471,13 +471,18 @@ type EgressSpec struct {
 	// +kubebuilder:validation:items:XValidation:rule=`!self.matches('(^|[.])[0-9]+(:[^:]*)?$')`,message="the last label of the name is not all digits: an IP address is not a host name (rule: egress name)"
 	Allow []string `json:"allow,omitempty"`
 
-	// Credentials are added by the host's egress proxy to the run's HTTPS
-	// requests to their hosts, so the agent never holds them: the proxy
-	// ends the TLS of those hosts' connections with a certificate from a CA
-	// made for the run (which the container trusts), removes any header of
-	// the credential's name the agent sent, adds the secret's value in the
-	// declared form, and masks the value in what comes back. At most one
-	// credential a host.
+	// Credentials are tokens the host's egress proxy adds to the run's
+	// HTTPS requests to their hosts, so the agent never holds them: each
+	// names a Podman secret on the host, the header it goes in and the form
+	// of its value. For those hosts alone the proxy ends TLS with a
+	// certificate from a CA made for the run (which the container trusts),
+	// removes any header of that name the agent sent, adds the secret's
+	// value, and masks the value in what comes back; other hosts are
+	// tunnelled untouched. One credential a host, each a host allow lets
+	// the run reach. GitHub's API and git over HTTPS with one token are
+	// {host: api.github.com, secretName: github-token, placeholderEnv:
+	// [GH_TOKEN]} and {host: github.com, secretName: github-token, format:
+	// "Basic base64(x-access-token:{})"}.
 	// +optional
 	// +listType=map
 	// +listMapKey=host
@@ -486,10 +491,6 @@ type EgressSpec struct {
 }
 
 // EgressCredential is a Podman secret the proxy adds to a host's requests.
-// GitHub's API and git over HTTPS with one token, for example, are
-// {host: api.github.com, secretName: github-token, placeholderEnv:
-// [GH_TOKEN]} and {host: github.com, secretName: github-token, format:
-// "Basic base64(x-access-token:{})"}.
 type EgressCredential struct {
 	// Host is the name whose HTTPS requests (port 443) get the credential:
 	// a lower-case DNS name without wildcard or port (api.github.com),
@@ -508,10 +509,11 @@ type EgressCredential struct {
 	// +required
 	SecretName SecretName `json:"secretName"`
 
-	// Header is the request header the credential goes in (x-api-key,
-	// PRIVATE-TOKEN); any header of that name the agent sent is removed.
-	// Not one about the connection or the message's framing (Host,
-	// Content-Length, Connection, Proxy-Authorization and the like).
+	// Header is the request header the credential goes in: Authorization
+	// (the default), x-api-key, PRIVATE-TOKEN...; any header of that name
+	// the agent sent is removed. Not one about the connection or the
+	// message's framing (Host, Content-Length, Connection,
+	// Proxy-Authorization and the like).
 	// +optional
 	// +kubebuilder:default=Authorization
 	// +kubebuilder:validation:MaxLength=128
