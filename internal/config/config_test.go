@@ -80,6 +80,7 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 		{"relative upstream CA", "host:\n  egress:\n    upstreamCAFile: ca.pem\n", "host.egress.upstreamCAFile", "absolute"},
 		{"missing upstream CA", "host:\n  egress:\n    upstreamCAFile: /nonexistent/ca.pem\n", "host.egress.upstreamCAFile", "cannot be read"},
 		{"relative CA bundle path", "host:\n  egress:\n    caBundlePaths: [etc/ssl/cert.pem]\n", "host.egress.caBundlePaths[0]", "absolute, clean"},
+		{"CA bundle over /", "host:\n  egress:\n    caBundlePaths: [/]\n", "host.egress.caBundlePaths[0]", "of a file"},
 		{"unclean CA bundle path", "host:\n  egress:\n    caBundlePaths: [/etc/ssl/../cert.pem]\n", "host.egress.caBundlePaths[0]", "absolute, clean"},
 		{"CA bundle in the run's directory", "host:\n  egress:\n    caBundlePaths: [/etc/ssl/cert.pem, /run/agentrun/ca.pem]\n", "host.egress.caBundlePaths[1]", "/run/agentrun"},
 		{"CA bundle path twice", "host:\n  egress:\n    caBundlePaths: [/etc/ssl/cert.pem, /etc/ssl/cert.pem]\n", "host.egress.caBundlePaths[1]", "Duplicate"},

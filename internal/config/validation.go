@@ -195,8 +195,8 @@ func caBundlePaths(paths []string, p *field.Path) field.ErrorList {
 	seen := map[string]bool{}
 	for i, path := range paths {
 		switch {
-		case !filepath.IsAbs(path) || filepath.Clean(path) != path:
-			errs = append(errs, field.Invalid(p.Index(i), path, "must be an absolute, clean path in the container, such as "+DefaultCABundlePath))
+		case !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/":
+			errs = append(errs, field.Invalid(p.Index(i), path, "must be an absolute, clean path of a file in the container, such as "+DefaultCABundlePath))
 		case underAny(path, []string{runDirInContainer}):
 			errs = append(errs, field.Invalid(p.Index(i), path, "must not be under "+runDirInContainer+", where the run's own directory is mounted"))
 		case seen[path]:
