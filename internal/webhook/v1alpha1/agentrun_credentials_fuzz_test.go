@@ -1,6 +1,7 @@
 package v1alpha1_test
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -73,4 +74,27 @@ func FuzzEgressCredential(f *testing.F) {
 		in := credentialInput{mask, host, secret, header, format, placeholder, allow, env}
 		requireAgreement(t, admit(t, in.object(), nil))
 	})
+}
+
+// The CRD lists the headers a credential may not set in a CEL rule of its
+// own, beside credential.CheckHeader's list: every header of HTTP's
+// registry that either refuses, in any case, must be refused by both, so
+// that a header added to one list and not the other fails here rather than
+// waiting for the fuzzer to spell it.
+func TestHeadersACredentialMayNotSetAgree(t *testing.T) {
+	for _, name := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Alt-Svc", "Authorization", "Cache-Control", "Connection",
+		"Content-Encoding", "Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Type",
+		"Cookie", "Date", "Expect", "Forwarded", "From", "Host", "Http2-Settings", "If-Match", "If-None-Match", "Keep-Alive",
+		"Max-Forwards", "Origin", "Priority", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "Range",
+		"Referer", "Set-Cookie", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "User-Agent", "Via", "X-Forwarded-For",
+	} {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			in := credentialInput{Mask: credHeader, Host: "github.com", Secret: "t", Header: spelled, Allow: "github.com"}
+			v := admit(t, in.object(), nil)
+			if (len(v.webhookErrs) == 0) != (len(v.crdErrs) == 0) {
+				t.Errorf("header %s: webhook %v, CRD %v; want both to accept or both to refuse", spelled, v.webhookErrs, v.crdErrs)
+			}
+		}
+	}
 }
