@@ -238,10 +238,6 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 	if err != nil {
 		return host.HostConfig{}, err
 	}
-	upstreamCA, fieldErr := config.UpstreamCA(&h.Egress)
-	if fieldErr != nil {
-		return host.HostConfig{}, fieldErr
-	}
 	var logs *host.LogEndpoint
 	if endpoint != nil {
 		logs = &host.LogEndpoint{BindAddress: endpoint.BindAddress, URL: endpoint.URL, CertDir: endpoint.CertDir, ClientCAFile: endpoint.ClientCAFile}
@@ -277,7 +273,7 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 		Egress:              config.HostEgress(h),
 		EgressProxy: host.EgressProxy{
 			SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy,
-			UpstreamCA: upstreamCA, CABundlePaths: slices.Clone(h.Egress.CABundlePaths),
+			UpstreamCAFile: h.Egress.UpstreamCAFile, CABundlePaths: slices.Clone(h.Egress.CABundlePaths),
 		},
 	}, nil
 }

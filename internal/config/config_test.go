@@ -171,15 +171,13 @@ func TestEgressDefaultsFailClosed(t *testing.T) {
 	}
 }
 
-// The upstream CA file is read when the configuration is: a file of
-// certificates is handed on as it is, and a file of anything else (a key,
-// say, given by mistake) is refused at its field rather than trusted as
-// nothing.
+// The upstream CA file is read when the configuration is checked: a file
+// of certificates passes, and a file of anything else (a key, say, given by
+// mistake) is refused at its field rather than trusted as nothing.
 func TestUpstreamCAFileMustHoldCertificates(t *testing.T) {
 	dir := t.TempDir()
 	cert := filepath.Join(dir, "ca.pem")
-	certPEM := caPEM(t)
-	if err := os.WriteFile(cert, certPEM, 0o600); err != nil {
+	if err := os.WriteFile(cert, caPEM(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	notCert := filepath.Join(dir, "key.pem")
@@ -192,22 +190,13 @@ func TestUpstreamCAFileMustHoldCertificates(t *testing.T) {
 		t.Errorf("a file without a certificate: %v; want one error at host.egress.upstreamCAFile saying it holds no PEM certificate", errs)
 	}
 
-	cfg, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\nhost:\n  egress:\n    upstreamCAFile: " + cert + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	Default(cfg)
-	if errs := Validate(cfg, both); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	got, fieldErr := UpstreamCA(&cfg.Host.Egress)
-	if fieldErr != nil || string(got) != string(certPEM) {
-		t.Errorf("UpstreamCA = %q, %v; want the file's certificate", got, fieldErr)
+	if errs := load(t, "host:\n  egress:\n    upstreamCAFile: "+cert+"\n", both); len(errs) > 0 {
+		t.Errorf("a file of a certificate: %v", errs)
 	}
 }
 
 // Without a setting, credentialed runs get their bundle at the system
-// bundle path of the agent image, and the proxy no CA beyond the system's.
+// bundle path of the agent image.
 func TestCABundleDefaults(t *testing.T) {
 	cfg, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\n"))
 	if err != nil {
@@ -216,9 +205,6 @@ func TestCABundleDefaults(t *testing.T) {
 	Default(cfg)
 	if got := cfg.Host.Egress.CABundlePaths; len(got) != 1 || got[0] != "/etc/ssl/certs/ca-certificates.crt" {
 		t.Errorf("host.egress.caBundlePaths defaulted to %q; want [/etc/ssl/certs/ca-certificates.crt]", got)
-	}
-	if ca, fieldErr := UpstreamCA(&cfg.Host.Egress); ca != nil || fieldErr != nil {
-		t.Errorf("UpstreamCA = %q, %v; want none", ca, fieldErr)
 	}
 }
 

@@ -164,7 +164,7 @@ func validateEgress(e *configv1alpha1.EgressConfiguration, p *field.Path) field.
 		errs = append(errs, field.Invalid(p.Child("forwarder"), fwd,
 			"must not be under "+strings.Join(policy.AlwaysForbiddenVolumePaths, ", ")+": no run's container may mount from there"))
 	}
-	if _, err := UpstreamCA(e); err != nil {
+	if err := upstreamCA(e.UpstreamCAFile, p.Child("upstreamCAFile")); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, caBundlePaths(e.CABundlePaths, p.Child("caBundlePaths"))...)
@@ -207,27 +207,26 @@ func caBundlePaths(paths []string, p *field.Path) field.ErrorList {
 	return errs
 }
 
-// UpstreamCA reads host.egress.upstreamCAFile: the PEM certificates the
-// proxy trusts beside the system roots for credentialed hosts, and adds to
-// the bundle runs trust. nil when unset; an error, at the field, when the
-// file cannot be read or holds no certificate, so that a host does not
-// start with a setting it would ignore.
-func UpstreamCA(e *configv1alpha1.EgressConfiguration) ([]byte, *field.Error) {
-	if e.UpstreamCAFile == "" {
-		return nil, nil
+// upstreamCA checks host.egress.upstreamCAFile, which the host reads when
+// it starts (egressgate.SystemRoots): an absolute path to a readable file of
+// PEM certificates, so that the file's fault is named at its field, and a
+// file of anything else (a key, given by mistake) is not trusted as
+// nothing.
+func upstreamCA(file string, p *field.Path) *field.Error {
+	if file == "" {
+		return nil
 	}
-	p := field.NewPath("host", "egress", "upstreamCAFile")
-	if !filepath.IsAbs(e.UpstreamCAFile) {
-		return nil, field.Invalid(p, e.UpstreamCAFile, "must be an absolute path")
+	if !filepath.IsAbs(file) {
+		return field.Invalid(p, file, "must be an absolute path")
 	}
-	data, err := os.ReadFile(e.UpstreamCAFile)
+	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, field.Invalid(p, e.UpstreamCAFile, "cannot be read: "+err.Error())
+		return field.Invalid(p, file, "cannot be read: "+err.Error())
 	}
 	if !x509.NewCertPool().AppendCertsFromPEM(data) {
-		return nil, field.Invalid(p, e.UpstreamCAFile, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+		return field.Invalid(p, file, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 	}
-	return data, nil
+	return nil
 }
 
 // underAny tells whether path is one of dirs or below one of them.

@@ -21,8 +21,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentrun/agentrun/internal/credential"
 	"github.com/agentrun/agentrun/internal/egress"
 	"github.com/agentrun/agentrun/internal/egressforward"
+	"github.com/agentrun/agentrun/internal/intercept"
 	"github.com/agentrun/agentrun/internal/netguard"
 	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
@@ -31,6 +33,15 @@ import (
 // it, the bench's table resolver gives its loopback address, and its
 // certificate, from a CA made for the step, names it.
 const upstreamName = "upstream.bench.test"
+
+// credentialedName is the same upstream under a second name, which the
+// download's run holds a credential for: the proxy ends TLS for it and adds
+// the credential, where it tunnels upstreamName untouched.
+const credentialedName = "credentialed.bench.test"
+
+// benchToken is the credential the proxy adds to credentialedName's
+// requests, a bearer token in their Authorization header.
+const benchToken = "agentrun-bench-token-c0ffee"
 
 // egressPath is how a client reaches the upstream.
 type egressPath int
@@ -46,25 +57,42 @@ const (
 	// (internal/egressforward, in the bench's process) that carries the
 	// connection to the run's socket: the whole path of a run's tools.
 	viaForwarder
+	// viaCredential: as viaForwarder, to credentialedName: the proxy ends
+	// the client's TLS with the run's CA, which the client trusts, adds
+	// the credential and sends the request over TLS of its own to the
+	// upstream, verified against the upstream's CA.
+	viaCredential
+	pathCount
 )
 
-var egressPaths = []egressPath{direct, viaProxy, viaForwarder}
+var egressPaths = []egressPath{direct, viaProxy, viaForwarder, viaCredential}
 
 func (p egressPath) String() string {
-	return [...]string{"direct", "proxy (Unix socket)", "forwarder + proxy"}[p]
+	return [...]string{"direct", "proxy (Unix socket)", "forwarder + proxy", "forwarder + proxy, credential added"}[p]
+}
+
+// key names the path in the figures' keys.
+func (p egressPath) key() string { return [...]string{"direct", "proxy", "forwarder", "credential"}[p] }
+
+// url is path's URL on the upstream, under the name the path asks for.
+func (p egressPath) url(path string) string {
+	if p == viaCredential {
+		return "https://" + credentialedName + path
+	}
+	return "https://" + upstreamName + path
 }
 
 // egressRepetition is one egress step's figures.
 type egressRepetition struct {
 	// download are how long the whole download took in each round, by
 	// path, from the request (its connection included) to the last byte.
-	download [3][]time.Duration
+	download [pathCount][]time.Duration
 	// downloadCPU is the CPU the bench's process (client, proxy, forwarder
 	// and upstream alike) spent on each of them: what a path costs,
 	// whatever else loads the machine.
-	downloadCPU [3][]time.Duration
+	downloadCPU [pathCount][]time.Duration
 	// firstByte are the small requests' times to first byte, by path.
-	firstByte [3][]time.Duration
+	firstByte [pathCount][]time.Duration
 	// concurrent is the connections held at once through the forwarders
 	// and the proxy, concurrentDirect the same to the upstream directly.
 	concurrent, concurrentDirect concurrentResult
@@ -87,7 +115,8 @@ func (c concurrentResult) refusedOther() int { return c.failed - int(c.overLimit
 // egressStep measures the egress proxy against the same HTTPS traffic sent
 // directly, -reps times: a download of -egress-mib MiB, -egress-requests
 // small requests each on a new connection (as a command-line tool makes
-// them: no keep-alive, no TLS session resumed), and -egress-conns
+// them: no keep-alive, no TLS session resumed), both also to a host the
+// run holds a credential for, and -egress-conns
 // connections at once spread over -egress-runs runs, each run a proxy server
 // with a policy of its own.
 func egressStep(cfg config) ([]egressRepetition, error) {
@@ -106,7 +135,7 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	perRun := (cfg.egressConns + cfg.egressRuns - 1) / cfg.egressRuns
-	b := &egressBench{up: up, dir: dir, resolver: tableResolver{upstreamName: addr}}
+	b := &egressBench{up: up, dir: dir, resolver: tableResolver{upstreamName: addr, credentialedName: addr}}
 	// The upstream is on loopback, which the proxy refuses unless the host
 	// allows it, as a test host does.
 	proxyConfig := egress.Config{
@@ -120,6 +149,11 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 	// slot a moment longer, and its successor must not meet the bound.
 	proxyConfig.MaxConns = 0
 	b.single = egress.New(proxyConfig)
+	injector, err := b.credentialed()
+	if err != nil {
+		return nil, err
+	}
+	defer injector.Close()
 	var reps []egressRepetition
 	for i := range cfg.reps {
 		step("egress (%d/%d): a %d MiB download, %d requests on new connections, %d connections at once from %d runs (bound %d a run); direct and through the proxy",
@@ -128,13 +162,37 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 		if err != nil {
 			return nil, err
 		}
-		step("egress (%d/%d): download %.0f MiB/s direct, %.0f through the proxy, %.0f with the forwarder; first byte p99 %.2f ms direct, %.2f, %.2f; at once: %d of %d held, %d refused by the bound, %d otherwise%s",
-			i+1, cfg.reps, rep.mibPerS(direct, cfg), rep.mibPerS(viaProxy, cfg), rep.mibPerS(viaForwarder, cfg),
-			rep.firstByteMs(direct, 99), rep.firstByteMs(viaProxy, 99), rep.firstByteMs(viaForwarder, 99),
+		step("egress (%d/%d): download %.0f MiB/s direct, %.0f through the proxy, %.0f with the forwarder, %.0f with a credential added; first byte p99 %.2f ms direct, %.2f, %.2f, %.2f; at once: %d of %d held, %d refused by the bound, %d otherwise%s",
+			i+1, cfg.reps, rep.mibPerS(direct, cfg), rep.mibPerS(viaProxy, cfg), rep.mibPerS(viaForwarder, cfg), rep.mibPerS(viaCredential, cfg),
+			rep.firstByteMs(direct, 99), rep.firstByteMs(viaProxy, 99), rep.firstByteMs(viaForwarder, 99), rep.firstByteMs(viaCredential, 99),
 			rep.concurrent.ok, cfg.egressConns, rep.concurrent.overLimit, rep.concurrent.refusedOther(), rep.concurrent.firstErrorSuffix())
 		reps = append(reps, rep)
 	}
 	return reps, nil
+}
+
+// credentialed makes the download's run's credential for credentialedName,
+// as the host makes a run's (internal/egressgate): the run's CA, which the
+// bench's clients trust for that name, and the injector, which verifies the
+// upstream against the upstream's CA and dials through the proxy.
+func (b *egressBench) credentialed() (*intercept.Injector, error) {
+	format, err := credential.ParseFormat("Bearer {}")
+	if err != nil {
+		return nil, err
+	}
+	ca, err := intercept.NewAuthority([]string{credentialedName}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	creds := map[string]intercept.Credential{credentialedName: {Header: "Authorization", Format: format, Value: benchToken}}
+	in, err := intercept.NewInjector(creds, b.up.roots, b.single.Dial, nil)
+	if err != nil {
+		return nil, err
+	}
+	b.runRoots = x509.NewCertPool()
+	b.runRoots.AppendCertsFromPEM(ca.CertPEM())
+	b.terminator = intercept.NewTerminator(ca, in)
+	return in, nil
 }
 
 // mibPerS is the median download throughput of the repetition's rounds on
@@ -186,17 +244,21 @@ type egressBench struct {
 	// the download and the small requests.
 	bounded, single *egress.Proxy
 	dir             string // the runs' sockets
+	// terminator serves the single run's connections to credentialedName,
+	// its certificates from the run's CA, which runRoots holds.
+	terminator egress.Terminator
+	runRoots   *x509.CertPool
 }
 
 // repetition starts the runs' servers and forwarders afresh, so that each
 // repetition's bounds and counts start empty, and measures.
 func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
-	runs, err := startEgressRuns(b.bounded, b.dir, "run", cfg.egressRuns)
+	runs, err := startEgressRuns(b.bounded, b.dir, "run", cfg.egressRuns, nil)
 	defer stopEgressRuns(runs)
 	if err != nil {
 		return rep, err
 	}
-	one, err := startEgressRuns(b.single, b.dir, "single", 1)
+	one, err := startEgressRuns(b.single, b.dir, "single", 1, b.terminator)
 	defer stopEgressRuns(one)
 	if err != nil {
 		return rep, err
@@ -207,9 +269,10 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	// The paths take turns, so that whatever else loads the machine weighs
 	// on each alike.
 	size := int64(cfg.egressMiB) << 20
+	credentialed := b.up.credentialed.Load()
 	for range downloadRounds {
 		for _, p := range egressPaths {
-			d, cpu, err := download(b.transport(p, one[0], false), size)
+			d, cpu, err := download(b.transport(p, one[0], false), p, size)
 			if err != nil {
 				return rep, fmt.Errorf("the download %s: %w", p, err)
 			}
@@ -223,7 +286,7 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	}
 	for range cfg.egressRequests {
 		for _, p := range egressPaths {
-			d, err := firstByte(clients[p])
+			d, err := firstByte(clients[p], p)
 			if err != nil {
 				return rep, fmt.Errorf("a small request %s: %w", p, err)
 			}
@@ -233,8 +296,15 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	// Every connection through the proxy must have been counted as allowed:
 	// a figure from connections that went around it would measure nothing.
 	// (A failed connection at once is reported as such.)
-	if allowed, want := one[0].server.Stats().Allowed, int64(2*downloadRounds+2*cfg.egressRequests); allowed != want {
+	proxied := int64(downloadRounds + cfg.egressRequests)
+	if allowed, want := one[0].server.Stats().Allowed, int64(len(egressPaths)-1)*proxied; allowed != want {
 		return rep, fmt.Errorf("the proxy allowed %d connections, the bench made %d through it", allowed, want)
+	}
+	// Likewise every request on the credentialed path must have reached the
+	// upstream with the credential: ended and sent again by the proxy, not
+	// tunnelled.
+	if got := b.up.credentialed.Load() - credentialed; got != proxied {
+		return rep, fmt.Errorf("the upstream got the credential in %d requests, the bench made %d to %s", got, proxied, credentialedName)
 	}
 	var allowed int64
 	for _, r := range runs {
@@ -275,11 +345,11 @@ func (b *egressBench) concurrent(p egressPath, runs []egressRun, perRun int) con
 				t := b.transport(p, r, true)
 				defer t.CloseIdleConnections()
 				c := &http.Client{Transport: t, Timeout: 2 * time.Minute}
-				_, err := get(c, "/small")
+				_, err := get(c, p.url("/small"))
 				opened.Done()
 				<-all
 				if err == nil {
-					err = heldGet(c, "/bytes?n="+strconv.Itoa(1<<20))
+					err = heldGet(c, p.url("/bytes?n="+strconv.Itoa(1<<20)))
 				}
 				if err != nil {
 					fail(err)
@@ -302,12 +372,12 @@ func (b *egressBench) concurrent(p egressPath, runs []egressRun, perRun int) con
 }
 
 // heldGet is a request that must go on the client's open connection.
-func heldGet(c *http.Client, path string) error {
+func heldGet(c *http.Client, url string) error {
 	reused := false
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
 	})
-	if _, err := getContext(ctx, c, path); err != nil {
+	if _, err := getContext(ctx, c, url); err != nil {
 		return err
 	}
 	if !reused {
@@ -316,12 +386,12 @@ func heldGet(c *http.Client, path string) error {
 	return nil
 }
 
-// download fetches size bytes through t and returns how long it took and
-// the CPU the process spent meanwhile.
-func download(t *http.Transport, size int64) (wall, cpu time.Duration, err error) {
+// download fetches size bytes on path p through t and returns how long it
+// took and the CPU the process spent meanwhile.
+func download(t *http.Transport, p egressPath, size int64) (wall, cpu time.Duration, err error) {
 	defer t.CloseIdleConnections()
 	start, cpu0 := time.Now(), processCPU()
-	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute}, "/bytes?n="+strconv.FormatInt(size, 10))
+	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute}, p.url("/bytes?n="+strconv.FormatInt(size, 10)))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -338,9 +408,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// firstByte makes a small request and returns the time from the start of
-// the request (before its connection) to the first byte of the answer.
-func firstByte(c *http.Client) (time.Duration, error) {
+// firstByte makes a small request on path p and returns the time from the
+// start of the request (before its connection) to the first byte of the
+// answer.
+func firstByte(c *http.Client, p egressPath) (time.Duration, error) {
 	var first time.Time
 	// The last call is the answer's: with a proxy, the CONNECT's answer
 	// comes first.
@@ -348,20 +419,19 @@ func firstByte(c *http.Client) (time.Duration, error) {
 		GotFirstResponseByte: func() { first = time.Now() },
 	})
 	start := time.Now()
-	if _, err := getContext(ctx, c, "/small"); err != nil {
+	if _, err := getContext(ctx, c, p.url("/small")); err != nil {
 		return 0, err
 	}
 	return first.Sub(start), nil
 }
 
-func get(c *http.Client, path string) (int64, error) {
-	return getContext(context.Background(), c, path)
+func get(c *http.Client, url string) (int64, error) {
+	return getContext(context.Background(), c, url)
 }
 
-// getContext gets path from the upstream over HTTPS, reads the whole answer
-// and returns its size.
-func getContext(ctx context.Context, c *http.Client, path string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+upstreamName+path, nil)
+// getContext gets url, reads the whole answer and returns its size.
+func getContext(ctx context.Context, c *http.Client, url string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -399,8 +469,12 @@ func drain(r io.Reader) (int64, error) {
 // no TLS sessions, so every connection makes a full handshake, as a new
 // process of a command-line tool does.
 func (b *egressBench) transport(p egressPath, run egressRun, keepAlive bool) *http.Transport {
+	roots := b.up.roots
+	if p == viaCredential {
+		roots = b.runRoots
+	}
 	t := &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: b.up.roots, NextProtos: []string{"http/1.1"}},
+		TLSClientConfig:   &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}},
 		DisableKeepAlives: !keepAlive,
 	}
 	var d net.Dialer
@@ -416,7 +490,7 @@ func (b *egressBench) transport(p egressPath, run egressRun, keepAlive bool) *ht
 		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", run.socket)
 		}
-	case viaForwarder:
+	case viaForwarder, viaCredential:
 		t.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: run.forwarder.Addr().String()})
 	}
 	return t
@@ -451,6 +525,9 @@ func (t tableResolver) dial(ctx context.Context, d *net.Dialer, network, address
 type upstream struct {
 	srv   *http.Server
 	roots *x509.CertPool
+	// credentialed counts the requests that came with the bench's
+	// credential.
+	credentialed atomic.Int64
 }
 
 func startUpstream(addr netip.Addr) (*upstream, error) {
@@ -458,7 +535,7 @@ func startUpstream(addr netip.Addr) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := ca.IssueTLS(upstreamName, upstreamName)
+	cert, err := ca.IssueTLS(upstreamName, upstreamName, credentialedName)
 	if err != nil {
 		return nil, err
 	}
@@ -468,20 +545,24 @@ func startUpstream(addr netip.Addr) (*upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the simulated upstream (-egress-address): %w", err)
 	}
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(serveUpstream),
+	up := &upstream{roots: ca.Pool()}
+	up.srv = &http.Server{
+		Handler:           http.HandlerFunc(up.serve),
 		ReadHeaderTimeout: time.Minute,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}},
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	return &upstream{srv: srv, roots: ca.Pool()}, nil
+	go func() { _ = up.srv.ServeTLS(l, "", "") }()
+	return up, nil
 }
 
 // chunk is what /bytes writes, again and again.
 var chunk = make([]byte, 256<<10)
 
-func serveUpstream(w http.ResponseWriter, r *http.Request) {
+func (up *upstream) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") == "Bearer "+benchToken {
+		up.credentialed.Add(1)
+	}
 	switch r.URL.Path {
 	case "/small":
 		_, _ = io.WriteString(w, "ok\n")
@@ -514,12 +595,13 @@ type egressRun struct {
 }
 
 // startEgressRuns starts n runs on p, named prefix-0 to prefix-(n-1), each
-// allowed the upstream and a name of its own.
-func startEgressRuns(p *egress.Proxy, dir, prefix string, n int) ([]egressRun, error) {
+// allowed the upstream under both its names and a name of its own, term
+// (when not nil) serving the names it holds a credential for.
+func startEgressRuns(p *egress.Proxy, dir, prefix string, n int, term egress.Terminator) ([]egressRun, error) {
 	var runs []egressRun
 	for i := range n {
 		name := fmt.Sprintf("%s-%d", prefix, i)
-		policy, err := egress.ParsePolicy(upstreamName, name+".bench.test")
+		policy, err := egress.ParsePolicy(upstreamName, credentialedName, name+".bench.test")
 		if err != nil {
 			return runs, err
 		}
@@ -529,7 +611,7 @@ func startEgressRuns(p *egress.Proxy, dir, prefix string, n int) ([]egressRun, e
 		if err != nil {
 			return runs, err
 		}
-		r := egressRun{socket: socket, server: p.Serve(l, policy, nil)}
+		r := egressRun{socket: socket, server: p.Serve(l, policy, nil, term)}
 		if r.forwarder, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			_ = r.server.Close()
 			return runs, err
@@ -566,24 +648,32 @@ func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 	added := func(p egressPath) spread {
 		return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) - r.firstByteMs(direct, 99) })
 	}
-	return []namedSpread{
-		{"egress_download_ratio", of(func(r egressRepetition) float64 { return r.downloadRatio(viaProxy) })},
-		{"egress_download_ratio_forwarder", of(func(r egressRepetition) float64 { return r.downloadRatio(viaForwarder) })},
-		{"egress_download_direct_mib_per_s", mibPerS(direct)},
-		{"egress_download_proxy_mib_per_s", mibPerS(viaProxy)},
-		{"egress_download_forwarder_mib_per_s", mibPerS(viaForwarder)},
-		{"egress_download_cpu_ms_per_mib_direct", cpuPerMiB(direct)},
-		{"egress_download_cpu_ms_per_mib_proxy", cpuPerMiB(viaProxy)},
-		{"egress_download_cpu_ms_per_mib_forwarder", cpuPerMiB(viaForwarder)},
-		{"egress_first_byte_p99_added_ms", added(viaProxy)},
-		{"egress_first_byte_p99_added_forwarder_ms", added(viaForwarder)},
-		{"egress_first_byte_p99_direct_ms", p99(direct)},
-		{"egress_first_byte_p99_proxy_ms", p99(viaProxy)},
-		{"egress_first_byte_p99_forwarder_ms", p99(viaForwarder)},
+	// The proxy's ratio and added time were the step's first figures:
+	// their keys name no path.
+	suffix := func(p egressPath) string {
+		if p == viaProxy {
+			return ""
+		}
+		return "_" + p.key()
+	}
+	var figures []namedSpread
+	each := func(paths []egressPath, key func(egressPath) string, f func(egressPath) spread) {
+		for _, p := range paths {
+			figures = append(figures, namedSpread{key(p), f(p)})
+		}
+	}
+	proxied := egressPaths[1:]
+	each(proxied, func(p egressPath) string { return "egress_download_ratio" + suffix(p) },
+		func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.downloadRatio(p) }) })
+	each(egressPaths, func(p egressPath) string { return "egress_download_" + p.key() + "_mib_per_s" }, mibPerS)
+	each(egressPaths, func(p egressPath) string { return "egress_download_cpu_ms_per_mib_" + p.key() }, cpuPerMiB)
+	each(proxied, func(p egressPath) string { return "egress_first_byte_p99_added" + suffix(p) + "_ms" }, added)
+	each(egressPaths, func(p egressPath) string { return "egress_first_byte_p99_" + p.key() + "_ms" }, p99)
+	return append(figures, []namedSpread{
 		{"egress_at_once_refused_other", of(func(r egressRepetition) float64 { return float64(r.concurrent.refusedOther()) })},
 		{"egress_at_once_over_limit", of(func(r egressRepetition) float64 { return float64(r.concurrent.overLimit) })},
 		{"egress_at_once_direct_failed", of(func(r egressRepetition) float64 { return float64(r.concurrentDirect.failed) })},
-	}
+	}...)
 }
 
 // printEgress prints the egress step's table, by path.

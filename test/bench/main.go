@@ -18,7 +18,9 @@
 //  7. egress: the host's egress proxy against the same HTTPS traffic sent
 //     directly, in the bench's process (it needs no stack; run first, while
 //     the stack is idle): a large download, time to first byte on new
-//     connections, and many connections at once from several runs.
+//     connections, and many connections at once from several runs; the
+//     download and first byte also to a host the run holds a credential
+//     for (the proxy ends TLS and adds it).
 //
 // Steps 1, 2, 4, 5, 6 and 7 run -reps times; each figure is reported as the median of
 // the repetitions, with their min and max. It prints a table and, last, one

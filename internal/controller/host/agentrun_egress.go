@@ -28,14 +28,14 @@ type EgressProxy struct {
 	Forwarder string
 	// Proxy are the proxy's settings, the same for every run.
 	Proxy egress.Config
+	// UpstreamCAFile holds the CAs the proxy trusts for credentialed
+	// upstreams beside the system roots (host.egress.upstreamCAFile); "":
+	// none.
+	UpstreamCAFile string
 	// ProxyWait is how long a run's forwarder waits for the proxy to
 	// answer before the run ends EgressUnavailable; 0: the forwarder's own
 	// default (a minute, longer than a manager's restart).
 	ProxyWait time.Duration
-	// UpstreamCA is PEM certificates (host.egress.upstreamCAFile) trusted
-	// beside the system roots for credentialed hosts' upstream TLS, and
-	// added to the bundle credentialed runs trust; nil: none.
-	UpstreamCA []byte
 	// CABundlePaths are where a credentialed run's container gets its CA
 	// bundle mounted read-only (host.egress.caBundlePaths).
 	CABundlePaths []string
