@@ -105,7 +105,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	// The host's egress proxy, whose internet is the simulated one (its
 	// addresses are allowed although netguard refuses 198.18.0.0/15), and
 	// the forwarder and the runs' sockets where either Podman sees them.
-	hostEgress := agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.test"}}
+	hostEgress := agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.test", "api.github.com", "github.com"}}
 	var proxy host.EgressProxy
 	if inet != nil {
 		egressDir, err := os.MkdirTemp("/tmp", "agentrun-agent-egress-")
