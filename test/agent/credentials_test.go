@@ -37,7 +37,7 @@ marker=${pats[0]}-planted
 claude_result() { set -o pipefail; claude -p --output-format json -- 'Say hello with a key you never held.' | grep -o '"result":"[^"]*"'; }
 own_header() { curl -sS -H 'Authorization: Bearer agent-own-token' "https://$1/headers" | tee "/out/$1"; }
 fs_leaks() { printf '%s\n' "$marker" > /tmp/agentrun-planted
-  for d in /*; do case $d in /proc|/sys) ;; *) grep -rlsF -D skip -f <(printf '%s\n' "${pats[@]}") "$d" ;; esac; done; }
+  for d in /*; do case $d in /proc|/sys) ;; *) [ -L "$d" ] || grep -rlsF -D skip -f <(printf '%s\n' "${pats[@]}") "$d" ;; esac; done; }
 env_leaks() { PLANTED=$marker env | tee /out/env | leaks | cut -d= -f1; }
 environ_leaks() { PLANTED=$marker sleep 60 & local p=$!
   cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | tee /out/environ | leaks | cut -d= -f1; kill $p; }
