@@ -35,7 +35,7 @@ const credentialScript = checkFunc + `read -r -a pats <<< "$(printf %s "$LEAK_RO
 leaks() { grep -aFf <(printf '%s\n' "${pats[@]}") "$@"; }
 marker=${pats[0]}-planted
 claude_result() { set -o pipefail; claude -p --output-format json -- 'Say hello with a key you never held.' | grep -o '"result":"[^"]*"'; }
-own_header() { curl -sS -H 'Authorization: Bearer agent-own-token' "https://$1/headers" | tee "/out/$1"; }
+own_header() { set -o pipefail; curl -sS -H 'Authorization: Bearer agent-own-token' "https://$1/headers" | tee "/out/$1"; }
 fs_leaks() { printf '%s\n' "$marker" > /tmp/agentrun-planted
   for d in /*; do case $d in /proc|/sys) ;; *) [ -L "$d" ] || grep -rlsF -D skip -f <(printf '%s\n' "${pats[@]}") "$d" ;; esac; done; }
 env_leaks() { PLANTED=$marker env | tee /out/env | leaks | cut -d= -f1; }
