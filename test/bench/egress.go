@@ -529,7 +529,7 @@ func startEgressRuns(p *egress.Proxy, dir, prefix string, n int) ([]egressRun, e
 		if err != nil {
 			return runs, err
 		}
-		r := egressRun{socket: socket, server: p.Serve(l, policy, nil)}
+		r := egressRun{socket: socket, server: p.Serve(l, policy, nil, nil)}
 		if r.forwarder, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			_ = r.server.Close()
 			return runs, err

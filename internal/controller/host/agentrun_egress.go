@@ -28,6 +28,10 @@ type EgressProxy struct {
 	Forwarder string
 	// Proxy are the proxy's settings, the same for every run.
 	Proxy egress.Config
+	// UpstreamCAFile holds the CAs the proxy trusts for credentialed
+	// upstreams beside the system roots (host.egress.upstreamCAFile); "":
+	// none.
+	UpstreamCAFile string
 	// ProxyWait is how long a run's forwarder waits for the proxy to
 	// answer before the run ends EgressUnavailable; 0: the forwarder's own
 	// default (a minute, longer than a manager's restart).
