@@ -163,6 +163,7 @@ type maskedBody struct {
 	pending string // read, not yet masked
 	ready   string // masked, not yet returned
 	err     error
+	buf     []byte // what src reads into
 }
 
 func (b *maskedBody) Read(p []byte) (int, error) {
@@ -174,12 +175,14 @@ func (b *maskedBody) Read(p []byte) (int, error) {
 			}
 			return 0, b.err
 		}
-		buf := make([]byte, 32<<10)
-		n, err := b.src.Read(buf)
-		b.pending += string(buf[:n])
+		if b.buf == nil {
+			b.buf = make([]byte, 32<<10)
+		}
+		n, err := b.src.Read(b.buf)
+		b.pending += string(b.buf[:n])
 		b.err = err
 		if err == nil {
-			c := b.r.Cut(b.pending, len(b.pending))
+			c := b.r.CutValues(b.pending, len(b.pending))
 			b.ready, b.pending = b.r.Values(b.pending[:c]), b.pending[c:]
 		}
 	}

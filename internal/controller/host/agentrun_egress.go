@@ -36,6 +36,9 @@ type EgressProxy struct {
 	// answer before the run ends EgressUnavailable; 0: the forwarder's own
 	// default (a minute, longer than a manager's restart).
 	ProxyWait time.Duration
+	// CABundlePaths are where a credentialed run's container gets its CA
+	// bundle mounted read-only (host.egress.caBundlePaths).
+	CABundlePaths []string
 }
 
 // Where a proxied run's container finds the forwarder and the directory of
