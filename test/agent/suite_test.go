@@ -117,7 +117,14 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		proxy = host.EgressProxy{SocketDir: egressDir + "/sockets", Forwarder: forwarder, Proxy: egress.Config{
 			Resolver:     inet.Resolver(),
 			Destinations: netguard.Destinations{Allowed: []netip.Prefix{inet.Prefix()}},
-		}}
+		},
+			// The internet's sites, api.github.com among them, have
+			// certificates from its CA, which the proxy and credentialed
+			// runs trust as a host trusts the public CAs; the bundle goes
+			// where the agent image's system bundle is.
+			UpstreamCAFile: inet.CAFile(),
+			CABundlePaths:  []string{"/etc/ssl/certs/ca-certificates.crt"},
+		}
 	}
 
 	// One host's manager, set up as the manager binary sets it up.
