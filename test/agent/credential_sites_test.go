@@ -23,6 +23,8 @@ const (
 	githubAPIName = "api.github.com"
 	githubName    = "github.com"
 	echoName      = "echo.test"
+	// staleName refuses every token, as a service refuses an expired one.
+	staleName = "stale.test"
 	// githubLogin is the user api.github.com/user answers with.
 	githubLogin = "agentrun-octocat"
 	// repoReadme is the README of https://github.com/agentrun/demo.git.
@@ -154,6 +156,12 @@ func serveCredentialSites(t *testing.T, repos string) {
 			return
 		}
 		git.ServeHTTP(w, r)
+	}))
+	inet.Serve(staleName, withSites(func(c *credentialSites, w http.ResponseWriter, r *http.Request) {
+		c.record(staleName, r)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"message":"Bad credentials: the token has expired"}`)
 	}))
 	inet.Serve(echoName, withSites(func(c *credentialSites, w http.ResponseWriter, r *http.Request) {
 		c.record(echoName, r)

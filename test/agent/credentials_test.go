@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	names "k8s.io/apimachinery/pkg/util/rand"
@@ -46,6 +49,7 @@ check placeholders printenv ANTHROPIC_API_KEY GH_TOKEN
 check claude claude_result
 check gh gh api /user
 check git sh -c 'git clone -q https://github.com/agentrun/demo.git /tmp/demo && cat /tmp/demo/README.md'
+check stale curl -sS -o /dev/null -w '%{http_code}' https://stale.test/user
 check own-header-credentialed own_header api.github.com
 check own-header-uncredentialed own_header echo.test
 check fs-search fs_leaks
@@ -59,12 +63,14 @@ var _ = Describe("Credentials the host's proxy adds", func() {
 			Skip("the simulated internet needs root")
 		}
 		By("keeping two values in Podman secrets: a key for the Messages API and a token for GitHub")
-		keyPrefix, tokenPrefix := searchPrefix(), searchPrefix()
-		key, token := secretValue(keyPrefix), secretValue(tokenPrefix)
+		keyPrefix, tokenPrefix, stalePrefix := searchPrefix(), searchPrefix(), searchPrefix()
+		key, token, stale := secretValue(keyPrefix), secretValue(tokenPrefix), secretValue(stalePrefix)
 		keySecret, tokenSecret := "agentrun-cred-key-"+names.String(5), "agentrun-cred-token-"+names.String(5)
+		staleSecret := "agentrun-cred-stale-" + names.String(5)
 		createSecret(keySecret, key)
 		createSecret(tokenSecret, token)
-		forms := append(secretForms("key", key), secretForms("token", token)...)
+		createSecret(staleSecret, stale)
+		forms := slices.Concat(secretForms("key", key), secretForms("token", token), secretForms("stale token", stale))
 
 		const reply = "Hello with a key I never held."
 		api := &messagesAPI{Addr: "api.anthropic.com", key: key, reply: reply}
@@ -80,7 +86,7 @@ var _ = Describe("Credentials the host's proxy adds", func() {
 		DeferCleanup(os.RemoveAll, outDir)
 		Expect(os.Chmod(outDir, 0o777)).To(Succeed())
 		var rot []string
-		for _, p := range append(prefixPatterns(keyPrefix), prefixPatterns(tokenPrefix)...) {
+		for _, p := range slices.Concat(prefixPatterns(keyPrefix), prefixPatterns(tokenPrefix), prefixPatterns(stalePrefix)) {
 			rot = append(rot, rot13(p))
 		}
 
@@ -91,7 +97,7 @@ var _ = Describe("Credentials the host's proxy adds", func() {
 				Command: []string{"bash", "-c", credentialScript},
 				Timeout: &metav1.Duration{Duration: 4 * time.Minute},
 				Egress: &agentsv1alpha1.EgressSpec{
-					Allow: []string{"api.anthropic.com", githubAPIName, githubName, echoName},
+					Allow: []string{"api.anthropic.com", githubAPIName, githubName, echoName, staleName},
 					Credentials: []agentsv1alpha1.EgressCredential{
 						{Host: "api.anthropic.com", SecretName: agentsv1alpha1.SecretName(keySecret), Header: "x-api-key", Format: "{}", PlaceholderEnv: []string{"ANTHROPIC_API_KEY"}},
 						// gh sends "token PLACEHOLDER": the declared form
@@ -99,6 +105,7 @@ var _ = Describe("Credentials the host's proxy adds", func() {
 						// would not pass.
 						{Host: githubAPIName, SecretName: agentsv1alpha1.SecretName(tokenSecret), Format: "Bearer {}", PlaceholderEnv: []string{"GH_TOKEN"}},
 						{Host: githubName, SecretName: agentsv1alpha1.SecretName(tokenSecret), Format: "Basic base64(x-access-token:{})"},
+						{Host: staleName, SecretName: agentsv1alpha1.SecretName(staleSecret)},
 					},
 				},
 				Podman: agentsv1alpha1.PodmanSpec{
@@ -164,13 +171,30 @@ var _ = Describe("Credentials the host's proxy adds", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sites.leaks(string(raw))).To(BeEmpty(), "the AgentRun")
 
-		By("counting the requests each credential went with in status.egress, none of them rejected")
+		By("counting the requests each credential went with in status.egress, and the stale token's refusals")
 		Expect(done.Status.Egress).NotTo(BeNil())
 		Expect(done.Status.Egress.Credentials).To(ConsistOf(
-			credentialUse("api.anthropic.com", keySecret),
-			credentialUse(githubAPIName, tokenSecret),
-			credentialUse(githubName, tokenSecret),
+			credentialUse("api.anthropic.com", keySecret, 0),
+			credentialUse(githubAPIName, tokenSecret, 0),
+			credentialUse(githubName, tokenSecret, 0),
+			credentialUse(staleName, staleSecret, 1),
 		))
+
+		By("telling the stale token's owner which secret a host refused, and how to update it")
+		hold("stale", "rc=0 401")
+		Expect(sites.Seen(staleName)).To(ContainElement(request("/user", "Bearer <stale token>")))
+		Eventually(func(g Gomega) {
+			list := &eventsv1.EventList{}
+			g.Expect(k8s.List(ctx, list, client.InNamespace(run.Namespace))).To(Succeed())
+			var rejected []string
+			for _, e := range list.Items {
+				if e.Regarding.Name == run.Name && e.Reason == agentsv1alpha1.ReasonCredentialRejected {
+					g.Expect(e.Type).To(Equal(corev1.EventTypeWarning))
+					rejected = append(rejected, e.Note)
+				}
+			}
+			g.Expect(rejected).To(ConsistOf(And(ContainSubstring(staleSecret), ContainSubstring(staleName), ContainSubstring("podman secret create --replace"))))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 
 	It("does not launch a run whose credential's secret does not exist, and names it", func(ctx SpecContext) {
@@ -208,10 +232,10 @@ func request(path string, authorization ...string) any {
 }
 
 // credentialUse matches a credential's entry in status.egress.credentials:
-// used, never rejected.
-func credentialUse(host, secret string) any {
+// used, and rejected that many times.
+func credentialUse(host, secret string, rejected int64) any {
 	return And(
 		HaveField("Host", host), HaveField("SecretName", agentsv1alpha1.SecretName(secret)),
-		HaveField("Requests", BeNumerically(">=", 1)), HaveField("Rejected", BeZero()),
+		HaveField("Requests", BeNumerically(">=", 1)), HaveField("Rejected", rejected),
 	)
 }
