@@ -32,8 +32,10 @@ import (
 // prefixPatterns), which LEAK_ROT13 gives it in a form it turns back, and
 // plants a marker of its own for each search (/tmp/agentrun-planted, the
 // variable PLANTED, a header) that the search must find, and nothing else.
-// The environments and the echoes are also copied to /out, where the spec
-// looks for every form of the whole values.
+// The file system is searched as the agent's user, which is what an agent
+// can read, in every directory but /sys and /proc (whose environ files are
+// the second search). The environments and the echoes are also copied to
+// /out, where the spec looks for every form of the whole values.
 const credentialScript = checkFunc + `read -r -a pats <<< "$(printf %s "$LEAK_ROT13" | tr 'A-Za-z' 'N-ZA-Mn-za-m')"
 leaks() { grep -aFf <(printf '%s\n' "${pats[@]}") "$@"; }
 marker=${pats[0]}-planted
