@@ -49,13 +49,16 @@ const (
 // a real run trusts the public CAs its image holds).
 const caPath = "/etc-test/internet-ca.pem"
 
-// checkScript is a run's command: check NAME CMD... runs CMD and prints
-// "check NAME: rc=N OUTPUT", its output on one line; then the role's checks,
-// after every run of the spec has started (each leaves a file in /sync and
-// waits for the others'), so that they run at once.
-const checkScript = `check() { local name=$1; shift; local out rc; out=$("$@" 2>&1); rc=$?
+// checkFunc defines check NAME CMD..., which runs CMD and prints "check
+// NAME: rc=N OUTPUT", its output on one line (see checks).
+const checkFunc = `check() { local name=$1; shift; local out rc; out=$("$@" 2>&1); rc=$?
   printf 'check %s: rc=%d %s\n' "$name" "$rc" "$(printf %s "$out" | tr '\n' ' ' | cut -c1-400)"; }
-touch "/sync/$ROLE"; for i in $(seq 600); do [ "$(ls /sync | wc -l)" -ge "$RUNS" ] && break; sleep 0.2; done
+`
+
+// checkScript is a run's command: the role's checks, after every run of the
+// spec has started (each leaves a file in /sync and waits for the others'),
+// so that they run at once.
+const checkScript = checkFunc + `touch "/sync/$ROLE"; for i in $(seq 600); do [ "$(ls /sync | wc -l)" -ge "$RUNS" ] && break; sleep 0.2; done
 check together ls /sync
 direct() { curl -sSv --noproxy '*' --max-time 10 "$@" 2>&1 | grep -E '^curl:|connect fail|Connected to'; return "${PIPESTATUS[0]}"; }
 udp() { printf "$DNS_QUERY" > "/dev/udp/$DNS_IP/53"; }
@@ -192,6 +195,7 @@ func simulateInternet(t *testing.T) {
 	mux.Handle("/repo.git/", internet.GitHandler(t, repos))
 	mux.Handle("/", site(allowedName))
 	allowedIP = inet.Serve(allowedName, mux)
+	serveCredentialSites(t, repos)
 	for _, name := range []string{deniedName, frontedName, otherName} {
 		inet.Serve(name, site(name))
 	}

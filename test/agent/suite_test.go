@@ -105,7 +105,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	// The host's egress proxy, whose internet is the simulated one (its
 	// addresses are allowed although netguard refuses 198.18.0.0/15), and
 	// the forwarder and the runs' sockets where either Podman sees them.
-	hostEgress := agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.test"}}
+	hostEgress := agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.test", "api.github.com", "github.com"}}
 	var proxy host.EgressProxy
 	if inet != nil {
 		egressDir, err := os.MkdirTemp("/tmp", "agentrun-agent-egress-")
@@ -117,7 +117,14 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		proxy = host.EgressProxy{SocketDir: egressDir + "/sockets", Forwarder: forwarder, Proxy: egress.Config{
 			Resolver:     inet.Resolver(),
 			Destinations: netguard.Destinations{Allowed: []netip.Prefix{inet.Prefix()}},
-		}}
+		},
+			// The internet's sites, api.github.com among them, have
+			// certificates from its CA, which the proxy and credentialed
+			// runs trust as a host trusts the public CAs; the bundle goes
+			// where the agent image's system bundle is.
+			UpstreamCAFile: inet.CAFile(),
+			CABundlePaths:  []string{"/etc/ssl/certs/ca-certificates.crt"},
+		}
 	}
 
 	// One host's manager, set up as the manager binary sets it up.
