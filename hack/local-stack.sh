@@ -428,7 +428,7 @@ web_egress_config() {
   cat <<EOF
     resolver: "$WEB_NET.2:53"
     allowedCIDRs: ["$WEB_NET.0/24"]
-    permitted: [example.com, api.github.com]
+    permitted: [example.com, api.github.com, github.com]
     upstreamCAFile: "$WEB_CA"
 EOF
 }
