@@ -271,7 +271,10 @@ func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
 		LogEndpoint:         logs,
 		NotifyAllowedCIDRs:  notifyAllowed,
 		Egress:              config.HostEgress(h),
-		EgressProxy:         host.EgressProxy{SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy},
+		EgressProxy: host.EgressProxy{
+			SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy,
+			UpstreamCAFile: h.Egress.UpstreamCAFile, CABundlePaths: slices.Clone(h.Egress.CABundlePaths),
+		},
 	}, nil
 }
 

@@ -13,8 +13,12 @@ log_setup bench
 # BENCH_PROGRESS_DURATION; BENCH_ONLY_PROGRESS=1 runs that step alone.
 # The egress step (the egress proxy against direct HTTPS, in the bench's
 # own process, no stack needed) downloads BENCH_EGRESS_MIB (0 skips the step)
-# and makes BENCH_EGRESS_REQUESTS small requests on each path;
-# BENCH_ONLY_EGRESS=1 runs that step alone, without starting a stack.
+# on each path twice: as fast as the machine goes (on loopback: the CPU
+# each path costs) and with the upstream's answer paced at
+# BENCH_EGRESS_LINK_MBIT (1000, a host's 1 Gbit/s link; 0 skips that
+# download: what a run waits for, the download goals' figure); and it makes
+# BENCH_EGRESS_REQUESTS small requests on each path; BENCH_ONLY_EGRESS=1
+# runs that step alone, without starting a stack.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s}
   PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-20} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-40s}
@@ -24,7 +28,8 @@ else
   PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-200} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-4m}
   EGRESS_MIB=${BENCH_EGRESS_MIB:-100} EGRESS_REQUESTS=${BENCH_EGRESS_REQUESTS:-1000}
 fi
-EGRESS_FLAGS=(-egress-mib "$EGRESS_MIB" -egress-requests "$EGRESS_REQUESTS" -json "$ROOT/.local/bench.json")
+EGRESS_FLAGS=(-egress-mib "$EGRESS_MIB" -egress-requests "$EGRESS_REQUESTS" -egress-link-mbit "${BENCH_EGRESS_LINK_MBIT:-1000}"
+  -json "$ROOT/.local/bench.json")
 C=${BENCH_C:-8}
 # The fleet step's hosts (a local fleet of its own, BENCH_N runs on each); 0
 # skips it.

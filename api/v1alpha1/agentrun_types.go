@@ -13,6 +13,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.fork) || !self.fork || has(self.continueFrom)",message="spec.fork branches the session of spec.continueFrom, which is not set (rule: fork needs continueFrom)"
 // +kubebuilder:validation:XValidation:rule="!has(self.claude) || !has(self.command) || size(self.command) == 0",message="spec.claude sets the flags of the host's default command (Claude Code); with spec.command, write the flags into the command (rule: claude options need the default command)"
 // +kubebuilder:validation:XValidation:rule="!has(self.egress) || !has(self.podman) || !has(self.podman.network) || size(self.podman.network) == 0",message="spec.egress needs the host's egress proxy, which a run on a Podman network of its own bypasses: leave spec.podman.network empty (rule: egress without network)",fieldPath=".podman.network"
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || !has(self.egress.credentials) || self.egress.credentials.all(c, !has(c.placeholderEnv) || c.placeholderEnv.all(v, !has(self.podman) || (!has(self.podman.env) || !(v in self.podman.env)) && (!has(self.podman.secretsEnv) || !(v in self.podman.secretsEnv))))",message="a credential's placeholder variable may not also be set in spec.podman.env or secretsEnv (rule: one source per variable)",fieldPath=".egress.credentials"
 type AgentRunSpec struct {
 	// Prompt is the task given to the agent. It is passed as the last argument
 	// of the command and as the environment variable AGENT_PROMPT.
@@ -443,6 +444,14 @@ type AgentRunStatus struct {
 }
 
 // EgressSpec lists the names a run may reach beyond its host's defaults.
+// The credentials' rules that span the list sit here: a credential's host
+// must be reachable through allow (egress.Policy.Allows on port 443, which
+// the webhook applies exactly: the same name, the name with :443, or a "*."
+// pattern strictly above it), and a placeholder variable belongs to one
+// credential. Their CEL cost stays within the API server's budget because
+// maxItems bounds both lists and maxLength their strings.
+// +kubebuilder:validation:XValidation:rule="!has(self.credentials) || self.credentials.all(c, has(self.allow) && self.allow.exists(a, a == c.host || a == c.host + ':443' || a.startsWith('*.') && (c.host.endsWith(a.substring(1)) || (c.host + ':443').endsWith(a.substring(1)))))",message="each credential's host must be one spec.egress.allow lets the run reach on port 443: the same name, the name with :443, or a *. pattern above it (rule: credential host allowed)",fieldPath=".credentials"
+// +kubebuilder:validation:XValidation:rule="!has(self.credentials) || self.credentials.all(c, self.credentials.all(d, c.host == d.host || !has(c.placeholderEnv) || !has(d.placeholderEnv) || !c.placeholderEnv.exists(v, v in d.placeholderEnv)))",message="a placeholder variable belongs to one credential: list it in one placeholderEnv only (rule: one source per variable)",fieldPath=".credentials"
 type EgressSpec struct {
 	// Allow are the host names the run may connect to, each a DNS name
 	// with an optional port (github.com, registry.npmjs.org:443); a leading
@@ -462,13 +471,18 @@ type EgressSpec struct {
 	// +kubebuilder:validation:items:XValidation:rule=`!self.matches('(^|[.])[0-9]+(:[^:]*)?$')`,message="the last label of the name is not all digits: an IP address is not a host name (rule: egress name)"
 	Allow []string `json:"allow,omitempty"`
 
-	// Credentials are added by the host's egress proxy to the run's HTTPS
-	// requests to their hosts, so the agent never holds them: the proxy
-	// ends the TLS of those hosts' connections with a certificate from a CA
-	// made for the run (which the container trusts), removes any header of
-	// the credential's name the agent sent, adds the secret's value in the
-	// declared form, and masks the value in what comes back. At most one
-	// credential a host.
+	// Credentials are tokens the host's egress proxy adds to the run's
+	// HTTPS requests to their hosts, so the agent never holds them: each
+	// names a Podman secret on the host, the header it goes in and the form
+	// of its value. For those hosts alone the proxy ends TLS with a
+	// certificate from a CA made for the run (which the container trusts),
+	// removes any header of that name the agent sent, adds the secret's
+	// value, and masks the value in what comes back; other hosts are
+	// tunnelled untouched. One credential a host, each a host allow lets
+	// the run reach. GitHub's API and git over HTTPS with one token are
+	// {host: api.github.com, secretName: github-token, placeholderEnv:
+	// [GH_TOKEN]} and {host: github.com, secretName: github-token, format:
+	// "Basic base64(x-access-token:{})"}.
 	// +optional
 	// +listType=map
 	// +listMapKey=host
@@ -479,47 +493,91 @@ type EgressSpec struct {
 // EgressCredential is a Podman secret the proxy adds to a host's requests.
 type EgressCredential struct {
 	// Host is the name whose HTTPS requests (port 443) get the credential:
-	// a DNS name without wildcard or port, which spec.egress.allow must
-	// let the run reach.
+	// a lower-case DNS name without wildcard or port (api.github.com),
+	// which spec.egress.allow must let the run reach on port 443.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')`,message="the host is a lower-case DNS name without wildcard or port (labels of a to z, 0 to 9 and inner hyphens, 1 to 63 characters), as api.github.com: the credential goes to that one name, on port 443 (rule: credential host)"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('(^|[.])[0-9]+$')`,message="the last label of the host is not all digits: an IP address is not a host name (rule: credential host)"
 	Host string `json:"host"`
 
 	// SecretName is the Podman secret on the run's host that holds the
-	// credential. The host reads its value for the run, in memory; it never
-	// reaches the container or the API.
+	// credential (podman secret create NAME -). The host reads its value
+	// for the run, in memory; it never reaches the container or the API.
+	// A run whose secret does not exist does not start (SecretNotFound).
 	// +required
 	SecretName SecretName `json:"secretName"`
 
-	// Header is the request header the credential goes in. Default:
-	// Authorization.
+	// Header is the request header the credential goes in: Authorization
+	// (the default), x-api-key, PRIVATE-TOKEN...; any header of that name
+	// the agent sent is removed. Not one about the connection or the
+	// message's framing (Host, Content-Length, Connection,
+	// Proxy-Authorization and the like).
 	// +optional
+	// +kubebuilder:default=Authorization
 	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9!#$%&\\x27*+.^_\\x60|~-]+$')`,message="the header is an HTTP header name: letters, digits and the symbols an HTTP token allows, no space or colon (rule: credential header)"
+	// +kubebuilder:validation:XValidation:rule="!(self.lowerAscii() in ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'content-encoding', 'expect'])",message="the header is not one a credential may set: it is about the connection or the message's framing, not authentication (rule: credential header)"
 	Header string `json:"header,omitempty"`
 
 	// Format is the header's value, with {} standing for the secret's
-	// value: "Bearer {}" (the default), "token {}", "{}", or
+	// value, once: "Bearer {}" (the default), "token {}", "{}", or
 	// "Basic base64(USER:{})" for HTTP basic authentication (git over
-	// HTTPS: "Basic base64(x-access-token:{})").
+	// HTTPS: "Basic base64(x-access-token:{})"). base64(...) is the one
+	// function; one line of printable ASCII, with no other braces or
+	// parentheses.
 	// +optional
+	// +kubebuilder:default="Bearer {}"
 	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^([\\x20-\\x27\\x2a-\\x7a\\x7c\\x7e]*[{][}][\\x20-\\x27\\x2a-\\x7a\\x7c\\x7e]*|([\\x20-\\x27\\x2a-\\x7a\\x7c\\x7e]*[\\x20-\\x27\\x2a-\\x2f\\x3a-\\x40\\x5b-\\x5e\\x60\\x7c\\x7e])?base64[(][\\x20-\\x27\\x2a-\\x7a\\x7c\\x7e]*[{][}][\\x20-\\x27\\x2a-\\x7a\\x7c\\x7e]*[)][\\x20-\\x27\\x2a-\\x7a\\x7c\\x7e]*)$')`,message="the format is one line of printable ASCII with exactly one {} where the secret's value goes (Bearer {}), or the {} inside the one function base64(...) (Basic base64(x-access-token:{})); no other braces or parentheses (rule: credential format)"
 	Format string `json:"format,omitempty"`
 
 	// PlaceholderEnv are environment variables set to the placeholder
 	// "agentrun-injected", for tools that will not send a request without a
 	// token of their own (GH_TOKEN for gh, ANTHROPIC_API_KEY for Claude
-	// Code); the proxy replaces what they send.
+	// Code); the proxy replaces what they send. Each is a variable of no
+	// other credential, nor of spec.podman.env or secretsEnv.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[A-Za-z_][A-Za-z0-9_]*$')",message="env var names must start with a letter or underscore and contain only [A-Za-z0-9_] (rule: env var format)"
+	// +kubebuilder:validation:items:XValidation:rule="!(self in ['LD_PRELOAD', 'LD_LIBRARY_PATH'])",message="LD_PRELOAD and LD_LIBRARY_PATH are not allowed (rule: blocked vars)"
+	// +kubebuilder:validation:items:XValidation:rule="self != 'AGENT_PROMPT'",message="AGENT_PROMPT is set by the controller (rule: reserved vars)"
 	PlaceholderEnv []string `json:"placeholderEnv,omitempty"`
 }
 
-// CredentialPlaceholder is the value of a credential's placeholder
-// variables.
-const CredentialPlaceholder = "agentrun-injected"
+// HeaderOrDefault is the header the credential goes in: Header, or
+// DefaultCredentialHeader when unset (the API server defaults it; a typed
+// client's object may not have been through it).
+func (c EgressCredential) HeaderOrDefault() string {
+	if c.Header == "" {
+		return DefaultCredentialHeader
+	}
+	return c.Header
+}
+
+// FormatOrDefault is the credential's format: Format, or
+// DefaultCredentialFormat when unset.
+func (c EgressCredential) FormatOrDefault() string {
+	if c.Format == "" {
+		return DefaultCredentialFormat
+	}
+	return c.Format
+}
+
+const (
+	// CredentialPlaceholder is the value of a credential's placeholder
+	// variables.
+	CredentialPlaceholder = "agentrun-injected"
+	// DefaultCredentialHeader is spec.egress.credentials[].header's
+	// default.
+	DefaultCredentialHeader = "Authorization"
+	// DefaultCredentialFormat is spec.egress.credentials[].format's
+	// default.
+	DefaultCredentialFormat = "Bearer {}"
+)
 
 // EgressMode is how a run's container reaches the network.
 // +kubebuilder:validation:Enum=proxy;none;open

@@ -84,6 +84,15 @@ const (
 	// hosts and placement read the entries with, and which this package
 	// cannot import.
 	RuleEgressName = "egress name"
+	// RuleCredentialHost, RuleCredentialHostAllowed, RuleCredentialHeader
+	// and RuleCredentialFormat are the rules of a credential's host,
+	// header and format, which the webhook checks with the parsers the
+	// hosts' proxy uses (internal/egress, internal/credential).
+	RuleCredentialHost        = "credential host"
+	RuleCredentialHostAllowed = "credential host allowed"
+	RuleCredentialHeader      = "credential header"
+	RuleCredentialFormat      = "credential format"
+	ruleUniqueCredentialHosts = "one credential a host"
 )
 
 // Lengths and counts the CRD bounds with maxLength, maxItems and
@@ -111,6 +120,9 @@ const (
 	maxSystemPromptAdd   = 16384
 	maxURLLength         = 2048
 	maxEgressEntries     = 100
+	maxCredentials       = 16
+	maxPlaceholders      = 8
+	maxPlaceholderLength = 256
 	// MaxEgressEntryLength is the longest entry of spec.egress.allow: "*.",
 	// a name of 253 characters and ":65535".
 	MaxEgressEntryLength = 2 + 253 + 6
@@ -390,17 +402,69 @@ func validateEgress(spec *AgentRunSpec, p *field.Path) field.ErrorList {
 	for i, entry := range spec.Egress.Allow {
 		errs = append(errs, maxLength(allowPath.Index(i), entry, MaxEgressEntryLength)...)
 		if seen[entry] {
-			dup := field.Duplicate(allowPath.Index(i), entry)
-			dup.Detail = Rule("each name is listed once", ruleUniqueEgress)
-			errs = append(errs, dup)
+			errs = append(errs, duplicate(allowPath.Index(i), entry, "each name is listed once", ruleUniqueEgress))
 		}
 		seen[entry] = true
 	}
+	errs = append(errs, validateCredentials(spec, p.Child("egress", "credentials"))...)
 	if spec.Podman.Network != "" {
 		errs = append(errs, field.Forbidden(p.Child("podman", "network"), Rule(
 			"spec.egress needs the host's egress proxy, which a run on a Podman network of its own bypasses: leave spec.podman.network empty", ruleEgressNoNetwork)))
 	}
 	return errs
+}
+
+// validateCredentials checks what of spec.egress.credentials needs no
+// parser of the hosts': one credential a host, the secret's name, and the
+// placeholder variables, each a valid name set by one source only. The
+// host, header and format are the webhook's (RuleCredentialHost and the
+// others).
+func validateCredentials(spec *AgentRunSpec, p *field.Path) field.ErrorList {
+	creds := spec.Egress.Credentials
+	errs := maxItems(p, len(creds), maxCredentials)
+	hosts := make(map[string]bool, len(creds))
+	placeholders := map[string]int{}
+	for i, c := range creds {
+		if hosts[c.Host] {
+			errs = append(errs, duplicate(p.Index(i).Child("host"), c.Host, "each host has one credential", ruleUniqueCredentialHosts))
+		}
+		hosts[c.Host] = true
+		errs = append(errs, ValidateSecretName(p.Index(i).Child("secretName"), string(c.SecretName))...)
+		envPath := p.Index(i).Child("placeholderEnv")
+		errs = append(errs, maxItems(envPath, len(c.PlaceholderEnv), maxPlaceholders)...)
+		for j, name := range c.PlaceholderEnv {
+			errs = append(errs, validatePlaceholder(spec, envPath.Index(j), name)...)
+			if first, dup := placeholders[name]; dup {
+				errs = append(errs, duplicate(envPath.Index(j), name,
+					fmt.Sprintf("the variable is already a placeholder of credentials[%d]", first), ruleOneSource))
+				continue
+			}
+			placeholders[name] = i
+		}
+	}
+	return errs
+}
+
+// validatePlaceholder holds a placeholder variable to secretsEnv's rules
+// for a name, and refuses a variable spec.podman sets too.
+func validatePlaceholder(spec *AgentRunSpec, p *field.Path, name string) field.ErrorList {
+	if tooLong := maxLength(p, name, maxPlaceholderLength); tooLong != nil {
+		return tooLong
+	}
+	errs := ValidateEnvName(p, name)
+	_, inEnv := spec.Podman.Env[name]
+	_, inSecrets := spec.Podman.SecretsEnv[name]
+	if inEnv || inSecrets {
+		errs = append(errs, field.Invalid(p, name, Rule(
+			"the variable is also set in spec.podman.env or secretsEnv: a variable has one source", ruleOneSource)))
+	}
+	return errs
+}
+
+func duplicate(p *field.Path, value any, message, rule string) *field.Error {
+	dup := field.Duplicate(p, value)
+	dup.Detail = Rule(message, rule)
+	return dup
 }
 
 func validateAbsoluteCleanPath(p *field.Path, value string) field.ErrorList {

@@ -1,10 +1,16 @@
 package config
 
 import (
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/agentrun/agentrun/internal/intercept"
 )
 
 // load decodes, defaults and validates a file's content, as the manager does.
@@ -71,6 +77,14 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 		{"relative forwarder", "host:\n  egress:\n    forwarder: agentrun-forward\n", "host.egress.forwarder", "absolute"},
 		{"forwarder under /run", "host:\n  egress:\n    forwarder: /run/agentrun/agentrun-forward\n", "host.egress.forwarder", "must not be under"},
 		{"resolver", "host:\n  egress:\n    resolver: dns.test\n", "host.egress.resolver", "IP address and port"},
+		{"relative upstream CA", "host:\n  egress:\n    upstreamCAFile: ca.pem\n", "host.egress.upstreamCAFile", "absolute"},
+		{"missing upstream CA", "host:\n  egress:\n    upstreamCAFile: /nonexistent/ca.pem\n", "host.egress.upstreamCAFile", "cannot be read"},
+		{"relative CA bundle path", "host:\n  egress:\n    caBundlePaths: [etc/ssl/cert.pem]\n", "host.egress.caBundlePaths[0]", "absolute, clean"},
+		{"CA bundle over /", "host:\n  egress:\n    caBundlePaths: [/]\n", "host.egress.caBundlePaths[0]", "of a file"},
+		{"unclean CA bundle path", "host:\n  egress:\n    caBundlePaths: [/etc/ssl/../cert.pem]\n", "host.egress.caBundlePaths[0]", "absolute, clean"},
+		{"CA bundle in the run's directory", "host:\n  egress:\n    caBundlePaths: [/etc/ssl/cert.pem, /run/agentrun/ca.pem]\n", "host.egress.caBundlePaths[1]", "/run/agentrun"},
+		{"CA bundle path twice", "host:\n  egress:\n    caBundlePaths: [/etc/ssl/cert.pem, /etc/ssl/cert.pem]\n", "host.egress.caBundlePaths[1]", "Duplicate"},
+		{"nine CA bundle paths", "host:\n  egress:\n    caBundlePaths: [/a, /b, /c, /d, /e, /f, /g, /h, /i]\n", "host.egress.caBundlePaths", "at most 8"},
 		{"log endpoint address", "host:\n  logs:\n    bindAddress: no-port\n    clientCAFile: /ca.crt\n", "host.logs.bindAddress", "port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,4 +169,50 @@ func TestEgressDefaultsFailClosed(t *testing.T) {
 	if len(proxy.Destinations.Allowed) != 0 || proxy.Resolver != nil || proxy.MaxConns != 256 {
 		t.Errorf("the proxy's defaults are %+v; want no private range allowed, the host's resolver, 256 connections", proxy)
 	}
+}
+
+// The upstream CA file is read when the configuration is checked: a file
+// of certificates passes, and a file of anything else (a key, say, given by
+// mistake) is refused at its field rather than trusted as nothing.
+func TestUpstreamCAFileMustHoldCertificates(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(cert, caPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notCert := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(notCert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("k")}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	errs := load(t, "host:\n  egress:\n    upstreamCAFile: "+notCert+"\n", both)
+	if len(errs) != 1 || errs[0].Field != "host.egress.upstreamCAFile" || !strings.Contains(errs[0].Error(), "no PEM certificate") {
+		t.Errorf("a file without a certificate: %v; want one error at host.egress.upstreamCAFile saying it holds no PEM certificate", errs)
+	}
+
+	if errs := load(t, "host:\n  egress:\n    upstreamCAFile: "+cert+"\n", both); len(errs) > 0 {
+		t.Errorf("a file of a certificate: %v", errs)
+	}
+}
+
+// Without a setting, credentialed runs get their bundle at the system
+// bundle path of the agent image.
+func TestCABundleDefaults(t *testing.T) {
+	cfg, err := Decode([]byte("apiVersion: config.agentrun.dev/v1alpha1\nkind: Configuration\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	Default(cfg)
+	if got := cfg.Host.Egress.CABundlePaths; len(got) != 1 || got[0] != "/etc/ssl/certs/ca-certificates.crt" {
+		t.Errorf("host.egress.caBundlePaths defaulted to %q; want [/etc/ssl/certs/ca-certificates.crt]", got)
+	}
+}
+
+func caPEM(t *testing.T) []byte {
+	t.Helper()
+	ca, err := intercept.NewAuthority([]string{"example.test"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.CertPEM()
 }

@@ -31,6 +31,9 @@ const (
 	DefaultRunRecordRetention  = 30 * 24 * time.Hour
 	DefaultEgressSocketDir     = "/var/lib/agentrun/egress"
 	DefaultEgressForwarder     = "/usr/local/libexec/agentrun/agentrun-forward"
+	// DefaultCABundlePath is the system CA bundle of Debian, Ubuntu and
+	// Alpine images, the agent image's among them.
+	DefaultCABundlePath = "/etc/ssl/certs/ca-certificates.crt"
 )
 
 // defaultEgress are the names every proxied run may reach unless the file
@@ -107,6 +110,7 @@ func defaultEgressConfiguration(e *configv1alpha1.EgressConfiguration) {
 	dur(&e.IdleTimeout, 10*time.Minute)
 	val(&e.SocketDir, DefaultEgressSocketDir)
 	val(&e.Forwarder, DefaultEgressForwarder)
+	list(&e.CABundlePaths, []string{DefaultCABundlePath})
 }
 
 func str(s *string, def string) {

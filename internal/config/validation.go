@@ -1,9 +1,11 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -162,12 +164,69 @@ func validateEgress(e *configv1alpha1.EgressConfiguration, p *field.Path) field.
 		errs = append(errs, field.Invalid(p.Child("forwarder"), fwd,
 			"must not be under "+strings.Join(policy.AlwaysForbiddenVolumePaths, ", ")+": no run's container may mount from there"))
 	}
+	if err := upstreamCA(e.UpstreamCAFile, p.Child("upstreamCAFile")); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, caBundlePaths(e.CABundlePaths, p.Child("caBundlePaths"))...)
 	if e.Resolver != "" {
 		if _, err := netip.ParseAddrPort(e.Resolver); err != nil {
 			errs = append(errs, field.Invalid(p.Child("resolver"), e.Resolver, "not an IP address and port (such as 10.0.0.53:53)"))
 		}
 	}
 	return errs
+}
+
+// maxCABundlePaths bounds host.egress.caBundlePaths: each is a mount of
+// every credentialed run's container.
+const maxCABundlePaths = 8
+
+// runDirInContainer is where a proxied run's directory (its socket, its CA
+// and bundle) is mounted in its container: a bundle path there would be
+// hidden by it or hide part of it.
+const runDirInContainer = "/run/agentrun"
+
+// caBundlePaths checks host.egress.caBundlePaths: absolute, clean paths in
+// the container, none twice, none in the run's directory.
+func caBundlePaths(paths []string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(paths) > maxCABundlePaths {
+		errs = append(errs, field.TooMany(p, len(paths), maxCABundlePaths))
+	}
+	seen := map[string]bool{}
+	for i, path := range paths {
+		switch {
+		case !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/":
+			errs = append(errs, field.Invalid(p.Index(i), path, "must be an absolute, clean path of a file in the container, such as "+DefaultCABundlePath))
+		case underAny(path, []string{runDirInContainer}):
+			errs = append(errs, field.Invalid(p.Index(i), path, "must not be under "+runDirInContainer+", where the run's own directory is mounted"))
+		case seen[path]:
+			errs = append(errs, field.Duplicate(p.Index(i), path))
+		}
+		seen[path] = true
+	}
+	return errs
+}
+
+// upstreamCA checks host.egress.upstreamCAFile, which the host reads when
+// it starts (egressgate.SystemRoots): an absolute path to a readable file of
+// PEM certificates, so that the file's fault is named at its field, and a
+// file of anything else (a key, given by mistake) is not trusted as
+// nothing.
+func upstreamCA(file string, p *field.Path) *field.Error {
+	if file == "" {
+		return nil
+	}
+	if !filepath.IsAbs(file) {
+		return field.Invalid(p, file, "must be an absolute path")
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return field.Invalid(p, file, "cannot be read: "+err.Error())
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return field.Invalid(p, file, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+	}
+	return nil
 }
 
 // underAny tells whether path is one of dirs or below one of them.

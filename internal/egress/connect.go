@@ -52,7 +52,8 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 // another site that the same address serves (domain fronting). A hello
 // without a server name is refused too, since the proxy could not say
 // which site it asks for. The refusal comes after the 200, so the client
-// sees its connection closed, and the run's counters say why.
+// sees its connection closed, and the run's counters say why. A name the
+// run's terminator serves is handed to it instead of tunnelled.
 func (s *Server) connectTLS(ctx context.Context, w http.ResponseWriter, name string) {
 	client, in, ok := hijack(w)
 	if !ok {
@@ -73,6 +74,10 @@ func (s *Server) connectTLS(ctx context.Context, w http.ResponseWriter, name str
 	}
 	if sni := lowerASCII(hello.serverName); sni != name {
 		s.decide(Attempt{Outcome: RefusedName, Target: shown(sni, 443), Reason: "the TLS server name is not the CONNECT name " + name})
+		return
+	}
+	if s.term != nil && s.term.Terminates(name) {
+		s.terminate(ctx, client, in, hello, name)
 		return
 	}
 	upstream, err := s.proxy.dial(ctx, name, 443)

@@ -142,6 +142,12 @@ func newProxy(cfg Config, up *upstreams, more map[string]string) *Proxy {
 // will, and returns its server and socket.
 func serve(t *testing.T, p *Proxy, observe func(Attempt), patterns ...string) (*Server, string) {
 	t.Helper()
+	return serveTerminating(t, p, observe, nil, patterns...)
+}
+
+// serveTerminating is serve with a terminator for the run.
+func serveTerminating(t *testing.T, p *Proxy, observe func(Attempt), term Terminator, patterns ...string) (*Server, string) {
+	t.Helper()
 	policy, err := ParsePolicy(patterns...)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +162,7 @@ func serve(t *testing.T, p *Proxy, observe func(Attempt), patterns ...string) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := p.Serve(l, policy, observe)
+	s := p.Serve(l, policy, observe, term)
 	t.Cleanup(func() { s.Close() })
 	return s, sock
 }

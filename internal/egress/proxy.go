@@ -7,8 +7,11 @@
 // itself, and dials by address through netguard, which refuses the host's
 // loopback, link-local, private and own addresses on the address actually
 // dialled. A CONNECT to port 443 must send a TLS ClientHello naming the
-// CONNECT name. It logs nothing: what it refuses is counted per run and
-// told to an optional observer, by host and port only, never a URL.
+// CONNECT name. A run's Terminator, when it has one, serves the TLS
+// connections to the names it terminates (package intercept: the host adds
+// a credential); every other name is tunnelled untouched. It logs
+// nothing: what it refuses is counted per run and told to an optional
+// observer, by host and port only, never a URL.
 package egress
 
 import (
@@ -112,6 +115,7 @@ type Server struct {
 	proxy   *Proxy
 	policy  Policy
 	observe func(Attempt)
+	term    Terminator
 	stats   counters
 	slots   chan struct{}
 	http    *http.Server
@@ -131,12 +135,14 @@ type Server struct {
 // Serve serves one run on l (the run's socket) with its policy until Close.
 // observe, when not nil, is told of every attempt, allowed or refused, on
 // the connection's goroutine: it must not block (an event recorder or a
-// metric counter).
-func (p *Proxy) Serve(l net.Listener, policy Policy, observe func(Attempt)) *Server {
+// metric counter). term, when not nil, serves the TLS connections to the
+// names it terminates; every other name is tunnelled.
+func (p *Proxy) Serve(l net.Listener, policy Policy, observe func(Attempt), term Terminator) *Server {
 	s := &Server{
 		proxy:   p,
 		policy:  policy,
 		observe: observe,
+		term:    term,
 		slots:   make(chan struct{}, p.cfg.MaxConns),
 		open:    map[net.Conn]struct{}{},
 	}

@@ -44,14 +44,31 @@ type Gate struct {
 	dir   string
 	root  *os.Root
 	proxy *egress.Proxy
+	roots Roots
 
 	mu      sync.Mutex
-	servers map[string]*egress.Server // by run UID
+	servers map[string]served // by run UID
+}
+
+// served is what serves one run: its proxy server, and its injector when
+// it has credentials.
+type served struct {
+	server   *egress.Server
+	injector *intercept.Injector
+}
+
+// close ends the run's serving; its credentials' values go with the
+// injector.
+func (s served) close() {
+	_ = s.server.Close() // the listener's close error says nothing of use
+	if s.injector != nil {
+		s.injector.Close()
+	}
 }
 
 // New opens the host's socket directory dir, made if missing, for a proxy
-// built from cfg.
-func New(dir string, cfg egress.Config) (*Gate, error) {
+// built from cfg, which verifies credentialed upstreams against roots.
+func New(dir string, cfg egress.Config, roots Roots) (*Gate, error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("making the egress socket directory: %w", err)
 	}
@@ -59,7 +76,7 @@ func New(dir string, cfg egress.Config) (*Gate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the egress socket directory: %w", err)
 	}
-	return &Gate{dir: dir, root: root, proxy: egress.New(cfg), servers: map[string]*egress.Server{}}, nil
+	return &Gate{dir: dir, root: root, proxy: egress.New(cfg), roots: roots, servers: map[string]served{}}, nil
 }
 
 // RunDir is the host path of a run's directory, which its container mounts.
@@ -70,9 +87,14 @@ type Run struct {
 	// Policy is the names the run may reach.
 	Policy egress.Policy
 	// Credentials are added to the run's requests to their hosts, keyed by
-	// host name. Without any, the proxy ends no TLS for the run.
-	// TODO(i28): served by the gate (CA files in the run's directory).
+	// host name; each host must be allowed on port 443 by Policy. Without
+	// any, the proxy ends no TLS for the run; with some, the run's directory
+	// holds its CA (CAName) and the bundle its container trusts
+	// (CABundleName).
 	Credentials map[string]intercept.Credential
+	// Deadline is the run's: its CA is valid until a margin past it. Zero:
+	// a day from when the run is served.
+	Deadline time.Time
 	// Observe is told of every attempt (see egress.Proxy.Serve); may be nil.
 	Observe func(egress.Attempt)
 	// Rejected is told of every 401 or 403 answer of a credentialed host;
@@ -81,10 +103,10 @@ type Run struct {
 }
 
 // Serve serves the run's socket, unless this process serves it already. A
-// socket an earlier process left is replaced; the directory stays, so a
-// running container's mount of it sees the new socket.
+// socket an earlier process left is replaced, and so are the CA files, in
+// place, with a new CA; the directory stays, so a running container's
+// mount of it sees the new socket and CA.
 func (g *Gate) Serve(uid string, run Run) error {
-	policy, observe := run.Policy, run.Observe
 	if err := validUID(uid); err != nil {
 		return err
 	}
@@ -96,22 +118,43 @@ func (g *Gate) Serve(uid string, run Run) error {
 	if err := g.makeRunDir(uid); err != nil {
 		return err
 	}
+	l, err := g.listen(uid)
+	if err != nil {
+		return err
+	}
+	var (
+		s    served
+		term egress.Terminator
+	)
+	if len(run.Credentials) > 0 {
+		if term, s.injector, err = g.credentials(uid, run); err != nil {
+			_ = l.Close()
+			return err
+		}
+	}
+	s.server = g.proxy.Serve(l, run.Policy, run.Observe, term)
+	g.servers[uid] = s
+	return nil
+}
+
+// listen listens on the run's socket, replacing one an earlier process
+// left.
+func (g *Gate) listen(uid string) (net.Listener, error) {
 	rel := filepath.Join(uid, SocketName)
 	if err := g.root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing the run's old egress socket: %w", err)
+		return nil, fmt.Errorf("removing the run's old egress socket: %w", err)
 	}
 	// The directory was checked to be one, not a link, just now, under a
 	// directory only the host writes: listening by path stays in it.
 	l, err := net.Listen("unix", filepath.Join(g.dir, rel))
 	if err != nil {
-		return fmt.Errorf("listening on the run's egress socket: %w", err)
+		return nil, fmt.Errorf("listening on the run's egress socket: %w", err)
 	}
 	if err := g.root.Chmod(rel, socketMode); err != nil {
 		_ = l.Close()
-		return fmt.Errorf("opening the run's egress socket to its container: %w", err)
+		return nil, fmt.Errorf("opening the run's egress socket to its container: %w", err)
 	}
-	g.servers[uid] = g.proxy.Serve(l, policy, observe)
-	return nil
+	return l, nil
 }
 
 // makeRunDir makes the run's directory, or checks that the one there is a
@@ -150,7 +193,20 @@ func (g *Gate) Stats(uid string) (egress.Stats, bool) {
 	if !ok {
 		return egress.Stats{}, false
 	}
-	return s.Stats(), true
+	return s.server.Stats(), true
+}
+
+// CredentialStats are the counts of the run's credentials since this
+// process began serving it, by host; nil when it does not serve the run or
+// the run has none.
+func (g *Gate) CredentialStats(uid string) map[string]intercept.Counts {
+	g.mu.Lock()
+	s := g.servers[uid]
+	g.mu.Unlock()
+	if s.injector == nil {
+		return nil
+	}
+	return s.injector.Counts()
 }
 
 // Stop ends the run's serving, cutting its connections, and removes its
@@ -165,7 +221,7 @@ func (g *Gate) Stop(uid string) error {
 	delete(g.servers, uid)
 	g.mu.Unlock()
 	if ok {
-		_ = s.Close() // the listener's close error says nothing of use
+		s.close()
 	}
 	if err := g.root.RemoveAll(uid); err != nil {
 		return fmt.Errorf("removing the run's egress directory: %w", err)
@@ -203,10 +259,10 @@ func (g *Gate) Collect(keep func(uid string) bool, olderThan time.Time) ([]strin
 func (g *Gate) Close() error {
 	g.mu.Lock()
 	servers := g.servers
-	g.servers = map[string]*egress.Server{}
+	g.servers = map[string]served{}
 	g.mu.Unlock()
 	for _, s := range servers {
-		_ = s.Close()
+		s.close()
 	}
 	return g.root.Close()
 }

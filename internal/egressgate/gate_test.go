@@ -37,7 +37,7 @@ func newGate(t *testing.T, dir string) (*Gate, string) {
 	g, err := New(dir, egress.Config{
 		Resolver:     loopbackNames{},
 		Destinations: netguard.Destinations{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
-	})
+	}, Roots{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,10 +131,12 @@ func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
 
 // ServerConfig is the TLS configuration the proxy terminates a
 // credentialed name's connections with: the leaf for the hello's server
-// name, and nothing for any other.
+// name, and nothing for any other; HTTP/1.1 only (ALPN), which the
+// injector's server speaks.
 func (a *Authority) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
 		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return a.Leaf(h.ServerName)
 		},

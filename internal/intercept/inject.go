@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/agentrun/agentrun/internal/credential"
 	"github.com/agentrun/agentrun/internal/redact"
@@ -34,7 +37,13 @@ type Injector struct {
 	// values masks every credential's value and rendered header value.
 	values    *redact.Redactor
 	transport *http.Transport
+	// counts are each host's; the map is made once, read without a lock.
+	counts   map[string]*counts
+	rejected func(host string, status int)
 }
+
+// upstreamIdle is how long an upstream connection is kept for reuse.
+const upstreamIdle = 90 * time.Second
 
 // Dialer opens the connection to an upstream: the egress proxy's, which
 // looks the name up itself and refuses private addresses.
@@ -42,8 +51,10 @@ type Dialer func(ctx context.Context, network, address string) (net.Conn, error)
 
 // NewInjector returns the injector of a run's credentials, keyed by host
 // name. Upstreams are verified against roots (nil: the system's).
-func NewInjector(creds map[string]Credential, roots *x509.CertPool, dial Dialer) (*Injector, error) {
-	in := &Injector{headers: map[string][2]string{}}
+// rejected, when not nil, is told of every 401 or 403 answer of a host, on
+// the request's goroutine: it must not block.
+func NewInjector(creds map[string]Credential, roots *x509.CertPool, dial Dialer, rejected func(host string, status int)) (*Injector, error) {
+	in := &Injector{headers: map[string][2]string{}, counts: map[string]*counts{}, rejected: rejected}
 	var secrets []string
 	for host, c := range creds {
 		if err := credential.CheckHeader(c.Header); err != nil {
@@ -54,6 +65,7 @@ func NewInjector(creds map[string]Credential, roots *x509.CertPool, dial Dialer)
 			return nil, fmt.Errorf("credential for %s: %w", host, err)
 		}
 		in.headers[host] = [2]string{credential.CanonicalHeader(c.Header), v}
+		in.counts[host] = &counts{}
 		secrets = append(secrets, c.Value, v)
 	}
 	in.values = redact.New(secrets...)
@@ -65,6 +77,9 @@ func NewInjector(creds map[string]Credential, roots *x509.CertPool, dial Dialer)
 		// transport asks for gzip and decodes it, so bodies are masked as
 		// plain text.
 		DisableCompression: false,
+		// An upstream connection kept for reuse is the run's: it goes
+		// when unused, as a tunnel does when idle.
+		IdleConnTimeout: upstreamIdle,
 	}
 	return in, nil
 }
@@ -80,18 +95,28 @@ func (in *Injector) Handler(host string) http.Handler {
 			http.Error(w, "no credential for this host", http.StatusMisdirectedRequest)
 		})
 	}
+	n := in.counts[host]
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme, out.URL.Host, out.Host = "https", host, host
-			// Del first: the agent's own header of that name is replaced,
-			// not sent beside ours.
-			out.Header.Del(h[0])
+			// Set, not Add: the agent's own header of that name is
+			// replaced, not sent beside ours.
 			out.Header.Set(h[0], h[1])
 			out.Header.Del("Accept-Encoding")
+			n.requests.Add(1)
 		},
-		Transport:      in.transport,
-		ModifyResponse: in.mask,
+		Transport: in.transport,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+				n.rejected.Add(1)
+				if in.rejected != nil {
+					in.rejected(host, resp.StatusCode)
+				}
+			}
+			return in.mask(resp)
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			// The error may quote the upstream; never the request's headers.
 			http.Error(w, "agentrun egress: "+in.values.Values(err.Error()), http.StatusBadGateway)
@@ -138,6 +163,7 @@ type maskedBody struct {
 	pending string // read, not yet masked
 	ready   string // masked, not yet returned
 	err     error
+	buf     []byte // what src reads into
 }
 
 func (b *maskedBody) Read(p []byte) (int, error) {
@@ -149,12 +175,14 @@ func (b *maskedBody) Read(p []byte) (int, error) {
 			}
 			return 0, b.err
 		}
-		buf := make([]byte, 32<<10)
-		n, err := b.src.Read(buf)
-		b.pending += string(buf[:n])
+		if b.buf == nil {
+			b.buf = make([]byte, 32<<10)
+		}
+		n, err := b.src.Read(b.buf)
+		b.pending += string(b.buf[:n])
 		b.err = err
 		if err == nil {
-			c := b.r.Cut(b.pending, len(b.pending))
+			c := b.r.CutValues(b.pending, len(b.pending))
 			b.ready, b.pending = b.r.Values(b.pending[:c]), b.pending[c:]
 		}
 	}
@@ -166,10 +194,31 @@ func (b *maskedBody) Read(p []byte) (int, error) {
 func (b *maskedBody) Close() error { return b.src.Close() }
 
 // Counts are how a run's credential for one host was used.
-// TODO(i28): counted by the injector.
 type Counts struct {
 	// Requests is how many requests the credential was added to.
 	Requests int64
 	// Rejected is how many of them the host answered 401 or 403.
 	Rejected int64
 }
+
+// counts are one host's Counts as they are counted.
+type counts struct{ requests, rejected atomic.Int64 }
+
+// Counts are each credentialed host's counts so far, by host.
+func (in *Injector) Counts() map[string]Counts {
+	all := make(map[string]Counts, len(in.counts))
+	for host, n := range in.counts {
+		all[host] = Counts{Requests: n.requests.Load(), Rejected: n.rejected.Load()}
+	}
+	return all
+}
+
+// Terminates tells whether the injector has a credential for name.
+func (in *Injector) Terminates(name string) bool {
+	_, ok := in.headers[name]
+	return ok
+}
+
+// Close closes the upstream connections kept for reuse; the run's serving
+// has ended.
+func (in *Injector) Close() { in.transport.CloseIdleConnections() }

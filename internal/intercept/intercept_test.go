@@ -68,7 +68,7 @@ func run(t *testing.T, up *upstream, roots *x509.CertPool, format string) *http.
 	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, up.Listener.Addr().String())
 	}
-	in, err := NewInjector(map[string]Credential{"example.com": {Header: "authorization", Format: f, Value: token + "\n"}}, roots, dial)
+	in, err := NewInjector(map[string]Credential{"example.com": {Header: "authorization", Format: f, Value: token + "\n"}}, roots, dial, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package redact
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math/rand/v2"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -203,6 +205,46 @@ func TestCutKeepsValuesWhole(t *testing.T) {
 	}
 	if c := r.Cut("ordinary text\nmore of it\n", 25); c != 25 {
 		t.Errorf("ordinary text is cut at %d, not 25", c)
+	}
+}
+
+// CutValues, for a stream masked with Values, holds back a value the text
+// to come may complete but not a token shape, which Values never masks: a
+// streamed answer is passed on at once.
+func TestCutValuesHoldsBackValuesNotTokenShapes(t *testing.T) {
+	r := New(plainValue)
+	shape := "x sk-ant-api03-AbCdEfGhIjKlMnOpQrSt y"
+	if c := r.CutValues(shape, 12); c != 12 {
+		t.Errorf("a token shape is cut at %d, not 12", c)
+	}
+	if c := r.CutValues("abc "+plainValue[:10], 8); c > 4 {
+		t.Errorf("a value begun is cut at %d, after its start at 4", c)
+	}
+}
+
+// The scan for wrapped base64 runs finds what the pattern it replaces
+// found: runs of base64 characters going on across "\n" or "\r\n".
+func TestWrappedRunsAreFoundAsThePatternFindsThem(t *testing.T) {
+	pattern := regexp.MustCompile(`[A-Za-z0-9+/=_-]+(?:\r?\n[A-Za-z0-9+/=_-]+)+`)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "aZ9+/=_-\r\n .:\x00\xff"
+	for range 20000 {
+		b := make([]byte, rnd.IntN(40))
+		for i := range b {
+			b[i] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		s := string(b)
+		var got [][]int
+		for from := 0; ; {
+			start, end := wrappedRun(s, from)
+			if start < 0 {
+				break
+			}
+			got, from = append(got, []int{start, end}), end
+		}
+		if want := pattern.FindAllStringIndex(s, -1); !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("in %q: found %v, the pattern %v", s, got, want)
+		}
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentrun/agentrun/internal/credential"
 	"github.com/agentrun/agentrun/internal/egress"
 	"github.com/agentrun/agentrun/internal/egressforward"
+	"github.com/agentrun/agentrun/internal/intercept"
 	"github.com/agentrun/agentrun/internal/netguard"
 	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
@@ -31,6 +33,15 @@ import (
 // it, the bench's table resolver gives its loopback address, and its
 // certificate, from a CA made for the step, names it.
 const upstreamName = "upstream.bench.test"
+
+// credentialedName is the same upstream under a second name, which the
+// download's run holds a credential for: the proxy ends TLS for it and adds
+// the credential, where it tunnels upstreamName untouched.
+const credentialedName = "credentialed.bench.test"
+
+// benchToken is the credential the proxy adds to credentialedName's
+// requests, a bearer token in their Authorization header.
+const benchToken = "agentrun-bench-token-c0ffee"
 
 // egressPath is how a client reaches the upstream.
 type egressPath int
@@ -46,28 +57,56 @@ const (
 	// (internal/egressforward, in the bench's process) that carries the
 	// connection to the run's socket: the whole path of a run's tools.
 	viaForwarder
+	// viaCredential: as viaForwarder, to credentialedName: the proxy ends
+	// the client's TLS with the run's CA, which the client trusts, adds
+	// the credential and sends the request over TLS of its own to the
+	// upstream, verified against the upstream's CA.
+	viaCredential
+	pathCount
 )
 
-var egressPaths = []egressPath{direct, viaProxy, viaForwarder}
+var egressPaths = []egressPath{direct, viaProxy, viaForwarder, viaCredential}
 
 func (p egressPath) String() string {
-	return [...]string{"direct", "proxy (Unix socket)", "forwarder + proxy"}[p]
+	return [...]string{"direct", "proxy (Unix socket)", "forwarder + proxy", "forwarder + proxy, credential added"}[p]
+}
+
+// key names the path in the figures' keys.
+func (p egressPath) key() string { return [...]string{"direct", "proxy", "forwarder", "credential"}[p] }
+
+// url is path's URL on the upstream, under the name the path asks for.
+func (p egressPath) url(path string) string {
+	if p == viaCredential {
+		return "https://" + credentialedName + path
+	}
+	return "https://" + upstreamName + path
 }
 
 // egressRepetition is one egress step's figures.
 type egressRepetition struct {
-	// download are how long the whole download took in each round, by
-	// path, from the request (its connection included) to the last byte.
-	download [3][]time.Duration
-	// downloadCPU is the CPU the bench's process (client, proxy, forwarder
-	// and upstream alike) spent on each of them: what a path costs,
-	// whatever else loads the machine.
-	downloadCPU [3][]time.Duration
+	// download is the download as fast as the machine goes: on loopback,
+	// bound by the CPU of the paths' TLS ends and hops, which it measures.
+	download downloads
+	// atLink is the same download with the upstream's answer paced at
+	// -egress-link-mbit, as a real upstream's comes over the host's link
+	// (empty at 0): what a run waits for.
+	atLink downloads
 	// firstByte are the small requests' times to first byte, by path.
-	firstByte [3][]time.Duration
+	firstByte [pathCount][]time.Duration
 	// concurrent is the connections held at once through the forwarders
 	// and the proxy, concurrentDirect the same to the upstream directly.
 	concurrent, concurrentDirect concurrentResult
+}
+
+// downloads are a repetition's downloads of one kind, by path.
+type downloads struct {
+	// wall are how long the whole download took in each round, from the
+	// request (its connection included) to the last byte.
+	wall [pathCount][]time.Duration
+	// cpu is the CPU the bench's process (client, proxy, forwarder and
+	// upstream alike) spent on each of them: what a path costs, whatever
+	// else loads the machine.
+	cpu [pathCount][]time.Duration
 }
 
 // concurrentResult is what became of connections opened all at once.
@@ -87,7 +126,8 @@ func (c concurrentResult) refusedOther() int { return c.failed - int(c.overLimit
 // egressStep measures the egress proxy against the same HTTPS traffic sent
 // directly, -reps times: a download of -egress-mib MiB, -egress-requests
 // small requests each on a new connection (as a command-line tool makes
-// them: no keep-alive, no TLS session resumed), and -egress-conns
+// them: no keep-alive, no TLS session resumed), both also to a host the
+// run holds a credential for, and -egress-conns
 // connections at once spread over -egress-runs runs, each run a proxy server
 // with a policy of its own.
 func egressStep(cfg config) ([]egressRepetition, error) {
@@ -106,7 +146,7 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	perRun := (cfg.egressConns + cfg.egressRuns - 1) / cfg.egressRuns
-	b := &egressBench{up: up, dir: dir, resolver: tableResolver{upstreamName: addr}}
+	b := &egressBench{up: up, dir: dir, resolver: tableResolver{upstreamName: addr, credentialedName: addr}}
 	// The upstream is on loopback, which the proxy refuses unless the host
 	// allows it, as a test host does.
 	proxyConfig := egress.Config{
@@ -120,6 +160,11 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 	// slot a moment longer, and its successor must not meet the bound.
 	proxyConfig.MaxConns = 0
 	b.single = egress.New(proxyConfig)
+	injector, err := b.credentialed()
+	if err != nil {
+		return nil, err
+	}
+	defer injector.Close()
 	var reps []egressRepetition
 	for i := range cfg.reps {
 		step("egress (%d/%d): a %d MiB download, %d requests on new connections, %d connections at once from %d runs (bound %d a run); direct and through the proxy",
@@ -128,35 +173,63 @@ func egressStep(cfg config) ([]egressRepetition, error) {
 		if err != nil {
 			return nil, err
 		}
-		step("egress (%d/%d): download %.0f MiB/s direct, %.0f through the proxy, %.0f with the forwarder; first byte p99 %.2f ms direct, %.2f, %.2f; at once: %d of %d held, %d refused by the bound, %d otherwise%s",
-			i+1, cfg.reps, rep.mibPerS(direct, cfg), rep.mibPerS(viaProxy, cfg), rep.mibPerS(viaForwarder, cfg),
-			rep.firstByteMs(direct, 99), rep.firstByteMs(viaProxy, 99), rep.firstByteMs(viaForwarder, 99),
+		for _, k := range downloadKinds(cfg) {
+			d := k.of(rep)
+			step("egress (%d/%d): download%s %.1f MiB/s direct, %.1f through the proxy, %.1f with the forwarder, %.1f with a credential added",
+				i+1, cfg.reps, k.name, d.mibPerS(direct, cfg), d.mibPerS(viaProxy, cfg), d.mibPerS(viaForwarder, cfg), d.mibPerS(viaCredential, cfg))
+		}
+		step("egress (%d/%d): first byte p99 %.2f ms direct, %.2f, %.2f, %.2f; at once: %d of %d held, %d refused by the bound, %d otherwise%s",
+			i+1, cfg.reps,
+			rep.firstByteMs(direct, 99), rep.firstByteMs(viaProxy, 99), rep.firstByteMs(viaForwarder, 99), rep.firstByteMs(viaCredential, 99),
 			rep.concurrent.ok, cfg.egressConns, rep.concurrent.overLimit, rep.concurrent.refusedOther(), rep.concurrent.firstErrorSuffix())
 		reps = append(reps, rep)
 	}
 	return reps, nil
 }
 
-// mibPerS is the median download throughput of the repetition's rounds on
-// path p.
-func (r egressRepetition) mibPerS(p egressPath, cfg config) float64 {
-	return spreadOf(r.download[p], func(d time.Duration) float64 { return float64(cfg.egressMiB) / d.Seconds() }).Median
+// credentialed makes the download's run's credential for credentialedName,
+// as the host makes a run's (internal/egressgate): the run's CA, which the
+// bench's clients trust for that name, and the injector, which verifies the
+// upstream against the upstream's CA and dials through the proxy.
+func (b *egressBench) credentialed() (*intercept.Injector, error) {
+	format, err := credential.ParseFormat("Bearer {}")
+	if err != nil {
+		return nil, err
+	}
+	ca, err := intercept.NewAuthority([]string{credentialedName}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	creds := map[string]intercept.Credential{credentialedName: {Header: "Authorization", Format: format, Value: benchToken}}
+	in, err := intercept.NewInjector(creds, b.up.roots, b.single.Dial, nil)
+	if err != nil {
+		return nil, err
+	}
+	b.runRoots = x509.NewCertPool()
+	b.runRoots.AppendCertsFromPEM(ca.CertPEM())
+	b.terminator = intercept.NewTerminator(ca, in)
+	return in, nil
+}
+
+// mibPerS is the median download throughput of the rounds on path p.
+func (d downloads) mibPerS(p egressPath, cfg config) float64 {
+	return spreadOf(d.wall[p], func(w time.Duration) float64 { return float64(cfg.egressMiB) / w.Seconds() }).Median
 }
 
 // cpuMsPerMiB is the median CPU a MiB of the download cost on path p, over
 // the rounds.
-func (r egressRepetition) cpuMsPerMiB(p egressPath, cfg config) float64 {
-	return spreadOf(r.downloadCPU[p], func(d time.Duration) float64 { return ms(d) / float64(cfg.egressMiB) }).Median
+func (d downloads) cpuMsPerMiB(p egressPath, cfg config) float64 {
+	return spreadOf(d.cpu[p], func(c time.Duration) float64 { return ms(c) / float64(cfg.egressMiB) }).Median
 }
 
-// downloadRatio is the median over the rounds of p's throughput over the
-// direct one.
-func (r egressRepetition) downloadRatio(p egressPath) float64 {
-	rounds := make([]int, len(r.download[p]))
+// ratio is the median over the rounds of p's throughput over the direct
+// one.
+func (d downloads) ratio(p egressPath) float64 {
+	rounds := make([]int, len(d.wall[p]))
 	for i := range rounds {
 		rounds[i] = i
 	}
-	return spreadOf(rounds, func(i int) float64 { return r.download[direct][i].Seconds() / r.download[p][i].Seconds() }).Median
+	return spreadOf(rounds, func(i int) float64 { return d.wall[direct][i].Seconds() / d.wall[p][i].Seconds() }).Median
 }
 
 func (r egressRepetition) firstByteMs(p egressPath, pct float64) float64 {
@@ -178,6 +251,12 @@ func (c concurrentResult) firstErrorSuffix() string {
 // in time).
 const downloadRounds = 5
 
+// linkRounds is the same for the download paced at the link's speed: each
+// of its downloads takes the link's time (0.84 s for 100 MiB at 1 Gbit/s),
+// which the machine's load moves far less, and five rounds would add 17
+// seconds a repetition.
+const linkRounds = 3
+
 // egressBench is what the repetitions share: the upstream and the proxy.
 type egressBench struct {
 	up       *upstream
@@ -186,17 +265,21 @@ type egressBench struct {
 	// the download and the small requests.
 	bounded, single *egress.Proxy
 	dir             string // the runs' sockets
+	// terminator serves the single run's connections to credentialedName,
+	// its certificates from the run's CA, which runRoots holds.
+	terminator egress.Terminator
+	runRoots   *x509.CertPool
 }
 
 // repetition starts the runs' servers and forwarders afresh, so that each
 // repetition's bounds and counts start empty, and measures.
 func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
-	runs, err := startEgressRuns(b.bounded, b.dir, "run", cfg.egressRuns)
+	runs, err := startEgressRuns(b.bounded, b.dir, "run", cfg.egressRuns, nil)
 	defer stopEgressRuns(runs)
 	if err != nil {
 		return rep, err
 	}
-	one, err := startEgressRuns(b.single, b.dir, "single", 1)
+	one, err := startEgressRuns(b.single, b.dir, "single", 1, b.terminator)
 	defer stopEgressRuns(one)
 	if err != nil {
 		return rep, err
@@ -206,15 +289,22 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	rep.concurrent = b.concurrent(viaForwarder, runs, perRun)
 	// The paths take turns, so that whatever else loads the machine weighs
 	// on each alike.
-	size := int64(cfg.egressMiB) << 20
-	for range downloadRounds {
+	credentialed := b.up.credentialed.Load()
+	if rep.download, err = b.downloads(one[0], cfg, downloadRounds, 0); err != nil {
+		return rep, err
+	}
+	if cfg.egressLinkMbit > 0 {
+		if rep.atLink, err = b.downloads(one[0], cfg, linkRounds, cfg.egressLinkMbit); err != nil {
+			return rep, err
+		}
+		// The paced figures are of a link only if the upstream kept to
+		// it: no download faster (a pacing that did not hold), and the
+		// direct one near it, which the step prints.
+		link := linkMiBPerS(cfg)
 		for _, p := range egressPaths {
-			d, cpu, err := download(b.transport(p, one[0], false), size)
-			if err != nil {
-				return rep, fmt.Errorf("the download %s: %w", p, err)
+			if got := rep.atLink.mibPerS(p, cfg); got > 1.01*link {
+				return rep, fmt.Errorf("the download %s at %d Mbit/s ran at %.1f MiB/s, over the link's %.1f: the upstream did not pace it", p, cfg.egressLinkMbit, got, link)
 			}
-			rep.download[p] = append(rep.download[p], d)
-			rep.downloadCPU[p] = append(rep.downloadCPU[p], cpu)
 		}
 	}
 	clients := make([]*http.Client, len(egressPaths))
@@ -223,7 +313,7 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	}
 	for range cfg.egressRequests {
 		for _, p := range egressPaths {
-			d, err := firstByte(clients[p])
+			d, err := firstByte(clients[p], p)
 			if err != nil {
 				return rep, fmt.Errorf("a small request %s: %w", p, err)
 			}
@@ -233,8 +323,15 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	// Every connection through the proxy must have been counted as allowed:
 	// a figure from connections that went around it would measure nothing.
 	// (A failed connection at once is reported as such.)
-	if allowed, want := one[0].server.Stats().Allowed, int64(2*downloadRounds+2*cfg.egressRequests); allowed != want {
+	proxied := int64(len(rep.download.wall[direct]) + len(rep.atLink.wall[direct]) + cfg.egressRequests)
+	if allowed, want := one[0].server.Stats().Allowed, int64(len(egressPaths)-1)*proxied; allowed != want {
 		return rep, fmt.Errorf("the proxy allowed %d connections, the bench made %d through it", allowed, want)
+	}
+	// Likewise every request on the credentialed path must have reached the
+	// upstream with the credential: ended and sent again by the proxy, not
+	// tunnelled.
+	if got := b.up.credentialed.Load() - credentialed; got != proxied {
+		return rep, fmt.Errorf("the upstream got the credential in %d requests, the bench made %d to %s", got, proxied, credentialedName)
 	}
 	var allowed int64
 	for _, r := range runs {
@@ -245,6 +342,27 @@ func (b *egressBench) repetition(cfg config) (rep egressRepetition, err error) {
 	}
 	return rep, nil
 }
+
+// downloads downloads -egress-mib on each path through run, rounds times
+// with the paths in turn (so that whatever else loads the machine weighs on
+// each alike), the upstream's answer paced at mbit Mbit/s (0: not paced).
+func (b *egressBench) downloads(run egressRun, cfg config, rounds, mbit int) (d downloads, err error) {
+	size := int64(cfg.egressMiB) << 20
+	for range rounds {
+		for _, p := range egressPaths {
+			wall, cpu, err := download(b.transport(p, run, false), p, size, mbit)
+			if err != nil {
+				return d, fmt.Errorf("the download %s (paced at %d Mbit/s, 0: not paced): %w", p, mbit, err)
+			}
+			d.wall[p] = append(d.wall[p], wall)
+			d.cpu[p] = append(d.cpu[p], cpu)
+		}
+	}
+	return d, nil
+}
+
+// linkMiBPerS is -egress-link-mbit in MiB/s of the answer's body.
+func linkMiBPerS(cfg config) float64 { return float64(cfg.egressLinkMbit) * 1e6 / 8 / (1 << 20) }
 
 // concurrent opens perRun connections for each run all at once (through
 // the run's forwarder, or directly), each with a small request, holds them
@@ -275,11 +393,11 @@ func (b *egressBench) concurrent(p egressPath, runs []egressRun, perRun int) con
 				t := b.transport(p, r, true)
 				defer t.CloseIdleConnections()
 				c := &http.Client{Transport: t, Timeout: 2 * time.Minute}
-				_, err := get(c, "/small")
+				_, err := get(c, p.url("/small"))
 				opened.Done()
 				<-all
 				if err == nil {
-					err = heldGet(c, "/bytes?n="+strconv.Itoa(1<<20))
+					err = heldGet(c, p.url("/bytes?n="+strconv.Itoa(1<<20)))
 				}
 				if err != nil {
 					fail(err)
@@ -302,12 +420,12 @@ func (b *egressBench) concurrent(p egressPath, runs []egressRun, perRun int) con
 }
 
 // heldGet is a request that must go on the client's open connection.
-func heldGet(c *http.Client, path string) error {
+func heldGet(c *http.Client, url string) error {
 	reused := false
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
 	})
-	if _, err := getContext(ctx, c, path); err != nil {
+	if _, err := getContext(ctx, c, url); err != nil {
 		return err
 	}
 	if !reused {
@@ -316,12 +434,14 @@ func heldGet(c *http.Client, path string) error {
 	return nil
 }
 
-// download fetches size bytes through t and returns how long it took and
-// the CPU the process spent meanwhile.
-func download(t *http.Transport, size int64) (wall, cpu time.Duration, err error) {
+// download fetches size bytes on path p through t, paced at mbit Mbit/s by
+// the upstream (0: not paced), and returns how long it took and the CPU
+// the process spent meanwhile.
+func download(t *http.Transport, p egressPath, size int64, mbit int) (wall, cpu time.Duration, err error) {
 	defer t.CloseIdleConnections()
 	start, cpu0 := time.Now(), processCPU()
-	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute}, "/bytes?n="+strconv.FormatInt(size, 10))
+	n, err := get(&http.Client{Transport: t, Timeout: 10 * time.Minute},
+		p.url("/bytes?n="+strconv.FormatInt(size, 10)+"&mbit="+strconv.Itoa(mbit)))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -338,9 +458,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// firstByte makes a small request and returns the time from the start of
-// the request (before its connection) to the first byte of the answer.
-func firstByte(c *http.Client) (time.Duration, error) {
+// firstByte makes a small request on path p and returns the time from the
+// start of the request (before its connection) to the first byte of the
+// answer.
+func firstByte(c *http.Client, p egressPath) (time.Duration, error) {
 	var first time.Time
 	// The last call is the answer's: with a proxy, the CONNECT's answer
 	// comes first.
@@ -348,20 +469,19 @@ func firstByte(c *http.Client) (time.Duration, error) {
 		GotFirstResponseByte: func() { first = time.Now() },
 	})
 	start := time.Now()
-	if _, err := getContext(ctx, c, "/small"); err != nil {
+	if _, err := getContext(ctx, c, p.url("/small")); err != nil {
 		return 0, err
 	}
 	return first.Sub(start), nil
 }
 
-func get(c *http.Client, path string) (int64, error) {
-	return getContext(context.Background(), c, path)
+func get(c *http.Client, url string) (int64, error) {
+	return getContext(context.Background(), c, url)
 }
 
-// getContext gets path from the upstream over HTTPS, reads the whole answer
-// and returns its size.
-func getContext(ctx context.Context, c *http.Client, path string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+upstreamName+path, nil)
+// getContext gets url, reads the whole answer and returns its size.
+func getContext(ctx context.Context, c *http.Client, url string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -399,8 +519,12 @@ func drain(r io.Reader) (int64, error) {
 // no TLS sessions, so every connection makes a full handshake, as a new
 // process of a command-line tool does.
 func (b *egressBench) transport(p egressPath, run egressRun, keepAlive bool) *http.Transport {
+	roots := b.up.roots
+	if p == viaCredential {
+		roots = b.runRoots
+	}
 	t := &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: b.up.roots, NextProtos: []string{"http/1.1"}},
+		TLSClientConfig:   &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}},
 		DisableKeepAlives: !keepAlive,
 	}
 	var d net.Dialer
@@ -416,7 +540,7 @@ func (b *egressBench) transport(p egressPath, run egressRun, keepAlive bool) *ht
 		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", run.socket)
 		}
-	case viaForwarder:
+	case viaForwarder, viaCredential:
 		t.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: run.forwarder.Addr().String()})
 	}
 	return t
@@ -447,10 +571,14 @@ func (t tableResolver) dial(ctx context.Context, d *net.Dialer, network, address
 }
 
 // upstream is the simulated site: HTTPS on port 443 of a loopback address,
-// /small answering a few bytes and /bytes?n=N answering N bytes.
+// /small answering a few bytes and /bytes?n=N&mbit=M answering N bytes at
+// M Mbit/s (0 or none: as fast as it can).
 type upstream struct {
 	srv   *http.Server
 	roots *x509.CertPool
+	// credentialed counts the requests that came with the bench's
+	// credential.
+	credentialed atomic.Int64
 }
 
 func startUpstream(addr netip.Addr) (*upstream, error) {
@@ -458,7 +586,7 @@ func startUpstream(addr netip.Addr) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := ca.IssueTLS(upstreamName, upstreamName)
+	cert, err := ca.IssueTLS(upstreamName, upstreamName, credentialedName)
 	if err != nil {
 		return nil, err
 	}
@@ -468,20 +596,24 @@ func startUpstream(addr netip.Addr) (*upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the simulated upstream (-egress-address): %w", err)
 	}
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(serveUpstream),
+	up := &upstream{roots: ca.Pool()}
+	up.srv = &http.Server{
+		Handler:           http.HandlerFunc(up.serve),
 		ReadHeaderTimeout: time.Minute,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}},
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	return &upstream{srv: srv, roots: ca.Pool()}, nil
+	go func() { _ = up.srv.ServeTLS(l, "", "") }()
+	return up, nil
 }
 
 // chunk is what /bytes writes, again and again.
 var chunk = make([]byte, 256<<10)
 
-func serveUpstream(w http.ResponseWriter, r *http.Request) {
+func (up *upstream) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") == "Bearer "+benchToken {
+		up.credentialed.Add(1)
+	}
 	switch r.URL.Path {
 	case "/small":
 		_, _ = io.WriteString(w, "ok\n")
@@ -491,9 +623,16 @@ func serveUpstream(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "n: a number of bytes", http.StatusBadRequest)
 			return
 		}
+		mbit, err := strconv.Atoi(r.URL.Query().Get("mbit"))
+		if err != nil || mbit < 0 {
+			mbit = 0
+		}
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		link := newLink(mbit)
 		for n > 0 {
-			k, err := w.Write(chunk[:min(n, int64(len(chunk)))])
+			piece := chunk[:min(n, link.write)]
+			link.wait(len(piece))
+			k, err := w.Write(piece)
 			if err != nil {
 				return
 			}
@@ -501,6 +640,48 @@ func serveUpstream(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+// link paces an answer's writes at a link's speed: a token bucket over
+// wall time, filled at the link's rate up to linkBurst bytes, which each
+// write takes from, waiting while the bucket holds too few. A write that
+// waited longer than it had to (a timer's slack, a busy core, a slow
+// reader) is made up for by the next ones, up to the bucket's size: a link
+// does not send faster after a pause, and its pace stays the rate, not the
+// rate less the timers' slack.
+type link struct {
+	bytesPerS float64 // 0: not paced
+	// write is the most a write sends.
+	write  int64
+	tokens float64
+	last   time.Time
+}
+
+// linkWrite and linkBurst are a paced answer's writes and its bucket's
+// size: 64 KiB, half a millisecond at 1 Gbit/s, and four of them.
+const (
+	linkWrite = 64 << 10
+	linkBurst = 4 * linkWrite
+)
+
+func newLink(mbit int) *link {
+	if mbit == 0 {
+		return &link{write: int64(len(chunk))}
+	}
+	return &link{bytesPerS: float64(mbit) * 1e6 / 8, write: linkWrite, last: time.Now()}
+}
+
+// wait returns when the link may send n bytes.
+func (l *link) wait(n int) {
+	if l.bytesPerS == 0 {
+		return
+	}
+	now := time.Now()
+	l.tokens = min(linkBurst, l.tokens+now.Sub(l.last).Seconds()*l.bytesPerS) - float64(n)
+	l.last = now
+	if l.tokens < 0 {
+		time.Sleep(time.Duration(-l.tokens / l.bytesPerS * float64(time.Second)))
 	}
 }
 
@@ -514,12 +695,13 @@ type egressRun struct {
 }
 
 // startEgressRuns starts n runs on p, named prefix-0 to prefix-(n-1), each
-// allowed the upstream and a name of its own.
-func startEgressRuns(p *egress.Proxy, dir, prefix string, n int) ([]egressRun, error) {
+// allowed the upstream under both its names and a name of its own, term
+// (when not nil) serving the names it holds a credential for.
+func startEgressRuns(p *egress.Proxy, dir, prefix string, n int, term egress.Terminator) ([]egressRun, error) {
 	var runs []egressRun
 	for i := range n {
 		name := fmt.Sprintf("%s-%d", prefix, i)
-		policy, err := egress.ParsePolicy(upstreamName, name+".bench.test")
+		policy, err := egress.ParsePolicy(upstreamName, credentialedName, name+".bench.test")
 		if err != nil {
 			return runs, err
 		}
@@ -529,7 +711,7 @@ func startEgressRuns(p *egress.Proxy, dir, prefix string, n int) ([]egressRun, e
 		if err != nil {
 			return runs, err
 		}
-		r := egressRun{socket: socket, server: p.Serve(l, policy, nil)}
+		r := egressRun{socket: socket, server: p.Serve(l, policy, nil, term)}
 		if r.forwarder, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			_ = r.server.Close()
 			return runs, err
@@ -553,51 +735,94 @@ type namedSpread struct {
 	spread spread
 }
 
+// downloadKind is one of a repetition's downloads, as the figures name it.
+type downloadKind struct {
+	of func(egressRepetition) downloads
+	// key ends its figures' keys, name its table rows' paths.
+	key, name string
+}
+
+// downloadKinds are the download as fast as the machine goes and, unless
+// -egress-link-mbit is 0, the one paced at the link's speed.
+func downloadKinds(cfg config) []downloadKind {
+	kinds := []downloadKind{{of: func(r egressRepetition) downloads { return r.download }}}
+	if cfg.egressLinkMbit > 0 {
+		kinds = append(kinds, downloadKind{
+			of:   func(r egressRepetition) downloads { return r.atLink },
+			key:  "_at_link",
+			name: fmt.Sprintf(" at %d Mbit/s", cfg.egressLinkMbit),
+		})
+	}
+	return kinds
+}
+
 // egressFigures are the egress step's figures: each proxied one beside the
 // direct one of the same repetitions, and their ratio or difference taken
 // within each repetition.
 func egressFigures(reps []egressRepetition, cfg config) []namedSpread {
 	of := func(f func(egressRepetition) float64) spread { return spreadOf(reps, f) }
-	mibPerS := func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }) }
-	cpuPerMiB := func(p egressPath) spread {
-		return of(func(r egressRepetition) float64 { return r.cpuMsPerMiB(p, cfg) })
-	}
 	p99 := func(p egressPath) spread { return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) }) }
 	added := func(p egressPath) spread {
 		return of(func(r egressRepetition) float64 { return r.firstByteMs(p, 99) - r.firstByteMs(direct, 99) })
 	}
-	return []namedSpread{
-		{"egress_download_ratio", of(func(r egressRepetition) float64 { return r.downloadRatio(viaProxy) })},
-		{"egress_download_ratio_forwarder", of(func(r egressRepetition) float64 { return r.downloadRatio(viaForwarder) })},
-		{"egress_download_direct_mib_per_s", mibPerS(direct)},
-		{"egress_download_proxy_mib_per_s", mibPerS(viaProxy)},
-		{"egress_download_forwarder_mib_per_s", mibPerS(viaForwarder)},
-		{"egress_download_cpu_ms_per_mib_direct", cpuPerMiB(direct)},
-		{"egress_download_cpu_ms_per_mib_proxy", cpuPerMiB(viaProxy)},
-		{"egress_download_cpu_ms_per_mib_forwarder", cpuPerMiB(viaForwarder)},
-		{"egress_first_byte_p99_added_ms", added(viaProxy)},
-		{"egress_first_byte_p99_added_forwarder_ms", added(viaForwarder)},
-		{"egress_first_byte_p99_direct_ms", p99(direct)},
-		{"egress_first_byte_p99_proxy_ms", p99(viaProxy)},
-		{"egress_first_byte_p99_forwarder_ms", p99(viaForwarder)},
+	// The proxy's ratio and added time were the step's first figures:
+	// their keys name no path.
+	suffix := func(p egressPath) string {
+		if p == viaProxy {
+			return ""
+		}
+		return "_" + p.key()
+	}
+	var figures []namedSpread
+	each := func(paths []egressPath, key func(egressPath) string, f func(egressPath) spread) {
+		for _, p := range paths {
+			figures = append(figures, namedSpread{key(p), f(p)})
+		}
+	}
+	proxied := egressPaths[1:]
+	for _, k := range downloadKinds(cfg) {
+		each(proxied, func(p egressPath) string { return "egress_download_ratio" + suffix(p) + k.key },
+			func(p egressPath) spread { return of(func(r egressRepetition) float64 { return k.of(r).ratio(p) }) })
+		each(egressPaths, func(p egressPath) string { return "egress_download_" + p.key() + "_mib_per_s" + k.key },
+			func(p egressPath) spread {
+				return of(func(r egressRepetition) float64 { return k.of(r).mibPerS(p, cfg) })
+			})
+		each(egressPaths, func(p egressPath) string { return "egress_download_cpu_ms_per_mib_" + p.key() + k.key },
+			func(p egressPath) spread {
+				return of(func(r egressRepetition) float64 { return k.of(r).cpuMsPerMiB(p, cfg) })
+			})
+	}
+	each(proxied, func(p egressPath) string { return "egress_first_byte_p99_added" + suffix(p) + "_ms" }, added)
+	each(egressPaths, func(p egressPath) string { return "egress_first_byte_p99_" + p.key() + "_ms" }, p99)
+	return append(figures, []namedSpread{
 		{"egress_at_once_refused_other", of(func(r egressRepetition) float64 { return float64(r.concurrent.refusedOther()) })},
 		{"egress_at_once_over_limit", of(func(r egressRepetition) float64 { return float64(r.concurrent.overLimit) })},
 		{"egress_at_once_direct_failed", of(func(r egressRepetition) float64 { return float64(r.concurrentDirect.failed) })},
-	}
+	}...)
 }
 
 // printEgress prints the egress step's table, by path.
 func printEgress(reps []egressRepetition, cfg config) {
 	fmt.Printf("\negress: a %d MiB download (%d rounds a repetition, the paths in turn) and %d small requests on new connections, by path, %d repetition(s); median [min, max]\n",
 		cfg.egressMiB, downloadRounds, cfg.egressRequests, len(reps))
-	fmt.Printf("%-46s %26s %26s %26s %26s %26s\n", "path", "download MiB/s", "CPU ms a MiB", "first byte p50 ms", "p95 ms", "p99 ms")
-	for _, p := range egressPaths {
-		fmt.Printf("%-46s %26s %26s", p, spreadOf(reps, func(r egressRepetition) float64 { return r.mibPerS(p, cfg) }),
-			spreadOf(reps, func(r egressRepetition) float64 { return r.cpuMsPerMiB(p, cfg) }))
-		for _, pct := range []float64{50, 95, 99} {
-			fmt.Printf(" %26s", spreadOf(reps, func(r egressRepetition) float64 { return r.firstByteMs(p, pct) }))
+	if cfg.egressLinkMbit > 0 {
+		fmt.Printf("the same download with the upstream's answer paced at %d Mbit/s (%.1f MiB/s), %d rounds a repetition: the rows \"at %d Mbit/s\"\n",
+			cfg.egressLinkMbit, linkMiBPerS(cfg), linkRounds, cfg.egressLinkMbit)
+	}
+	fmt.Printf("%-52s %26s %26s %26s %26s %26s\n", "path", "download MiB/s", "CPU ms a MiB", "first byte p50 ms", "p95 ms", "p99 ms")
+	for _, k := range downloadKinds(cfg) {
+		for _, p := range egressPaths {
+			fmt.Printf("%-52s %26s %26s", p.String()+k.name, spreadOf(reps, func(r egressRepetition) float64 { return k.of(r).mibPerS(p, cfg) }),
+				spreadOf(reps, func(r egressRepetition) float64 { return k.of(r).cpuMsPerMiB(p, cfg) }))
+			// The small requests are not paced: their figures are on the
+			// unpaced rows.
+			if k.key == "" {
+				for _, pct := range []float64{50, 95, 99} {
+					fmt.Printf(" %26s", spreadOf(reps, func(r egressRepetition) float64 { return r.firstByteMs(p, pct) }))
+				}
+			}
+			fmt.Println()
 		}
-		fmt.Println()
 	}
 	wall := func(c func(egressRepetition) concurrentResult) spread {
 		return spreadOf(reps, func(r egressRepetition) float64 { return ms(c(r).wall) })

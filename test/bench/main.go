@@ -17,8 +17,11 @@
 //     at once;
 //  7. egress: the host's egress proxy against the same HTTPS traffic sent
 //     directly, in the bench's process (it needs no stack; run first, while
-//     the stack is idle): a large download, time to first byte on new
-//     connections, and many connections at once from several runs.
+//     the stack is idle): a large download, as fast as the machine goes
+//     and paced at a link's speed, time to first byte on new connections,
+//     and many connections at once from several runs; the downloads and
+//     first byte also to a host the run holds a credential for (the proxy
+//     ends TLS and adds it).
 //
 // Steps 1, 2, 4, 5, 6 and 7 run -reps times; each figure is reported as the median of
 // the repetitions, with their min and max. It prints a table and, last, one
@@ -80,8 +83,11 @@ type config struct {
 	// egress step; 0 MiB skip it. onlyEgress runs it alone.
 	egressMiB, egressRequests int
 	egressConns, egressRuns   int
-	egressAddress             string
-	onlyEgress                bool
+	// egressLinkMbit paces the upstream's answer of a second download at
+	// a link's speed; 0 skips it.
+	egressLinkMbit int
+	egressAddress  string
+	onlyEgress     bool
 }
 
 func main() {
@@ -98,6 +104,7 @@ func main() {
 	flag.IntVar(&cfg.egressRequests, "egress-requests", 1000, "small HTTPS requests of the egress step, each on a new connection, on each path")
 	flag.IntVar(&cfg.egressConns, "egress-conns", 200, "connections at once of the egress step, spread over -egress-runs runs (each run's bound is its share)")
 	flag.IntVar(&cfg.egressRuns, "egress-runs", 8, "runs of the egress step: proxy servers with a policy of their own")
+	flag.IntVar(&cfg.egressLinkMbit, "egress-link-mbit", 1000, "Mbit/s of the link the egress step's second download comes over (the upstream paces its answer; 1000: a host's 1 Gbit/s NIC), beside the unpaced one; 0 skips it")
 	flag.StringVar(&cfg.egressAddress, "egress-address", "127.0.77.1", "loopback address whose port 443 the egress step's simulated upstream listens on")
 	flag.BoolVar(&cfg.onlyEgress, "only-egress", false, "run the egress step alone (no stack needed)")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
@@ -682,7 +689,7 @@ func report(r results, cfg config) error {
 	}
 	fmt.Println()
 	for _, k := range keys {
-		fmt.Printf("%-46s %26s\n", k, figures[k].String())
+		fmt.Printf("%-50s %26s\n", k, figures[k].String())
 	}
 	if len(r.reps) > 0 {
 		printScale(r.scale, cfg)
@@ -701,7 +708,7 @@ func report(r results, cfg config) error {
 		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
 		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
 		"egress_mib": cfg.egressMiB, "egress_requests": cfg.egressRequests, "egress_conns": cfg.egressConns, "egress_runs": cfg.egressRuns,
-		"figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
+		"egress_link_mbit": cfg.egressLinkMbit, "figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
 		"per_run": map[string]any{
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
 			"api_writes_by_verb":        perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.apiWrites }),

@@ -519,10 +519,12 @@ type EgressConfiguration struct {
 	// +optional
 	Forwarder *string `json:"forwarder,omitempty"`
 
-	// UpstreamCAFile is a PEM file of CA certificates the proxy trusts
-	// beside the host's system roots when it opens its own TLS connection
-	// to a credentialed host (spec.egress.credentials); runs that trust
-	// the run's CA trust these too. Default: none.
+	// UpstreamCAFile is the absolute path of a PEM file of CA certificates
+	// the proxy trusts beside the host's system roots when it opens its own
+	// TLS connection to a credentialed host (spec.egress.credentials); runs
+	// that trust the run's CA trust these too. Read when the manager
+	// starts, which refuses a file it cannot read or that holds no
+	// certificate. Default: none.
 	// +optional
 	UpstreamCAFile string `json:"upstreamCAFile,omitempty"`
 
@@ -530,7 +532,9 @@ type EgressConfiguration struct {
 	// named by SSL_CERT_FILE and its kin, where the host mounts, read-only,
 	// the bundle of CA certificates the run trusts (the system roots and
 	// its own CA) when the run has credentials: the system bundles of the
-	// agent images. Default: [/etc/ssl/certs/ca-certificates.crt].
+	// agent images. At most 8 absolute, clean paths, none under
+	// /run/agentrun (where the run's own directory is mounted). Default:
+	// [/etc/ssl/certs/ca-certificates.crt].
 	// +optional
 	CABundlePaths []string `json:"caBundlePaths,omitempty"`
 

@@ -103,6 +103,10 @@ func RunEvents(ctx context.Context, run *agentsv1alpha1.AgentRun) []eventsv1.Eve
 	return out
 }
 
+// CleanUp deletes the run after the spec and waits until its containers are
+// gone, which needs a host manager still running then: cleanups run in the
+// reverse order of their registration, so register it after the manager's
+// start (again, if the spec starts a manager after it).
 func CleanUp(run *agentsv1alpha1.AgentRun) {
 	DeferCleanup(func(ctx SpecContext) {
 		_ = K8s.Delete(ctx, run)

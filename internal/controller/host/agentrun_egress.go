@@ -28,10 +28,17 @@ type EgressProxy struct {
 	Forwarder string
 	// Proxy are the proxy's settings, the same for every run.
 	Proxy egress.Config
+	// UpstreamCAFile holds the CAs the proxy trusts for credentialed
+	// upstreams beside the system roots (host.egress.upstreamCAFile); "":
+	// none.
+	UpstreamCAFile string
 	// ProxyWait is how long a run's forwarder waits for the proxy to
 	// answer before the run ends EgressUnavailable; 0: the forwarder's own
 	// default (a minute, longer than a manager's restart).
 	ProxyWait time.Duration
+	// CABundlePaths are where a credentialed run's container gets its CA
+	// bundle mounted read-only (host.egress.caBundlePaths).
+	CABundlePaths []string
 }
 
 // Where a proxied run's container finds the forwarder and the directory of

@@ -97,6 +97,10 @@ await up; wget -q -O- http://allowed.test/up; echo " up=$?"`, sync+":/sync")
 		// The next manager's first pass finds the run running and serves
 		// its socket again.
 		DeferCleanup(controllertest.StartHostConfig(cfg))
+		// Cleanups run last first: this one, registered after the next
+		// manager's start, removes the run while that manager still runs to
+		// remove its container.
+		controllertest.CleanUp(run)
 		socket := filepath.Join(cfg.EgressProxy.SocketDir, string(controllertest.Get(ctx, run).UID), "egress.sock")
 		Eventually(func() error {
 			c, err := net.Dial("unix", socket)

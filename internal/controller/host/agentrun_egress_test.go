@@ -60,7 +60,7 @@ func proxyingHarness(t *testing.T, permitted []string, run *agentsv1alpha1.Agent
 	if err := os.WriteFile(forwarder, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	gate, err := egressgate.New(filepath.Join(dir, "sockets"), egress.Config{})
+	gate, err := egressgate.New(filepath.Join(dir, "sockets"), egress.Config{}, egressgate.Roots{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestAProxiedRunHasNoNetworkButTheForwarderAndItsSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = h.r.egress.gate.Close()
-	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{})
+	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{}, egressgate.Roots{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -265,6 +265,7 @@ var _ = Describe("A run's completion callback", func() {
 			tarpit.release <- struct{}{} // the first process's try, which it no longer waits for
 			Expect(controllertest.ConditionOf(controllertest.Get(ctx, run), agentsv1alpha1.ConditionNotified).Type).To(BeEmpty(), "a stopping host records no outcome")
 			DeferCleanup(controllertest.StartHostConfig(cfg))
+			controllertest.CleanUp(run) // before the next manager stops: see the egress suite's restart spec
 			Eventually(tarpit.arrived).WithContext(ctx).WithTimeout(60*time.Second).Should(Receive(), "the next process tries again")
 		})
 

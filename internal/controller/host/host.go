@@ -244,7 +244,11 @@ func (r *AgentRunReconciler) setupEgress(mgr ctrl.Manager) error {
 	if r.EgressProxy.SocketDir == "" {
 		return nil
 	}
-	gate, err := egressgate.New(r.EgressProxy.SocketDir, r.EgressProxy.Proxy)
+	roots, err := egressgate.SystemRoots(r.EgressProxy.UpstreamCAFile)
+	if err != nil {
+		return err
+	}
+	gate, err := egressgate.New(r.EgressProxy.SocketDir, r.EgressProxy.Proxy, roots)
 	if err != nil {
 		return err
 	}

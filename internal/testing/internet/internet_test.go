@@ -216,7 +216,7 @@ func TestEgressProxyReachesTheSites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := egress.New(egress.Config{Resolver: n.Resolver()}).Serve(l, policy, nil)
+	proxy := egress.New(egress.Config{Resolver: n.Resolver()}).Serve(l, policy, nil, nil)
 	defer proxy.Close()
 	viaProxy := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: "egress"}),

@@ -73,6 +73,16 @@ func egressAllow(names ...string) func(*agentsv1alpha1.AgentRun) {
 	return func(r *agentsv1alpha1.AgentRun) { r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: names} }
 }
 
+// withCredential lets the run reach api.github.com and github.com and adds
+// a credential for api.github.com from github-token, as edit changes it.
+func withCredential(edit func(*agentsv1alpha1.EgressCredential)) func(*agentsv1alpha1.AgentRun) {
+	return func(r *agentsv1alpha1.AgentRun) {
+		c := agentsv1alpha1.EgressCredential{Host: "api.github.com", SecretName: "github-token"}
+		edit(&c)
+		r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: []string{"api.github.com", "github.com"}, Credentials: []agentsv1alpha1.EgressCredential{c}}
+	}
+}
+
 var documentedRules = []TableEntry{
 	Entry("env var format in secretsEnv (reference)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.SecretsEnv["1BAD"] = "tok" },
@@ -155,6 +165,47 @@ var documentedRules = []TableEntry{
 	Entry("a port with a leading zero in egress.allow (ours)", invalidCase{egressAllow("github.com:0443"), "spec.egress.allow[0]", "(rule: egress name)"}),
 	// A list of type set answers duplicates in the API server's own words.
 	Entry("a name twice in egress.allow (ours)", invalidCase{egressAllow("github.com", "github.com"), "spec.egress.allow[1]", "Duplicate value"}),
+	Entry("a credential format without {} (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Format = "Bearer" }),
+		"spec.egress.credentials[0].format", "(rule: credential format)"}),
+	Entry("a credential format with a newline (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Format = "Bearer {}\r\nX-Evil: 1" }),
+		"spec.egress.credentials[0].format", "(rule: credential format)"}),
+	Entry("a credential format with an unknown function (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Format = "Basic sha256(x-access-token:{})" }),
+		"spec.egress.credentials[0].format", "(rule: credential format)"}),
+	Entry("a credential in Content-Length (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Header = "Content-Length" }),
+		"spec.egress.credentials[0].header", "(rule: credential header)"}),
+	Entry("a credential header with a colon (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Header = "Authorization:" }),
+		"spec.egress.credentials[0].header", "(rule: credential header)"}),
+	// CEL names the list (the rule spans allow and credentials), the
+	// webhook the host.
+	Entry("a credential for a host egress.allow does not let through (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Host = "gist.github.com" }),
+		"spec.egress.credentials", "(rule: credential host allowed)"}),
+	Entry("a credential for a wildcard (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Host = "*.github.com" })(r)
+			r.Spec.Egress.Allow = []string{"*.github.com"}
+		},
+		"spec.egress.credentials[0].host", "(rule: credential host)"}),
+	Entry("a credential for a name with a port (ours)", invalidCase{
+		func(r *agentsv1alpha1.AgentRun) {
+			withCredential(func(c *agentsv1alpha1.EgressCredential) { c.Host = "github.com:443" })(r)
+			r.Spec.Egress.Allow = []string{"github.com:443"}
+		},
+		"spec.egress.credentials[0].host", "(rule: credential host)"}),
+	Entry("a credential's secret name with a space (Podman's pattern)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.SecretName = "github token" }),
+		"spec.egress.credentials[0].secretName", "(rule: Podman secret name)"}),
+	Entry("LD_PRELOAD as a credential's placeholder (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.PlaceholderEnv = []string{"LD_PRELOAD"} }),
+		"spec.egress.credentials[0].placeholderEnv[0]", "(rule: blocked vars)"}),
+	Entry("a credential's placeholder also in secretsEnv (ours)", invalidCase{
+		withCredential(func(c *agentsv1alpha1.EgressCredential) { c.PlaceholderEnv = []string{"GH_TOKEN"} }),
+		"spec.egress.credentials", "(rule: one source per variable)"}),
 	Entry("egress with a network of the run's own (ours)", invalidCase{
 		func(r *agentsv1alpha1.AgentRun) {
 			egressAllow("github.com")(r)
@@ -175,6 +226,30 @@ var _ = Describe("Creating an AgentRun", func() {
 			run := referenceRun()
 			egressAllow("github.com", "*.githubusercontent.com", "registry.npmjs.org:443")(run)
 			Expect(c.Create(sctx, run)).To(Succeed())
+		}
+	})
+
+	It("accepts GitHub's credentials in both forms, with and without the webhook, and defaults the header and format", func(sctx SpecContext) {
+		for _, c := range []client.Client{webhookClient, celOnlyClient} {
+			run := referenceRun()
+			delete(run.Spec.Podman.SecretsEnv, "GH_TOKEN")
+			run.Spec.Egress = &agentsv1alpha1.EgressSpec{
+				Allow: []string{"api.github.com", "github.com:443"},
+				Credentials: []agentsv1alpha1.EgressCredential{
+					{Host: "api.github.com", SecretName: "github-token", PlaceholderEnv: []string{"GH_TOKEN"}},
+					{Host: "github.com", SecretName: "github-token", Header: "authorization", Format: "Basic base64(x-access-token:{})"},
+				},
+			}
+			Expect(c.Create(sctx, run)).To(Succeed())
+			Expect(run.Spec.Egress.Credentials[0].Header).To(Equal("Authorization"))
+			Expect(run.Spec.Egress.Credentials[0].Format).To(Equal("Bearer {}"))
+			Expect(run.Spec.Egress.Credentials[1].Format).To(Equal("Basic base64(x-access-token:{})"))
+
+			By("cancelling it: the defaults do not count as a change")
+			Expect(c.Patch(sctx, run, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))).To(Succeed())
+			changed := run.DeepCopy()
+			changed.Spec.Egress.Credentials[0].Format = "token {}"
+			expectRefused(c.Update(sctx, changed), "spec", "(rule: immutable spec)")
 		}
 	})
 

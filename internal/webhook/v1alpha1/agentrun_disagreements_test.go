@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -70,7 +71,7 @@ var disagreementsByDesign = []disagreement{
 		reason: "the typed AgentRun the webhook decodes cannot tell \"\" from an absent field (omitempty), and treats " +
 			"both as unset; the CRD sees the JSON and applies the field's pattern to \"\"",
 		crdOnly: func(v verdict, e *field.Error) bool {
-			return slices.Contains(optionalStringFields, e.Field) && valueAt(v.obj, e.Field) == ""
+			return (slices.Contains(optionalStringFields, e.Field) || credentialDefaulted.MatchString(e.Field)) && valueAt(v.obj, e.Field) == ""
 		},
 	},
 	{
@@ -102,6 +103,10 @@ var optionalStringFields = []string{
 	"spec.podman.memory", "spec.podman.cpus", "spec.podman.network",
 	"spec.claude.model", "spec.claude.maxBudgetUSD", "spec.claude.permissionMode", "spec.claude.appendSystemPrompt",
 }
+
+// credentialDefaulted are a credential's header and format, which the CRD
+// defaults when absent: the webhook reads "" as that default.
+var credentialDefaulted = regexp.MustCompile(`^spec\.egress\.credentials\[[0-9]+\]\.(header|format)$`)
 
 // timeoutPattern is spec.timeout's pattern in the CRD.
 var timeoutPattern = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`)
@@ -156,16 +161,25 @@ func dropEmpty(x any) any {
 	return x
 }
 
-// valueAt returns the value at a path of map keys such as spec.podman.memory,
-// or nil.
+// valueAt returns the value at a path of map keys and list indices such as
+// spec.podman.memory or spec.egress.credentials[0].format, or nil.
 func valueAt(obj map[string]any, path string) any {
 	var x any = obj
-	for _, key := range strings.Split(path, ".") {
+	for _, step := range strings.Split(path, ".") {
+		key, index, indexed := strings.Cut(strings.TrimSuffix(step, "]"), "[")
 		m, ok := x.(map[string]any)
 		if !ok {
 			return nil
 		}
 		x = m[key]
+		if indexed {
+			list, _ := x.([]any)
+			i, err := strconv.Atoi(index)
+			if err != nil || i < 0 || i >= len(list) {
+				return nil
+			}
+			x = list[i]
+		}
 	}
 	return x
 }

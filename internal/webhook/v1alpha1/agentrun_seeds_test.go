@@ -86,6 +86,51 @@ var seedVerdicts = map[string]map[string]seedVerdict{
 		"volumes-33":                    bothRefuse,
 		"workdir-too-long":              bothRefuse,
 	},
+	"FuzzEgressCredential": {
+		"anthropic-x-api-key":               bothAccept,
+		"format-256":                        bothAccept,
+		"format-257":                        bothRefuse,
+		"format-base64-unclosed":            bothRefuse,
+		"format-base64-without-placeholder": bothRefuse,
+		"format-braces":                     bothRefuse,
+		"format-crlf-header":                bothRefuse,
+		"format-empty":                      onlyCRDRefuses,
+		"format-function-name-prefixed":     bothRefuse,
+		"format-newline":                    bothRefuse,
+		"format-no-placeholder":             bothRefuse,
+		"format-non-ascii":                  bothRefuse,
+		"format-two-placeholders":           bothRefuse,
+		"format-unknown-function":           bothRefuse,
+		"format-value-as-user":              bothAccept,
+		"github-api-defaults":               bothAccept,
+		"github-git-basic":                  bothAccept,
+		"header-colon":                      bothRefuse,
+		"header-content-length":             bothRefuse,
+		"header-empty":                      onlyCRDRefuses,
+		"header-proxy-authorization-lower":  bothRefuse,
+		"header-token-symbols":              bothAccept,
+		"host-allowed-on-other-port":        bothRefuse,
+		"host-ip":                           bothRefuse,
+		"host-is-wildcard-base":             bothRefuse,
+		"host-not-allowed":                  bothRefuse,
+		"host-port":                         bothRefuse,
+		"host-under-wildcard":               bothAccept,
+		"host-under-wildcard-443":           bothAccept,
+		"host-under-wildcard-other-port":    bothRefuse,
+		"host-upper-case":                   bothRefuse,
+		"host-wildcard":                     bothRefuse,
+		"placeholder-agent-prompt":          bothRefuse,
+		"placeholder-bad-name":              bothRefuse,
+		"placeholder-beside-env":            bothAccept,
+		"placeholder-in-env":                bothRefuse,
+		"placeholder-in-secrets-env":        bothRefuse,
+		"placeholder-in-two-credentials":    bothRefuse,
+		"placeholder-ld-preload":            bothRefuse,
+		"same-host-twice":                   bothRefuse,
+		"secret-bad-name":                   bothRefuse,
+		"secret-empty":                      bothRefuse,
+		"two-credentials":                   bothAccept,
+	},
 	"FuzzAgentRunUpdate": {
 		// stored-timeout-go-cannot-decode has none: its stored run does not decode, and it is skipped.
 		"backoff-changed":                     bothRefuse,
@@ -144,19 +189,31 @@ func verdictWord(ok bool) string {
 // seedAdmission admits a seed of target as the target does.
 func seedAdmission(t *testing.T, target string, values []any) verdict {
 	t.Helper()
+	if target == "FuzzEgressCredential" {
+		var in credentialInput
+		fill(t, &in, values)
+		return admit(t, in.object(), nil)
+	}
 	var in specInput
-	fields := reflect.ValueOf(&in).Elem()
+	rest := fill(t, &in, values)
+	if target == "FuzzAgentRunCreate" {
+		return createAdmission(t, in)
+	}
+	return updateAdmission(t, in, rest[0].(uint8), rest[1].(string), rest[2].(uint8))
+}
+
+// fill sets the fields of the struct in points to from the first values, in
+// order, and returns the values left.
+func fill(t *testing.T, in any, values []any) []any {
+	t.Helper()
+	fields := reflect.ValueOf(in).Elem()
 	if len(values) < fields.NumField() {
 		t.Fatalf("%d values, want at least %d", len(values), fields.NumField())
 	}
 	for i := range fields.NumField() {
 		fields.Field(i).Set(reflect.ValueOf(values[i]))
 	}
-	if target == "FuzzAgentRunCreate" {
-		return createAdmission(t, in)
-	}
-	rest := values[fields.NumField():]
-	return updateAdmission(t, in, rest[0].(uint8), rest[1].(string), rest[2].(uint8))
+	return values[fields.NumField():]
 }
 
 // readCorpusFile reads a file of Go's fuzzing corpus format (go test fuzz

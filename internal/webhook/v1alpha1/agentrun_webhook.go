@@ -54,7 +54,9 @@ func (v *AgentRunValidator) SetupWithManager(mgr ctrl.Manager) error {
 // ValidateCreate refuses a new run that breaks any rule, listing every
 // violation, and warns about volume options that change files on the host.
 func (v *AgentRunValidator) ValidateCreate(_ context.Context, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
-	errs := append(agentsv1alpha1.ValidateAgentRun(run), validateEgressNames(run)...)
+	errs := agentsv1alpha1.ValidateAgentRun(run)
+	errs = append(errs, validateEgressNames(run)...)
+	errs = append(errs, validateEgressCredentials(run)...)
 	for _, extra := range v.ExtraCreateRules {
 		errs = append(errs, extra(run)...)
 	}
