@@ -403,18 +403,23 @@ start_manager() {
 # The machine may have no internet, and the demo shows a run reaching a name
 # it may and refused another: the single host's egress proxy resolves names
 # with hack/demointernet, which answers WEB_NAMES with its own address and
-# serves "hello from NAME" on port 80, from a network namespace of its own
+# serves "hello from NAME" on port 80 (and, on 443, an HTTPS stand-in that
+# tells which Authorization it received, with a CA of its own, WEB_CA, which
+# the host's proxy trusts: host.egress.upstreamCAFile), from a network
+# namespace of its own
 # joined to the machine by a veth (hack/netns.sh), on a /24 of
 # 198.18.0.0/15 picked by the state folder (the tests' simulated internet
 # skips a /24 the machine has an address in). The host may reach it
 # (allowedCIDRs: the proxy refuses 198.18.0.0/15 by default) and permits
-# example.com, which the egress sample lists; example.org it does not.
+# example.com, which the egress sample lists, and api.github.com, which the
+# credentials sample does; example.org it does not.
 WEB_KEY=$(printf %s "$STATE" | sha256sum | cut -c1-8)
 WEB_SLOT=$((16#${WEB_KEY:0:4} % 512))
 WEB_NET=198.$((18 + WEB_SLOT / 256)).$((WEB_SLOT % 256))
 WEB_NS=arweb-$WEB_KEY
 WEB_VETH=arweb$WEB_KEY
-WEB_NAMES=(example.com example.org)
+WEB_NAMES=(example.com example.org api.github.com)
+WEB_CA=$STATE/web-ca.pem
 
 # web_egress_config: the single host's egress settings for the stand-in
 # (under host.egress); nothing for a fleet's hosts.
@@ -423,7 +428,8 @@ web_egress_config() {
   cat <<EOF
     resolver: "$WEB_NET.2:53"
     allowedCIDRs: ["$WEB_NET.0/24"]
-    permitted: [example.com]
+    permitted: [example.com, api.github.com, github.com]
+    upstreamCAFile: "$WEB_CA"
 EOF
 }
 
@@ -435,7 +441,7 @@ web_up() {
     "$ROOT/hack/netns.sh" link "$WEB_NS" "$WEB_VETH" "$WEB_NET.1/24" "$WEB_NET.2/24"
   fi
   # nsenter execs it: the pid is the server's.
-  nohup nsenter --net="/var/run/netns/$WEB_NS" -- "$ROOT/bin/demointernet" --addr "$WEB_NET.2" "${WEB_NAMES[@]}" >>"$STATE/web.log" 2>&1 &
+  nohup nsenter --net="/var/run/netns/$WEB_NS" -- "$ROOT/bin/demointernet" --addr "$WEB_NET.2" --ca-file "$WEB_CA" "${WEB_NAMES[@]}" >>"$STATE/web.log" 2>&1 &
   echo $! >"$STATE/web.pid"
   disown $!
   wait_for "the stand-in internet answering on $WEB_NET.2" 10 "$STATE/web.log" curl -fsS --max-time 2 "http://$WEB_NET.2/"
@@ -743,11 +749,14 @@ up() {
     if [[ -f $STATE/$main.pid ]]; then
       step "the $main (pid $(pid_of "$main")) is not running: restarting it; the control plane and its AgentRuns are kept"
     fi
-  elif [[ -z $HOSTS ]]; then
-    web_up
+  elif [[ -z $HOSTS ]] && alive web "$ROOT/bin/demointernet"; then
     step "already up"
     usage
     return
+  elif [[ -z $HOSTS ]]; then
+    # A new stand-in makes a new CA, which the running manager has not read.
+    step "the stand-in internet is not running: starting it, and the manager again, which trusts its CA"
+    stop "$main"
   fi
 
   local targets=(build) what="the manager"
@@ -858,7 +867,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid,egress}
+  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid,web-ca.pem,egress}
   rmdir "$STATE" 2>/dev/null || true
 }
 
@@ -970,7 +979,7 @@ demo() {
   step "kubectl apply -k config/samples"
   kubectl apply -k "$ROOT/config/samples"
   step "waiting for the runs to finish"
-  kubectl wait --for=condition=Finished agentrun/hello agentrun/review-prs agentrun/fetch-pages --timeout=120s
+  kubectl wait --for=condition=Finished agentrun/hello agentrun/review-prs agentrun/fetch-pages agentrun/whoami --timeout=120s
   echo
   kubectl get agentruns -o wide
   echo
@@ -986,13 +995,25 @@ demo() {
     step "fetch-pages did not reach example.com and get refused example.org"
     return 1
   fi
+  step "whoami uses the token of Podman secret github-token without holding it (spec.egress.credentials): what it saw, then status.egress.credentials:"
+  local whoami used
+  whoami=$(kubectl get agentrun whoami -o jsonpath='{.status.output}')
+  used=$(kubectl get agentrun whoami -o jsonpath='{.status.egress.credentials}')
+  printf '%s\n%s\n' "$whoami" "$used"
+  # The stand-in echoes the Authorization it received; the proxy masks the
+  # token in that echo, so the run sees "Bearer ***": the token arrived, and
+  # the placeholder did not.
+  if [[ $whoami != *"GH_TOKEN in the container: agentrun-injected"* || $whoami != *"Authorization: Bearer ***"* ]]; then
+    step "whoami did not get its token added by the host"
+    return 1
+  fi
   step "an invalid run is refused: kubectl apply -f hack/demo/invalid-agentrun.yaml"
   if kubectl apply -f "$ROOT/hack/demo/invalid-agentrun.yaml"; then
     step "the invalid run was accepted: this is a bug"
     return 1
   fi
   echo
-  for run in review-prs hello fetch-pages; do
+  for run in review-prs hello fetch-pages whoami; do
     [[ $(kubectl get agentrun "$run" -o jsonpath='{.status.phase}') == Succeeded ]] || {
       step "run $run did not succeed"
       return 1

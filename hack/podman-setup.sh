@@ -50,6 +50,8 @@ if [[ "$current_hash" != "$image_hash" ]]; then
   printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nagent:x:1000:\n' >"$rootfs/etc/group"
   install -m 0755 "$ROOT"/test/image/bin/* "$rootfs/usr/local/bin/"
+  build_fetch() { (cd "$ROOT" && CGO_ENABLED=0 GOFLAGS= go build -trimpath -o "$rootfs/usr/local/bin/fetch" ./test/image/fetch); }
+  logged build_fetch
   import_test_image() {
     tar -C "$rootfs" -c . | podman import \
       --change 'ENV PATH=/usr/local/bin:/bin' --change 'WORKDIR /workspace' \

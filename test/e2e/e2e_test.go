@@ -126,7 +126,7 @@ var _ = Describe("agentrun on the local stack", func() {
 		ns := newNamespace()
 		ensureSampleNeeds()
 		kubectlOK("apply", "-n", ns, "-k", filepath.Join(root, "config", "samples"))
-		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/hello", "agentrun/review-prs", "agentrun/fetch-pages", "--timeout=90s")
+		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/hello", "agentrun/review-prs", "agentrun/fetch-pages", "agentrun/whoami", "--timeout=90s")
 
 		table := kubectlOK("get", "agentruns", "-n", ns)
 		Expect(strings.Fields(strings.SplitN(table, "\n", 2)[0])).To(Equal([]string{"NAME", "PHASE", "HOST", "ATTEMPTS", "EXIT", "DURATION", "AGE"}))
@@ -149,6 +149,15 @@ var _ = Describe("agentrun on the local stack", func() {
 		Expect(fetched).NotTo(ContainSubstring("hello from example.org"))
 		Expect(kubectlOK("get", "agentrun", "fetch-pages", "-n", ns, "-o", "jsonpath={.status.egress.mode} {.status.egress.allowed} {.status.egress.refused}")).
 			To(Equal("proxy 1 1"))
+
+		// whoami holds a placeholder; the host's proxy adds the secret to its
+		// request to the stack's stand-in for api.github.com, which echoes
+		// the Authorization it received, masked by the proxy on the way back.
+		whoami := kubectlOK("get", "agentrun", "whoami", "-n", ns, "-o", "jsonpath={.status.output}")
+		Expect(whoami).To(ContainSubstring("GH_TOKEN in the container: agentrun-injected"))
+		Expect(whoami).To(ContainSubstring("hello from api.github.com over HTTPS; the request's Authorization: Bearer ***"))
+		Expect(kubectlOK("get", "agentrun", "whoami", "-n", ns, "-o", "jsonpath={.status.egress.credentials[0].host} {.status.egress.credentials[0].secretName} {.status.egress.credentials[0].requests}")).
+			To(Equal("api.github.com github-token 1"))
 
 		Expect(kubectlOK("get", "agentrun", "review-prs", "-n", ns, "-o", "jsonpath={.status.agentResult.result}")).
 			To(Equal("Done: Review the open PRs using gh CLI"), "the fake agent's JSON result is parsed into status")
