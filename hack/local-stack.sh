@@ -1034,7 +1034,7 @@ demo() {
   # The records too: a demo run again on this stack runs the samples again.
   kubectl delete agentrun hello --wait=true >/dev/null
   kubectl delete agentrunrecords hello review-prs fetch-pages --ignore-not-found >/dev/null
-  step "demo done: the sample runs Succeeded, fetch-pages reached example.com and was refused example.org, and hello applied again did not run twice"
+  step "demo done: the sample runs Succeeded, fetch-pages reached example.com and was refused example.org, whoami used a token it never held, and hello applied again did not run twice"
 }
 
 case ${1:-} in
