@@ -2,7 +2,6 @@ package egressgate
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/agentrun/agentrun/internal/credential"
 	"github.com/agentrun/agentrun/internal/egress"
+	"github.com/agentrun/agentrun/internal/egressgate/egressgatetest"
 	"github.com/agentrun/agentrun/internal/intercept"
 	"github.com/agentrun/agentrun/internal/testing/internet"
 )
@@ -111,27 +111,11 @@ func startInternet(t *testing.T) (*internet.Internet, *site, *site) {
 	return n, cred, echo
 }
 
-// client is the run's client as its container has it: through the run's
-// socket (the forwarder's CONNECT), trusting only the run's bundle.
+// client is the run's client as its container has it.
 func (c *credentialed) client(t *testing.T) *http.Client {
 	t.Helper()
-	bundle, err := os.ReadFile(filepath.Join(c.g.RunDir(uid), CABundleName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(bundle) {
-		t.Fatal("the run's bundle holds no certificate")
-	}
-	return &http.Client{Transport: &http.Transport{
-		Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: "egress"}),
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", filepath.Join(c.g.RunDir(uid), SocketName))
-		},
-		TLSClientConfig:   &tls.Config{RootCAs: pool},
-		DisableKeepAlives: true,
-	}}
+	dir := c.g.RunDir(uid)
+	return egressgatetest.RunClient(t, filepath.Join(dir, CABundleName), filepath.Join(dir, SocketName))
 }
 
 // terminated is a TLS connection to name through the run's socket, open

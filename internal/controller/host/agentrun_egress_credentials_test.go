@@ -1,14 +1,9 @@
 package host
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,6 +20,7 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
 	"github.com/agentrun/agentrun/internal/egress"
 	"github.com/agentrun/agentrun/internal/egressgate"
+	"github.com/agentrun/agentrun/internal/egressgate/egressgatetest"
 	"github.com/agentrun/agentrun/internal/intercept"
 	"github.com/agentrun/agentrun/internal/testing/internet"
 )
@@ -269,7 +265,8 @@ func TestTheProxysCountsReachStatusAndARefusalMakesAnEvent(t *testing.T) {
 	run := h.reconcileUntil("used", agentsv1alpha1.PhaseRunning)
 	_ = h.events()
 
-	c := runClient(t, gate.RunDir(string(run.UID)))
+	dir := gate.RunDir(string(run.UID))
+	c := egressgatetest.RunClient(t, filepath.Join(dir, egressgate.CABundleName), filepath.Join(dir, egressgate.SocketName))
 	for path, want := range map[string]int{"/ok": http.StatusOK, "/stale": http.StatusUnauthorized} {
 		resp, err := c.Get("https://api.test" + path)
 		if err != nil {
@@ -294,29 +291,6 @@ func TestTheProxysCountsReachStatusAndARefusalMakesAnEvent(t *testing.T) {
 	if !reflect.DeepEqual(run.Status.Egress.Credentials, want) {
 		t.Errorf("status.egress.credentials after a pass too = %+v, want %+v: counted twice?", run.Status.Egress.Credentials, want)
 	}
-}
-
-// runClient is a client as the run's container has one: through its
-// socket, trusting its bundle.
-func runClient(t *testing.T, runDir string) *http.Client {
-	t.Helper()
-	bundle, err := os.ReadFile(filepath.Join(runDir, egressgate.CABundleName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(bundle) {
-		t.Fatal("the run's bundle holds no certificate")
-	}
-	return &http.Client{Transport: &http.Transport{
-		Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: "egress"}),
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", filepath.Join(runDir, egressgate.SocketName))
-		},
-		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		DisableKeepAlives: true,
-	}}
 }
 
 // This process's counts are added to an earlier one's, and setting them
