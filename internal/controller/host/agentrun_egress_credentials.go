@@ -1,7 +1,6 @@
 package host
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -38,11 +37,11 @@ func readCredentials(ctx context.Context, secrets secretReader, run *agentsv1alp
 		if errs := agentsv1alpha1.ValidateSecretName(path.Child("secretName"), name); len(errs) > 0 {
 			return nil, errs.ToAggregate()
 		}
-		header := cmp.Or(c.Header, "Authorization")
+		header := c.HeaderOrDefault()
 		if err := credential.CheckHeader(header); err != nil {
 			return nil, fmt.Errorf("%s: %w", path.Child("header"), err)
 		}
-		format, err := credential.ParseFormat(cmp.Or(c.Format, "Bearer {}"))
+		format, err := credential.ParseFormat(c.FormatOrDefault())
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path.Child("format"), err)
 		}
