@@ -102,7 +102,7 @@ func Fit(b *agentsv1alpha1.AgentRunBudget, runCap USD, now time.Time) (bool, str
 		why += fmt.Sprintf("; %d of its %d runs are counted", t.Runs, *b.Spec.MaxRuns)
 	}
 	if runCap > limit {
-		return false, why + fmt.Sprintf(": the run's cap is more than the whole budget, so it cannot start under it (lower spec.claude.maxBudgetUSD)")
+		return false, why + ": the run's cap is more than the whole budget, so it cannot start under it (lower spec.claude.maxBudgetUSD)"
 	}
 	if at, ok := FreesAt(b, runCap); ok {
 		return false, why + "; enough frees by " + at.UTC().Format(time.RFC3339) + ", or sooner as running runs finish under their caps"

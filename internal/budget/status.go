@@ -43,7 +43,7 @@ func RunCap(run *agentsv1alpha1.AgentRun, budgets []agentsv1alpha1.AgentRunBudge
 	for i := range budgets {
 		d, err := ParseUSD(budgets[i].Spec.DefaultRunCapUSD)
 		if err == nil && (!found || d < runCap) {
-			runCap, hostCap, found = d, budgets[i].Spec.DefaultRunCapUSD, true
+			runCap, found = d, true
 		}
 	}
 	if !found {

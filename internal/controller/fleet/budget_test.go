@@ -20,7 +20,7 @@ import (
 func teamBudget() *agentsv1alpha1.AgentRunBudget {
 	return &agentsv1alpha1.AgentRunBudget{
 		ObjectMeta: metav1.ObjectMeta{Name: "team-budget", Namespace: "team"},
-		Spec: agentsv1alpha1.AgentRunBudgetSpec{Window: metav1.Duration{Duration: time.Hour}, MaxCostUSD: "0.05", DefaultRunCapUSD: "0.02"},
+		Spec:       agentsv1alpha1.AgentRunBudgetSpec{Window: metav1.Duration{Duration: time.Hour}, MaxCostUSD: "0.05", DefaultRunCapUSD: "0.02"},
 	}
 }
 
