@@ -23,24 +23,30 @@ var _ = Describe("An AgentRunBudget", func() {
 		}
 		Expect(controllertest.K8s.Create(ctx, b)).To(Succeed())
 		DeferCleanup(func(ctx SpecContext) { Expect(client.IgnoreNotFound(controllertest.K8s.Delete(ctx, b))).To(Succeed()) })
-		// The fake agent reports total_cost_usd 0.0012 after working 4s.
-		newRun := func(prefix, host string) *agentsv1alpha1.AgentRun {
+		// The fake agent reports total_cost_usd 0.0012 after working.
+		newRun := func(prefix, host, seconds string) *agentsv1alpha1.AgentRun {
 			run := controllertest.NewRun(prefix, func(r *agentsv1alpha1.AgentRun) {
 				r.Labels = selector
 				r.Spec.HostName = host
 				r.Spec.Command = []string{"fake-agent"}
-				r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"FAKE_AGENT_SLEEP": "4"}
+				r.Spec.Podman.Env = map[string]agentsv1alpha1.EnvValue{"FAKE_AGENT_SLEEP": agentsv1alpha1.EnvValue(seconds)}
 			})
 			Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
 			controllertest.CleanUp(run)
 			return run
 		}
-		first, second := newRun("budget-a", ""), newRun("budget-b", "")
-		for _, run := range []*agentsv1alpha1.AgentRun{first, second} {
-			controllertest.WaitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 30*time.Second)
-		}
-		// Pinned: its host claims it only once the fleet reserved.
-		held := newRun("budget-held", controllertest.HostA)
+		// Placed by the fleet, each reserving the default cap, 0.02.
+		first, second := newRun("budget-a", "", "8"), newRun("budget-b", "", "8")
+		Eventually(func(g Gomega) {
+			for _, run := range []*agentsv1alpha1.AgentRun{first, second} {
+				got := controllertest.Get(ctx, run)
+				g.Expect(got.Status.Budget).To(HaveField("ReservedUSD", "0.02"))
+				g.Expect(got.Status.Host).NotTo(BeEmpty())
+			}
+		}).WithContext(ctx).WithTimeout(20 * time.Second).Should(Succeed())
+		// Pinned: its host claims it only once the fleet reserved, which
+		// it cannot while the two run.
+		held := newRun("budget-held", controllertest.HostA, "1")
 		Eventually(func(g Gomega) {
 			got := controllertest.Get(ctx, held)
 			g.Expect(got.Status.Host).To(BeEmpty())
