@@ -25,6 +25,8 @@ const (
 	ReasonBudgetSpent = "Spent"
 )
 
+// Window End is a string column, the timestamp: kubectl prints a date
+// column as the time since, and a future time as <invalid>.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=arb,categories=agents
@@ -33,7 +35,7 @@ const (
 // +kubebuilder:printcolumn:name="Limit",type=string,JSONPath=`.spec.maxCostUSD`
 // +kubebuilder:printcolumn:name="Runs",type=integer,JSONPath=`.status.runs`
 // +kubebuilder:printcolumn:name="Window",type=string,JSONPath=`.spec.window`,priority=1
-// +kubebuilder:printcolumn:name="Window End",type=date,JSONPath=`.status.nextReleaseTime`
+// +kubebuilder:printcolumn:name="Window End",type=string,JSONPath=`.status.nextReleaseTime`,description="When the window's oldest entry leaves it"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // AgentRunBudget is a ceiling on what the AgentRuns of its namespace (those
