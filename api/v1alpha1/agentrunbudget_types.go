@@ -85,8 +85,10 @@ type AgentRunBudgetSpec struct {
 
 	// Selector picks the namespace's runs the budget counts, by label; none
 	// means every run of the namespace. A run several budgets select must
-	// fit in each.
+	// fit in each. (The fleet reads a selector it cannot parse as selecting
+	// every run: a budget never stops holding through a typo.)
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? has(e.values) && size(e.values) > 0 : e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0))",message="each selector expression's operator must be In or NotIn with values, or Exists or DoesNotExist without (rule: budget selector)"
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 
 	// DefaultRunCapUSD is the cap of a run that sets no

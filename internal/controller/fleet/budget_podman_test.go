@@ -75,6 +75,12 @@ var _ = Describe("An AgentRunBudget", func() {
 			{func(s *agentsv1alpha1.AgentRunBudgetSpec) { s.MaxCostUSD = "0.000" }, "(rule: positive budget)"},
 			{func(s *agentsv1alpha1.AgentRunBudgetSpec) { s.DefaultRunCapUSD = "6" }, "(rule: cap within budget)"},
 			{func(s *agentsv1alpha1.AgentRunBudgetSpec) { s.MaxCostUSD = "1e3" }, "spec.maxCostUSD"},
+			{func(s *agentsv1alpha1.AgentRunBudgetSpec) {
+				s.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Equals", Values: []string{"a"}}}}
+			}, "(rule: budget selector)"},
+			{func(s *agentsv1alpha1.AgentRunBudgetSpec) {
+				s.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: metav1.LabelSelectorOpIn}}}
+			}, "(rule: budget selector)"},
 		} {
 			b := &agentsv1alpha1.AgentRunBudget{
 				ObjectMeta: metav1.ObjectMeta{Name: "bad-" + rand.String(5), Namespace: "default"},
@@ -83,5 +89,15 @@ var _ = Describe("An AgentRunBudget", func() {
 			tc.edit(&b.Spec)
 			Expect(controllertest.K8s.Create(ctx, b)).To(MatchError(ContainSubstring(tc.rule)))
 		}
+		valid := &agentsv1alpha1.AgentRunBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: "good-" + rand.String(5), Namespace: "default"},
+			Spec: agentsv1alpha1.AgentRunBudgetSpec{Window: metav1.Duration{Duration: 24 * time.Hour}, MaxCostUSD: "50", DefaultRunCapUSD: "2",
+				Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []string{"a"}}, {Key: "nobudget", Operator: metav1.LabelSelectorOpDoesNotExist},
+				}}},
+		}
+		// It selects no run of the suite: every other spec's run lacks the label.
+		Expect(controllertest.K8s.Create(ctx, valid)).To(Succeed())
+		Expect(controllertest.K8s.Delete(ctx, valid)).To(Succeed())
 	})
 })
