@@ -159,7 +159,10 @@ func (p *PlacementReconciler) admitPinned(ctx context.Context, run *agentsv1alph
 // when a budget changes (a run finished under its cap).
 func (p *PlacementReconciler) waitForBudget(ctx context.Context, base, run *agentsv1alpha1.AgentRun, adm admission, err error) (ctrl.Result, error) {
 	if err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		// A budget changed since the cache's copy (this process's own
+		// reservation for the run before, most often): its watch brings
+		// the run back once the cache has the new version.
+		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
 	}
 	before := agentruns.StateOf(&run.Status)
 	st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonBudgetExceeded, Message: adm.why}
