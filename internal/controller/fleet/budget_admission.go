@@ -51,7 +51,7 @@ func selectingBudgets(ctx context.Context, c client.Reader, run *agentsv1alpha1.
 // the run starts only if it fits them all. Each budget's status is written
 // with the resourceVersion read, so two writers (two fleet processes by
 // mistake) never both count into one version; a conflict is returned, and
-// the pass retried. A run that reserved already (a restart between the
+// the run comes back when the budget's new version reaches the cache. A run that reserved already (a restart between the
 // reservation and the run's own status write) is not counted again.
 func (p *PlacementReconciler) admit(ctx context.Context, run *agentsv1alpha1.AgentRun) (admission, error) {
 	if run.Status.Budget != nil || run.Spec.Cancel {
@@ -68,8 +68,10 @@ func (p *PlacementReconciler) admit(ctx context.Context, run *agentsv1alpha1.Age
 	now := p.Clock.Now()
 	read := make([]agentsv1alpha1.AgentRunBudget, len(budgets))
 	for i := range budgets {
+		budgets[i].DeepCopyInto(&read[i])
+	}
+	for i := range budgets {
 		b := &budgets[i]
-		b.DeepCopyInto(&read[i])
 		budget.Prune(b, now)
 		if budget.Holds(b, run.UID) {
 			continue

@@ -225,3 +225,32 @@ func TestBudgetCountsTheCapOfARunGoneUnsettled(t *testing.T) {
 		t.Fatalf("budget status = %+v; want r1's cap counted as spent", b.Status)
 	}
 }
+
+// A run two budgets count must fit both; while one refuses it, it holds no
+// reservation in the other (not even one an earlier pass left there).
+func TestBudgetRunMustFitEveryBudgetThatCountsIt(t *testing.T) {
+	wide, narrow := teamBudget(), teamBudget()
+	narrow.Name, narrow.Spec.MaxCostUSD = "narrow", "0.01"
+	wide.Status.Entries = []agentsv1alpha1.BudgetEntry{{RunUID: "uid-r1", RunName: "r1", CostUSD: "0.02", Runs: 1,
+		Time: metav1.NewTime(time.Date(2026, 11, 29, 9, 59, 0, 0, time.UTC))}}
+	f := newFleetHarness(t, readyHost("a", 10), wide, narrow, plainUnplaced("r1"))
+	run := f.place("r1")
+	if run.Status.Host != "" || !strings.Contains(run.Status.Message, "AgentRunBudget narrow") {
+		t.Fatalf("r1: %+v; want held by budget narrow", run.Status)
+	}
+	if got := f.budget(); len(got.Status.Entries) != 0 {
+		t.Fatalf("the budget that had room holds a reservation of a waiting run: %+v", got.Status.Entries)
+	}
+	narrow = &agentsv1alpha1.AgentRunBudget{}
+	f.get(types.NamespacedName{Namespace: "team", Name: "narrow"}, narrow)
+	narrow.Spec.MaxCostUSD = "1"
+	if err := f.c.Update(context.Background(), narrow); err != nil {
+		t.Fatal(err)
+	}
+	if run := f.place("r1"); run.Status.Host != "a" || len(run.Status.Budget.Budgets) != 2 {
+		t.Fatalf("r1 once both have room: %+v", run.Status)
+	}
+	if got := f.budget(); got.Status.ReservedUSD != "0.02" {
+		t.Fatalf("budget team-budget = %+v", got.Status)
+	}
+}
