@@ -138,6 +138,11 @@ const (
 	// message names, per host, what it lacks (a secret, the image, a label,
 	// a free slot, a heartbeat). The run starts when a host gains it.
 	ReasonUnschedulable = "Unschedulable"
+	// ReasonBudgetExceeded: the run's cap does not fit what is left of an
+	// AgentRunBudget that selects it (or its maxRuns are used up); the
+	// run waits Pending and starts when entries leave the budget's window.
+	// The message says how much is left and when enough frees.
+	ReasonBudgetExceeded = "BudgetExceeded"
 	// ReasonHostLost: the run's host stopped renewing its heartbeat.
 	ReasonHostLost = "HostLost"
 	// ReasonAlreadyRan: an AgentRun of the same namespace, name and manifest

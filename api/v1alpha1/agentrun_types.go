@@ -426,6 +426,12 @@ type AgentRunStatus struct {
 	// +optional
 	Egress *EgressStatus `json:"egress,omitempty"`
 
+	// Budget is what the run reserved under its namespace's AgentRunBudgets.
+	// The fleet sets it before a host may take the run; a host does not
+	// take a run that a budget selects until it is set.
+	// +optional
+	Budget *RunBudget `json:"budget,omitempty"`
+
 	// AgentResult holds what the agent reported when its output ended with a
 	// Claude Code JSON result object (claude -p --output-format json).
 	// +optional

@@ -25,11 +25,12 @@ var fieldSections = map[string][]string{
 	"AgentRun":       {"AgentRun fields", "AgentRun status"},
 	"PodmanHost":     {"PodmanHost"},
 	"AgentRunRecord": {"AgentRunRecord"},
+	"AgentRunBudget": {"AgentRunBudget"},
 }
 
 func TestAPIReferenceHasARowForEveryField(t *testing.T) {
 	doc := readReference(t)
-	for kind, obj := range map[string]any{"AgentRun": AgentRun{}, "PodmanHost": PodmanHost{}, "AgentRunRecord": AgentRunRecord{}} {
+	for kind, obj := range map[string]any{"AgentRun": AgentRun{}, "PodmanHost": PodmanHost{}, "AgentRunRecord": AgentRunRecord{}, "AgentRunBudget": AgentRunBudget{}} {
 		documented := map[string]bool{}
 		for _, section := range fieldSections[kind] {
 			for _, name := range doc.firstCells(section, "") {

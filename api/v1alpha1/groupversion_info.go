@@ -29,6 +29,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&AgentRun{}, &AgentRunList{},
 		&AgentRunRecord{}, &AgentRunRecordList{},
+		&AgentRunBudget{}, &AgentRunBudgetList{},
 		&PodmanHost{}, &PodmanHostList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)

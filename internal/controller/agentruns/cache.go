@@ -16,7 +16,8 @@ import (
 // its conditions but Finished (an AlreadyRan run outlives its TTL) and
 // Notified (the callback goes once). A finished run's passes read its host,
 // phase, container, times, finalizers and TTL, and later runs its session's
-// directory and ID, all kept. With thousands of finished runs, these are
+// directory and ID, and the fleet the cost it reported (its AgentRunBudget
+// reservation settles at it), all kept. With thousands of finished runs, these are
 // most of the manager's memory (measured: 2.7 KB of heap per cached finished
 // run trimmed of its output alone, 1.4 KB trimmed as here). The reconciler
 // writes with merge patches, which leave fields it did not change alone, so
@@ -42,7 +43,9 @@ func TrimForCache(obj any) (any, error) {
 		})
 		run.Status.Message = ""
 		if r := run.Status.AgentResult; r != nil {
-			run.Status.AgentResult = &agentsv1alpha1.AgentResult{SessionID: r.SessionID}
+			// The session continues; the cost settles the run's
+			// AgentRunBudget reservations (internal/controller/fleet).
+			run.Status.AgentResult = &agentsv1alpha1.AgentResult{SessionID: r.SessionID, CostUSD: r.CostUSD}
 		}
 	}
 	return run, nil

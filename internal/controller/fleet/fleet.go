@@ -57,8 +57,11 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	}
 	recorder := mgr.GetEventRecorder("agentrun-fleet")
 	if err := (&PlacementReconciler{
-		Client: mgr.GetClient(), Recorder: recorder, RecheckPeriod: ctrl.Result{RequeueAfter: cfg.RecheckPeriod},
+		Client: mgr.GetClient(), Recorder: recorder, RecheckPeriod: ctrl.Result{RequeueAfter: cfg.RecheckPeriod}, Clock: cfg.Clock,
 	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&BudgetReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Clock: cfg.Clock}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&HostLifecycleReconciler{

@@ -31,6 +31,7 @@ type fleetHarness struct {
 	clock     *clocktesting.FakeClock
 	placement *PlacementReconciler
 	lifecycle *HostLifecycleReconciler
+	budgets   *BudgetReconciler
 }
 
 // get reads the object at key into obj, failing the test when it is gone: a
@@ -51,13 +52,15 @@ func newFleetHarness(t *testing.T, objs ...client.Object) *fleetHarness {
 		}
 	}
 	c := fakeclient.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
-		WithStatusSubresource(&agentsv1alpha1.AgentRun{}, &agentsv1alpha1.PodmanHost{}).
+		WithStatusSubresource(&agentsv1alpha1.AgentRun{}, &agentsv1alpha1.PodmanHost{}, &agentsv1alpha1.AgentRunBudget{}).
 		WithIndex(&agentsv1alpha1.AgentRun{}, agentruns.QueueIndex, agentruns.QueueKeys).Build()
 	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
 	recorder := events.NewFakeRecorder(100)
 	return &fleetHarness{
 		t: t, c: c, clock: clock,
-		placement: &PlacementReconciler{Client: c, Recorder: recorder, assumed: map[types.NamespacedName]string{}},
+		placement: &PlacementReconciler{Client: c, Recorder: recorder, assumed: map[types.NamespacedName]string{}, Clock: clock,
+			RecheckPeriod: ctrl.Result{RequeueAfter: time.Minute}},
+		budgets: &BudgetReconciler{Client: c, Reader: c, Clock: clock},
 		lifecycle: &HostLifecycleReconciler{Client: c, Reader: c, Recorder: recorder, LeaseNamespace: "agentrun-system",
 			GracePeriod: 40 * time.Second, Clock: clock},
 	}

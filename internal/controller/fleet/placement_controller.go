@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,6 +41,8 @@ type PlacementReconciler struct {
 	// RecheckPeriod bounds how long an unschedulable run waits when no
 	// watched change wakes it.
 	RecheckPeriod ctrl.Result
+	// Clock dates budget reservations.
+	Clock clock.Clock
 
 	// assumed holds the runs placed by this process whose placement the
 	// cache does not show yet, so that the next run's load counts them.
@@ -55,6 +59,9 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	run := &agentsv1alpha1.AgentRun{}
 	if err := p.Get(ctx, req.NamespacedName, run); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if awaitsBudget(run) {
+		return p.admitPinned(ctx, run)
 	}
 	if !awaitsPlacement(run) {
 		return ctrl.Result{}, nil
@@ -96,6 +103,11 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return p.RecheckPeriod, nil
 	}
+	adm, err := p.admit(ctx, run)
+	if err != nil || !adm.admitted {
+		return p.waitForBudget(ctx, base, run, adm, err)
+	}
+	run.Status.Budget = adm.budget
 	run.Status.Host = chosen
 	agentruns.ApplyState(&run.Status, run.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonClaimed, Message: "placed on host " + chosen})
 	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
@@ -116,6 +128,56 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 // unplaced, unfinished and not being deleted.
 func awaitsPlacement(run *agentsv1alpha1.AgentRun) bool {
 	return run.Spec.HostName == "" && run.Status.Host == "" && !run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero()
+}
+
+// awaitsBudget tells whether a run pinned to a host waits for the fleet's
+// budget check, which its host waits for before it claims it.
+func awaitsBudget(run *agentsv1alpha1.AgentRun) bool {
+	return run.Spec.HostName != "" && run.Status.Host == "" && run.Status.Budget == nil && !run.Spec.Cancel &&
+		!run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero()
+}
+
+// admitPinned checks a pinned run against its budgets: its host claims it
+// once status.budget says it reserved.
+func (p *PlacementReconciler) admitPinned(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
+	base := run.DeepCopy()
+	adm, err := p.admit(ctx, run)
+	if err != nil || !adm.admitted {
+		return p.waitForBudget(ctx, base, run, adm, err)
+	}
+	if adm.budget == nil {
+		return ctrl.Result{}, nil // no budget counts it: its host does not wait
+	}
+	run.Status.Budget = adm.budget
+	agentruns.ApplyState(&run.Status, run.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonWaitingForHost,
+		Message: fmt.Sprintf("reserved %s USD under AgentRunBudget %s; waiting for host %s", adm.budget.ReservedUSD, strings.Join(adm.budget.Budgets, ", "), run.Spec.HostName)})
+	return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(agentruns.WriteStatus(ctx, p.Client, base, run)))
+}
+
+// waitForBudget keeps a run that does not fit its budgets Pending, reason
+// BudgetExceeded, until it may: when the window frees enough, or sooner
+// when a budget changes (a run finished under its cap).
+func (p *PlacementReconciler) waitForBudget(ctx context.Context, base, run *agentsv1alpha1.AgentRun, adm admission, err error) (ctrl.Result, error) {
+	if err != nil {
+		// A budget changed since the cache's copy (this process's own
+		// reservation for the run before, most often): its watch brings
+		// the run back once the cache has the new version.
+		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+	}
+	before := agentruns.StateOf(&run.Status)
+	st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonBudgetExceeded, Message: adm.why}
+	agentruns.ApplyState(&run.Status, run.Generation, st)
+	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+	}
+	if before.Reason != st.Reason {
+		p.Recorder.Eventf(run, nil, corev1.EventTypeWarning, st.Reason, "Place", "%s", agentruns.TruncateUTF8(adm.why, agentruns.MaxEventNoteBytes))
+	}
+	wait := p.RecheckPeriod
+	if adm.wait > 0 && adm.wait < wait.RequeueAfter {
+		wait.RequeueAfter = adm.wait
+	}
+	return wait, nil
 }
 
 // candidates reads every PodmanHost with its load: the unfinished runs it
@@ -176,8 +238,9 @@ func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			run, ok := o.(*agentsv1alpha1.AgentRun)
-			return ok && awaitsPlacement(run)
+			return ok && (awaitsPlacement(run) || awaitsBudget(run))
 		}))).
+		Watches(&agentsv1alpha1.AgentRunBudget{}, handler.EnqueueRequestsFromMapFunc(p.waitingUnder)).
 		Watches(&agentsv1alpha1.PodmanHost{}, wakeAll).
 		Watches(&agentsv1alpha1.AgentRun{}, wakeAll, builder.WithPredicates(slotFreed())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
@@ -215,6 +278,23 @@ func (p *PlacementReconciler) enqueueUnplaced(ctx context.Context, q workqueue.T
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&waiting[i])})
 		}
 	}
+}
+
+// waitingUnder lists the runs of a budget's namespace that wait for a host
+// or for the budget, when the budget changes: it may take them now.
+func (p *PlacementReconciler) waitingUnder(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &agentsv1alpha1.AgentRunList{}
+	if err := p.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "Listing the runs an AgentRunBudget may hold", "namespace", o.GetNamespace())
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if run := &list.Items[i]; awaitsPlacement(run) || awaitsBudget(run) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
+		}
+	}
+	return out
 }
 
 func ignoreConflict(err error) error {

@@ -69,7 +69,11 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		spec.Image = d.Image
 	}
 	if len(spec.Command) == 0 {
-		command, err := claudecli.Command(d.Command, run.Spec.Claude)
+		options := run.Spec.Claude
+		if claudecli.IsClaude(d.Command) {
+			options = withBudgetCap(run)
+		}
+		command, err := claudecli.Command(d.Command, options)
 		if err != nil {
 			return containers.Spec{}, err
 		}

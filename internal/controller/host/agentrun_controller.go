@@ -172,6 +172,12 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 	// A host without a free slot leaves the run to hosts that have one; a
 	// cancelled run is taken anyway, to be ended at once.
 	if !run.Spec.Cancel {
+		waits, err := r.waitsForBudget(ctx, run)
+		if err != nil || waits {
+			// The fleet reserves, or says BudgetExceeded; its status
+			// write brings the run back.
+			return ctrl.Result{RequeueAfter: r.RecheckPeriod}, err
+		}
 		free, err := r.hasSlot(ctx, run)
 		if err != nil {
 			return ctrl.Result{}, err
