@@ -150,7 +150,7 @@ func startWithClient(env *envtest.Environment) (*envtest.Environment, *rest.Conf
 	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, nil, nil, err
 	}
-	cfg, err := env.Start()
+	cfg, err := Start(env)
 	if err != nil {
 		return nil, nil, nil, err
 	}
