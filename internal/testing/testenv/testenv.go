@@ -118,9 +118,10 @@ func WaitForWebhookServer(env *envtest.Environment, timeout time.Duration) error
 	}
 }
 
-// StartWithClient starts a control plane as New(false) describes it and
-// returns it with its admin configuration and a client that knows the core
-// types and agentrun's. The caller stops it (env.Stop).
+// StartWithClient starts a control plane as New(false) describes it, with
+// config/default's admission policies (Start), and returns it with its admin
+// configuration and a client that knows the core types and agentrun's. The
+// caller stops it (env.Stop).
 func StartWithClient() (*envtest.Environment, *rest.Config, client.Client, error) {
 	env, err := New(false)
 	if err != nil {

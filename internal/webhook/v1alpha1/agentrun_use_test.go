@@ -39,7 +39,9 @@ var _ = Describe("Using Podman secrets and hosts", func() {
 		{"checked by the webhook alone (no admission policy)", func() *rest.Config { return webhookConfig }, false},
 		{"checked by the admission policy alone (no webhook)", func() *rest.Config { return celConfig }, true},
 	} {
-		Context(tc.name, Ordered, func() {
+		// The specs are independent; they share the users and grants
+		// BeforeAll makes.
+		Context(tc.name, Ordered, ContinueOnFailure, func() {
 			var admin client.Client
 			as := func(user string, groups ...string) client.Client {
 				GinkgoHelper()
@@ -110,12 +112,14 @@ var _ = Describe("Using Podman secrets and hosts", func() {
 				Expect(aliceClient.Create(ctx, run.DeepCopy())).To(Succeed())
 
 				credential := run.DeepCopy()
+				credential.Name += "-credential"
 				credential.Spec.Egress.Credentials = append(credential.Spec.Egress.Credentials,
 					agentsv1alpha1.EgressCredential{Host: "gitlab.com", SecretName: "gitlab-token"})
 				expectUseRefused(aliceClient.Create(ctx, credential), alice, "Podman secret", "gitlab-token", teamA,
 					"spec.egress.credentials[1].secretName")
 
 				notify := run.DeepCopy()
+				notify.Name += "-notify"
 				notify.Spec.Notify.SecretName = "signing-key"
 				expectUseRefused(aliceClient.Create(ctx, notify), alice, "Podman secret", "signing-key", teamA,
 					"spec.notify.secretName")
