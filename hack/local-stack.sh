@@ -946,6 +946,33 @@ demo_cleanup() {
   fi
 }
 
+# secret_use shows that using a Podman secret is an RBAC permission
+# (docs/tenancy.md). The kubeconfig's user is in system:masters, which RBAC
+# never refuses: it needs no grant for the samples, and the demo asks as
+# demo-user instead, whom hack/demo/secret-user.yaml lets use github-token
+# only. The runs are server-side dry runs: admitted or refused, never stored.
+secret_use() {
+  step "demo-user may use the Podman secret github-token only: kubectl apply -f hack/demo/secret-user.yaml"
+  kubectl apply -f "$ROOT/hack/demo/secret-user.yaml"
+  step "as demo-user, a run naming github-token is admitted (kubectl --as=demo-user create --dry-run=server):"
+  # RBAC answers from a cache that the Role reaches a moment after apply.
+  wait_for "demo-user's grant" 10 /dev/null create_as_demo_user uses-github-token github-token
+  create_as_demo_user uses-github-token github-token
+  step "as demo-user, a run naming gitlab-token is refused:"
+  if create_as_demo_user uses-gitlab-token gitlab-token; then
+    step "demo-user was let use gitlab-token: this is a bug"
+    return 1
+  fi
+  kubectl delete -f "$ROOT/hack/demo/secret-user.yaml" >/dev/null
+}
+
+# create_as_demo_user NAME SECRET: a server-side dry run of creating the run
+# NAME, which names the Podman secret SECRET, as demo-user.
+create_as_demo_user() {
+  printf 'apiVersion: agents.agentrun.dev/v1alpha1\nkind: AgentRun\nmetadata: {name: %s}\nspec: {prompt: hi, podman: {secretsEnv: {TOKEN: %s}}}\n' "$1" "$2" |
+    kubectl --as=demo-user create --dry-run=server -f -
+}
+
 demo() {
   # The demo's secrets go to the machine's Podman, which is the single host's.
   if [[ -n $HOSTS || -f $STATE/fleet.env ]]; then
@@ -1013,6 +1040,7 @@ demo() {
     return 1
   fi
   echo
+  secret_use || return 1
   for run in review-prs hello fetch-pages whoami; do
     [[ $(kubectl get agentrun "$run" -o jsonpath='{.status.phase}') == Succeeded ]] || {
       step "run $run did not succeed"
@@ -1034,7 +1062,7 @@ demo() {
   # The records too: a demo run again on this stack runs the samples again.
   kubectl delete agentrun hello --wait=true >/dev/null
   kubectl delete agentrunrecords hello review-prs fetch-pages --ignore-not-found >/dev/null
-  step "demo done: the sample runs Succeeded, fetch-pages reached example.com and was refused example.org, whoami used a token it never held, and hello applied again did not run twice"
+  step "demo done: the sample runs Succeeded, fetch-pages reached example.com and was refused example.org, whoami used a token it never held, demo-user was refused a secret it may not use, and hello applied again did not run twice"
 }
 
 case ${1:-} in

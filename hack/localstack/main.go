@@ -81,7 +81,7 @@ func run(dir, bind string) error {
 		secure.Address = bind
 		secure.Port = strconv.Itoa(port)
 	}
-	if _, err := env.Start(); err != nil {
+	if _, err := testenv.Start(env); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	defer func() { _ = env.Stop() }()

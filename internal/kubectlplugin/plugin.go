@@ -63,7 +63,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	p.config.AddFlags(root.PersistentFlags())
-	root.AddCommand(p.runCommand(), p.logsCommand(), p.listCommand(), p.cancelCommand(), p.describeCommand(), p.hostsCommand())
+	root.AddCommand(p.runCommand(), p.logsCommand(), p.listCommand(), p.cancelCommand(), p.describeCommand(), p.hostsCommand(), p.grantCommand())
 	return root
 }
 

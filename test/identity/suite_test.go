@@ -90,7 +90,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	var err error
 	env, err = testenv.New(false)
 	Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
+	cfg, err := testenv.Start(env)
 	Expect(err).NotTo(HaveOccurred())
 	admin, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())

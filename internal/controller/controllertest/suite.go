@@ -88,7 +88,7 @@ func Start(suite string) {
 	var err error
 	env, err = testenv.New(true)
 	Expect(err).NotTo(HaveOccurred())
-	Config, err = env.Start()
+	Config, err = testenv.Start(env)
 	Expect(err).NotTo(HaveOccurred())
 	K8s, err = client.New(Config, client.Options{Scheme: Scheme})
 	Expect(err).NotTo(HaveOccurred())

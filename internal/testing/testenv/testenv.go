@@ -118,9 +118,10 @@ func WaitForWebhookServer(env *envtest.Environment, timeout time.Duration) error
 	}
 }
 
-// StartWithClient starts a control plane as New(false) describes it and
-// returns it with its admin configuration and a client that knows the core
-// types and agentrun's. The caller stops it (env.Stop).
+// StartWithClient starts a control plane as New(false) describes it, with
+// config/default's admission policies (Start), and returns it with its admin
+// configuration and a client that knows the core types and agentrun's. The
+// caller stops it (env.Stop).
 func StartWithClient() (*envtest.Environment, *rest.Config, client.Client, error) {
 	env, err := New(false)
 	if err != nil {
@@ -150,7 +151,7 @@ func startWithClient(env *envtest.Environment) (*envtest.Environment, *rest.Conf
 	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, nil, nil, err
 	}
-	cfg, err := env.Start()
+	cfg, err := Start(env)
 	if err != nil {
 		return nil, nil, nil, err
 	}

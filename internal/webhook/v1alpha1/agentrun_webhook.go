@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -34,6 +35,12 @@ type AgentRunValidator struct {
 	// deleted. The admission suite uses this to tighten a rule under a
 	// stored run.
 	ExtraCreateRules []func(*agentsv1alpha1.AgentRun) field.ErrorList
+
+	// SubjectAccessReviews asks the API server whether the user creating a
+	// run may use the Podman secrets and the host it names (validateUse).
+	// SetupWithManager sets it; nil checks nothing, for the unit tests and
+	// fuzz targets, which have no API server and no user.
+	SubjectAccessReviews authorizationv1client.SubjectAccessReviewInterface
 }
 
 // The typed Validator is used rather than the deprecated CustomValidator, so
@@ -48,13 +55,28 @@ func SetupAgentRunWebhookWithManager(mgr ctrl.Manager) error {
 
 // SetupWithManager registers v as the validating webhook with a manager.
 func (v *AgentRunValidator) SetupWithManager(mgr ctrl.Manager) error {
+	if v.SubjectAccessReviews == nil {
+		c, err := authorizationv1client.NewForConfig(mgr.GetConfig())
+		if err != nil {
+			return err
+		}
+		v.SubjectAccessReviews = c.SubjectAccessReviews()
+	}
 	return ctrl.NewWebhookManagedBy(mgr, &agentsv1alpha1.AgentRun{}).WithValidator(v).Complete()
 }
 
-// ValidateCreate refuses a new run that breaks any rule, listing every
-// violation, and warns about volume options that change files on the host.
-func (v *AgentRunValidator) ValidateCreate(_ context.Context, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
+// ValidateCreate refuses a new run that breaks any rule or names a Podman
+// secret or host its creator may not use, listing every violation, and
+// warns about volume options that change files on the host.
+func (v *AgentRunValidator) ValidateCreate(ctx context.Context, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
 	errs := agentsv1alpha1.ValidateAgentRun(run)
+	if v.SubjectAccessReviews != nil {
+		denied, err := validateUse(ctx, v.SubjectAccessReviews, run)
+		if err != nil {
+			return nil, err
+		}
+		errs = append(errs, denied...)
+	}
 	errs = append(errs, validateEgressNames(run)...)
 	errs = append(errs, validateEgressCredentials(run)...)
 	for _, extra := range v.ExtraCreateRules {

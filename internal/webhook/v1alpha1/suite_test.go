@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -22,8 +23,8 @@ import (
 )
 
 // Two control planes: one with the validating webhook served by a manager, and
-// one with the CRD alone, to show that its CEL rules refuse bad runs when no
-// webhook is reachable. The webhook carries one extra create rule, off until
+// one with the CRD and config/default's admission policies alone, to show
+// that its CEL rules refuse bad runs when no webhook is reachable. The webhook carries one extra create rule, off until
 // a test switches it on (stricterPrompts), to tighten a rule under runs that
 // are already stored.
 var (
@@ -32,6 +33,11 @@ var (
 	celEnv        *envtest.Environment
 	webhookClient client.Client
 	celOnlyClient client.Client
+	// webhookConfig and celConfig are the admins' configurations of the
+	// two, which the use specs impersonate users with. The CRD-only
+	// control plane has config/default's admission policies (testenv.Start);
+	// the webhook's has none, so each checks use on its own.
+	webhookConfig, celConfig *rest.Config
 )
 
 // stricterPrompts switches on stricterPromptRule. The webhook server calls
@@ -66,6 +72,7 @@ var _ = BeforeSuite(func() {
 	webhookEnv, err = testenv.New(true)
 	Expect(err).NotTo(HaveOccurred())
 	cfg, err := webhookEnv.Start()
+	webhookConfig = cfg
 	Expect(err).NotTo(HaveOccurred())
 	mgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(webhookEnv, scheme))
 	Expect(err).NotTo(HaveOccurred())
@@ -83,9 +90,9 @@ var _ = BeforeSuite(func() {
 
 	celEnv, err = testenv.New(false)
 	Expect(err).NotTo(HaveOccurred())
-	celCfg, err := celEnv.Start()
+	celConfig, err = testenv.Start(celEnv)
 	Expect(err).NotTo(HaveOccurred())
-	celOnlyClient, err = client.New(celCfg, client.Options{Scheme: scheme})
+	celOnlyClient, err = client.New(celConfig, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 })
 
