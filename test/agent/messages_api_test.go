@@ -43,6 +43,9 @@ type messagesAPI struct {
 	// request carries the tool's result; toolResults counts those requests.
 	tool        *toolCall
 	toolResults int
+	// inputTokens is the input token count each answer reports, from which
+	// the CLI prices the call.
+	inputTokens int
 }
 
 // toolCall is a tool_use block the stand-in asks the CLI to run.
@@ -57,7 +60,7 @@ func serveMessagesAPI(key, reply string) *messagesAPI {
 	GinkgoHelper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())
-	api := &messagesAPI{Addr: l.Addr().String(), key: key, reply: reply}
+	api := &messagesAPI{Addr: l.Addr().String(), key: key, reply: reply, inputTokens: 12}
 	srv := &http.Server{Handler: api}
 	go func() { _ = srv.Serve(l) }()
 	DeferCleanup(srv.Close)
@@ -91,6 +94,14 @@ func (a *messagesAPI) AskTool(name string, input map[string]any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.tool = &toolCall{Name: name, Input: input}
+}
+
+// ReportInputTokens makes each later answer report n input tokens: a call
+// then costs what the CLI charges for them.
+func (a *messagesAPI) ReportInputTokens(n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inputTokens = n
 }
 
 // ToolResults returns how many requests carried a tool's result.
@@ -138,7 +149,7 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if answered {
 		a.toolResults++
 	}
-	tool := a.tool
+	tool, inputTokens := a.tool, a.inputTokens
 	if answered {
 		tool = nil
 	}
@@ -159,16 +170,16 @@ func (a *messagesAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case body.Model == "" || !body.Stream:
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "the stand-in answers streaming requests with a model only")
 	default:
-		a.stream(w, body.Model, tool)
+		a.stream(w, body.Model, tool, inputTokens)
 	}
 }
 
 // stream sends the reply as the Messages API streams one text block, or the
 // tool call as it streams a tool_use block.
-func (a *messagesAPI) stream(w http.ResponseWriter, model string, tool *toolCall) {
+func (a *messagesAPI) stream(w http.ResponseWriter, model string, tool *toolCall, inputTokens int) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
-	usage := map[string]int{"input_tokens": 12, "output_tokens": 1}
+	usage := map[string]int{"input_tokens": inputTokens, "output_tokens": 1}
 	block := map[string]any{"type": "text", "text": ""}
 	delta := map[string]any{"type": "text_delta", "text": a.reply}
 	stop := "end_turn"

@@ -20,6 +20,10 @@ import (
 	"github.com/agentrun/agentrun/internal/budget"
 )
 
+// conflictRetry is how soon a settle that lost its write to a reservation
+// reads the ledger again: long enough for the reservation to reach the cache.
+const conflictRetry = 200 * time.Millisecond
+
 // BudgetReconciler keeps each AgentRunBudget's ledger: it replaces a
 // finished run's reservation with the cost the run reported, drops the
 // entries that left the window, and writes the totals. The placement
@@ -55,8 +59,10 @@ func (r *BudgetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	now := r.Clock.Now()
 	if err := writeLedger(ctx, r.Client, base, b, now); err != nil {
 		if apierrors.IsConflict(err) {
-			// Placement reserved meanwhile; the watch brings the new version.
-			return ctrl.Result{}, nil
+			// Placement reserved meanwhile. The budget's own watch passes
+			// generation changes only, so no event brings the new version:
+			// come back for it, or the settle waits for the next run's end.
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

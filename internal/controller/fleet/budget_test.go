@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
@@ -252,5 +254,36 @@ func TestBudgetRunMustFitEveryBudgetThatCountsIt(t *testing.T) {
 	}
 	if got := f.budget(); got.Status.ReservedUSD != "0.02" {
 		t.Fatalf("budget team-budget = %+v", got.Status)
+	}
+}
+
+// A settle that loses its write to a reservation made meanwhile (the
+// placement controller writes the same ledger) comes back for it: the
+// budget's own watch passes generation changes only, so no event would
+// bring the finished run's cost in until the window moved.
+func TestBudgetSettleComesBackAfterAConflict(t *testing.T) {
+	f := newFleetHarness(t, readyHost("a", 10), teamBudget(), plainUnplaced("r1"), plainUnplaced("r2"))
+	f.place("r1")
+	run := &agentsv1alpha1.AgentRun{}
+	f.get(types.NamespacedName{Namespace: "team", Name: "r1"}, run)
+	run.Status.Phase, run.Status.AgentResult = agentsv1alpha1.PhaseSucceeded, &agentsv1alpha1.AgentResult{CostUSD: "0.01"}
+	if err := f.c.Status().Update(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	// r2 reserves between the settle's read and its write.
+	conflicting := *f.budgets
+	conflicting.Client = interceptor.NewClient(f.c.(client.WithWatch), interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			f.place("r2")
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	res, err := conflicting.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "team", Name: "team-budget"}})
+	if err == nil && res.RequeueAfter == 0 {
+		t.Fatalf("a settle that lost its write returned %+v, nil: nothing brings it back", res)
+	}
+	f.settle()
+	if b := f.budget(); b.Status.SpentUSD != "0.01" || b.Status.ReservedUSD != "0.02" || b.Status.Runs != 2 {
+		t.Fatalf("budget status = %+v; want r1 settled at 0.01 and r2 reserved", b.Status)
 	}
 }
