@@ -187,9 +187,12 @@ var _ = Describe("A host writing a run itself", func() {
 	})
 
 	It("may not create a run, even with a role that allows it", func(ctx SpecContext) {
+		// Unpinned and naming no secret: agentrun-podman-use has nothing
+		// to refuse. A run pinned to a is refused by both policies, and the
+		// API server names whichever it evaluated first.
 		run := &agentsv1alpha1.AgentRun{
 			ObjectMeta: metav1.ObjectMeta{Name: "made-by-a", Namespace: runNamespace},
-			Spec:       agentsv1alpha1.AgentRunSpec{Prompt: "Say hello", HostName: "a"},
+			Spec:       agentsv1alpha1.AgentRunSpec{Prompt: "Say hello"},
 		}
 		expectRefused(hostA.Create(ctx, run), runsPolicy, "hosts do not create runs")
 		// Host b has only the hosts' roles: RBAC refuses it first.
