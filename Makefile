@@ -167,7 +167,7 @@ agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun
 	@hack/agent-image.sh
 
 .PHONY: bench
-bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000), a 3-host fleet, and the status writes of live output at BENCH_PROGRESS_RUNS=200 runs at once; BENCH_QUICK=1: one short repetition; BENCH_ONLY_PROGRESS=1: that step alone; the egress proxy against direct HTTPS (BENCH_EGRESS_MIB=100, BENCH_EGRESS_REQUESTS=1000), BENCH_ONLY_EGRESS=1: that step alone, no stack.
+bench: ## Measure agentrun against raw Podman and the podman CLI, medians of 3 (BENCH_PROFILE=standard, the default: launch, raw, cli and agentrun steps, 200 runs, with and without 10,000 finished runs, under 30 min; quick: a short proof of the code path; full: plus a 3-host fleet, live output of 200 runs and the egress proxy); BENCH_ONLY_PROGRESS=1, BENCH_ONLY_EGRESS=1: that step alone.
 	@hack/bench.sh
 
 ##@ Local stack

@@ -6,8 +6,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=hack/lib.sh
 source "$ROOT/hack/lib.sh"
 log_setup bench
-# BENCH_QUICK=1: a short run that proves the code path (about 3 minutes on a
-# quiet machine), not figures to quote.
+# BENCH_PROFILE picks the sizes; any BENCH_* variable below overrides them:
+#   quick     one short repetition of everything: proves the code path
+#             (about 5 minutes on a quiet machine), not figures to quote;
+#             BENCH_QUICK=1 is the same.
+#   standard  (the default) the figures to re-measure after every
+#             performance change: the launch, raw, cli and agentrun steps,
+#             BENCH_N=200 runs, BENCH_REPS=3, with and without
+#             BENCH_SCALE=10000 finished runs; no fleet, progress or egress
+#             steps (under 30 minutes on a 2-core machine).
+#   full      standard plus the 3-host fleet step, the progress step and the
+#             egress step (about 90 minutes).
 # The progress step's runs print a line a second, all at once, on a host of
 # its own: BENCH_PROGRESS_RUNS of them (0 skips the step) for
 # BENCH_PROGRESS_DURATION; BENCH_ONLY_PROGRESS=1 runs that step alone.
@@ -19,21 +28,32 @@ log_setup bench
 # download: what a run waits for, the download goals' figure); and it makes
 # BENCH_EGRESS_REQUESTS small requests on each path; BENCH_ONLY_EGRESS=1
 # runs that step alone, without starting a stack.
-if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s}
-  PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-20} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-40s}
+PROFILE=${BENCH_PROFILE:-standard}
+[[ ${BENCH_QUICK:-0} == 1 ]] && PROFILE=quick
+case $PROFILE in
+quick)
+  N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s} LAUNCH_N=${BENCH_LAUNCH_N:-5}
+  FLEET_HOSTS=${BENCH_FLEET_HOSTS:-3} PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-20} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-40s}
   EGRESS_MIB=${BENCH_EGRESS_MIB:-20} EGRESS_REQUESTS=${BENCH_EGRESS_REQUESTS:-200}
-else
-  N=${BENCH_N:-200} SCALE=${BENCH_SCALE:-10000} REPS=${BENCH_REPS:-3} SETTLE=${BENCH_SETTLE:-20s}
-  PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-200} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-4m}
-  EGRESS_MIB=${BENCH_EGRESS_MIB:-100} EGRESS_REQUESTS=${BENCH_EGRESS_REQUESTS:-1000}
-fi
+  ;;
+standard | full)
+  N=${BENCH_N:-200} SCALE=${BENCH_SCALE:-10000} REPS=${BENCH_REPS:-3} SETTLE=${BENCH_SETTLE:-20s} LAUNCH_N=${BENCH_LAUNCH_N:-20}
+  PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-4m} EGRESS_REQUESTS=${BENCH_EGRESS_REQUESTS:-1000}
+  if [[ $PROFILE == full ]]; then
+    FLEET_HOSTS=${BENCH_FLEET_HOSTS:-3} PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-200} EGRESS_MIB=${BENCH_EGRESS_MIB:-100}
+  else
+    FLEET_HOSTS=${BENCH_FLEET_HOSTS:-0} PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-0} EGRESS_MIB=${BENCH_EGRESS_MIB:-0}
+  fi
+  ;;
+*)
+  step "BENCH_PROFILE=$PROFILE: want quick, standard or full"
+  exit 2
+  ;;
+esac
+step "profile $PROFILE: N=$N REPS=$REPS SCALE=$SCALE fleet hosts $FLEET_HOSTS, progress runs $PROGRESS_RUNS, egress $EGRESS_MIB MiB"
 EGRESS_FLAGS=(-egress-mib "$EGRESS_MIB" -egress-requests "$EGRESS_REQUESTS" -egress-link-mbit "${BENCH_EGRESS_LINK_MBIT:-1000}"
   -json "$ROOT/.local/bench.json")
 C=${BENCH_C:-8}
-# The fleet step's hosts (a local fleet of its own, BENCH_N runs on each); 0
-# skips it.
-FLEET_HOSTS=${BENCH_FLEET_HOSTS:-3}
 RESYNC=${BENCH_RESYNC:-10s}
 PPROF_PORT=${BENCH_PPROF_PORT:-18092}
 
@@ -60,6 +80,7 @@ cd "$ROOT"
 step "building the benchmark, test/bench (seconds)"
 logged go build -o "$ROOT/bin/bench" ./test/bench
 "$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
+  -launch-n "$LAUNCH_N" -podman-cli podman \
   -progress-runs "$PROGRESS_RUNS" -progress-duration "$PROGRESS_DURATION" -only-progress="$([[ ${BENCH_ONLY_PROGRESS:-0} == 1 ]] && echo true || echo false)" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \

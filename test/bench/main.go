@@ -3,7 +3,11 @@
 //
 //  1. raw: N short containers straight through Podman's bindings, C at a time,
 //     doing what a script needs for the same result (create, start, wait,
-//     read the output, remove; the same hardening as agentrun's);
+//     read the output, remove; the same hardening as agentrun's); and cli:
+//     the same containers as one `podman run --rm` process each, C at a
+//     time, the way the HTTP service agentrun replaces runs them; before
+//     both, the launch latency of the CLI and of agentrun, one run at a
+//     time;
 //  2. agentrun: N AgentRuns of the same container on a host capped at C runs,
 //     timed from the API objects and Podman's events, with the manager's
 //     Podman calls and API-server writes per run read from its /metrics;
@@ -56,7 +60,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/podman"
 	"github.com/agentrun/agentrun/internal/policy"
 )
 
@@ -78,6 +81,10 @@ type config struct {
 	settle           time.Duration
 	resyncPeriod     time.Duration
 	outputJSONPath   string
+	// podmanCLI is the podman command of the CLI baseline; launchN the
+	// runs of each path in the launch step (0 skips it).
+	podmanCLI string
+	launchN   int
 
 	// egressMiB, egressRequests, egressConns and egressRuns shape the
 	// egress step; 0 MiB skip it. onlyEgress runs it alone.
@@ -109,6 +116,8 @@ func main() {
 	flag.BoolVar(&cfg.onlyEgress, "only-egress", false, "run the egress step alone (no stack needed)")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
 	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
+	flag.StringVar(&cfg.podmanCLI, "podman-cli", "podman", "the podman command of the CLI baseline: the Podman the -podman-socket service is (same storage)")
+	flag.IntVar(&cfg.launchN, "launch-n", 20, "runs through the CLI and through agentrun, one at a time, for the launch latency; 0 skips it")
 	flag.StringVar(&cfg.image, "image", "localhost/agentrun-test:latest", "image of the short containers")
 	flag.StringVar(&cfg.host, "host", "bench", "host name of the stack's manager")
 	flag.IntVar(&cfg.managerPID, "manager-pid", 0, "PID of the stack's manager, for its memory and CPU")
@@ -141,6 +150,9 @@ func run(cfg config) error {
 	}
 	k8s, err := kubeClient()
 	if err != nil {
+		return err
+	}
+	if err := sameStorage(conn, cfg.podmanCLI); err != nil {
 		return err
 	}
 	if cfg.onlyProgress {
@@ -189,24 +201,36 @@ func run(cfg config) error {
 	return report(res, cfg)
 }
 
-// repetition is one raw step and one agentrun step, run one after the other.
+// repetition is the launch step, then one raw, one cli and one agentrun
+// step, one after the other.
 type repetition struct {
-	raw      rawResult
+	launch   launchResult
+	raw, cli rawResult
 	agentrun throughResult
 }
 
 func sideBySide(ctx context.Context, conn context.Context, k8s client.WithWatch, cfg config, which string) (repetition, error) {
+	var rep repetition
+	var err error
+	if cfg.launchN > 0 {
+		step("launch (%s): %d runs through %s and %d through agentrun, one at a time", which, cfg.launchN, cfg.podmanCLI, cfg.launchN)
+		if rep.launch, err = launchStep(ctx, k8s, cfg); err != nil {
+			return rep, err
+		}
+	}
 	step("raw Podman (%s): %d containers, %d at a time", which, cfg.n, cfg.c)
-	raw, err := rawBaseline(conn, cfg)
-	if err != nil {
-		return repetition{}, err
+	if rep.raw, err = rawBaseline(conn, cfg); err != nil {
+		return rep, err
+	}
+	step("cli (%s): %d `%s run --rm` processes, %d at a time", which, cfg.n, cfg.podmanCLI, cfg.c)
+	if rep.cli, err = cliBaseline(cfg); err != nil {
+		return rep, err
 	}
 	step("agentrun (%s): %d AgentRuns on host %q with --max-concurrent-runs=%d", which, cfg.n, cfg.host, cfg.c)
-	through, err := throughAgentrun(ctx, k8s, cfg)
-	if err != nil {
-		return repetition{}, err
+	if rep.agentrun, err = throughAgentrun(ctx, k8s, cfg); err != nil {
+		return rep, err
 	}
-	return repetition{raw, through}, nil
+	return rep, nil
 }
 
 func step(format string, args ...any) {
@@ -343,8 +367,11 @@ type throughResult struct {
 	launchWatch   []time.Duration // create call -> Running seen by a watch
 	statusLatency []time.Duration // Podman's died event -> Succeeded seen by a watch
 	eventDelivery []time.Duration // Podman's died event -> received by a subscriber
-	wall          time.Duration
-	finished      int
+	// added is agentrun's own share of statusLatency: the died event
+	// received by the bench's subscriber -> Succeeded seen by its watch.
+	added    []time.Duration
+	wall     time.Duration
+	finished int
 	// podmanCalls and apiWrites are the manager's calls over the step, by
 	// operation and by HTTP verb, from its /metrics.
 	podmanCalls, apiWrites map[string]float64
@@ -358,13 +385,16 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 	tag := fmt.Sprintf("run-%d", time.Now().Unix())
 	defer cleanup(k8s, tag)
 
-	var eventDelivery []time.Duration
-	died := diedEvents(ctx, cfg.socket, cfg.host, "bench-"+tag+"-", &eventDelivery)
+	events := containerEvents(ctx, cfg.socket, "bench-"+tag+"-")
 	calls0, writes0, err := managerCounters(cfg.metricsURL)
 	if err != nil {
 		return throughResult{}, err
 	}
-	res, done, err := runThrough(ctx, k8s, tag, cfg.n, cfg.host)
+	queues0, err := workqueueTimes(cfg.metricsURL)
+	if err != nil {
+		return throughResult{}, err
+	}
+	res, seen, err := runThrough(ctx, k8s, tag, cfg.n, cfg.host)
 	if err != nil {
 		return res, err
 	}
@@ -383,20 +413,30 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 	}
 	step("agentrun: Podman calls per run by operation: %s; API-server writes per run by verb: %s",
 		perRun(res.podmanCalls, cfg.n), perRun(res.apiWrites, cfg.n))
-	exits := died()
-	res.eventDelivery = eventDelivery
-	for name, seen := range done {
-		if t, ok := exits[name]; ok {
-			res.statusLatency = append(res.statusLatency, seen.Sub(t))
+	if queues1, err := workqueueTimes(cfg.metricsURL); err == nil {
+		for _, name := range slices.Sorted(maps.Keys(queues1)) {
+			if d := queues1[name].minus(queues0[name]); d.count > 0 {
+				step("agentrun: controller %s: %s", name, d)
+			}
 		}
 	}
+	cont := events()
+	for name, w := range seen {
+		if e, ok := cont[name]; ok && !e.died.IsZero() {
+			res.eventDelivery = append(res.eventDelivery, e.diedReceived.Sub(e.died))
+			res.statusLatency = append(res.statusLatency, w.succeeded.Sub(e.died))
+			res.added = append(res.added, w.succeeded.Sub(e.diedReceived))
+		}
+	}
+	timelineOf(seen, cont, cfg.c).print()
 	return res, nil
 }
 
 // runThrough creates n AgentRuns labelled with tag, pinned to host (or, with
 // host empty, left to the fleet to place), and follows them with a watch until
-// every one has succeeded; done is when the watch saw each succeed.
-func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, host string) (res throughResult, done map[string]time.Time, err error) {
+// every one has succeeded; seen is when the watch saw each claimed, running
+// and succeeded.
+func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, host string) (res throughResult, seen map[string]watched, err error) {
 	w, err := k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace("default"), client.MatchingLabels{benchLabel: tag})
 	if err != nil {
 		return res, nil, err
@@ -416,66 +456,45 @@ func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, ho
 		created[run.Name] = t
 	}
 
-	running := map[string]time.Time{}
-	done = map[string]time.Time{}
+	seen = map[string]watched{}
+	succeeded := 0
 	var last time.Time
-	for len(done) < n {
+	for succeeded < n {
 		select {
 		case <-ctx.Done():
-			return res, done, fmt.Errorf("only %d of %d runs succeeded in time", len(done), n)
+			return res, seen, fmt.Errorf("only %d of %d runs succeeded in time", succeeded, n)
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return res, done, fmt.Errorf("the watch ended after %d of %d runs", len(done), n)
+				return res, seen, fmt.Errorf("the watch ended after %d of %d runs", succeeded, n)
 			}
 			run, ok := ev.Object.(*agentsv1alpha1.AgentRun)
 			if !ok {
 				continue
 			}
 			now := time.Now()
-			if _, seen := running[run.Name]; !seen && run.Status.StartTime != nil {
-				running[run.Name] = now
+			t := seen[run.Name]
+			if t.claimed.IsZero() && run.Status.Host != "" {
+				t.claimed = now
+			}
+			if t.running.IsZero() && run.Status.StartTime != nil {
+				t.running = now
 				res.launchWatch = append(res.launchWatch, now.Sub(created[run.Name]))
 				res.launchAPI = append(res.launchAPI, run.Status.StartTime.Sub(run.CreationTimestamp.Time))
 			}
 			switch run.Status.Phase {
 			case agentsv1alpha1.PhaseSucceeded:
-				if _, seen := done[run.Name]; !seen {
-					done[run.Name], last = now, now
+				if t.succeeded.IsZero() {
+					t.succeeded, last = now, now
+					succeeded++
 				}
 			case agentsv1alpha1.PhaseFailed, agentsv1alpha1.PhaseCancelled:
-				return res, done, fmt.Errorf("run %s ended %s: %s", run.Name, run.Status.Phase, run.Status.Message)
+				return res, seen, fmt.Errorf("run %s ended %s: %s", run.Name, run.Status.Phase, run.Status.Message)
 			}
+			seen[run.Name] = t
 		}
 	}
-	res.wall, res.finished = last.Sub(start), len(done)
-	return res, done, nil
-}
-
-// diedEvents follows Podman's died events for the host's containers; the
-// returned function gives each run's exit time, by AgentRun name. It also
-// records, in delivery, how long each event took to reach a subscriber:
-// Podman's own share of the status latency.
-func diedEvents(ctx context.Context, socket, host, prefix string, delivery *[]time.Duration) func() map[string]time.Time {
-	events, _ := podman.New(socket).Events(ctx, map[string]string{agentsv1alpha1.LabelHost: host})
-	var mu sync.Mutex
-	exits := map[string]time.Time{}
-	go func() {
-		for e := range events {
-			name := e.Labels[agentsv1alpha1.LabelName]
-			if e.Action != "died" || !strings.HasPrefix(name, prefix) {
-				continue // Podman 4.3 replays earlier events when a stream opens
-			}
-			mu.Lock()
-			exits[name] = e.Time
-			*delivery = append(*delivery, time.Since(e.Time))
-			mu.Unlock()
-		}
-	}()
-	return func() map[string]time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return maps.Clone(exits)
-	}
+	res.wall, res.finished = last.Sub(start), succeeded
+	return res, seen, nil
 }
 
 // settled waits until the host has cleaned up after every run of the step
@@ -656,13 +675,22 @@ func report(r results, cfg config) error {
 		ratio := func(rep repetition) float64 { return rep.agentrun.throughput() / rep.raw.throughput(cfg.n) }
 		add("throughput_ratio", spreadOf(r.reps, ratio))
 		add("throughput_ratio_10k", spreadOf(r.repsAtScale, ratio))
+		add("cli_throughput_ratio", spreadOf(r.reps, func(rep repetition) float64 { return rep.agentrun.throughput() / rep.cli.throughput(cfg.n) }))
 		add("raw_runs_per_s", spreadOf(r.reps, func(rep repetition) float64 { return rep.raw.throughput(cfg.n) }))
+		add("cli_runs_per_s", spreadOf(r.reps, func(rep repetition) float64 { return rep.cli.throughput(cfg.n) }))
 		add("agentrun_runs_per_s", spreadOf(r.reps, func(rep repetition) float64 { return rep.agentrun.throughput() }))
 		add("launch_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 50)) }))
 		add("launch_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.launchWatch, 99)) }))
 		add("raw_launch_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.raw.launch, 50)) }))
 		add("status_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 50)) }))
 		add("status_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.statusLatency, 99)) }))
+		add("added_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.agentrun.added, 99)) }))
+		if cfg.launchN > 0 {
+			add("first_output_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.launch.agentrun, 50)) }))
+			add("first_output_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.launch.agentrun, 99)) }))
+			add("cli_first_output_p50_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.launch.cli, 50)) }))
+			add("cli_first_output_p99_ms", spreadOf(r.reps, func(rep repetition) float64 { return ms(percentile(rep.launch.cli, 99)) }))
+		}
 		add("api_writes_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.apiWrites) / float64(cfg.n) }))
 		add("podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.podmanCalls) / float64(cfg.n) }))
 		add("raw_podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return float64(rep.raw.calls) / float64(cfg.n) }))
@@ -741,6 +769,11 @@ func printLatencies(r results, cfg config) {
 	row("agentrun: creationTimestamp -> startTime (s)", func(rep repetition) []time.Duration { return rep.agentrun.launchAPI })
 	row("agentrun: died event -> Succeeded (watch)", func(rep repetition) []time.Duration { return rep.agentrun.statusLatency })
 	row("  Podman's died event delivery", func(rep repetition) []time.Duration { return rep.agentrun.eventDelivery })
+	row("  agentrun's own: event received -> Succeeded", func(rep repetition) []time.Duration { return rep.agentrun.added })
+	if cfg.launchN > 0 {
+		row("launch, C=1: create call -> first output line", func(rep repetition) []time.Duration { return rep.launch.agentrun })
+		row("launch, C=1: podman run -> first output line", func(rep repetition) []time.Duration { return rep.launch.cli })
+	}
 }
 
 // printScale prints what the manager spent on the scale step's finished

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -317,4 +318,79 @@ func (s spread) String() string {
 		return strconv.FormatFloat(round(s.Median, 3), 'f', -1, 64)
 	}
 	return fmt.Sprintf("%g [%g, %g]", round(s.Median, 3), round(s.Min, 3), round(s.Max, 3))
+}
+
+// histogram is a Prometheus histogram's cumulative buckets (by upper
+// bound), sum and count.
+type histogram struct {
+	buckets    map[float64]float64
+	sum, count float64
+}
+
+// histograms reads the histograms called name from a scrape, by the value
+// of their label key.
+func histograms(body, name, key string) map[string]histogram {
+	out := map[string]histogram{}
+	for _, line := range strings.Split(body, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || !strings.Contains(rest, "{") {
+			continue
+		}
+		id := label(line, key)
+		h := out[id]
+		if h.buckets == nil {
+			h.buckets = map[float64]float64{}
+		}
+		switch {
+		case strings.HasPrefix(rest, "_bucket{"):
+			le, err := strconv.ParseFloat(label(line, "le"), 64)
+			if err != nil {
+				le = math.Inf(1)
+			}
+			h.buckets[le] = value(line)
+		case strings.HasPrefix(rest, "_sum{"):
+			h.sum = value(line)
+		case strings.HasPrefix(rest, "_count{"):
+			h.count = value(line)
+		}
+		out[id] = h
+	}
+	return out
+}
+
+// minus is what was observed between two reads of a histogram.
+func (h histogram) minus(before histogram) histogram {
+	d := histogram{buckets: map[float64]float64{}, sum: h.sum - before.sum, count: h.count - before.count}
+	for le, n := range h.buckets {
+		d.buckets[le] = n - before.buckets[le]
+	}
+	return d
+}
+
+// String gives the mean and the share of observations above 0.1 s and 1 s.
+func (h histogram) String() string {
+	if h.count == 0 {
+		return "none"
+	}
+	over := func(le float64) float64 { return 100 * (h.count - h.buckets[le]) / h.count }
+	return fmt.Sprintf("mean %.1f ms, %.1f%% over 100 ms, %.1f%% over 1 s (%.0f)", 1000*h.sum/h.count, over(0.1), over(1), h.count)
+}
+
+// workqueueTimes reads, by controller, how long items waited in its queue
+// (workqueue_queue_duration_seconds) and how long their reconciles took
+// (controller_runtime_reconcile_time_seconds), keyed "NAME wait" and
+// "NAME reconcile".
+func workqueueTimes(metricsURL string) (map[string]histogram, error) {
+	body, err := scrape(metricsURL)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]histogram{}
+	for name, h := range histograms(body, "workqueue_queue_duration_seconds", "name") {
+		out[name+" wait"] = h
+	}
+	for name, h := range histograms(body, "controller_runtime_reconcile_time_seconds", "controller") {
+		out[name+" reconcile"] = h
+	}
+	return out, nil
 }
