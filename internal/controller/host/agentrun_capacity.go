@@ -57,14 +57,46 @@ func (s *slotTracker) lineUp(run *agentsv1alpha1.AgentRun, line []agentsv1alpha1
 	if s.held[key] == run.UID && run.UID != "" {
 		return true
 	}
-	busy := len(s.held)
-	queue := []*agentsv1alpha1.AgentRun{run}
+	queue, busy := s.standing(line, host, run, types.NamespacedName{})
+	if slices.Index(queue, run) >= capacity-busy {
+		return false
+	}
+	if take {
+		if s.held == nil {
+			s.held = map[types.NamespacedName]types.UID{}
+		}
+		s.held[key] = run.UID
+	}
+	return true
+}
+
+// firstInLine are the runs that the free slots go to now: as many as are
+// free, at least one, first in line. released is a run whose slot was just
+// given back, which the line, read from a cache that may not show its end
+// yet, must not count.
+func (s *slotTracker) firstInLine(line []agentsv1alpha1.AgentRun, host string, capacity int, released types.NamespacedName) []*agentsv1alpha1.AgentRun {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	queue, busy := s.standing(line, host, nil, released)
+	return queue[:min(len(queue), max(capacity-busy, 1))]
+}
+
+// standing sorts, in creation order, the runs of line that wait only for a
+// slot (run first, from the caller's fresher copy, when given), and counts
+// the busy slots: those held and those of runs an earlier process of this
+// host launched. The caller holds s.mu.
+func (s *slotTracker) standing(line []agentsv1alpha1.AgentRun, host string, run *agentsv1alpha1.AgentRun, released types.NamespacedName) (queue []*agentsv1alpha1.AgentRun, busy int) {
+	busy = len(s.held)
+	if run != nil {
+		queue = append(queue, run)
+	}
 	for i := range line {
 		other := &line[i]
 		switch {
-		case other.UID == run.UID || s.held[client.ObjectKeyFromObject(other)] == other.UID:
+		case run != nil && other.UID == run.UID, s.held[client.ObjectKeyFromObject(other)] == other.UID,
+			client.ObjectKeyFromObject(other) == released:
 			// run stands in line from the caller's fresher copy; held slots
-			// are counted already.
+			// are counted already; a released run has ended.
 		case other.Status.Phase.IsFinished() || !other.DeletionTimestamp.IsZero():
 		case other.Status.Host == host && other.Status.Phase == agentsv1alpha1.PhaseRunning:
 			busy++ // launched by an earlier process of this host
@@ -76,16 +108,7 @@ func (s *slotTracker) lineUp(run *agentsv1alpha1.AgentRun, line []agentsv1alpha1
 		}
 	}
 	slices.SortFunc(queue, byCreation)
-	if slices.Index(queue, run) >= capacity-busy {
-		return false
-	}
-	if take {
-		if s.held == nil {
-			s.held = map[types.NamespacedName]types.UID{}
-		}
-		s.held[key] = run.UID
-	}
-	return true
+	return queue, busy
 }
 
 // release frees the slot of the run with this name, and tells whether it
@@ -170,8 +193,9 @@ func (r *AgentRunReconciler) lineUp(ctx context.Context, run *agentsv1alpha1.Age
 }
 
 // releaseSlot frees the slot of the run with this name and, when it held one,
-// wakes the runs first in line for it at once rather than at their next
-// recheck.
+// wakes the runs the free slots go to at once rather than at their next
+// recheck: as many as are free, not the whole line, each of whose passes
+// would read the line again only to wait.
 func (r *AgentRunReconciler) releaseSlot(ctx context.Context, key types.NamespacedName) {
 	if !r.slots.release(key) || r.wake == nil {
 		return
@@ -180,16 +204,7 @@ func (r *AgentRunReconciler) releaseSlot(ctx context.Context, key types.Namespac
 	if err != nil {
 		return // they recheck on their own
 	}
-	var waiting []*agentsv1alpha1.AgentRun
-	for i := range line {
-		other := &line[i]
-		if client.ObjectKeyFromObject(other) != key && other.Status.Phase != agentsv1alpha1.PhaseRunning &&
-			other.DeletionTimestamp.IsZero() && readyToStart(other) {
-			waiting = append(waiting, other)
-		}
-	}
-	slices.SortFunc(waiting, byCreation)
-	for _, w := range waiting[:min(len(waiting), r.MaxConcurrentRuns)] {
+	for _, w := range r.slots.firstInLine(line, r.Host, r.MaxConcurrentRuns, key) {
 		select {
 		case r.wake <- event.TypedGenericEvent[*agentsv1alpha1.AgentRun]{Object: w}:
 		default: // the queue is full of wake-ups already

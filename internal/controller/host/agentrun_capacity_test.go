@@ -141,3 +141,43 @@ func TestSlotOfARunReplacedUnderTheSameNameIsFreed(t *testing.T) {
 		t.Fatalf("the pass read run %s, want the replacement %s", run.UID, replacement.UID)
 	}
 }
+
+// A slot given back wakes the run it goes to, not the whole line: each
+// woken pass reads the line again, and all but the first would only wait.
+// The cache may still show the released run running: it is not counted.
+func TestReleasedSlotWakesTheRunsTheFreeSlotsGoTo(t *testing.T) {
+	running := agentsv1alpha1.AgentRunStatus{Host: agentrunstest.Host, Phase: agentsv1alpha1.PhaseRunning}
+	line := []agentsv1alpha1.AgentRun{
+		lined("done", 0, running), // its Succeeded status not in the cache yet
+		lined("other", 1, running),
+		lined("first", 2, waiting(agentsv1alpha1.ReasonWaitingForCapacity)),
+		lined("second", 3, waiting(agentsv1alpha1.ReasonWaitingForCapacity)),
+		lined("third", 4, agentsv1alpha1.AgentRunStatus{}),
+	}
+	var s slotTracker
+	for i := range line[:2] {
+		if !s.lineUp(&line[i], line, agentrunstest.Host, 2, true) {
+			t.Fatalf("%s should hold a slot", line[i].Name)
+		}
+	}
+	done := client.ObjectKeyFromObject(&line[0])
+	s.release(done)
+	woken := s.firstInLine(line, agentrunstest.Host, 2, done)
+	if len(woken) != 1 || woken[0].Name != "first" {
+		t.Fatalf("one slot freed woke %v; want [first]", names(woken))
+	}
+	// The cache catches up with done; other ends too.
+	line[0].Status.Phase = agentsv1alpha1.PhaseSucceeded
+	s.release(client.ObjectKeyFromObject(&line[1]))
+	if woken := s.firstInLine(line, agentrunstest.Host, 2, client.ObjectKeyFromObject(&line[1])); len(woken) != 2 || woken[1].Name != "second" {
+		t.Fatalf("two slots free woke %v; want [first second]", names(woken))
+	}
+}
+
+func names(runs []*agentsv1alpha1.AgentRun) []string {
+	var out []string
+	for _, r := range runs {
+		out = append(out, r.Name)
+	}
+	return out
+}
