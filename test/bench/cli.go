@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/system"
@@ -66,33 +65,12 @@ func sameStorage(conn context.Context, cli string) error {
 
 // cliBaseline runs n containers of `true` through the CLI, c at a time.
 func cliBaseline(cfg config) (rawResult, error) {
-	var (
-		mu       sync.Mutex
-		firstErr error
-	)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range cfg.c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				_, err := cliOne(context.Background(), cfg.podmanCLI, cfg.image, fmt.Sprintf("agentrun-bench-cli-%d-%d", start.UnixNano(), i), "true")
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	for i := range cfg.n {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
-	return rawResult{wall: time.Since(start)}, firstErr
+	err := atOnce(cfg.n, cfg.c, func(i int) error {
+		_, err := cliOne(context.Background(), cfg.podmanCLI, cfg.image, fmt.Sprintf("agentrun-bench-cli-%d-%d", start.UnixNano(), i), "true")
+		return err
+	})
+	return rawResult{wall: time.Since(start)}, err
 }
 
 // Launch latency is from the call that asks for a run (the AgentRun's

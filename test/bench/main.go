@@ -269,33 +269,48 @@ func rawBaseline(conn context.Context, cfg config) (rawResult, error) {
 	var (
 		mu       sync.Mutex
 		launches []time.Duration
-		firstErr error
 		calls    atomic.Int64
+	)
+	start := time.Now()
+	err := atOnce(cfg.n, cfg.c, func(i int) error {
+		d, err := rawOne(conn, cfg.image, fmt.Sprintf("agentrun-bench-raw-%d-%d", start.UnixNano(), i), &calls)
+		mu.Lock()
+		launches = append(launches, d)
+		mu.Unlock()
+		return err
+	})
+	return rawResult{launch: launches, wall: time.Since(start), calls: calls.Load()}, err
+}
+
+// atOnce calls one for 0 to n-1, c at a time, and returns the first error.
+func atOnce(n, c int, one func(i int) error) error {
+	var (
+		mu       sync.Mutex
+		firstErr error
 	)
 	jobs := make(chan int)
 	var wg sync.WaitGroup
-	start := time.Now()
-	for range cfg.c {
+	for range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				d, err := rawOne(conn, cfg.image, fmt.Sprintf("agentrun-bench-raw-%d-%d", start.UnixNano(), i), &calls)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
+				if err := one(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
 				}
-				launches = append(launches, d)
-				mu.Unlock()
 			}
 		}()
 	}
-	for i := range cfg.n {
+	for i := range n {
 		jobs <- i
 	}
 	close(jobs)
 	wg.Wait()
-	return rawResult{launch: launches, wall: time.Since(start), calls: calls.Load()}, firstErr
+	return firstErr
 }
 
 // rawOne is what a careful user of the bindings does for one short
