@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints the Kubernetes identity of Podman hosts: for each host name, the
 # ServiceAccount agentrun-host-<name> in agentrun-system (AGENTRUN_NAMESPACE)
-# and its bindings to the roles config/default and config/host install.
+# and its bindings to the roles config/default and config/host install (the
+# ClusterRoleBinding <namespace>:agentrun-host-<name>).
 # Apply the output:
 #
 #   hack/host-identity.sh podman1 podman2 | kubectl apply -f -
@@ -69,7 +70,9 @@ metadata:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
-  name: $sa
+  # Cluster-wide: named with the namespace, so that an installation in
+  # another namespace with a host of the same name has a binding of its own.
+  name: $NAMESPACE:$sa
   labels:
     app.kubernetes.io/name: agentrun
     app.kubernetes.io/component: host

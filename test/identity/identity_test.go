@@ -10,6 +10,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -355,14 +357,47 @@ var _ = Describe("A host whose account is in another namespace than agentrun-sys
 	})
 })
 
+// writeAdminKubeconfig writes a kubeconfig of a cluster admin as dir/admin.
+func writeAdminKubeconfig(dir string) {
+	GinkgoHelper()
+	adminUser, err := env.AddUser(envtest.User{Name: "test-admin", Groups: []string{"system:masters"}}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	adminKubeconfig, err := adminUser.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.WriteFile(filepath.Join(dir, "admin"), adminKubeconfig, 0o600)).To(Succeed())
+}
+
+var _ = Describe("The identities hack/host-identity.sh makes", func() {
+	It("keeps two installations' hosts of the same name apart: each binding names its own namespace's account", func(ctx SpecContext) {
+		dir := GinkgoT().TempDir()
+		writeAdminKubeconfig(dir)
+		for _, ns := range []string{"install-one", "install-two"} {
+			Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+			cmd := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "host-identity.sh"), "twin")
+			cmd.Env = append(os.Environ(), "AGENTRUN_NAMESPACE="+ns)
+			manifest, err := cmd.Output()
+			Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
+			file := filepath.Join(dir, ns+".yaml")
+			Expect(os.WriteFile(file, manifest, 0o600)).To(Succeed())
+			kubectl("--kubeconfig", filepath.Join(dir, "admin"), "apply", "-f", file)
+		}
+		bindings := &rbacv1.ClusterRoleBindingList{}
+		Expect(admin.List(ctx, bindings, client.MatchingLabels{"agents.agentrun.dev/host": "twin"})).To(Succeed())
+		var subjects []string
+		for _, b := range bindings.Items {
+			for _, s := range b.Subjects {
+				subjects = append(subjects, s.Namespace+"/"+s.Name)
+			}
+		}
+		Expect(subjects).To(ConsistOf("install-one/agentrun-host-twin", "install-two/agentrun-host-twin"),
+			"the second installation's binding replaced the first's")
+	})
+})
+
 var _ = Describe("The kubeconfig hack/host-identity.sh makes", func() {
 	It("authenticates with a token of the host's account, which the policies hold to its own runs", func(ctx SpecContext) {
 		dir := GinkgoT().TempDir()
-		adminUser, err := env.AddUser(envtest.User{Name: "test-admin", Groups: []string{"system:masters"}}, nil)
-		Expect(err).NotTo(HaveOccurred())
-		adminKubeconfig, err := adminUser.KubeConfig()
-		Expect(err).NotTo(HaveOccurred())
-		Expect(os.WriteFile(filepath.Join(dir, "admin"), adminKubeconfig, 0o600)).To(Succeed())
+		writeAdminKubeconfig(dir)
 
 		cmd := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "host-identity.sh"), "--kubeconfig", "a", "1h")
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "admin"),
