@@ -11,11 +11,13 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/types"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
@@ -380,13 +382,14 @@ func (s *scenario) upAgain(before map[string]string) error {
 	return nil
 }
 
-// heartbeatSince: the host's PodmanHost shows a heartbeat renewed after t.
+// heartbeatSince: the host's Lease, which the fleet reads to tell whether the
+// host lives, was renewed after t.
 func heartbeatSince(ctx context.Context, host string, t time.Time) bool {
-	ph := &agentsv1alpha1.PodmanHost{}
-	if err := c.Get(ctx, client.ObjectKey{Name: host}, ph); err != nil {
+	lease := &coordinationv1.Lease{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: agentruns.DefaultLeaseNamespace, Name: host}, lease); err != nil {
 		return false
 	}
-	return ph.Status.LastHeartbeatTime != nil && ph.Status.LastHeartbeatTime.After(t)
+	return lease.Spec.RenewTime != nil && lease.Spec.RenewTime.After(t)
 }
 
 // busyHost is the host of a random run that is not finished, or a random
