@@ -372,3 +372,33 @@ func TestEachHostsGracePeriodIsItsLeases(t *testing.T) {
 		}
 	}
 }
+
+// A run created a moment before its host joined (right after make up, say)
+// is placed within a heartbeat: it waits without a warning, and becomes
+// Unschedulable, with a Warning event, only when no host could take it for
+// that long.
+func TestPlacementWarnsOnlyOnceNoHostCouldTakeARunForAHeartbeat(t *testing.T) {
+	r := unplacedRun("r")
+	f := newFleetHarness(t, r)
+	r.CreationTimestamp = metav1.NewTime(f.clock.Now())
+	if err := f.c.Update(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	recorded := f.placement.Recorder.(*events.FakeRecorder).Events
+	run := f.place("r")
+	if reason := agentrunstest.Condition(run, agentsv1alpha1.ConditionStarted).Reason; reason != agentsv1alpha1.ReasonWaitingForHost ||
+		!strings.Contains(run.Status.Message, "no Podman host has joined the cluster") {
+		t.Fatalf("a new run no host can take yet: %s %q; want WaitingForHost saying why", reason, run.Status.Message)
+	}
+	if len(recorded) != 0 {
+		t.Fatalf("a new run no host can take yet was warned about: %s", <-recorded)
+	}
+	f.clock.Step(10 * time.Second)
+	run = f.place("r")
+	if reason := agentrunstest.Condition(run, agentsv1alpha1.ConditionStarted).Reason; reason != agentsv1alpha1.ReasonUnschedulable {
+		t.Fatalf("no host for a heartbeat: %s; want Unschedulable", reason)
+	}
+	if len(recorded) != 1 || !strings.Contains(<-recorded, "Warning Unschedulable") {
+		t.Fatal("no Warning event once no host could take the run for a heartbeat")
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/config"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/placement"
 )
@@ -92,16 +93,7 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	chosen, why := placement.Choose(run, hosts)
 	if chosen == "" {
-		before := agentruns.StateOf(&run.Status)
-		st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonUnschedulable, Message: why}
-		agentruns.ApplyState(&run.Status, run.Generation, st)
-		if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
-		}
-		if before.Reason != st.Reason {
-			p.Recorder.Eventf(run, nil, corev1.EventTypeWarning, st.Reason, "Place", "%s", agentruns.TruncateUTF8(why, agentruns.MaxEventNoteBytes))
-		}
-		return p.RecheckPeriod, nil
+		return p.unplaced(ctx, base, run, why)
 	}
 	adm, err := p.admit(ctx, run)
 	if err != nil || !adm.admitted {
@@ -122,6 +114,34 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	p.mu.Unlock()
 	log.FromContext(ctx).V(1).Info("Placed AgentRun", "agentrun", req.NamespacedName, "host", chosen)
 	return ctrl.Result{}, nil
+}
+
+// unschedulableGrace is how long a new run may find no host that can take
+// it before it is Unschedulable, with a warning: a host that is joining (its
+// PodmanHost not made yet, right after make up) or about to report a secret
+// or an image takes it within a heartbeat.
+const unschedulableGrace = config.DefaultHeartbeatPeriod
+
+// unplaced keeps a run no host can take Pending, saying why: reason
+// WaitingForHost while it is new, then Unschedulable, with a warning.
+func (p *PlacementReconciler) unplaced(ctx context.Context, base, run *agentsv1alpha1.AgentRun, why string) (ctrl.Result, error) {
+	before := agentruns.StateOf(&run.Status)
+	st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonUnschedulable, Message: why}
+	res := p.RecheckPeriod
+	if wait := unschedulableGrace - p.Clock.Since(run.CreationTimestamp.Time); wait > 0 {
+		st.Reason = agentsv1alpha1.ReasonWaitingForHost
+		st.Message = fmt.Sprintf("no Podman host can take the run yet: %s; it is placed as soon as one can, and is Unschedulable if none can within %s of its creation",
+			why, unschedulableGrace)
+		res.RequeueAfter = min(res.RequeueAfter, wait)
+	}
+	agentruns.ApplyState(&run.Status, run.Generation, st)
+	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+	}
+	if before.Reason != st.Reason && st.Reason == agentsv1alpha1.ReasonUnschedulable {
+		p.Recorder.Eventf(run, nil, corev1.EventTypeWarning, st.Reason, "Place", "%s", agentruns.TruncateUTF8(why, agentruns.MaxEventNoteBytes))
+	}
+	return res, nil
 }
 
 // awaitsPlacement tells whether a run is the scheduler's: unpinned,
