@@ -99,6 +99,11 @@ const (
 	// the containers of runs given to other hosts meanwhile; it takes no
 	// run until that is done.
 	ReasonFencing = "Fencing"
+	// ReasonResultDiscarded: an event on a run whose container had finished
+	// on a host that was lost meanwhile; the run ran again elsewhere, and
+	// the host, back, removed that container. The event gives its exit
+	// code: the first attempt did finish.
+	ReasonResultDiscarded = "ResultDiscarded"
 )
 
 // +kubebuilder:object:root=true

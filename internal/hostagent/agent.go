@@ -410,6 +410,13 @@ func (a *Agent) fence(ctx context.Context) error {
 		}
 		if err == nil && string(run.UID) == c.Labels[agentsv1alpha1.LabelUID] {
 			a.Recorder.Eventf(run, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonFencing, "Fence", "%s", note)
+			if c.State == containers.StateExited && run.Status.Host != a.Host {
+				// The attempt ran to its end while this host was away:
+				// the run ran again, and the user sees that it had.
+				a.Recorder.Eventf(run, nil, corev1.EventTypeNormal, agentsv1alpha1.ReasonResultDiscarded, "Fence",
+					"attempt %s (container %s) had finished on host %s, exited %d, while the host was lost; the run was given to another host, and that result was discarded",
+					c.Labels[agentsv1alpha1.LabelAttempt], c.Name, a.Host, c.ExitCode)
+			}
 		}
 		if a.Released != nil {
 			a.Released(key)

@@ -274,3 +274,32 @@ func mustGet(t *testing.T, r client.Reader, key client.ObjectKey, obj client.Obj
 		t.Fatalf("getting %s: %v", key, err)
 	}
 }
+
+// A run that finished on a host while it was cut off ran again elsewhere:
+// fencing that container says, on the run, that the first attempt had
+// finished and with which exit code, so the user can see it.
+func TestFencingAFinishedContainerRecordsTheResultItDiscards(t *testing.T) {
+	moved := run("moved", "uid-moved", "h2", 2)
+	running := run("running", "uid-running", "h2", 2)
+	a, rt, _, recorder := newAgent(t, moved, running)
+	launch(t, rt, moved, 1)
+	launch(t, rt, running, 1)
+	for _, c := range rt.All() {
+		if c.Name == "moved-1" {
+			if err := rt.Exit(c.ID, 3, "done\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	a.beat(context.Background())
+	notes := drain(recorder)
+	var discarded []string
+	for _, n := range notes {
+		if strings.Contains(n, agentsv1alpha1.ReasonResultDiscarded) {
+			discarded = append(discarded, n)
+		}
+	}
+	if len(discarded) != 1 || !strings.Contains(discarded[0], "moved-1") || !strings.Contains(discarded[0], "exited 3") {
+		t.Fatalf("ResultDiscarded events: %q; want one, for moved-1, with its exit code (all events: %q)", discarded, notes)
+	}
+}
