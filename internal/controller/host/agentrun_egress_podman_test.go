@@ -84,11 +84,17 @@ var _ = Describe("A proxied run", func() {
 		stop := controllertest.StartHostConfig(cfg)
 		run := proxiedRun(`exec 2>&1
 await() { while [ ! -e /sync/$1 ]; do sleep 0.1; done; }
+touch /sync/started
 await down; wget -q -O- http://allowed.test/down; echo " down=$?"; touch /sync/tried
 await up; wget -q -O- http://allowed.test/up; echo " up=$?"`, sync+":/sync")
 		Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
 		controllertest.CleanUp(run)
-		controllertest.WaitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 30*time.Second)
+		// Running means the container started, not that the command did:
+		// the egress forwarder runs it once the proxy answers, and waits
+		// for it (a minute) when the manager is stopped first. The command
+		// says when it runs.
+		Eventually(func() error { _, err := os.Stat(filepath.Join(sync, "started")); return err }).
+			WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
 
 		stop()
 		Expect(os.WriteFile(filepath.Join(sync, "down"), nil, 0o644)).To(Succeed())
