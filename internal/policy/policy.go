@@ -119,7 +119,7 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 func (p Policy) Admit(spec containers.Spec) *Refusal {
 	if !matchesAny(p.AllowedImages, spec.Image) {
 		return &Refusal{agentsv1alpha1.ReasonImageNotAllowed, fmt.Sprintf(
-			"image %s is not allowed on this host; allowed: %s", spec.Image, strings.Join(p.AllowedImages, ", "))}
+			"image %s is not allowed on this host (allowed: %s)", spec.Image, strings.Join(p.AllowedImages, ", "))}
 	}
 	if spec.Network != "" && !slices.Contains(p.AllowedNetworks, spec.Network) {
 		return &Refusal{agentsv1alpha1.ReasonNetworkNotAllowed, fmt.Sprintf(
@@ -128,11 +128,11 @@ func (p Policy) Admit(spec containers.Spec) *Refusal {
 	}
 	if memory := cmp.Or(spec.MemoryBytes, p.DefaultMemoryBytes); p.MaxMemoryBytes > 0 && memory > p.MaxMemoryBytes {
 		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
-			"spec.podman.memory asks for %d bytes; this host allows at most %d", memory, p.MaxMemoryBytes)}
+			"spec.podman.memory asks for %d bytes (this host allows at most %d)", memory, p.MaxMemoryBytes)}
 	}
 	if cpus := cmp.Or(spec.NanoCPUs, p.DefaultNanoCPUs); p.MaxNanoCPUs > 0 && cpus > p.MaxNanoCPUs {
 		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
-			"spec.podman.cpus asks for %g CPUs; this host allows at most %g", float64(cpus)/1e9, float64(p.MaxNanoCPUs)/1e9)}
+			"spec.podman.cpus asks for %g CPUs (this host allows at most %g)", float64(cpus)/1e9, float64(p.MaxNanoCPUs)/1e9)}
 	}
 	for _, m := range spec.Mounts {
 		if refused := p.admitMount(m); refused != nil {
