@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -78,6 +79,12 @@ type PodmanHostStatus struct {
 	// against.
 	// +optional
 	Egress *HostEgress `json:"egress,omitempty"`
+
+	// Policy is what the host admits of a run's container, which
+	// placement checks runs against; absent on hosts from before it was
+	// published, which placement does not hold runs to.
+	// +optional
+	Policy *HostPolicy `json:"policy,omitempty"`
 
 	// LastHeartbeatTime is when the host last renewed its heartbeat Lease,
 	// as last written here; the Lease holds the exact time.
@@ -166,4 +173,74 @@ type HostEgress struct {
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=261
 	Permitted []string `json:"permitted,omitempty"`
+}
+
+// HostPolicy is what a host admits of a run's container (its
+// host.containers, host.resources, host.volumes and host.sessions): the
+// host fails a run it refuses, so placement sends a run only to a host
+// whose policy admits it.
+type HostPolicy struct {
+	// AllowedImages are the image patterns runs may use ('*' matches any
+	// run of characters, slashes included); empty: none.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=512
+	AllowedImages []string `json:"allowedImages,omitempty"`
+
+	// AllowedNetworks are the networks runs may name in
+	// spec.podman.network.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=256
+	AllowedNetworks []string `json:"allowedNetworks,omitempty"`
+
+	// AllowedVolumePaths are the host directories volumes may come from
+	// (each and what is below it); empty: no volume at all.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=4096
+	AllowedVolumePaths []string `json:"allowedVolumePaths,omitempty"`
+
+	// ForbiddenVolumePaths are the host paths no volume may be, hold or be
+	// below, besides those no host allows (/proc, /sys, /dev, /run, /etc,
+	// /var/lib/containers).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=4096
+	ForbiddenVolumePaths []string `json:"forbiddenVolumePaths,omitempty"`
+
+	// BlockedContainerPaths are the container paths volumes may not mount
+	// over, nor anything below them.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=4096
+	BlockedContainerPaths []string `json:"blockedContainerPaths,omitempty"`
+
+	// AllowVolumeRelabel tells whether volumes may use the options U, z
+	// and Z.
+	// +optional
+	AllowVolumeRelabel bool `json:"allowVolumeRelabel,omitempty"`
+
+	// DefaultMemory and DefaultCPUs are the limits of runs that set none;
+	// MaxMemory and MaxCPUs the most a run may ask for. Absent: no limit,
+	// no maximum.
+	// +optional
+	DefaultMemory *resource.Quantity `json:"defaultMemory,omitempty"`
+	// +optional
+	MaxMemory *resource.Quantity `json:"maxMemory,omitempty"`
+	// +optional
+	DefaultCPUs *resource.Quantity `json:"defaultCPUs,omitempty"`
+	// +optional
+	MaxCPUs *resource.Quantity `json:"maxCPUs,omitempty"`
+
+	// KeepsSessions tells whether the host keeps its runs' Claude sessions
+	// (a host.sessions.dir, and Claude Code as its default command): a run
+	// with spec.continueFrom needs it.
+	// +optional
+	KeepsSessions bool `json:"keepsSessions,omitempty"`
 }

@@ -1,8 +1,8 @@
 // Package hostagent is a Podman host's presence in the cluster, as the
 // kubelet's node status and lease are a Node's: it keeps the host's
 // PodmanHost (labels, Podman version, capacity, load, secret and image names,
-// egress policy) and its heartbeat Lease current, and, after the host was cut off long
-// enough to be declared lost, fences it: it removes the containers of runs
+// egress and admission policy) and its heartbeat Lease current, and, after
+// the host was cut off long enough to be declared lost, fences it: it removes the containers of runs
 // the fleet gave to other hosts meanwhile before the host takes any run.
 package hostagent
 
@@ -63,6 +63,10 @@ type Agent struct {
 	// spec.egress only where the ceiling covers it; nil publishes none, as
 	// a host from before egress did.
 	Egress *agentsv1alpha1.HostEgress
+	// Policy is what the host admits of a run's container, published for
+	// placement, which sends a run only where it would be admitted; nil
+	// publishes none.
+	Policy *agentsv1alpha1.HostPolicy
 	// LogEndpoint and LogCABundle are where the host serves its runs'
 	// output and the CA of that endpoint's certificate; empty: nowhere.
 	LogEndpoint string
@@ -362,6 +366,7 @@ func (a *Agent) writeStatus(ctx context.Context, host *agentsv1alpha1.PodmanHost
 	st.DefaultImage = a.DefaultImage
 	st.LogEndpoint, st.LogCABundle = a.LogEndpoint, a.LogCABundle
 	st.Egress = a.Egress.DeepCopy()
+	st.Policy = a.Policy.DeepCopy()
 	if invOK {
 		st.PodmanVersion = inv.Version
 		st.Secrets = sortedUnique(inv.Secrets)

@@ -42,6 +42,7 @@ func newAgent(t *testing.T, objs ...client.Object) (*Agent, *fake.Runtime, *cloc
 		Host: "h1", Labels: map[string]string{"gpu": "true"}, LeaseNamespace: "agentrun-system",
 		Capacity: 4, DefaultImage: image, HeartbeatPeriod: 10 * time.Second, GracePeriod: 40 * time.Second,
 		Egress:  &agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: []string{"*.github.com"}},
+		Policy:  &agentsv1alpha1.HostPolicy{AllowedImages: []string{"localhost/*"}, AllowedVolumePaths: []string{"/srv"}, KeepsSessions: true},
 		Running: func(context.Context) (int, error) { return 2, nil },
 		Clock:   clock,
 	}
@@ -68,7 +69,8 @@ func TestBeatPublishesTheHostAndItsHeartbeat(t *testing.T) {
 		st.PodmanVersion != "fake" || strings.Join(st.Secrets, ",") != "github-token" || strings.Join(st.Images, ",") != image ||
 		st.DefaultImage != image || st.LastHeartbeatTime == nil ||
 		st.Egress == nil || st.Egress.Mode != agentsv1alpha1.EgressProxy || strings.Join(st.Egress.Default, ",") != "api.anthropic.com" ||
-		strings.Join(st.Egress.Permitted, ",") != "*.github.com" {
+		strings.Join(st.Egress.Permitted, ",") != "*.github.com" ||
+		st.Policy == nil || strings.Join(st.Policy.AllowedImages, ",") != "localhost/*" || strings.Join(st.Policy.AllowedVolumePaths, ",") != "/srv" || !st.Policy.KeepsSessions {
 		t.Fatalf("PodmanHost = %+v %+v", host.Labels, st)
 	}
 	lease := &coordinationv1.Lease{}

@@ -14,6 +14,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/egress"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // Host is one Podman host as placement sees it.
@@ -32,6 +33,9 @@ type Host struct {
 	// Egress is the host's published egress policy; nil for a host from
 	// before egress, which would not hold a run to its spec.egress.
 	Egress *agentsv1alpha1.HostEgress
+	// Policy is what the host admits of a run's container; nil for a host
+	// from before it was published, which placement does not hold runs to.
+	Policy *agentsv1alpha1.HostPolicy
 }
 
 // FromPodmanHost reads a PodmanHost; load is counted by the caller, from
@@ -42,7 +46,7 @@ func FromPodmanHost(h *agentsv1alpha1.PodmanHost, load int) Host {
 		Unschedulable: h.Spec.Unschedulable,
 		Capacity:      int(h.Status.Capacity), Load: load,
 		Secrets: h.Status.Secrets, Images: h.Status.Images, DefaultImage: h.Status.DefaultImage,
-		Egress: h.Status.Egress,
+		Egress: h.Status.Egress, Policy: h.Status.Policy,
 	}
 }
 
@@ -86,6 +90,9 @@ func Lacks(run *agentsv1alpha1.AgentRun, h Host) string {
 			lacks = append(lacks, why)
 		}
 	}
+	if why := refusedBy(run, h); why != "" {
+		lacks = append(lacks, why)
+	}
 	if h.Capacity > 0 && h.Load >= h.Capacity {
 		lacks = append(lacks, fmt.Sprintf("a free slot (%d/%d runs)", h.Load, h.Capacity))
 	}
@@ -118,6 +125,26 @@ func egressLacks(allow []string, published *agentsv1alpha1.HostEgress) string {
 		names[i] = p.String()
 	}
 	return "egress to " + strings.Join(names, ", ") + " not permitted"
+}
+
+// refusedBy says why h's published policy refuses run, as the host would
+// refuse its launch, or "" when it admits it or publishes no policy.
+func refusedBy(run *agentsv1alpha1.AgentRun, h Host) string {
+	if h.Policy == nil {
+		return ""
+	}
+	asked, err := policy.Asked(run, h.DefaultImage)
+	if err != nil {
+		return err.Error()
+	}
+	refused := policy.FromPublished(h.Policy).Admit(asked)
+	if refused == nil {
+		refused = policy.AdmitSession(h.Policy.KeepsSessions, run)
+	}
+	if refused == nil {
+		return ""
+	}
+	return refused.Message
 }
 
 // Choose picks the host for run: among the hosts that lack nothing, the one

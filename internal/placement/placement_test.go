@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 func run(image string, secrets map[string]agentsv1alpha1.SecretName, sel *metav1.LabelSelector) *agentsv1alpha1.AgentRun {
@@ -162,5 +163,89 @@ func TestAHostThatPublishesNoEgressTakesOnlyRunsWithoutIt(t *testing.T) {
 	}
 	if got, why := Choose(run("", nil, nil), []Host{old}); got != "old" {
 		t.Fatalf("a run without spec.egress: Choose = %q, %q; want old", got, why)
+	}
+}
+
+// policyHost publishes a policy that admits localhost images, no network
+// but none, volumes from /srv (no relabel), up to 1Gi and 2 CPUs, and keeps
+// sessions.
+func policyHost(name string) Host {
+	h := host(name, 0, 4)
+	h.Policy = policy.Policy{
+		AllowedImages: []string{"localhost/*"}, AllowedNetworks: []string{"none"},
+		AllowedVolumePaths: []string{"/srv"}, ForbiddenVolumePaths: []string{"/srv/podman"}, BlockedContainerPaths: []string{"/usr"},
+		DefaultMemoryBytes: 512 << 20, MaxMemoryBytes: 1 << 30, DefaultNanoCPUs: 1e9, MaxNanoCPUs: 2e9,
+	}.Published(true)
+	h.Images = append(h.Images, "quay.io/x/agent:1")
+	return h
+}
+
+func TestARunGoesOnlyWhereTheHostsPolicyAdmitsIt(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(r *agentsv1alpha1.AgentRun)
+		want   string
+	}{
+		{"image", func(r *agentsv1alpha1.AgentRun) { r.Spec.Image = "quay.io/x/agent:1" }, "image quay.io/x/agent:1 is not allowed on this host (allowed: localhost/*)"},
+		{"network", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Network = "host" }, `network "host" is not allowed on this host`},
+		{"volume path", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/home/u/repo:/work"} }, "volume /home/u/repo:/work: host path /home/u/repo is outside the paths this host allows (/srv)"},
+		{"forbidden path", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/srv/podman/x:/work"} }, "volume /srv/podman/x:/work: host path /srv/podman/x is or holds /srv/podman, which no run may mount"},
+		{"blocked container path", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/srv/repo:/usr/local"} }, "volume /srv/repo:/usr/local: mounts over /usr/local in the container"},
+		{"relabel", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Volumes = []string{"/srv/repo:/work:Z"} }, "volume /srv/repo:/work: option Z relabels"},
+		{"memory", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.Memory = "2g" }, "spec.podman.memory asks for 2147483648 bytes (this host allows at most 1073741824)"},
+		{"cpus", func(r *agentsv1alpha1.AgentRun) { r.Spec.Podman.CPUs = "3" }, "spec.podman.cpus asks for 3 CPUs (this host allows at most 2)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run("", nil, nil)
+			tc.change(r)
+			strict, loose := policyHost("strict"), policyHost("loose")
+			loose.Policy = &agentsv1alpha1.HostPolicy{
+				AllowedImages: []string{"*"}, AllowedNetworks: []string{"none", "host"}, AllowedVolumePaths: []string{"/"}, AllowVolumeRelabel: true,
+			}
+			if got, why := Choose(r, []Host{strict, loose}); got != "loose" {
+				t.Fatalf("Choose = %q, %q; want loose", got, why)
+			}
+			got, why := Choose(r, []Host{strict})
+			if got != "" || !strings.Contains(why, "strict: "+tc.want) {
+				t.Fatalf("Choose = %q, %q; want none, with %q", got, why, "strict: "+tc.want)
+			}
+		})
+	}
+}
+
+func TestARunWithinTheHostsPolicyGoesThere(t *testing.T) {
+	r := run("localhost/agent:1", nil, nil)
+	r.Spec.Podman = agentsv1alpha1.PodmanSpec{Volumes: []string{"/srv/repo:/work:ro"}, Memory: "1g", CPUs: "2", Network: "none"}
+	if got, why := Choose(r, []Host{policyHost("a")}); got != "a" {
+		t.Fatalf("Choose = %q, %q; want a", got, why)
+	}
+}
+
+func TestARunThatContinuesASessionNeedsAHostThatKeepsThem(t *testing.T) {
+	r := run("", nil, nil)
+	r.Spec.ContinueFrom = "earlier"
+	keeps, keepsNone := policyHost("keeps"), policyHost("none")
+	keepsNone.Policy.KeepsSessions = false
+	if got, why := Choose(r, []Host{keeps}); got != "keeps" {
+		t.Fatalf("Choose = %q, %q; want keeps", got, why)
+	}
+	if got, why := Choose(r, []Host{keepsNone}); got != "" || !strings.Contains(why, "none: keeps no Claude sessions") {
+		t.Fatalf("Choose = %q, %q; want none, the host keeping no sessions", got, why)
+	}
+	if got, why := Choose(run("", nil, nil), []Host{keepsNone}); got != "none" {
+		t.Fatalf("a run that continues nothing: Choose = %q, %q; want none", got, why)
+	}
+}
+
+// A host from before status.policy is held to nothing it did not publish,
+// as before; its own launch still checks.
+func TestAHostThatPublishesNoPolicyIsNotHeldToOne(t *testing.T) {
+	r := run("quay.io/x/agent:1", nil, nil)
+	r.Spec.Podman = agentsv1alpha1.PodmanSpec{Volumes: []string{"/home/u:/work:Z"}, Network: "host", Memory: "64g"}
+	r.Spec.ContinueFrom = "earlier"
+	old := host("old", 0, 4)
+	old.Images = append(old.Images, "quay.io/x/agent:1")
+	if got, why := Choose(r, []Host{old}); got != "old" {
+		t.Fatalf("Choose = %q, %q; want old", got, why)
 	}
 }

@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -87,7 +88,8 @@ type Refusal struct{ Reason, Message string }
 func (r *Refusal) Error() string { return r.Message }
 
 // Apply fills in the defaults and hardening, then checks the container
-// against the policy, returning a refusal that names what is not allowed.
+// against the policy (Admit, then the host's file system), returning a
+// refusal that names what is not allowed.
 func (p Policy) Apply(spec *containers.Spec) *Refusal {
 	spec.NoNewPrivileges = true
 	spec.CapDrop = []string{"ALL"}
@@ -95,32 +97,45 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 	spec.PidsLimit = p.PidsLimit
 	spec.LogMaxBytes = p.LogMaxBytes
 	spec.User, spec.UserNS = p.User, p.UserNS
-	if spec.MemoryBytes == 0 {
-		spec.MemoryBytes = p.DefaultMemoryBytes
+	spec.MemoryBytes = cmp.Or(spec.MemoryBytes, p.DefaultMemoryBytes)
+	spec.NanoCPUs = cmp.Or(spec.NanoCPUs, p.DefaultNanoCPUs)
+	if refused := p.Admit(*spec); refused != nil {
+		return refused
 	}
-	if spec.NanoCPUs == 0 {
-		spec.NanoCPUs = p.DefaultNanoCPUs
+	for _, m := range spec.Mounts {
+		if refused := p.checkLinks(m); refused != nil {
+			return refused
+		}
 	}
+	return nil
+}
 
+// Admit checks what a container asks for (Asked) against the rules that
+// need nothing but the spec: the image, the network, the resources (a limit
+// left out gets the default), and each volume's place, options and
+// allowlist. The host holds every container to it (Apply, CheckMounts);
+// placement holds a run to each host's published policy with it
+// (FromPublished), so a run goes only where it would be admitted.
+func (p Policy) Admit(spec containers.Spec) *Refusal {
 	if !matchesAny(p.AllowedImages, spec.Image) {
 		return &Refusal{agentsv1alpha1.ReasonImageNotAllowed, fmt.Sprintf(
-			"image %s is not allowed on this host; allowed: %s", spec.Image, strings.Join(p.AllowedImages, ", "))}
+			"image %s is not allowed on this host (allowed: %s)", spec.Image, strings.Join(p.AllowedImages, ", "))}
 	}
 	if spec.Network != "" && !slices.Contains(p.AllowedNetworks, spec.Network) {
 		return &Refusal{agentsv1alpha1.ReasonNetworkNotAllowed, fmt.Sprintf(
 			"network %q is not allowed on this host (host.containers.allowedNetworks: %s); a run on a network bypasses the egress proxy: "+
 				"leave spec.podman.network empty and list the names the run needs in spec.egress.allow", spec.Network, strings.Join(p.AllowedNetworks, ", "))}
 	}
-	if p.MaxMemoryBytes > 0 && spec.MemoryBytes > p.MaxMemoryBytes {
+	if memory := cmp.Or(spec.MemoryBytes, p.DefaultMemoryBytes); p.MaxMemoryBytes > 0 && memory > p.MaxMemoryBytes {
 		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
-			"spec.podman.memory asks for %d bytes; this host allows at most %d", spec.MemoryBytes, p.MaxMemoryBytes)}
+			"spec.podman.memory asks for %d bytes (this host allows at most %d)", memory, p.MaxMemoryBytes)}
 	}
-	if p.MaxNanoCPUs > 0 && spec.NanoCPUs > p.MaxNanoCPUs {
+	if cpus := cmp.Or(spec.NanoCPUs, p.DefaultNanoCPUs); p.MaxNanoCPUs > 0 && cpus > p.MaxNanoCPUs {
 		return &Refusal{agentsv1alpha1.ReasonResourcesNotAllowed, fmt.Sprintf(
-			"spec.podman.cpus asks for %g CPUs; this host allows at most %g", float64(spec.NanoCPUs)/1e9, float64(p.MaxNanoCPUs)/1e9)}
+			"spec.podman.cpus asks for %g CPUs (this host allows at most %g)", float64(cpus)/1e9, float64(p.MaxNanoCPUs)/1e9)}
 	}
 	for _, m := range spec.Mounts {
-		if refused := p.checkMount(m); refused != nil {
+		if refused := p.admitMount(m); refused != nil {
 			return refused
 		}
 	}
@@ -132,14 +147,19 @@ func (p Policy) Apply(spec *containers.Spec) *Refusal {
 // container) calls it again, since a path can change after a check.
 func (p Policy) CheckMounts(spec containers.Spec) *Refusal {
 	for _, m := range spec.Mounts {
-		if refused := p.checkMount(m); refused != nil {
+		if refused := p.admitMount(m); refused != nil {
+			return refused
+		}
+		if refused := p.checkLinks(m); refused != nil {
 			return refused
 		}
 	}
 	return nil
 }
 
-func (p Policy) checkMount(m containers.Mount) *Refusal {
+// admitMount checks a volume's place, options and host path against the
+// allowlist, without the file system.
+func (p Policy) admitMount(m containers.Mount) *Refusal {
 	refuse := refuser(m)
 	if refused := p.checkPlace(m); refused != nil {
 		return refused
@@ -153,7 +173,7 @@ func (p Policy) checkMount(m containers.Mount) *Refusal {
 		}
 		return refuse("host path %s is outside the paths this host allows (%s)", m.Source, strings.Join(p.AllowedVolumePaths, ", "))
 	}
-	return p.checkLinks(m)
+	return nil
 }
 
 // CheckHostMount holds a mount the host makes itself (a run's session

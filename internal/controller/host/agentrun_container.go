@@ -55,19 +55,16 @@ func runLabels(run *agentsv1alpha1.AgentRun, host string) map[string]string {
 // Podman to resolve.
 func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attempt int32) (containers.Spec, error) {
 	p := run.Spec.Podman
-	spec := containers.Spec{
-		Name:    containerName(run, attempt),
-		Image:   run.Spec.Image,
-		Command: append([]string{}, run.Spec.Command...),
-		Workdir: run.Spec.Workdir,
-		Env:     map[string]string{},
-		Labels:  runLabels(run, host),
-		Network: p.Network,
+	spec, err := policy.Asked(run, d.Image)
+	if err != nil {
+		return containers.Spec{}, err
 	}
+	spec.Name = containerName(run, attempt)
+	spec.Command = append([]string{}, run.Spec.Command...)
+	spec.Workdir = run.Spec.Workdir
+	spec.Env = map[string]string{}
+	spec.Labels = runLabels(run, host)
 	spec.Labels[agentsv1alpha1.LabelAttempt] = strconv.Itoa(int(attempt))
-	if spec.Image == "" {
-		spec.Image = d.Image
-	}
 	if len(spec.Command) == 0 {
 		options := run.Spec.Claude
 		if claudecli.IsClaude(d.Command) {
@@ -98,20 +95,6 @@ func containerSpec(run *agentsv1alpha1.AgentRun, d Defaults, host string, attemp
 		}
 	}
 	spec.SecretEnv = runoutput.SecretEnv(run)
-	for i, v := range p.Volumes {
-		vol, err := agentsv1alpha1.ParseVolume(v)
-		if err != nil {
-			return containers.Spec{}, fmt.Errorf("spec.podman.volumes[%d]: %w", i, err)
-		}
-		spec.Mounts = append(spec.Mounts, containers.Mount{Source: vol.HostPath, Destination: vol.ContainerPath, Options: vol.Options})
-	}
-	var err error
-	if spec.MemoryBytes, err = policy.ParseMemory(p.Memory); err != nil {
-		return containers.Spec{}, fmt.Errorf("spec.podman.memory: %w", err)
-	}
-	if spec.NanoCPUs, err = policy.ParseCPUs(p.CPUs); err != nil {
-		return containers.Spec{}, fmt.Errorf("spec.podman.cpus: %w", err)
-	}
 	return spec, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/agentrun/agentrun/internal/claudecli"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/policy"
 )
 
 // A run's Claude Code state (its configuration and its sessions) lives in a
@@ -36,10 +37,16 @@ const (
 // left out for not being a regular file or a directory.
 const reasonSessionEntriesSkipped = "SessionEntriesSkipped"
 
+// keepsSessions tells whether the host keeps its runs' Claude sessions: it
+// has a session directory, and its default command is Claude Code.
+func (c HostConfig) keepsSessions() bool {
+	return c.SessionDir != "" && claudecli.IsClaude(c.Defaults.Command)
+}
+
 // keepsSession tells whether run gets a session directory: it runs this
 // host's default command, Claude Code, on a host that keeps sessions.
 func (r *AgentRunReconciler) keepsSession(run *agentsv1alpha1.AgentRun) bool {
-	return r.SessionDir != "" && len(run.Spec.Command) == 0 && claudecli.IsClaude(r.Defaults.Command)
+	return policy.KeepsSession(r.keepsSessions(), run)
 }
 
 // prepareSession is the session step of a launch, which comes after the
@@ -84,13 +91,11 @@ func (r *AgentRunReconciler) prepareSession(ctx context.Context, run *agentsv1al
 // returns the directory's name for status.sessionDir and what a copy left
 // out, or the state the run waits or fails in.
 func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alpha1.AgentRun, spec *containers.Spec) (string, []string, *agentruns.State, error) {
+	if refused := policy.AdmitSession(r.keepsSessions(), run); refused != nil {
+		return "", nil, &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: refused.Reason, Message: "host " + r.Host + " " + refused.Message}, nil
+	}
 	if !r.keepsSession(run) {
-		if run.Spec.ContinueFrom == "" {
-			return "", nil, nil, nil
-		}
-		return "", nil, &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonSessionUnavailable, Message: fmt.Sprintf(
-				"host %s keeps no Claude sessions (its --session-dir is empty, or its default command is not Claude Code)", r.Host)},
-			nil
+		return "", nil, nil, nil
 	}
 	dir := string(run.UID)
 	if !agentruns.IsRunUID(dir) {

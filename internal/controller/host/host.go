@@ -199,6 +199,7 @@ func SetupHost(mgr ctrl.Manager, cfg HostConfig) (*AgentRunReconciler, error) {
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: r.Recorder, Runtime: cfg.Runtime,
 		Host: cfg.Host, Labels: cfg.Labels, LeaseNamespace: cfg.LeaseNamespace,
 		Capacity: cfg.MaxConcurrentRuns, DefaultImage: cfg.Defaults.Image, Egress: &cfg.Egress,
+		Policy:          cfg.Policy.Published(cfg.keepsSessions()),
 		HeartbeatPeriod: cfg.HeartbeatPeriod, GracePeriod: cfg.GracePeriod, StopGracePeriod: cfg.StopGracePeriod,
 		Running: r.running, Released: func(key types.NamespacedName) { r.forget(context.Background(), key) },
 		Clock: cfg.Clock,
