@@ -170,6 +170,10 @@ agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun
 bench: ## Measure agentrun against raw Podman, medians of BENCH_REPS=3 (BENCH_N=200 BENCH_C=8 BENCH_SCALE=10000), a 3-host fleet, and the status writes of live output at BENCH_PROGRESS_RUNS=200 runs at once; BENCH_QUICK=1: one short repetition; BENCH_ONLY_PROGRESS=1: that step alone; the egress proxy against direct HTTPS (BENCH_EGRESS_MIB=100, BENCH_EGRESS_REQUESTS=1000), BENCH_ONLY_EGRESS=1: that step alone, no stack.
 	@hack/bench.sh
 
+.PHONY: scale
+scale: k8s-binaries ## Simulate a fleet of SCALE_HOSTS=100 hosts (in-memory containers of SCALE_RUN_S=1 s, the fleet side as shipped, a real API server) and SCALE_RUNS=10000 unpinned runs, at 10, 30 and 100 hosts: placement rate, create-to-Running latency, API writes per run and per host, the fleet's memory and CPU (also .local/scale.json); SCALE_QUICK=1: 5 and 10 hosts, 300 runs.
+	@hack/scale.sh
+
 ##@ Local stack
 
 .PHONY: demo

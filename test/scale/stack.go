@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/procfs"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/test/fleet"
+)
+
+// stack is a step's running stack: its API server, the cluster-side
+// manager, and what the hosts wrote while idle.
+type stack struct {
+	cfg config
+	f   *fleet.Fleet
+	k8s client.WithWatch
+	// fleetMetrics is the cluster-side manager's /metrics; fleetPID its
+	// process.
+	fleetMetrics string
+	fleetPID     int
+	// idleHosts and idleFleet are the writes per second, by verb, of the
+	// hosts (all of them) and of the fleet while no run exists.
+	idleHosts, idleFleet writes
+	// sockets is the hosts' egress socket directory.
+	sockets string
+}
+
+func newStack(f *fleet.Fleet, cfg config) (*stack, error) {
+	restCfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	// As fast as the API server takes them: its priority and fairness is
+	// the only limit.
+	restCfg.QPS = -1
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	k8s, err := client.NewWithWatch(restCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(f.StateDir(), "cluster-manager.pid"))
+	if err != nil {
+		return nil, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, err
+	}
+	return &stack{cfg: cfg, f: f, k8s: k8s, fleetPID: pid,
+		fleetMetrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", f.Options().MetricsPort)}, nil
+}
+
+// installIdentities makes what a cluster gives Podman hosts, as
+// docs/deploy.md installs it: the reconciler's ClusterRole from
+// config/default, config/host (the leader election Role and the
+// ValidatingAdmissionPolicies), and each host's account from
+// hack/host-identity.sh.
+func (s *stack) installIdentities(ctx context.Context, names []string) error {
+	defaults, err := s.kubectl(nil, "kustomize", filepath.Join(s.cfg.root, "config", "default"))
+	if err != nil {
+		return err
+	}
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(defaults), 4096)
+	found := false
+	for {
+		var u unstructured.Unstructured
+		if err := decoder.Decode(&u.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
+		if u.GetKind() == "ClusterRole" && u.GetName() == "agentrun-manager-role" {
+			if err := s.k8s.Create(ctx, &u); err != nil {
+				return err
+			}
+			found = true
+		}
+	}
+	if !found {
+		return errors.New("config/default has no ClusterRole agentrun-manager-role")
+	}
+	if _, err := s.kubectl(nil, "apply", "-k", filepath.Join(s.cfg.root, "config", "host")); err != nil {
+		return err
+	}
+	identities, err := exec.Command(filepath.Join(s.cfg.root, "hack", "host-identity.sh"), names...).Output()
+	if err != nil {
+		return fmt.Errorf("hack/host-identity.sh: %w", err)
+	}
+	_, err = s.kubectl(identities, "apply", "-f", "-")
+	return err
+}
+
+// kubectl runs the stack's kubectl with stdin and returns its output.
+func (s *stack) kubectl(stdin []byte, args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(s.f.StateDir(), "bin", "kubectl"), append([]string{"--kubeconfig", s.f.Kubeconfig()}, args...)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out, nil
+}
+
+// writes are API-server writes by verb (POST, PUT, PATCH, DELETE).
+type writes map[string]float64
+
+func (w writes) total() (t float64) {
+	for _, v := range w {
+		t += v
+	}
+	return t
+}
+
+func (w writes) minus(o writes) writes {
+	out := writes{}
+	for k, v := range w {
+		out[k] = v - o[k]
+	}
+	return out
+}
+
+func (w writes) scaled(f float64) writes {
+	out := writes{}
+	for k, v := range w {
+		out[k] = v * f
+	}
+	return out
+}
+
+func (w writes) String() string {
+	var parts []string
+	for _, verb := range []string{"POST", "PUT", "PATCH", "DELETE"} {
+		if w[verb] != 0 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", verb, w[verb]))
+		}
+	}
+	return fmt.Sprintf("%.2f (%s)", w.total(), strings.Join(parts, ", "))
+}
+
+// counters are the writes of the fleet and of the hosts (all processes
+// together) so far, and the fleet's CPU time, at one moment.
+type counters struct {
+	at           time.Time
+	fleet, hosts writes
+	fleetCPU     float64
+}
+
+func (s *stack) counters(ctx context.Context, procs []*simProcess) (counters, error) {
+	c := counters{at: time.Now(), hosts: writes{}}
+	var err error
+	if c.fleet, err = writesOf(ctx, s.fleetMetrics); err != nil {
+		return c, err
+	}
+	for _, p := range procs {
+		w, err := writesOf(ctx, "http://"+p.addr+"/metrics")
+		if err != nil {
+			return c, err
+		}
+		for k, v := range w {
+			c.hosts[k] += v
+		}
+	}
+	proc, err := procfs.NewProc(s.fleetPID)
+	if err != nil {
+		return c, err
+	}
+	st, err := proc.Stat()
+	if err != nil {
+		return c, err
+	}
+	c.fleetCPU = st.CPUTime()
+	return c, nil
+}
+
+// writesOf reads client-go's rest_client_requests_total from a /metrics,
+// summed by method over everything else, without GET (reads).
+func writesOf(ctx context.Context, url string) (writes, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", url, err)
+	}
+	out := writes{}
+	family, ok := families["rest_client_requests_total"]
+	if !ok {
+		return out, nil
+	}
+	for _, m := range family.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "method" && l.GetValue() != http.MethodGet {
+				out[l.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out, nil
+}
+
+// fleetMemory is the cluster-side manager's resident memory now and its
+// peak so far, in MiB.
+func (s *stack) fleetMemory() (now, peak float64, err error) {
+	proc, err := procfs.NewProc(s.fleetPID)
+	if err != nil {
+		return 0, 0, err
+	}
+	st, err := proc.NewStatus()
+	if err != nil {
+		return 0, 0, err
+	}
+	const mib = 1 << 20
+	return float64(st.VmRSS) / mib, float64(st.VmHWM) / mib, nil
+}
