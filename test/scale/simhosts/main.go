@@ -71,8 +71,8 @@ func main() {
 
 type options struct {
 	configFile, prefix, addrFile string
-	first, count                             int
-	runFor                                   time.Duration
+	first, count                 int
+	runFor                       time.Duration
 }
 
 func run(o options) error {
