@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -63,12 +62,9 @@ func (s *stack) burst(ctx context.Context, procs []*simProcess, res *stepResult)
 	}
 	obs := &seen{placed: map[string]time.Time{}, running: map[string]time.Time{}, finished: map[string]time.Time{},
 		done: make(chan struct{}), want: res.Runs}
-	w, err := s.k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace(runNamespace))
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	go follow(w, obs)
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	go s.follow(followCtx, obs)
 
 	before, err := s.counters(ctx, procs)
 	if err != nil {
@@ -92,12 +88,31 @@ func (s *stack) burst(ctx context.Context, procs []*simProcess, res *stepResult)
 	return countCreates(procs, res)
 }
 
-// follow feeds the watch's runs into obs until the watch ends.
-func follow(w watch.Interface, obs *seen) {
-	for ev := range w.ResultChan() {
-		if run, ok := ev.Object.(*agentsv1alpha1.AgentRun); ok {
-			obs.observe(run, time.Now())
+// follow feeds the runs into obs as a watch sees them, until ctx ends. The
+// API server closes a watch that falls behind (a loaded machine): then it
+// lists the runs and watches again from there.
+func (s *stack) follow(ctx context.Context, obs *seen) {
+	for ctx.Err() == nil {
+		var list agentsv1alpha1.AgentRunList
+		if err := s.k8s.List(ctx, &list, client.InNamespace(runNamespace)); err != nil {
+			time.Sleep(time.Second)
+			continue
 		}
+		now := time.Now()
+		for i := range list.Items {
+			obs.observe(&list.Items[i], now)
+		}
+		w, err := s.k8s.Watch(ctx, &agentsv1alpha1.AgentRunList{},
+			&client.ListOptions{Namespace: runNamespace, Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+		if err != nil {
+			continue
+		}
+		for ev := range w.ResultChan() {
+			if run, ok := ev.Object.(*agentsv1alpha1.AgentRun); ok {
+				obs.observe(run, time.Now())
+			}
+		}
+		w.Stop()
 	}
 }
 
@@ -179,7 +194,7 @@ func (s *stack) fill(res *stepResult, obs *seen, created map[string]time.Time, c
 		order = append(order, name)
 	}
 	slices.SortFunc(order, func(a, b string) int { return created[a].Compare(created[b]) })
-	var free, all []time.Duration
+	var free, freePlaced, all []time.Duration
 	for i, name := range order {
 		t, ok := obs.running[name]
 		if !ok {
@@ -188,9 +203,13 @@ func (s *stack) fill(res *stepResult, obs *seen, created map[string]time.Time, c
 		all = append(all, t.Sub(created[name]))
 		if i < res.Slots {
 			free = append(free, t.Sub(created[name]))
+			if placed, ok := obs.placed[name]; ok {
+				freePlaced = append(freePlaced, placed.Sub(created[name]))
+			}
 		}
 	}
 	res.RunningP50Ms, res.RunningP99Ms = ms(percentile(free, 50)), ms(percentile(free, 99))
+	res.PlacedP50Ms, res.PlacedP99Ms = ms(percentile(freePlaced, 50)), ms(percentile(freePlaced, 99))
 	res.AllRunningP50Ms = ms(percentile(all, 50))
 
 	secs := after.at.Sub(before.at).Seconds()
@@ -205,7 +224,11 @@ func (s *stack) fill(res *stepResult, obs *seen, created map[string]time.Time, c
 	for verb, v := range fleet {
 		res.WritesPerRun[verb] += v * perRun
 	}
-	res.FleetCPUPct = 100 * (after.fleetCPU - before.fleetCPU) / secs
+	res.CPUPct = map[string]float64{}
+	for part, t := range after.cpu {
+		res.CPUPct[part] = 100 * (t - before.cpu[part]) / secs
+	}
+	res.FleetCPUPct = res.CPUPct["fleet"]
 	var err error
 	if res.FleetRSSMiB, res.FleetPeakRSSMiB, err = s.fleetMemory(); err != nil {
 		step("the fleet's memory: %v", err)

@@ -24,9 +24,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -42,6 +44,8 @@ type config struct {
 	creators       int
 	stepTimeout    time.Duration
 	root, jsonPath string
+	// keep leaves each step's state folder (its logs) in place.
+	keep bool
 }
 
 func main() {
@@ -56,6 +60,7 @@ func main() {
 	flag.DurationVar(&cfg.stepTimeout, "step-timeout", 30*time.Minute, "how long a step's runs may take to finish")
 	flag.StringVar(&cfg.root, "root", ".", "the repository's root (config/, hack/, bin/)")
 	flag.StringVar(&cfg.jsonPath, "json", ".local/scale.json", "where to write the figures")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep each step's state folder with its logs (the stack still goes down)")
 	flag.Parse()
 	for _, s := range strings.Split(steps, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -79,12 +84,15 @@ func run(cfg config) error {
 		return err
 	}
 	cfg.root = root
+	// SIGINT or SIGTERM ends the step, which then brings its stack down.
+	interrupted, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	largest := cfg.steps[len(cfg.steps)-1]
 	var results []stepResult
 	for _, hosts := range cfg.steps {
 		runs := max(1, cfg.runs*hosts/largest)
 		step("%d hosts, %d runs of %s each", hosts, runs, cfg.runFor)
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.stepTimeout+10*time.Minute)
+		ctx, cancel := context.WithTimeout(interrupted, cfg.stepTimeout+10*time.Minute)
 		res, err := runStep(ctx, cfg, hosts, runs)
 		cancel()
 		if err != nil {
@@ -155,11 +163,15 @@ var figures = []struct {
 	{"runs finished/s (whole burst)", "finished_per_s", func(r stepResult) float64 { return r.FinishedPerS }},
 	{"create-to-Running p50 ms (free)", "running_p50_ms", func(r stepResult) float64 { return r.RunningP50Ms }},
 	{"create-to-Running p99 ms (free)", "running_p99_ms", func(r stepResult) float64 { return r.RunningP99Ms }},
+	{"  of which create-to-placed p99 ms", "placed_p99_ms", func(r stepResult) float64 { return r.PlacedP99Ms }},
 	{"API writes per run", "writes_per_run", func(r stepResult) float64 { return r.WritesPerRun.total() }},
 	{"  of them the fleet's", "fleet_writes_per_run", func(r stepResult) float64 { return r.FleetWritesPerRun.total() }},
 	{"heartbeat writes per host per s", "heartbeat_writes_per_host_s", func(r stepResult) float64 { return r.HeartbeatWritesPerHostS }},
 	{"fleet RSS MiB (peak)", "fleet_rss_mib", func(r stepResult) float64 { return r.FleetPeakRSSMiB }},
 	{"fleet CPU % of a core (burst)", "fleet_cpu_pct", func(r stepResult) float64 { return r.FleetCPUPct }},
+	{"hosts' CPU % of a core (burst)", "hosts_cpu_pct", func(r stepResult) float64 { return r.CPUPct["hosts"] }},
+	{"kube-apiserver CPU % (burst)", "apiserver_cpu_pct", func(r stepResult) float64 { return r.CPUPct["kube-apiserver"] }},
+	{"etcd CPU % (burst)", "etcd_cpu_pct", func(r stepResult) float64 { return r.CPUPct["etcd"] }},
 	{"runs placed on two hosts", "double_placed", func(r stepResult) float64 { return float64(r.DoublePlaced) }},
 	{"runs not finished", "unfinished", func(r stepResult) float64 { return float64(r.Runs - r.Finished) }},
 }

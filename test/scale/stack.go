@@ -38,6 +38,9 @@ type stack struct {
 	// process.
 	fleetMetrics string
 	fleetPID     int
+	// controlPlanePID is the localstack's, whose children are etcd and
+	// kube-apiserver.
+	controlPlanePID int
 	// idleHosts and idleFleet are the writes per second, by verb, of the
 	// hosts (all of them) and of the fleet while no run exists.
 	idleHosts, idleFleet writes
@@ -64,16 +67,23 @@ func newStack(f *fleet.Fleet, cfg config) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(f.StateDir(), "cluster-manager.pid"))
-	if err != nil {
+	s := &stack{cfg: cfg, f: f, k8s: k8s, fleetMetrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", f.Options().MetricsPort)}
+	if s.fleetPID, err = pidIn(filepath.Join(f.StateDir(), "cluster-manager.pid")); err != nil {
 		return nil, err
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
+	if s.controlPlanePID, err = pidIn(filepath.Join(f.StateDir(), "localstack.pid")); err != nil {
 		return nil, err
 	}
-	return &stack{cfg: cfg, f: f, k8s: k8s, fleetPID: pid,
-		fleetMetrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", f.Options().MetricsPort)}, nil
+	return s, nil
+}
+
+// pidIn reads the pid hack/local-stack.sh recorded in file.
+func pidIn(file string) (int, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(data)))
 }
 
 // installIdentities makes what a cluster gives Podman hosts, as
@@ -166,11 +176,12 @@ func (w writes) String() string {
 }
 
 // counters are the writes of the fleet and of the hosts (all processes
-// together) so far, and the fleet's CPU time, at one moment.
+// together) so far, and the CPU time of each part of the stack (fleet,
+// hosts, kube-apiserver, etcd), at one moment.
 type counters struct {
 	at           time.Time
 	fleet, hosts writes
-	fleetCPU     float64
+	cpu          map[string]float64
 }
 
 func (s *stack) counters(ctx context.Context, procs []*simProcess) (counters, error) {
@@ -188,16 +199,47 @@ func (s *stack) counters(ctx context.Context, procs []*simProcess) (counters, er
 			c.hosts[k] += v
 		}
 	}
-	proc, err := procfs.NewProc(s.fleetPID)
-	if err != nil {
-		return c, err
+	c.cpu, err = s.cpuSeconds(procs)
+	return c, err
+}
+
+// cpuSeconds is the CPU time used so far by the fleet, the hosts' processes
+// together, and the control plane's kube-apiserver and etcd (the
+// localstack's children).
+func (s *stack) cpuSeconds(procs []*simProcess) (map[string]float64, error) {
+	out := map[string]float64{}
+	add := func(part string, pid int) error {
+		proc, err := procfs.NewProc(pid)
+		if err != nil {
+			return err
+		}
+		st, err := proc.Stat()
+		if err != nil {
+			return err
+		}
+		out[part] += st.CPUTime()
+		return nil
 	}
-	st, err := proc.Stat()
-	if err != nil {
-		return c, err
+	if err := add("fleet", s.fleetPID); err != nil {
+		return nil, err
 	}
-	c.fleetCPU = st.CPUTime()
-	return c, nil
+	for _, p := range procs {
+		if err := add("hosts", p.cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	all, err := procfs.AllProcs()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range all {
+		st, err := p.Stat()
+		if err != nil || st.PPID != s.controlPlanePID {
+			continue
+		}
+		out[st.Comm] += st.CPUTime()
+	}
+	return out, nil
 }
 
 // writesOf reads client-go's rest_client_requests_total from a /metrics,

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,12 +30,17 @@ type stepResult struct {
 	Finished  int `json:"finished"`
 	// Slots is the hosts' capacity together; the first Slots runs created
 	// find a free slot, and RunningP50Ms and RunningP99Ms are theirs.
-	Slots                      int     `json:"slots"`
-	CreatedPerS                float64 `json:"created_per_s"`
-	PlacedPerS                 float64 `json:"placed_per_s"`
-	FinishedPerS               float64 `json:"finished_per_s"`
-	RunningP50Ms, RunningP99Ms float64
-	AllRunningP50Ms            float64 `json:"all_running_p50_ms"`
+	Slots        int     `json:"slots"`
+	CreatedPerS  float64 `json:"created_per_s"`
+	PlacedPerS   float64 `json:"placed_per_s"`
+	FinishedPerS float64 `json:"finished_per_s"`
+	RunningP50Ms float64 `json:"running_p50_ms"`
+	RunningP99Ms float64 `json:"running_p99_ms"`
+	// PlacedP50Ms and PlacedP99Ms are the fleet's part of those: create
+	// to status.host.
+	PlacedP50Ms     float64 `json:"placed_p50_ms"`
+	PlacedP99Ms     float64 `json:"placed_p99_ms"`
+	AllRunningP50Ms float64 `json:"all_running_p50_ms"`
 	// WritesPerRun are the fleet's and the hosts' API writes during the
 	// burst, by verb, less what they write idle in as long (heartbeats,
 	// leader election), per run; FleetWritesPerRun the fleet's share.
@@ -46,6 +53,9 @@ type stepResult struct {
 	FleetPeakRSSMiB         float64 `json:"fleet_peak_rss_mib"`
 	FleetRSSMiB             float64 `json:"fleet_rss_mib"`
 	FleetCPUPct             float64 `json:"fleet_cpu_pct"`
+	// CPUPct is each part's CPU during the burst, in % of one core: fleet,
+	// hosts (all simhosts processes), kube-apiserver, etcd.
+	CPUPct map[string]float64 `json:"cpu_pct"`
 	// DoublePlaced is how many runs had containers created on two hosts or
 	// more; Recreated how many had more than one create on one host.
 	DoublePlaced int     `json:"double_placed"`
@@ -55,11 +65,12 @@ type stepResult struct {
 
 func (r stepResult) print() {
 	fmt.Printf("%d hosts (%d processes, %d slots), %d runs: %d finished in %.1fs; created %.0f/s, placed %.1f/s, finished %.1f/s; "+
-		"create-to-Running p50 %.0f ms, p99 %.0f ms while slots were free (all runs: p50 %.0f ms); "+
+		"create-to-Running p50 %.0f ms, p99 %.0f ms while slots were free (of which create-to-placed p50 %.0f ms, p99 %.0f ms; all runs: p50 %.0f ms); "+
+		"CPU %% of a core during the burst %v; "+
 		"API writes per run %s (the fleet's %s); heartbeats %.3f writes/host/s, fleet idle %.2f writes/s; "+
 		"fleet RSS %.1f MiB (peak %.1f), CPU %.1f%% of a core; placed twice: %d, created again on one host: %d\n",
 		r.Hosts, r.Processes, r.Slots, r.Runs, r.Finished, r.BurstS, r.CreatedPerS, r.PlacedPerS, r.FinishedPerS,
-		r.RunningP50Ms, r.RunningP99Ms, r.AllRunningP50Ms, r.WritesPerRun, r.FleetWritesPerRun,
+		r.RunningP50Ms, r.RunningP99Ms, r.PlacedP50Ms, r.PlacedP99Ms, r.AllRunningP50Ms, cpuString(r.CPUPct), r.WritesPerRun, r.FleetWritesPerRun,
 		r.HeartbeatWritesPerHostS, r.FleetIdleWritesPerS, r.FleetRSSMiB, r.FleetPeakRSSMiB, r.FleetCPUPct, r.DoublePlaced, r.Recreated)
 }
 
@@ -81,9 +92,9 @@ func runStep(ctx context.Context, cfg config, hosts, runs int) (res stepResult, 
 		return res, err
 	}
 	defer func() {
-		if err != nil {
-			step("the step failed; its logs stay in %s", dir)
-			_ = f.Down()
+		if err != nil || cfg.keep {
+			step("the step's logs stay in %s", dir)
+			err = errors.Join(err, keepLogs(f))
 			return
 		}
 		err = errors.Join(f.Down(), os.RemoveAll(dir))
@@ -287,4 +298,27 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// keepLogs brings the stack down keeping its managers' logs, which down
+// removes with the stack's own files.
+func keepLogs(f *fleet.Fleet) error {
+	logs := filepath.Join(f.StateDir(), "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	for _, name := range []string{"cluster-manager.log", "localstack.log"} {
+		if err := os.Rename(filepath.Join(f.StateDir(), name), filepath.Join(logs, name)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return f.Down()
+}
+
+func cpuString(pct map[string]float64) string {
+	var parts []string
+	for _, part := range slices.Sorted(maps.Keys(pct)) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", part, pct[part]))
+	}
+	return strings.Join(parts, ", ")
 }
