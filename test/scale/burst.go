@@ -70,6 +70,8 @@ func (s *stack) burst(ctx context.Context, procs []*simProcess, res *stepResult)
 	if err != nil {
 		return err
 	}
+	profiled := s.profileBurst(ctx, procs, res.Hosts)
+	defer func() { <-profiled }()
 	created, createdAll, err := s.createRuns(ctx, res.Runs)
 	if err != nil {
 		return err
@@ -229,6 +231,13 @@ func (s *stack) fill(res *stepResult, obs *seen, created map[string]time.Time, c
 		res.CPUPct[part] = 100 * (t - before.cpu[part]) / secs
 	}
 	res.FleetCPUPct = res.CPUPct["fleet"]
+	placement := placementWork{passes: after.placement.passes - before.placement.passes,
+		work: after.placement.work - before.placement.work, queued: after.placement.queued - before.placement.queued}
+	if placement.passes > 0 {
+		res.PlacementPassesPerRun = placement.passes * perRun
+		res.PlacementPassMs = 1000 * placement.work / placement.passes
+		res.PlacementQueuedMs = 1000 * placement.queued / placement.passes
+	}
 	var err error
 	if res.FleetRSSMiB, res.FleetPeakRSSMiB, err = s.fleetMemory(); err != nil {
 		step("the fleet's memory: %v", err)

@@ -46,6 +46,9 @@ type config struct {
 	root, jsonPath string
 	// keep leaves each step's state folder (its logs) in place.
 	keep bool
+	// profileDir receives CPU profiles of each burst (none when empty).
+	profileDir     string
+	profileSeconds time.Duration
 }
 
 func main() {
@@ -61,6 +64,8 @@ func main() {
 	flag.StringVar(&cfg.root, "root", ".", "the repository's root (config/, hack/, bin/)")
 	flag.StringVar(&cfg.jsonPath, "json", ".local/scale.json", "where to write the figures")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep each step's state folder with its logs (the stack still goes down)")
+	flag.StringVar(&cfg.profileDir, "profile-dir", "", "where to write CPU profiles of the kube-apiserver, the fleet and the first hosts' process during each burst (none when empty)")
+	flag.DurationVar(&cfg.profileSeconds, "profile-seconds", 20*time.Second, "how long each profile samples")
 	flag.Parse()
 	for _, s := range strings.Split(steps, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -164,6 +169,8 @@ var figures = []struct {
 	{"create-to-Running p50 ms (free)", "running_p50_ms", func(r stepResult) float64 { return r.RunningP50Ms }},
 	{"create-to-Running p99 ms (free)", "running_p99_ms", func(r stepResult) float64 { return r.RunningP99Ms }},
 	{"  of which create-to-placed p99 ms", "placed_p99_ms", func(r stepResult) float64 { return r.PlacedP99Ms }},
+	{"placement passes per run", "placement_passes_per_run", func(r stepResult) float64 { return r.PlacementPassesPerRun }},
+	{"placement pass ms (mean)", "placement_pass_ms", func(r stepResult) float64 { return r.PlacementPassMs }},
 	{"API writes per run", "writes_per_run", func(r stepResult) float64 { return r.WritesPerRun.total() }},
 	{"  of them the fleet's", "fleet_writes_per_run", func(r stepResult) float64 { return r.FleetWritesPerRun.total() }},
 	{"heartbeat writes per host per s", "heartbeat_writes_per_host_s", func(r stepResult) float64 { return r.HeartbeatWritesPerHostS }},

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/procfs"
@@ -44,6 +45,8 @@ type stack struct {
 	// idleHosts and idleFleet are the writes per second, by verb, of the
 	// hosts (all of them) and of the fleet while no run exists.
 	idleHosts, idleFleet writes
+	// pprofPort serves the fleet's /debug/pprof on 127.0.0.1.
+	pprofPort int
 	// sockets is the hosts' egress socket directory.
 	sockets string
 }
@@ -181,21 +184,23 @@ func (w writes) String() string {
 type counters struct {
 	at           time.Time
 	fleet, hosts writes
+	placement    placementWork
 	cpu          map[string]float64
 }
 
 func (s *stack) counters(ctx context.Context, procs []*simProcess) (counters, error) {
 	c := counters{at: time.Now(), hosts: writes{}}
-	var err error
-	if c.fleet, err = writesOf(ctx, s.fleetMetrics); err != nil {
+	fleet, err := scrape(ctx, s.fleetMetrics)
+	if err != nil {
 		return c, err
 	}
+	c.fleet, c.placement = writesOf(fleet), placementOf(fleet)
 	for _, p := range procs {
-		w, err := writesOf(ctx, "http://"+p.addr+"/metrics")
+		families, err := scrape(ctx, "http://"+p.addr+"/metrics")
 		if err != nil {
 			return c, err
 		}
-		for k, v := range w {
+		for k, v := range writesOf(families) {
 			c.hosts[k] += v
 		}
 	}
@@ -242,9 +247,8 @@ func (s *stack) cpuSeconds(procs []*simProcess) (map[string]float64, error) {
 	return out, nil
 }
 
-// writesOf reads client-go's rest_client_requests_total from a /metrics,
-// summed by method over everything else, without GET (reads).
-func writesOf(ctx context.Context, url string) (writes, error) {
+// scrape reads a /metrics.
+func scrape(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -259,19 +263,49 @@ func writesOf(ctx context.Context, url string) (writes, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)
 	}
+	return families, nil
+}
+
+// writesOf is client-go's rest_client_requests_total summed by method,
+// without GET (reads).
+func writesOf(families map[string]*dto.MetricFamily) writes {
 	out := writes{}
-	family, ok := families["rest_client_requests_total"]
-	if !ok {
-		return out, nil
-	}
-	for _, m := range family.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "method" && l.GetValue() != http.MethodGet {
-				out[l.GetValue()] += m.GetCounter().GetValue()
-			}
+	for _, m := range families["rest_client_requests_total"].GetMetric() {
+		if method := labelOf(m, "method"); method != http.MethodGet {
+			out[method] += m.GetCounter().GetValue()
 		}
 	}
-	return out, nil
+	return out
+}
+
+// placementWork is the fleet's placement controller's work so far: its
+// passes, and the time they took and waited in its queue, in seconds.
+type placementWork struct {
+	passes, work, queued float64
+}
+
+func placementOf(families map[string]*dto.MetricFamily) (p placementWork) {
+	for _, m := range families["controller_runtime_reconcile_time_seconds"].GetMetric() {
+		if labelOf(m, "controller") == "placement" {
+			p.passes += float64(m.GetHistogram().GetSampleCount())
+			p.work += m.GetHistogram().GetSampleSum()
+		}
+	}
+	for _, m := range families["workqueue_queue_duration_seconds"].GetMetric() {
+		if labelOf(m, "name") == "placement" {
+			p.queued += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return p
+}
+
+func labelOf(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 // fleetMemory is the cluster-side manager's resident memory now and its

@@ -53,6 +53,12 @@ type stepResult struct {
 	FleetPeakRSSMiB         float64 `json:"fleet_peak_rss_mib"`
 	FleetRSSMiB             float64 `json:"fleet_rss_mib"`
 	FleetCPUPct             float64 `json:"fleet_cpu_pct"`
+	// PlacementPassesPerRun is how many passes the fleet's placement
+	// controller made per run; PlacementPassMs how long one took on
+	// average, PlacementQueuedMs how long one waited in its queue.
+	PlacementPassesPerRun float64 `json:"placement_passes_per_run"`
+	PlacementPassMs       float64 `json:"placement_pass_ms"`
+	PlacementQueuedMs     float64 `json:"placement_queued_ms"`
 	// CPUPct is each part's CPU during the burst, in % of one core: fleet,
 	// hosts (all simhosts processes), kube-apiserver, etcd.
 	CPUPct map[string]float64 `json:"cpu_pct"`
@@ -66,11 +72,11 @@ type stepResult struct {
 func (r stepResult) print() {
 	fmt.Printf("%d hosts (%d processes, %d slots), %d runs: %d finished in %.1fs; created %.0f/s, placed %.1f/s, finished %.1f/s; "+
 		"create-to-Running p50 %.0f ms, p99 %.0f ms while slots were free (of which create-to-placed p50 %.0f ms, p99 %.0f ms; all runs: p50 %.0f ms); "+
-		"CPU %% of a core during the burst %v; "+
+		"CPU %% of a core during the burst %v; placement: %.1f passes per run, %.1f ms each, %.0f ms queued; "+
 		"API writes per run %s (the fleet's %s); heartbeats %.3f writes/host/s, fleet idle %.2f writes/s; "+
 		"fleet RSS %.1f MiB (peak %.1f), CPU %.1f%% of a core; placed twice: %d, created again on one host: %d\n",
 		r.Hosts, r.Processes, r.Slots, r.Runs, r.Finished, r.BurstS, r.CreatedPerS, r.PlacedPerS, r.FinishedPerS,
-		r.RunningP50Ms, r.RunningP99Ms, r.PlacedP50Ms, r.PlacedP99Ms, r.AllRunningP50Ms, cpuString(r.CPUPct), r.WritesPerRun, r.FleetWritesPerRun,
+		r.RunningP50Ms, r.RunningP99Ms, r.PlacedP50Ms, r.PlacedP99Ms, r.AllRunningP50Ms, cpuString(r.CPUPct), r.PlacementPassesPerRun, r.PlacementPassMs, r.PlacementQueuedMs, r.WritesPerRun, r.FleetWritesPerRun,
 		r.HeartbeatWritesPerHostS, r.FleetIdleWritesPerS, r.FleetRSSMiB, r.FleetPeakRSSMiB, r.FleetCPUPct, r.DoublePlaced, r.Recreated)
 }
 
@@ -107,6 +113,7 @@ func runStep(ctx context.Context, cfg config, hosts, runs int) (res stepResult, 
 	if err != nil {
 		return res, err
 	}
+	s.pprofPort = pprofPort
 	names := hostNames(hosts)
 	step("giving %d hosts their identities (config/host, hack/host-identity.sh)", hosts)
 	if err := s.installIdentities(ctx, names); err != nil {
