@@ -3,10 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +18,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
@@ -160,55 +156,6 @@ func TestPlacementSpreadsByLoadAndCountsItsOwnPlacements(t *testing.T) {
 		count[f.place(n).Status.Host]++
 	}
 	// Eight slots: four runs each, the ninth waits.
-	if count["a"] != 4 || count["b"] != 4 || count[""] != 1 {
-		t.Fatalf("placements = %v; want 4 on each host and one waiting for a slot", count)
-	}
-}
-
-// Placements are written side by side, as through an API server that takes
-// its time: each counts the ones before it whose writes are still on their
-// way, so no host gets more runs than its slots.
-func TestPlacementsOnTheirWayCountEachOther(t *testing.T) {
-	objs := []client.Object{readyHost("a", 4, "github-token", "gitlab-token"), readyHost("b", 4, "github-token", "gitlab-token")}
-	var names []string
-	for i := range 9 {
-		names = append(names, fmt.Sprintf("r%d", i))
-		objs = append(objs, unplacedRun(names[i]))
-	}
-	f := newFleetHarness(t, objs...)
-	// Every placement's write waits until all eight are on their way.
-	var onTheirWay atomic.Int32
-	allOnTheirWay := make(chan struct{})
-	f.placement.Client = interceptor.NewClient(f.c.(client.WithWatch), interceptor.Funcs{
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			if run, ok := obj.(*agentsv1alpha1.AgentRun); ok && run.Status.Host != "" {
-				if onTheirWay.Add(1) == 8 {
-					close(allOnTheirWay)
-				}
-				select {
-				case <-allOnTheirWay:
-				case <-time.After(10 * time.Second):
-					t.Errorf("run %s's placement was written alone: %d of 8 on their way", run.Name, onTheirWay.Load())
-				}
-			}
-			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-		},
-	})
-	var wg sync.WaitGroup
-	for _, n := range names {
-		wg.Go(func() {
-			if _, err := f.placement.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "team", Name: n}}); err != nil {
-				t.Errorf("placing %s: %v", n, err)
-			}
-		})
-	}
-	wg.Wait()
-	count := map[string]int{}
-	for _, n := range names {
-		run := &agentsv1alpha1.AgentRun{}
-		f.get(types.NamespacedName{Namespace: "team", Name: n}, run)
-		count[run.Status.Host]++
-	}
 	if count["a"] != 4 || count["b"] != 4 || count[""] != 1 {
 		t.Fatalf("placements = %v; want 4 on each host and one waiting for a slot", count)
 	}

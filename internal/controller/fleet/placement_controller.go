@@ -44,29 +44,17 @@ type PlacementReconciler struct {
 	// Clock dates budget reservations.
 	Clock clock.Clock
 
-	// choosing makes the choice of a host and its reservation in assumed
-	// one step, so that each placement counts the ones before it; the
-	// status writes, which wait on the API server, go on side by side
-	// (placementWorkers).
-	choosing sync.Mutex
-	// assumed holds the runs this process placed, or is placing, whose
-	// placement the cache does not show yet, so that the next run's load
-	// counts them.
+	// assumed holds the runs placed by this process whose placement the
+	// cache does not show yet, so that the next run's load counts them.
 	mu      sync.Mutex
 	assumed map[types.NamespacedName]string
 }
 
-// placementWorkers is how many runs are placed at once. One placement is
-// mostly a wait for its status write: with one worker, make scale measured
-// 65 ms a pass and at most about 10 runs placed a second through a loaded
-// API server (docs/results/scale.md).
-const placementWorkers = 8
-
 // +kubebuilder:rbac:groups=agents.agentrun.dev,resources=podmanhosts,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=agents.agentrun.dev,resources=podmanhosts/status,verbs=get;update;patch
 
-// Reconcile places one run. Hosts are chosen one run at a time (reserve),
-// so that each placement counts the ones before it, written side by side.
+// Reconcile places one run. Runs are placed one at a time (one worker), so
+// that each placement counts the ones before it.
 func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	run := &agentsv1alpha1.AgentRun{}
 	if err := p.Get(ctx, req.NamespacedName, run); err != nil {
@@ -78,8 +66,11 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if !awaitsPlacement(run) {
 		return ctrl.Result{}, nil
 	}
+	hosts, err := p.candidates(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	base := run.DeepCopy()
-	only := ""
 	if run.Spec.ContinueFrom != "" {
 		// A continuing run goes where its session is kept, once the run
 		// it continues has finished.
@@ -97,12 +88,9 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			}
 			return p.RecheckPeriod, nil
 		}
-		only = earlier.Status.Host
+		hosts = slices.DeleteFunc(hosts, func(h placement.Host) bool { return h.Name != earlier.Status.Host })
 	}
-	chosen, why, err := p.reserve(ctx, req.NamespacedName, run, only)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	chosen, why := placement.Choose(run, hosts)
 	if chosen == "" {
 		before := agentruns.StateOf(&run.Status)
 		st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonUnschedulable, Message: why}
@@ -117,20 +105,21 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	adm, err := p.admit(ctx, run)
 	if err != nil || !adm.admitted {
-		p.unreserve(req.NamespacedName)
 		return p.waitForBudget(ctx, base, run, adm, err)
 	}
 	run.Status.Budget = adm.budget
 	run.Status.Host = chosen
 	agentruns.ApplyState(&run.Status, run.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonClaimed, Message: "placed on host " + chosen})
 	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
-		p.unreserve(req.NamespacedName)
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			// Changed or gone since the cache's copy; the watch brings it.
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
+	p.mu.Lock()
+	p.assumed[req.NamespacedName] = chosen
+	p.mu.Unlock()
 	log.FromContext(ctx).V(1).Info("Placed AgentRun", "agentrun", req.NamespacedName, "host", chosen)
 	return ctrl.Result{}, nil
 }
@@ -213,35 +202,6 @@ func (p *PlacementReconciler) candidates(ctx context.Context) ([]placement.Host,
 	return hosts, nil
 }
 
-// reserve chooses the run's host among the candidates (only the host named
-// only, when given) and counts the run there from then on (assumed), before
-// its status is written: a placement whose write is still on its way is
-// counted by the next choice. "" is no host, with why.
-func (p *PlacementReconciler) reserve(ctx context.Context, key types.NamespacedName, run *agentsv1alpha1.AgentRun, only string) (chosen, why string, err error) {
-	p.choosing.Lock()
-	defer p.choosing.Unlock()
-	hosts, err := p.candidates(ctx)
-	if err != nil {
-		return "", "", err
-	}
-	if only != "" {
-		hosts = slices.DeleteFunc(hosts, func(h placement.Host) bool { return h.Name != only })
-	}
-	if chosen, why = placement.Choose(run, hosts); chosen != "" {
-		p.mu.Lock()
-		p.assumed[key] = chosen
-		p.mu.Unlock()
-	}
-	return chosen, why, nil
-}
-
-// unreserve forgets a reservation whose status write did not happen.
-func (p *PlacementReconciler) unreserve(key types.NamespacedName) {
-	p.mu.Lock()
-	delete(p.assumed, key)
-	p.mu.Unlock()
-}
-
 // unseenPlacements counts, per host, the runs this process placed that the
 // cache does not show placed yet, forgetting the others.
 func (p *PlacementReconciler) unseenPlacements(ctx context.Context) map[string]int {
@@ -283,7 +243,7 @@ func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&agentsv1alpha1.AgentRunBudget{}, handler.EnqueueRequestsFromMapFunc(p.waitingUnder)).
 		Watches(&agentsv1alpha1.PodmanHost{}, wakeAll).
 		Watches(&agentsv1alpha1.AgentRun{}, wakeAll, builder.WithPredicates(slotFreed())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: placementWorkers}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Named("placement").
 		Complete(p)
 }
