@@ -60,7 +60,7 @@ func main() {
 	flag.IntVar(&cfg.hostsPerProc, "hosts-per-process", 25, "simulated hosts per simhosts process")
 	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "how long the hosts' heartbeat writes are counted, idle, before the runs")
 	flag.IntVar(&cfg.creators, "creators", 32, "runs created at once")
-	flag.DurationVar(&cfg.stepTimeout, "step-timeout", 30*time.Minute, "how long a step's runs may take to finish")
+	flag.DurationVar(&cfg.stepTimeout, "step-timeout", 40*time.Minute, "how long a step's runs may take to finish")
 	flag.StringVar(&cfg.root, "root", ".", "the repository's root (config/, hack/, bin/)")
 	flag.StringVar(&cfg.jsonPath, "json", ".local/scale.json", "where to write the figures")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep each step's state folder with its logs (the stack still goes down)")
