@@ -47,8 +47,8 @@ type config struct {
 	// keep leaves each step's state folder (its logs) in place.
 	keep bool
 	// profileDir receives CPU profiles of each burst (none when empty).
-	profileDir     string
-	profileSeconds time.Duration
+	profileDir string
+	profileFor time.Duration
 }
 
 func main() {
@@ -65,7 +65,7 @@ func main() {
 	flag.StringVar(&cfg.jsonPath, "json", ".local/scale.json", "where to write the figures")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep each step's state folder with its logs (the stack still goes down)")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "where to write CPU profiles of the kube-apiserver, the fleet and the first hosts' process during each burst (none when empty)")
-	flag.DurationVar(&cfg.profileSeconds, "profile-seconds", 20*time.Second, "how long each profile samples")
+	flag.DurationVar(&cfg.profileFor, "profile-seconds", 20*time.Second, "how long each profile samples")
 	flag.Parse()
 	for _, s := range strings.Split(steps, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))

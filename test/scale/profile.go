@@ -23,7 +23,7 @@ func (s *stack) profileBurst(ctx context.Context, procs []*simProcess, hosts int
 		close(finished)
 		return finished
 	}
-	secs := fmt.Sprint(s.cfg.profileSeconds.Seconds())
+	secs := fmt.Sprint(s.cfg.profileFor.Seconds())
 	targets := map[string]string{
 		"fleet": fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%s", s.pprofPort, secs),
 		"hosts": fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%s", procs[0].addr, secs),

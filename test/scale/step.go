@@ -220,8 +220,7 @@ func stopHosts(procs []*simProcess) error {
 			}
 		case <-time.After(30 * time.Second):
 			_ = p.cmd.Process.Kill()
-			<-done
-			errs = append(errs, fmt.Errorf("simhosts pid %d did not stop within 30s", p.cmd.Process.Pid))
+			errs = append(errs, fmt.Errorf("simhosts pid %d did not stop within 30s: %w", p.cmd.Process.Pid, <-done))
 		}
 	}
 	return errors.Join(errs...)
