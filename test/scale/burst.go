@@ -231,6 +231,7 @@ func (s *stack) fill(res *stepResult, obs *seen, created map[string]time.Time, c
 		res.CPUPct[part] = 100 * (t - before.cpu[part]) / secs
 	}
 	res.FleetCPUPct = res.CPUPct["fleet"]
+	res.HostRestarts = int(after.hostRestarts)
 	placement := placementWork{passes: after.placement.passes - before.placement.passes,
 		work: after.placement.work - before.placement.work, queued: after.placement.queued - before.placement.queued}
 	if placement.passes > 0 {

@@ -180,6 +180,7 @@ var figures = []struct {
 	{"kube-apiserver CPU % (burst)", "apiserver_cpu_pct", func(r stepResult) float64 { return r.CPUPct["kube-apiserver"] }},
 	{"etcd CPU % (burst)", "etcd_cpu_pct", func(r stepResult) float64 { return r.CPUPct["etcd"] }},
 	{"runs placed on two hosts", "double_placed", func(r stepResult) float64 { return float64(r.DoublePlaced) }},
+	{"host managers restarted", "host_restarts", func(r stepResult) float64 { return float64(r.HostRestarts) }},
 	{"runs not finished", "unfinished", func(r stepResult) float64 { return float64(r.Runs - r.Finished) }},
 }
 

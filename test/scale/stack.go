@@ -186,6 +186,9 @@ type counters struct {
 	fleet, hosts writes
 	placement    placementWork
 	cpu          map[string]float64
+	// hostRestarts is how many host managers stopped (a lost leader
+	// election) and were started again.
+	hostRestarts float64
 }
 
 func (s *stack) counters(ctx context.Context, procs []*simProcess) (counters, error) {
@@ -202,6 +205,9 @@ func (s *stack) counters(ctx context.Context, procs []*simProcess) (counters, er
 		}
 		for k, v := range writesOf(families) {
 			c.hosts[k] += v
+		}
+		for _, m := range families["simhosts_host_restarts_total"].GetMetric() {
+			c.hostRestarts += m.GetCounter().GetValue()
 		}
 	}
 	c.cpu, err = s.cpuSeconds(procs)

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -106,14 +107,15 @@ func run(o options) error {
 	errs := make(chan error, o.count)
 	for i := o.first; i < o.first+o.count; i++ {
 		name := fmt.Sprintf("%s-%d", o.prefix, i)
-		mgr, err := hostManager(cfg, name, admin, scheme, creates, o.runFor)
-		if err != nil {
-			return fmt.Errorf("host %s: %w", name, err)
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := mgr.Start(ctx); err != nil {
+			// The host's containers outlive its manager, as under Podman.
+			engine := &simulated{engine: fake.New(cfg.Host.Runs.DefaultImage), host: name, runFor: o.runFor, creates: creates}
+			engine.Runtime = engine.engine
+			if err := supervise(ctx, name, func() (ctrl.Manager, error) {
+				return hostManager(cfg, name, admin, scheme, engine)
+			}); err != nil {
 				errs <- fmt.Errorf("host %s: %w", name, err)
 				stop()
 			}
@@ -133,6 +135,38 @@ func run(o options) error {
 	return errors.Join(all...)
 }
 
+// restarts counts the host managers that stopped on their own and were
+// started again.
+var restarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "simhosts_host_restarts_total",
+	Help: "Simulated host managers that stopped (a lost leader election, say) and were started again.",
+}, []string{"host"})
+
+func init() { metrics.Registry.MustRegister(restarts) }
+
+// supervise runs a host's manager until ctx ends, and a new one whenever it
+// stops on its own, as systemd restarts agentrun-host.service (a manager
+// that loses its leader election exits).
+func supervise(ctx context.Context, name string, newManager func() (ctrl.Manager, error)) error {
+	for {
+		mgr, err := newManager()
+		if err != nil {
+			return err
+		}
+		err = mgr.Start(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		restarts.WithLabelValues(name).Inc()
+		ctrl.Log.Error(err, "Simulated host stopped; starting it again", "host", name)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // hostUser is the ServiceAccount hack/host-identity.sh makes for a host.
 func hostUser(namespace, name string) rest.ImpersonationConfig {
 	return rest.ImpersonationConfig{
@@ -144,7 +178,7 @@ func hostUser(namespace, name string) rest.ImpersonationConfig {
 // hostManager is one simulated host's manager, set up as the manager binary
 // sets up --mode=host --host-name NAME from cfg, over an in-memory engine.
 func hostManager(cfg *configv1alpha1.Configuration, name string, admin *rest.Config, scheme *runtime.Scheme,
-	creates *createLog, runFor time.Duration) (ctrl.Manager, error) {
+	engine *simulated) (ctrl.Manager, error) {
 	restCfg := rest.CopyConfig(admin)
 	restCfg.Impersonate = hostUser(cfg.LeaseNamespace, name)
 	le := cfg.LeaderElection
@@ -166,8 +200,7 @@ func hostManager(cfg *configv1alpha1.Configuration, name string, admin *rest.Con
 	if err != nil {
 		return nil, err
 	}
-	engine := fake.New(cfg.Host.Runs.DefaultImage)
-	hc, err := host.ConfigFromFile(cfg, name, &simulated{Runtime: engine, engine: engine, host: name, runFor: runFor, creates: creates})
+	hc, err := host.ConfigFromFile(cfg, name, engine)
 	if err != nil {
 		return nil, err
 	}
