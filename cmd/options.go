@@ -225,57 +225,7 @@ func list(s string) []string {
 // hostConfig is the reconciler's configuration for this host, over rt, built
 // from the file's typed host section.
 func (o *options) hostConfig(rt containers.Runtime) (host.HostConfig, error) {
-	h := &o.cfg.Host
-	notifyAllowed, err := config.NotifyAllowed(h)
-	if err != nil {
-		return host.HostConfig{}, err
-	}
-	endpoint, fieldErr := config.LogEndpoint(&h.Logs)
-	if fieldErr != nil {
-		return host.HostConfig{}, fieldErr
-	}
-	proxy, err := config.EgressProxy(h)
-	if err != nil {
-		return host.HostConfig{}, err
-	}
-	var logs *host.LogEndpoint
-	if endpoint != nil {
-		logs = &host.LogEndpoint{BindAddress: endpoint.BindAddress, URL: endpoint.URL, CertDir: endpoint.CertDir, ClientCAFile: endpoint.ClientCAFile}
-	}
-	return host.HostConfig{
-		Host:                o.hostName,
-		Runtime:             containers.WithCallTimeout(rt, h.PodmanCallTimeout.Duration),
-		DiscardOutput:       !*h.Output.Capture,
-		Defaults:            host.Defaults{Image: h.Runs.DefaultImage, Command: h.Runs.DefaultCommand},
-		OutputTailBytes:     int(*h.Output.TailBytes),
-		ProgressPeriod:      h.Output.ProgressPeriod.Duration,
-		KeepContainers:      h.Runs.KeepContainers,
-		StopGracePeriod:     h.Runs.StopGracePeriod.Duration,
-		ResyncPeriod:        h.Runs.ResyncPeriod.Duration,
-		RecheckPeriod:       h.Runs.RecheckPeriod.Duration,
-		DefaultTimeout:      h.Runs.DefaultTimeout.Duration,
-		RetryBackoff:        h.Runs.RetryBackoff.Duration,
-		MaxRetryBackoff:     h.Runs.MaxRetryBackoff.Duration,
-		MaxConcurrentRuns:   int(*h.Runs.MaxConcurrent),
-		Policy:              config.Policy(h),
-		Workers:             int(*h.Runs.Workers),
-		EventRetryPeriod:    2 * time.Second,
-		Labels:              config.Labels(h),
-		LeaseNamespace:      o.cfg.LeaseNamespace,
-		HeartbeatPeriod:     h.Heartbeat.Period.Duration,
-		GracePeriod:         h.Heartbeat.GracePeriod.Duration,
-		RecordRuns:          true,
-		SessionDir:          *h.Sessions.Dir,
-		SessionCopyMaxBytes: h.Sessions.CopyMaxBytes.Value(),
-		SessionCopyMaxFiles: int(*h.Sessions.CopyMaxFiles),
-		LogEndpoint:         logs,
-		NotifyAllowedCIDRs:  notifyAllowed,
-		Egress:              config.HostEgress(h),
-		EgressProxy: host.EgressProxy{
-			SocketDir: *h.Egress.SocketDir, Forwarder: *h.Egress.Forwarder, Proxy: proxy,
-			UpstreamCAFile: h.Egress.UpstreamCAFile, CABundlePaths: slices.Clone(h.Egress.CABundlePaths),
-		},
-	}, nil
+	return host.ConfigFromFile(o.cfg, o.hostName, rt)
 }
 
 // logAPI is where the fleet serves the aggregated log API; ok is false when

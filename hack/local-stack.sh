@@ -36,6 +36,10 @@
 #                                        the data (up refuses until it runs)
 #   hack/local-stack.sh start-apiserver  the same kube-apiserver starts again
 #
+# AGENTRUN_HOSTS=0 is a fleet's cluster side alone: the control plane on its
+# fleet address and the cluster-side manager, no Podman host (make scale
+# brings simulated hosts of its own, test/scale).
+#
 # AGENTRUN_HOST_NAME is the hosts' name prefix (default local: local-1...) and
 # AGENTRUN_FLEET_NET the first two octets of their addresses (default 10.203),
 # so that a second fleet (a test's) can run beside one make up started.
@@ -496,8 +500,8 @@ host_podman_answers() {
 # and are not another stack's: a namespace this state folder did not make is
 # someone else's (another checkout's fleet, a test's).
 check_fleet_names() {
-  if [[ ! $HOSTS =~ ^[1-9][0-9]?$ ]]; then
-    step "AGENTRUN_HOSTS must be a number from 1 to 99, not '$HOSTS'"
+  if [[ ! $HOSTS =~ ^(0|[1-9][0-9]?)$ ]]; then
+    step "AGENTRUN_HOSTS must be a number from 0 to 99, not '$HOSTS'"
     exit 2
   fi
   local host

@@ -152,7 +152,12 @@ func writeState(env *envtest.Environment, dir string, logsAPIPort int) error {
 		return err
 	}
 	stackEnv := fmt.Sprintf("WEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\nAPI_SERVER=%s\nLOGS_API_PORT=%d\n", wh.LocalServingHost, wh.LocalServingPort, env.Config.Host, logsAPIPort)
-	return os.WriteFile(filepath.Join(dir, "stack.env"), []byte(stackEnv), 0o600)
+	// Whole or not at all: hack/local-stack.sh reads it as soon as it exists.
+	tmp := filepath.Join(dir, "stack.env.tmp")
+	if err := os.WriteFile(tmp, []byte(stackEnv), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "stack.env"))
 }
 
 // The fleet's log API's Service, as config/default names it.

@@ -39,7 +39,8 @@ type Options struct {
 	// StateDir holds the fleet's state (AGENTRUN_LOCAL_DIR): kubeconfig,
 	// logs, and hosts/<host>/ with each host's socket and storage.
 	StateDir string
-	// Hosts is how many Podman hosts (AGENTRUN_HOSTS), at least 1.
+	// Hosts is how many Podman hosts (AGENTRUN_HOSTS); 0 is the cluster
+	// side alone (control plane and cluster-side manager).
 	Hosts int
 	// HostPrefix names the hosts PREFIX-1 ... PREFIX-N (AGENTRUN_HOST_NAME;
 	// default "local"). Their namespaces are agentrun-PREFIX-I: a suite that
@@ -91,8 +92,8 @@ func Start(o Options) (*Fleet, error) {
 // New describes a fleet without starting it (Up starts it; Down stops one
 // that runs in the same state folder).
 func New(o Options) (*Fleet, error) {
-	if o.StateDir == "" || o.Hosts < 1 {
-		return nil, errors.New("fleet: StateDir and Hosts (at least 1) are required")
+	if o.StateDir == "" || o.Hosts < 0 {
+		return nil, errors.New("fleet: StateDir is required, and Hosts may not be negative")
 	}
 	dir, err := filepath.Abs(o.StateDir)
 	if err != nil {
