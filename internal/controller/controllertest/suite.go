@@ -127,13 +127,14 @@ func Stop() {
 }
 
 // HostManagerOptions are the options of a manager for one more simulated
-// host, without the webhook, caching AgentRuns as the manager binary does.
+// host, without the webhook, caching AgentRuns as the manager binary does in
+// --mode=host (released runs left out).
 func HostManagerOptions() ctrl.Options {
 	return ctrl.Options{
 		Scheme:     Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache:      agentruns.CacheOptions(),
+		Cache:      agentruns.HostCacheOptions(),
 	}
 }
 
