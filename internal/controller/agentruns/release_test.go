@@ -27,4 +27,3 @@ func TestUntilTTLExpiry(t *testing.T) {
 		t.Error("no TTL, no expiry")
 	}
 }
-
