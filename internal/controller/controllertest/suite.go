@@ -175,12 +175,20 @@ func StartHostWith(name string, runtime containers.Runtime, keepContainers bool,
 // returned stop function is called; stop returns once the manager stopped.
 func StartHostConfig(cfg host.HostConfig) (stop func()) {
 	GinkgoHelper()
+	_, stop = StartHostManager(cfg)
+	return stop
+}
+
+// StartHostManager is StartHostConfig that also returns the host's manager,
+// whose cache a test can read.
+func StartHostManager(cfg host.HostConfig) (ctrl.Manager, func()) {
+	GinkgoHelper()
 	mgr := NewHostManager()
 	_, err := host.SetupHost(mgr, cfg)
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := StartManager(ctx, mgr)
-	return func() {
+	return mgr, func() {
 		cancel()
 		<-stopped
 	}
