@@ -19,6 +19,9 @@ log_setup bench
 # download: what a run waits for, the download goals' figure); and it makes
 # BENCH_EGRESS_REQUESTS small requests on each path; BENCH_ONLY_EGRESS=1
 # runs that step alone, without starting a stack.
+# The scale step (BENCH_SCALE finished runs) also starts a --mode=host and a
+# --mode=fleet manager of its own, before and with the finished runs, for
+# host_rss_mib_* and fleet_rss_mib_*; BENCH_ONLY_SCALE=1 runs that step alone.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   N=${BENCH_N:-40} SCALE=${BENCH_SCALE:-1000} REPS=${BENCH_REPS:-1} SETTLE=${BENCH_SETTLE:-5s}
   PROGRESS_RUNS=${BENCH_PROGRESS_RUNS:-20} PROGRESS_DURATION=${BENCH_PROGRESS_DURATION:-40s}
@@ -61,6 +64,8 @@ step "building the benchmark, test/bench (seconds)"
 logged go build -o "$ROOT/bin/bench" ./test/bench
 "$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
   -progress-runs "$PROGRESS_RUNS" -progress-duration "$PROGRESS_DURATION" -only-progress="$([[ ${BENCH_ONLY_PROGRESS:-0} == 1 ]] && echo true || echo false)" \
+  -only-scale="$([[ ${BENCH_ONLY_SCALE:-0} == 1 ]] && echo true || echo false)" \
+  -manager-bin "$ROOT/bin/manager" -stack-config "$AGENTRUN_LOCAL_DIR/manager.yaml" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \
