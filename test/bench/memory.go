@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,7 +38,7 @@ func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string)
 	if err != nil {
 		return memoryBreakdown{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	ports, err := freePorts(3)
 	if err != nil {
 		return memoryBreakdown{}, err
@@ -69,8 +70,12 @@ func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string)
 	if err := cmd.Start(); err != nil {
 		return memoryBreakdown{}, fmt.Errorf("starting a --mode=%s manager: %w", mode, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -81,6 +86,9 @@ func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string)
 		}
 	}()
 	if err := awaitReady(ctx, "http://"+health+"/readyz", exited, time.Minute); err != nil {
+		if errors.Is(err, errExited) {
+			err = fmt.Errorf("%w: %v", err, waitErr)
+		}
 		tail, _ := os.ReadFile(logFile.Name())
 		return memoryBreakdown{}, fmt.Errorf("the --mode=%s manager: %w; its log ends:\n%s", mode, err, lastLines(string(tail), 20))
 	}
@@ -126,13 +134,16 @@ func sideConfig(stackConfig, dir, metrics, health, logs string) (string, error) 
 	return file, os.WriteFile(file, out, 0o600)
 }
 
+// errExited says the manager exited before it was ready.
+var errExited = errors.New("exited before it was ready")
+
 // awaitReady waits until url answers 200, or the process exits.
-func awaitReady(ctx context.Context, url string, exited <-chan error, within time.Duration) error {
+func awaitReady(ctx context.Context, url string, exited <-chan struct{}, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before it was ready: %v", err)
+		case <-exited:
+			return errExited
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):

@@ -167,8 +167,8 @@ func TestARunIsReleasedOnceItsCallbackWent(t *testing.T) {
 
 func TestAReleasedRunsSessionOutlivesTheHostsCache(t *testing.T) {
 	h := sessionHarness(t, agentrunstest.PlainRun("first", nil))
-	first := firstRunEnded(t, h, map[string]string{transcript(sessionOne): "conversation"})
-	first, _, _ = h.reconcile("first")
+	firstRunEnded(t, h, map[string]string{transcript(sessionOne): "conversation"})
+	first, _, _ := h.reconcile("first")
 	if !agentruns.Released(first) {
 		t.Fatalf("the first run was not released: %v", first.Labels)
 	}
