@@ -634,13 +634,14 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, fun
 }
 
 // finishedRun writes one AgentRun as a real finished run looks once its host
-// has let go of it (LabelReleased). It is pinned to the host and created
-// cancelled and released, so no manager starts a container for it whichever
+// has let go of it (LabelReleased, set once it finished: the fleet takes the
+// label off an unfinished run). It is pinned to the host and created
+// cancelled, so the manager never starts a container for it whichever
 // status write lands first.
 func finishedRun(ctx context.Context, k8s client.Client, host, tag string, i int, output string) error {
 	run := &agentsv1alpha1.AgentRun{}
 	run.Name, run.Namespace = fmt.Sprintf("bench-%s-%d", tag, i), "default"
-	run.Labels = map[string]string{benchLabel: tag, agentsv1alpha1.LabelReleased: "true"}
+	run.Labels = map[string]string{benchLabel: tag}
 	run.Spec = agentsv1alpha1.AgentRunSpec{Prompt: "bench scale", HostName: host, Cancel: true}
 	if err := k8s.Create(ctx, run); err != nil {
 		return fmt.Errorf("creating %s: %w", run.Name, err)
@@ -669,7 +670,7 @@ func finishedRun(ctx context.Context, k8s client.Client, host, tag string, i int
 		}
 		err := k8s.Status().Update(ctx, run)
 		if err == nil {
-			return nil
+			return release(ctx, k8s, run)
 		}
 		if !isConflict(err) {
 			return fmt.Errorf("writing the status of %s: %w", run.Name, err)
@@ -678,6 +679,16 @@ func finishedRun(ctx context.Context, k8s client.Client, host, tag string, i int
 			return err
 		}
 	}
+}
+
+// release labels a finished run as its host does once it has let go of it.
+func release(ctx context.Context, k8s client.Client, run *agentsv1alpha1.AgentRun) error {
+	patch := client.MergeFrom(run.DeepCopy())
+	run.Labels[agentsv1alpha1.LabelReleased] = "true"
+	if err := k8s.Patch(ctx, run, patch); err != nil {
+		return fmt.Errorf("releasing %s: %w", run.Name, err)
+	}
+	return nil
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {

@@ -21,7 +21,9 @@ import (
 // once nothing of them is left on the host; the fleet, which caches every
 // run, deletes a released run when its ttlSecondsAfterFinished expires, and
 // releases the finished runs no host will: those no host holds (failed
-// before placement) and those of a host whose PodmanHost was deleted.
+// before placement) and those of a host whose PodmanHost was deleted. It
+// takes the label off a run it does not fit (one created with it, or given
+// it while unfinished), which its host then watches again.
 type ReleaseReconciler struct {
 	client.Client
 	Clock clock.Clock
@@ -34,12 +36,21 @@ func (r *ReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if !run.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
 	if !agentruns.Released(run) {
 		return ctrl.Result{}, r.releaseOrphan(ctx, run)
 	}
+	if !run.Status.Phase.IsFinished() || agentruns.HasHostFinalizer(run) {
+		log.FromContext(ctx).Info("Taking the released label off an AgentRun its host still has to run or clean up", "agentrun", req.NamespacedName)
+		patch := client.MergeFrom(run.DeepCopy())
+		delete(run.Labels, agentsv1alpha1.LabelReleased)
+		return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, run, patch))
+	}
 	left, ok := agentruns.UntilTTLExpiry(run, r.Clock.Now())
 	switch {
-	case !ok || !run.DeletionTimestamp.IsZero():
+	case !ok:
 		return ctrl.Result{}, nil
 	case left > 0:
 		return ctrl.Result{RequeueAfter: left}, nil
@@ -54,7 +65,7 @@ func (r *ReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // releaseOrphan releases a finished run whose containers are gone and whose
 // host is none or removed; a host that is there releases its own.
 func (r *ReleaseReconciler) releaseOrphan(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
-	if !run.Status.Phase.IsFinished() || !run.DeletionTimestamp.IsZero() || agentruns.HasHostFinalizer(run) {
+	if !run.Status.Phase.IsFinished() || agentruns.HasHostFinalizer(run) {
 		return nil
 	}
 	if run.Status.Host != "" {
@@ -68,12 +79,12 @@ func (r *ReleaseReconciler) releaseOrphan(ctx context.Context, run *agentsv1alph
 	return client.IgnoreNotFound(r.Patch(ctx, run, patch))
 }
 
-// SetupWithManager reconciles finished runs.
+// SetupWithManager reconciles finished runs and released ones.
 func (r *ReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentsv1alpha1.AgentRun{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			run, ok := o.(*agentsv1alpha1.AgentRun)
-			return ok && run.Status.Phase.IsFinished()
+			return ok && (run.Status.Phase.IsFinished() || agentruns.Released(run))
 		}))).
 		Named("release").
 		Complete(r)

@@ -125,13 +125,21 @@ func TestTheFleetReleasesOnlyTheFinishedRunsNoHostWill(t *testing.T) {
 		"host-present":      false, // its host releases it
 		"containers-remain": false,
 		"running":           false,
+		// Released by mistake: its host watches it again.
+		"created-released": false,
+		"released-early":   false,
 	}
 	h := newHarness(t, present,
 		finished("never-placed", "", nil),
 		finished("host-removed", "gone", nil),
 		finished("host-present", "present", nil),
 		finished("containers-remain", "gone", func(r *agentsv1alpha1.AgentRun) { r.Finalizers = []string{agentruns.Finalizer} }),
-		agentrunstest.PlainRun("running", func(r *agentsv1alpha1.AgentRun) { r.Status.Phase = agentsv1alpha1.PhaseRunning }))
+		agentrunstest.PlainRun("running", func(r *agentsv1alpha1.AgentRun) { r.Status.Phase = agentsv1alpha1.PhaseRunning }),
+		agentrunstest.PlainRun("created-released", agentruns.MarkReleased),
+		finished("released-early", "present", func(r *agentsv1alpha1.AgentRun) {
+			r.Finalizers = []string{agentruns.Finalizer}
+			agentruns.MarkReleased(r)
+		}))
 	releaser := &fleet.ReleaseReconciler{Client: h.r.Client, Clock: h.clock}
 	for name, want := range runs {
 		key := client.ObjectKey{Namespace: "team", Name: name}
