@@ -2,9 +2,14 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +23,7 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
 	"github.com/agentrun/agentrun/internal/controller/fleet"
+	"github.com/agentrun/agentrun/internal/logserver"
 	"github.com/agentrun/agentrun/internal/notify"
 )
 
@@ -209,5 +215,30 @@ func TestAReleasedRunsSessionOutlivesTheHostsCache(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("the deleted run's session directory is still there")
+	}
+}
+
+// A log request for a released run, out of its host's cache, is told its
+// container is gone (410: the client shows status.output), not that the run
+// does not exist.
+func TestTheLogEndpointTellsAReleasedRunsContainerIsGone(t *testing.T) {
+	h := newHarness(t, agentrunstest.PlainRun("done", nil))
+	h.runToSuccess("done")
+	view := newHostCacheView(t, h.r.Client)
+	for name, tc := range map[string]struct {
+		reader client.Reader
+		want   int
+	}{
+		"the host's cache alone": {view, http.StatusNotFound},
+		"as the host reads":      {cacheThenAPI{view, h.r.Client}, http.StatusGone},
+	} {
+		srv := &logserver.Server{Host: agentrunstest.Host, Runtime: h.podman, Reader: tc.reader}
+		req := httptest.NewRequest(http.MethodGet, logserver.Request{Namespace: "team", Name: "done"}.URL("https://host"), nil)
+		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}} // the fleet's
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s: HTTP %d (%s), want %d", name, rec.Code, strings.TrimSpace(rec.Body.String()), tc.want)
+		}
 	}
 }
