@@ -85,7 +85,10 @@ func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string)
 			<-exited
 		}
 	}()
-	if err := awaitReady(ctx, "http://"+health+"/readyz", exited, time.Minute); err != nil {
+	// A host is ready once its Podman answers; the fleet has no readiness
+	// check, only its health. Either then settles (its caches list).
+	probe := map[string]string{"host": "/readyz", "fleet": "/healthz"}[mode]
+	if err := awaitReady(ctx, "http://"+health+probe, exited, time.Minute); err != nil {
 		if errors.Is(err, errExited) {
 			err = fmt.Errorf("%w: %v", err, waitErr)
 		}
