@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -202,13 +203,22 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		LeaseDuration:                 &c.LeaderElection.LeaseDuration.Duration,
 		RenewDeadline:                 &c.LeaderElection.RenewDeadline.Duration,
 		RetryPeriod:                   &c.LeaderElection.RetryPeriod.Duration,
-		Cache:                         agentruns.CacheOptions(),
+		Cache:                         o.cacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    c.Webhook.Host,
 			Port:    int(*c.Webhook.Port),
 			CertDir: c.Webhook.CertDir,
 		}),
 	}
+}
+
+// cacheOptions are a host's, which leave released runs out, unless this
+// process runs the fleet too, which needs every run.
+func (o *options) cacheOptions() cache.Options {
+	if o.runsReconciler() && !o.runsFleet() {
+		return agentruns.HostCacheOptions()
+	}
+	return agentruns.CacheOptions()
 }
 
 // list splits a comma-separated flag value, dropping empty items.

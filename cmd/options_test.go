@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/host"
 	"github.com/agentrun/agentrun/internal/policy"
@@ -232,4 +235,25 @@ func mustHostConfig(t *testing.T, o *options, rt containers.Runtime) host.HostCo
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// A host's manager caches the runs it may act on, not the cluster's
+// released ones; a manager that runs the fleet too needs every run.
+func TestOnlyAHostOnlyManagerLeavesReleasedRunsOutOfItsCache(t *testing.T) {
+	released := labels.Set{agentsv1alpha1.LabelReleased: "true"}
+	for args, wantSelected := range map[string]bool{
+		"--mode=host": false, "--mode=all": true, "--mode=webhook,fleet": true, "--mode=host,fleet": true,
+	} {
+		o, err := parse(t, args, "--host-name=h2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for obj, by := range o.managerOptions(nil).Cache.ByObject {
+			if _, ok := obj.(*agentsv1alpha1.AgentRun); ok {
+				if got := by.Label == nil || by.Label.Matches(released); got != wantSelected {
+					t.Errorf("%s: a released run cached %v, want %v", args, got, wantSelected)
+				}
+			}
+		}
+	}
 }

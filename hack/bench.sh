@@ -28,6 +28,9 @@ log_setup bench
 # download: what a run waits for, the download goals' figure); and it makes
 # BENCH_EGRESS_REQUESTS small requests on each path; BENCH_ONLY_EGRESS=1
 # runs that step alone, without starting a stack.
+# The scale step (BENCH_SCALE finished runs) also starts a --mode=host and a
+# --mode=fleet manager of its own, before and with the finished runs, for
+# host_rss_mib_* and fleet_rss_mib_*; BENCH_ONLY_SCALE=1 runs that step alone.
 PROFILE=${BENCH_PROFILE:-standard}
 [[ ${BENCH_QUICK:-0} == 1 ]] && PROFILE=quick
 case $PROFILE in
@@ -82,6 +85,8 @@ logged go build -o "$ROOT/bin/bench" ./test/bench
 "$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
   -launch-n "$LAUNCH_N" -podman-cli podman \
   -progress-runs "$PROGRESS_RUNS" -progress-duration "$PROGRESS_DURATION" -only-progress="$([[ ${BENCH_ONLY_PROGRESS:-0} == 1 ]] && echo true || echo false)" \
+  -only-scale="$([[ ${BENCH_ONLY_SCALE:-0} == 1 ]] && echo true || echo false)" \
+  -manager-bin "$ROOT/bin/manager" -stack-config "$AGENTRUN_LOCAL_DIR/manager.yaml" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \
   -manager-pid "$(cat "$AGENTRUN_LOCAL_DIR/manager.pid")" \

@@ -11,3 +11,11 @@ const (
 	LabelHost      = "agents.agentrun.dev/host"
 	LabelAttempt   = "agents.agentrun.dev/attempt"
 )
+
+// LabelReleased, set to "true" on an AgentRun, says its host has nothing
+// left of it: it finished, its containers are removed, its finalizer and any
+// callback are done. Hosts do not watch released runs (their caches select
+// runs without it), so a host's memory does not grow with the cluster's
+// finished runs; the fleet, which watches every run, deletes them when their
+// ttlSecondsAfterFinished expires. Only hosts and the fleet set it.
+const LabelReleased = "agents.agentrun.dev/released"

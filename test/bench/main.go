@@ -12,7 +12,9 @@
 //     timed from the API objects and Podman's events, with the manager's
 //     Podman calls and API-server writes per run read from its /metrics;
 //  3. scale: thousands of finished AgentRuns, and what the manager spends on
-//     them (memory, its heap profile, CPU, Podman calls);
+//     them (memory, its heap profile, CPU, Podman calls), and the memory of
+//     a --mode=host and a --mode=fleet manager of their own, without the
+//     finished runs and with them (memory.go);
 //  4. raw and agentrun again, with those finished runs still present;
 //  5. fleet: raw Podman on three hosts at once against as many runs through
 //     a local fleet of its own;
@@ -33,6 +35,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -86,6 +89,11 @@ type config struct {
 	podmanCLI string
 	launchN   int
 
+	// onlyScale runs the scale step alone. managerBin, stackConfig and
+	// kubeconfig start its managers of one side each (memory.go).
+	onlyScale                           bool
+	managerBin, stackConfig, kubeconfig string
+
 	// egressMiB, egressRequests, egressConns and egressRuns shape the
 	// egress step; 0 MiB skip it. onlyEgress runs it alone.
 	egressMiB, egressRequests int
@@ -107,6 +115,9 @@ func main() {
 	flag.IntVar(&cfg.progressRuns, "progress-runs", 200, "runs at once of the progress step, on a host of its own; 0 skips it")
 	flag.DurationVar(&cfg.progressDuration, "progress-duration", 4*time.Minute, "how long each run of the progress step prints a line a second")
 	flag.BoolVar(&cfg.onlyProgress, "only-progress", false, "run the progress step alone")
+	flag.BoolVar(&cfg.onlyScale, "only-scale", false, "run the scale step alone")
+	flag.StringVar(&cfg.managerBin, "manager-bin", "bin/manager", "the manager binary, for the scale step's managers of one side (--mode=host, --mode=fleet)")
+	flag.StringVar(&cfg.stackConfig, "stack-config", "", "the stack's manager configuration file, which those managers start from")
 	flag.IntVar(&cfg.egressMiB, "egress-mib", 100, "MiB of the egress step's download, through the egress proxy and directly; 0 skips the step")
 	flag.IntVar(&cfg.egressRequests, "egress-requests", 1000, "small HTTPS requests of the egress step, each on a new connection, on each path")
 	flag.IntVar(&cfg.egressConns, "egress-conns", 200, "connections at once of the egress step, spread over -egress-runs runs (each run's bound is its share)")
@@ -128,6 +139,9 @@ func main() {
 	flag.Parse()
 	// The clients' own logging is not the bench's output.
 	ctrllog.SetLogger(logr.Discard())
+	if f := flag.Lookup("kubeconfig"); f != nil {
+		cfg.kubeconfig = cmp.Or(f.Value.String(), os.Getenv("KUBECONFIG"))
+	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -159,6 +173,15 @@ func run(cfg config) error {
 		if res.progress, err = progressStep(ctx, cfg); err != nil {
 			return err
 		}
+		return report(res, cfg)
+	}
+	if cfg.onlyScale {
+		sc, removeScale, err := scale(ctx, k8s, cfg)
+		defer removeScale()
+		if err != nil {
+			return err
+		}
+		res.scale = sc
 		return report(res, cfg)
 	}
 	if cfg.egressMiB > 0 {
@@ -547,13 +570,36 @@ type scaleResult struct {
 	createWall          time.Duration
 	heap                heapSummary
 	memory              memoryBreakdown
+	// sides are the memory of a manager of one side (memory.go), by mode
+	// (host, fleet), without the finished runs and with them.
+	sidesAt0, sidesAtScale map[string]memoryBreakdown
 }
 
-// scale writes the finished runs and measures the manager with them; the
-// returned function deletes them.
+// sidesMemory measures a manager of each side on its own.
+func sidesMemory(ctx context.Context, k8s client.Client, cfg config, when string) (map[string]memoryBreakdown, error) {
+	out := map[string]memoryBreakdown{}
+	for _, mode := range []string{"host", "fleet"} {
+		step("scale: a --mode=%s manager of its own, %s", mode, when)
+		m, err := sideMemory(ctx, k8s, cfg, mode)
+		if err != nil {
+			return nil, err
+		}
+		out[mode] = m
+	}
+	return out, nil
+}
+
+// scale writes the finished runs and measures the manager with them, and a
+// manager of each side on its own before and after; the returned function
+// deletes them.
 func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, func(), error) {
 	tag := fmt.Sprintf("scale-%d", time.Now().Unix())
 	remove := func() { cleanup(k8s, tag) }
+	var res scaleResult
+	var err error
+	if res.sidesAt0, err = sidesMemory(ctx, k8s, cfg, "before the finished runs"); err != nil {
+		return res, remove, err
+	}
 	output := strings.Repeat("x", 4095) + "\n"
 	start := time.Now()
 	jobs := make(chan int)
@@ -583,7 +629,7 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, fun
 		return scaleResult{}, remove, err
 	default:
 	}
-	res := scaleResult{objects: cfg.scale, createWall: time.Since(start)}
+	res.objects, res.createWall = cfg.scale, time.Since(start)
 	step("scale: %d finished runs written in %s; letting the manager settle for %s", cfg.scale, res.createWall.Round(time.Second), cfg.settle)
 	time.Sleep(cfg.settle)
 
@@ -617,12 +663,15 @@ func scale(ctx context.Context, k8s client.Client, cfg config) (scaleResult, fun
 			return res, remove, err
 		}
 	}
-	return res, remove, nil
+	res.sidesAtScale, err = sidesMemory(ctx, k8s, cfg, fmt.Sprintf("with the %d finished runs", cfg.scale))
+	return res, remove, err
 }
 
-// finishedRun writes one AgentRun as a real finished run looks. It is pinned
-// to the host and created cancelled, so the manager never starts a container
-// for it whichever status write lands first.
+// finishedRun writes one AgentRun as a real finished run looks once its host
+// has let go of it (LabelReleased, set once it finished: the fleet takes the
+// label off an unfinished run). It is pinned to the host and created
+// cancelled, so the manager never starts a container for it whichever
+// status write lands first.
 func finishedRun(ctx context.Context, k8s client.Client, host, tag string, i int, output string) error {
 	run := &agentsv1alpha1.AgentRun{}
 	run.Name, run.Namespace = fmt.Sprintf("bench-%s-%d", tag, i), "default"
@@ -655,7 +704,7 @@ func finishedRun(ctx context.Context, k8s client.Client, host, tag string, i int
 		}
 		err := k8s.Status().Update(ctx, run)
 		if err == nil {
-			return nil
+			return release(ctx, k8s, run)
 		}
 		if !isConflict(err) {
 			return fmt.Errorf("writing the status of %s: %w", run.Name, err)
@@ -664,6 +713,16 @@ func finishedRun(ctx context.Context, k8s client.Client, host, tag string, i int
 			return err
 		}
 	}
+}
+
+// release labels a finished run as its host does once it has let go of it.
+func release(ctx context.Context, k8s client.Client, run *agentsv1alpha1.AgentRun) error {
+	patch := client.MergeFrom(run.DeepCopy())
+	run.Labels[agentsv1alpha1.LabelReleased] = "true"
+	if err := k8s.Patch(ctx, run, patch); err != nil {
+		return fmt.Errorf("releasing %s: %w", run.Name, err)
+	}
+	return nil
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
@@ -709,9 +768,15 @@ func report(r results, cfg config) error {
 		add("api_writes_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.apiWrites) / float64(cfg.n) }))
 		add("podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return sum(rep.agentrun.podmanCalls) / float64(cfg.n) }))
 		add("raw_podman_calls_per_run", spreadOf(r.reps, func(rep repetition) float64 { return float64(rep.raw.calls) / float64(cfg.n) }))
+	}
+	if r.scale.objects > 0 {
 		add("rss_mib_10k", single(r.scale.memory.RSSMiB))
 		add("idle_cpu_pct_10k", single(100*r.scale.cpuSeconds/cfg.resyncPeriod.Seconds()))
 		add("podman_calls_finished", single(r.scale.podmanCallsFinished))
+		add("host_rss_mib_0", single(r.scale.sidesAt0["host"].RSSMiB))
+		add("host_rss_mib_10k", single(r.scale.sidesAtScale["host"].RSSMiB))
+		add("fleet_rss_mib_0", single(r.scale.sidesAt0["fleet"].RSSMiB))
+		add("fleet_rss_mib_10k", single(r.scale.sidesAtScale["fleet"].RSSMiB))
 	}
 	if len(r.fleet) > 0 {
 		add("fleet_throughput_ratio", spreadOf(r.fleet, func(rep fleetRepetition) float64 { return rep.agentrunPerS / rep.rawPerS }))
@@ -734,7 +799,7 @@ func report(r results, cfg config) error {
 	for _, k := range keys {
 		fmt.Printf("%-50s %26s\n", k, figures[k].String())
 	}
-	if len(r.reps) > 0 {
+	if r.scale.objects > 0 {
 		printScale(r.scale, cfg)
 	}
 
@@ -752,6 +817,7 @@ func report(r results, cfg config) error {
 		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
 		"egress_mib": cfg.egressMiB, "egress_requests": cfg.egressRequests, "egress_conns": cfg.egressConns, "egress_runs": cfg.egressRuns,
 		"egress_link_mbit": cfg.egressLinkMbit, "figures": medians, "spread": figures, "heap": r.scale.heap, "memory": r.scale.memory,
+		"memory_by_side": map[string]any{"without_finished_runs": r.scale.sidesAt0, "with_finished_runs": r.scale.sidesAtScale},
 		"per_run": map[string]any{
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
 			"api_writes_by_verb":        perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.apiWrites }),
@@ -799,6 +865,11 @@ func printScale(sc scaleResult, cfg config) {
 	m := sc.memory
 	fmt.Printf("resident: %.1f MiB anonymous, %.1f MiB mapped files (the binary); Go heap %.1f MiB in use, %.1f MiB idle of which %.1f MiB released, stacks %.1f MiB, %.1f MiB from the kernel in all, next collection at %.1f MiB\n",
 		m.RSSAnonMiB, m.RSSFileMiB, m.HeapInuseMiB, m.HeapIdleMiB, m.HeapReleasedMiB, m.StackMiB, m.GoSysMiB, m.NextGCMiB)
+	for _, mode := range []string{"host", "fleet"} {
+		at0, atScale := sc.sidesAt0[mode], sc.sidesAtScale[mode]
+		fmt.Printf("a --mode=%s manager of its own: %.1f MiB resident (Go heap %.1f MiB in use) without the finished runs, %.1f MiB (%.1f MiB) with them: %+.2f MiB per 1,000\n",
+			mode, at0.RSSMiB, at0.HeapInuseMiB, atScale.RSSMiB, atScale.HeapInuseMiB, (atScale.RSSMiB-at0.RSSMiB)*1000/float64(sc.objects))
+	}
 	if len(sc.heap.Top) > 0 {
 		fmt.Printf("manager heap in use: %.1f MiB; top consumers (flat):\n", sc.heap.InUseMiB)
 		for _, f := range sc.heap.Top {

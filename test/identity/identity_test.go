@@ -180,6 +180,29 @@ var _ = Describe("A host writing a run itself", func() {
 		}
 	})
 
+	It("may release its finished run once its containers are removed, and only that", func(ctx SpecContext) {
+		release := func(r *agentsv1alpha1.AgentRun) { r.Labels = map[string]string{agentsv1alpha1.LabelReleased: "true"} }
+		key := newRun(ctx, "a", "a")
+		Expect(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { controllerutil.AddFinalizer(r, finalizer) })).To(Succeed())
+		expectRefused(writeRun(ctx, hostA, key, release), runsPolicy, "release only finished runs")
+		Expect(writeStatus(ctx, hostA, key, func(st *agentsv1alpha1.AgentRunStatus) { st.Phase = agentsv1alpha1.PhaseSucceeded })).To(Succeed())
+		expectRefused(writeRun(ctx, hostA, key, release), runsPolicy, "release only finished runs")
+		// In the write that drops the finalizer, as the host does it.
+		Expect(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) {
+			controllerutil.RemoveFinalizer(r, finalizer)
+			release(r)
+		})).To(Succeed())
+		Expect(get(ctx, key).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelReleased, "true"))
+		expectRefused(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { delete(r.Labels, agentsv1alpha1.LabelReleased) }),
+			runsPolicy, "release only finished runs")
+		expectRefused(writeRun(ctx, hostA, key, func(r *agentsv1alpha1.AgentRun) { r.Labels["team"] = "x" }),
+			runsPolicy, "only the container finalizer")
+		// Nor another host's run.
+		key = newRun(ctx, "b", "b")
+		Expect(writeStatus(ctx, hostB, key, func(st *agentsv1alpha1.AgentRunStatus) { st.Phase = agentsv1alpha1.PhaseSucceeded })).To(Succeed())
+		expectRefused(writeRun(ctx, hostA, key, release), runsPolicy, "only this host's runs")
+	})
+
 	It("may not change the spec of its own run, not even spec.cancel", func(ctx SpecContext) {
 		key := newRun(ctx, "a", "a")
 		// The CRD allows spec.cancel to everyone who may update the run.

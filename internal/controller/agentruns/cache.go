@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -55,8 +56,24 @@ func TrimForCache(obj any) (any, error) {
 // fleet expect: AgentRuns trimmed by TrimForCache, and run records without
 // their messages.
 func CacheOptions() cache.Options {
+	return cacheOptions(nil)
+}
+
+// HostCacheOptions are CacheOptions for a manager that runs a host and not
+// the fleet (--mode=host): it caches only the AgentRuns without
+// LabelReleased, those the host may claim or still has containers,
+// finalizers or a callback for, so its memory stays the same however many
+// finished runs the cluster keeps. A manager that also runs the fleet
+// (--mode=all) keeps CacheOptions: a manager has one cache, and the fleet
+// needs every run (records, budgets, TTLs of released runs).
+func HostCacheOptions() cache.Options {
+	return cacheOptions(notReleased())
+}
+
+// cacheOptions caches the AgentRuns runs selects (nil: all).
+func cacheOptions(runs labels.Selector) cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&agentsv1alpha1.AgentRun{}:       {Transform: TrimForCache},
+		&agentsv1alpha1.AgentRun{}:       {Transform: TrimForCache, Label: runs},
 		&agentsv1alpha1.AgentRunRecord{}: {Transform: trimRecordForCache},
 	}}
 }

@@ -127,13 +127,14 @@ func Stop() {
 }
 
 // HostManagerOptions are the options of a manager for one more simulated
-// host, without the webhook, caching AgentRuns as the manager binary does.
+// host, without the webhook, caching AgentRuns as the manager binary does in
+// --mode=host (released runs left out).
 func HostManagerOptions() ctrl.Options {
 	return ctrl.Options{
 		Scheme:     Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache:      agentruns.CacheOptions(),
+		Cache:      agentruns.HostCacheOptions(),
 	}
 }
 
@@ -174,12 +175,20 @@ func StartHostWith(name string, runtime containers.Runtime, keepContainers bool,
 // returned stop function is called; stop returns once the manager stopped.
 func StartHostConfig(cfg host.HostConfig) (stop func()) {
 	GinkgoHelper()
+	_, stop = StartHostManager(cfg)
+	return stop
+}
+
+// StartHostManager is StartHostConfig that also returns the host's manager,
+// whose cache a test can read.
+func StartHostManager(cfg host.HostConfig) (ctrl.Manager, func()) {
+	GinkgoHelper()
 	mgr := NewHostManager()
 	_, err := host.SetupHost(mgr, cfg)
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := StartManager(ctx, mgr)
-	return func() {
+	return mgr, func() {
 		cancel()
 		<-stopped
 	}

@@ -1,5 +1,6 @@
 // Package fleet holds the fleet's controllers: placement of unpinned runs, the
-// hosts' lifecycle (heartbeats, failing over a lost host's runs), the run recorder and the
+// hosts' lifecycle (heartbeats, failing over a lost host's runs), the run recorder, the
+// releaser of finished runs (TTLs of the runs hosts no longer watch) and the
 // collector of old run records. They run once per cluster, in the cluster's
 // manager (--mode=webhook,fleet, or all), elected among its replicas; the
 // reconciler of each Podman host is in internal/controller/host, and what both
@@ -44,7 +45,7 @@ type FleetConfig struct {
 }
 
 // SetupFleet adds the fleet's scheduler, host lifecycle controller, run
-// recorder and run record collector to mgr, which must have been made with CacheOptions.
+// recorder, releaser of finished runs and run record collector to mgr, which must have been made with CacheOptions.
 func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -75,6 +76,9 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	if err := (&RunRecorderReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Retention: cfg.RunRecordRetention,
 	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&ReleaseReconciler{Client: mgr.GetClient(), Clock: cfg.Clock}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return (&RunRecordReconciler{Client: mgr.GetClient(), Retention: cfg.RunRecordRetention, Clock: cfg.Clock}).SetupWithManager(mgr)

@@ -158,8 +158,13 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 // isOurs tells whether this host may act on a run: the run is this host's
 // (claimed by it or placed on it by the fleet), or pinned here and not
-// claimed yet. Unpinned runs are the fleet's to place.
+// claimed yet, and not released. Unpinned runs are the fleet's to place.
 func (r *AgentRunReconciler) isOurs(run *agentsv1alpha1.AgentRun) bool {
+	if agentruns.Released(run) {
+		// A host's cache holds no released runs (HostCacheOptions); one
+		// that also runs the fleet holds them, and treats them alike.
+		return false
+	}
 	if run.Status.Host != "" {
 		return run.Status.Host == r.Host
 	}
@@ -205,7 +210,10 @@ func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.Agen
 }
 
 // finished handles a run that reached a terminal phase: its containers go
-// once the result is stored, and the run itself once its TTL expires.
+// once the result is stored, then its callback; then the host lets it go
+// (LabelReleased), or deletes it if its TTL has expired by then. The fleet
+// deletes a released run when its TTL expires; the host, a run whose
+// containers it keeps.
 func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
 	if wait := r.logStreamGrace(run); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
@@ -217,19 +225,32 @@ func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.A
 	if r.awaitsCallback(ctx, run) {
 		return ctrl.Result{}, nil
 	}
-	left, ok := untilTTLExpiry(run, r.Clock.Now())
+	left, ok := agentruns.UntilTTLExpiry(run, r.Clock.Now())
 	switch {
-	case !ok:
+	case ok && left <= 0:
+		log.FromContext(ctx).Info("Deleting finished AgentRun whose TTL expired", "agentrun", client.ObjectKeyFromObject(run))
+		// Kept containers go with the finalizer.
+		if err := r.Delete(ctx, run, client.Preconditions{UID: &run.UID}); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("deleting after TTL: %w", err)
+		}
 		return ctrl.Result{}, nil
-	case left > 0:
+	case agentruns.Releasable(run):
+		return ctrl.Result{}, r.release(ctx, run)
+	case ok:
 		return ctrl.Result{RequeueAfter: left}, nil
 	}
-	log.FromContext(ctx).Info("Deleting finished AgentRun whose TTL expired", "agentrun", client.ObjectKeyFromObject(run))
-	// Kept containers go with the finalizer.
-	if err := r.Delete(ctx, run, client.Preconditions{UID: &run.UID}); client.IgnoreNotFound(err) != nil {
-		return ctrl.Result{}, fmt.Errorf("deleting after TTL: %w", err)
-	}
 	return ctrl.Result{}, nil
+}
+
+// release lets go of a run this host has nothing left of: it leaves the
+// host's cache, so a host's memory does not grow with finished runs.
+func (r *AgentRunReconciler) release(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
+	if agentruns.Released(run) {
+		return nil
+	}
+	patch := client.MergeFrom(run.DeepCopy())
+	agentruns.MarkReleased(run)
+	return client.IgnoreNotFound(r.Patch(ctx, run, patch))
 }
 
 // waitUnclaimed records that no slot is free for a run pinned here, without
@@ -303,9 +324,14 @@ func (r *AgentRunReconciler) removeContainersAndFinalizer(ctx context.Context, r
 	return r.dropFinalizer(ctx, run)
 }
 
+// dropFinalizer removes the host's finalizer; a finished run with nothing
+// else left here is released in the same write.
 func (r *AgentRunReconciler) dropFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
 	patch := client.MergeFrom(run.DeepCopy())
 	controllerutil.RemoveFinalizer(run, agentruns.Finalizer)
+	if agentruns.Releasable(run) {
+		agentruns.MarkReleased(run)
+	}
 	return client.IgnoreNotFound(r.Patch(ctx, run, patch))
 }
 

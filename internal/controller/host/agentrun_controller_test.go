@@ -55,8 +55,9 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 		}}).Build()
 	h.podman.SetClock(clock)
 	h.r = &AgentRunReconciler{
-		Client:   c,
-		Recorder: h.recorder,
+		Client:    c,
+		APIReader: c,
+		Recorder:  h.recorder,
 		HostConfig: HostConfig{
 			Runtime:         h.podman,
 			Host:            agentrunstest.Host,

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
-	"github.com/agentrun/agentrun/internal/controller/agentruns"
 )
 
 // The run controls' arithmetic, computed from status times so the reconciler
@@ -36,19 +35,6 @@ func retryDelay(failed int32, base, maxDelay time.Duration) time.Duration {
 		d *= 2
 	}
 	return min(d, maxDelay)
-}
-
-// untilTTLExpiry is how long a finished run has left before it is deleted.
-// ok is false when the run has no TTL or has not finished, and for a run
-// that ended AlreadyRan: it stands for a manifest kept in Git, and deleting
-// it would only make the next sync create it again.
-func untilTTLExpiry(run *agentsv1alpha1.AgentRun, now time.Time) (left time.Duration, ok bool) {
-	if run.Spec.TTLSecondsAfterFinished == nil || run.Status.CompletionTime == nil || !run.Status.Phase.IsFinished() ||
-		agentruns.StateOf(&run.Status).Reason == agentsv1alpha1.ReasonAlreadyRan {
-		return 0, false
-	}
-	ttl := time.Duration(*run.Spec.TTLSecondsAfterFinished) * time.Second
-	return run.Status.CompletionTime.Add(ttl).Sub(now), true
 }
 
 // cancelledBy names the client that set spec.cancel, from the object's

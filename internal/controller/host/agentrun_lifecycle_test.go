@@ -34,24 +34,6 @@ func TestUntilDeadline(t *testing.T) {
 	}
 }
 
-func TestUntilTTLExpiry(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	run := &agentsv1alpha1.AgentRun{}
-	run.Spec.TTLSecondsAfterFinished = ptr.To[int32](60)
-	if _, ok := untilTTLExpiry(run, now); ok {
-		t.Fatal("an unfinished run does not expire")
-	}
-	run.Status.Phase = agentsv1alpha1.PhaseFailed
-	run.Status.CompletionTime = ptr.To(metav1.NewTime(now.Add(-15 * time.Second)))
-	if left, ok := untilTTLExpiry(run, now); !ok || left != 45*time.Second {
-		t.Errorf("left = %s, %v; want 45s", left, ok)
-	}
-	run.Spec.TTLSecondsAfterFinished = nil
-	if _, ok := untilTTLExpiry(run, now); ok {
-		t.Error("no TTL, no expiry")
-	}
-}
-
 func TestCancelledByNamesTheLatestClient(t *testing.T) {
 	t0 := metav1.NewTime(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	t1 := metav1.NewTime(t0.Add(time.Minute))

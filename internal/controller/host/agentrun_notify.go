@@ -41,19 +41,13 @@ type callback struct {
 // slow or never answers holds a delivery worker, never a reconcile worker.
 // The Notified write brings the run's next pass.
 func (r *AgentRunReconciler) awaitsCallback(ctx context.Context, run *agentsv1alpha1.AgentRun) bool {
-	if !callbackUnrecorded(run) {
+	if !agentruns.CallbackUnrecorded(run) {
 		return false
 	}
 	if r.callbacks.queue.Add(client.ObjectKeyFromObject(run)) {
 		log.FromContext(ctx).V(1).Info("Queued the completion callback", "agentrun", client.ObjectKeyFromObject(run))
 	}
 	return true
-}
-
-// callbackUnrecorded tells whether run has a callback (spec.notify) whose
-// outcome is not in its status yet.
-func callbackUnrecorded(run *agentsv1alpha1.AgentRun) bool {
-	return run.Spec.Notify != nil && meta.FindStatusCondition(run.Status.Conditions, agentsv1alpha1.ConditionNotified) == nil
 }
 
 // callbacks are the completion callbacks this host delivers: a queue fair
@@ -122,7 +116,7 @@ func (r *AgentRunReconciler) callBack(ctx context.Context, key types.NamespacedN
 		}
 		run = nil
 	}
-	if run == nil || !callbackUnrecorded(run) || run.Status.Host != r.Host || !run.Status.Phase.IsFinished() {
+	if run == nil || !agentruns.CallbackUnrecorded(run) || run.Status.Host != r.Host || !run.Status.Phase.IsFinished() {
 		r.callbacks.states.Delete(key)
 		r.callbacks.queue.Done(key)
 		return

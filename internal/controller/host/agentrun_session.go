@@ -12,7 +12,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -113,7 +115,9 @@ func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alp
 	if run.Spec.ContinueFrom != "" {
 		var st *agentruns.State
 		var err error
-		if earlier, st, err = agentruns.SessionSource(ctx, r.Client, run); err != nil || st != nil {
+		// Read from the API server: the earlier run is released, and out
+		// of this host's cache, once its host let go of it.
+		if earlier, st, err = agentruns.SessionSource(ctx, r.APIReader, run); err != nil || st != nil {
 			return "", nil, st, err
 		}
 		if earlier.Status.Host != r.Host {
@@ -256,15 +260,44 @@ func (r *AgentRunReconciler) collectSessions(ctx context.Context) error {
 		return err
 	}
 	now := r.Clock.Now()
+	unused := map[string]bool{}
 	for _, e := range entries {
 		info, err := e.Info()
-		if err != nil || !e.IsDir() || used[e.Name()] || now.Sub(info.ModTime()) < r.SessionMinAge {
-			continue
+		if err == nil && e.IsDir() && !used[e.Name()] && now.Sub(info.ModTime()) >= r.SessionMinAge {
+			unused[e.Name()] = true
 		}
-		if err := sessions.RemoveAll(e.Name()); err != nil {
+	}
+	if err := r.dropReleasedRunDirs(ctx, unused); err != nil {
+		return err
+	}
+	for name := range unused {
+		if err := sessions.RemoveAll(name); err != nil {
 			return err
 		}
-		log.FromContext(ctx).Info("Removed a Claude session no run refers to", "dir", e.Name())
+		log.FromContext(ctx).Info("Removed a Claude session no run refers to", "dir", name)
+	}
+	return nil
+}
+
+// dropReleasedRunDirs takes out of dirs the session directories of released
+// runs, which a later run may continue: they are out of the host's cache,
+// so they are listed from the API server, their metadata only (a session
+// directory is named by its run's UID), a page at a time, and only when
+// there are directories to look for.
+func (r *AgentRunReconciler) dropReleasedRunDirs(ctx context.Context, dirs map[string]bool) error {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(agentsv1alpha1.GroupVersion.WithKind("AgentRunList"))
+	for len(dirs) > 0 {
+		if err := r.APIReader.List(ctx, list, client.HasLabels{agentsv1alpha1.LabelReleased}, client.Limit(500),
+			client.Continue(list.Continue)); err != nil {
+			return fmt.Errorf("listing released AgentRuns: %w", err)
+		}
+		for _, run := range list.Items {
+			delete(dirs, string(run.UID))
+		}
+		if list.Continue == "" {
+			return nil
+		}
 	}
 	return nil
 }

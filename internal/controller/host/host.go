@@ -8,9 +8,11 @@ import (
 	"net/url"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -277,8 +279,26 @@ func setupLogEndpoint(mgr ctrl.Manager, cfg HostConfig, readers *logserver.Reade
 	if err != nil {
 		return nil, fmt.Errorf("the serving certificate: %w", err)
 	}
-	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: mgr.GetClient(), Readers: readers, Held: held, Log: mgr.GetLogger().WithName("logs")}
+	srv := &logserver.Server{Host: cfg.Host, Runtime: cfg.Runtime, Reader: cacheThenAPI{mgr.GetClient(), mgr.GetAPIReader()},
+		Readers: readers, Held: held, Log: mgr.GetLogger().WithName("logs")}
 	return ca, mgr.Add(&logserver.Endpoint{BindAddress: cfg.LogEndpoint.BindAddress, Certificate: cert, ClientCAs: fleet, Handler: srv.Handler()})
+}
+
+// cacheThenAPI reads from the cache, and from the API server what the cache
+// does not hold: a run this host released is out of its cache, and a log
+// request for it must find it, to answer that its container is gone (the
+// client then shows status.output), not that it does not exist.
+type cacheThenAPI struct {
+	client.Reader
+	api client.Reader
+}
+
+func (r cacheThenAPI) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := r.Reader.Get(ctx, key, obj, opts...)
+	if apierrors.IsNotFound(err) {
+		return r.api.Get(ctx, key, obj, opts...)
+	}
+	return err
 }
 
 // registeredWhileLeading serves a collector on the manager's /metrics while

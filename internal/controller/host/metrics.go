@@ -65,8 +65,10 @@ func observeTransition(run *agentsv1alpha1.AgentRun, before, after agentruns.Sta
 	}
 }
 
-// RunsCollector reports the AgentRuns a host has taken, by phase, counted
-// from the manager's cache when /metrics is scraped.
+// RunsCollector reports the AgentRuns a host has taken and not released,
+// by phase, counted from the manager's cache when /metrics is scraped: a
+// finished run counts until its containers are removed (runDuration counts
+// every end).
 type RunsCollector struct {
 	reader client.Reader
 	host   string
@@ -80,7 +82,7 @@ func NewRunsCollector(reader client.Reader, host string) *RunsCollector {
 		host:   host,
 		// The host is a constant label, so the collectors of several hosts
 		// (one process in the suites) can be registered side by side.
-		desc: prometheus.NewDesc("agentrun_runs", "AgentRuns taken by this host, by phase.",
+		desc: prometheus.NewDesc("agentrun_runs", "AgentRuns this host holds (taken, not released), by phase.",
 			[]string{"phase"}, prometheus.Labels{"host": host}),
 	}
 }
@@ -103,7 +105,7 @@ func (c *RunsCollector) Collect(ch chan<- prometheus.Metric) {
 		counts[p] = 0
 	}
 	for _, r := range runs.Items {
-		if r.Status.Host == c.host && r.Status.Phase != "" {
+		if r.Status.Host == c.host && r.Status.Phase != "" && !agentruns.Released(&r) {
 			counts[r.Status.Phase]++
 		}
 	}

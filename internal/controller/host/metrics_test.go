@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
 	"github.com/agentrun/agentrun/internal/egress"
 )
@@ -15,10 +16,15 @@ func TestRunsCollectorCountsThisHostsRunsByPhase(t *testing.T) {
 	mine, other, unclaimed := agentrunstest.Run("mine"), agentrunstest.Run("other"), agentrunstest.Run("unclaimed")
 	mine.Status = agentsv1alpha1.AgentRunStatus{Host: agentrunstest.Host, Phase: agentsv1alpha1.PhaseSucceeded}
 	other.Status = agentsv1alpha1.AgentRunStatus{Host: "host-b", Phase: agentsv1alpha1.PhaseSucceeded}
-	h := newHarness(t, mine, other, unclaimed)
+	// A released run is out of a host's cache; a process running the
+	// fleet too holds it, and counts it as a host would: not at all.
+	released := agentrunstest.Run("released")
+	released.Status = mine.Status
+	agentruns.MarkReleased(released)
+	h := newHarness(t, mine, other, unclaimed, released)
 
 	want := `
-# HELP agentrun_runs AgentRuns taken by this host, by phase.
+# HELP agentrun_runs AgentRuns this host holds (taken, not released), by phase.
 # TYPE agentrun_runs gauge
 agentrun_runs{host="host-a",phase="Cancelled"} 0
 agentrun_runs{host="host-a",phase="Failed"} 0

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+)
+
+// A manager's memory by side. The stack's manager runs everything in one
+// process (--mode=all), whose cache holds every run for the fleet; a real
+// host runs --mode=host, whose cache leaves released runs out. To tell the
+// two apart, the scale step starts one more manager of the same binary
+// beside the stack's for each figure, in --mode=host (a host of its own,
+// <host>-mem, on the same Podman) or --mode=fleet, from the stack's
+// configuration file with its own ports and directories, without GOMEMLIMIT
+// as the shipped units, and reads its resident memory once it is ready and
+// has settled. A fresh process each time: the resident set of one that once
+// held more does not shrink back.
+
+// sideMemory starts a manager in mode and measures it after settle.
+func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string) (memoryBreakdown, error) {
+	dir, err := os.MkdirTemp("", "agentrun-bench-"+mode+"-")
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ports, err := freePorts(3)
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	metrics, health := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	file, err := sideConfig(cfg.stackConfig, dir, metrics, health, "127.0.0.1:"+ports[2])
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	args := []string{"--mode=" + mode, "--config", file}
+	host := cfg.host + "-mem"
+	if mode == "host" {
+		args = append(args, "--host-name", host)
+		// Its PodmanHost goes with it; nothing is ever placed there (the
+		// bench pins its runs), and the fleet would only declare it lost.
+		defer func() {
+			_ = k8s.Delete(context.Background(), &agentsv1alpha1.PodmanHost{ObjectMeta: metav1.ObjectMeta{Name: host}})
+		}()
+	}
+	cmd := exec.Command(cfg.managerBin, args...)
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "GOMEMLIMIT=") }),
+		"KUBECONFIG="+cfg.kubeconfig)
+	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return memoryBreakdown{}, fmt.Errorf("starting a --mode=%s manager: %w", mode, err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	// A host is ready once its Podman answers; the fleet has no readiness
+	// check, only its health. Either then settles (its caches list).
+	probe := map[string]string{"host": "/readyz", "fleet": "/healthz"}[mode]
+	if err := awaitReady(ctx, "http://"+health+probe, exited, time.Minute); err != nil {
+		if errors.Is(err, errExited) {
+			err = fmt.Errorf("%w: %v", err, waitErr)
+		}
+		tail, _ := os.ReadFile(logFile.Name())
+		return memoryBreakdown{}, fmt.Errorf("the --mode=%s manager: %w; its log ends:\n%s", mode, err, lastLines(string(tail), 20))
+	}
+	time.Sleep(cfg.settle)
+	return memoryOf(cmd.Process.Pid, "http://"+metrics+"/metrics")
+}
+
+// sideConfig writes the stack's configuration file with the side manager's
+// own endpoints and directories into dir: its metrics, probes and log
+// endpoint on the given addresses, no profiling and no log API (the stack's
+// use their ports), and sessions and egress sockets of its own (a host
+// removes the session directories none of its runs refers to).
+func sideConfig(stackConfig, dir, metrics, health, logs string) (string, error) {
+	data, err := os.ReadFile(stackConfig)
+	if err != nil {
+		return "", fmt.Errorf("reading the stack's configuration: %w", err)
+	}
+	var c map[string]any
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return "", fmt.Errorf("%s: %w", stackConfig, err)
+	}
+	section := func(parent map[string]any, name string) map[string]any {
+		s, ok := parent[name].(map[string]any)
+		if !ok {
+			s = map[string]any{}
+			parent[name] = s
+		}
+		return s
+	}
+	section(c, "metrics")["bindAddress"] = metrics
+	section(c, "health")["bindAddress"] = health
+	delete(c, "pprof")
+	delete(section(c, "fleet"), "logsAPI")
+	h := section(c, "host")
+	section(h, "logs")["bindAddress"] = logs
+	section(h, "sessions")["dir"] = filepath.Join(dir, "sessions")
+	section(h, "egress")["socketDir"] = filepath.Join(dir, "egress")
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, "manager.yaml")
+	return file, os.WriteFile(file, out, 0o600)
+}
+
+// errExited says the manager exited before it was ready.
+var errExited = errors.New("exited before it was ready")
+
+// awaitReady waits until url answers 200, or the process exits.
+func awaitReady(ctx context.Context, url string, exited <-chan struct{}, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errExited
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("not ready within %s", within)
+}
+
+// freePorts are n loopback ports free now.
+func freePorts(n int) ([]string, error) {
+	var ports []string
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
