@@ -325,14 +325,23 @@ func (r *AgentRunReconciler) removeContainersAndFinalizer(ctx context.Context, r
 }
 
 // dropFinalizer removes the host's finalizer; a finished run with nothing
-// else left here is released in the same write.
+// else left here is released in the same write. A merge
+// patch replaces the whole list, so it is checked against the version read:
+// from a stale copy it would put back a finalizer another writer took off
+// meanwhile (the fleet's record finalizer). On a conflict the watch brings
+// the new version, and with it another pass.
 func (r *AgentRunReconciler) dropFinalizer(ctx context.Context, run *agentsv1alpha1.AgentRun) error {
-	patch := client.MergeFrom(run.DeepCopy())
+	patch := client.MergeFromWithOptions(run.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(run, agentruns.Finalizer)
 	if agentruns.Releasable(run) {
 		agentruns.MarkReleased(run)
 	}
-	return client.IgnoreNotFound(r.Patch(ctx, run, patch))
+	err := r.Patch(ctx, run, patch)
+	if apierrors.IsConflict(err) {
+		log.FromContext(ctx).V(1).Info("AgentRun changed since it was read; dropping the finalizer at the next pass", "agentrun", client.ObjectKeyFromObject(run))
+		return nil
+	}
+	return client.IgnoreNotFound(err)
 }
 
 // recordTransition emits one event when the run's state changed, and reports

@@ -257,3 +257,32 @@ func TestTheFleetLetsGoUnrecordedARunDeletedBeforeItFinishedOrWhenRecordsAreOff(
 		})
 	}
 }
+
+// A host that drops its finalizer from a stale copy of the run must not put
+// back the fleet's record finalizer, which the fleet took off meanwhile: a
+// merge patch replaces the whole list.
+func TestDroppingTheFinalizerFromAStaleCopyKeepsWhatTheFleetTookOff(t *testing.T) {
+	run := agentrunstest.Run("r")
+	run.Finalizers = []string{agentruns.Finalizer, agentruns.RecordFinalizer}
+	run.Status.Host, run.Status.Phase = agentrunstest.Host, agentsv1alpha1.PhaseSucceeded
+	h := newHarness(t, run)
+	stale := &agentsv1alpha1.AgentRun{}
+	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(run), stale); err != nil {
+		t.Fatal(err)
+	}
+	fresh := stale.DeepCopy()
+	controllerutil.RemoveFinalizer(fresh, agentruns.RecordFinalizer) // the fleet recorded the run
+	if err := h.r.Update(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.r.dropFinalizer(context.Background(), stale); err != nil {
+		t.Fatalf("dropping the finalizer from a stale copy: %v", err)
+	}
+	got := &agentsv1alpha1.AgentRun{}
+	if err := h.r.Get(context.Background(), client.ObjectKeyFromObject(run), got); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got.Finalizers, agentruns.RecordFinalizer) {
+		t.Fatalf("finalizers = %v: the host's stale copy put back the record finalizer the fleet took off", got.Finalizers)
+	}
+}
