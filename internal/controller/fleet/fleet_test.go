@@ -16,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -400,5 +401,35 @@ func TestPlacementWarnsOnlyOnceNoHostCouldTakeARunForAHeartbeat(t *testing.T) {
 	}
 	if len(recorded) != 1 || !strings.Contains(<-recorded, "Warning Unschedulable") {
 		t.Fatal("no Warning event once no host could take the run for a heartbeat")
+	}
+}
+
+// A host's heartbeat and its count of running runs change its PodmanHost
+// often; neither changes where a waiting run can go, and neither wakes the
+// waiting runs. What placement reads of a host does.
+func TestPlacementWakesWaitingRunsOnlyWhenAHostChangesWhatPlacementReads(t *testing.T) {
+	old := readyHost("a", 4, "github-token")
+	changed := func(mutate func(h *agentsv1alpha1.PodmanHost)) bool {
+		h := old.DeepCopy()
+		mutate(h)
+		return placementChanged().Update(event.UpdateEvent{ObjectOld: old, ObjectNew: h})
+	}
+	if changed(func(h *agentsv1alpha1.PodmanHost) {
+		h.Status.Running = 3
+		h.Status.LastHeartbeatTime = &metav1.Time{Time: time.Now()}
+	}) {
+		t.Error("a heartbeat and a new running count woke the waiting runs")
+	}
+	for what, mutate := range map[string]func(h *agentsv1alpha1.PodmanHost){
+		"a secret":   func(h *agentsv1alpha1.PodmanHost) { h.Status.Secrets = append(h.Status.Secrets, "gitlab-token") },
+		"Ready":      func(h *agentsv1alpha1.PodmanHost) { h.Status.Conditions[0].Status = metav1.ConditionFalse },
+		"a label":    func(h *agentsv1alpha1.PodmanHost) { h.Labels = map[string]string{"gpu": "true"} },
+		"capacity":   func(h *agentsv1alpha1.PodmanHost) { h.Status.Capacity = 8 },
+		"a cordon":   func(h *agentsv1alpha1.PodmanHost) { h.Spec.Unschedulable = true },
+		"its policy": func(h *agentsv1alpha1.PodmanHost) { h.Status.Policy = &agentsv1alpha1.HostPolicy{} },
+	} {
+		if !changed(mutate) {
+			t.Errorf("a host that changed %s did not wake the waiting runs", what)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -240,8 +241,8 @@ func (p *PlacementReconciler) unseenPlacements(ctx context.Context) map[string]i
 }
 
 // SetupWithManager watches unplaced runs, and wakes them all when a host
-// changes (it may have gained a secret, an image or a heartbeat) or a placed
-// run ends (its host has a free slot).
+// changes what placement reads of it (it may have gained a secret, an image
+// or its Ready condition) or a placed run ends (its host has a free slot).
 func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	p.assumed = map[types.NamespacedName]string{}
 	wakeAll := handler.TypedFuncs[client.Object, reconcile.Request]{
@@ -261,11 +262,27 @@ func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return ok && (awaitsPlacement(run) || awaitsBudget(run))
 		}))).
 		Watches(&agentsv1alpha1.AgentRunBudget{}, handler.EnqueueRequestsFromMapFunc(p.waitingUnder)).
-		Watches(&agentsv1alpha1.PodmanHost{}, wakeAll).
+		Watches(&agentsv1alpha1.PodmanHost{}, wakeAll, builder.WithPredicates(placementChanged())).
 		Watches(&agentsv1alpha1.AgentRun{}, wakeAll, builder.WithPredicates(slotFreed())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Named("placement").
 		Complete(p)
+}
+
+// placementChanged passes the PodmanHost events that may let a waiting run
+// be placed: a host that joins or goes, and an update of what placement
+// reads of it. A host's status changes with every run it starts or ends
+// (status.running) and with its heartbeat: each such update woke every
+// waiting run for a pass that could only wait again, and runs count a host's
+// load from the runs, not from that report.
+func placementChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			oldHost, ok1 := e.ObjectOld.(*agentsv1alpha1.PodmanHost)
+			newHost, ok2 := e.ObjectNew.(*agentsv1alpha1.PodmanHost)
+			return !ok1 || !ok2 || !equality.Semantic.DeepEqual(placement.FromPodmanHost(oldHost, 0), placement.FromPodmanHost(newHost, 0))
+		},
+	}
 }
 
 // slotFreed passes the events that free a host's slot: a placed run that
