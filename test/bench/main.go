@@ -56,6 +56,7 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 	"github.com/go-logr/logr"
 	spec "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -523,6 +524,9 @@ func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, ho
 			case agentsv1alpha1.PhaseSucceeded:
 				if t.succeeded.IsZero() {
 					t.succeeded, last = now, now
+					if c := meta.FindStatusCondition(run.Status.Conditions, agentsv1alpha1.ConditionFinished); c != nil {
+						t.succeededWritten = c.LastTransitionTime.Time
+					}
 					succeeded++
 				}
 			case agentsv1alpha1.PhaseFailed, agentsv1alpha1.PhaseCancelled:

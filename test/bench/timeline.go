@@ -17,8 +17,9 @@ import (
 // each on the bench's clock or Podman's, both this machine's.
 
 // watched is when the bench's watch first saw a run claimed, running and
-// succeeded.
-type watched struct{ claimed, running, succeeded time.Time }
+// succeeded, and when the write it saw Succeeded in was made: the Finished
+// condition's transition time, which the API keeps to the second.
+type watched struct{ claimed, running, succeeded, succeededWritten time.Time }
 
 // containerTimes are a run's container events: when Podman says each
 // happened, and when the died event reached the bench.
@@ -114,6 +115,10 @@ func timelineOf(seen map[string]watched, cont map[string]containerTimes, c int) 
 		add("started -> died (the container's run)", ct.start, ct.died)
 		add("died -> event received by the bench", ct.died, ct.diedReceived)
 		add("died -> Succeeded seen", ct.died, w.succeeded)
+		// To the second: the condition's time is truncated, so these
+		// read up to a second long and short respectively.
+		add("died -> Succeeded written (to the s)", ct.died, w.succeededWritten)
+		add("Succeeded written -> seen (to the s)", w.succeededWritten, w.succeeded)
 		add("Succeeded seen -> container removed", w.succeeded, ct.remove)
 		add("slot: claim seen -> Succeeded seen", w.claimed, w.succeeded)
 	}
