@@ -58,6 +58,7 @@ import (
 	spec "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -481,6 +482,12 @@ func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, ho
 		return res, nil, err
 	}
 	defer w.Stop()
+	// The watch is read, and each event timed, from the start: read only
+	// once every run is created, the events of the first runs waited
+	// behind the creates, and their runs looked seconds slower than they
+	// were (the first runs start while the rest are still being created).
+	events := make(chan stampedEvent, 64*n)
+	go stampEvents(w.ResultChan(), events)
 	created := map[string]time.Time{}
 	start := time.Now()
 	for i := range n {
@@ -502,7 +509,7 @@ func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, ho
 		select {
 		case <-ctx.Done():
 			return res, seen, fmt.Errorf("only %d of %d runs succeeded in time", succeeded, n)
-		case ev, ok := <-w.ResultChan():
+		case ev, ok := <-events:
 			if !ok {
 				return res, seen, fmt.Errorf("the watch ended after %d of %d runs", succeeded, n)
 			}
@@ -510,7 +517,7 @@ func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, ho
 			if !ok {
 				continue
 			}
-			now := time.Now()
+			now := ev.at
 			t := seen[run.Name]
 			if t.claimed.IsZero() && run.Status.Host != "" {
 				t.claimed = now
@@ -537,6 +544,20 @@ func runThrough(ctx context.Context, k8s client.WithWatch, tag string, n int, ho
 	}
 	res.wall, res.finished = last.Sub(start), succeeded
 	return res, seen, nil
+}
+
+// stampedEvent is a watch event and when it arrived.
+type stampedEvent struct {
+	watch.Event
+	at time.Time
+}
+
+// stampEvents times each event as it arrives, until the watch ends.
+func stampEvents(in <-chan watch.Event, out chan<- stampedEvent) {
+	defer close(out)
+	for ev := range in {
+		out <- stampedEvent{Event: ev, at: time.Now()}
+	}
 }
 
 // settled waits until the host has cleaned up after every run of the step
