@@ -245,17 +245,17 @@ spec:
 		kubectlOK("wait", "-n", ns, "--for=condition=Succeeded", "agentrun/counted-ok", "--timeout=60s")
 		kubectlOK("wait", "-n", ns, "--for=condition=Failed", "agentrun/counted-fails", "--timeout=60s")
 
-		// The phase gauge follows the runs that exist, and these two do; the
-		// manager may still be writing the second result when the wait returns.
-		Eventually(func(g Gomega) {
-			metrics := scrapeMetrics()
-			ok, _ := metricValue(metrics, `agentrun_runs{host="e2e",phase="Succeeded"}`)
-			failed, _ := metricValue(metrics, `agentrun_runs{host="e2e",phase="Failed"}`)
-			g.Expect(ok).To(BeNumerically(">=", 1))
-			g.Expect(failed).To(BeNumerically(">=", 1))
-		}).WithTimeout(10 * time.Second).Should(Succeed())
-
+		// The phase gauge counts the runs the host holds: a finished run
+		// until its host has removed its containers and released it, which
+		// it does a moment after its result (the ends are counted by
+		// agentrun_run_duration_seconds below).
+		Eventually(func() string {
+			return kubectlOK("get", "agentruns", "-n", ns, "-o", `jsonpath={range .items[*]}{.metadata.labels.agents\.agentrun\.dev/released} {end}`)
+		}).WithTimeout(30*time.Second).Should(Equal("true true "), "both runs released by their host")
 		after := scrapeMetrics()
+		for _, phase := range []string{"Pending", "Running", "Succeeded", "Failed", "Cancelled"} {
+			mustMetric(after, `agentrun_runs{host="e2e",phase="`+phase+`"}`)
+		}
 		grew := func(prefix string) float64 {
 			GinkgoHelper()
 			mustMetric(after, prefix)
