@@ -1,12 +1,16 @@
 package agentruns
 
 import (
+	"context"
+	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
@@ -67,4 +71,16 @@ func UntilTTLExpiry(run *agentsv1alpha1.AgentRun, now time.Time) (left time.Dura
 	}
 	ttl := time.Duration(*run.Spec.TTLSecondsAfterFinished) * time.Second
 	return run.Status.CompletionTime.Add(ttl).Sub(now), true
+}
+
+// DeleteExpired deletes a finished run whose TTL has expired: the host for
+// a run it still keeps containers of (they go with its finalizer), the fleet
+// for a released one. The UID precondition keeps a run created again under
+// the same name from being taken for the expired one.
+func DeleteExpired(ctx context.Context, c client.Writer, run *agentsv1alpha1.AgentRun) error {
+	log.FromContext(ctx).Info("Deleting finished AgentRun whose TTL expired", "agentrun", client.ObjectKeyFromObject(run))
+	if err := c.Delete(ctx, run, client.Preconditions{UID: &run.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting after TTL: %w", err)
+	}
+	return nil
 }

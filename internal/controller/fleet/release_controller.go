@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
@@ -55,11 +54,7 @@ func (r *ReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	case left > 0:
 		return ctrl.Result{RequeueAfter: left}, nil
 	}
-	log.FromContext(ctx).Info("Deleting finished AgentRun whose TTL expired", "agentrun", req.NamespacedName)
-	if err := r.Delete(ctx, run, client.Preconditions{UID: &run.UID}); client.IgnoreNotFound(err) != nil {
-		return ctrl.Result{}, fmt.Errorf("deleting after TTL: %w", err)
-	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, agentruns.DeleteExpired(ctx, r.Client, run)
 }
 
 // releaseOrphan releases a finished run whose containers are gone and whose

@@ -228,12 +228,7 @@ func (r *AgentRunReconciler) finished(ctx context.Context, run *agentsv1alpha1.A
 	left, ok := agentruns.UntilTTLExpiry(run, r.Clock.Now())
 	switch {
 	case ok && left <= 0:
-		log.FromContext(ctx).Info("Deleting finished AgentRun whose TTL expired", "agentrun", client.ObjectKeyFromObject(run))
-		// Kept containers go with the finalizer.
-		if err := r.Delete(ctx, run, client.Preconditions{UID: &run.UID}); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, fmt.Errorf("deleting after TTL: %w", err)
-		}
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, agentruns.DeleteExpired(ctx, r.Client, run)
 	case agentruns.Releasable(run):
 		return ctrl.Result{}, r.release(ctx, run)
 	case ok:
