@@ -81,8 +81,9 @@ const (
 	ReasonPodmanUnavailable = "PodmanUnavailable"
 	// ReasonPodmanAvailable: the host's Podman API answers.
 	ReasonPodmanAvailable = "PodmanAvailable"
-	// ReasonWaitingForCapacity: the host runs as many runs as it may; the run
-	// starts, in creation order, when a slot frees.
+	// ReasonWaitingForCapacity: the host runs as many runs as it may (a
+	// pinned run), or every host that could run the unpinned run does; the
+	// run starts, in creation order, when a slot frees.
 	ReasonWaitingForCapacity = "WaitingForCapacity"
 	// ReasonVolumeNotAllowed: a volume's host path is outside the host's
 	// allowlist, is or holds a path no run may mount, goes through a

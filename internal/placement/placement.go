@@ -52,17 +52,38 @@ func FromPodmanHost(h *agentsv1alpha1.PodmanHost, load int) Host {
 
 // Lacks says what h lacks to run run now, or "" when it can run it.
 func Lacks(run *agentsv1alpha1.AgentRun, h Host) string {
-	var lacks []string
+	why, _ := lacks(run, h)
+	return why
+}
+
+// CouldRun tells whether h could run run once it has a free slot: a free
+// slot is all it lacks, if anything.
+func CouldRun(run *agentsv1alpha1.AgentRun, h Host) bool {
+	why, onlyASlot := lacks(run, h)
+	return why == "" || onlyASlot
+}
+
+// Full tells whether h runs as many runs as it may.
+func (h Host) Full() bool {
+	return h.Capacity > 0 && h.Load >= h.Capacity
+}
+
+// lacks says what h lacks to run run now, and whether a free slot is all
+// of it. The slot's part names the capacity, not the load, so that the
+// message of a run that waits for a slot stays the same while the hosts
+// stay full.
+func lacks(run *agentsv1alpha1.AgentRun, h Host) (why string, onlyASlot bool) {
 	switch {
 	case !h.Ready:
-		return "not Ready"
+		return "not Ready", false
 	case h.Unschedulable:
-		return "unschedulable (cordoned)"
+		return "unschedulable (cordoned)", false
 	}
+	var lacks []string
 	if sel := run.Spec.HostSelector; sel != nil {
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil {
-			return "spec.hostSelector is invalid: " + err.Error()
+			return "spec.hostSelector is invalid: " + err.Error(), false
 		}
 		if !s.Matches(labels.Set(h.Labels)) {
 			lacks = append(lacks, "labels matching spec.hostSelector")
@@ -93,10 +114,12 @@ func Lacks(run *agentsv1alpha1.AgentRun, h Host) string {
 	if why := refusedBy(run, h); why != "" {
 		lacks = append(lacks, why)
 	}
-	if h.Capacity > 0 && h.Load >= h.Capacity {
-		lacks = append(lacks, fmt.Sprintf("a free slot (%d/%d runs)", h.Load, h.Capacity))
+	if !h.Full() {
+		return strings.Join(lacks, ", "), false
 	}
-	return strings.Join(lacks, ", ")
+	onlyASlot = len(lacks) == 0
+	lacks = append(lacks, fmt.Sprintf("a free slot (all %d in use)", h.Capacity))
+	return strings.Join(lacks, ", "), onlyASlot
 }
 
 // egressLacks says which names of a run's spec.egress.allow a host does not
@@ -150,14 +173,16 @@ func refusedBy(run *agentsv1alpha1.AgentRun, h Host) string {
 // Choose picks the host for run: among the hosts that lack nothing, the one
 // with the lowest share of its capacity in use (then the fewest runs, then
 // the name, so the choice is stable). When none can run it, host is "" and
-// why names, per host, what it lacks.
-func Choose(run *agentsv1alpha1.AgentRun, hosts []Host) (host string, why string) {
+// why names, per host, what it lacks; waitsForSlot tells that a host lacks
+// only a free slot: the run is in line, not stuck.
+func Choose(run *agentsv1alpha1.AgentRun, hosts []Host) (host, why string, waitsForSlot bool) {
 	var best *Host
 	var reasons []string
 	for i := range hosts {
 		h := &hosts[i]
-		if lacks := Lacks(run, *h); lacks != "" {
+		if lacks, onlyASlot := lacks(run, *h); lacks != "" {
 			reasons = append(reasons, h.Name+": "+lacks)
+			waitsForSlot = waitsForSlot || onlyASlot
 			continue
 		}
 		if best == nil || lessLoaded(h, best) {
@@ -165,13 +190,13 @@ func Choose(run *agentsv1alpha1.AgentRun, hosts []Host) (host string, why string
 		}
 	}
 	if best != nil {
-		return best.Name, ""
+		return best.Name, "", false
 	}
 	if len(hosts) == 0 {
-		return "", "no Podman host has joined the cluster (kubectl get podmanhosts)"
+		return "", "no Podman host has joined the cluster (kubectl get podmanhosts)", false
 	}
 	slices.Sort(reasons)
-	return "", "no Podman host can run it now; " + strings.Join(reasons, "; ")
+	return "", "no Podman host can run it now; " + strings.Join(reasons, "; "), waitsForSlot
 }
 
 func lessLoaded(a, b *Host) bool {

@@ -25,7 +25,7 @@ func host(name string, load, capacity int) Host {
 func TestChoosePicksTheOnlyHostWithTheSecret(t *testing.T) {
 	a, b := host("a", 0, 4), host("b", 3, 4)
 	b.Secrets = []string{"gh"}
-	got, why := Choose(run("", map[string]agentsv1alpha1.SecretName{"GH_TOKEN": "gh"}, nil), []Host{a, b})
+	got, why, _ := Choose(run("", map[string]agentsv1alpha1.SecretName{"GH_TOKEN": "gh"}, nil), []Host{a, b})
 	if got != "b" || why != "" {
 		t.Fatalf("Choose = %q, %q; want b", got, why)
 	}
@@ -33,15 +33,15 @@ func TestChoosePicksTheOnlyHostWithTheSecret(t *testing.T) {
 
 func TestChoosePrefersTheLessLoadedShare(t *testing.T) {
 	// 2 of 8 is less busy than 1 of 2.
-	got, _ := Choose(run("", nil, nil), []Host{host("small", 1, 2), host("big", 2, 8)})
+	got, _, _ := Choose(run("", nil, nil), []Host{host("small", 1, 2), host("big", 2, 8)})
 	if got != "big" {
 		t.Fatalf("Choose = %q; want big", got)
 	}
-	got, _ = Choose(run("", nil, nil), []Host{host("busy", 3, 0), host("idle", 1, 0)})
+	got, _, _ = Choose(run("", nil, nil), []Host{host("busy", 3, 0), host("idle", 1, 0)})
 	if got != "idle" {
 		t.Fatalf("uncapped hosts: Choose = %q; want idle", got)
 	}
-	got, _ = Choose(run("", nil, nil), []Host{host("b", 1, 4), host("a", 1, 4)})
+	got, _, _ = Choose(run("", nil, nil), []Host{host("b", 1, 4), host("a", 1, 4)})
 	if got != "a" {
 		t.Fatalf("equal loads: Choose = %q; want a, by name", got)
 	}
@@ -53,20 +53,20 @@ func TestChooseSaysWhatEachHostLacks(t *testing.T) {
 	down.Ready = false
 	other := host("other", 0, 4)
 	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"zone": "full"}}
-	got, why := Choose(run("localhost/other:2", map[string]agentsv1alpha1.SecretName{"A": "s1"}, sel), []Host{full, down, other})
+	got, why, _ := Choose(run("localhost/other:2", map[string]agentsv1alpha1.SecretName{"A": "s1"}, sel), []Host{full, down, other})
 	if got != "" {
 		t.Fatalf("Choose = %q; want none", got)
 	}
 	for _, want := range []string{
 		"down: not Ready",
-		"full: secret(s) s1, image localhost/other:2, a free slot (4/4 runs)",
+		"full: secret(s) s1, image localhost/other:2, a free slot (all 4 in use)",
 		"other: labels matching spec.hostSelector, secret(s) s1, image localhost/other:2",
 	} {
 		if !strings.Contains(why, want) {
 			t.Errorf("message %q lacks %q", why, want)
 		}
 	}
-	if _, why := Choose(run("", nil, nil), nil); !strings.Contains(why, "no Podman host") {
+	if _, why, _ := Choose(run("", nil, nil), nil); !strings.Contains(why, "no Podman host") {
 		t.Errorf("no hosts: message %q", why)
 	}
 }
@@ -74,7 +74,7 @@ func TestChooseSaysWhatEachHostLacks(t *testing.T) {
 func TestCordonedHostGetsNothing(t *testing.T) {
 	h := host("a", 0, 4)
 	h.Unschedulable = true
-	if got, _ := Choose(run("", nil, nil), []Host{h}); got != "" {
+	if got, _, _ := Choose(run("", nil, nil), []Host{h}); got != "" {
 		t.Fatalf("Choose = %q; want none", got)
 	}
 }
@@ -100,7 +100,7 @@ func TestTheUnschedulableMessageNamesOnlyTheRunsOwnSecrets(t *testing.T) {
 	b.Secrets = []string{"team-c-signing-key", "run-key", "notify-key"}
 	r := run("", map[string]agentsv1alpha1.SecretName{"TOKEN": "run-key", "OTHER": "absent-key"}, nil)
 	r.Spec.Notify = &agentsv1alpha1.NotifySpec{URL: "https://ci.example.com/", SecretName: "notify-key"}
-	got, why := Choose(r, []Host{a, b})
+	got, why, _ := Choose(r, []Host{a, b})
 	if got != "" {
 		t.Fatalf("Choose = %q; want none", got)
 	}
@@ -132,13 +132,13 @@ func TestARunWithEgressGoesOnlyWhereTheCeilingCoversEveryName(t *testing.T) {
 	github, example, old := egressHost("github", "*.github.com"), egressHost("example", "api.example.com"), host("old", 0, 4)
 	hosts := []Host{github, example, old}
 	// The default names need no ceiling; a wildcard covers the names below it.
-	if got, why := Choose(egressRun("api.github.com", "api.anthropic.com"), hosts); got != "github" {
+	if got, why, _ := Choose(egressRun("api.github.com", "api.anthropic.com"), hosts); got != "github" {
 		t.Fatalf("Choose = %q, %q; want github", got, why)
 	}
-	if got, why := Choose(egressRun("api.example.com"), hosts); got != "example" {
+	if got, why, _ := Choose(egressRun("api.example.com"), hosts); got != "example" {
 		t.Fatalf("Choose = %q, %q; want example", got, why)
 	}
-	got, why := Choose(egressRun("api.example.com", "*.foo.test", "github.com:22"), hosts)
+	got, why, _ := Choose(egressRun("api.example.com", "*.foo.test", "github.com:22"), hosts)
 	if got != "" {
 		t.Fatalf("Choose = %q; want none", got)
 	}
@@ -155,13 +155,13 @@ func TestARunWithEgressGoesOnlyWhereTheCeilingCoversEveryName(t *testing.T) {
 
 func TestAHostThatPublishesNoEgressTakesOnlyRunsWithoutIt(t *testing.T) {
 	old := host("old", 0, 4)
-	if got, why := Choose(egressRun(), []Host{old}); got != "" || !strings.Contains(why, "old: an egress proxy") {
+	if got, why, _ := Choose(egressRun(), []Host{old}); got != "" || !strings.Contains(why, "old: an egress proxy") {
 		t.Fatalf("a run with an empty spec.egress: Choose = %q, %q; want none, the host lacking an egress proxy", got, why)
 	}
-	if got, why := Choose(egressRun(), []Host{old, egressHost("new")}); got != "new" {
+	if got, why, _ := Choose(egressRun(), []Host{old, egressHost("new")}); got != "new" {
 		t.Fatalf("Choose = %q, %q; want new", got, why)
 	}
-	if got, why := Choose(run("", nil, nil), []Host{old}); got != "old" {
+	if got, why, _ := Choose(run("", nil, nil), []Host{old}); got != "old" {
 		t.Fatalf("a run without spec.egress: Choose = %q, %q; want old", got, why)
 	}
 }
@@ -202,10 +202,10 @@ func TestARunGoesOnlyWhereTheHostsPolicyAdmitsIt(t *testing.T) {
 			loose.Policy = &agentsv1alpha1.HostPolicy{
 				AllowedImages: []string{"*"}, AllowedNetworks: []string{"none", "host"}, AllowedVolumePaths: []string{"/"}, AllowVolumeRelabel: true,
 			}
-			if got, why := Choose(r, []Host{strict, loose}); got != "loose" {
+			if got, why, _ := Choose(r, []Host{strict, loose}); got != "loose" {
 				t.Fatalf("Choose = %q, %q; want loose", got, why)
 			}
-			got, why := Choose(r, []Host{strict})
+			got, why, _ := Choose(r, []Host{strict})
 			if got != "" || !strings.Contains(why, "strict: "+tc.want) {
 				t.Fatalf("Choose = %q, %q; want none, with %q", got, why, "strict: "+tc.want)
 			}
@@ -216,7 +216,7 @@ func TestARunGoesOnlyWhereTheHostsPolicyAdmitsIt(t *testing.T) {
 func TestARunWithinTheHostsPolicyGoesThere(t *testing.T) {
 	r := run("localhost/agent:1", nil, nil)
 	r.Spec.Podman = agentsv1alpha1.PodmanSpec{Volumes: []string{"/srv/repo:/work:ro"}, Memory: "1g", CPUs: "2", Network: "none"}
-	if got, why := Choose(r, []Host{policyHost("a")}); got != "a" {
+	if got, why, _ := Choose(r, []Host{policyHost("a")}); got != "a" {
 		t.Fatalf("Choose = %q, %q; want a", got, why)
 	}
 }
@@ -226,13 +226,13 @@ func TestARunThatContinuesASessionNeedsAHostThatKeepsThem(t *testing.T) {
 	r.Spec.ContinueFrom = "earlier"
 	keeps, keepsNone := policyHost("keeps"), policyHost("none")
 	keepsNone.Policy.KeepsSessions = false
-	if got, why := Choose(r, []Host{keeps}); got != "keeps" {
+	if got, why, _ := Choose(r, []Host{keeps}); got != "keeps" {
 		t.Fatalf("Choose = %q, %q; want keeps", got, why)
 	}
-	if got, why := Choose(r, []Host{keepsNone}); got != "" || !strings.Contains(why, "none: keeps no Claude sessions") {
+	if got, why, _ := Choose(r, []Host{keepsNone}); got != "" || !strings.Contains(why, "none: keeps no Claude sessions") {
 		t.Fatalf("Choose = %q, %q; want none, the host keeping no sessions", got, why)
 	}
-	if got, why := Choose(run("", nil, nil), []Host{keepsNone}); got != "none" {
+	if got, why, _ := Choose(run("", nil, nil), []Host{keepsNone}); got != "none" {
 		t.Fatalf("a run that continues nothing: Choose = %q, %q; want none", got, why)
 	}
 }
@@ -245,7 +245,34 @@ func TestAHostThatPublishesNoPolicyIsNotHeldToOne(t *testing.T) {
 	r.Spec.ContinueFrom = "earlier"
 	old := host("old", 0, 4)
 	old.Images = append(old.Images, "quay.io/x/agent:1")
-	if got, why := Choose(r, []Host{old}); got != "old" {
+	if got, why, _ := Choose(r, []Host{old}); got != "old" {
 		t.Fatalf("Choose = %q, %q; want old", got, why)
+	}
+}
+
+// A run every able host would take but for a full slot waits in line; the
+// message names no load count, so it reads the same while the hosts stay
+// full, and a waiting run's status is not written again for each run that
+// starts or ends.
+func TestChooseSaysWhenARunWaitsOnlyForASlot(t *testing.T) {
+	full, other := host("full", 4, 4), host("other", 0, 4)
+	other.Ready = false
+	got, why, waitsForSlot := Choose(run("", nil, nil), []Host{full, other})
+	if got != "" || !waitsForSlot {
+		t.Fatalf("Choose = %q, waits for a slot %t; want none, waiting for a slot", got, waitsForSlot)
+	}
+	if !strings.Contains(why, "full: a free slot (all 4 in use)") {
+		t.Errorf("message %q does not say full's slots are all in use", why)
+	}
+	fuller := full
+	fuller.Load = 5
+	if _, again, _ := Choose(run("", nil, nil), []Host{fuller, other}); again != why {
+		t.Errorf("the message changed with the load of a full host: %q, then %q", why, again)
+	}
+	if _, _, waitsForSlot := Choose(run("", map[string]agentsv1alpha1.SecretName{"A": "s1"}, nil), []Host{full, other}); waitsForSlot {
+		t.Error("a run no host could run even with a free slot waits for a slot")
+	}
+	if !CouldRun(run("", nil, nil), full) || CouldRun(run("", nil, nil), other) {
+		t.Error("CouldRun: want the full host (a slot is all it lacks), not the host that is not Ready")
 	}
 }

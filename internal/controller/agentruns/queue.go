@@ -3,6 +3,7 @@ package agentruns
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -62,4 +63,17 @@ func InLine(ctx context.Context, c client.Reader, key string) ([]agentsv1alpha1.
 		return nil, fmt.Errorf("listing the AgentRuns in %s's line: %w", key, err)
 	}
 	return list.Items, nil
+}
+
+// ByCreation orders runs as they stand in line: by creation, then
+// namespace and name, so that runs created in the same second keep one
+// order.
+func ByCreation(a, b *agentsv1alpha1.AgentRun) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }

@@ -13,12 +13,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
@@ -431,5 +433,81 @@ func TestPlacementWakesWaitingRunsOnlyWhenAHostChangesWhatPlacementReads(t *test
 		if !changed(mutate) {
 			t.Errorf("a host that changed %s did not wake the waiting runs", what)
 		}
+	}
+}
+
+// placedRun is a run that host holds, running.
+func placedRun(name, host string) *agentsv1alpha1.AgentRun {
+	run := unplacedRun(name)
+	run.Status = agentsv1alpha1.AgentRunStatus{Host: host, Phase: agentsv1alpha1.PhaseRunning, Attempts: 1}
+	return run
+}
+
+// A run that every host able to run it would take but for a free slot is in
+// line, not stuck: it waits as WaitingForCapacity, without the warning an
+// Unschedulable run gets, however long the hosts stay full, and its status
+// is not written again while they do.
+func TestARunThatWaitsOnlyForASlotWaitsInLineWithoutAWarning(t *testing.T) {
+	r := unplacedRun("r")
+	f := newFleetHarness(t, readyHost("a", 1, "github-token", "gitlab-token"), placedRun("busy", "a"), r)
+	recorded := f.placement.Recorder.(*events.FakeRecorder).Events
+	run := f.place("r")
+	if reason := agentrunstest.Condition(run, agentsv1alpha1.ConditionStarted).Reason; reason != agentsv1alpha1.ReasonWaitingForCapacity ||
+		!strings.Contains(run.Status.Message, "a: a free slot (all 1 in use)") {
+		t.Fatalf("a run host a would take but for its one slot: %s %q; want WaitingForCapacity naming the slot", reason, run.Status.Message)
+	}
+	f.clock.Step(time.Minute)
+	again := f.place("r")
+	if reason := agentrunstest.Condition(again, agentsv1alpha1.ConditionStarted).Reason; reason != agentsv1alpha1.ReasonWaitingForCapacity {
+		t.Fatalf("a minute later: %s; want WaitingForCapacity still", reason)
+	}
+	if again.ResourceVersion != run.ResourceVersion {
+		t.Errorf("a waiting run's status was written again while nothing changed: %q", again.Status.Message)
+	}
+	if len(recorded) != 0 {
+		t.Fatalf("a run waiting for a slot was warned about: %s", <-recorded)
+	}
+}
+
+// A run that ends frees one slot: it wakes as many waiting runs as its host
+// has free slots, the oldest first among those the host could run, not
+// every waiting run (each woken run is a placement pass, and with thousands
+// waiting, every run's end woke thousands). A run held by its budget waits
+// for the budget, not for a slot.
+func TestAFreedSlotWakesTheOldestRunsItsHostCanTake(t *testing.T) {
+	base := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	var objs []client.Object
+	waiting := func(name string, age int, mutate func(*agentsv1alpha1.AgentRun)) {
+		run := unplacedRun(name)
+		run.CreationTimestamp = metav1.NewTime(base.Add(-time.Duration(age) * time.Second))
+		if mutate != nil {
+			mutate(run)
+		}
+		objs = append(objs, run)
+	}
+	waiting("held-by-budget", 60, func(r *agentsv1alpha1.AgentRun) {
+		agentruns.ApplyState(&r.Status, r.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonBudgetExceeded})
+	})
+	waiting("needs-a-secret", 50, func(r *agentsv1alpha1.AgentRun) {
+		r.Spec.Podman.SecretsEnv["OTHER_TOKEN"] = "other-token"
+	})
+	waiting("newest", 30, nil)
+	waiting("oldest", 40, nil)
+	waiting("middle", 35, nil)
+	waiting("pinned-elsewhere", 45, func(r *agentsv1alpha1.AgentRun) { r.Spec.HostName = "b" })
+	// Host a takes 3 runs and holds 1: 2 free slots.
+	objs = append(objs, readyHost("a", 3, "github-token", "gitlab-token"), placedRun("busy", "a"))
+	f := newFleetHarness(t, objs...)
+
+	q := workqueue.NewTyped[reconcile.Request]()
+	f.placement.wakeForFreedSlot(context.Background(), "a", q)
+	var woken []string
+	for q.Len() > 0 {
+		req, _ := q.Get()
+		woken = append(woken, req.Name)
+		q.Done(req)
+	}
+	if strings.Join(woken, ",") != "oldest,middle" {
+		t.Fatalf("woken = %v; want the two oldest runs host a can take: oldest, middle", woken)
 	}
 }

@@ -92,9 +92,9 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		hosts = slices.DeleteFunc(hosts, func(h placement.Host) bool { return h.Name != earlier.Status.Host })
 	}
-	chosen, why := placement.Choose(run, hosts)
+	chosen, why, waitsForSlot := placement.Choose(run, hosts)
 	if chosen == "" {
-		return p.unplaced(ctx, base, run, why)
+		return p.unplaced(ctx, base, run, why, waitsForSlot)
 	}
 	adm, err := p.admit(ctx, run)
 	if err != nil || !adm.admitted {
@@ -124,12 +124,17 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 const unschedulableGrace = config.DefaultHeartbeatPeriod
 
 // unplaced keeps a run no host can take Pending, saying why: reason
-// WaitingForHost while it is new, then Unschedulable, with a warning.
-func (p *PlacementReconciler) unplaced(ctx context.Context, base, run *agentsv1alpha1.AgentRun, why string) (ctrl.Result, error) {
+// WaitingForCapacity when a host that could run it has no free slot (a
+// freed slot wakes it); else WaitingForHost while it is new, then
+// Unschedulable, with a warning.
+func (p *PlacementReconciler) unplaced(ctx context.Context, base, run *agentsv1alpha1.AgentRun, why string, waitsForSlot bool) (ctrl.Result, error) {
 	before := agentruns.StateOf(&run.Status)
 	st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonUnschedulable, Message: why}
 	res := p.RecheckPeriod
-	if wait := unschedulableGrace - p.Clock.Since(run.CreationTimestamp.Time); wait > 0 {
+	if waitsForSlot {
+		st.Reason = agentsv1alpha1.ReasonWaitingForCapacity
+		st.Message = why + "; it is placed, oldest first, when a host that can run it has a free slot"
+	} else if wait := unschedulableGrace - p.Clock.Since(run.CreationTimestamp.Time); wait > 0 {
 		st.Reason = agentsv1alpha1.ReasonWaitingForHost
 		st.Message = fmt.Sprintf("no Podman host can take the run yet: %s; it is placed as soon as one can, and is Unschedulable if none can within %s of its creation",
 			why, unschedulableGrace)
@@ -240,9 +245,53 @@ func (p *PlacementReconciler) unseenPlacements(ctx context.Context) map[string]i
 	return out
 }
 
-// SetupWithManager watches unplaced runs, and wakes them all when a host
-// changes what placement reads of it (it may have gained a secret, an image
-// or its Ready condition) or a placed run ends (its host has a free slot).
+// wakeForFreedSlot wakes the runs that host's free slots go to: as many as
+// it has free, the oldest first among the waiting runs it could run. A run
+// its budget holds waits for the budget instead, and a continuation, which
+// goes only where its session is, is woken without taking a slot.
+func (p *PlacementReconciler) wakeForFreedSlot(ctx context.Context, host string, q interface{ Add(reconcile.Request) }) {
+	ph := &agentsv1alpha1.PodmanHost{}
+	if err := p.Get(ctx, client.ObjectKey{Name: host}, ph); err != nil {
+		return // a host that is gone frees nothing
+	}
+	line, err := agentruns.InLine(ctx, p.Client, host)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Listing a host's runs", "host", host)
+		return
+	}
+	h := placement.FromPodmanHost(ph, len(line)+p.unseenPlacements(ctx)[host])
+	free := h.Capacity - h.Load
+	if h.Full() {
+		return
+	}
+	waiting, err := agentruns.InLine(ctx, p.Client, agentruns.AnyHost)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Listing the runs that wait for a host")
+		return
+	}
+	takers := make([]*agentsv1alpha1.AgentRun, 0, len(waiting))
+	for i := range waiting {
+		run := &waiting[i]
+		if awaitsPlacement(run) && agentruns.StateOf(&run.Status).Reason != agentsv1alpha1.ReasonBudgetExceeded && placement.CouldRun(run, h) {
+			takers = append(takers, run)
+		}
+	}
+	slices.SortFunc(takers, agentruns.ByCreation)
+	for _, run := range takers {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
+		if run.Spec.ContinueFrom != "" || h.Capacity == 0 {
+			continue
+		}
+		if free--; free == 0 {
+			return
+		}
+	}
+}
+
+// SetupWithManager watches unplaced runs, wakes them all when a host changes
+// what placement reads of it (it may have gained a secret, an image or its
+// Ready condition), and wakes those a freed slot goes to when a placed run
+// ends.
 func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	p.assumed = map[types.NamespacedName]string{}
 	wakeAll := handler.TypedFuncs[client.Object, reconcile.Request]{
@@ -263,7 +312,16 @@ func (p *PlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}))).
 		Watches(&agentsv1alpha1.AgentRunBudget{}, handler.EnqueueRequestsFromMapFunc(p.waitingUnder)).
 		Watches(&agentsv1alpha1.PodmanHost{}, wakeAll, builder.WithPredicates(placementChanged())).
-		Watches(&agentsv1alpha1.AgentRun{}, wakeAll, builder.WithPredicates(slotFreed())).
+		Watches(&agentsv1alpha1.AgentRun{}, handler.TypedFuncs[client.Object, reconcile.Request]{
+			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				p.wakeForFreedSlot(ctx, e.ObjectOld.(*agentsv1alpha1.AgentRun).Status.Host, q)
+			},
+			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if run, ok := e.Object.(*agentsv1alpha1.AgentRun); ok {
+					p.wakeForFreedSlot(ctx, run.Status.Host, q)
+				}
+			},
+		}, builder.WithPredicates(slotFreed())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Named("placement").
 		Complete(p)

@@ -3,7 +3,6 @@ package host
 import (
 	"context"
 	"slices"
-	"strings"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -107,7 +106,7 @@ func (s *slotTracker) standing(line []agentsv1alpha1.AgentRun, host string, run 
 			queue = append(queue, other)
 		}
 	}
-	slices.SortFunc(queue, byCreation)
+	slices.SortFunc(queue, agentruns.ByCreation)
 	return queue, busy
 }
 
@@ -221,12 +220,3 @@ func readyToStart(run *agentsv1alpha1.AgentRun) bool {
 	return true
 }
 
-func byCreation(a, b *agentsv1alpha1.AgentRun) int {
-	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-		return c
-	}
-	return strings.Compare(a.Name, b.Name)
-}
