@@ -219,4 +219,3 @@ func readyToStart(run *agentsv1alpha1.AgentRun) bool {
 	}
 	return true
 }
-
