@@ -78,7 +78,8 @@ type Agent struct {
 	StopGracePeriod time.Duration
 	// Running counts the unfinished runs the host holds.
 	Running func(ctx context.Context) (int, error)
-	// Released is told of each run whose container fencing removed.
+	// Released is told of each run, no longer this host's, whose container
+	// fencing removed.
 	Released func(key types.NamespacedName)
 	Clock    clock.Clock
 
@@ -413,7 +414,8 @@ func (a *Agent) fence(ctx context.Context) error {
 		if a.host != nil {
 			a.Recorder.Eventf(a.host, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonFencing, "Fence", "%s", note)
 		}
-		if err == nil && string(run.UID) == c.Labels[agentsv1alpha1.LabelUID] {
+		sameRun := err == nil && string(run.UID) == c.Labels[agentsv1alpha1.LabelUID]
+		if sameRun {
 			a.Recorder.Eventf(run, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonFencing, "Fence", "%s", note)
 			if c.State == containers.StateExited && run.Status.Host != a.Host {
 				// The attempt ran to its end while this host was away:
@@ -423,7 +425,9 @@ func (a *Agent) fence(ctx context.Context) error {
 					c.Labels[agentsv1alpha1.LabelAttempt], c.Name, a.Host, c.ExitCode)
 			}
 		}
-		if a.Released != nil {
+		// A run still this host's lost an old attempt's container only: its
+		// current attempt runs here, with its slot and its egress proxy.
+		if a.Released != nil && !(sameRun && run.Status.Host == a.Host) {
 			a.Released(key)
 		}
 	}

@@ -305,3 +305,30 @@ func TestFencingAFinishedContainerRecordsTheResultItDiscards(t *testing.T) {
 		t.Fatalf("ResultDiscarded events: %q; want one, for moved-1, with its exit code (all events: %q)", discarded, notes)
 	}
 }
+
+// A host back from a gap past the grace period whose run came back to it as
+// a later attempt (the fleet failed the run over and placed it here again)
+// fences the old attempt's container and nothing of the current one: the
+// run's container runs on, and the host keeps what it holds for the run
+// (its slot, its egress proxy, its secret values), which Released would let
+// go of.
+func TestFencingAnOldAttemptLeavesTheRunsCurrentAttemptAlone(t *testing.T) {
+	back := run("back", "uid-back", "h1", 2)
+	moved := run("moved", "uid-moved", "h2", 1)
+	a, rt, clock, _ := newAgent(t, back, moved)
+	var released []string
+	a.Released = func(key types.NamespacedName) { released = append(released, key.Name) }
+	a.beat(context.Background())
+	launch(t, rt, back, 1)
+	launch(t, rt, back, 2)
+	launch(t, rt, moved, 1)
+
+	clock.Step(a.GracePeriod + time.Second)
+	a.beat(context.Background())
+	if left := names(rt.All()); left != "back-2" {
+		t.Fatalf("containers left after fencing: %s; want only back-2, the run's current attempt", left)
+	}
+	if strings.Join(released, ",") != "moved" {
+		t.Fatalf("runs released by fencing: %v; want only moved: back is still this host's", released)
+	}
+}

@@ -41,6 +41,9 @@ type Runtime struct {
 	// failNext holds, by method, errors the next calls return instead of
 	// acting (FailNext).
 	failNext map[string][]error
+	// lateNext holds errors the next starts return after starting
+	// (StartLate).
+	lateNext []error
 	// changed is closed, and replaced, whenever a container's state changes
 	// or the engine goes down, to wake Wait calls.
 	changed chan struct{}
@@ -139,6 +142,15 @@ func (r *Runtime) FailNext(method string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failNext[method] = append(r.failNext[method], err)
+}
+
+// StartLate makes the next Start start the container and then fail with
+// err: a start whose answer came after the caller's deadline (Podman, CPU
+// starved, starts it anyway).
+func (r *Runtime) StartLate(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lateNext = append(r.lateNext, err)
 }
 
 // AddImage makes an image present, and reports it to inventory watchers.
@@ -407,6 +419,11 @@ func (r *Runtime) Start(_ context.Context, id string) error {
 	}
 	e.c.State, e.c.StartedAt = containers.StateRunning, r.now()
 	r.emit(e, "start")
+	if len(r.lateNext) > 0 {
+		err := r.lateNext[0]
+		r.lateNext = r.lateNext[1:]
+		return err
+	}
 	return nil
 }
 

@@ -240,6 +240,7 @@ var behaviours = []struct {
 	{"CreateWithAMissingImageIsNotFound", createMissingImage},
 	{"CreateWithAMissingSecretIsNotFound", createMissingSecret},
 	{"StartRunsTheContainer", startRuns},
+	{"StartsThatOverlapOrWereAbandonedLeaveTheContainerRunning", startsOverlap},
 	{"AnExitIsSeenByEventsAndInspect", exitSeenByEventsAndInspect},
 	{"LogsReturnAtMostMaxBytesOfTheEnd", logsKeepTheEnd},
 	{"StreamLogsSendsTheOutputItsTailAndFollowsUntilTheContainerStops", streamLogs},
@@ -409,6 +410,40 @@ func startRuns(c *tc) {
 	}
 	if l := c.list(c.label)[id]; l.State != containers.StateRunning {
 		c.Errorf("List shows %s, want running", l.State)
+	}
+}
+
+// startsOverlap: a start sent again while an earlier one is under way, or
+// after one whose caller gave up on it, leaves the container running, and a
+// start that failed says so only when the container did not start: the
+// host's launch retries a start that timed out on a saturated host, and
+// takes a failed start for a started container when Inspect then says
+// running. What must never happen is a start killing the container another
+// start ran (a run ended Failed with exit code 137 under that load).
+func startsOverlap(c *tc) {
+	id := c.create(c.spec("started-twice"))
+	abandoned, cancel := context.WithTimeout(c.ctx, time.Millisecond)
+	_ = c.r.Start(abandoned, id)
+	cancel()
+	errs := make(chan error, 3)
+	for range cap(errs) {
+		go func() { errs <- c.r.Start(c.ctx, id) }()
+	}
+	var failed []error
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	// Long enough for a container killed by a failed start to be seen
+	// exited.
+	time.Sleep(2 * time.Second)
+	got := c.inspect(id)
+	if got.State != containers.StateRunning {
+		c.Errorf("after overlapping starts (failed: %v): %s, exit code %d; want running", failed, got.State, got.ExitCode)
+	}
+	if len(failed) > 0 {
+		c.Logf("starts that failed, the container running: %v", failed)
 	}
 }
 

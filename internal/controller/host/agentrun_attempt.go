@@ -113,10 +113,14 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 		if st, res, err := r.serveEgress(ctx, run); st != nil {
 			return *st, res, err
 		}
-		if err := r.Runtime.Start(ctx, c.ID); err != nil {
-			return agentruns.StateOf(&run.Status), ctrl.Result{}, fmt.Errorf("starting container %s: %w", c.Name, err)
+		started, err := r.start(ctx, c)
+		if err != nil {
+			return agentruns.StateOf(&run.Status), ctrl.Result{}, err
 		}
-		c.StartedAt = r.Clock.Now()
+		if started.State == containers.StateExited {
+			return r.attemptEnded(ctx, run, started)
+		}
+		c = started
 		r.holdSecretValues(ctx, run, c)
 	}
 	if run.Status.StartTime == nil && !c.StartedAt.IsZero() {
@@ -139,6 +143,27 @@ func (r *AgentRunReconciler) follow(ctx context.Context, run *agentsv1alpha1.Age
 	running := agentruns.State{Phase: agentsv1alpha1.PhaseRunning, Reason: agentsv1alpha1.ReasonLaunched, Message: fmt.Sprintf("container %s is running on host %s", c.Name, r.Host)}
 
 	return running, ctrl.Result{RequeueAfter: min(r.ResyncPeriod, left)}, nil
+}
+
+// start starts a created container. A start call that failed may have
+// started it all the same: on a saturated host Podman answers after the
+// call's deadline (measured: 200 runs at once on 2 cores, start calls timing
+// out after 2 minutes while Podman went on starting their containers), and a
+// start sent again meanwhile meets runc's "container with given ID already
+// exists". So a failed start looks at the container: running or exited, the
+// start went through, and the run goes on from there.
+func (r *AgentRunReconciler) start(ctx context.Context, c containers.Container) (containers.Container, error) {
+	err := r.Runtime.Start(ctx, c.ID)
+	if err == nil {
+		c.State, c.StartedAt = containers.StateRunning, r.Clock.Now()
+		return c, nil
+	}
+	now, inspectErr := r.Runtime.Inspect(ctx, c.ID)
+	if inspectErr != nil || now.State != containers.StateRunning && now.State != containers.StateExited {
+		return c, fmt.Errorf("starting container %s: %w", c.Name, err)
+	}
+	log.FromContext(ctx).Info("Podman started the container though the start call failed", "container", c.Name, "state", now.State, "error", err.Error())
+	return now, nil
 }
 
 // holdSecretValues reads the values of the run's secrets as its container

@@ -185,3 +185,48 @@ func TestDisruptedAttemptsDoNotCountAgainstBackoffLimit(t *testing.T) {
 		t.Fatalf("backoffLimit 1 and one real failure: the run must retry, not fail: %+v, %v", got.Status, err)
 	}
 }
+
+// A start call that timed out while Podman started the container anyway
+// (a saturated host) is not a failed start: the run runs from that pass on,
+// without a PodmanUnavailable warning, a backoff, or a second start. Without
+// the look after the failed start, the pass fails and the run shows
+// PodmanUnavailable until a later pass inspects the container.
+func TestAStartThatTimedOutButStartedTheContainerRuns(t *testing.T) {
+	h := newHarness(t, agentrunstest.PlainRun("late-start", nil))
+	h.pass("late-start") // the claim
+	h.podman.StartLate(fmt.Errorf("start did not answer within 2m0s: %w", containers.ErrUnavailable))
+	run, _, err := h.reconcile("late-start")
+	if err != nil || run.Status.Phase != agentsv1alpha1.PhaseRunning || run.Status.StartTime == nil {
+		t.Fatalf("the pass whose start answered late: %v, %s (%s)", err, run.Status.Phase, run.Status.Message)
+	}
+	if n := h.podman.Calls("Start"); n != 1 {
+		t.Errorf("%d start calls, want 1: a started container is not started again", n)
+	}
+	for _, e := range h.events() {
+		if strings.Contains(e, agentsv1alpha1.ReasonPodmanUnavailable) {
+			t.Errorf("event %q: Podman answered, late", e)
+		}
+	}
+	if err := h.podman.Exit(run.Status.ContainerName, 0, "ok\n"); err != nil {
+		t.Fatal(err)
+	}
+	if run = h.reconcileUntil("late-start", agentsv1alpha1.PhaseSucceeded); run.Status.Attempts != 1 {
+		t.Fatalf("one attempt, want: %+v", run.Status)
+	}
+}
+
+// A start that failed and left the container created fails the pass as
+// before: the run waits for Podman and the next pass starts it.
+func TestAStartThatFailedIsRetried(t *testing.T) {
+	h := newHarness(t, agentrunstest.PlainRun("failed-start", nil))
+	h.pass("failed-start") // the claim
+	h.podman.FailNext("Start", fmt.Errorf("connection refused: %w", containers.ErrUnavailable))
+	run, _, err := h.reconcile("failed-start")
+	if !errors.Is(err, containers.ErrUnavailable) || run.Status.Phase == agentsv1alpha1.PhaseRunning {
+		t.Fatalf("the pass whose start failed: %v, %s", err, run.Status.Phase)
+	}
+	run = h.reconcileUntil("failed-start", agentsv1alpha1.PhaseRunning)
+	if n := h.podman.Calls("Start"); n != 2 || run.Status.Attempts != 1 {
+		t.Fatalf("%d start calls and %d attempts, want 2 and 1", n, run.Status.Attempts)
+	}
+}
