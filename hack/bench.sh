@@ -77,12 +77,16 @@ export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
 export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
 # The soak's runs call back a receiver in the bench's process, on 127.0.0.1,
 # and refresh their live output within their few seconds.
-HOST_EXTRA=
+# SOAK_RECORD_RETENTION sets the fleet's runRecordRetention (the stack's
+# manager is also the fleet, which keeps every run's record that long: 30
+# days by default); 0s keeps none, to tell the host's memory from the records'.
+HOST_EXTRA= FLEET=
 if [[ $SOAK == 1 ]]; then
   HOST_EXTRA=",\"notify\":{\"allowedCIDRs\":[\"127.0.0.1/32\"]},\"output\":{\"progressPeriod\":\"${SOAK_PROGRESS_PERIOD:-1s}\"}"
+  [[ -z ${SOAK_RECORD_RETENTION:-} ]] || FLEET=",\"fleet\":{\"runRecordRetention\":\"$SOAK_RECORD_RETENTION\"}"
 fi
 # Merged over the stack's configuration file (hack/local-stack.sh write_config).
-export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}$HOST_EXTRA},\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
+export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}$HOST_EXTRA}$FLEET,\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
 
 # The stack is the bench's own, so down is right here: it wipes only
 # .local/bench-stack.

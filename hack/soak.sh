@@ -12,6 +12,9 @@
 # first reading to the last), also in .local/soak.json. It fails when a goal
 # is missed: goroutines and open files flat (growth at most 5), resident
 # memory within 10 MiB, nothing left behind, every run succeeded and called
-# back. It uses Podman: run it alone.
+# back. It uses Podman: run it alone. The stack's manager is also the fleet,
+# which keeps each finished run's AgentRunRecord for fleet.runRecordRetention
+# (30 days) and holds them in its cache: each reading counts them, and
+# SOAK_RECORD_RETENTION=0s keeps none, to tell the host's memory from theirs.
 set -euo pipefail
 BENCH_ONLY_SOAK=1 exec "$(dirname "$0")/bench.sh"

@@ -61,11 +61,15 @@ type soakReading struct {
 	ContainersLeft int     `json:"containers_left"`
 	SecretsLeft    int     `json:"secrets_left"`
 	SessionDirs    int     `json:"session_dirs_left"`
+	// RunRecords are the AgentRunRecords the fleet keeps (its
+	// runRecordRetention, 30 days by default): the stack's manager is also
+	// the fleet, whose cache holds them.
+	RunRecords int `json:"run_records"`
 }
 
 func (r soakReading) String() string {
-	return fmt.Sprintf("runs %d: rss %.1f MiB, heap in use after GC %.1f MiB, goroutines %d, open fds %d, containers left %d, secrets left %d, session dirs left %d",
-		r.Runs, r.RSSMiB, r.HeapInuseMiB, r.Goroutines, r.OpenFDs, r.ContainersLeft, r.SecretsLeft, r.SessionDirs)
+	return fmt.Sprintf("runs %d: rss %.1f MiB, heap in use after GC %.1f MiB, goroutines %d, open fds %d, containers left %d, secrets left %d, session dirs left %d, run records kept %d",
+		r.Runs, r.RSSMiB, r.HeapInuseMiB, r.Goroutines, r.OpenFDs, r.ContainersLeft, r.SecretsLeft, r.SessionDirs, r.RunRecords)
 }
 
 // soakSummary is the soak's verdict: growth from the first reading to the
@@ -189,7 +193,7 @@ func soakStep(ctx context.Context, conn context.Context, k8s client.Client, cfg 
 		if err := drained(ctx, k8s, tag, created, recv); err != nil {
 			return err
 		}
-		r, err := soakRead(conn, cfg, len(secretsBefore))
+		r, err := soakRead(ctx, conn, k8s, cfg, len(secretsBefore))
 		if err != nil {
 			return err
 		}
@@ -283,7 +287,7 @@ func drained(ctx context.Context, k8s client.Client, tag string, created int, re
 }
 
 // soakRead reads the manager and what is left behind.
-func soakRead(conn context.Context, cfg config, secretsBefore int) (soakReading, error) {
+func soakRead(ctx, conn context.Context, k8s client.Client, cfg config, secretsBefore int) (soakReading, error) {
 	var r soakReading
 	// ?gc=1 collects before the profile is written: the heap's figures
 	// read next are those of live objects.
@@ -325,6 +329,11 @@ func soakRead(conn context.Context, cfg config, secretsBefore int) (soakReading,
 		return r, err
 	}
 	r.SessionDirs = len(dirs)
+	records := &agentsv1alpha1.AgentRunRecordList{}
+	if err := k8s.List(ctx, records, client.InNamespace("default")); err != nil {
+		return r, err
+	}
+	r.RunRecords = len(records.Items)
 	return r, nil
 }
 
