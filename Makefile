@@ -170,6 +170,10 @@ agent-image: podman ## Build (or reuse) the Claude Code image localhost/agentrun
 bench: ## Measure agentrun against raw Podman and the podman CLI, medians of 3 (BENCH_PROFILE=standard, the default: launch, raw, cli and agentrun steps, 200 runs, with and without 10,000 finished runs, under 30 min; quick: a short proof of the code path; full: plus a 3-host fleet, live output of 200 runs and the egress proxy); BENCH_ONLY_PROGRESS=1, BENCH_ONLY_EGRESS=1: that step alone.
 	@hack/bench.sh
 
+.PHONY: soak
+soak: ## Leaks over thousands of runs: SOAK_RUNS=5000 short runs through one host, BENCH_C=8 at a time, with live output and signed callbacks; at every SOAK_EVERY=1000 the manager's memory, heap after a GC, goroutines, open files, and containers, secrets and session directories left; fails past the goals (also .local/soak.json).
+	@hack/soak.sh
+
 .PHONY: scale
 scale: k8s-binaries ## Simulate a fleet of SCALE_HOSTS=100 hosts (in-memory containers of SCALE_RUN_S=1 s, the fleet side as shipped, a real API server) and SCALE_RUNS=10000 unpinned runs, at 10, 30 and 100 hosts: placement rate, create-to-Running latency, API writes per run and per host, the fleet's memory and CPU (also .local/scale.json); SCALE_QUICK=1: 5 and 10 hosts, 300 runs.
 	@hack/scale.sh

@@ -31,6 +31,8 @@ log_setup bench
 # The scale step (BENCH_SCALE finished runs) also starts a --mode=host and a
 # --mode=fleet manager of its own, before and with the finished runs, for
 # host_rss_mib_* and fleet_rss_mib_*; BENCH_ONLY_SCALE=1 runs that step alone.
+# BENCH_ONLY_SOAK=1 runs make soak's runs alone on this stack (hack/soak.sh,
+# which sets it, says what they are).
 PROFILE=${BENCH_PROFILE:-standard}
 [[ ${BENCH_QUICK:-0} == 1 ]] && PROFILE=quick
 case $PROFILE in
@@ -53,7 +55,8 @@ standard | full)
   exit 2
   ;;
 esac
-step "profile $PROFILE: N=$N REPS=$REPS SCALE=$SCALE fleet hosts $FLEET_HOSTS, progress runs $PROGRESS_RUNS, egress $EGRESS_MIB MiB"
+SOAK=${BENCH_ONLY_SOAK:-0}
+[[ $SOAK == 1 ]] || step "profile $PROFILE: N=$N REPS=$REPS SCALE=$SCALE fleet hosts $FLEET_HOSTS, progress runs $PROGRESS_RUNS, egress $EGRESS_MIB MiB"
 EGRESS_FLAGS=(-egress-mib "$EGRESS_MIB" -egress-requests "$EGRESS_REQUESTS" -egress-link-mbit "${BENCH_EGRESS_LINK_MBIT:-1000}"
   -json "$ROOT/.local/bench.json")
 C=${BENCH_C:-8}
@@ -72,8 +75,18 @@ export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
 export AGENTRUN_HOST_NAME=bench
 export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
 export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
+# The soak's runs call back a receiver in the bench's process, on 127.0.0.1,
+# and refresh their live output within their few seconds.
+# SOAK_RECORD_RETENTION sets the fleet's runRecordRetention (the stack's
+# manager is also the fleet, which keeps every run's record that long: 30
+# days by default); 0s keeps none, to tell the host's memory from the records'.
+HOST_EXTRA= FLEET=
+if [[ $SOAK == 1 ]]; then
+  HOST_EXTRA=",\"notify\":{\"allowedCIDRs\":[\"127.0.0.1/32\"]},\"output\":{\"progressPeriod\":\"${SOAK_PROGRESS_PERIOD:-1s}\"}"
+  [[ -z ${SOAK_RECORD_RETENTION:-} ]] || FLEET=",\"fleet\":{\"runRecordRetention\":\"$SOAK_RECORD_RETENTION\"}"
+fi
 # Merged over the stack's configuration file (hack/local-stack.sh write_config).
-export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}},\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
+export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}$HOST_EXTRA}$FLEET,\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
 
 # The stack is the bench's own, so down is right here: it wipes only
 # .local/bench-stack.
@@ -86,6 +99,8 @@ logged go build -o "$ROOT/bin/bench" ./test/bench
   -launch-n "$LAUNCH_N" -podman-cli podman \
   -progress-runs "$PROGRESS_RUNS" -progress-duration "$PROGRESS_DURATION" -only-progress="$([[ ${BENCH_ONLY_PROGRESS:-0} == 1 ]] && echo true || echo false)" \
   -only-scale="$([[ ${BENCH_ONLY_SCALE:-0} == 1 ]] && echo true || echo false)" \
+  -only-soak="$([[ $SOAK == 1 ]] && echo true || echo false)" -soak-runs "${SOAK_RUNS:-5000}" -soak-every "${SOAK_EVERY:-1000}" \
+  -soak-run-seconds "${SOAK_RUN_SECONDS:-2}" -soak-sessions-dir "$AGENTRUN_LOCAL_DIR/sessions" -soak-json "$ROOT/.local/soak.json" \
   -manager-bin "$ROOT/bin/manager" -stack-config "$AGENTRUN_LOCAL_DIR/manager.yaml" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \

@@ -37,13 +37,11 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"maps"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -105,6 +103,10 @@ type config struct {
 	egressLinkMbit int
 	egressAddress  string
 	onlyEgress     bool
+
+	// soak is make soak's (soak.go); onlySoak runs it alone.
+	soak     soakConfig
+	onlySoak bool
 }
 
 func main() {
@@ -127,6 +129,12 @@ func main() {
 	flag.IntVar(&cfg.egressLinkMbit, "egress-link-mbit", 1000, "Mbit/s of the link the egress step's second download comes over (the upstream paces its answer; 1000: a host's 1 Gbit/s NIC), beside the unpaced one; 0 skips it")
 	flag.StringVar(&cfg.egressAddress, "egress-address", "127.0.77.1", "loopback address whose port 443 the egress step's simulated upstream listens on")
 	flag.BoolVar(&cfg.onlyEgress, "only-egress", false, "run the egress step alone (no stack needed)")
+	flag.BoolVar(&cfg.onlySoak, "only-soak", false, "run the soak alone: -soak-runs runs through the host, -c at a time, reading the manager every -soak-every")
+	flag.IntVar(&cfg.soak.runs, "soak-runs", 5000, "runs of the soak")
+	flag.IntVar(&cfg.soak.every, "soak-every", 1000, "runs between the soak's readings of the manager")
+	flag.IntVar(&cfg.soak.runSeconds, "soak-run-seconds", 2, "seconds each soak run works after its first line of output")
+	flag.StringVar(&cfg.soak.sessionsDir, "soak-sessions-dir", "", "the host's session directory (host.sessions.dir), where the soak counts what is left")
+	flag.StringVar(&cfg.soak.jsonPath, "soak-json", ".local/soak.json", "where to write the soak's figures as JSON")
 	flag.StringVar(&cfg.pprofURL, "pprof-url", "", "the manager's /debug/pprof/ URL, for its heap profile at scale")
 	flag.StringVar(&cfg.socket, "podman-socket", "", "Podman API socket (hack/bench.sh passes AGENTRUN_PODMAN_SOCKET)")
 	flag.StringVar(&cfg.podmanCLI, "podman-cli", "podman", "the podman command of the CLI baseline: the Podman the -podman-socket service is (same storage)")
@@ -170,6 +178,9 @@ func run(cfg config) error {
 	}
 	if err := sameStorage(conn, cfg.podmanCLI); err != nil {
 		return err
+	}
+	if cfg.onlySoak {
+		return soakStep(ctx, conn, k8s, cfg)
 	}
 	if cfg.onlyProgress {
 		if res.progress, err = progressStep(ctx, cfg); err != nil {
@@ -834,10 +845,7 @@ func report(r results, cfg config) error {
 		medians[k] = round(figures[k].Median, 3)
 		line = append(line, fmt.Sprintf("%s=%g", k, medians[k]))
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.outputJSONPath), 0o755); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(map[string]any{
+	if err := writeJSON(cfg.outputJSONPath, map[string]any{
 		"n": cfg.n, "c": cfg.c, "scale": cfg.scale, "reps": cfg.reps,
 		"progress_runs": cfg.progressRuns, "progress_duration_s": cfg.progressDuration.Seconds(),
 		"egress_mib": cfg.egressMiB, "egress_requests": cfg.egressRequests, "egress_conns": cfg.egressConns, "egress_runs": cfg.egressRuns,
@@ -847,11 +855,7 @@ func report(r results, cfg config) error {
 			"podman_calls_by_operation": perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.podmanCalls }),
 			"api_writes_by_verb":        perRunByKey(r.reps, cfg.n, func(rep repetition) map[string]float64 { return rep.agentrun.apiWrites }),
 		},
-	}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(cfg.outputJSONPath, data, 0o644); err != nil {
+	}); err != nil {
 		return err
 	}
 	fmt.Println()
