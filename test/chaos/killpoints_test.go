@@ -515,9 +515,15 @@ func (k *killPoints) killInSessionCopy(ctx context.Context, host, what string) e
 	k.mu.Unlock()
 	partial, whole := filepath.Join(sessions, string(fork.UID)+".partial"), filepath.Join(sessions, string(fork.UID))
 	moment := func() (string, error) {
-		// Looked for every millisecond: the copy takes a few hundred.
-		err := waitEvery(ctx, 3*time.Minute, time.Millisecond, "the fork's copy", func() bool { _, err := os.Lstat(partial); return err == nil })
-		return "the fork's partial session directory", err
+		// Looked for every millisecond: the copy takes a few hundred. The
+		// directory under its own name counts too: a copy made in place
+		// would be caught in the middle all the same.
+		err := waitEvery(ctx, 3*time.Minute, time.Millisecond, "the fork's copy", func() bool {
+			_, errPartial := os.Lstat(partial)
+			_, errWhole := os.Lstat(whole)
+			return errPartial == nil || errWhole == nil
+		})
+		return "the fork's session directory appearing", err
 	}
 	caught := func() (int, error) {
 		_, errPartial := os.Lstat(partial)
