@@ -319,18 +319,14 @@ var _ = Describe("At the moments a crash could lose or duplicate work, agentrun"
 				}
 				// The moment: the status write with the result (a watch on
 				// the runs sees it), or the container's removal that follows
-				// it (Podman's remove event), before the finalizer goes.
-				written, err := k.awaitResultWritten(ctx, runs)
-				if err != nil {
-					return err
-				}
-				moment, stop := written, func() {}
-				if i%2 == 1 {
-					var events <-chan fleet.ContainerEvent
-					if events, stop, err = watchEvents(ctx, host); err != nil {
+				// it, before the finalizer goes. Podman's remove event comes
+				// up to 250 ms late (its file event log is polled): the
+				// removal is looked for every 2 ms instead.
+				moment := firstGone(ctx, host, runs)
+				if i%2 == 0 {
+					if moment, err = k.awaitResultWritten(ctx, runs); err != nil {
 						return err
 					}
-					moment = func() (string, error) { return onEvent(ctx, events, runs, "remove") }
 				}
 				if err := open(); err != nil {
 					return err
@@ -340,9 +336,7 @@ var _ = Describe("At the moments a crash could lose or duplicate work, agentrun"
 				caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, _ []fleet.Container) bool {
 					return st.Status.ExitCode != nil && controllerutil.ContainsFinalizer(&st, agentruns.Finalizer)
 				})
-				err = k.killAt(ctx, host, fmt.Sprintf("kill %d/%d", i+1, killsPerPoint), moment, caught)
-				stop()
-				if err != nil {
+				if err := k.killAt(ctx, host, fmt.Sprintf("kill %d/%d", i+1, killsPerPoint), moment, caught); err != nil {
 					return err
 				}
 			}
@@ -413,6 +407,24 @@ func (k *killPoints) awaitExits(ctx context.Context, host string, runs []*agents
 			return "", errors.New("no container exited within 3 minutes")
 		}
 	}, nil
+}
+
+// firstGone is a moment that comes when the host's Podman no longer has
+// one of the runs' containers (their status names them).
+func firstGone(ctx context.Context, host string, runs []*agentsv1alpha1.AgentRun) func() (string, error) {
+	return func() (string, error) {
+		gone := ""
+		err := waitEvery(ctx, 3*time.Minute, 2*time.Millisecond, "a container's removal", func() bool {
+			for _, r := range runs {
+				if ok, err := f.ContainerExists(host, r.Status.ContainerName); err == nil && !ok {
+					gone = r.Status.ContainerName
+					return true
+				}
+			}
+			return false
+		})
+		return "the removal of " + gone, err
+	}
 }
 
 // awaitResultWritten watches the runs; the moment it returns comes when the

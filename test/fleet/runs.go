@@ -329,3 +329,20 @@ func (f *Fleet) WaitExited(ctx context.Context, host, name string) error {
 	}
 	return nil
 }
+
+// ContainerExists asks the host's Podman whether the container exists.
+func (f *Fleet) ContainerExists(host, name string) (bool, error) {
+	resp, err := f.HTTPClient(host).Get("http://d/v4.0.0/libpod/containers/" + url.PathEscape(name) + "/exists")
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	switch resp.StatusCode {
+	case http.StatusNoContent:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("host %s: does %s exist: %s", host, name, resp.Status)
+}
