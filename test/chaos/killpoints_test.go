@@ -23,9 +23,12 @@ import (
 
 // Kill points (issue 31): the manager-kills scenario kills at random, mostly
 // while runs run. These kill a host's manager at the narrow moments where a
-// crash could lose or duplicate work, found from outside the manager: on its
-// Podman's events (create, start, died, remove), on its own status writes (a
-// watch on the runs), and on the session directory it makes. Each kill is
+// crash could lose or duplicate work, found from outside the manager (no hook
+// in product code): on its Podman's create and start events, on Podman's
+// wait for a container's exit (the died event, without the 250 ms the file
+// event log's polling adds), on its own status writes (a watch on the runs),
+// on its container's removal, and on the session directory it makes. The
+// test kills the manager by its pid the moment it sees one. Each kill is
 // counted as a hit when, once the manager is dead, the moment shows: the
 // container exists and the status does not name it, the container exited and
 // the status has no exit code, the status has the result and the run still
