@@ -349,6 +349,10 @@ var _ = Describe("At the moments a crash could lose or duplicate work, agentrun"
 	}, SpecTimeout(20*time.Minute))
 
 	It("forks a session whole when the host's manager is SIGKILLed while it copies the session", func(ctx SpecContext) {
+		if !full {
+			// The three others take about a minute of make test already.
+			Skip("make chaos only: the session's 128 MiB and its copy")
+		}
 		k := beginKillPoints("kill-in-session-copy")
 		k.goFn("kills", func() error {
 			for i := range killsPerPoint {
