@@ -512,7 +512,7 @@ func (k *killPoints) killInSessionCopy(ctx context.Context, host, what string) e
 	}); err != nil {
 		return err
 	}
-	sessions := filepath.Join(f.HostDir(host), "sessions")
+	sessions := f.SessionDir(host)
 	if source.Status.Phase != agentsv1alpha1.PhaseSucceeded || source.Status.SessionDir == "" {
 		return fmt.Errorf("the session's run %s ended %s (%s), session directory %q", source.Name, source.Status.Phase, source.Status.Message, source.Status.SessionDir)
 	}
