@@ -317,8 +317,10 @@ EOF
 # named rather than left to the default, which is a real host's choice and
 # allows none; the egress forwarder make build writes, and the egress
 # sockets beside the sessions (both in the checkout or its state folder,
-# which Podman 5 sees too), and for the single host the stand-in internet
-# (web_egress_config); LABELS is a YAML flow mapping.
+# which Podman 5 sees too; never under SOCKET's directory, which the host
+# forbids runs to mount, session directories included), and for the single
+# host the stand-in internet (web_egress_config); LABELS is a YAML flow
+# mapping.
 host_config() {
   local labels=${4:-"{}"}
   cat <<EOF
@@ -350,12 +352,14 @@ cluster_manager_flags() {
 
 # host_manager_flags HOST: a fleet host's manager, inside the host's network
 # namespace (so its metrics and probe ports are its own: 127.0.0.1 there).
+# Its sessions and egress sockets are in host-mounts/HOST: its folder holds
+# its Podman socket, and so may not be mounted.
 host_manager_flags() {
   local host=$1 dir=$STATE/hosts/$1 podman=4
   [[ $host == "$PODMAN5_HOST" ]] && podman=5
   {
     endpoints_config
-    host_config "$dir/podman.sock" "$dir/sessions" "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" "{host: $host, podman: \"$podman\"}"
+    host_config "$dir/podman.sock" "$STATE/host-mounts/$host/sessions" "$FLEET_NET.$(index_of "$host").2:$LOGS_PORT" "{host: $host, podman: \"$podman\"}"
   } | write_config "$dir/manager.yaml"
   printf '%s\n' --mode=host --host-name "$host" --config "$dir/manager.yaml"
 }
@@ -630,7 +634,7 @@ host_down() {
   if [[ -f $dir/netns ]]; then
     "$ROOT/hack/netns.sh" del "$(netns_of "$host")" "$(veth_of "$host")"
   fi
-  rm -rf "$dir" "$runroot"
+  rm -rf "$dir" "$runroot" "$STATE/host-mounts/$host"
 }
 
 # each_host FUNC HOST...: FUNC for all the hosts at once (they share
@@ -871,7 +875,7 @@ down() {
   rmdir "$RUNROOT_BASE" "${RUNROOT_BASE%/*}" 2>/dev/null || true
   # Only what up made: other things may live in the same folder (make bench
   # writes .local/bench.json).
-  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid,web-ca.pem,egress}
+  rm -rf "${STATE:?}"/{bin,webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,hosts,host-mounts,manager.log,manager.pid,manager.supervisor.pid,manager.yaml,cluster-manager.log,cluster-manager.pid,cluster-manager.supervisor.pid,cluster-manager.yaml,localstack.log,localstack.pid,apiserver.log,web.log,web.pid,web-ca.pem,egress}
   rmdir "$STATE" 2>/dev/null || true
 }
 

@@ -82,6 +82,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	// The containers run as 1000:1000.
 	Expect(os.Chmod(flagsDir, 0o777)).To(Succeed())
+	Expect(installSessionAgent()).To(Succeed())
 	// Before the fleet, whose hosts' proxies resolve names with its DNS
 	// and may reach its addresses (198.18.0.0/15, which they refuse by
 	// default): each host's namespace routes it through the machine. Its
@@ -91,6 +92,7 @@ var _ = BeforeSuite(func() {
 	// (local, 10.203) and test/fleet's (smoke, 10.204).
 	f, err = fleet.New(fleet.Options{StateDir: dir, Hosts: 3, HostPrefix: "chaos", Net: "10.205",
 		ManagerConfig: &configv1alpha1.Configuration{Host: configv1alpha1.HostConfiguration{
+			Runs:      configv1alpha1.RunsConfiguration{DefaultCommand: []string{sessionAgent}},
 			Heartbeat: configv1alpha1.HeartbeatConfiguration{Period: &metav1.Duration{Duration: 2 * time.Second}, GracePeriod: &metav1.Duration{Duration: gracePeriod}},
 			Volumes:   configv1alpha1.VolumesConfiguration{AllowedPaths: []string{"/home/user/myrepo", flagsDir}},
 			Egress: configv1alpha1.EgressConfiguration{Resolver: web.DNSAddr().String(), AllowedCIDRs: []string{web.Prefix().String()},

@@ -24,9 +24,9 @@ import (
 )
 
 // c is the suite's client of the fleet's API server.
-var c client.Client
+var c client.WithWatch
 
-func k8sClient() client.Client {
+func k8sClient() client.WithWatch {
 	GinkgoHelper()
 	cl, err := f.Client()
 	Expect(err).NotTo(HaveOccurred())
@@ -72,11 +72,17 @@ type figures struct {
 	// Reruns: attempts whose container exited 0 and yet were followed by
 	// another attempt (their host was declared lost before it recorded the
 	// exit): legal under failover, shown for context.
-	Reruns   int      `json:"reruns"`
-	Seconds  float64  `json:"seconds"`
-	Passed   bool     `json:"passed"`
-	Problems []string `json:"problems,omitempty"`
-	Notes    []string `json:"notes,omitempty"`
+	Reruns int `json:"reruns"`
+	// WrongOutputs: runs whose status.output is not what their container
+	// printed (the kill-point scenarios, whose runs print what they know).
+	WrongOutputs int `json:"wrong_outputs,omitempty"`
+	// KillPointHits: the kill-point scenarios' runs that a kill caught at
+	// the moment it aimed at.
+	KillPointHits int      `json:"kill_point_hits,omitempty"`
+	Seconds       float64  `json:"seconds"`
+	Passed        bool     `json:"passed"`
+	Problems      []string `json:"problems,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
 }
 
 func (r *figures) duration() time.Duration {
@@ -251,12 +257,17 @@ func (s *scenario) unfinished() []string {
 // waitUntil polls cond (every half second) until it holds, or fails after
 // within.
 func waitUntil(ctx context.Context, within time.Duration, what string, cond func() bool) error {
+	return waitEvery(ctx, within, 500*time.Millisecond, what, cond)
+}
+
+// waitEvery polls cond every interval until it holds, or fails after within.
+func waitEvery(ctx context.Context, within, interval time.Duration, what string, cond func() bool) error {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s did not happen within %s", what, within)
 		}
-		if !sleep(ctx, 500*time.Millisecond) {
+		if !sleep(ctx, interval) {
 			return ctx.Err()
 		}
 	}

@@ -243,6 +243,12 @@ func (f *Fleet) Podman5Host() string {
 // HostDir is the host's folder: its socket, logs, pids and storage.
 func (f *Fleet) HostDir(host string) string { return filepath.Join(f.opts.StateDir, "hosts", host) }
 
+// SessionDir is the host's host.sessions.dir, outside HostDir, which holds
+// the Podman socket and so may not be mounted into runs.
+func (f *Fleet) SessionDir(host string) string {
+	return filepath.Join(f.opts.StateDir, "host-mounts", host, "sessions")
+}
+
 // Socket is the path of the host's Podman API socket.
 func (f *Fleet) Socket(host string) string { return filepath.Join(f.HostDir(host), "podman.sock") }
 

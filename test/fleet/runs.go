@@ -26,8 +26,9 @@ import (
 // each host's Podman says it did with them (its events and containers).
 
 // Client returns a client of the fleet's API server (admin kubeconfig) that
-// knows the built-in types and AgentRuns, allowed 50 requests a second.
-func (f *Fleet) Client() (client.Client, error) {
+// knows the built-in types and AgentRuns, allowed 50 requests a second; it
+// can watch too.
+func (f *Fleet) Client() (client.WithWatch, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", f.Kubeconfig())
 	if err != nil {
 		return nil, err
@@ -42,7 +43,7 @@ func (f *Fleet) Client() (client.Client, error) {
 	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	return client.New(cfg, client.Options{Scheme: scheme})
+	return client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 }
 
 // NewRun is a run in namespace default named PREFIX-<5 random characters>
@@ -165,25 +166,82 @@ func (f *Fleet) ContainerEvents(host string, since time.Time) ([]ContainerEvent,
 	var out []ContainerEvent
 	dec := json.NewDecoder(bytes.NewReader(body))
 	for dec.More() {
-		var ev struct {
-			Action   string
-			TimeNano int64 `json:"timeNano"`
-			Actor    struct{ Attributes map[string]string }
+		e, ours, err := decodeContainerEvent(dec, host)
+		if err != nil {
+			return nil, err
 		}
-		if err := dec.Decode(&ev); err != nil {
-			return nil, fmt.Errorf("host %s: events: %w", host, err)
+		if ours {
+			out = append(out, e)
 		}
-		a := ev.Actor.Attributes
-		uid := a[agentsv1alpha1.LabelUID]
-		if uid == "" {
-			continue
-		}
-		attempt, _ := strconv.Atoi(a[agentsv1alpha1.LabelAttempt])
-		code, _ := strconv.Atoi(a["containerExitCode"])
-		out = append(out, ContainerEvent{Host: host, Action: ev.Action, Name: a["name"], UID: uid,
-			Attempt: attempt, ExitCode: code, Time: time.Unix(0, ev.TimeNano)})
 	}
 	return out, nil
+}
+
+// WatchContainerEvents follows the host's Podman events as they happen and
+// sends those of agentrun containers to the channel, which is closed when
+// ctx ends or the stream does (a Podman restart). It returns once Podman
+// answered, so that no event after the call is missed.
+func (f *Fleet) WatchContainerEvents(ctx context.Context, host string) (<-chan ContainerEvent, error) {
+	q := url.Values{}
+	q.Set("stream", "true")
+	q.Set("filters", `{"type":["container"]}`)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://d/v4.0.0/libpod/events?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := f.HTTPClient(host)
+	hc.Timeout = 0 // a stream: ctx ends it
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("host %s: events stream: %s", host, resp.Status)
+	}
+	out := make(chan ContainerEvent, 256)
+	go func() {
+		defer close(out)
+		defer resp.Body.Close()
+		dec := json.NewDecoder(resp.Body)
+		for {
+			e, ours, err := decodeContainerEvent(dec, host)
+			if err != nil {
+				return
+			}
+			if !ours {
+				continue
+			}
+			select {
+			case out <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// decodeContainerEvent reads the next event of the host's stream; ours says
+// whether it is an agentrun container's.
+func decodeContainerEvent(dec *json.Decoder, host string) (e ContainerEvent, ours bool, err error) {
+	var ev struct {
+		Action   string
+		TimeNano int64 `json:"timeNano"`
+		Actor    struct{ Attributes map[string]string }
+	}
+	if err := dec.Decode(&ev); err != nil {
+		return e, false, fmt.Errorf("host %s: events: %w", host, err)
+	}
+	a := ev.Actor.Attributes
+	uid := a[agentsv1alpha1.LabelUID]
+	if uid == "" {
+		return e, false, nil
+	}
+	attempt, _ := strconv.Atoi(a[agentsv1alpha1.LabelAttempt])
+	code, _ := strconv.Atoi(a["containerExitCode"])
+	return ContainerEvent{Host: host, Action: ev.Action, Name: a["name"], UID: uid,
+		Attempt: attempt, ExitCode: code, Time: time.Unix(0, ev.TimeNano)}, true, nil
 }
 
 // AllContainerEvents is ContainerEvents of every host of the fleet.
@@ -244,4 +302,47 @@ func (f *Fleet) Containers(host string) ([]Container, error) {
 		out = append(out, Container{Host: host, Name: name, UID: c.Labels[agentsv1alpha1.LabelUID], State: c.State})
 	}
 	return out, nil
+}
+
+// WaitExited blocks until the host's Podman says the container has exited,
+// looking every 5 ms (Podman's wait polls the container's state; the
+// managers look every 50 ms, and the file event log that events streams
+// from is read every 250 ms), or ctx ends.
+func (f *Fleet) WaitExited(ctx context.Context, host, name string) error {
+	q := url.Values{}
+	q.Set("condition", "exited")
+	q.Set("interval", "5ms")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://d/v4.0.0/libpod/containers/"+url.PathEscape(name)+"/wait?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	hc := f.HTTPClient(host)
+	hc.Timeout = 0 // as long as the container runs: ctx ends it
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("host %s: waiting for %s: %s: %s", host, name, resp.Status, body)
+	}
+	return nil
+}
+
+// ContainerExists asks the host's Podman whether the container exists.
+func (f *Fleet) ContainerExists(host, name string) (bool, error) {
+	resp, err := f.HTTPClient(host).Get("http://d/v4.0.0/libpod/containers/" + url.PathEscape(name) + "/exists")
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	switch resp.StatusCode {
+	case http.StatusNoContent:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("host %s: does %s exist: %s", host, name, resp.Status)
 }
