@@ -131,6 +131,19 @@ func orNone(list []string) string {
 	return strings.Join(list, ", ")
 }
 
+// agentCommand splits a container's command into the egress forwarder's
+// part, up to and with its --, which withEgress puts first for a proxied
+// run (empty otherwise), and the agent's own command, to which flags for the
+// agent go.
+func agentCommand(command []string) (forwarder, agent []string) {
+	if len(command) > 0 && command[0] == forwarderInContainer {
+		if end := slices.Index(command, "--"); end >= 0 {
+			return command[:end+1], command[end+1:]
+		}
+	}
+	return nil, command
+}
+
 // withEgress gives a run's container its egress: no network but loopback
 // in modes none and proxy, and through the proxy the forwarder and the
 // run's socket directory, read-only, the command started by the forwarder

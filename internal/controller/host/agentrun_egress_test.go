@@ -51,6 +51,14 @@ func TestARunsEgressModeComesFromItsSpecElseTheHost(t *testing.T) {
 func proxyingHarness(t *testing.T, permitted []string, run *agentsv1alpha1.AgentRun) *harness {
 	t.Helper()
 	h := newHarness(t, run)
+	withEgressProxy(t, h, permitted)
+	return h
+}
+
+// withEgressProxy gives h's host an egress proxy, its default mode, with
+// the names permitted beyond api.anthropic.com.
+func withEgressProxy(t *testing.T, h *harness, permitted []string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "egress")
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +76,6 @@ func proxyingHarness(t *testing.T, permitted []string, run *agentsv1alpha1.Agent
 	h.r.Egress = agentsv1alpha1.HostEgress{Mode: agentsv1alpha1.EgressProxy, Default: []string{"api.anthropic.com"}, Permitted: permitted}
 	h.r.EgressProxy = EgressProxy{SocketDir: filepath.Join(dir, "sockets"), Forwarder: forwarder}
 	h.r.egress.gate = gate
-	return h
 }
 
 func TestAProxiedRunHasNoNetworkButTheForwarderAndItsSocket(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,7 +134,8 @@ func (r *AgentRunReconciler) attachSession(ctx context.Context, run *agentsv1alp
 	spec.Mounts = append(spec.Mounts, containers.Mount{Source: filepath.Join(r.SessionDir, dir), Destination: sessionMountPath})
 	spec.Env[claudeConfigDirEnv] = sessionMountPath
 	if earlier != nil {
-		spec.Command = claudecli.InsertFlags(spec.Command, claudecli.ResumeFlags(earlier.Status.AgentResult.SessionID, run.Spec.Fork)...)
+		forwarder, agent := agentCommand(spec.Command)
+		spec.Command = slices.Concat(forwarder, claudecli.InsertFlags(agent, claudecli.ResumeFlags(earlier.Status.AgentResult.SessionID, run.Spec.Fork)...))
 	}
 	return dir, skipped, nil, nil
 }

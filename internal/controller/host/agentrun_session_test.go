@@ -97,9 +97,16 @@ func TestARunKeepsItsClaudeStateInASessionDirectory(t *testing.T) {
 }
 
 func TestAContinuingRunWaitsThenResumesTheSessionInADirectoryOfItsOwn(t *testing.T) {
-	for _, fork := range []bool{false, true} {
-		t.Run(map[bool]string{false: "continue", true: "fork"}[fork], func(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		fork, proxied bool
+	}{{"continue", false, false}, {"fork", true, false}, {"continue through the egress proxy", false, true}, {"fork through the egress proxy", true, true}} {
+		fork := c.fork
+		t.Run(c.name, func(t *testing.T) {
 			h := sessionHarness(t, agentrunstest.PlainRun("first", nil), continuing("second", "first", fork))
+			if c.proxied {
+				withEgressProxy(t, h, nil)
+			}
 			first := h.reconcileUntil("first", agentsv1alpha1.PhaseRunning)
 			h.pass("second") // claims it
 			if c := agentrunstest.Condition(h.reconcileUntil("second", agentsv1alpha1.PhasePending), agentsv1alpha1.ConditionStarted); c.Reason != agentsv1alpha1.ReasonWaitingForSession {
@@ -117,9 +124,17 @@ func TestAContinuingRunWaitsThenResumesTheSessionInADirectoryOfItsOwn(t *testing
 			if fork {
 				wantFlags = append(wantFlags, "--fork-session")
 			}
-			end := slices.Index(spec.Command, "--")
-			if end < len(wantFlags) || !slices.Equal(spec.Command[end-len(wantFlags):end], wantFlags) {
-				t.Errorf("command %q; want %q before --", spec.Command, wantFlags)
+			// The flags go to Claude's own command, before its own --; a
+			// proxied run's command starts with the forwarder, whose flags
+			// end at a -- of their own.
+			claude := slices.Index(spec.Command, "claude")
+			if wrapped := claude > 0 && spec.Command[claude-1] == "--"; claude < 0 || wrapped != c.proxied {
+				t.Fatalf("command %q; want Claude's command, behind the forwarder's -- when proxied (%t)", spec.Command, c.proxied)
+			}
+			agent := spec.Command[claude:]
+			end := slices.Index(agent, "--")
+			if end < len(wantFlags) || !slices.Equal(agent[end-len(wantFlags):end], wantFlags) {
+				t.Errorf("command %q; want %q before Claude's --", spec.Command, wantFlags)
 			}
 			if second.Status.SessionDir != string(second.UID) {
 				t.Errorf("status.sessionDir = %q, want the run's UID %s", second.Status.SessionDir, second.UID)
