@@ -427,7 +427,7 @@ func (a *Agent) fence(ctx context.Context) error {
 		}
 		// A run still this host's lost an old attempt's container only: its
 		// current attempt runs here, with its slot and its egress proxy.
-		if a.Released != nil && !(sameRun && run.Status.Host == a.Host) {
+		if a.Released != nil && (!sameRun || run.Status.Host != a.Host) {
 			a.Released(key)
 		}
 	}
