@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -173,12 +174,24 @@ func notifiedCondition(run *agentsv1alpha1.AgentRun, code int, err error, tries 
 }
 
 // recordCallback writes cond to run, as read from the API server, and
-// tells in an event. A conflict is returned: the outcome is written to the
-// newer version on the next turn, without another delivery.
+// tells in an event. A conflict (the fleet's recorder drops its finalizer
+// as runs finish) is met by reading the run again and writing to the newer
+// version at once: another turn of the queue would wait behind other
+// namespaces' deliveries. An error left goes back to the queue, and the
+// outcome is written on a later turn, without another delivery.
 func (r *AgentRunReconciler) recordCallback(ctx context.Context, run *agentsv1alpha1.AgentRun, cond *metav1.Condition) error {
-	base := run.DeepCopy()
-	meta.SetStatusCondition(&run.Status.Conditions, *cond)
-	if err := agentruns.WriteStatus(ctx, r.Client, base, run); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		base := run.DeepCopy()
+		meta.SetStatusCondition(&run.Status.Conditions, *cond)
+		err := agentruns.WriteStatus(ctx, r.Client, base, run)
+		if apierrors.IsConflict(err) {
+			if getErr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(run), run); getErr != nil {
+				return getErr
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	eventType := corev1.EventTypeNormal
