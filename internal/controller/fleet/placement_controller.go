@@ -218,14 +218,24 @@ func (p *PlacementReconciler) candidates(ctx context.Context) ([]placement.Host,
 	pending := p.unseenPlacements(ctx)
 	hosts := make([]placement.Host, 0, len(list.Items))
 	for i := range list.Items {
-		h := &list.Items[i]
-		line, err := agentruns.InLine(ctx, p.Client, h.Name)
+		h, err := p.withLoad(ctx, &list.Items[i], pending)
 		if err != nil {
 			return nil, err
 		}
-		hosts = append(hosts, placement.FromPodmanHost(h, len(line)+pending[h.Name]))
+		hosts = append(hosts, h)
 	}
 	return hosts, nil
+}
+
+// withLoad reads a PodmanHost with its load: the unfinished runs in its
+// line, counted from the runs themselves, plus pending, this process's
+// placements on it that the cache does not show yet.
+func (p *PlacementReconciler) withLoad(ctx context.Context, ph *agentsv1alpha1.PodmanHost, pending map[string]int) (placement.Host, error) {
+	line, err := agentruns.InLine(ctx, p.Client, ph.Name)
+	if err != nil {
+		return placement.Host{}, err
+	}
+	return placement.FromPodmanHost(ph, len(line)+pending[ph.Name]), nil
 }
 
 // unseenPlacements counts, per host, the runs this process placed that the
@@ -254,16 +264,15 @@ func (p *PlacementReconciler) wakeForFreedSlot(ctx context.Context, host string,
 	if err := p.Get(ctx, client.ObjectKey{Name: host}, ph); err != nil {
 		return // a host that is gone frees nothing
 	}
-	line, err := agentruns.InLine(ctx, p.Client, host)
+	h, err := p.withLoad(ctx, ph, p.unseenPlacements(ctx))
 	if err != nil {
 		log.FromContext(ctx).Error(err, "Listing a host's runs", "host", host)
 		return
 	}
-	h := placement.FromPodmanHost(ph, len(line)+p.unseenPlacements(ctx)[host])
-	free := h.Capacity - h.Load
 	if h.Full() {
 		return
 	}
+	free := h.Capacity - h.Load
 	waiting, err := agentruns.InLine(ctx, p.Client, agentruns.AnyHost)
 	if err != nil {
 		log.FromContext(ctx).Error(err, "Listing the runs that wait for a host")
