@@ -171,7 +171,7 @@ bench: ## Measure agentrun against raw Podman and the podman CLI, medians of 3 (
 	@hack/bench.sh
 
 .PHONY: soak
-soak: ## Leaks over thousands of runs: SOAK_RUNS=5000 short runs through one host, BENCH_C=8 at a time, with live output and signed callbacks; at every SOAK_EVERY=1000 the manager's memory, heap after a GC, goroutines, open files, and containers, secrets and session directories left; fails past the goals (also .local/soak.json).
+soak: ## Leaks over thousands of runs: SOAK_RUNS=5000 short runs through one host, BENCH_C=8 at a time, with live output and signed callbacks; at every SOAK_EVERY=1000 the memory of the host's manager (--mode=host, as a host runs it), heap after a GC, goroutines, open files, and containers, secrets and session directories left; fails past the goals (also .local/soak.json).
 	@hack/soak.sh
 
 .PHONY: scale

@@ -33,6 +33,9 @@ log_setup bench
 # host_rss_mib_* and fleet_rss_mib_*; BENCH_ONLY_SCALE=1 runs that step alone.
 # BENCH_ONLY_SOAK=1 runs make soak's runs alone on this stack (hack/soak.sh,
 # which sets it, says what they are).
+# BENCH_HOST names the stack's host ("bench"); with other BENCH_*_PORT and
+# AGENTRUN_LOGS_PORT values, a second bench can share a Podman with a first
+# from another checkout without either taking the other's containers.
 PROFILE=${BENCH_PROFILE:-standard}
 [[ ${BENCH_QUICK:-0} == 1 ]] && PROFILE=quick
 case $PROFILE in
@@ -72,21 +75,18 @@ if [[ ${BENCH_ONLY_EGRESS:-0} == 1 ]]; then
 fi
 
 export AGENTRUN_LOCAL_DIR=$ROOT/.local/bench-stack
-export AGENTRUN_HOST_NAME=bench
+export AGENTRUN_HOST_NAME=${BENCH_HOST:-bench}
 export AGENTRUN_METRICS_PORT=${BENCH_METRICS_PORT:-18090}
 export AGENTRUN_PROBE_PORT=${BENCH_PROBE_PORT:-18091}
 # The soak's runs call back a receiver in the bench's process, on 127.0.0.1,
-# and refresh their live output within their few seconds.
-# SOAK_RECORD_RETENTION sets the fleet's runRecordRetention (the stack's
-# manager is also the fleet, which keeps every run's record that long: 30
-# days by default); 0s keeps none, to tell the host's memory from the records'.
-HOST_EXTRA= FLEET=
+# and refresh their live output within their few seconds (its host, a
+# manager the soak starts, takes the stack's configuration).
+HOST_EXTRA=
 if [[ $SOAK == 1 ]]; then
   HOST_EXTRA=",\"notify\":{\"allowedCIDRs\":[\"127.0.0.1/32\"]},\"output\":{\"progressPeriod\":\"${SOAK_PROGRESS_PERIOD:-1s}\"}"
-  [[ -z ${SOAK_RECORD_RETENTION:-} ]] || FLEET=",\"fleet\":{\"runRecordRetention\":\"$SOAK_RECORD_RETENTION\"}"
 fi
 # Merged over the stack's configuration file (hack/local-stack.sh write_config).
-export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}$HOST_EXTRA}$FLEET,\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
+export AGENTRUN_MANAGER_CONFIG="{\"host\":{\"runs\":{\"maxConcurrent\":$C,\"workers\":$((2 * C)),\"resyncPeriod\":\"$RESYNC\"}$HOST_EXTRA},\"pprof\":{\"bindAddress\":\"127.0.0.1:$PPROF_PORT\"}}"
 
 # The stack is the bench's own, so down is right here: it wipes only
 # .local/bench-stack.
@@ -95,12 +95,13 @@ at_exit '"$ROOT/hack/local-stack.sh" down'
 cd "$ROOT"
 step "building the benchmark, test/bench (seconds)"
 logged go build -o "$ROOT/bin/bench" ./test/bench
-"$ROOT/bin/bench" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
+"$ROOT/bin/bench" -host "$AGENTRUN_HOST_NAME" -n "$N" -c "$C" -scale "$SCALE" -reps "$REPS" -fleet-hosts "$FLEET_HOSTS" -settle "$SETTLE" -resync-period "$RESYNC" \
   -launch-n "$LAUNCH_N" -podman-cli podman \
   -progress-runs "$PROGRESS_RUNS" -progress-duration "$PROGRESS_DURATION" -only-progress="$([[ ${BENCH_ONLY_PROGRESS:-0} == 1 ]] && echo true || echo false)" \
   -only-scale="$([[ ${BENCH_ONLY_SCALE:-0} == 1 ]] && echo true || echo false)" \
   -only-soak="$([[ $SOAK == 1 ]] && echo true || echo false)" -soak-runs "${SOAK_RUNS:-5000}" -soak-every "${SOAK_EVERY:-1000}" \
-  -soak-run-seconds "${SOAK_RUN_SECONDS:-2}" -soak-sessions-dir "$AGENTRUN_LOCAL_DIR/sessions" -soak-json "$ROOT/.local/soak.json" \
+  -soak-run-seconds "${SOAK_RUN_SECONDS:-2}" -soak-idle "${SOAK_IDLE:-0}" -soak-mem-profile-rate "${SOAK_MEMPROFILERATE:-0}" \
+  -soak-profiles "$ROOT/.local/soak-heap" -soak-json "$ROOT/.local/soak.json" \
   -manager-bin "$ROOT/bin/manager" -stack-config "$AGENTRUN_LOCAL_DIR/manager.yaml" \
   -kubeconfig "$AGENTRUN_LOCAL_DIR/kubeconfig" \
   -podman-socket "$AGENTRUN_PODMAN_SOCKET" \

@@ -34,49 +34,90 @@ import (
 
 // sideMemory starts a manager in mode and measures it after settle.
 func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string) (memoryBreakdown, error) {
+	m, err := startSide(ctx, k8s, cfg, mode, cfg.host+"-mem", false)
+	if err != nil {
+		return memoryBreakdown{}, err
+	}
+	defer m.stop()
+	time.Sleep(cfg.settle)
+	return memoryOf(m.pid, m.metricsURL)
+}
+
+// sideManager is a manager of the stack's binary, started beside the
+// stack's own, ready.
+type sideManager struct {
+	pid int
+	// dir holds its configuration file, log, sessions and egress sockets.
+	dir                  string
+	metricsURL, pprofURL string
+	stop                 func()
+}
+
+// startSide starts a manager in mode (as host, in --mode=host) and waits
+// until it is ready. profiled serves its /debug/pprof/ (pprofURL), which
+// the shipped units do not. stop ends it and removes its PodmanHost and
+// directory. env is added to its environment.
+func startSide(ctx context.Context, k8s client.Client, cfg config, mode, host string, profiled bool, env ...string) (m *sideManager, err error) {
 	dir, err := os.MkdirTemp("", "agentrun-bench-"+mode+"-")
 	if err != nil {
-		return memoryBreakdown{}, err
+		return nil, err
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	ports, err := freePorts(3)
+	var undo []func()
+	m = &sideManager{dir: dir, stop: func() {
+		for _, f := range slices.Backward(undo) {
+			f()
+		}
+	}}
+	undo = append(undo, func() { _ = os.RemoveAll(dir) })
+	defer func() {
+		if err != nil {
+			m.stop()
+		}
+	}()
+	ports, err := freePorts(4)
 	if err != nil {
-		return memoryBreakdown{}, err
+		return nil, err
 	}
 	metrics, health := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
-	file, err := sideConfig(cfg.stackConfig, dir, metrics, health, "127.0.0.1:"+ports[2])
+	pprof := ""
+	if profiled {
+		pprof = "127.0.0.1:" + ports[3]
+		m.pprofURL = "http://" + pprof + "/debug/pprof/"
+	}
+	m.metricsURL = "http://" + metrics + "/metrics"
+	file, err := sideConfig(cfg.stackConfig, dir, metrics, health, "127.0.0.1:"+ports[2], pprof)
 	if err != nil {
-		return memoryBreakdown{}, err
+		return nil, err
 	}
 	args := []string{"--mode=" + mode, "--config", file}
-	host := cfg.host + "-mem"
 	if mode == "host" {
 		args = append(args, "--host-name", host)
-		// Its PodmanHost goes with it; nothing is ever placed there (the
-		// bench pins its runs), and the fleet would only declare it lost.
-		defer func() {
+		// Its PodmanHost goes with it: the fleet would only declare it lost.
+		undo = append(undo, func() {
 			_ = k8s.Delete(context.Background(), &agentsv1alpha1.PodmanHost{ObjectMeta: metav1.ObjectMeta{Name: host}})
-		}()
+		})
 	}
 	cmd := exec.Command(cfg.managerBin, args...)
 	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "GOMEMLIMIT=") }),
 		"KUBECONFIG="+cfg.kubeconfig)
+	cmd.Env = append(cmd.Env, env...)
 	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
 	if err != nil {
-		return memoryBreakdown{}, err
+		return nil, err
 	}
-	defer logFile.Close()
+	undo = append(undo, func() { _ = logFile.Close() })
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
-		return memoryBreakdown{}, fmt.Errorf("starting a --mode=%s manager: %w", mode, err)
+		return nil, fmt.Errorf("starting a --mode=%s manager: %w", mode, err)
 	}
+	m.pid = cmd.Process.Pid
 	exited := make(chan struct{})
 	var waitErr error
 	go func() {
 		waitErr = cmd.Wait()
 		close(exited)
 	}()
-	defer func() {
+	undo = append(undo, func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -84,7 +125,7 @@ func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string)
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-	}()
+	})
 	// A host is ready once its Podman answers; the fleet has no readiness
 	// check, only its health. Either then settles (its caches list).
 	probe := map[string]string{"host": "/readyz", "fleet": "/healthz"}[mode]
@@ -93,18 +134,17 @@ func sideMemory(ctx context.Context, k8s client.Client, cfg config, mode string)
 			err = fmt.Errorf("%w: %v", err, waitErr)
 		}
 		tail, _ := os.ReadFile(logFile.Name())
-		return memoryBreakdown{}, fmt.Errorf("the --mode=%s manager: %w; its log ends:\n%s", mode, err, lastLines(string(tail), 20))
+		return nil, fmt.Errorf("the --mode=%s manager: %w; its log ends:\n%s", mode, err, lastLines(string(tail), 20))
 	}
-	time.Sleep(cfg.settle)
-	return memoryOf(cmd.Process.Pid, "http://"+metrics+"/metrics")
+	return m, nil
 }
 
 // sideConfig writes the stack's configuration file with the side manager's
 // own endpoints and directories into dir: its metrics, probes and log
-// endpoint on the given addresses, no profiling and no log API (the stack's
-// use their ports), and sessions and egress sockets of its own (a host
+// endpoint on the given addresses, profiling on pprof or none, no log API
+// (the stack's use their ports), and sessions and egress sockets of its own (a host
 // removes the session directories none of its runs refers to).
-func sideConfig(stackConfig, dir, metrics, health, logs string) (string, error) {
+func sideConfig(stackConfig, dir, metrics, health, logs, pprof string) (string, error) {
 	data, err := os.ReadFile(stackConfig)
 	if err != nil {
 		return "", fmt.Errorf("reading the stack's configuration: %w", err)
@@ -124,6 +164,9 @@ func sideConfig(stackConfig, dir, metrics, health, logs string) (string, error) 
 	section(c, "metrics")["bindAddress"] = metrics
 	section(c, "health")["bindAddress"] = health
 	delete(c, "pprof")
+	if pprof != "" {
+		section(c, "pprof")["bindAddress"] = pprof
+	}
 	delete(section(c, "fleet"), "logsAPI")
 	h := section(c, "host")
 	section(h, "logs")["bindAddress"] = logs

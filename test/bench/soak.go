@@ -28,26 +28,39 @@ import (
 	rt "github.com/agentrun/agentrun/internal/containers"
 )
 
-// The soak (make soak): -soak-runs short runs through the stack's one host,
-// -c at a time, each with live output (the host's progressPeriod, which
+// The soak (make soak): -soak-runs short runs through one host, -c at a
+// time, each with live output (the host's progressPeriod, which
 // hack/soak.sh shortens below the runs' length), a completion callback to a
 // receiver in this process that checks each signature, and a TTL of 0, so
-// the host deletes each run once its callback is delivered. At every
-// -soak-every runs it stops feeding, waits for every run so far to be
-// called back and deleted, and reads what the manager holds: its resident
-// memory, its heap in use after a forced collection, its goroutines and
-// open files, and what is left behind (containers and secrets in Podman,
-// session directories). Growth is from the first of those readings to the
-// last: the first comes after the caches, pools and workers have warmed.
+// the host deletes each run once its callback is delivered. The host is a
+// manager of its own in --mode=host (<host>-soak, from the stack's
+// configuration, on the stack's Podman), as a real host runs: the stack's
+// manager, which also runs the fleet side and so caches every run's record,
+// serves only the webhook and the fleet here. At every -soak-every runs the
+// soak stops feeding, waits for every run so far to be called back and
+// deleted, and reads what the host's manager holds: its resident memory, its
+// heap in use after a forced collection (the profile kept in -soak-profiles),
+// its goroutines and open files, and what is left behind (containers and
+// secrets in Podman, session directories). Growth is from the first of those
+// readings to the last: the first comes after the caches, pools and workers
+// have warmed. -soak-idle more reads it once more after that long without
+// runs: past the events recorder's memory of what it sent (6 to 12 minutes).
 
 // soakConfig shapes the soak.
 type soakConfig struct {
 	runs, every int
 	// runSeconds is how long each run's fake agent works, after its first
 	// line (what the live output shows).
-	runSeconds  int
-	sessionsDir string
-	jsonPath    string
+	runSeconds int
+	// idle is how long the soak waits after its last runs for one more
+	// reading (0: none).
+	idle time.Duration
+	// memProfileRate, when not 0, is the host manager's
+	// runtime.MemProfileRate (GODEBUG=memprofilerate), for heap profiles
+	// fine enough to weigh small holders.
+	memProfileRate int
+	profilesDir    string
+	jsonPath       string
 }
 
 // soakReading is what the manager held at one checkpoint, and what was
@@ -61,34 +74,33 @@ type soakReading struct {
 	ContainersLeft int     `json:"containers_left"`
 	SecretsLeft    int     `json:"secrets_left"`
 	SessionDirs    int     `json:"session_dirs_left"`
-	// RunRecords are the AgentRunRecords the fleet keeps (its
-	// runRecordRetention, 30 days by default): the stack's manager is also
-	// the fleet, whose cache holds them.
-	RunRecords int `json:"run_records"`
 }
 
 func (r soakReading) String() string {
-	return fmt.Sprintf("runs %d: rss %.1f MiB, heap in use after GC %.1f MiB, goroutines %d, open fds %d, containers left %d, secrets left %d, session dirs left %d, run records kept %d",
-		r.Runs, r.RSSMiB, r.HeapInuseMiB, r.Goroutines, r.OpenFDs, r.ContainersLeft, r.SecretsLeft, r.SessionDirs, r.RunRecords)
+	return fmt.Sprintf("runs %d: rss %.1f MiB, heap in use after GC %.1f MiB, goroutines %d, open fds %d, containers left %d, secrets left %d, session dirs left %d",
+		r.Runs, r.RSSMiB, r.HeapInuseMiB, r.Goroutines, r.OpenFDs, r.ContainersLeft, r.SecretsLeft, r.SessionDirs)
 }
 
 // soakSummary is the soak's verdict: growth from the first reading to the
 // last, what the last left behind, and how the runs ended.
 type soakSummary struct {
-	Readings         []soakReading `json:"readings"`
-	RSSGrowthMiB     float64       `json:"rss_growth_mib"`
-	HeapGrowthMiB    float64       `json:"heap_growth_mib"`
-	GoroutineGrowth  int           `json:"goroutine_growth"`
-	FDGrowth         int           `json:"fd_growth"`
-	ContainersLeft   int           `json:"containers_left"`
-	SecretsLeft      int           `json:"secrets_left"`
-	SessionDirsLeft  int           `json:"session_dirs_left"`
-	Failed           int           `json:"failed"`
-	Callbacks        int           `json:"callbacks"`
-	BadSignatures    int           `json:"bad_signatures"`
-	LiveOutputRuns   int           `json:"live_output_runs"`
-	WallSeconds      float64       `json:"wall_s"`
-	MachineLoadAvg1m float64       `json:"load_avg_1m"`
+	Readings []soakReading `json:"readings"`
+	// Idle is the reading after -soak-idle without runs, if any.
+	Idle             *soakReading `json:"idle,omitempty"`
+	IdleSeconds      float64      `json:"idle_s,omitempty"`
+	RSSGrowthMiB     float64      `json:"rss_growth_mib"`
+	HeapGrowthMiB    float64      `json:"heap_growth_mib"`
+	GoroutineGrowth  int          `json:"goroutine_growth"`
+	FDGrowth         int          `json:"fd_growth"`
+	ContainersLeft   int          `json:"containers_left"`
+	SecretsLeft      int          `json:"secrets_left"`
+	SessionDirsLeft  int          `json:"session_dirs_left"`
+	Failed           int          `json:"failed"`
+	Callbacks        int          `json:"callbacks"`
+	BadSignatures    int          `json:"bad_signatures"`
+	LiveOutputRuns   int          `json:"live_output_runs"`
+	WallSeconds      float64      `json:"wall_s"`
+	MachineLoadAvg1m float64      `json:"load_avg_1m"`
 }
 
 // summarize computes the growth between the first and the last reading.
@@ -173,11 +185,21 @@ func soakStep(ctx context.Context, conn context.Context, k8s client.Client, cfg 
 		return err
 	}
 	defer recv.close()
+	var env []string
+	if sc.memProfileRate != 0 {
+		env = append(env, fmt.Sprintf("GODEBUG=memprofilerate=%d", sc.memProfileRate))
+	}
+	host := &soakHost{name: cfg.host + "-soak", secretsBefore: len(secretsBefore), profilesDir: sc.profilesDir}
+	if host.manager, err = startSide(ctx, k8s, cfg, "host", host.name, true, env...); err != nil {
+		return err
+	}
+	defer host.manager.stop()
+	step("soak: the host is %s, a --mode=host manager of its own (pid %d, log %s)", host.name, host.manager.pid, filepath.Join(host.manager.dir, "manager.log"))
 	live := watchLiveOutput(ctx, k8s, tag)
 
 	spec := agentsv1alpha1.AgentRunSpec{
 		Prompt:                  "soak",
-		HostName:                cfg.host,
+		HostName:                host.name,
 		TTLSecondsAfterFinished: ptr.To[int32](0),
 		Notify:                  &agentsv1alpha1.NotifySpec{URL: recv.url, SecretName: agentsv1alpha1.SecretName(key.name)},
 		Podman:                  agentsv1alpha1.PodmanSpec{Env: map[string]agentsv1alpha1.EnvValue{"FAKE_AGENT_SLEEP": agentsv1alpha1.EnvValue(strconv.Itoa(sc.runSeconds))}},
@@ -193,7 +215,7 @@ func soakStep(ctx context.Context, conn context.Context, k8s client.Client, cfg 
 		if err := drained(ctx, k8s, tag, created, recv); err != nil {
 			return err
 		}
-		r, err := soakRead(ctx, conn, k8s, cfg, len(secretsBefore))
+		r, err := host.read(conn, fmt.Sprint(created))
 		if err != nil {
 			return err
 		}
@@ -206,6 +228,17 @@ func soakStep(ctx context.Context, conn context.Context, k8s client.Client, cfg 
 	s.Callbacks, s.Failed, s.BadSignatures = recv.counts()
 	s.LiveOutputRuns = live()
 	s.MachineLoadAvg1m = loadAverage()
+	if sc.idle > 0 {
+		step("soak: idle for %s, then one more reading", sc.idle)
+		time.Sleep(sc.idle)
+		r, err := host.read(conn, "idle")
+		if err != nil {
+			return err
+		}
+		r.Runs = sc.runs
+		step("soak: after %s idle: %s", sc.idle, r)
+		s.Idle, s.IdleSeconds = &r, sc.idle.Seconds()
+	}
 	if err := writeJSON(sc.jsonPath, s); err != nil {
 		return err
 	}
@@ -286,20 +319,38 @@ func drained(ctx context.Context, k8s client.Client, tag string, created int, re
 	return nil
 }
 
-// soakRead reads the manager and what is left behind.
-func soakRead(ctx, conn context.Context, k8s client.Client, cfg config, secretsBefore int) (soakReading, error) {
+// soakHost is the soak's host: its manager and what it had before.
+type soakHost struct {
+	name          string
+	manager       *sideManager
+	secretsBefore int
+	profilesDir   string
+}
+
+// read reads the host's manager and what is left behind; the heap profile
+// it takes (after a collection) is kept in profilesDir as heap-<label>.pb.gz.
+func (h *soakHost) read(conn context.Context, label string) (soakReading, error) {
 	var r soakReading
 	// ?gc=1 collects before the profile is written: the heap's figures
 	// read next are those of live objects.
-	if _, err := scrape(cfg.pprofURL + "heap?gc=1"); err != nil {
+	profile, err := scrape(h.manager.pprofURL + "heap?gc=1")
+	if err != nil {
 		return r, err
 	}
-	mem, err := memoryOf(cfg.managerPID, cfg.metricsURL)
+	if h.profilesDir != "" {
+		if err := os.MkdirAll(h.profilesDir, 0o755); err != nil {
+			return r, err
+		}
+		if err := os.WriteFile(filepath.Join(h.profilesDir, "heap-"+label+".pb.gz"), []byte(profile), 0o644); err != nil {
+			return r, err
+		}
+	}
+	mem, err := memoryOf(h.manager.pid, h.manager.metricsURL)
 	if err != nil {
 		return r, err
 	}
 	r.RSSMiB, r.HeapInuseMiB = round(mem.RSSMiB, 1), round(mem.HeapInuseMiB, 1)
-	body, err := scrape(cfg.metricsURL)
+	body, err := scrape(h.manager.metricsURL)
 	if err != nil {
 		return r, err
 	}
@@ -312,7 +363,7 @@ func soakRead(ctx, conn context.Context, k8s client.Client, cfg config, secretsB
 		return r, err
 	}
 	r.Goroutines, r.OpenFDs = int(goroutines), int(fds)
-	for _, label := range []string{agentsv1alpha1.LabelHost + "=" + cfg.host, rt.LabelSecretRead} {
+	for _, label := range []string{agentsv1alpha1.LabelHost + "=" + h.name, rt.LabelSecretRead} {
 		left, err := containers.List(conn, new(containers.ListOptions).WithAll(true).WithFilters(map[string][]string{"label": {label}}))
 		if err != nil {
 			return r, fmt.Errorf("listing containers: %w", err)
@@ -323,17 +374,12 @@ func soakRead(ctx, conn context.Context, k8s client.Client, cfg config, secretsB
 	if err != nil {
 		return r, fmt.Errorf("listing Podman secrets: %w", err)
 	}
-	r.SecretsLeft = len(all) - secretsBefore
-	dirs, err := os.ReadDir(cfg.soak.sessionsDir)
+	r.SecretsLeft = len(all) - h.secretsBefore
+	dirs, err := os.ReadDir(filepath.Join(h.manager.dir, "sessions"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return r, err
 	}
 	r.SessionDirs = len(dirs)
-	records := &agentsv1alpha1.AgentRunRecordList{}
-	if err := k8s.List(ctx, records, client.InNamespace("default")); err != nil {
-		return r, err
-	}
-	r.RunRecords = len(records.Items)
 	return r, nil
 }
 
