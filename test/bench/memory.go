@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testing/freeport"
 )
 
 // A manager's memory by side. The stack's manager runs everything in one
@@ -74,18 +75,19 @@ func startSide(ctx context.Context, k8s client.Client, cfg config, mode, host st
 			m.stop()
 		}
 	}()
-	ports, err := freePorts(4)
+	ports, err := freeport.Take(4)
 	if err != nil {
 		return nil, err
 	}
-	metrics, health := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	addr := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+	metrics, health := addr(ports[0]), addr(ports[1])
 	pprof := ""
 	if profiled {
-		pprof = "127.0.0.1:" + ports[3]
+		pprof = addr(ports[3])
 		m.pprofURL = "http://" + pprof + "/debug/pprof/"
 	}
 	m.metricsURL = "http://" + metrics + "/metrics"
-	file, err := sideConfig(cfg.stackConfig, dir, metrics, health, "127.0.0.1:"+ports[2], pprof)
+	file, err := sideConfig(cfg.stackConfig, dir, metrics, health, addr(ports[2]), pprof)
 	if err != nil {
 		return nil, err
 	}
@@ -202,27 +204,6 @@ func awaitReady(ctx context.Context, url string, exited <-chan struct{}, within 
 		}
 	}
 	return fmt.Errorf("not ready within %s", within)
-}
-
-// freePorts are n loopback ports free now.
-func freePorts(n int) ([]string, error) {
-	var ports []string
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		listeners = append(listeners, l)
-		_, port, _ := net.SplitHostPort(l.Addr().String())
-		ports = append(ports, port)
-	}
-	return ports, nil
 }
 
 func lastLines(s string, n int) string {

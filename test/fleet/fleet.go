@@ -32,6 +32,7 @@ import (
 	"time"
 
 	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testing/freeport"
 )
 
 // Options say which fleet to start. Only StateDir and Hosts are required.
@@ -111,7 +112,7 @@ func New(o Options) (*Fleet, error) {
 	}
 	for _, port := range []*int{&o.MetricsPort, &o.ProbePort} {
 		if *port == 0 {
-			if *port, err = freePort(); err != nil {
+			if *port, err = freeport.One(); err != nil {
 				return nil, err
 			}
 		}
@@ -134,16 +135,6 @@ func New(o Options) (*Fleet, error) {
 	)
 	env = append(env, o.Env...)
 	return &Fleet{opts: o, root: repoRoot(), env: env}, nil
-}
-
-// freePort is a TCP port free on 127.0.0.1 now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // repoRoot is the repository's root, found from this file's location.

@@ -232,7 +232,7 @@ func (s *stack) cpuSeconds(procs []*simProcess) (map[string]float64, error) {
 		return nil
 	}
 	if err := add("fleet", s.fleetPID); err != nil {
-		return nil, err
+		return nil, s.fleetRestarted(err)
 	}
 	for _, p := range procs {
 		if err := add("hosts", p.cmd.Process.Pid); err != nil {
@@ -251,6 +251,19 @@ func (s *stack) cpuSeconds(procs []*simProcess) (map[string]float64, error) {
 		out[st.Comm] += st.CPUTime()
 	}
 	return out, nil
+}
+
+// fleetRestarted explains a failure to read the cluster-side manager's
+// process: when its supervisor started another (hack/supervise.sh), the
+// step's counters and CPU would mix two processes, so the step fails and
+// says so.
+func (s *stack) fleetRestarted(err error) error {
+	file := filepath.Join(s.f.StateDir(), "cluster-manager.pid")
+	if now, perr := pidIn(file); perr == nil && now != s.fleetPID {
+		return fmt.Errorf("the cluster-side manager restarted during the step (pid %d, now %d; its log: %s): its figures would mix two processes: %w",
+			s.fleetPID, now, filepath.Join(s.f.StateDir(), "cluster-manager.log"), err)
+	}
+	return err
 }
 
 // scrape reads a /metrics.

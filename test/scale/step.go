@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	configv1alpha1 "github.com/agentrun/agentrun/api/config/v1alpha1"
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/testing/freeport"
 	"github.com/agentrun/agentrun/test/fleet"
 )
 
@@ -92,7 +92,7 @@ func runStep(ctx context.Context, cfg config, hosts, runs int) (res stepResult, 
 	if err != nil {
 		return res, err
 	}
-	pprofPort, err := freePort()
+	pprofPort, err := freeport.One()
 	if err != nil {
 		return res, err
 	}
@@ -298,16 +298,6 @@ func (s *stack) measureIdle(ctx context.Context, procs []*simProcess, res *stepR
 	res.HeartbeatWritesPerHostS = s.idleHosts.total() / float64(res.Hosts)
 	res.FleetIdleWritesPerS = s.idleFleet.total()
 	return nil
-}
-
-// freePort is a TCP port free on 127.0.0.1 now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // keepLogs brings the stack down keeping its managers' logs, which down
