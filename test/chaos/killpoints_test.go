@@ -247,105 +247,94 @@ func (k *killPoints) finishKillPoints(ctx context.Context) {
 // killsPerPoint is how many kills each kill-point scenario makes.
 var killsPerPoint = scale(1, 3)
 
+// eachKill runs the kill-point scenario name: killsPerPoint kills, the i-th
+// on host i%3+1, each made by kill (what names it in the notes), then the
+// scenario's figures and checks.
+func eachKill(ctx context.Context, name string, kill func(k *killPoints, i int, host, what string) error) {
+	GinkgoHelper()
+	k := beginKillPoints(name)
+	k.goFn("kills", func() error {
+		for i := range killsPerPoint {
+			if err := kill(k, i, f.Host(i%3+1), fmt.Sprintf("kill %d/%d", i+1, killsPerPoint)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	k.finishKillPoints(ctx)
+}
+
 var _ = Describe("At the moments a crash could lose or duplicate work, agentrun", Ordered, ContinueOnFailure, func() {
 	It("runs every run once when the host's manager is SIGKILLed between a container's create (or start) and the status write that records it", func(ctx SpecContext) {
-		k := beginKillPoints("kill-at-create")
-		k.goFn("kills", func() error {
-			for i := range killsPerPoint {
-				host := f.Host(i%3 + 1)
-				action := []string{"create", "start"}[i%2]
-				events, stop, err := watchEvents(ctx, host)
-				if err != nil {
-					return err
-				}
-				runs, err := k.createPrinters(ctx, "kp-create", host, "", 3)
-				if err != nil {
-					stop()
-					return err
-				}
-				// Caught: its container exists, and the status does not
-				// name it.
-				caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, cs []fleet.Container) bool {
-					return len(cs) > 0 && st.Status.ContainerName != strings.TrimPrefix(cs[0].Name, "/")
-				})
-				err = k.killAt(ctx, host, fmt.Sprintf("kill %d/%d", i+1, killsPerPoint), func() (string, error) { return onEvent(ctx, events, runs, action) }, caught)
-				stop()
-				if err != nil {
-					return err
-				}
+		eachKill(ctx, "kill-at-create", func(k *killPoints, i int, host, what string) error {
+			action := []string{"create", "start"}[i%2]
+			events, stop, err := watchEvents(ctx, host)
+			if err != nil {
+				return err
 			}
-			return nil
+			defer stop()
+			runs, err := k.createPrinters(ctx, "kp-create", host, "", 3)
+			if err != nil {
+				return err
+			}
+			// Caught: its container exists, and the status does not name it.
+			caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, cs []fleet.Container) bool {
+				return len(cs) > 0 && st.Status.ContainerName != strings.TrimPrefix(cs[0].Name, "/")
+			})
+			return k.killAt(ctx, host, what, func() (string, error) { return onEvent(ctx, events, runs, action) }, caught)
 		})
-		k.finishKillPoints(ctx)
 	}, SpecTimeout(20*time.Minute))
 
 	It("records every result when the host's manager is SIGKILLed between a container's exit and the write of its result", func(ctx SpecContext) {
-		k := beginKillPoints("kill-at-exit")
-		k.goFn("kills", func() error {
-			for i := range killsPerPoint {
-				host := f.Host(i%3 + 1)
-				runs, open, err := k.gatedPrinters(ctx, "kp-exit", host)
-				if err != nil {
-					return err
-				}
-				// The moment: Podman's wait on a container returns (the
-				// died event, without the event log's 250 ms polling).
-				exited, err := k.awaitExits(ctx, host, runs)
-				if err != nil {
-					return err
-				}
-				if err := open(); err != nil {
-					return err
-				}
-				// Caught: its container exited, and the status has no exit
-				// code.
-				caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, cs []fleet.Container) bool {
-					return len(cs) > 0 && cs[0].State == "exited" && st.Status.ExitCode == nil
-				})
-				if err := k.killAt(ctx, host, fmt.Sprintf("kill %d/%d", i+1, killsPerPoint), exited, caught); err != nil {
-					return err
-				}
+		eachKill(ctx, "kill-at-exit", func(k *killPoints, _ int, host, what string) error {
+			runs, open, err := k.gatedPrinters(ctx, "kp-exit", host)
+			if err != nil {
+				return err
 			}
-			return nil
+			// The moment: Podman's wait on a container returns (the died
+			// event, without the event log's 250 ms polling).
+			exited, err := k.awaitExits(ctx, host, runs)
+			if err != nil {
+				return err
+			}
+			if err := open(); err != nil {
+				return err
+			}
+			// Caught: its container exited, and the status has no exit code.
+			caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, cs []fleet.Container) bool {
+				return len(cs) > 0 && cs[0].State == "exited" && st.Status.ExitCode == nil
+			})
+			return k.killAt(ctx, host, what, exited, caught)
 		})
-		k.finishKillPoints(ctx)
 	}, SpecTimeout(20*time.Minute))
 
 	It("lets every finished run go, its container removed, when the host's manager is SIGKILLed between the result's write and the finalizer's removal", func(ctx SpecContext) {
-		k := beginKillPoints("kill-at-finalizer")
-		k.goFn("kills", func() error {
-			for i := range killsPerPoint {
-				host := f.Host(i%3 + 1)
-				runs, open, err := k.gatedPrinters(ctx, "kp-final", host)
-				if err != nil {
-					return err
-				}
-				// The moment: the status write with the result (a watch on
-				// the runs sees it), or the container's removal that follows
-				// it, before the finalizer goes. Podman's remove event comes
-				// up to 250 ms late (its file event log is polled): the
-				// removal is looked for every 2 ms instead.
-				moment := firstGone(ctx, host, runs)
-				if i%2 == 0 {
-					if moment, err = k.awaitResultWritten(ctx, runs); err != nil {
-						return err
-					}
-				}
-				if err := open(); err != nil {
-					return err
-				}
-				// Caught: its result is recorded, and it still holds the
-				// host's finalizer.
-				caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, _ []fleet.Container) bool {
-					return st.Status.ExitCode != nil && controllerutil.ContainsFinalizer(&st, agentruns.Finalizer)
-				})
-				if err := k.killAt(ctx, host, fmt.Sprintf("kill %d/%d", i+1, killsPerPoint), moment, caught); err != nil {
+		eachKill(ctx, "kill-at-finalizer", func(k *killPoints, i int, host, what string) error {
+			runs, open, err := k.gatedPrinters(ctx, "kp-final", host)
+			if err != nil {
+				return err
+			}
+			// The moment: the status write with the result (a watch on the
+			// runs sees it), or the container's removal that follows it,
+			// before the finalizer goes. Podman's remove event comes up to
+			// 250 ms late (its file event log is polled): the removal is
+			// looked for every 2 ms instead.
+			moment := firstGone(ctx, host, runs)
+			if i%2 == 0 {
+				if moment, err = k.awaitResultWritten(ctx, runs); err != nil {
 					return err
 				}
 			}
-			return nil
+			if err := open(); err != nil {
+				return err
+			}
+			// Caught: its result is recorded, and it still holds the host's
+			// finalizer.
+			caught := k.caughtBy(ctx, host, runs, func(st agentsv1alpha1.AgentRun, _ []fleet.Container) bool {
+				return st.Status.ExitCode != nil && controllerutil.ContainsFinalizer(&st, agentruns.Finalizer)
+			})
+			return k.killAt(ctx, host, what, moment, caught)
 		})
-		k.finishKillPoints(ctx)
 	}, SpecTimeout(20*time.Minute))
 
 	It("forks a session whole when the host's manager is SIGKILLed while it copies the session", func(ctx SpecContext) {
@@ -353,16 +342,9 @@ var _ = Describe("At the moments a crash could lose or duplicate work, agentrun"
 			// The three others take about a minute of make test already.
 			Skip("make chaos only: the session's 128 MiB and its copy")
 		}
-		k := beginKillPoints("kill-in-session-copy")
-		k.goFn("kills", func() error {
-			for i := range killsPerPoint {
-				if err := k.killInSessionCopy(ctx, f.Host(i%3+1), fmt.Sprintf("kill %d/%d", i+1, killsPerPoint)); err != nil {
-					return err
-				}
-			}
-			return nil
+		eachKill(ctx, "kill-in-session-copy", func(k *killPoints, _ int, host, what string) error {
+			return k.killInSessionCopy(ctx, host, what)
 		})
-		k.finishKillPoints(ctx)
 	}, SpecTimeout(20*time.Minute))
 })
 
