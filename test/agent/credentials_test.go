@@ -34,8 +34,11 @@ import (
 // variable PLANTED, a header) that the search must find, and nothing else.
 // The file system is searched as the agent's user, which is what an agent
 // can read, in every directory but /sys and /proc (whose environ files are
-// the second search). The environments and the echoes are also copied to
-// /out, where the spec looks for every form of the whole values.
+// the second search). That search waits for the process it plants to run
+// sleep (its command line says so): until the exec is done, its environ is
+// the shell's copy without the marker, then briefly empty. The environments
+// and the echoes are also copied to /out, where the spec looks for every
+// form of the whole values.
 const credentialScript = checkFunc + `read -r -a pats <<< "$(printf %s "$LEAK_ROT13" | tr 'A-Za-z' 'N-ZA-Mn-za-m')"
 leaks() { grep -aFf <(printf '%s\n' "${pats[@]}") "$@"; }
 marker=${pats[0]}-planted
@@ -44,7 +47,8 @@ own_header() { set -o pipefail; curl -sS -H 'Authorization: Bearer agent-own-tok
 fs_leaks() { printf '%s\n' "$marker" > /tmp/agentrun-planted
   for d in /*; do case $d in /proc|/sys) ;; *) [ -L "$d" ] || grep -rlsF -D skip -f <(printf '%s\n' "${pats[@]}") "$d" ;; esac; done; }
 env_leaks() { PLANTED=$marker env | tee /out/env | leaks | cut -d= -f1; }
-environ_leaks() { PLANTED=$marker sleep 60 & local p=$!
+environ_leaks() { PLANTED=$marker sleep 60 & local p=$! c
+  for _ in {1..100}; do read -r -d '' c < "/proc/$p/cmdline"; [ "$c" = sleep ] && break; sleep 0.05; done
   cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | tee /out/environ | leaks | cut -d= -f1; kill $p; }
 echo_leaks() { curl -sS -H "X-Planted: $marker" https://echo.test/headers | leaks | cut -d: -f1; }
 check placeholders printenv ANTHROPIC_API_KEY GH_TOKEN

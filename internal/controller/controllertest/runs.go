@@ -9,9 +9,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
@@ -52,6 +54,55 @@ func WaitForPhase(ctx context.Context, run *agentsv1alpha1.AgentRun, phase agent
 		g.Expect(got.Status.Phase).To(Equal(phase), DescribeStatus(got))
 	}).WithContext(ctx).WithTimeout(within).WithPolling(100 * time.Millisecond).Should(Succeed())
 	return got
+}
+
+// RunVersion is a version of a run a watch delivered, and when.
+type RunVersion struct {
+	Run *agentsv1alpha1.AgentRun
+	// Seen is when the watch delivered it: after it was written.
+	Seen time.Time
+	// Deleted marks the last version, the one the run was deleted in.
+	Deleted bool
+}
+
+// WatchRun starts watching run, which need not exist yet, so that every
+// version written from then on is seen, however briefly it stood: a run can
+// finish and be deleted between two Gets. The function it returns waits
+// until the run is deleted and returns the versions, its deletion last.
+func WatchRun(ctx context.Context, run *agentsv1alpha1.AgentRun) func(within time.Duration) []RunVersion {
+	GinkgoHelper()
+	w, err := K8s.Watch(ctx, &agentsv1alpha1.AgentRunList{}, client.InNamespace(run.Namespace),
+		client.MatchingFields{"metadata.name": run.Name})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(w.Stop)
+	return func(within time.Duration) []RunVersion {
+		GinkgoHelper()
+		var seen []RunVersion
+		last := func() string {
+			if len(seen) == 0 {
+				return "no version of it seen"
+			}
+			return "last seen " + DescribeStatus(seen[len(seen)-1].Run)
+		}
+		timeout := time.After(within)
+		for {
+			select {
+			case e, ok := <-w.ResultChan():
+				Expect(ok).To(BeTrue(), "the watch ended before the run was deleted; %s", last())
+				Expect(e.Type).NotTo(Equal(watch.Error), "the watch failed: %v", apierrors.FromObject(e.Object))
+				v, isRun := e.Object.(*agentsv1alpha1.AgentRun)
+				Expect(isRun).To(BeTrue(), "the watch delivered a %T", e.Object)
+				seen = append(seen, RunVersion{Run: v, Seen: time.Now(), Deleted: e.Type == watch.Deleted})
+				if e.Type == watch.Deleted {
+					return seen
+				}
+			case <-timeout:
+				Fail(fmt.Sprintf("the run was not deleted within %v; %s", within, last()))
+			case <-ctx.Done():
+				Fail(fmt.Sprintf("the spec ended before the run was deleted; %s", last()))
+			}
+		}
+	}
 }
 
 // DescribeStatus is what a failed wait prints of a run: its host, its

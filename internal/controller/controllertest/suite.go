@@ -65,7 +65,7 @@ var (
 	env         *envtest.Environment
 	Config      *rest.Config
 	Scheme      = runtime.NewScheme()
-	K8s         client.Client
+	K8s         client.WithWatch
 	Podman      *podman.Runtime
 	cancelAll   context.CancelFunc
 	ManagerLogs = &testenv.SyncBuffer{}
@@ -90,7 +90,7 @@ func Start(suite string) {
 	Expect(err).NotTo(HaveOccurred())
 	Config, err = testenv.Start(env)
 	Expect(err).NotTo(HaveOccurred())
-	K8s, err = client.New(Config, client.Options{Scheme: Scheme})
+	K8s, err = client.NewWithWatch(Config, client.Options{Scheme: Scheme})
 	Expect(err).NotTo(HaveOccurred())
 
 	var ctx context.Context

@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -74,17 +74,30 @@ var _ = Describe("Run controls and hardening, with real containers", func() {
 		Expect(controllertest.RunEvents(ctx, run)).To(ContainElement(HaveField("Reason", agentsv1alpha1.ReasonBackOff)))
 	})
 
-	It("deletes a finished run once its TTL expires", func(ctx SpecContext) {
-		run := controllertest.NewRun("ttl", func(r *agentsv1alpha1.AgentRun) { r.Spec.TTLSecondsAfterFinished = ptr.To[int32](1) })
+	It("deletes a finished run once its TTL expires, not before", func(ctx SpecContext) {
+		// Longer than the completion time's rounding down (under a second)
+		// and the result's write after the exit, so that a run deleted as
+		// soon as it finished is seen deleted early.
+		const ttl = 3 * time.Second
+		run := controllertest.NewRun("ttl", func(r *agentsv1alpha1.AgentRun) {
+			r.Spec.TTLSecondsAfterFinished = ptr.To(int32(ttl / time.Second))
+		})
+		// Watched from before it exists: its completion time is kept in whole
+		// seconds, so its TTL can expire as soon as its result is written,
+		// and it may stand finished too briefly for a Get to see it.
+		versions := controllertest.WatchRun(ctx, run)
 		Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
 		controllertest.CleanUp(run)
-		controllertest.WaitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, 20*time.Second)
-		Eventually(func(g Gomega) {
-			left := &agentsv1alpha1.AgentRun{}
-			err := controllertest.K8s.Get(ctx, client.ObjectKeyFromObject(run), left)
-			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "still there (get: %v), deleted at %v, finalizers %v; %s",
-				err, left.DeletionTimestamp, left.Finalizers, controllertest.DescribeStatus(left))
-		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(Succeed())
+		seen := versions(35 * time.Second)
+		i := slices.IndexFunc(seen, func(v controllertest.RunVersion) bool { return v.Run.Status.Phase.IsFinished() })
+		Expect(i).NotTo(Equal(-1), "deleted unfinished: %s", controllertest.DescribeStatus(seen[len(seen)-1].Run))
+		finished := seen[i].Run
+		Expect(finished.Status.Phase).To(Equal(agentsv1alpha1.PhaseSucceeded), controllertest.DescribeStatus(finished))
+		Expect(finished.Status.CompletionTime).NotTo(BeNil())
+		// Seen after it was deleted, so never before its TTL expired unless
+		// it was deleted before then.
+		Expect(seen[len(seen)-1].Seen).NotTo(BeTemporally("<", finished.Status.CompletionTime.Add(ttl)),
+			"deleted before its TTL expired")
 	})
 
 	It("holds runs beyond the host's capacity Pending, then starts them in creation order", func(ctx SpecContext) {
