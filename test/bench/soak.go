@@ -85,22 +85,28 @@ func (r soakReading) String() string {
 // last, what the last left behind, and how the runs ended.
 type soakSummary struct {
 	Readings []soakReading `json:"readings"`
-	// Idle is the reading after -soak-idle without runs, if any.
-	Idle             *soakReading `json:"idle,omitempty"`
-	IdleSeconds      float64      `json:"idle_s,omitempty"`
-	RSSGrowthMiB     float64      `json:"rss_growth_mib"`
-	HeapGrowthMiB    float64      `json:"heap_growth_mib"`
-	GoroutineGrowth  int          `json:"goroutine_growth"`
-	FDGrowth         int          `json:"fd_growth"`
-	ContainersLeft   int          `json:"containers_left"`
-	SecretsLeft      int          `json:"secrets_left"`
-	SessionDirsLeft  int          `json:"session_dirs_left"`
-	Failed           int          `json:"failed"`
-	Callbacks        int          `json:"callbacks"`
-	BadSignatures    int          `json:"bad_signatures"`
-	LiveOutputRuns   int          `json:"live_output_runs"`
-	WallSeconds      float64      `json:"wall_s"`
-	MachineLoadAvg1m float64      `json:"load_avg_1m"`
+	// Idle is the reading after -soak-idle without runs, if any, and its
+	// growth from the first reading: once the events recorder has let go
+	// of what it sent (it keeps each event 6 to 12 minutes, so its share
+	// of a reading follows the rate of runs just before it), what is left
+	// of the growth is what the runs left behind.
+	Idle              *soakReading `json:"idle,omitempty"`
+	IdleSeconds       float64      `json:"idle_s,omitempty"`
+	IdleRSSGrowthMiB  float64      `json:"idle_rss_growth_mib,omitempty"`
+	IdleHeapGrowthMiB float64      `json:"idle_heap_growth_mib,omitempty"`
+	RSSGrowthMiB      float64      `json:"rss_growth_mib"`
+	HeapGrowthMiB     float64      `json:"heap_growth_mib"`
+	GoroutineGrowth   int          `json:"goroutine_growth"`
+	FDGrowth          int          `json:"fd_growth"`
+	ContainersLeft    int          `json:"containers_left"`
+	SecretsLeft       int          `json:"secrets_left"`
+	SessionDirsLeft   int          `json:"session_dirs_left"`
+	Failed            int          `json:"failed"`
+	Callbacks         int          `json:"callbacks"`
+	BadSignatures     int          `json:"bad_signatures"`
+	LiveOutputRuns    int          `json:"live_output_runs"`
+	WallSeconds       float64      `json:"wall_s"`
+	MachineLoadAvg1m  float64      `json:"load_avg_1m"`
 }
 
 // summarize computes the growth between the first and the last reading.
@@ -116,6 +122,16 @@ func summarize(readings []soakReading) soakSummary {
 	s.FDGrowth = last.OpenFDs - first.OpenFDs
 	s.ContainersLeft, s.SecretsLeft, s.SessionDirsLeft = last.ContainersLeft, last.SecretsLeft, last.SessionDirs
 	return s
+}
+
+// withIdle adds the reading taken after idle without runs.
+func (s *soakSummary) withIdle(r soakReading, idle time.Duration) {
+	s.Idle, s.IdleSeconds = &r, idle.Seconds()
+	if len(s.Readings) > 0 {
+		first := s.Readings[0]
+		s.IdleRSSGrowthMiB = round(r.RSSMiB-first.RSSMiB, 1)
+		s.IdleHeapGrowthMiB = round(r.HeapInuseMiB-first.HeapInuseMiB, 1)
+	}
 }
 
 // Goals of issue 31: goroutines and open files flat, resident memory within
@@ -147,9 +163,13 @@ func (s soakSummary) missed(runs int) []string {
 
 // keyValues is the soak's last line.
 func (s soakSummary) keyValues() string {
+	idle := ""
+	if s.Idle != nil {
+		idle = fmt.Sprintf(" idle_rss_growth_mib=%.1f idle_heap_growth_mib=%.1f", s.IdleRSSGrowthMiB, s.IdleHeapGrowthMiB)
+	}
 	return fmt.Sprintf("rss_growth_mib=%.1f heap_growth_mib=%.1f goroutine_growth=%d fd_growth=%d containers_left=%d secrets_left=%d session_dirs_left=%d failed=%d callbacks=%d bad_signatures=%d live_output_runs=%d",
 		s.RSSGrowthMiB, s.HeapGrowthMiB, s.GoroutineGrowth, s.FDGrowth, s.ContainersLeft, s.SecretsLeft, s.SessionDirsLeft,
-		s.Failed, s.Callbacks, s.BadSignatures, s.LiveOutputRuns)
+		s.Failed, s.Callbacks, s.BadSignatures, s.LiveOutputRuns) + idle
 }
 
 // gauge is one sample's value in Prometheus' text format, by its full name
@@ -237,7 +257,7 @@ func soakStep(ctx context.Context, conn context.Context, k8s client.Client, cfg 
 		}
 		r.Runs = sc.runs
 		step("soak: after %s idle: %s", sc.idle, r)
-		s.Idle, s.IdleSeconds = &r, sc.idle.Seconds()
+		s.withIdle(r, sc.idle)
 	}
 	if err := writeJSON(sc.jsonPath, s); err != nil {
 		return err

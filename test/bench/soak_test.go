@@ -45,6 +45,20 @@ func TestSummarizeIsGrowthFromTheFirstReadingToTheLast(t *testing.T) {
 	}
 }
 
+func TestTheIdleReadingIsGrowthFromTheFirst(t *testing.T) {
+	s := summarize([]soakReading{{Runs: 1000, RSSMiB: 80, HeapInuseMiB: 20}, {Runs: 2000, RSSMiB: 90, HeapInuseMiB: 26}})
+	if strings.Contains(s.keyValues(), "idle") {
+		t.Errorf("no idle reading, yet keyValues() = %q", s.keyValues())
+	}
+	s.withIdle(soakReading{Runs: 2000, RSSMiB: 78.5, HeapInuseMiB: 21}, 13*time.Minute)
+	if !strings.HasSuffix(s.keyValues(), " idle_rss_growth_mib=-1.5 idle_heap_growth_mib=1.0") {
+		t.Errorf("keyValues() = %q", s.keyValues())
+	}
+	if s.RSSGrowthMiB != 10 {
+		t.Errorf("the idle reading changed the growth to the last reading: %+v", s)
+	}
+}
+
 func TestMissedNamesEachGoalPastItsBound(t *testing.T) {
 	ok := soakSummary{RSSGrowthMiB: 10, GoroutineGrowth: 5, FDGrowth: 5, Callbacks: 100}
 	if m := ok.missed(100); len(m) != 0 {
