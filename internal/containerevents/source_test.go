@@ -132,16 +132,16 @@ func request(namespace, name string) string {
 
 func (f *follower) wantExit(id string, code int32, at time.Time) {
 	f.t.Helper()
-	gotCode, gotAt, ok := f.source.Exited(id)
-	if !ok || gotCode != code || !gotAt.Equal(at) {
-		f.t.Errorf("Exited(%s) = %d, %v, %v; want %d at %v", id, gotCode, gotAt, ok, code, at)
+	got, ok := f.source.Exited(id)
+	if !ok || got.Code != code || !got.At.Equal(at) {
+		f.t.Errorf("Exited(%s) = %d, %v, %v; want %d at %v", id, got.Code, got.At, ok, code, at)
 	}
 }
 
 func (f *follower) wantNoExit(id string) {
 	f.t.Helper()
-	if code, at, ok := f.source.Exited(id); ok {
-		f.t.Errorf("Exited(%s) = %d at %v, want nothing remembered", id, code, at)
+	if got, ok := f.source.Exited(id); ok {
+		f.t.Errorf("Exited(%s) = %d at %v, want nothing remembered", id, got.Code, got.At)
 	}
 }
 
@@ -288,7 +288,7 @@ func TestEvictionDropsTheOldestHalf(t *testing.T) {
 		}
 		f.requests()
 		for i, id := range ids {
-			_, _, ok := f.source.Exited(id)
+			_, ok := f.source.Exited(id)
 			switch {
 			case i < exits/2 && ok:
 				t.Fatalf("exit %d of %d is still remembered; the oldest half should be gone", i, exits)

@@ -19,28 +19,7 @@ func TestARunMakesTheCallsOfAScript(t *testing.T) {
 	run := agentrunstest.Run("calls")
 	run.Spec.Podman.SecretsEnv = nil
 	h := newHarness(t, run)
-	exits := containerevents.NewSource(runtimetest.SilentEvents(h.podman), agentrunstest.Host, time.Second)
-	h.r.Exits = exits
-	go func() { _ = exits.Start(t.Context()) }()
-
-	running := h.reconcileUntil("calls", agentsv1alpha1.PhaseRunning)
-	for deadline := time.Now().Add(10 * time.Second); !exits.Awaiting(running.Status.ContainerID); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the host does not wait on the running container")
-		}
-	}
-	h.pass("calls") // the pass the launch's own status write brings
-	if err := h.podman.Exit(running.Status.ContainerName, 0, "done\n"); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, _, ok := exits.Exited(running.Status.ContainerID); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the host's wait did not see the exit")
-		}
-	}
+	exitThroughWait(h, "calls")
 	h.reconcileUntil("calls", agentsv1alpha1.PhaseSucceeded)
 	if done, _, _ := h.reconcile("calls"); len(done.Finalizers) != 0 {
 		t.Fatalf("finalizer left after the finished pass: %v", done.Finalizers)
@@ -49,6 +28,36 @@ func TestARunMakesTheCallsOfAScript(t *testing.T) {
 	for method, n := range want {
 		if got := h.podman.Calls(method); got != n {
 			t.Errorf("%s: %d calls, want %d", method, got, n)
+		}
+	}
+}
+
+// exitThroughWait launches the run name with the host's exit source on a
+// silent event stream, and ends its container with 0 once the host waits on
+// it, returning when the wait has seen the exit; the run's next pass
+// records it.
+func exitThroughWait(h *harness, name string) {
+	h.t.Helper()
+	exits := containerevents.NewSource(runtimetest.SilentEvents(h.podman), agentrunstest.Host, time.Second)
+	h.r.Exits = exits
+	go func() { _ = exits.Start(h.t.Context()) }()
+
+	running := h.reconcileUntil(name, agentsv1alpha1.PhaseRunning)
+	for deadline := time.Now().Add(10 * time.Second); !exits.Awaiting(running.Status.ContainerID); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			h.t.Fatal("the host does not wait on the running container")
+		}
+	}
+	h.pass(name) // the pass the launch's own status write brings
+	if err := h.podman.Exit(running.Status.ContainerName, 0, "done\n"); err != nil {
+		h.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := exits.Exited(running.Status.ContainerID); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatal("the host's wait did not see the exit")
 		}
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/logserver"
@@ -53,7 +54,7 @@ type AgentRunReconciler struct {
 	// keeps up, and tells what the wait or Podman's died event said of the
 	// exit, so it is recorded without inspecting the container.
 	Exits interface {
-		Exited(containerID string) (code int32, at time.Time, ok bool)
+		Exited(containerID string) (containerevents.Exit, bool)
 		Await(containerID string, run types.NamespacedName)
 		Awaiting(containerID string) bool
 	}
@@ -89,6 +90,7 @@ type AgentRunReconciler struct {
 // Reconcile moves one run forward: claim it, launch its container, follow it,
 // record its result, and clean up. It writes status at most once per pass.
 func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	began := time.Now() // beside the exit's Seen, on the same clock: see observeRunEnd
 	run := &agentsv1alpha1.AgentRun{}
 	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -144,6 +146,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, errors.Join(err, writeErr)
 	}
 	if st.Phase.IsFinished() {
+		r.observeRunEnd(run, began)
 		r.releaseSlot(ctx, req.NamespacedName)
 	}
 	before := agentruns.StateOf(&base.Status)
