@@ -50,8 +50,8 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 	}
 	if r.Exits != nil {
 		recorded := containers.Container{ID: run.Status.ContainerID, Name: run.Status.ContainerName}
-		if exit, ok := r.Exits.Exited(recorded.ID); ok {
-			recorded.State, recorded.ExitCode, recorded.FinishedAt = containers.StateExited, exit.Code, exit.At
+		if code, at, ok := r.Exits.Exited(recorded.ID); ok {
+			recorded.State, recorded.ExitCode, recorded.FinishedAt = containers.StateExited, code, at
 			return r.follow(ctx, run, recorded)
 		}
 		// A container this process waits on has not ended, or its end is
@@ -239,9 +239,7 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 			return err
 		}
 	}
-	began := time.Now()
 	output, err := runoutput.Tail(ctx, r.Runtime, c.ID, redactor, max(r.OutputTailBytes, agentResultWindow))
-	runEnd.WithLabelValues(runEndOutput).Observe(time.Since(began).Seconds())
 	if err != nil {
 		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
 	}
