@@ -81,6 +81,10 @@ podman: ## Install and configure Podman, build the test image, start the API ser
 k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go module proxy.
 	@hack/k8s-binaries.sh >/dev/null
 
+.PHONY: kueue
+kueue: ## Build (or reuse) Kueue's controller manager from the Go module proxy, with its CRDs and webhook manifests (the Kueue suite's; docs/kueue.md).
+	@hack/kueue.sh >/dev/null
+
 # The packages whose tests drive a Podman service (the runtime contract, the
 # envtest + Podman suites, the real agent, end to end): make test runs them
 # against the host's Podman (4.3.1 on Debian 12) with the rest, then again
