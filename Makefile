@@ -191,8 +191,8 @@ demo: ## Start a local stack, run the samples, show the results, tear it down (a
 # HOSTS=N: the local fleet, N Podman hosts each in a network namespace of its
 # own (hack/local-stack.sh); without it, the one host "local".
 .PHONY: up
-up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig); HOSTS=3: a fleet of 3 Podman hosts.
-	@$(if $(HOSTS),AGENTRUN_HOSTS=$(HOSTS) )hack/local-stack.sh up
+up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig); HOSTS=3: a fleet of 3 Podman hosts; KUEUE=1: with Kueue's queues (docs/kueue.md).
+	@$(if $(HOSTS),AGENTRUN_HOSTS=$(HOSTS) )$(if $(KUEUE),AGENTRUN_KUEUE=1 )hack/local-stack.sh up
 
 .PHONY: down
 down: ## Stop the local stack and remove its state, AgentRuns included.
