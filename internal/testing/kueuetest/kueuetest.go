@@ -249,7 +249,7 @@ integrations:
 // manager has exited.
 func (k *Kueue) Start(ctx context.Context, cfg *rest.Config, c client.Client, workDir string, logs io.Writer) (stop func(), err error) {
 	kubeconfig := filepath.Join(workDir, "kubeconfig")
-	if err := writeKubeconfig(cfg, kubeconfig); err != nil {
+	if err := WriteKubeconfig(cfg, kubeconfig); err != nil {
 		return nil, err
 	}
 	config := filepath.Join(workDir, "kueue.yaml")
@@ -332,9 +332,9 @@ func mountCertificate(ctx context.Context, c client.Client, dir string) error {
 	return nil
 }
 
-// writeKubeconfig writes cfg (envtest's admin, with client certificates) as
-// a kubeconfig file.
-func writeKubeconfig(cfg *rest.Config, path string) error {
+// WriteKubeconfig writes cfg (envtest's admin, with client certificates) as
+// a kubeconfig file, for Kueue's manager and for kubectl.
+func WriteKubeconfig(cfg *rest.Config, path string) error {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
 	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}

@@ -69,6 +69,16 @@ var _ = Describe("Runs queued in Kueue", func() {
 			Expect(wl.Spec.QueueName).To(Equal("runs"))
 			Expect(meta.IsStatusConditionTrue(wl.Status.Conditions, kueueapi.WorkloadFinished)).To(BeTrue(), "the finished run's Workload releases its quota")
 		}
+		// kubectl shows each run's Workload, its queue and where it was
+		// admitted.
+		for _, ns := range []string{teamA, teamB} {
+			out := kubectl("get", "workloads", "-n", ns)
+			for _, run := range runs {
+				if run.Namespace == ns {
+					Expect(out).To(MatchRegexp(`agentrun-%s\s+runs\s+%s\s+`, run.Name, cq))
+				}
+			}
+		}
 		done := controllertest.WaitForPhase(ctx, free, agentsv1alpha1.PhaseSucceeded, within)
 		Expect(meta.FindStatusCondition(done.Status.Conditions, agentsv1alpha1.ConditionAdmitted)).To(BeNil())
 		_, err := workloadOf(ctx, free)

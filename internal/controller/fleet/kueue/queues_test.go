@@ -3,6 +3,9 @@ package kueue_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,6 +21,7 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/controllertest"
 	"github.com/agentrun/agentrun/internal/controller/fleet/kueue"
 	"github.com/agentrun/agentrun/internal/kueueapi"
+	"github.com/agentrun/agentrun/internal/testing/kueuetest"
 )
 
 // apply creates the Kueue objects of a YAML stream (what an administrator
@@ -125,4 +129,14 @@ func eventsWithReason(ctx context.Context, run *agentsv1alpha1.AgentRun, reason 
 		}
 	}
 	return out
+}
+
+// kubectl runs envtest's kubectl as the suite's admin and returns its output.
+func kubectl(args ...string) string {
+	GinkgoHelper()
+	kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(kueuetest.WriteKubeconfig(controllertest.Config, kubeconfig)).To(Succeed())
+	out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "kubectl %v: %s", args, out)
+	return string(out)
 }
