@@ -127,6 +127,31 @@ var _ = Describe("Runs queued in Kueue", func() {
 		Expect(*wl.Spec.Priority).To(Equal(int32(10)))
 	})
 
+	It("are held on the host they are pinned to, without a container, until their queue has quota", func(ctx SpecContext) {
+		cq := "no-runs-" + rand.String(5)
+		apply(ctx, flavor(cq)+"\n---\n"+clusterQueue(cq, cq, 0, "", ""))
+		ns := namespace(ctx, "team")
+		apply(ctx, localQueue(ns, "runs", cq))
+		run := queuedRun("pinned", ns, "runs", "echo pinned done", func(r *agentsv1alpha1.AgentRun) { r.Spec.HostName = controllertest.HostA })
+		Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
+		controllertest.CleanUp(run)
+
+		// Kueue has looked at it and found no quota; its host has not
+		// taken it.
+		Eventually(func(g Gomega) {
+			got := controllertest.Get(ctx, run)
+			g.Expect(got.Status.Message).To(ContainSubstring("insufficient"), controllertest.DescribeStatus(got))
+			g.Expect(controllertest.ConditionOf(got, agentsv1alpha1.ConditionStarted).Reason).To(Equal(agentsv1alpha1.ReasonQueued))
+		}).WithContext(ctx).WithTimeout(within).Should(Succeed())
+		got := controllertest.Get(ctx, run)
+		Expect(got.Status.Host).To(BeEmpty(), controllertest.DescribeStatus(got))
+		Expect(controllertest.RunContainers(ctx, run)).To(BeEmpty())
+
+		update(ctx, clusterQueue(cq, cq, 1, "", ""))
+		done := controllertest.WaitForPhase(ctx, run, agentsv1alpha1.PhaseSucceeded, within)
+		Expect(done.Status.Host).To(Equal(controllertest.HostA))
+	})
+
 	It("borrow unused quota from their cohort, and give it back when its owner's queue needs it", func(ctx SpecContext) {
 		cohort := "cohort-" + rand.String(5)
 		lender, borrower := "lender-"+rand.String(5), "borrower-"+rand.String(5)

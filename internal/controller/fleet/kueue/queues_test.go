@@ -36,6 +36,18 @@ func apply(ctx context.Context, manifests string) {
 	}
 }
 
+// update replaces a Kueue object applied before with manifest's version.
+func update(ctx context.Context, manifest string) {
+	GinkgoHelper()
+	obj := &unstructured.Unstructured{}
+	Expect(yaml.Unmarshal([]byte(manifest), &obj.Object)).To(Succeed())
+	current := &unstructured.Unstructured{}
+	current.SetGroupVersionKind(obj.GroupVersionKind())
+	Expect(controllertest.K8s.Get(ctx, client.ObjectKeyFromObject(obj), current)).To(Succeed())
+	obj.SetResourceVersion(current.GetResourceVersion())
+	Expect(controllertest.K8s.Update(ctx, obj)).To(Succeed())
+}
+
 // namespace makes a namespace for a team, deleted after the spec.
 func namespace(ctx context.Context, prefix string) string {
 	GinkgoHelper()
