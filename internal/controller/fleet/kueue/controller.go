@@ -72,6 +72,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.deleteWorkload(ctx, run.Namespace, WorkloadName(run.Name))
 	case run.Status.Phase.IsFinished():
 		return ctrl.Result{}, r.finish(ctx, run, wl)
+	case wl == nil && run.Status.Host != "":
+		// Labelled after a host took it: it runs outside any queue.
+		return ctrl.Result{}, nil
 	case wl == nil:
 		return r.createWorkload(ctx, run)
 	}
