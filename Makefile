@@ -45,7 +45,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests und
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods and docs/configuration.md (from the configuration file's types).
-	$(CONTROLLER_GEN) object paths="./api/..."
+	$(CONTROLLER_GEN) object paths="{./api/...,./internal/kueueapi}"
 	go run ./hack/configdoc -o docs/configuration.md
 
 .PHONY: verify-generated
@@ -81,6 +81,10 @@ podman: ## Install and configure Podman, build the test image, start the API ser
 k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go module proxy.
 	@hack/k8s-binaries.sh >/dev/null
 
+.PHONY: kueue
+kueue: ## Build (or reuse) Kueue's controller manager from the Go module proxy, with its CRDs and webhook manifests (the Kueue suite's; docs/kueue.md).
+	@hack/kueue.sh >/dev/null
+
 # The packages whose tests drive a Podman service (the runtime contract, the
 # envtest + Podman suites, the real agent, end to end): make test runs them
 # against the host's Podman (4.3.1 on Debian 12) with the rest, then again
@@ -88,7 +92,7 @@ k8s-binaries: ## Build (or reuse) etcd, kube-apiserver and kubectl from the Go m
 PODMAN_PACKAGES := ./internal/podman/... ./internal/controller/... ./test/agent/... ./test/e2e/...
 
 .PHONY: test
-test: verify-generated check-fmt vet lint lint-imports k8s-binaries podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
+test: verify-generated check-fmt vet lint lint-imports k8s-binaries kueue podman agent-image image podman5 ## Run every test: unit, envtest + Podman, the real agent, end to end; the Podman-facing ones against Podman 4 and 5.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test ./... -count=1 -timeout 30m
 	@$(MAKE) --no-print-directory test-podman5
 
@@ -98,7 +102,7 @@ podman5: podman agent-image image ## Start (or reuse) the Podman 5 API service b
 	@hack/podman5.sh load localhost/agentrun-test:latest "$$(hack/agent-image.sh --print-image)" "$(AGENTRUN_MANAGER_IMAGE)"
 
 .PHONY: test-podman5
-test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman 5 only.
+test-podman5: k8s-binaries kueue podman5 ## Run the Podman-facing tests against Podman 5 only.
 	@echo "test-podman5: the Podman-facing packages against Podman 5 (hack/podman5.sh), apart from the run above against $(AGENTRUN_PODMAN_SOCKET)"
 	AGENTRUN_PODMAN_SOCKET="$$(hack/podman5.sh start)" KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $(PODMAN_PACKAGES) -count=1 -timeout 30m
 
@@ -108,7 +112,7 @@ test-podman5: k8s-binaries podman5 ## Run the Podman-facing tests against Podman
 SLOW_PACKAGES := ./test/e2e ./test/fleet ./test/chaos ./test/bench
 
 .PHONY: test-fast
-test-fast: k8s-binaries podman agent-image ## Run the unit tests, the envtest suites and the real-Podman suites on the host's Podman; no fleet, chaos or end-to-end suites.
+test-fast: k8s-binaries kueue podman agent-image ## Run the unit tests, the envtest suites and the real-Podman suites on the host's Podman; no fleet, chaos or end-to-end suites.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh)" go test $$(go list ./... | grep -v $(foreach p,$(SLOW_PACKAGES),-e '/$(patsubst ./%,%,$(p))$$')) -count=1 -timeout 10m
 
 .PHONY: podman5-stop
@@ -187,8 +191,8 @@ demo: ## Start a local stack, run the samples, show the results, tear it down (a
 # HOSTS=N: the local fleet, N Podman hosts each in a network namespace of its
 # own (hack/local-stack.sh); without it, the one host "local".
 .PHONY: up
-up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig); HOSTS=3: a fleet of 3 Podman hosts.
-	@$(if $(HOSTS),AGENTRUN_HOSTS=$(HOSTS) )hack/local-stack.sh up
+up: ## Start the local stack in the background, or restart only its parts that are not running (kubeconfig in .local/kubeconfig); HOSTS=3: a fleet of 3 Podman hosts; KUEUE=1: with Kueue's queues (docs/kueue.md).
+	@$(if $(HOSTS),AGENTRUN_HOSTS=$(HOSTS) )$(if $(KUEUE),AGENTRUN_KUEUE=1 )hack/local-stack.sh up
 
 .PHONY: down
 down: ## Stop the local stack and remove its state, AgentRuns included.

@@ -257,6 +257,7 @@ func (o *options) fleetConfig() fleet.FleetConfig {
 		PinnedRunsWait:     o.cfg.Fleet.PinnedRunsWaitForLostHost,
 		RecheckPeriod:      time.Minute,
 		RunRecordRetention: o.cfg.Fleet.RunRecordRetention.Duration,
+		Kueue:              o.cfg.Fleet.Kueue,
 	}
 }
 

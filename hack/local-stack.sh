@@ -74,6 +74,11 @@ TEST_IMAGE=localhost/agentrun-test:latest
 # The fleet (see the top). HOSTS is empty for the single-host stack; a fleet
 # that runs keeps its own count (in $STATE/fleet.env) when none is given.
 HOSTS=${AGENTRUN_HOSTS:-}
+# Kueue (make up KUEUE=1, docs/kueue.md): the localstack runs Kueue's manager
+# (hack/kueue.sh builds it) beside the control plane, and the fleet lets Kueue
+# admit the runs labelled kueue.x-k8s.io/queue-name. A stack that runs keeps
+# what it started with ($STATE/kueue.on).
+KUEUE=${AGENTRUN_KUEUE:-}
 FLEET_NET=${AGENTRUN_FLEET_NET:-10.203}
 PODMAN5_HOST=${AGENTRUN_PODMAN5_HOST:-$HOST_NAME-3}
 # A fleet that runs keeps the names and addresses it started with, whatever
@@ -304,6 +309,7 @@ webhook:
   port: $WEBHOOK_PORT
   certDir: "$STATE/webhook"
 fleet:
+  kueue: $([[ -n $KUEUE ]] && echo true || echo false)
   logsAPI:
     bindAddress: "127.0.0.1:$LOGS_API_PORT"
     certDir: "$STATE/logs-api"
@@ -710,6 +716,13 @@ fleet_mode() {
     exit 1
   fi
   if [[ -n $HOSTS ]]; then check_fleet_names; fi
+  if [[ -f $STATE/stack.env ]]; then
+    if [[ -n $KUEUE && ! -f $STATE/kueue.on ]]; then
+      step "the stack in $STATE runs without Kueue: make down first"
+      exit 1
+    fi
+    [[ ! -f $STATE/kueue.on ]] || KUEUE=1
+  fi
 }
 
 # api_address: the fleet's API server address on the machine's loopback
@@ -782,8 +795,8 @@ up() {
   if ((start_control_plane)); then
     stop "$main"
     stop_control_plane
-    rm -rf "${STATE:?}"/{webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,localstack.pid,"$main".pid}
-    local bind=() where=127.0.0.1
+    rm -rf "${STATE:?}"/{webhook,aggregator,logs-api,logs-client,kubeconfig,stack.env,fleet.env,kueue.on,kueue,kueue.log,localstack.pid,"$main".pid}
+    local bind=() where=127.0.0.1 with=""
     if [[ -n $HOSTS ]]; then
       api_address
       bind=(--bind-address "$API_ADDR")
@@ -791,12 +804,17 @@ up() {
       printf 'HOSTS=%s\nHOST_NAME=%s\nFLEET_NET=%s\nPODMAN5_HOST=%s\n' \
         "$HOSTS" "$HOST_NAME" "$FLEET_NET" "$PODMAN5_HOST" >"$STATE/fleet.env"
     fi
-    step "starting the control plane (etcd, kube-apiserver on $where) with the AgentRun CRD and webhook (about 5 seconds)"
+    if [[ -n $KUEUE ]]; then
+      bind+=(--kueue "$("$ROOT/hack/kueue.sh")")
+      touch "$STATE/kueue.on"
+      with=", and Kueue's manager (kueue.log; about 30 seconds more)"
+    fi
+    step "starting the control plane (etcd, kube-apiserver on $where) with the AgentRun CRD and webhook (about 5 seconds)$with"
     # setsid: a session of its own, so that stop_control_plane finds etcd and
     # kube-apiserver even when the localstack itself was killed.
     KUBEBUILDER_ASSETS=$assets setsid nohup "$ROOT/bin/localstack" --dir "$STATE" "${bind[@]}" >"$STATE/localstack.log" 2>&1 &
     echo $! >"$STATE/localstack.pid"
-    wait_for "the control plane start" 90 "$STATE/localstack.log" test -f "$STATE/stack.env"
+    wait_for "the control plane start" $((${KUEUE:+120} + 90)) "$STATE/localstack.log" test -f "$STATE/stack.env"
   fi
 
   # shellcheck source=/dev/null

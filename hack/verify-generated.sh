@@ -13,6 +13,7 @@ tar --exclude=./.git --exclude=./bin --exclude=./.local -cf - . | tar -C "$scrat
 cd "$scratch"
 make -s manifests generate CONTROLLER_GEN="$CONTROLLER_GEN" >/dev/null
 if ! diff -r -u "$ROOT/config" "$scratch/config" || ! diff -r -u "$ROOT/api" "$scratch/api" ||
+  ! diff -r -u "$ROOT/internal/kueueapi" "$scratch/internal/kueueapi" ||
   ! diff -u "$ROOT/docs/configuration.md" "$scratch/docs/configuration.md"; then
   echo "generated files are stale: run 'make manifests generate' and commit the result" >&2
   exit 1

@@ -409,9 +409,9 @@ type AgentRunStatus struct {
 	Attempts int32 `json:"attempts,omitempty"`
 
 	// DisruptedAttempts counts the attempts that ended because their host
-	// was lost (condition HostLost) rather than by failing: they do not
-	// count against spec.backoffLimit, as a Job's pods disrupted by a node's
-	// loss do not.
+	// was lost (condition HostLost) or Kueue evicted the run (reason
+	// Evicted) rather than by failing: they do not count against
+	// spec.backoffLimit, as a Job's pods disrupted by a node's loss do not.
 	// +optional
 	DisruptedAttempts int32 `json:"disruptedAttempts,omitempty"`
 

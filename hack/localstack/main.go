@@ -18,6 +18,11 @@
 // fleet's client pair for hosts' log endpoints, and ca.crt, the CA that
 // signs it, each host's host.logs.clientCAFile).
 //
+// With --kueue DIR (make up KUEUE=1), it also runs Kueue's controller
+// manager from DIR (hack/kueue.sh) as the Kueue suite does
+// (internal/testing/kueuetest), its CRDs and webhooks installed and AgentRun
+// among its external frameworks; its log goes to kueue.log in --dir.
+//
 // The API server listens on 127.0.0.1, or on --bind-address: the local fleet
 // (hack/local-stack.sh with AGENTRUN_HOSTS) gives it an address that the
 // hosts' network namespaces reach over their veths. Its serving certificate
@@ -40,14 +45,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/agentrun/agentrun/internal/testing/kueuetest"
 	"github.com/agentrun/agentrun/internal/testing/testenv"
 )
 
 func main() {
 	dir := flag.String("dir", ".local", "where to write the kubeconfig, the webhook certificate and stack.env")
 	bind := flag.String("bind-address", "", "address the API server listens on (default: 127.0.0.1)")
+	kueue := flag.String("kueue", "", "run Kueue's manager from this directory (hack/kueue.sh prints it)")
 	flag.Parse()
-	if err := run(*dir, *bind); err != nil {
+	if err := run(*dir, *bind, *kueue); err != nil {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 		os.Exit(1)
 	}
@@ -57,7 +64,7 @@ func main() {
 // controller's election (the default of the manager's leaseNamespace).
 const systemNamespace = "agentrun-system"
 
-func run(dir, bind string) error {
+func run(dir, bind, kueueDir string) error {
 	env, err := testenv.New(true)
 	if err != nil {
 		return err
@@ -101,6 +108,13 @@ func run(dir, bind string) error {
 	}
 	if err := setUpLogAPI(c, dir, logsAPIPort); err != nil {
 		return err
+	}
+	if kueueDir != "" {
+		stopKueue, err := startKueue(env, c, dir, kueueDir)
+		if err != nil {
+			return err
+		}
+		defer stopKueue()
 	}
 	if err := writeState(env, dir, logsAPIPort); err != nil {
 		return err
@@ -208,4 +222,35 @@ func writeFiles(dir string, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// startKueue installs Kueue and runs its manager until the returned function
+// is called.
+func startKueue(env *envtest.Environment, c client.Client, dir, kueueDir string) (func(), error) {
+	port, err := freePort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	k := &kueuetest.Kueue{Dir: kueueDir, Port: port}
+	ctx := context.Background()
+	if err := k.Install(ctx, env.Config, c); err != nil {
+		return nil, fmt.Errorf("installing Kueue: %w", err)
+	}
+	work := filepath.Join(dir, "kueue")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, err
+	}
+	logs, err := os.Create(filepath.Join(dir, "kueue.log"))
+	if err != nil {
+		return nil, err
+	}
+	stop, err := k.Start(ctx, env.Config, c, work, logs)
+	if err != nil {
+		_ = logs.Close()
+		return nil, fmt.Errorf("starting Kueue (its log: %s): %w", logs.Name(), err)
+	}
+	return func() {
+		stop()
+		_ = logs.Close()
+	}, nil
 }

@@ -569,6 +569,14 @@ type FleetConfiguration struct {
 	// proxies users' log requests to (an APIService).
 	// +optional
 	LogsAPI LogsAPIConfiguration `json:"logsAPI,omitempty"`
+
+	// Kueue lets Kueue (kueue.x-k8s.io) admit the runs labelled
+	// kueue.x-k8s.io/queue-name: the fleet makes a Workload for each, holds
+	// the run until Kueue admits it, and stops and requeues it when Kueue
+	// evicts it (docs/kueue.md). Kueue must be installed, with AgentRun in
+	// its integrations.externalFrameworks. Default: false.
+	// +optional
+	Kueue bool `json:"kueue,omitempty"`
 }
 
 // LogsAPIConfiguration is the fleet's aggregated log API.

@@ -38,7 +38,9 @@ import (
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/controller/fleet"
 	"github.com/agentrun/agentrun/internal/controller/host"
+	"github.com/agentrun/agentrun/internal/kueueapi"
 	"github.com/agentrun/agentrun/internal/podman"
+	"github.com/agentrun/agentrun/internal/testing/kueuetest"
 	"github.com/agentrun/agentrun/internal/testing/testenv"
 	webhookv1alpha1 "github.com/agentrun/agentrun/internal/webhook/v1alpha1"
 )
@@ -68,12 +70,25 @@ var (
 	K8s         client.WithWatch
 	Podman      *podman.Runtime
 	cancelAll   context.CancelFunc
+	stopAll     []func()
 	ManagerLogs = &testenv.SyncBuffer{}
+	// KueueLogs is the log of Kueue's manager, when the suite runs it.
+	KueueLogs = &testenv.SyncBuffer{}
 )
+
+// Options are what a suite runs beside the fleet and the two hosts.
+type Options struct {
+	// Kueue runs Kueue's own manager (internal/testing/kueuetest), and the
+	// fleet's Kueue integration (FleetConfig.Kueue).
+	Kueue bool
+}
 
 // Start starts the API server, the webhook's manager with the fleet and host
 // A, and host B's manager: a suite's BeforeSuite. suite names the hosts.
-func Start(suite string) {
+func Start(suite string) { StartWith(suite, Options{}) }
+
+// StartWith is Start with what opts add.
+func StartWith(suite string, opts Options) {
 	HostA, HostB = suite+"-host-a", suite+"-host-b"
 	// Debug-level logs of every manager, kept to check that no secret value
 	// reaches them.
@@ -88,6 +103,12 @@ func Start(suite string) {
 	var err error
 	env, err = testenv.New(true)
 	Expect(err).NotTo(HaveOccurred())
+	var kueue *kueuetest.Kueue
+	if opts.Kueue {
+		Expect(kueueapi.AddToScheme(Scheme)).To(Succeed())
+		kueue, err = kueuetest.Build(GinkgoWriter)
+		Expect(err).NotTo(HaveOccurred())
+	}
 	Config, err = testenv.Start(env)
 	Expect(err).NotTo(HaveOccurred())
 	K8s, err = client.NewWithWatch(Config, client.Options{Scheme: Scheme})
@@ -95,6 +116,12 @@ func Start(suite string) {
 
 	var ctx context.Context
 	ctx, cancelAll = context.WithCancel(context.Background())
+	if kueue != nil {
+		Expect(kueue.Install(ctx, Config, K8s)).To(Succeed())
+		stopKueue, err := kueue.Start(ctx, Config, K8s, GinkgoT().TempDir(), KueueLogs)
+		Expect(err).NotTo(HaveOccurred(), "Kueue's manager; its log:\n%s", KueueLogs)
+		stopAll = append(stopAll, stopKueue)
+	}
 
 	webhookMgrOpts := testenv.ManagerOptions(env, Scheme)
 	webhookMgrOpts.Cache = agentruns.CacheOptions()
@@ -104,7 +131,7 @@ func Start(suite string) {
 	Expect(K8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: LeaseNamespace}})).To(Succeed())
 	Expect(fleet.SetupFleet(webhookMgr, fleet.FleetConfig{
 		LeaseNamespace: LeaseNamespace, GracePeriod: HostGracePeriod, RecheckPeriod: time.Minute,
-		RunRecordRetention: time.Hour,
+		RunRecordRetention: time.Hour, Kueue: opts.Kueue,
 	})).To(Succeed())
 	Expect(AddHost(webhookMgr, HostA, Podman, true)).To(Succeed())
 	StartManager(ctx, webhookMgr)
@@ -119,6 +146,9 @@ func Start(suite string) {
 func Stop() {
 	if cancelAll != nil {
 		cancelAll()
+	}
+	for _, stop := range stopAll {
+		stop()
 	}
 	if env != nil {
 		Expect(env.Stop()).To(Succeed())

@@ -15,6 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
+	"github.com/agentrun/agentrun/internal/controller/fleet/kueue"
+	"github.com/agentrun/agentrun/internal/kueueapi"
 )
 
 // FleetConfig is what the fleet's controllers (placement and host lifecycle)
@@ -41,11 +43,16 @@ type FleetConfig struct {
 	// the fleet's alone: hosts hold every run for the recorder, which
 	// writes a record or not.
 	RunRecordRetention time.Duration
-	Clock              clock.Clock
+	// Kueue: Kueue admits the runs labelled kueue.x-k8s.io/queue-name
+	// (internal/controller/fleet/kueue); Kueue's CRDs must be installed.
+	Kueue bool
+	Clock clock.Clock
 }
 
 // SetupFleet adds the fleet's scheduler, host lifecycle controller, run
-// recorder, releaser of finished runs and run record collector to mgr, which must have been made with CacheOptions.
+// recorder, releaser of finished runs and run record collector to mgr, which must have been made with CacheOptions;
+// with cfg.Kueue, also the controller that keeps queued runs and their Kueue
+// Workloads in step.
 func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -80,6 +87,16 @@ func SetupFleet(mgr ctrl.Manager, cfg FleetConfig) error {
 	}
 	if err := (&ReleaseReconciler{Client: mgr.GetClient(), Clock: cfg.Clock}).SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if cfg.Kueue {
+		if err := kueueapi.AddToScheme(mgr.GetScheme()); err != nil {
+			return err
+		}
+		if err := (&kueue.Reconciler{
+			Client: mgr.GetClient(), Recorder: recorder, Clock: cfg.Clock, RecheckPeriod: cfg.RecheckPeriod,
+		}).SetupWithManager(mgr); err != nil {
+			return err
+		}
 	}
 	return (&RunRecordReconciler{Client: mgr.GetClient(), Retention: cfg.RunRecordRetention, Clock: cfg.Clock}).SetupWithManager(mgr)
 }

@@ -151,16 +151,17 @@ func (p *PlacementReconciler) unplaced(ctx context.Context, base, run *agentsv1a
 }
 
 // awaitsPlacement tells whether a run is the scheduler's: unpinned,
-// unplaced, unfinished and not being deleted.
+// unplaced, unfinished, not being deleted, and not held in a Kueue queue.
 func awaitsPlacement(run *agentsv1alpha1.AgentRun) bool {
-	return run.Spec.HostName == "" && run.Status.Host == "" && !run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero()
+	return run.Spec.HostName == "" && run.Status.Host == "" && !run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero() &&
+		!agentruns.HeldByQueue(run)
 }
 
 // awaitsBudget tells whether a run pinned to a host waits for the fleet's
 // budget check, which its host waits for before it claims it.
 func awaitsBudget(run *agentsv1alpha1.AgentRun) bool {
 	return run.Spec.HostName != "" && run.Status.Host == "" && run.Status.Budget == nil && !run.Spec.Cancel &&
-		!run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero()
+		!run.Status.Phase.IsFinished() && run.DeletionTimestamp.IsZero() && !agentruns.HeldByQueue(run)
 }
 
 // admitPinned checks a pinned run against its budgets: its host claims it

@@ -35,6 +35,9 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 	if run.Spec.Cancel {
 		return r.cancel(ctx, run)
 	}
+	if agentruns.Evicted(run) {
+		return r.evict(ctx, run)
+	}
 	if run.Status.ContainerName == "" {
 		if run.Status.Attempts == 0 {
 			rec, err := r.alreadyRan(ctx, run)

@@ -174,6 +174,11 @@ func (r *AgentRunReconciler) isOurs(run *agentsv1alpha1.AgentRun) bool {
 // claim takes an unclaimed run pinned to this host. The status write carries
 // the resourceVersion read, so a stale copy never overwrites a newer status.
 func (r *AgentRunReconciler) claim(ctx context.Context, run *agentsv1alpha1.AgentRun) (ctrl.Result, error) {
+	// A queued run waits for Kueue to admit it; the fleet's status write
+	// saying so brings it back.
+	if agentruns.HeldByQueue(run) {
+		return ctrl.Result{}, nil
+	}
 	// A host without a free slot leaves the run to hosts that have one; a
 	// cancelled run is taken anyway, to be ended at once.
 	if !run.Spec.Cancel {
