@@ -25,7 +25,12 @@ func HeldByQueue(run *agentsv1alpha1.AgentRun) bool {
 // Evicted tells whether Kueue evicted a queued run that a host holds: the
 // host stops and removes its container and hands the run back to its queue.
 func Evicted(run *agentsv1alpha1.AgentRun) bool {
+	return QueueName(run) != "" && run.Status.Host != "" && !run.Status.Phase.IsFinished() && SaysEvicted(run)
+}
+
+// SaysEvicted tells whether the run's Admitted condition says Kueue evicted
+// it, wherever the run is now.
+func SaysEvicted(run *agentsv1alpha1.AgentRun) bool {
 	c := meta.FindStatusCondition(run.Status.Conditions, agentsv1alpha1.ConditionAdmitted)
-	return QueueName(run) != "" && run.Status.Host != "" && !run.Status.Phase.IsFinished() &&
-		c != nil && c.Status == metav1.ConditionFalse && c.Reason == agentsv1alpha1.ReasonEvicted
+	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == agentsv1alpha1.ReasonEvicted
 }

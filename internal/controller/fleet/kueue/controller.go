@@ -146,7 +146,7 @@ func (r *Reconciler) admit(ctx context.Context, run *agentsv1alpha1.AgentRun, wl
 func (r *Reconciler) evict(ctx context.Context, run *agentsv1alpha1.AgentRun, wl *kueueapi.Workload) error {
 	base := run.DeepCopy()
 	msg := evictedMessage(wl)
-	wasEvicted := isEvicted(run)
+	wasEvicted := agentruns.SaysEvicted(run)
 	setAdmitted(run, metav1.ConditionFalse, agentsv1alpha1.ReasonEvicted, msg)
 	if run.Status.Host == "" && agentruns.StateOf(&run.Status).Reason != agentsv1alpha1.ReasonQueued {
 		// Admitted but not placed yet; a run its host stopped says so
@@ -191,12 +191,6 @@ func clusterQueue(wl *kueueapi.Workload) string {
 		return ""
 	}
 	return wl.Status.Admission.ClusterQueue
-}
-
-// isEvicted tells whether the run's Admitted condition says Evicted already.
-func isEvicted(run *agentsv1alpha1.AgentRun) bool {
-	c := meta.FindStatusCondition(run.Status.Conditions, agentsv1alpha1.ConditionAdmitted)
-	return c != nil && c.Reason == agentsv1alpha1.ReasonEvicted
 }
 
 func setAdmitted(run *agentsv1alpha1.AgentRun, status metav1.ConditionStatus, reason, msg string) {
