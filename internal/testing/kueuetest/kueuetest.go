@@ -315,7 +315,12 @@ func waitForWebhooks(ctx context.Context, c client.Client, certDir string, exite
 }
 
 // mountCertificate writes the keys of Kueue's certificate Secret into dir,
-// once the Secret has them.
+// once the Secret has them, as the kubelet updates a Secret volume: each
+// file whole or not at all. Kueue reads them while this runs again every
+// half second; a file rewritten in place is empty for a moment, and Kueue,
+// reading it then, exits with "tls: failed to find any PEM data" (seen in
+// CI). So a file is written beside its name and renamed over it, and only
+// when its content changed.
 func mountCertificate(ctx context.Context, c client.Client, dir string) error {
 	secret := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: certSecret}, secret); err != nil {
@@ -325,7 +330,15 @@ func mountCertificate(ctx context.Context, c client.Client, dir string) error {
 		return err
 	}
 	for name, data := range secret.Data {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		path := filepath.Join(dir, name)
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+			continue
+		}
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
 			return err
 		}
 	}
