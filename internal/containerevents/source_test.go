@@ -132,16 +132,16 @@ func request(namespace, name string) string {
 
 func (f *follower) wantExit(id string, code int32, at time.Time) {
 	f.t.Helper()
-	gotCode, gotAt, ok := f.source.Exited(id)
-	if !ok || gotCode != code || !gotAt.Equal(at) {
-		f.t.Errorf("Exited(%s) = %d, %v, %v; want %d at %v", id, gotCode, gotAt, ok, code, at)
+	got, ok := f.source.Exited(id)
+	if !ok || got.Code != code || !got.At.Equal(at) {
+		f.t.Errorf("Exited(%s) = %d, %v, %v; want %d at %v", id, got.Code, got.At, ok, code, at)
 	}
 }
 
 func (f *follower) wantNoExit(id string) {
 	f.t.Helper()
-	if code, at, ok := f.source.Exited(id); ok {
-		f.t.Errorf("Exited(%s) = %d at %v, want nothing remembered", id, code, at)
+	if got, ok := f.source.Exited(id); ok {
+		f.t.Errorf("Exited(%s) = %d at %v, want nothing remembered", id, got.Code, got.At)
 	}
 }
 
@@ -288,7 +288,7 @@ func TestEvictionDropsTheOldestHalf(t *testing.T) {
 		}
 		f.requests()
 		for i, id := range ids {
-			_, _, ok := f.source.Exited(id)
+			_, ok := f.source.Exited(id)
 			switch {
 			case i < exits/2 && ok:
 				t.Fatalf("exit %d of %d is still remembered; the oldest half should be gone", i, exits)
@@ -468,4 +468,41 @@ func TestWaitsBeginWithTheSourceAndEndWithIt(t *testing.T) {
 			t.Errorf("a wait ended by the manager's stop requested a pass")
 		}
 	})
+}
+
+// The host learned of an exit when the first of the died event and the wait
+// told it: Podman answers the wait only once its cleanup of the container is
+// done, later than the event, and the time the host's own work at the run's
+// end is measured from stays the event's arrival.
+func TestAnExitIsSeenWhenTheFirstToTellArrives(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := startOn(t, testr.New(t), func(e *fake.Runtime) containers.Runtime { return lateWait{e} })
+		id := f.run(host, "team-a", "review")
+		f.source.Await(id, types.NamespacedName{Namespace: "team-a", Name: "review"})
+		time.Sleep(time.Minute)
+		diedAt := time.Now()
+		f.exit(id, 3)
+		time.Sleep(2 * cleanup)
+		synctest.Wait()
+		got, ok := f.source.Exited(id)
+		if !ok || !got.Seen.Equal(diedAt) {
+			t.Errorf("Exited(%s) = %+v, %v; want it seen at the died event's arrival, %v", id, got, ok, diedAt)
+		}
+		if !got.At.After(diedAt) {
+			t.Errorf("Exited(%s).At = %v; the wait, answering after the event, was not heard: the test does not test what it says", id, got.At)
+		}
+	})
+}
+
+// cleanup is how long after a container's end lateWait answers.
+const cleanup = time.Second
+
+// lateWait answers a wait cleanup after the container ended, as Podman does
+// once its cleanup of the container is done.
+type lateWait struct{ *fake.Runtime }
+
+func (l lateWait) Wait(ctx context.Context, id string) (int32, error) {
+	code, err := l.Runtime.Wait(ctx, id)
+	time.Sleep(cleanup)
+	return code, err
 }

@@ -469,7 +469,7 @@ func throughAgentrun(ctx context.Context, k8s client.WithWatch, cfg config) (thr
 	if queues1, err := workqueueTimes(cfg.metricsURL); err == nil {
 		for _, name := range slices.Sorted(maps.Keys(queues1)) {
 			if d := queues1[name].minus(queues0[name]); d.count > 0 {
-				step("agentrun: controller %s: %s", name, d)
+				step("agentrun: %s: %s", name, d)
 			}
 		}
 	}

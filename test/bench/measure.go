@@ -367,19 +367,44 @@ func (h histogram) minus(before histogram) histogram {
 	return d
 }
 
-// String gives the mean and the share of observations above 0.1 s and 1 s.
+// String gives the mean, the p50 and p99 as the buckets allow, and the
+// share of observations above 0.1 s and 1 s.
 func (h histogram) String() string {
 	if h.count == 0 {
 		return "none"
 	}
 	over := func(le float64) float64 { return 100 * (h.count - h.buckets[le]) / h.count }
-	return fmt.Sprintf("mean %.1f ms, %.1f%% over 100 ms, %.1f%% over 1 s (%.0f)", 1000*h.sum/h.count, over(0.1), over(1), h.count)
+	return fmt.Sprintf("mean %.1f ms, p50 %.0f ms, p99 %.0f ms, %.1f%% over 100 ms, %.1f%% over 1 s (%.0f)",
+		1000*h.sum/h.count, 1000*h.quantile(0.5), 1000*h.quantile(0.99), over(0.1), over(1), h.count)
+}
+
+// quantile estimates the q-quantile by linear interpolation within its
+// bucket, as Prometheus's histogram_quantile does; past the last finite
+// bound it gives that bound.
+func (h histogram) quantile(q float64) float64 {
+	bounds := slices.Sorted(maps.Keys(h.buckets))
+	rank, lower, below := q*h.count, 0.0, 0.0
+	for _, le := range bounds {
+		n := h.buckets[le]
+		if n >= rank {
+			if math.IsInf(le, 1) {
+				return lower
+			}
+			if n == below {
+				return le
+			}
+			return lower + (le-lower)*(rank-below)/(n-below)
+		}
+		lower, below = le, n
+	}
+	return lower
 }
 
 // workqueueTimes reads, by controller, how long items waited in its queue
 // (workqueue_queue_duration_seconds) and how long their reconciles took
-// (controller_runtime_reconcile_time_seconds), keyed "NAME wait" and
-// "NAME reconcile".
+// (controller_runtime_reconcile_time_seconds), keyed "controller NAME wait"
+// and "controller NAME reconcile"; and the host's own time at a run's end
+// by stage (agentrun_run_end_seconds), keyed "run end: STAGE".
 func workqueueTimes(metricsURL string) (map[string]histogram, error) {
 	body, err := scrape(metricsURL)
 	if err != nil {
@@ -387,10 +412,13 @@ func workqueueTimes(metricsURL string) (map[string]histogram, error) {
 	}
 	out := map[string]histogram{}
 	for name, h := range histograms(body, "workqueue_queue_duration_seconds", "name") {
-		out[name+" wait"] = h
+		out["controller "+name+" wait"] = h
 	}
 	for name, h := range histograms(body, "controller_runtime_reconcile_time_seconds", "controller") {
-		out[name+" reconcile"] = h
+		out["controller "+name+" reconcile"] = h
+	}
+	for stage, h := range histograms(body, "agentrun_run_end_seconds", "stage") {
+		out["run end: "+stage] = h
 	}
 	return out, nil
 }

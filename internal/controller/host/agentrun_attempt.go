@@ -53,8 +53,8 @@ func (r *AgentRunReconciler) advance(ctx context.Context, run *agentsv1alpha1.Ag
 	}
 	if r.Exits != nil {
 		recorded := containers.Container{ID: run.Status.ContainerID, Name: run.Status.ContainerName}
-		if code, at, ok := r.Exits.Exited(recorded.ID); ok {
-			recorded.State, recorded.ExitCode, recorded.FinishedAt = containers.StateExited, code, at
+		if exit, ok := r.Exits.Exited(recorded.ID); ok {
+			recorded.State, recorded.ExitCode, recorded.FinishedAt = containers.StateExited, exit.Code, exit.At
 			return r.follow(ctx, run, recorded)
 		}
 		// A container this process waits on has not ended, or its end is
@@ -242,7 +242,9 @@ func (r *AgentRunReconciler) recordResult(ctx context.Context, run *agentsv1alph
 			return err
 		}
 	}
+	began := time.Now()
 	output, err := runoutput.Tail(ctx, r.Runtime, c.ID, redactor, max(r.OutputTailBytes, agentResultWindow))
+	runEnd.WithLabelValues(runEndOutput).Observe(time.Since(began).Seconds())
 	if err != nil {
 		return fmt.Errorf("reading the output of container %s: %w", c.Name, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containerevents"
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/logserver"
@@ -53,7 +55,7 @@ type AgentRunReconciler struct {
 	// keeps up, and tells what the wait or Podman's died event said of the
 	// exit, so it is recorded without inspecting the container.
 	Exits interface {
-		Exited(containerID string) (code int32, at time.Time, ok bool)
+		Exited(containerID string) (containerevents.Exit, bool)
 		Await(containerID string, run types.NamespacedName)
 		Awaiting(containerID string) bool
 	}
@@ -63,6 +65,8 @@ type AgentRunReconciler struct {
 	// to look for the container by its name before creating it, never a
 	// reason to skip a pass.
 	launches launchHints
+	// removed are the containers of finished runs this process removed.
+	removed removedContainers
 	// callbacks are the completion callbacks being delivered.
 	callbacks callbacks
 	// progress is what the ProgressReconciler last read and published of
@@ -89,10 +93,12 @@ type AgentRunReconciler struct {
 // Reconcile moves one run forward: claim it, launch its container, follow it,
 // record its result, and clean up. It writes status at most once per pass.
 func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	began := time.Now() // beside the exit's Seen, on the same clock: see observeRunEnd
 	run := &agentsv1alpha1.AgentRun{}
 	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forget(ctx, req.NamespacedName)
+			r.removed.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -144,6 +150,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, errors.Join(err, writeErr)
 	}
 	if st.Phase.IsFinished() {
+		r.observeRunEnd(run, began)
 		r.releaseSlot(ctx, req.NamespacedName)
 	}
 	before := agentruns.StateOf(&base.Status)
@@ -296,10 +303,47 @@ func (r *AgentRunReconciler) cleanUpFinished(ctx context.Context, run *agentsv1a
 	}
 	// A run of one attempt has one container, whose ID is known: no
 	// listing is needed.
-	if err := r.Runtime.Remove(ctx, run.Status.ContainerID); err != nil {
-		return fmt.Errorf("removing container %s: %w", run.Status.ContainerName, err)
+	key := client.ObjectKeyFromObject(run)
+	if !r.removed.was(key, run.Status.ContainerID) {
+		if err := r.Runtime.Remove(ctx, run.Status.ContainerID); err != nil {
+			return fmt.Errorf("removing container %s: %w", run.Status.ContainerName, err)
+		}
+		r.removed.add(key, run.Status.ContainerID)
 	}
 	return r.dropFinalizer(ctx, run)
+}
+
+// removedContainers remembers the container this process removed for each
+// finished run, until the run's finalizer is dropped. The drop is checked
+// against the version read and meets, often, another writer's change (the
+// fleet's run recorder takes its finalizer off as the run finishes): the
+// pass the newer version brings then only drops the finalizer, rather than
+// call Podman again for a container that is gone (make bench: 1.8 removals
+// a run, on a Podman busy with the next runs' launches and exits).
+type removedContainers struct {
+	mu  sync.Mutex
+	ids map[types.NamespacedName]string
+}
+
+func (r *removedContainers) was(key types.NamespacedName, id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return id != "" && r.ids[key] == id
+}
+
+func (r *removedContainers) add(key types.NamespacedName, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ids == nil {
+		r.ids = map[types.NamespacedName]string{}
+	}
+	r.ids[key] = id
+}
+
+func (r *removedContainers) forget(key types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.ids, key)
 }
 
 // finalize stops and removes a deleted run's containers, then lets it go.
@@ -341,7 +385,10 @@ func (r *AgentRunReconciler) dropFinalizer(ctx context.Context, run *agentsv1alp
 		log.FromContext(ctx).V(1).Info("AgentRun changed since it was read; dropping the finalizer at the next pass", "agentrun", client.ObjectKeyFromObject(run))
 		return nil
 	}
-	return client.IgnoreNotFound(err)
+	if err = client.IgnoreNotFound(err); err == nil {
+		r.removed.forget(client.ObjectKeyFromObject(run))
+	}
+	return err
 }
 
 // recordTransition emits one event when the run's state changed, and reports

@@ -25,6 +25,13 @@ var (
 		Help:    "Time from a run's container start to the run's end, by final phase.",
 		Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200},
 	}, []string{"phase"})
+	runEnd = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "agentrun_run_end_seconds",
+		Help: "The host's own time at a run's end, by stage: queued and written, from the host learning of the container's exit " +
+			"(Podman's died event arriving, or its wait answering) to the pass that records it starting, and to the run's status written; " +
+			"output, reading the container's output at the run's end.",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+	}, []string{"stage"})
 	// egressConnections has no run label: a host runs thousands of runs,
 	// and status.egress counts each one's.
 	egressConnections = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -34,7 +41,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(launchLatency, runDuration, egressConnections)
+	metrics.Registry.MustRegister(launchLatency, runDuration, runEnd, egressConnections)
 }
 
 // outcomeLabel is an egress outcome's value of the outcome label.
@@ -63,6 +70,31 @@ func observeTransition(run *agentsv1alpha1.AgentRun, before, after agentruns.Sta
 	if after.Phase.IsFinished() && s.StartTime != nil && s.CompletionTime != nil {
 		runDuration.WithLabelValues(string(after.Phase)).Observe(s.CompletionTime.Sub(s.StartTime.Time).Seconds())
 	}
+}
+
+// The stages of runEnd.
+const (
+	runEndQueued  = "queued"
+	runEndOutput  = "output"
+	runEndWritten = "written"
+)
+
+// observeRunEnd records, when this pass (begun at began) recorded a
+// container's end that the host had learned of before it began, how long
+// the end waited for the pass and for its status write. A pass that ended
+// the container itself (a cancel, a deadline) or found the end by an
+// inspect is not counted. The times are the wall clock's, as the exit's
+// Seen is, not the reconciler's Clock.
+func (r *AgentRunReconciler) observeRunEnd(run *agentsv1alpha1.AgentRun, began time.Time) {
+	if r.Exits == nil {
+		return
+	}
+	exit, ok := r.Exits.Exited(run.Status.ContainerID)
+	if !ok || !exit.Seen.Before(began) {
+		return
+	}
+	runEnd.WithLabelValues(runEndQueued).Observe(began.Sub(exit.Seen).Seconds())
+	runEnd.WithLabelValues(runEndWritten).Observe(time.Since(exit.Seen).Seconds())
 }
 
 // RunsCollector reports the AgentRuns a host has taken and not released,

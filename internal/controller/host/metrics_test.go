@@ -1,12 +1,20 @@
 package host
 
 import (
+	"context"
+	"maps"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
+	"github.com/agentrun/agentrun/internal/containerevents"
+	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/controller/agentruns/agentrunstest"
 	"github.com/agentrun/agentrun/internal/egress"
@@ -60,4 +68,68 @@ func TestEgressAttemptsAreCountedByHostAndOutcome(t *testing.T) {
 	if got := h.events(); len(got) != 1 || !strings.Contains(got[0], "Warning EgressDenied the egress proxy refused 1 connection(s) of this run: evil.test:443 (1)") {
 		t.Errorf("events %q; want one EgressDenied for the first refusal, the others within the minute held back", got)
 	}
+}
+
+// The host's own time at a run's end is measured from when it learned of the
+// container's exit: the wait for the pass that records it, and the status
+// write; the output read on its own. A run the host ends itself (a cancel)
+// has no exit to wait for: only its output read counts.
+func TestRunEndIsMeasuredFromTheExitTheHostLearnedOf(t *testing.T) {
+	count := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, stage := range []string{runEndQueued, runEndOutput, runEndWritten} {
+			m := &dto.Metric{}
+			if err := runEnd.WithLabelValues(stage).(prometheus.Histogram).Write(m); err != nil {
+				t.Fatal(err)
+			}
+			out[stage] = m.GetHistogram().GetSampleCount()
+		}
+		return out
+	}
+	ended, cancelled := agentrunstest.Run("ended"), agentrunstest.Run("cancelled")
+	ended.Spec.Podman.SecretsEnv, cancelled.Spec.Podman.SecretsEnv = nil, nil
+	h := newHarness(t, ended, cancelled)
+
+	before := count()
+	exitThroughWait(h, "ended")
+	h.reconcileUntil("ended", agentsv1alpha1.PhaseSucceeded)
+	want := map[string]uint64{runEndQueued: before[runEndQueued] + 1, runEndOutput: before[runEndOutput] + 1, runEndWritten: before[runEndWritten] + 1}
+	if got := count(); !maps.Equal(got, want) {
+		t.Errorf("after a run's exit: observations %v, want %v", got, want)
+	}
+
+	h.reconcileUntil("cancelled", agentsv1alpha1.PhaseRunning)
+	// The cancel's pass reads the output only once the wait has seen the
+	// container it stopped end, as it may on a real host.
+	h.r.Runtime = logsAfterExitSeen{Runtime: h.podman, exits: h.r.Exits}
+	run := &agentsv1alpha1.AgentRun{}
+	if err := h.r.Get(t.Context(), client.ObjectKey{Namespace: "team", Name: "cancelled"}, run); err != nil {
+		t.Fatal(err)
+	}
+	run.Spec.Cancel = true
+	if err := h.r.Update(t.Context(), run); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcileUntil("cancelled", agentsv1alpha1.PhaseCancelled)
+	want[runEndOutput]++
+	if got := count(); !maps.Equal(got, want) {
+		t.Errorf("after a cancel: observations %v, want %v", got, want)
+	}
+}
+
+// logsAfterExitSeen reads a container's output once exits has seen it end.
+type logsAfterExitSeen struct {
+	containers.Runtime
+	exits interface {
+		Exited(containerID string) (containerevents.Exit, bool)
+	}
+}
+
+func (l logsAfterExitSeen) Logs(ctx context.Context, id string, maxBytes int) (string, error) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, ok := l.exits.Exited(id); ok {
+			break
+		}
+	}
+	return l.Runtime.Logs(ctx, id, maxBytes)
 }
