@@ -180,11 +180,21 @@ var _ = Describe("An AgentRun on a Podman host", func() {
 		DeferCleanup(func() { stop() })
 		run := controllertest.NewRun("restart", func(r *agentsv1alpha1.AgentRun) {
 			r.Spec.HostName = host
-			r.Spec.Command = []string{"sh", "-c", "sleep 2; echo finished while nobody watched", "sh"}
+			r.Spec.Command = []string{"sh", "-c", "echo begun; sleep 2; echo finished while nobody watched", "sh"}
 		})
 		Expect(controllertest.K8s.Create(ctx, run)).To(Succeed())
 		controllertest.CleanUp(run)
 		running := controllertest.WaitForPhase(ctx, run, agentsv1alpha1.PhaseRunning, 20*time.Second)
+		// Running means the container started, not that the command did:
+		// the egress forwarder runs it once the manager's proxy answers, and
+		// a manager stopped before that leaves the command waiting for a
+		// proxy (a minute, then exit 121 without running it). The command
+		// says when it runs.
+		Eventually(func(g Gomega) {
+			out, err := controllertest.Podman.Logs(ctx, running.Status.ContainerID, 4096)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(out).To(ContainSubstring("begun"))
+		}).WithContext(ctx).WithTimeout(15 * time.Second).Should(Succeed())
 		stop()
 
 		By("letting the container finish while no manager runs")
