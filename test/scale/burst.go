@@ -254,35 +254,54 @@ func latest(m map[string]time.Time) (t time.Time) {
 	return t
 }
 
-// countCreates gathers the hosts' creates: a run whose containers were
-// created on two hosts was placed twice.
+// countCreates gathers the hosts' creates: an attempt of a run whose
+// containers were created on two hosts was placed twice. A run whose
+// attempts ran on different hosts was moved (a lost host's runs are fenced
+// there and placed again), which is not a double placement.
 func countCreates(procs []*simProcess, res *stepResult) error {
-	hostsOf := map[string][]string{}
+	attemptsOf := map[string]map[string][]string{}
 	for _, p := range procs {
 		resp, err := http.Get("http://" + p.addr + "/creates")
 		if err != nil {
 			return err
 		}
-		var creates map[string][]string
+		var creates map[string]map[string][]string
 		err = json.NewDecoder(resp.Body).Decode(&creates)
 		resp.Body.Close()
 		if err != nil {
 			return err
 		}
-		for run, hosts := range creates {
-			hostsOf[run] = append(hostsOf[run], hosts...)
+		for run, attempts := range creates {
+			if attemptsOf[run] == nil {
+				attemptsOf[run] = map[string][]string{}
+			}
+			for attempt, hosts := range attempts {
+				attemptsOf[run][attempt] = append(attemptsOf[run][attempt], hosts...)
+			}
 		}
 	}
-	for run, hosts := range hostsOf {
-		distinct := slices.Compact(slices.Sorted(slices.Values(hosts)))
-		if len(distinct) > 1 {
-			res.DoublePlaced++
-			step("run %s had containers created on hosts %v", run, distinct)
-		} else if len(hosts) > 1 {
-			res.Recreated++
-		}
-	}
+	tallyCreates(attemptsOf, res)
 	return nil
+}
+
+// tallyCreates counts, from the creates by run and attempt, the runs placed
+// twice, created again on one host, and moved.
+func tallyCreates(attemptsOf map[string]map[string][]string, res *stepResult) {
+	for run, attempts := range attemptsOf {
+		var all []string
+		for attempt, hosts := range attempts {
+			all = append(all, hosts...)
+			if distinct := slices.Compact(slices.Sorted(slices.Values(hosts))); len(distinct) > 1 {
+				res.DoublePlaced++
+				step("run %s had containers of attempt %s created on hosts %v", run, attempt, distinct)
+			} else if len(hosts) > 1 {
+				res.Recreated++
+			}
+		}
+		if len(attempts) > 1 && len(slices.Compact(slices.Sorted(slices.Values(all)))) > 1 {
+			res.Moved++
+		}
+	}
 }
 
 // percentile is the p-th percentile of ds (nearest rank), 0 when empty.

@@ -179,7 +179,8 @@ var figures = []struct {
 	{"hosts' CPU % of a core (burst)", "hosts_cpu_pct", func(r stepResult) float64 { return r.CPUPct["hosts"] }},
 	{"kube-apiserver CPU % (burst)", "apiserver_cpu_pct", func(r stepResult) float64 { return r.CPUPct["kube-apiserver"] }},
 	{"etcd CPU % (burst)", "etcd_cpu_pct", func(r stepResult) float64 { return r.CPUPct["etcd"] }},
-	{"runs placed on two hosts", "double_placed", func(r stepResult) float64 { return float64(r.DoublePlaced) }},
+	{"runs placed on two hosts (an attempt)", "double_placed", func(r stepResult) float64 { return float64(r.DoublePlaced) }},
+	{"runs moved off a lost host", "moved", func(r stepResult) float64 { return float64(r.Moved) }},
 	{"host managers restarted", "host_restarts", func(r stepResult) float64 { return float64(r.HostRestarts) }},
 	{"runs not finished", "unfinished", func(r stepResult) float64 { return float64(r.Runs - r.Finished) }},
 }

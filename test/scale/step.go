@@ -62,14 +62,17 @@ type stepResult struct {
 	// CPUPct is each part's CPU during the burst, in % of one core: fleet,
 	// hosts (all simhosts processes), kube-apiserver, etcd.
 	CPUPct map[string]float64 `json:"cpu_pct"`
-	// DoublePlaced is how many runs had containers created on two hosts or
-	// more; Recreated how many had more than one create on one host.
+	// DoublePlaced is how many runs had containers of one attempt created
+	// on two hosts or more; Recreated how many had more than one create of
+	// an attempt on one host; Moved how many ran attempts on different
+	// hosts (moved off a lost host).
 	// HostRestarts is how many host managers stopped on their own (a lost
 	// leader election, when the API server answers too slowly) and were
 	// started again, as systemd would.
 	HostRestarts int     `json:"host_restarts"`
 	DoublePlaced int     `json:"double_placed"`
 	Recreated    int     `json:"recreated"`
+	Moved        int     `json:"moved"`
 	BurstS       float64 `json:"burst_s"`
 }
 
@@ -78,10 +81,10 @@ func (r stepResult) print() {
 		"create-to-Running p50 %.0f ms, p99 %.0f ms while slots were free (of which create-to-placed p50 %.0f ms, p99 %.0f ms; all runs: p50 %.0f ms); "+
 		"CPU %% of a core during the burst %v; placement: %.1f passes per run, %.1f ms each, %.0f ms queued; "+
 		"API writes per run %s (the fleet's %s); heartbeats %.3f writes/host/s, fleet idle %.2f writes/s; "+
-		"fleet RSS %.1f MiB (peak %.1f), CPU %.1f%% of a core; placed twice: %d, created again on one host: %d; host managers restarted: %d\n",
+		"fleet RSS %.1f MiB (peak %.1f), CPU %.1f%% of a core; placed twice: %d, created again on one host: %d, moved off a lost host: %d; host managers restarted: %d\n",
 		r.Hosts, r.Processes, r.Slots, r.Runs, r.Finished, r.BurstS, r.CreatedPerS, r.PlacedPerS, r.FinishedPerS,
 		r.RunningP50Ms, r.RunningP99Ms, r.PlacedP50Ms, r.PlacedP99Ms, r.AllRunningP50Ms, cpuString(r.CPUPct), r.PlacementPassesPerRun, r.PlacementPassMs, r.PlacementQueuedMs, r.WritesPerRun, r.FleetWritesPerRun,
-		r.HeartbeatWritesPerHostS, r.FleetIdleWritesPerS, r.FleetRSSMiB, r.FleetPeakRSSMiB, r.FleetCPUPct, r.DoublePlaced, r.Recreated, r.HostRestarts)
+		r.HeartbeatWritesPerHostS, r.FleetIdleWritesPerS, r.FleetRSSMiB, r.FleetPeakRSSMiB, r.FleetCPUPct, r.DoublePlaced, r.Recreated, r.Moved, r.HostRestarts)
 }
 
 // runStep brings up a stack with hosts simulated hosts, measures them idle

@@ -102,7 +102,7 @@ func run(o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	creates := &createLog{runs: map[string][]string{}}
+	creates := &createLog{runs: map[string]map[string][]string{}}
 	var wg sync.WaitGroup
 	errs := make(chan error, o.count)
 	for i := o.first; i < o.first+o.count; i++ {
@@ -228,7 +228,7 @@ type simulated struct {
 func (s *simulated) Create(ctx context.Context, spec containers.Spec) (string, error) {
 	id, err := s.Runtime.Create(ctx, spec)
 	if err == nil {
-		s.creates.add(spec.Labels[agentsv1alpha1.LabelNamespace]+"/"+spec.Labels[agentsv1alpha1.LabelName], s.host)
+		s.creates.add(spec.Labels[agentsv1alpha1.LabelNamespace]+"/"+spec.Labels[agentsv1alpha1.LabelName], spec.Labels[agentsv1alpha1.LabelAttempt], s.host)
 	}
 	return id, err
 }
@@ -244,17 +244,20 @@ func (s *simulated) Start(ctx context.Context, id string) error {
 	return nil
 }
 
-// createLog is, by run (namespace/name), the host of each container create
-// that succeeded.
+// createLog is, by run (namespace/name) and attempt, the host of each
+// container create that succeeded.
 type createLog struct {
 	mu   sync.Mutex
-	runs map[string][]string
+	runs map[string]map[string][]string
 }
 
-func (l *createLog) add(run, host string) {
+func (l *createLog) add(run, attempt, host string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.runs[run] = append(l.runs[run], host)
+	if l.runs[run] == nil {
+		l.runs[run] = map[string][]string{}
+	}
+	l.runs[run][attempt] = append(l.runs[run][attempt], host)
 }
 
 func (l *createLog) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
