@@ -39,6 +39,9 @@ const (
 	socketMode fs.FileMode = 0o666
 )
 
+// ErrClosed is Serve's answer once the gate is closing.
+var ErrClosed = errors.New("the host's egress gate is closed: its manager is stopping")
+
 // Gate serves the proxied runs of one host, each on its own socket.
 type Gate struct {
 	dir   string
@@ -48,6 +51,7 @@ type Gate struct {
 
 	mu      sync.Mutex
 	servers map[string]served // by run UID
+	closed  bool              // Close began: nothing is served again
 }
 
 // served is what serves one run: its proxy server, and its injector when
@@ -112,6 +116,11 @@ func (g *Gate) Serve(uid string, run Run) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		// A reconcile still in flight as its manager stops: a socket
+		// served now would stay open with nobody to close it.
+		return ErrClosed
+	}
 	if _, ok := g.servers[uid]; ok {
 		return nil
 	}
@@ -255,9 +264,11 @@ func (g *Gate) Collect(keep func(uid string) bool, olderThan time.Time) ([]strin
 }
 
 // Close ends every run's serving, keeping their directories for the
-// process that serves them next, and closes the socket directory.
+// process that serves them next, and closes the socket directory; Serve
+// refuses from then on.
 func (g *Gate) Close() error {
 	g.mu.Lock()
+	g.closed = true
 	servers := g.servers
 	g.servers = map[string]served{}
 	g.mu.Unlock()

@@ -238,3 +238,39 @@ func TestCollectRemovesOnlyTheDirectoriesOfRunsGone(t *testing.T) {
 		t.Errorf("the served run's socket after Collect: %d, %v", code, err)
 	}
 }
+
+// A manager's reconciles may still be in flight while it closes its gate: a
+// run served after Close began would keep a proxy nobody ends, open after
+// its manager stopped.
+func TestARunServedAsTheGateClosesIsRefused(t *testing.T) {
+	g, port := newGate(t, shortDir(t))
+	observed, release := make(chan struct{}), make(chan struct{})
+	busy := Run{Policy: policy(t, "allowed.test:"+port), Observe: func(egress.Attempt) {
+		close(observed)
+		<-release // holds Close until the run below is served
+	}}
+	if err := g.Serve(uid, busy); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = get(t, g, "allowed.test", port) }()
+	<-observed
+	closed := make(chan error)
+	go func() { closed <- g.Close() }()
+	// Close is under way once it has taken the busy run from the gate.
+	for g.Serving(uid) {
+		time.Sleep(time.Millisecond)
+	}
+	const late = "223e4567-e89b-12d3-a456-426614174000"
+	served := g.Serve(late, Run{Policy: policy(t, "allowed.test:"+port)})
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if served == nil {
+		t.Error("a run was served after the gate began closing")
+	}
+	if c, err := net.Dial("unix", filepath.Join(g.RunDir(late), SocketName)); err == nil {
+		_ = c.Close()
+		t.Error("a run's socket still answers after its gate closed")
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/agentrun/agentrun/internal/containers"
 	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/egressforward"
+	"github.com/agentrun/agentrun/internal/egressgate"
 	"github.com/agentrun/agentrun/internal/hostagent"
 	"github.com/agentrun/agentrun/internal/policy"
 	"github.com/agentrun/agentrun/internal/runoutput"
@@ -459,6 +460,10 @@ func (r *AgentRunReconciler) serveEgress(ctx context.Context, run *agentsv1alpha
 	case isUnavailable(err):
 		st, res, err := r.notLaunched(run, err)
 		return &st, res, err
+	case errors.Is(err, egressgate.ErrClosed):
+		// The manager is stopping: the next one launches the run.
+		st := agentruns.StateOf(&run.Status)
+		return &st, ctrl.Result{}, err
 	}
 	return &agentruns.State{Phase: agentsv1alpha1.PhaseFailed, Reason: agentsv1alpha1.ReasonEgressUnavailable, Message: fmt.Sprintf(
 		"host %s could not serve the run's egress proxy socket: %v", r.Host, err)}, ctrl.Result{}, nil

@@ -3,6 +3,7 @@ package host
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -160,6 +161,36 @@ func TestARunAskingBeyondItsHostsCeilingDoesNotStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A pass still in flight as its manager stops meets a closed gate: the run
+// waits for the next manager, it does not fail.
+func TestAProxiedRunMeetingAStoppingManagersGateWaitsForTheNext(t *testing.T) {
+	run := agentrunstest.PlainRun("stopping", nil)
+	h := proxyingHarness(t, nil, run)
+	_ = h.r.egress.gate.Close()
+	met := 0
+	for range 5 {
+		run, _, err := h.reconcile("stopping")
+		if errors.Is(err, egressgate.ErrClosed) {
+			met++
+		} else if err != nil {
+			t.Fatalf("a pass meeting a closed gate returned %v; want its ErrClosed", err)
+		}
+		if run.Status.Phase.IsFinished() || run.Status.ContainerName != "" {
+			t.Fatalf("a stopping manager ended or launched the run: %s %s (%s)", run.Status.Phase, agentruns.StateOf(&run.Status).Reason, run.Status.Message)
+		}
+	}
+	if met == 0 {
+		t.Fatal("no pass met the closed gate")
+	}
+	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{}, egressgate.Roots{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gate.Close() })
+	h.r.egress = egressRuns{gate: gate, host: agentrunstest.Host, recorder: h.recorder, clock: h.clock}
+	h.reconcileUntil("stopping", agentsv1alpha1.PhaseRunning)
 }
 
 func TestAProxiedRunWhoseForwarderFoundNoProxyEndsEgressUnavailable(t *testing.T) {
