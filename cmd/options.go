@@ -191,6 +191,7 @@ func (o *options) leaderElectionID() string {
 
 func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 	c := o.cfg
+	cacheOpts, newCache := o.cache()
 	return ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: c.Metrics.BindAddress},
@@ -203,7 +204,8 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		LeaseDuration:                 &c.LeaderElection.LeaseDuration.Duration,
 		RenewDeadline:                 &c.LeaderElection.RenewDeadline.Duration,
 		RetryPeriod:                   &c.LeaderElection.RetryPeriod.Duration,
-		Cache:                         o.cacheOptions(),
+		Cache:                         cacheOpts,
+		NewCache:                      newCache,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    c.Webhook.Host,
 			Port:    int(*c.Webhook.Port),
@@ -212,13 +214,13 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 	}
 }
 
-// cacheOptions are a host's, which leave released runs out, unless this
-// process runs the fleet too, which needs every run.
-func (o *options) cacheOptions() cache.Options {
+// cache is a host's, which holds only its own runs, unless this process
+// runs the fleet too, which needs every run (nil: the default cache).
+func (o *options) cache() (cache.Options, cache.NewCacheFunc) {
 	if o.runsReconciler() && !o.runsFleet() {
-		return agentruns.HostCacheOptions()
+		return agentruns.HostCache(o.hostName)
 	}
-	return agentruns.CacheOptions()
+	return agentruns.CacheOptions(), nil
 }
 
 // list splits a comma-separated flag value, dropping empty items.

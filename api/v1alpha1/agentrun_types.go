@@ -698,6 +698,10 @@ type AgentResult struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ar,categories=agents
+// The host a run was placed on or pinned to selects its runs by these
+// (kubectl get agentruns --field-selector status.host=NAME, too).
+// +kubebuilder:selectablefield:JSONPath=`.status.host`
+// +kubebuilder:selectablefield:JSONPath=`.spec.hostName`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.status.host`
 // +kubebuilder:printcolumn:name="Attempts",type=integer,JSONPath=`.status.attempts`

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -54,28 +55,25 @@ func TrimForCache(obj any) (any, error) {
 
 // CacheOptions are the manager cache settings a host's reconciler and the
 // fleet expect: AgentRuns trimmed by TrimForCache, and run records without
-// their messages.
+// their messages. A manager that runs a host and not the fleet caches fewer
+// runs (HostCache); one that also runs the fleet (--mode=all) keeps these: a
+// manager has one cache, and the fleet needs every run (placement, records,
+// budgets, TTLs of released runs).
 func CacheOptions() cache.Options {
-	return cacheOptions(nil)
+	return cacheOptions(nil, nil)
 }
 
-// HostCacheOptions are CacheOptions for a manager that runs a host and not
-// the fleet (--mode=host): it caches only the AgentRuns without
-// LabelReleased, those the host may claim or still has containers,
-// finalizers or a callback for, so its memory stays the same however many
-// finished runs the cluster keeps. A manager that also runs the fleet
-// (--mode=all) keeps CacheOptions: a manager has one cache, and the fleet
-// needs every run (records, budgets, TTLs of released runs).
-func HostCacheOptions() cache.Options {
-	return cacheOptions(notReleased())
-}
-
-// cacheOptions caches the AgentRuns runs selects (nil: all).
-func cacheOptions(runs labels.Selector) cache.Options {
+// cacheOptions caches the AgentRuns that runs and fields select (nil: all).
+func cacheOptions(runs labels.Selector, fields fields.Selector) cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&agentsv1alpha1.AgentRun{}:       {Transform: TrimForCache, Label: runs},
+		&agentsv1alpha1.AgentRun{}:       runsBy(runs, fields),
 		&agentsv1alpha1.AgentRunRecord{}: {Transform: trimRecordForCache},
 	}}
+}
+
+// runsBy caches the AgentRuns that runs and fields select, trimmed.
+func runsBy(runs labels.Selector, fields fields.Selector) cache.ByObject {
+	return cache.ByObject{Transform: TrimForCache, Label: runs, Field: fields}
 }
 
 // trimRecordForCache keeps of a cached AgentRunRecord what the collector

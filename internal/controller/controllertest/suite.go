@@ -137,7 +137,7 @@ func StartWith(suite string, opts Options) {
 	StartManager(ctx, webhookMgr)
 	Expect(testenv.WaitForWebhookServer(env, 20*time.Second)).To(Succeed())
 
-	hostBMgr := NewHostManager()
+	hostBMgr := NewHostManager(HostB)
 	Expect(AddHost(hostBMgr, HostB, Podman, true)).To(Succeed())
 	StartManager(ctx, hostBMgr)
 }
@@ -158,20 +158,22 @@ func Stop() {
 
 // HostManagerOptions are the options of a manager for one more simulated
 // host, without the webhook, caching AgentRuns as the manager binary does in
-// --mode=host (released runs left out).
-func HostManagerOptions() ctrl.Options {
+// --mode=host (the host's own, unreleased).
+func HostManagerOptions(host string) ctrl.Options {
+	cacheOpts, newCache := agentruns.HostCache(host)
 	return ctrl.Options{
 		Scheme:     Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache:      agentruns.HostCacheOptions(),
+		Cache:      cacheOpts,
+		NewCache:   newCache,
 	}
 }
 
 // NewHostManager is a manager for one more simulated host.
-func NewHostManager() ctrl.Manager {
+func NewHostManager(host string) ctrl.Manager {
 	GinkgoHelper()
-	mgr, err := ctrl.NewManager(Config, HostManagerOptions())
+	mgr, err := ctrl.NewManager(Config, HostManagerOptions(host))
 	Expect(err).NotTo(HaveOccurred())
 	return mgr
 }
@@ -213,7 +215,7 @@ func StartHostConfig(cfg host.HostConfig) (stop func()) {
 // whose cache a test can read.
 func StartHostManager(cfg host.HostConfig) (ctrl.Manager, func()) {
 	GinkgoHelper()
-	mgr := NewHostManager()
+	mgr := NewHostManager(cfg.Host)
 	_, err := host.SetupHost(mgr, cfg)
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -79,6 +79,18 @@ func withEgressProxy(t *testing.T, h *harness, permitted []string) {
 	h.r.egress.gate = gate
 }
 
+// restartGate gives h's host the gate a new process opens on its socket
+// directory, which serves none of the runs yet.
+func restartGate(t *testing.T, h *harness) {
+	t.Helper()
+	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{}, egressgate.Roots{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gate.Close() })
+	h.r.egress = egressRuns{gate: gate, host: agentrunstest.Host, recorder: h.recorder, clock: h.clock}
+}
+
 func TestAProxiedRunHasNoNetworkButTheForwarderAndItsSocket(t *testing.T) {
 	run := agentrunstest.PlainRun("proxied", func(r *agentsv1alpha1.AgentRun) {
 		r.Spec.Egress = &agentsv1alpha1.EgressSpec{Allow: []string{"github.com", "api.anthropic.com"}}
@@ -121,12 +133,7 @@ func TestAProxiedRunHasNoNetworkButTheForwarderAndItsSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = h.r.egress.gate.Close()
-	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{}, egressgate.Roots{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = gate.Close() })
-	h.r.egress = egressRuns{gate: gate, host: agentrunstest.Host, recorder: h.recorder, clock: h.clock}
+	restartGate(t, h)
 	h.reconcileUntil("proxied", agentsv1alpha1.PhaseSucceeded)
 	h.pass("proxied")
 	if _, err := os.Stat(runDir); !os.IsNotExist(err) {
@@ -184,12 +191,7 @@ func TestAProxiedRunMeetingAStoppingManagersGateWaitsForTheNext(t *testing.T) {
 	if met == 0 {
 		t.Fatal("no pass met the closed gate")
 	}
-	gate, err := egressgate.New(h.r.EgressProxy.SocketDir, egress.Config{}, egressgate.Roots{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = gate.Close() })
-	h.r.egress = egressRuns{gate: gate, host: agentrunstest.Host, recorder: h.recorder, clock: h.clock}
+	restartGate(t, h)
 	h.reconcileUntil("stopping", agentsv1alpha1.PhaseRunning)
 }
 

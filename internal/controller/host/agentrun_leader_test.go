@@ -23,7 +23,7 @@ type electedHost struct {
 
 func startElectedHost(host string) *electedHost {
 	GinkgoHelper()
-	opts := controllertest.HostManagerOptions()
+	opts := controllertest.HostManagerOptions(host)
 	opts.LeaderElection = true
 	opts.LeaderElectionID = "agentrun-host-" + host
 	opts.LeaderElectionNamespace = "default"

@@ -27,8 +27,9 @@ import (
 	"github.com/agentrun/agentrun/internal/notify"
 )
 
-// hostCacheView reads runs as a host's cache holds them: those
-// HostCacheOptions selects, without the released ones.
+// hostCacheView reads runs as a host's cache holds them, without the
+// released ones (HostCache; its field selectors are the API server's to
+// apply, which the fake client does not).
 type hostCacheView struct {
 	client.Client
 	selects labels.Selector
@@ -36,12 +37,13 @@ type hostCacheView struct {
 
 func newHostCacheView(t *testing.T, c client.Client) hostCacheView {
 	t.Helper()
-	for obj, by := range agentruns.HostCacheOptions().ByObject {
+	opts, _ := agentruns.HostCache(agentrunstest.Host)
+	for obj, by := range opts.ByObject {
 		if _, ok := obj.(*agentsv1alpha1.AgentRun); ok && by.Label != nil {
 			return hostCacheView{c, by.Label}
 		}
 	}
-	t.Fatal("HostCacheOptions select every AgentRun")
+	t.Fatal("HostCache selects every AgentRun")
 	return hostCacheView{}
 }
 

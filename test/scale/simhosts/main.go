@@ -182,6 +182,7 @@ func hostManager(cfg *configv1alpha1.Configuration, name string, admin *rest.Con
 	restCfg := rest.CopyConfig(admin)
 	restCfg.Impersonate = hostUser(cfg.LeaseNamespace, name)
 	le := cfg.LeaderElection
+	cacheOpts, newCache := agentruns.HostCache(name)
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme: scheme,
 		// The process serves one /metrics for all its hosts.
@@ -193,7 +194,8 @@ func hostManager(cfg *configv1alpha1.Configuration, name string, admin *rest.Con
 		LeaseDuration:                 &le.LeaseDuration.Duration,
 		RenewDeadline:                 &le.RenewDeadline.Duration,
 		RetryPeriod:                   &le.RetryPeriod.Duration,
-		Cache:                         agentruns.CacheOptions(),
+		Cache:                         cacheOpts,
+		NewCache:                      newCache,
 		// The hosts' controllers have the same names in one process.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
