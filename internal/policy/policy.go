@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -255,11 +254,36 @@ func under(p string, dirs []string) bool {
 }
 
 func matchesAny(patterns []string, s string) bool {
-	for _, p := range patterns {
-		re := "^" + strings.ReplaceAll(regexp.QuoteMeta(p), `\*`, ".*") + "$"
-		if regexp.MustCompile(re).MatchString(s) {
-			return true
+	return slices.ContainsFunc(patterns, func(p string) bool { return globMatch(p, s) })
+}
+
+// globMatch tells whether s matches pattern, where each '*' stands for any
+// run of characters and every other byte for itself. Placement asks it of
+// every waiting run against every host's images as slots free, so it
+// compiles nothing and allocates nothing (a regular expression compiled a
+// call was half the fleet's CPU with 4,000 runs waiting, make scale).
+func globMatch(pattern, s string) bool {
+	p, i := 0, 0
+	star, resume := -1, 0 // the last '*' seen, and where in s it next resumes
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, resume = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			// The last star takes one more byte; what follows it is
+			// matched again from there.
+			resume++
+			p, i = star+1, resume
+		default:
+			return false
 		}
 	}
-	return false
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -18,6 +19,22 @@ func TestPolicyPathMatching(t *testing.T) {
 	for img, want := range map[string]bool{"localhost/agentrun/claude:1": true, "localhost/x": true, "docker.io/localhost/x": false, "localhostx/y": false} {
 		if got := matchesAny([]string{"localhost/*"}, img); got != want {
 			t.Errorf("matchesAny(%q) = %v", img, got)
+		}
+	}
+}
+
+// globMatch answers as the regular expression it replaced, on patterns and
+// names with stars at every place, a star's text repeated, and none.
+func TestGlobMatchAgreesWithTheRegularExpression(t *testing.T) {
+	patterns := []string{"", "*", "**", "a", "a*", "*a", "a*b", "*a*b*", "localhost/*", "localhost/*:1", "*/claude:*", "a*a*a", "ab*ab", "x.y*", "a?b", "[a]*"}
+	names := []string{"", "a", "b", "ab", "aab", "abab", "aaa", "aXbYb", "localhost/", "localhost/x", "localhost/agentrun/claude:1",
+		"docker.io/localhost/x", "ghcr.io/a/claude:2", "xzy", "x.y", "x.yz", "a?b", "aXb", "[a]b", "ab ab", "abcab"}
+	for _, p := range patterns {
+		re := regexp.MustCompile("^" + strings.ReplaceAll(regexp.QuoteMeta(p), `\*`, ".*") + "$")
+		for _, s := range names {
+			if got, want := globMatch(p, s), re.MatchString(s); got != want {
+				t.Errorf("globMatch(%q, %q) = %v; the regular expression says %v", p, s, got, want)
+			}
 		}
 	}
 }

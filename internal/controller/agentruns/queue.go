@@ -57,9 +57,11 @@ func IndexQueues(mgr ctrl.Manager) error {
 
 // InLine lists the unfinished runs with the given queue key: a host's (its
 // own and those pinned to it), or AnyHost's (those waiting to be placed).
-func InLine(ctx context.Context, c client.Reader, key string) ([]agentsv1alpha1.AgentRun, error) {
+// opts add to the list's options (client.UnsafeDisableDeepCopy, for a
+// reader of a cache that only reads what it lists).
+func InLine(ctx context.Context, c client.Reader, key string, opts ...client.ListOption) ([]agentsv1alpha1.AgentRun, error) {
 	list := &agentsv1alpha1.AgentRunList{}
-	if err := c.List(ctx, list, client.MatchingFields{QueueIndex: key}); err != nil {
+	if err := c.List(ctx, list, append(opts, client.MatchingFields{QueueIndex: key})...); err != nil {
 		return nil, fmt.Errorf("listing the AgentRuns in %s's line: %w", key, err)
 	}
 	return list.Items, nil

@@ -274,7 +274,8 @@ func (p *PlacementReconciler) wakeForFreedSlot(ctx context.Context, host string,
 		return
 	}
 	free := h.Capacity - h.Load
-	waiting, err := agentruns.InLine(ctx, p.Client, agentruns.AnyHost)
+	// Every waiting run, at every run's end: read in place, not copied.
+	waiting, err := agentruns.InLine(ctx, p.Client, agentruns.AnyHost, client.UnsafeDisableDeepCopy)
 	if err != nil {
 		log.FromContext(ctx).Error(err, "Listing the runs that wait for a host")
 		return
