@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -333,6 +337,29 @@ var _ = Describe("A host writing Leases", func() {
 			Expect(dotted.Create(ctx, lease(name))).To(Succeed())
 		}
 		expectRefused(dotted.Create(ctx, lease("agentrun-host-node1-example")), leasesPolicy, "own Leases only")
+	})
+
+	It("has its Leases served at the leader-election priority level, and only its Leases", func(ctx SpecContext) {
+		leases := &unstructured.Unstructured{}
+		leases.SetGroupVersionKind(schema.GroupVersionKind{Group: "flowcontrol.apiserver.k8s.io", Version: "v1", Kind: "FlowSchema"})
+		Expect(admin.Get(ctx, client.ObjectKey{Name: "agentrun-leases"}, leases)).To(Succeed())
+		// The API server names the FlowSchema that classified a request in
+		// its answer's headers.
+		flowSchemaOf := func(path string) string {
+			GinkgoHelper()
+			hc, err := rest.HTTPClientFor(hostAConfig)
+			Expect(err).NotTo(HaveOccurred())
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, hostAConfig.Host+path, nil)
+			Expect(err).NotTo(HaveOccurred())
+			resp, err := hc.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			_ = resp.Body.Close()
+			return resp.Header.Get("X-Kubernetes-PF-FlowSchema-UID")
+		}
+		Expect(flowSchemaOf("/apis/coordination.k8s.io/v1/namespaces/"+systemNamespace+"/leases/agentrun-host-a")).
+			To(Equal(string(leases.GetUID())), "host a's leader election Lease")
+		Expect(flowSchemaOf("/apis/agents.agentrun.dev/v1alpha1/podmanhosts/a")).
+			NotTo(Or(BeEmpty(), Equal(string(leases.GetUID()))), "host a's PodmanHost: not a Lease")
 	})
 
 	It("may not write another host's Leases, nor the fleet's", func(ctx SpecContext) {

@@ -74,6 +74,9 @@ var (
 	// agentrun-host-<name>; moved is host "m", whose account is in
 	// movedNamespace; fleet is the in-cluster controller.
 	hostA, hostB, dotted, moved, fleet client.Client
+	// hostAConfig is host "a"'s connection, for requests read to their
+	// headers.
+	hostAConfig *rest.Config
 )
 
 func TestIdentity(t *testing.T) {
@@ -106,7 +109,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	applyAll(ctx, defaults, func(u *unstructured.Unstructured) bool {
 		return u.GetKind() == "ClusterRole" && slices.Contains(fleetRoles, u.GetName())
 	}, len(fleetRoles))
-	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 9)
+	applyAll(ctx, kubectl("kustomize", filepath.Join(root, "config", "host")), nil, 10)
 	identities, err := exec.Command(filepath.Join(root, "hack", "host-identity.sh"), "a", "b", "node1.example").Output()
 	Expect(err).NotTo(HaveOccurred(), "hack/host-identity.sh: %s", stderrOf(err))
 	applyAll(ctx, identities, nil, 9)
@@ -155,6 +158,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 			"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated",
 		}}, nil)
 		Expect(err).NotTo(HaveOccurred())
+		if username == hostUser("a") {
+			hostAConfig = user.Config()
+		}
 		c, err := client.New(user.Config(), client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
 		return c
