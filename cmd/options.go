@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -191,8 +190,7 @@ func (o *options) leaderElectionID() string {
 
 func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 	c := o.cfg
-	cacheOpts, newCache := o.cache()
-	return ctrl.Options{
+	opts := ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: c.Metrics.BindAddress},
 		HealthProbeBindAddress:        c.Health.BindAddress,
@@ -204,23 +202,20 @@ func (o *options) managerOptions(scheme *runtime.Scheme) ctrl.Options {
 		LeaseDuration:                 &c.LeaderElection.LeaseDuration.Duration,
 		RenewDeadline:                 &c.LeaderElection.RenewDeadline.Duration,
 		RetryPeriod:                   &c.LeaderElection.RetryPeriod.Duration,
-		Cache:                         cacheOpts,
-		NewCache:                      newCache,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    c.Webhook.Host,
 			Port:    int(*c.Webhook.Port),
 			CertDir: c.Webhook.CertDir,
 		}),
 	}
-}
-
-// cache is a host's, which holds only its own runs, unless this process
-// runs the fleet too, which needs every run (nil: the default cache).
-func (o *options) cache() (cache.Options, cache.NewCacheFunc) {
+	// A host's cache holds only its own runs, unless this process runs the
+	// fleet too, which needs every run.
 	if o.runsReconciler() && !o.runsFleet() {
-		return agentruns.HostCache(o.hostName)
+		agentruns.UseHostCache(&opts, o.hostName)
+	} else {
+		opts.Cache = agentruns.CacheOptions()
 	}
-	return agentruns.CacheOptions(), nil
+	return opts
 }
 
 // list splits a comma-separated flag value, dropping empty items.

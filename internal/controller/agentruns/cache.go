@@ -56,7 +56,7 @@ func TrimForCache(obj any) (any, error) {
 // CacheOptions are the manager cache settings a host's reconciler and the
 // fleet expect: AgentRuns trimmed by TrimForCache, and run records without
 // their messages. A manager that runs a host and not the fleet caches fewer
-// runs (HostCache); one that also runs the fleet (--mode=all) keeps these: a
+// runs (UseHostCache); one that also runs the fleet (--mode=all) keeps these: a
 // manager has one cache, and the fleet needs every run (placement, records,
 // budgets, TTLs of released runs).
 func CacheOptions() cache.Options {

@@ -12,6 +12,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 )
@@ -24,24 +25,23 @@ const (
 	FieldPinnedHost = "spec.hostName"
 )
 
-// HostCache is the cache of a manager that runs host and not the fleet
+// UseHostCache makes opts those of a manager that runs host and not the fleet
 // (--mode=host): of the AgentRuns, it holds only the host's own, unreleased:
 // those placed on it (status.host) and those pinned to it (spec.hostName),
 // claimed or not. A host acts on no other run, so its memory, its watch's
 // traffic and the API server's work for it stay the same however many runs
 // the rest of the cluster creates, waits on or keeps; what it must read of
 // another run (the one a run continues, a released run) it reads from the
-// API server. Set the manager's options' Cache and NewCache to the two
-// results.
+// API server.
 //
 // The API server has no "or" in a selector, so the two sets are two watches,
 // read as one: placed runs where spec.hostName is not the host, pinned runs
 // whatever their status.host. spec.hostName is immutable, so no run moves
 // from one to the other, and no read finds a run of the host in neither.
-func HostCache(host string) (cache.Options, cache.NewCacheFunc) {
+func UseHostCache(opts *manager.Options, host string) {
 	placed := fields.AndSelectors(fields.OneTermEqualSelector(FieldHost, host), fields.OneTermNotEqualSelector(FieldPinnedHost, host))
-	opts := cacheOptions(notReleased(), placed)
-	newCache := func(config *rest.Config, opts cache.Options) (cache.Cache, error) {
+	opts.Cache = cacheOptions(notReleased(), placed)
+	opts.NewCache = func(config *rest.Config, opts cache.Options) (cache.Cache, error) {
 		main, err := cache.New(config, opts)
 		if err != nil {
 			return nil, err
@@ -54,9 +54,8 @@ func HostCache(host string) (cache.Options, cache.NewCacheFunc) {
 		if err != nil {
 			return nil, err
 		}
-		return &hostRuns{Cache: main, pinned: pinned}, nil
+		return &hostRuns{Cache: main, pinned: pinned, stopped: make(chan struct{})}, nil
 	}
-	return opts, newCache
 }
 
 // hostRuns is a host's cache: AgentRuns from two caches, the placed runs'
@@ -64,6 +63,9 @@ func HostCache(host string) (cache.Options, cache.NewCacheFunc) {
 type hostRuns struct {
 	cache.Cache
 	pinned cache.Cache
+	// stopped closes as Start returns: what waits for the two informers to
+	// sync waits no longer, as they never will.
+	stopped chan struct{}
 }
 
 var runKind = agentsv1alpha1.GroupVersion.WithKind("AgentRun")
@@ -97,6 +99,11 @@ func (c *hostRuns) List(ctx context.Context, list client.ObjectList, opts ...cli
 		return err
 	}
 	runs.Items = append(runs.Items, pinned.Items...)
+	// Each cache kept to the limit; the two together keep to it too. A
+	// cache's list has no next page (it says "continue-not-supported").
+	if limit := (&client.ListOptions{}).ApplyOptions(opts).Limit; limit > 0 && int64(len(runs.Items)) > limit {
+		runs.Items = runs.Items[:limit]
+	}
 	return nil
 }
 
@@ -123,7 +130,7 @@ func (c *hostRuns) informers(get func(cache.Cache) (cache.Informer, error)) (cac
 	if err != nil {
 		return nil, err
 	}
-	return bothInformers{placed, pinned}, nil
+	return bothInformers{informers: [2]cache.Informer{placed, pinned}, stopped: c.stopped}, nil
 }
 
 func (c *hostRuns) RemoveInformer(ctx context.Context, obj client.Object) error {
@@ -143,6 +150,7 @@ func (c *hostRuns) IndexField(ctx context.Context, obj client.Object, field stri
 
 // Start runs both caches until ctx ends.
 func (c *hostRuns) Start(ctx context.Context) error {
+	defer close(c.stopped)
 	errs := make(chan error, 1)
 	go func() { errs <- c.pinned.Start(ctx) }()
 	return errors.Join(c.Cache.Start(ctx), <-errs)
@@ -154,21 +162,24 @@ func (c *hostRuns) WaitForCacheSync(ctx context.Context) bool {
 
 // bothInformers are the placed and the pinned runs' informers, as one: a
 // handler added is added to both, and it has synced once both have.
-type bothInformers [2]cache.Informer
+type bothInformers struct {
+	informers [2]cache.Informer
+	stopped   <-chan struct{}
+}
 
 func (b bothInformers) add(add func(cache.Informer) (toolscache.ResourceEventHandlerRegistration, error)) (toolscache.ResourceEventHandlerRegistration, error) {
-	var regs bothRegistrations
-	for i, inf := range b {
+	var regs [2]toolscache.ResourceEventHandlerRegistration
+	for i, inf := range b.informers {
 		reg, err := add(inf)
 		if err != nil {
 			for j := range i {
-				_ = b[j].RemoveEventHandler(regs[j]) // the add's error is the one to report
+				_ = b.informers[j].RemoveEventHandler(regs[j]) // the add's error is the one to report
 			}
 			return nil, err
 		}
 		regs[i] = reg
 	}
-	return regs, nil
+	return &bothRegistrations{regs: regs, synced: bothSynced(regs[0].HasSyncedChecker(), regs[1].HasSyncedChecker(), b.stopped)}, nil
 }
 
 func (b bothInformers) AddEventHandler(h toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error) {
@@ -190,46 +201,68 @@ func (b bothInformers) AddEventHandlerWithOptions(h toolscache.ResourceEventHand
 }
 
 func (b bothInformers) RemoveEventHandler(reg toolscache.ResourceEventHandlerRegistration) error {
-	regs, ok := reg.(bothRegistrations)
+	both, ok := reg.(*bothRegistrations)
 	if !ok {
 		return errors.New("not a registration of a host's AgentRun informer")
 	}
-	return errors.Join(b[0].RemoveEventHandler(regs[0]), b[1].RemoveEventHandler(regs[1]))
+	return errors.Join(b.informers[0].RemoveEventHandler(both.regs[0]), b.informers[1].RemoveEventHandler(both.regs[1]))
 }
 
 func (b bothInformers) AddIndexers(indexers toolscache.Indexers) error {
-	return errors.Join(b[0].AddIndexers(indexers), b[1].AddIndexers(indexers))
+	return errors.Join(b.informers[0].AddIndexers(indexers), b.informers[1].AddIndexers(indexers))
 }
 
-func (b bothInformers) HasSynced() bool { return b[0].HasSynced() && b[1].HasSynced() }
+func (b bothInformers) HasSynced() bool {
+	return b.informers[0].HasSynced() && b.informers[1].HasSynced()
+}
 
+// HasSyncedChecker starts a wait for both informers each time it is asked
+// (a goroutine that ends as they sync or the cache stops). Controllers wait
+// on their handler's registration, whose checker is made once, not on this.
 func (b bothInformers) HasSyncedChecker() toolscache.DoneChecker {
-	return bothDone{b[0].HasSyncedChecker(), b[1].HasSyncedChecker()}
+	return bothSynced(b.informers[0].HasSyncedChecker(), b.informers[1].HasSyncedChecker(), b.stopped)
 }
 
-func (b bothInformers) IsStopped() bool { return b[0].IsStopped() || b[1].IsStopped() }
+func (b bothInformers) IsStopped() bool {
+	return b.informers[0].IsStopped() || b.informers[1].IsStopped()
+}
 
 // bothRegistrations are a handler's registrations with both informers.
-type bothRegistrations [2]toolscache.ResourceEventHandlerRegistration
-
-func (r bothRegistrations) HasSynced() bool { return r[0].HasSynced() && r[1].HasSynced() }
-
-func (r bothRegistrations) HasSyncedChecker() toolscache.DoneChecker {
-	return bothDone{r[0].HasSyncedChecker(), r[1].HasSyncedChecker()}
+type bothRegistrations struct {
+	regs   [2]toolscache.ResourceEventHandlerRegistration
+	synced *bothDone
 }
 
-// bothDone is done once both of its checkers are. Each Done waits on its
-// own: a cache is waited for once, as its manager starts.
-type bothDone [2]toolscache.DoneChecker
+func (r *bothRegistrations) HasSynced() bool { return r.regs[0].HasSynced() && r.regs[1].HasSynced() }
 
-func (d bothDone) Name() string { return d[0].Name() + " and " + d[1].Name() }
+func (r *bothRegistrations) HasSyncedChecker() toolscache.DoneChecker { return r.synced }
 
-func (d bothDone) Done() <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		<-d[0].Done()
-		<-d[1].Done()
-		close(done)
-	}()
-	return done
+// bothDone is done once both of its checkers are.
+type bothDone struct {
+	name string
+	done chan struct{}
 }
+
+// bothSynced is done once a and b are. Its one goroutine waits for them
+// until the cache stops: informers stopped before they synced never will,
+// and what waits for them waits no longer (its own context ends it).
+func bothSynced(a, b toolscache.DoneChecker, stopped <-chan struct{}) *bothDone {
+	d := &bothDone{name: a.Name() + " and " + b.Name(), done: make(chan struct{})}
+	go d.wait(a, b, stopped)
+	return d
+}
+
+func (d *bothDone) wait(a, b toolscache.DoneChecker, stopped <-chan struct{}) {
+	for _, c := range []toolscache.DoneChecker{a, b} {
+		select {
+		case <-c.Done():
+		case <-stopped:
+			return
+		}
+	}
+	close(d.done)
+}
+
+func (d *bothDone) Name() string { return d.name }
+
+func (d *bothDone) Done() <-chan struct{} { return d.done }

@@ -160,14 +160,13 @@ func Stop() {
 // host, without the webhook, caching AgentRuns as the manager binary does in
 // --mode=host (the host's own, unreleased).
 func HostManagerOptions(host string) ctrl.Options {
-	cacheOpts, newCache := agentruns.HostCache(host)
-	return ctrl.Options{
+	opts := ctrl.Options{
 		Scheme:     Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache:      cacheOpts,
-		NewCache:   newCache,
 	}
+	agentruns.UseHostCache(&opts, host)
+	return opts
 }
 
 // NewHostManager is a manager for one more simulated host.

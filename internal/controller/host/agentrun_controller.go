@@ -168,7 +168,7 @@ func (r *AgentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 // claimed yet, and not released. Unpinned runs are the fleet's to place.
 func (r *AgentRunReconciler) isOurs(run *agentsv1alpha1.AgentRun) bool {
 	if agentruns.Released(run) {
-		// A host's cache holds no released runs (HostCache); one
+		// A host's cache holds no released runs (UseHostCache); one
 		// that also runs the fleet holds them, and treats them alike.
 		return false
 	}

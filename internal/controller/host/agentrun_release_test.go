@@ -28,7 +28,7 @@ import (
 )
 
 // hostCacheView reads runs as a host's cache holds them, without the
-// released ones (HostCache; its field selectors are the API server's to
+// released ones (UseHostCache; its field selectors are the API server's to
 // apply, which the fake client does not).
 type hostCacheView struct {
 	client.Client
@@ -37,13 +37,14 @@ type hostCacheView struct {
 
 func newHostCacheView(t *testing.T, c client.Client) hostCacheView {
 	t.Helper()
-	opts, _ := agentruns.HostCache(agentrunstest.Host)
-	for obj, by := range opts.ByObject {
+	var opts ctrl.Options
+	agentruns.UseHostCache(&opts, agentrunstest.Host)
+	for obj, by := range opts.Cache.ByObject {
 		if _, ok := obj.(*agentsv1alpha1.AgentRun); ok && by.Label != nil {
 			return hostCacheView{c, by.Label}
 		}
 	}
-	t.Fatal("HostCache selects every AgentRun")
+	t.Fatal("UseHostCache selects every AgentRun")
 	return hostCacheView{}
 }
 

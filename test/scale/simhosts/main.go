@@ -182,8 +182,7 @@ func hostManager(cfg *configv1alpha1.Configuration, name string, admin *rest.Con
 	restCfg := rest.CopyConfig(admin)
 	restCfg.Impersonate = hostUser(cfg.LeaseNamespace, name)
 	le := cfg.LeaderElection
-	cacheOpts, newCache := agentruns.HostCache(name)
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+	opts := ctrl.Options{
 		Scheme: scheme,
 		// The process serves one /metrics for all its hosts.
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
@@ -194,11 +193,11 @@ func hostManager(cfg *configv1alpha1.Configuration, name string, admin *rest.Con
 		LeaseDuration:                 &le.LeaseDuration.Duration,
 		RenewDeadline:                 &le.RenewDeadline.Duration,
 		RetryPeriod:                   &le.RetryPeriod.Duration,
-		Cache:                         cacheOpts,
-		NewCache:                      newCache,
 		// The hosts' controllers have the same names in one process.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	}
+	agentruns.UseHostCache(&opts, name)
+	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return nil, err
 	}
