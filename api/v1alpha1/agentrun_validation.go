@@ -51,6 +51,7 @@ const (
 	ruleAbsolutePaths     = "absolute paths"
 	ruleImmutableSpec     = "immutable spec"
 	ruleCancelIsFinal     = "cancel is final"
+	ruleImmutableQueue    = "immutable queue"
 	rulePromptRequired    = "prompt required"
 	rulePromptSize        = "prompt size"
 	ruleCleanPaths        = "clean paths"
@@ -259,7 +260,8 @@ func ValidateAgentRun(run *AgentRun) field.ErrorList {
 }
 
 // ValidateAgentRunUpdate checks a change to a run: the new spec must equal the
-// old one but for cancel, which may only go from false to true. It does not
+// old one but for cancel, which may only go from false to true, and the Kueue
+// queue label must be the one the run was created with. It does not
 // apply ValidateAgentRun's rules again: the spec cannot change, so they would
 // only judge the stored run by today's rules, and once a rule is tightened a
 // run created before would be stuck, unable to be cancelled or to lose its
@@ -274,6 +276,13 @@ func ValidateAgentRunUpdate(old, run *AgentRun) field.ErrorList {
 	}
 	if old.Spec.Cancel && !run.Spec.Cancel {
 		errs = append(errs, field.Forbidden(specPath.Child("cancel"), Rule("spec.cancel cannot be set back to false once a run is cancelled", ruleCancelIsFinal)))
+	}
+	// A run's Workload is made in the queue of its label: a run moved out
+	// of its queue would run outside the queue's quota, one moved in after
+	// a host took it would be counted nowhere.
+	if old.Labels[LabelQueueName] != run.Labels[LabelQueueName] {
+		errs = append(errs, field.Forbidden(field.NewPath("metadata", "labels").Key(LabelQueueName),
+			Rule("the Kueue queue label cannot be added, changed or removed after creation", ruleImmutableQueue)))
 	}
 	return errs
 }

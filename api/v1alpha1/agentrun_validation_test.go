@@ -225,6 +225,17 @@ func TestValidateAgentRunUpdate(t *testing.T) {
 	if errs := ValidateAgentRunUpdate(old, relabelled); len(errs) != 0 {
 		t.Fatalf("metadata changes must be allowed, got %v", errs)
 	}
+
+	queued := old.DeepCopy()
+	queued.Labels = map[string]string{LabelQueueName: "team-queue"}
+	assertRule(t, ValidateAgentRunUpdate(old, queued), "immutable queue")
+	assertRule(t, ValidateAgentRunUpdate(queued, old), "immutable queue")
+	moved := queued.DeepCopy()
+	moved.Labels[LabelQueueName] = "other-queue"
+	assertRule(t, ValidateAgentRunUpdate(queued, moved), "immutable queue")
+	queuedAndRelabelled := queued.DeepCopy()
+	queuedAndRelabelled.Labels["team"] = "a"
+	assertRule(t, ValidateAgentRunUpdate(queued, queuedAndRelabelled), "")
 }
 
 // A run stored before a rule was tightened breaks today's create rules; it

@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -422,6 +423,41 @@ var _ = Describe("Updating an AgentRun", func() {
 
 				expectRefused((*c).Patch(sctx, run, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":false}}`))),
 					"spec", "(rule: cancel is final)")
+			})
+
+			It("keeps the Kueue queue label as the run was created with, and lets other labels change", func(sctx SpecContext) {
+				const queueLabel = "metadata.labels[kueue.x-k8s.io/queue-name]"
+				queued := referenceRun()
+				queued.Labels = map[string]string{agentsv1alpha1.LabelQueueName: "team-queue"}
+				Expect((*c).Create(sctx, queued)).To(Succeed())
+				unqueued := referenceRun()
+				Expect((*c).Create(sctx, unqueued)).To(Succeed())
+
+				By("moving the run to another queue")
+				changed := queued.DeepCopy()
+				changed.Labels[agentsv1alpha1.LabelQueueName] = "other-queue"
+				// The API server enforces an admission policy a moment
+				// after it is created (CEL only: config/kueue's).
+				Eventually(func() error {
+					return (*c).Update(sctx, changed.DeepCopy(), client.DryRunAll)
+				}).WithContext(sctx).WithTimeout(30 * time.Second).ShouldNot(Succeed())
+				expectRefused((*c).Update(sctx, changed), queueLabel, "(rule: immutable queue)")
+
+				By("taking the run out of its queue")
+				expectRefused((*c).Patch(sctx, queued.DeepCopy(), client.RawPatch(types.MergePatchType,
+					[]byte(`{"metadata":{"labels":{"kueue.x-k8s.io/queue-name":null}}}`))), queueLabel, "(rule: immutable queue)")
+
+				By("putting a run created without a queue into one")
+				changed = unqueued.DeepCopy()
+				changed.Labels = map[string]string{agentsv1alpha1.LabelQueueName: "team-queue"}
+				expectRefused((*c).Update(sctx, changed), queueLabel, "(rule: immutable queue)")
+
+				By("changing another label of the queued run, and cancelling it")
+				patch := client.MergeFrom(queued.DeepCopy())
+				queued.Labels["team"] = "a"
+				queued.Spec.Cancel = true
+				Expect((*c).Patch(sctx, queued, patch)).To(Succeed())
+				Expect(queued.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelQueueName, "team-queue"))
 			})
 		})
 	}

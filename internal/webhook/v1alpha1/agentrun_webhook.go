@@ -86,9 +86,10 @@ func (v *AgentRunValidator) ValidateCreate(ctx context.Context, run *agentsv1alp
 }
 
 // ValidateUpdate refuses any change to the spec but setting spec.cancel, and
-// nothing else: metadata changes (finalizers, labels) always pass, and the
-// create-time rules are not applied again, so a run stored before a rule was
-// tightened can still be cancelled and deleted.
+// any change to the Kueue queue label, and nothing else: other metadata
+// changes (finalizers, labels) pass, and the create-time rules are not
+// applied again, so a run stored before a rule was tightened can still be
+// cancelled and deleted.
 func (v *AgentRunValidator) ValidateUpdate(_ context.Context, old, run *agentsv1alpha1.AgentRun) (admission.Warnings, error) {
 	return nil, invalid(run, agentsv1alpha1.ValidateAgentRunUpdate(old, run))
 }

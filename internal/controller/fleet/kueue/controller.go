@@ -73,7 +73,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case run.Status.Phase.IsFinished():
 		return ctrl.Result{}, r.finish(ctx, run, wl)
 	case wl == nil && run.Status.Host != "":
-		// Labelled after a host took it: it runs outside any queue.
+		// Labelled after a host took it, which admission refuses (rule:
+		// immutable queue) unless both its checks were off: it runs
+		// outside any queue.
 		return ctrl.Result{}, nil
 	case wl == nil:
 		return r.createWorkload(ctx, run)
