@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,4 +61,12 @@ func formatDuration(firstStart, end time.Time) string {
 		return ""
 	}
 	return end.Sub(firstStart).Round(time.Second).String()
+}
+
+// Stale says a write was refused because what it was checked against changed
+// or went away since it was read (a conflict, a not found): the object's
+// watch brings the new version, and the pass it wakes acts on that, so the
+// write is dropped rather than retried.
+func Stale(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsNotFound(err)
 }

@@ -130,7 +130,7 @@ func (h *HostLifecycleReconciler) markLost(ctx context.Context, host *agentsv1al
 	meta.SetStatusCondition(&host.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.HostConditionReady,
 		Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonHeartbeatLost, Message: msg})
 	if err := h.Status().Patch(ctx, host, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return client.IgnoreNotFound(ignoreConflict(err))
+		return ignoreStale(err)
 	}
 	log.FromContext(ctx).Info("Declared a Podman host lost", "host", host.Name, "why", msg)
 	h.Recorder.Eventf(host, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonHeartbeatLost, "DeclareLost", "%s", msg)
@@ -190,7 +190,7 @@ func (h *HostLifecycleReconciler) failOverRun(ctx context.Context, run *agentsv1
 	if err := agentruns.WriteStatus(ctx, h.Client, base, run); err != nil {
 		// A conflict: the host wrote first (it is back), or the run changed;
 		// the next pass looks again.
-		return client.IgnoreNotFound(ignoreConflict(err))
+		return ignoreStale(err)
 	}
 	if before != st {
 		h.Recorder.Eventf(run, nil, corev1.EventTypeWarning, agentsv1alpha1.ReasonHostLost, "FailOver", "%s", agentruns.TruncateUTF8(st.Message, agentruns.MaxEventNoteBytes))

@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -86,7 +85,7 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			}
 			agentruns.ApplyState(&run.Status, run.Generation, *st)
 			if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
-				return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+				return ctrl.Result{}, ignoreStale(err)
 			}
 			return p.RecheckPeriod, nil
 		}
@@ -104,7 +103,7 @@ func (p *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	run.Status.Host = chosen
 	agentruns.ApplyState(&run.Status, run.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonClaimed, Message: "placed on host " + chosen})
 	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		if agentruns.Stale(err) {
 			// Changed or gone since the cache's copy; the watch brings it.
 			return ctrl.Result{}, nil
 		}
@@ -142,7 +141,7 @@ func (p *PlacementReconciler) unplaced(ctx context.Context, base, run *agentsv1a
 	}
 	agentruns.ApplyState(&run.Status, run.Generation, st)
 	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+		return ctrl.Result{}, ignoreStale(err)
 	}
 	if before.Reason != st.Reason && st.Reason == agentsv1alpha1.ReasonUnschedulable {
 		p.Recorder.Eventf(run, nil, corev1.EventTypeWarning, st.Reason, "Place", "%s", agentruns.TruncateUTF8(why, agentruns.MaxEventNoteBytes))
@@ -178,7 +177,7 @@ func (p *PlacementReconciler) admitPinned(ctx context.Context, run *agentsv1alph
 	run.Status.Budget = adm.budget
 	agentruns.ApplyState(&run.Status, run.Generation, agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonWaitingForHost,
 		Message: fmt.Sprintf("reserved %s USD under AgentRunBudget %s; waiting for host %s", adm.budget.ReservedUSD, strings.Join(adm.budget.Budgets, ", "), run.Spec.HostName)})
-	return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(agentruns.WriteStatus(ctx, p.Client, base, run)))
+	return ctrl.Result{}, ignoreStale(agentruns.WriteStatus(ctx, p.Client, base, run))
 }
 
 // waitForBudget keeps a run that does not fit its budgets Pending, reason
@@ -189,13 +188,13 @@ func (p *PlacementReconciler) waitForBudget(ctx context.Context, base, run *agen
 		// A budget changed since the cache's copy (this process's own
 		// reservation for the run before, most often): its watch brings
 		// the run back once the cache has the new version.
-		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+		return ctrl.Result{}, ignoreStale(err)
 	}
 	before := agentruns.StateOf(&run.Status)
 	st := agentruns.State{Phase: agentsv1alpha1.PhasePending, Reason: agentsv1alpha1.ReasonBudgetExceeded, Message: adm.why}
 	agentruns.ApplyState(&run.Status, run.Generation, st)
 	if err := agentruns.WriteStatus(ctx, p.Client, base, run); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(ignoreConflict(err))
+		return ctrl.Result{}, ignoreStale(err)
 	}
 	if before.Reason != st.Reason {
 		p.Recorder.Eventf(run, nil, corev1.EventTypeWarning, st.Reason, "Place", "%s", agentruns.TruncateUTF8(adm.why, agentruns.MaxEventNoteBytes))
@@ -403,8 +402,10 @@ func (p *PlacementReconciler) waitingUnder(ctx context.Context, o client.Object)
 	return out
 }
 
-func ignoreConflict(err error) error {
-	if apierrors.IsConflict(err) {
+// ignoreStale drops a write's error when the object changed or went away
+// since it was read (agentruns.Stale).
+func ignoreStale(err error) error {
+	if agentruns.Stale(err) {
 		return nil
 	}
 	return err

@@ -18,6 +18,7 @@ import (
 
 	agentsv1alpha1 "github.com/agentrun/agentrun/api/v1alpha1"
 	"github.com/agentrun/agentrun/internal/containers"
+	"github.com/agentrun/agentrun/internal/controller/agentruns"
 	"github.com/agentrun/agentrun/internal/redact"
 	"github.com/agentrun/agentrun/internal/runoutput"
 )
@@ -88,7 +89,7 @@ func (r *ProgressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	// output, and this one is dropped.
 	if err := r.Status().Patch(ctx, run, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		r.reads.unpublished(req.NamespacedName)
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		if agentruns.Stale(err) {
 			return ctrl.Result{RequeueAfter: next}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("writing the output so far: %w", err)

@@ -205,7 +205,7 @@ func setAdmitted(run *agentsv1alpha1.AgentRun, status metav1.ConditionStatus, re
 // version.
 func writeStatus(ctx context.Context, c client.Client, base, run *agentsv1alpha1.AgentRun) error {
 	err := agentruns.WriteStatus(ctx, c, base, run)
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+	if agentruns.Stale(err) {
 		return nil
 	}
 	return err
@@ -216,7 +216,7 @@ func writeStatus(ctx context.Context, c client.Client, base, run *agentsv1alpha1
 // declare stay as Kueue wrote them.
 func patchWorkloadStatus(ctx context.Context, c client.Client, base, wl *kueueapi.Workload) error {
 	err := c.Status().Patch(ctx, wl, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+	if agentruns.Stale(err) {
 		return nil // the Workload's watch brings the new version
 	}
 	if err != nil {
